@@ -1,0 +1,8 @@
+"""spark-submit entry point of the acquire stage: spark-submit jobs/acquire.py --conf conf/local.yaml --date YYYY-MM-DD"""
+
+import sys
+
+from crmlake.jobs import stage_main
+
+if __name__ == "__main__":
+    sys.exit(stage_main("acquire"))

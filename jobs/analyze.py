@@ -1,0 +1,8 @@
+"""spark-submit entry point of the analyze stage: spark-submit jobs/analyze.py --conf conf/local.yaml --date YYYY-MM-DD"""
+
+import sys
+
+from crmlake.jobs import stage_main
+
+if __name__ == "__main__":
+    sys.exit(stage_main("analyze"))

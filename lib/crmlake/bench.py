@@ -1,0 +1,136 @@
+"""``make bench``: figures measured against a peer in the same run (never asserted in tests).
+
+Acquire section: a generated landing zone of about 1M and 10M clickstream events,
+acquired into bronze, against the copy limit measured in the same run (Spark reading the
+same files as text and writing Parquet with no checks).
+
+Lake section: the configured engine's append against a plain ``df.write.parquet`` of the
+same cached DataFrame (the copy limit), each timed several times alternately and
+compared by median; a merge that changes 1% of the keys against a full rewrite of the
+table; files per partition after the append.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import tempfile
+import time
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from crmlake.config import load_conf
+from crmlake.lake import Lake
+from crmlake.log import setup_logging
+from crmlake.session import spark_session
+
+FIRST_DAY = dt.date(2026, 10, 1)
+
+
+def _seconds(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def events(spark: SparkSession, rows: int, days: int, first_id: int = 0) -> DataFrame:
+    """Return ``rows`` synthetic click events over ``days`` date partitions."""
+    return spark.range(first_id, first_id + rows).select(
+        F.col("id").alias("event_id"),
+        (F.col("id") % 100_000).cast("string").alias("account_id"),
+        F.date_add(F.lit(FIRST_DAY), (F.col("id") % days).cast("int")).alias("event_date"),
+        (F.col("id") * 7 % 10_000).cast("decimal(18,2)").alias("price"),
+        F.sha2(F.col("id").cast("string"), 256).alias("page_url"),
+    )
+
+
+def bench_lake(spark: SparkSession, conf_file: str | None, tmp: str, rows: int, days: int, repeats: int) -> list[str]:
+    """Measure the lake's append, merge and layout; return printable lines."""
+    frame = events(spark, rows, days).cache()
+    frame.count()
+    frame.write.parquet(f"file://{tmp}/warm-up")  # JIT and file-system warm-up, not timed
+    plain_times, lake_times = [], []
+    for attempt in range(repeats):
+        conf = load_conf(conf_file, [f"paths.lake={tmp}/lake{attempt}"])
+        lake = Lake(spark, conf)
+        plain_times.append(_seconds(lambda: frame.repartition("event_date").write.partitionBy("event_date").parquet(f"file://{tmp}/plain{attempt}")))
+        lake_times.append(_seconds(lambda: lake.append("bronze.bench", frame, partition_by=["event_date"])))
+    plain, appended = statistics.median(plain_times), statistics.median(lake_times)
+    files = lake.files("bronze.bench")
+    partitions = {tuple(sorted(f["partition_values"].items())) for f in files}
+
+    keys = ["event_id", "event_date"]
+    # 1% of the keys, spread over every partition (worst case: every file is rewritten) ...
+    spread = frame.where(F.col("event_id") % 100 == 0).withColumn("price", F.col("price") + 1).cache()
+    # ... and 1% of the keys within a few days (late corrections: only those partitions).
+    last_days = FIRST_DAY + dt.timedelta(days=max(0, days - 3))
+    clustered = frame.where(F.col("event_date") >= F.lit(last_days)).limit(rows // 100).withColumn("price", F.col("price") + 1).cache()
+    spread_rows, clustered_rows = spread.count(), clustered.count()
+    merged_spread = _seconds(lambda: lake.merge("bronze.bench", spread, keys=keys, order_by="price"))
+    merged_clustered = _seconds(lambda: lake.merge("bronze.bench", clustered, keys=keys, order_by="price"))
+    rewrite = _seconds(lambda: lake.overwrite("bronze.bench", frame, partition_by=["event_date"]))
+    for cached in (frame, spread, clustered):
+        cached.unpersist()
+    return [
+        f"lake append ({lake.engine.name} engine)  : {rows:,} rows, median {appended:.2f}s = {rows / appended:,.0f} rows/s",
+        f"plain df.write.parquet      : {rows:,} rows, median {plain:.2f}s = {rows / plain:,.0f} rows/s",
+        f"ratio append / plain        : {appended / plain:.2f} (aim <= 1.2; {repeats} runs each, alternating)",
+        f"files per partition         : {len(files) / max(1, len(partitions)):.1f} ({len(files)} files, {len(partitions)} partitions)",
+        f"full rewrite of the table   : {rows:,} rows in {rewrite:.2f}s",
+        f"merge, 1% keys in all days  : {spread_rows:,} rows in {merged_spread:.2f}s (merge / rewrite = {merged_spread / rewrite:.2f})",
+        f"merge, 1% keys in few days  : {clustered_rows:,} rows in {merged_clustered:.2f}s (merge / rewrite = {merged_clustered / rewrite:.2f})",
+    ]
+
+
+def bench_acquire(spark: SparkSession, conf_file: str | None, tmp: str, events: int) -> list[str]:
+    """Generate about ``events`` clickstream events, then time acquire against a plain copy."""
+    from crmlake.acquire import job as acquire
+    from crmlake.acquire.contract import SOURCES
+    from crmlake.generate.landing import write_landing
+
+    landing = f"{tmp}/landing-{events}"
+    end = dt.date(2026, 11, 21)
+    # The simulation yields about 75 events per person over 60 days.
+    write_landing(spark, landing, max(100, events // 75), 60, end, 11, "Asia/Taipei")
+    conf = load_conf(conf_file, [f"paths.landing={landing}", f"paths.lake={tmp}/acquire-lake-{events}"])
+    copy = _seconds(lambda: spark.read.text(f"file://{landing}/clickstream/dt=*/*").write.parquet(f"file://{tmp}/copy-{events}"))
+    lake = Lake(spark, conf)
+    facts: dict = {}
+    took = _seconds(lambda: facts.update(acquire.acquire_source(spark, lake, conf, SOURCES["clickstream"], end, set())))
+    read = facts["accepted"] + facts["quarantined"] + facts["duplicates"]
+    files = lake.files("bronze.clickstream")
+    partitions = {tuple(sorted(f["partition_values"].items())) for f in files}
+    return [
+        f"acquire clickstream         : {read:,} events in {took:.1f}s = {read / took:,.0f} events/s",
+        f"copy limit (text -> parquet): {read:,} lines in {copy:.1f}s = {read / copy:,.0f} lines/s",
+        f"ratio acquire / copy        : {took / copy:.2f} (aim <= 1.5)",
+        f"bronze files per partition  : {len(files) / max(1, len(partitions)):.1f} ({len(files)} files, {len(partitions)} days)",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print figures with ratios against their peers."""
+    parser = argparse.ArgumentParser(prog="crmlake-bench", description=__doc__)
+    parser.add_argument("--conf", default=None, help="environment file (e.g. conf/local.yaml)")
+    parser.add_argument("--rows", type=int, default=2_000_000, help="rows per write (default 2,000,000)")
+    parser.add_argument("--days", type=int, default=30, help="date partitions the rows spread over (default 30)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each write (default 3)")
+    parser.add_argument("--events", default="1000000,10000000", help="clickstream sizes for the acquire bench, comma-separated (default 1M and 10M)")
+    parser.add_argument("--only", choices=("lake", "acquire"), default=None, help="run one section only")
+    args = parser.parse_args(argv)
+    setup_logging("WARNING")
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = load_conf(args.conf, [f"paths.lake={tmp}/lake"])
+        with spark_session(conf, "bench") as spark:
+            if args.only in (None, "lake"):
+                print("\n".join(["", "crmlake bench: lake", *bench_lake(spark, args.conf, tmp, args.rows, args.days, args.repeats)]), flush=True)
+            if args.only in (None, "acquire"):
+                for events in (int(e) for e in args.events.split(",") if e.strip()):
+                    print("\n".join(["", f"crmlake bench: acquire, about {events:,} events", *bench_acquire(spark, args.conf, tmp, events)]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

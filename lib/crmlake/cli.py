@@ -1,0 +1,179 @@
+"""The ``crmlake`` command: generate sample data, run stages, print where outputs are.
+
+Exit codes: 0 success, 1 a job failed (the reason on one line), 2 misuse (bad arguments,
+configuration or input that names the file or key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from zoneinfo import ZoneInfo
+
+from crmlake.config import Conf, ConfigError, load_conf
+from crmlake.generate.landing import LandingExistsError, write_landing
+from crmlake.log import get_logger, setup_logging
+
+STAGES = ("acquire", "organize", "analyze", "decide")
+log = get_logger("cli")
+
+
+class UsageError(ValueError):
+    """The command line is wrong; the message says how."""
+
+
+def business_yesterday(conf: Conf) -> dt.date:
+    """Return yesterday's date in the business time zone (the default run date)."""
+    return dt.datetime.now(ZoneInfo(conf.get("business.timezone", "UTC"))).date() - dt.timedelta(days=1)
+
+
+def parse_date(text: str) -> dt.date:
+    """Parse YYYY-MM-DD for argparse, with an error that shows the expected form."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date of the form YYYY-MM-DD") from None
+
+
+def add_conf_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --conf and --set, shared by every command and job."""
+    parser.add_argument("--conf", default=None, help="environment file merged over conf/base.yaml (e.g. conf/local.yaml)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one configuration key, e.g. --set paths.lake=/data/lake (repeatable; env CRMLAKE__PATHS__LAKE also works)",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of a stage run: --date (and --conf/--set)."""
+    add_conf_arguments(parser)
+    parser.add_argument("--date", type=parse_date, default=None, help="business date processed, YYYY-MM-DD (default: yesterday in business.timezone)")
+    parser.add_argument(
+        "--full-refresh", dest="overrides", action="append_const", const="organize.full_refresh=true",
+        help="organize: rebuild the silver tables from all of bronze instead of merging only what changed since the last run",
+    )
+
+
+def run_stages(conf: Conf, stages: list[str], run_dates: list[dt.date] | dt.date, app: str) -> dict:
+    """Run ``stages`` in order for each of ``run_dates`` in one Spark session; return the last date's summaries."""
+    from crmlake.runs import run_stage
+    from crmlake.session import spark_session
+
+    dates = run_dates if isinstance(run_dates, list) else [run_dates]
+    summaries = {}
+    with spark_session(conf, app) as spark:
+        for run_date in dates:
+            summaries = {stage: run_stage(spark, conf, stage, run_date) for stage in stages}
+    return summaries
+
+
+def print_outputs(conf: Conf, summaries: dict) -> None:
+    """Print where a run's outputs are: tables, MLflow, exports."""
+    print("\ncrmlake outputs")
+    print(f"  Delta tables : {conf.lake_root}/{{bronze,silver,gold}}/<table>")
+    print(f"  MLflow       : {conf.get('mlflow.tracking_uri')}  (mlflow ui --backend-store-uri {conf.get('mlflow.tracking_uri')})")
+    for path in (summaries.get("decide") or {}).get("exports", []):
+        print(f"  audience     : {path}")
+    for path in (summaries.get("analyze") or {}).get("reports", []):
+        print(f"  report       : {path}")
+
+
+def cmd_generate(args) -> int:
+    conf = load_conf(args.conf, args.overrides)
+    landing = args.landing or conf.landing_root
+    end = args.end or business_yesterday(conf)
+    if args.skip_if_present and any(os.path.isdir(f"{landing}/{s}") for s in ("clickstream", "orders", "customers")):
+        print(f"sample data already in {landing}; leaving it (crmlake generate --force replaces it)")
+        return 0
+    from crmlake.session import spark_session
+
+    with spark_session(conf, "generate") as spark:
+        summary = write_landing(spark, landing, args.customers, args.days, end, args.seed, conf.get("business.timezone"), force=args.force)
+    print(json.dumps({"landing": landing, **{k: summary[k] for k in ("start", "end", "accounts", "sessions", "defects")}}, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    conf = load_conf(args.conf, args.overrides)
+    run_date = args.date or business_yesterday(conf)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    summaries = run_stages(conf, stages, run_date, app=args.stage)
+    print_outputs(conf, summaries)
+    return 0
+
+
+def cmd_backfill(args) -> int:
+    if args.date_to < args.date_from:
+        raise UsageError(f"--to {args.date_to} is before --from {args.date_from}")
+    conf = load_conf(args.conf, args.overrides)
+    days = (args.date_to - args.date_from).days + 1
+    dates = [args.date_from + dt.timedelta(days=i) for i in range(days)]
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    print_outputs(conf, run_stages(conf, stages, dates, app="backfill"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``crmlake`` command."""
+    parser = argparse.ArgumentParser(
+        prog="crmlake",
+        description="Big-data CRM mining on Spark, Delta and MLflow. Stages: acquire (landing -> bronze), "
+        "organize (bronze -> silver), analyze (silver -> gold, models, reports), decide (audiences).",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("generate", help="write a sample landing zone (all five sources, with real-world defects)",
+                              description="Simulate members, visits, orders, service contacts and campaigns and write them as the landing-zone contract describes, with planted defects and a documented truth under <landing>/_truth/.")
+    add_conf_arguments(gen)
+    gen.add_argument("--landing", default=None, help="landing directory (default: paths.landing)")
+    gen.add_argument("--customers", type=int, default=2000, help="number of persons (default 2000)")
+    gen.add_argument("--days", type=int, default=60, help="days of history (default 60)")
+    gen.add_argument("--end", type=parse_date, default=None, help="last business date, YYYY-MM-DD (default: yesterday)")
+    gen.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same files (default 7)")
+    gen.add_argument("--force", action="store_true", help="replace an existing landing zone")
+    gen.add_argument("--skip-if-present", action="store_true", help="do nothing when the landing zone already holds data")
+    gen.set_defaults(func=cmd_generate)
+
+    run = commands.add_parser("run", help="run one stage or all four for a business date",
+                              description="Run crmlake stages in one Spark session. acquire for date D takes every landing file with dt <= D not yet ingested; each later stage reads only tables the earlier ones wrote. Reruns of a date are idempotent.")
+    add_run_arguments(run)
+    run.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="stage to run (default: all, in order)")
+    run.set_defaults(func=cmd_run)
+
+    backfill = commands.add_parser("backfill", help="run stages for every date of a range, in order",
+                                   description="Run the stages for each business date from --from to --to (inclusive), oldest first, in one Spark session. Each date's run is idempotent, so a backfill can be rerun or resumed after a failure.")
+    add_conf_arguments(backfill)
+    backfill.add_argument("--from", dest="date_from", type=parse_date, required=True, help="first business date, YYYY-MM-DD")
+    backfill.add_argument("--to", dest="date_to", type=parse_date, required=True, help="last business date, YYYY-MM-DD")
+    backfill.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="stage to run (default: all, in order)")
+    backfill.set_defaults(func=cmd_backfill)
+    return parser
+
+
+def exit_code_of(action, label: str = "crmlake") -> int:
+    """Run ``action``; map misuse to exit 2 and failures to exit 1 with the reason on one line."""
+    try:
+        return action()
+    except (ConfigError, UsageError, LandingExistsError) as exc:
+        print(f"{label}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a job failure: one line for the scheduler, the trace in the log
+        log.exception("failed")
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"{label}: failed: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``crmlake`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return exit_code_of(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

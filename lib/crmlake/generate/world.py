@@ -1,0 +1,348 @@
+"""A simulated retailer as Spark DataFrames: persons, accounts, sessions, clicks, orders, campaigns.
+
+Everything is computed in Spark from hashed draws (:mod:`crmlake.generate.draws`), so it
+scales to tens of millions of events on a cluster and the same seed always gives the
+same records. The planted truth, per person:
+
+* ``daily_purchase_rate``: latent purchases per active day, lognormal (a few members do
+  most of the buying), a quarter of members nearly dormant;
+* ``daily_lapse_hazard``: the chance per day of lapsing for good (0 for most);
+* some persons hold two accounts (same email with other case and spaces, or the same
+  phone in another format);
+* declared income band and occupation are drawn independently of behaviour (a baseline
+  that should not predict), and "student" stays declared long after the birth year
+  says otherwise.
+
+Weekends lift visits and orders by 25%; hours follow a day curve peaking in the evening;
+campaign days (every 7th day) bring utm-tagged visits and campaign responses whose
+conversion rises with the member's purchase rate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from crmlake.generate.draws import choice, geometric, normal, uniform
+
+CATEGORIES = ["books", "electronics", "fashion", "home", "beauty", "sports", "toys", "grocery"]
+CATEGORY_PRICE = {"books": 380, "electronics": 4200, "fashion": 1200, "home": 900, "beauty": 650, "sports": 1500, "toys": 700, "grocery": 250}
+CITIES = ["Taipei", "New Taipei", "Taichung", "Kaohsiung", "Tainan", "Hsinchu", "Taoyuan"]
+OCCUPATIONS = ["student", "engineer", "teacher", "sales", "nurse", "designer", "retired", "homemaker"]
+HOURS = list(range(24))
+HOUR_WEIGHTS = [1, 0.5, 0.3, 0.2, 0.2, 0.3, 0.8, 1.5, 2, 2.2, 2.4, 2.6, 3, 2.6, 2.4, 2.4, 2.6, 2.8, 3.2, 3.8, 4.2, 4.0, 3.0, 1.8]
+CAMPAIGN_EVERY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to simulate: persons, days ending on ``end``, the seed."""
+
+    customers: int
+    days: int
+    end: dt.date
+    seed: int
+    timezone: str = "Asia/Taipei"
+
+    @property
+    def start(self) -> dt.date:
+        return self.end - dt.timedelta(days=self.days - 1)
+
+
+def _day_date(plan: Plan, day: Column) -> Column:
+    return F.date_add(F.lit(plan.start), day.cast("int"))
+
+
+def _at(plan: "Plan", date: Column, seconds: Column) -> Column:
+    """Return the instant ``seconds`` after local midnight of ``date``.
+
+    The generator builds its frames with the session time zone set to ``plan.timezone``
+    (see :func:`crmlake.generate.landing.write_landing`), so a date cast to a timestamp is
+    local midnight in the business time zone.
+    """
+    return F.timestamp_seconds(F.unix_timestamp(date.cast("timestamp")) + seconds)
+
+
+def persons(spark: SparkSession, plan: Plan) -> DataFrame:
+    """One row per simulated person with the planted truth and declared attributes."""
+    s, p = plan.seed, "person_no"
+    rate = F.exp(-4.0 + 1.3 * normal(s, "rate", p)) * F.when(uniform(s, "dormant", p) < 0.25, 0.05).otherwise(1.0)
+    hazard = choice(uniform(s, "lapse", p), [0.0, 0.004, 0.02], [0.6, 0.3, 0.1])
+    signup_day = F.when(uniform(s, "joined_late", p) < 0.3, F.floor(uniform(s, "signup", p) * plan.days)).otherwise(
+        -F.floor(uniform(s, "signup", p) * 5 * 365)
+    ).cast("int")
+    lifetime = F.when(hazard > 0, F.floor(-F.log(F.greatest(uniform(s, "life", p), F.lit(1e-12))) / hazard)).otherwise(F.lit(10**6))
+    birth_year = (1955 + F.floor(uniform(s, "birth", p) * 53)).cast("int")
+    young = (plan.end.year - birth_year) < 24
+    frame = spark.range(plan.customers).withColumnRenamed("id", p)
+    return frame.select(
+        p,
+        F.format_string("P%07d", F.col(p)).alias("person"),
+        rate.alias("daily_purchase_rate"),
+        hazard.cast("double").alias("daily_lapse_hazard"),
+        signup_day.alias("signup_day"),
+        (F.greatest(signup_day, F.lit(0)) + lifetime).cast("int").alias("alive_until"),
+        (rate * 6 + 0.05 * F.exp(0.5 * normal(s, "browse", p))).alias("daily_visit_rate"),
+        F.when(uniform(s, "two_accounts", p) < 0.06, 2).otherwise(1).alias("accounts"),
+        birth_year.alias("birth_year"),
+        F.when(young & (uniform(s, "student", p) < 0.7), F.lit("student")).otherwise(choice(uniform(s, "occupation", p), OCCUPATIONS)).alias("occupation"),
+    )
+
+
+def accounts(people: DataFrame, plan: Plan) -> DataFrame:
+    """One row per account (the customers source's upserts), with signup time and profile."""
+    s = plan.seed
+    exploded = people.select("*", F.explode(F.sequence(F.lit(0), F.col("accounts") - 1)).alias("k"))
+    ids = ("person_no", "k")
+    signup_day = F.col("signup_day") + F.col("k") * (1 + F.floor(uniform(s, "second", *ids) * 200)).cast("int")
+    seconds = (8 + F.floor(uniform(s, "signup_hour", *ids) * 15)) * 3600 + F.floor(uniform(s, "signup_min", *ids) * 3600)
+    email = F.format_string("member%d@example.com", F.col("person_no"))
+    phone = F.format_string("09%08d", (F.col("person_no") * 7919 + 10_000_000) % 100_000_000)
+    same_email = (F.col("k") == 0) | (uniform(s, "same_email", *ids) < 0.6)
+    business = uniform(s, "business", *ids) < 0.03
+    referred = (F.col("person_no") > 0) & (uniform(s, "referred", *ids) < 0.15)
+    referrer = F.format_string("A%08d", F.floor(uniform(s, "referrer", *ids) * F.col("person_no")).cast("long") * 2)
+    return exploded.where(signup_day <= plan.days - 1).select(
+        "person_no",
+        "person",
+        F.format_string("A%08d", F.col("person_no") * 2 + F.col("k")).alias("account_id"),
+        _at(plan, _day_date(plan, signup_day), seconds).alias("signup_time"),
+        F.when(same_email, F.when(F.col("k") == 0, email).otherwise(F.concat(F.lit("  "), F.upper(email), F.lit(" "))))
+        .otherwise(F.format_string("other%d.%d@mail.example", F.col("person_no"), F.col("k"))).alias("email"),
+        F.when(F.col("k") == 0, phone).otherwise(
+            F.concat_ws(" ", F.lit("+886"), phone.substr(2, 3), phone.substr(5, 3), phone.substr(8, 3))
+        ).alias("phone"),
+        F.format_string("Member %d", F.col("person_no")).alias("name"),
+        choice(uniform(s, "gender", *ids), ["f", "m", "x"], [0.52, 0.45, 0.03]).alias("gender"),
+        "birth_year",
+        "occupation",
+        choice(uniform(s, "city", *ids), CITIES).alias("city"),
+        choice(uniform(s, "income", *ids), ["low", "mid", "high"]).alias("income_band"),
+        (uniform(s, "consent", *ids) < 0.8).alias("marketing_consent"),
+        F.when(referred, referrer).alias("referred_by"),
+        F.when(business, "business").otherwise("consumer").alias("account_type"),
+        F.when(business, F.format_string("C%04d", (1 + F.floor(uniform(s, "company", *ids) * 30)).cast("int"))).alias("company_id"),
+    )
+
+
+def member_days(people: DataFrame, plan: Plan) -> DataFrame:
+    """One row per person and day on which the person is a live member."""
+    first = F.greatest(F.col("signup_day"), F.lit(0))
+    last = F.least(F.col("alive_until"), F.lit(plan.days - 1))
+    return people.where(first <= last).select(
+        "person_no", "accounts", "daily_purchase_rate", "daily_visit_rate", F.explode(F.sequence(first, last)).alias("day")
+    )
+
+
+def sessions(spark: SparkSession, people: DataFrame, plan: Plan) -> DataFrame:
+    """One row per visit: members' visits (some buying) and anonymous visitors'."""
+    s = plan.seed
+    days = member_days(people, plan)
+    date = _day_date(plan, F.col("day"))
+    boost = F.when(F.dayofweek(date).isin(1, 7), 1.25).otherwise(1.0)
+    ids = ("person_no", "day")
+    orders = geometric(F.col("daily_purchase_rate") * boost, uniform(s, "orders", *ids))
+    visits = F.greatest(geometric(F.col("daily_visit_rate") * boost, uniform(s, "visits", *ids)), orders)
+    counted = days.select("*", orders.alias("n_orders"), visits.alias("n_visits")).where("n_visits > 0")
+    member = counted.select("*", F.explode(F.sequence(F.lit(0), F.col("n_visits") - 1)).alias("visit"))
+    vid = ("person_no", "day", "visit")
+    account_no = F.col("person_no") * 2 + F.floor(uniform(s, "which_account", *vid) * F.col("accounts")).cast("long")
+    buys = F.col("visit") < F.col("n_orders")
+    member = member.select(
+        F.format_string("m%d-%d-%d", "person_no", "day", "visit").alias("session_key"),
+        "day",
+        F.format_string("A%08d", account_no).alias("account"),
+        F.format_string("ck-A%08d-%d", account_no, F.floor(uniform(s, "cookie", *vid) * 3).cast("int")).alias("anonymous_id"),
+        (buys | (uniform(s, "login", *vid) < 0.6)).alias("logged_in"),
+        buys.alias("buys"),
+    )
+    anonymous = spark.range(int(plan.customers * 0.05) * plan.days).select(
+        F.format_string("a%d", "id").alias("session_key"),
+        (F.col("id") % plan.days).cast("int").alias("day"),
+        F.lit(None).cast("string").alias("account"),
+        F.format_string("ck-anon-%d", "id").alias("anonymous_id"),
+        F.lit(False).alias("logged_in"),
+        (uniform(s, "anon_buys", "id") < 0.05).alias("buys"),
+    )
+    both = member.unionByName(anonymous)
+    k = ("session_key",)
+    hour = choice(uniform(s, "hour", *k), HOURS, HOUR_WEIGHTS)
+    campaign_day = (F.col("day") % CAMPAIGN_EVERY_DAYS) == 3
+    tagged = campaign_day & (uniform(s, "utm", *k) < 0.3)
+    device = choice(uniform(s, "device", *k), ["desktop", "mobile", "tablet", "app"], [0.3, 0.45, 0.05, 0.2])
+    carts = F.col("buys") | (uniform(s, "cart", *k) < 0.15)
+    return both.select(
+        "*",
+        _at(plan, _day_date(plan, F.col("day")), hour * 3600 + F.floor(uniform(s, "second", *k) * 3600)).alias("session_start"),
+        (uniform(s, "consent", *k) < 0.9).alias("tracking_consent"),
+        device.alias("device"),
+        F.when(tagged, F.format_string("c-%s", F.date_format(_day_date(plan, F.col("day")), "yyyyMMdd"))).alias("utm_campaign"),
+        choice(uniform(s, "category", *k), CATEGORIES).alias("category"),
+        (1 + F.floor(uniform(s, "views", *k) * 4)).cast("int").alias("product_views"),
+        (uniform(s, "search", *k) < 0.4).alias("searched"),
+        carts.alias("carted"),
+        (F.col("buys") | (carts & (uniform(s, "checkout", *k) < 0.3))).alias("checked_out"),
+    )
+
+
+def _steps(visits: DataFrame) -> DataFrame:
+    empty = F.array().cast("array<string>")
+    steps = F.concat(
+        F.array(F.lit("page_view")),
+        F.when(F.col("searched"), F.array(F.lit("search"))).otherwise(empty),
+        F.array_repeat(F.lit("product_view"), F.col("product_views")),
+        F.when(F.col("carted"), F.array(F.lit("add_to_cart"))).otherwise(empty),
+        F.when(F.col("checked_out"), F.array(F.lit("checkout_start"))).otherwise(empty),
+        F.when(F.col("buys"), F.array(F.lit("purchase"))).otherwise(empty),
+    )
+    return visits.withColumn("steps", steps)
+
+
+def _price(category: Column) -> Column:
+    expr = None
+    for name, price in CATEGORY_PRICE.items():
+        expr = F.when(category == name, F.lit(price)) if expr is None else expr.when(category == name, F.lit(price))
+    return expr.otherwise(F.lit(500))
+
+
+def clicks(visits: DataFrame, plan: Plan) -> DataFrame:
+    """One row per click event of every visit, fields as the contract names them."""
+    s = plan.seed
+    exploded = _steps(visits).select("*", F.posexplode("steps").alias("step_no", "event_type"))
+    e = ("session_key", "step_no")
+    event_time = F.timestamp_micros(
+        F.unix_micros(F.col("session_start")) + (F.col("step_no") * 90 + F.floor(uniform(s, "gap", *e) * 60)) * 1_000_000 + F.floor(uniform(s, "ms", *e) * 1000) * 1000
+    )
+    product = F.col("event_type").isin("product_view", "add_to_cart")
+    return exploded.select(
+        F.concat(F.lit("e-"), F.col("session_key"), F.lit("-"), F.col("step_no")).alias("event_id"),
+        event_time.alias("event_time"),
+        F.timestamp_micros(F.unix_micros(event_time) + (50 + F.floor(uniform(s, "lag", *e) * 3950)).cast("long") * 1000).alias("received_time"),
+        "event_type",
+        "anonymous_id",
+        F.when(F.col("logged_in"), F.col("account")).alias("account_id"),
+        "tracking_consent",
+        F.format_string("/%s?c=%s", F.regexp_replace("event_type", "_", "-"), F.col("category")).alias("page_url"),
+        F.when(product, F.format_string("%s-%d", F.col("category").substr(1, 3), F.floor(uniform(s, "product", *e) * 500).cast("int"))).alias("product_id"),
+        F.when(product, F.col("category")).alias("category"),
+        F.when(product, F.format_string("%.2f", _price(F.col("category")).cast("double"))).alias("price"),
+        F.when(F.col("event_type") == "purchase", F.concat(F.lit("O-"), F.col("session_key"))).alias("order_id"),
+        F.when(F.col("event_type") == "search", F.col("category")).alias("search_query"),
+        F.when(F.col("utm_campaign").isNotNull(), F.lit("newsletter")).alias("utm_source"),
+        F.when(F.col("utm_campaign").isNotNull(), F.lit("email")).alias("utm_medium"),
+        "utm_campaign",
+        "device",
+        F.lit("TW").alias("country"),
+    )
+
+
+def order_lines(visits: DataFrame, plan: Plan) -> DataFrame:
+    """One row per order line version: every buying visit's lines, and later status changes."""
+    s = plan.seed
+    buying = _steps(visits.where("buys"))
+    lines = buying.select("*", F.explode(F.sequence(F.lit(1), (1 + F.floor(uniform(s, "lines", "session_key") * 3)).cast("int"))).alias("line_no"))
+    l_ids = ("session_key", "line_no")
+    category = F.when(F.col("line_no") == 1, F.col("category")).otherwise(choice(uniform(s, "line_category", *l_ids), CATEGORIES))
+    unit_price = F.round(_price(category) * F.exp(0.4 * normal(s, "unit_price", *l_ids)), 0)
+    quantity = (1 + F.floor(uniform(s, "quantity", *l_ids) * 2)).cast("int")
+    order_time = F.timestamp_seconds(F.unix_timestamp("session_start") + (F.size("steps") - 1) * 90 + 60)
+    guest = F.col("account").isNull()
+    first = lines.select(
+        F.concat(F.lit("O-"), F.col("session_key")).alias("order_id"),
+        "line_no",
+        order_time.alias("order_time"),
+        F.when(~guest, F.col("account")).alias("account_id"),
+        F.when(guest, F.format_string("guest%d@mail.example", F.floor(uniform(s, "guest", "session_key") * 1e6).cast("int"))).alias("guest_email"),
+        F.when(F.col("device") == "app", "app").otherwise("web").alias("channel"),
+        F.lit(None).cast("string").alias("store_id"),
+        F.format_string("%s-%d", category.substr(1, 3), F.floor(uniform(s, "line_product", *l_ids) * 500).cast("int")).alias("product_id"),
+        category.alias("category"),
+        quantity.alias("quantity"),
+        unit_price.alias("unit_price"),
+        F.when(uniform(s, "discount", *l_ids) < 0.2, F.round(unit_price * quantity * 0.1, 2)).otherwise(F.lit(0.0)).alias("discount"),
+        F.lit("TWD").alias("currency"),
+        F.lit("completed").alias("status"),
+        order_time.alias("updated_time"),
+        uniform(s, "status_change", *l_ids).alias("_change"),
+        uniform(s, "change_delay", *l_ids).alias("_delay"),
+    )
+    changed = first.where("_change < 0.06").withColumn("status", F.when(F.col("_change") < 0.04, "returned").otherwise("cancelled")).withColumn(
+        "updated_time", F.timestamp_seconds(F.unix_timestamp("order_time") + (1 + F.floor(F.col("_delay") * 8)) * 86400 + F.floor(F.col("_delay") * 97) * 431)
+    )
+    return first.unionByName(changed).drop("_change", "_delay")
+
+
+def campaign_events(people: DataFrame, plan: Plan) -> DataFrame:
+    """One row per campaign event: sends on campaign days to live members, and their responses."""
+    s = plan.seed
+    targets = member_days(people, plan).where((F.col("day") % CAMPAIGN_EVERY_DAYS) == 3)
+    ids = ("person_no", "day")
+    targets = targets.where(uniform(s, "targeted", *ids) < 0.35)
+    bounced = uniform(s, "bounce", *ids) < 0.03
+    opened = ~bounced & (uniform(s, "open", *ids) < 0.3)
+    unsubscribed = opened & (uniform(s, "unsubscribe", *ids) < 0.02)
+    clicked = opened & ~unsubscribed & (uniform(s, "click", *ids) < 0.3)
+    converted = clicked & (uniform(s, "convert", *ids) < F.least(F.lit(0.9), 0.05 + F.col("daily_purchase_rate") * 8))
+    open_minutes = 60 + F.floor(uniform(s, "open_delay", *ids) * 29 * 60)
+
+    def event(name, when, minutes):
+        return F.when(when, F.struct(F.lit(name).alias("event"), minutes.cast("long").alias("minutes")))
+
+    events = F.filter(
+        F.array(
+            event("sent", F.lit(True), F.lit(0)),
+            event("bounced", bounced, F.lit(1)),
+            event("delivered", ~bounced, F.lit(1)),
+            event("opened", opened, open_minutes),
+            event("unsubscribed", unsubscribed, open_minutes + 2),
+            event("clicked", clicked, open_minutes + 1),
+            event("converted", converted, open_minutes + 120),
+        ),
+        lambda e: e.isNotNull(),
+    )
+    sent_at = _at(plan, _day_date(plan, F.col("day")), F.lit(10 * 3600))
+    exploded = targets.select("*", F.explode(events).alias("e"))
+    return exploded.select(
+        F.format_string("c-%s", F.date_format(_day_date(plan, F.col("day")), "yyyyMMdd")).alias("campaign_id"),
+        F.format_string("A%08d", F.col("person_no") * 2).alias("account_id"),
+        F.col("e.event").alias("event"),
+        F.timestamp_seconds(F.unix_timestamp(sent_at) + F.col("e.minutes") * 60).alias("event_time"),
+        F.when(F.col("e.event") == "converted", F.round(F.exp(7 + 0.6 * normal(s, "revenue", *ids)), 2)).alias("revenue"),
+    )
+
+
+def interactions(people: DataFrame, plan: Plan) -> DataFrame:
+    """One row per service contact (about 0.4% of member-days)."""
+    s = plan.seed
+    ids = ("person_no", "day")
+    contacts = member_days(people, plan).where(uniform(s, "contact", *ids) < 0.004)
+    kind = choice(uniform(s, "type", *ids), ["inquiry", "complaint", "praise", "return_request", "technical"], [0.45, 0.15, 0.1, 0.2, 0.1])
+    opened = _at(plan, _day_date(plan, F.col("day")), F.floor(uniform(s, "opened", *ids) * 86400))
+    closed = uniform(s, "closed", *ids) < 0.85
+    satisfaction = F.when(kind == "complaint", 1 + F.floor(uniform(s, "sat", *ids) * 2)).otherwise(3 + F.floor(uniform(s, "sat", *ids) * 3))
+    return contacts.select(
+        F.format_string("I%d-%d", "person_no", "day").alias("interaction_id"),
+        F.format_string("A%08d", F.col("person_no") * 2).alias("account_id"),
+        choice(uniform(s, "channel", *ids), ["phone", "email", "chat", "message_board", "store"]).alias("channel"),
+        kind.alias("type"),
+        opened.alias("opened_time"),
+        F.when(closed, F.timestamp_seconds(F.unix_timestamp(opened) + (1 + F.floor(uniform(s, "duration", *ids) * 72)) * 3600)).alias("closed_time"),
+        F.when(closed & (uniform(s, "rated", *ids) < 0.7), satisfaction.cast("int").cast("string")).alias("satisfaction"),
+        F.format_string("agent%d", (1 + F.floor(uniform(s, "agent", *ids) * 40)).cast("int")).alias("agent_id"),
+    )
+
+
+def profile_changes(accts: DataFrame, plan: Plan) -> DataFrame:
+    """Later upserts of about 5% of accounts (a move, a consent change) during the window."""
+    s = plan.seed
+    changing = accts.where(uniform(s, "changes", "account_id") < 0.05)
+    when = _at(plan, F.lit(plan.start), F.floor(uniform(s, "change_at", "account_id") * plan.days * 86400))
+    return changing.where(when > F.col("signup_time")).select(
+        *[c for c in accts.columns if c not in ("city", "marketing_consent")],
+        choice(uniform(s, "new_city", "account_id"), CITIES).alias("city"),
+        (uniform(s, "new_consent", "account_id") < 0.5).alias("marketing_consent"),
+        when.alias("updated_time"),
+    )

@@ -1,0 +1,32 @@
+"""What every spark-submit entry point in jobs/ does: parse --conf/--set/--date, run one stage.
+
+Exit codes follow the CLI: 0 success, 1 the job failed (reason on one line), 2 misuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+from crmlake.cli import STAGES, add_run_arguments, business_yesterday, exit_code_of, print_outputs, run_stages
+from crmlake.config import load_conf
+from crmlake.log import setup_logging
+
+
+def stage_main(stage: str, argv: list[str] | None = None) -> int:
+    """Run ``stage`` as a spark-submit job; return the exit code."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    parser = argparse.ArgumentParser(
+        prog=f"jobs/{stage}.py",
+        description=f"crmlake {stage} stage as a spark-submit job: spark-submit jobs/{stage}.py --conf conf/local.yaml --date YYYY-MM-DD",
+    )
+    add_run_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+
+    def run() -> int:
+        conf = load_conf(args.conf, args.overrides)
+        print_outputs(conf, run_stages(conf, [stage], args.date or business_yesterday(conf), app=stage))
+        return 0
+
+    return exit_code_of(run, f"crmlake {stage}")

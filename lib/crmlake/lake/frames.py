@@ -1,0 +1,66 @@
+"""DataFrame transforms the lake's write modes are made of; both engines and the stages use them."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+
+def latest_per_key(df: DataFrame, keys: Sequence[str], order_by: str, tie_breaker: str | None = None) -> DataFrame:
+    """Keep one row per ``keys``: the one with the greatest ``order_by`` (then ``tie_breaker``).
+
+    Takes any frame holding the key and ordering columns; returns the same columns.
+    Rows whose ``order_by`` is null lose to any row that has one.
+    """
+    ordering = [F.col(order_by).desc_nulls_last()]
+    if tie_breaker:
+        ordering.append(F.col(tie_breaker).desc_nulls_last())
+    window = Window.partitionBy(*keys).orderBy(*ordering)
+    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+
+
+def nullable_schema(schema: StructType) -> StructType:
+    """Return ``schema`` with every field, array element and map value nullable.
+
+    Delta enforces ``nullable = false`` as a constraint; tables here accept nulls and
+    leave required-field checks to acquire's validation, so a write never fails on it.
+    """
+
+    def relax(node):
+        if isinstance(node, dict):
+            node = {k: relax(v) for k, v in node.items()}
+            for flag in ("nullable", "containsNull", "valueContainsNull"):
+                if flag in node:
+                    node[flag] = True
+        elif isinstance(node, list):
+            node = [relax(v) for v in node]
+        return node
+
+    return StructType.fromJson(relax(schema.jsonValue()))
+
+
+def conform_to_schema(df: DataFrame, schema: StructType, table: str, keep: Sequence[str] = ()) -> DataFrame:
+    """Select and cast ``df``'s columns to a table's ``schema``; absent columns become null.
+
+    Columns named in ``keep`` (a write's own helper columns) are passed through after them.
+
+    Raises ``SchemaMismatchError`` naming the table and columns the table does not have.
+    """
+    from crmlake.lake.errors import SchemaMismatchError
+
+    extra = [c for c in df.columns if c not in schema.fieldNames() and c not in keep]
+    if extra:
+        raise SchemaMismatchError(
+            f"table {table}: the data has columns the table does not: {', '.join(extra)} "
+            "(rebuild the table with a full refresh to change its schema)"
+        )
+    return df.select(
+        *[
+            (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name)
+            for f in schema.fields
+        ],
+        *keep,
+    )

@@ -1,0 +1,453 @@
+"""The ``rs`` engine: Spark writes Parquet, the driver commits with delta-rs (``deltalake``).
+
+How a write works, and why it is safe to kill at any point:
+
+1. Spark writes the data files in parallel into ``<table>/_staging/<write id>/``
+   (Hive-style partition directories, a few files per partition).
+2. The driver moves them into the table's partition directories. Until the commit they
+   are stray files: readers go through the table's snapshot, never a directory listing,
+   so they are invisible, and ``vacuum`` removes them later.
+3. The driver reads each file's Parquet footer for Delta statistics and commits all
+   add (and, for rewrites, remove) actions in one Delta transaction. A write that carries
+   a transaction id (app id, version) that the table has already seen commits nothing.
+
+A process killed before step 3 leaves the table at its previous version.
+Rewrites (merge, overwrite-where, delete) replace whole files: the files holding affected
+rows are removed and their surviving rows written again, in the same commit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from typing import Sequence
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.transaction import (
+    AddAction,
+    CommitProperties,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from crmlake.lake.errors import LakeError, PredicateError, TableNotFoundError
+from crmlake.lake.frames import conform_to_schema, latest_per_key, nullable_schema
+from crmlake.lake.stats import parquet_file_stats
+from crmlake.lake.types import WriteId, WriteResult
+from crmlake.log import get_logger
+
+log = get_logger("lake.rs")
+STAGING = "_staging"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _local_path(location: str) -> str:
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme in ("", "file"):
+        return os.path.abspath(urllib.parse.unquote(parsed.path) if parsed.scheme else location)
+    raise LakeError(
+        f"table {location}: the rs engine writes to local disk only; use lake.engine=spark for {parsed.scheme}://"
+    )
+
+
+def _file_uri(path: str) -> str:
+    # Hadoop parses a path string without percent-decoding: pass the path as it is on disk.
+    return "file://" + path
+
+
+def _partition_text(value) -> str | None:
+    """Render a typed partition value the way the Delta log stores it (a string, or null)."""
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _names_only(predicate: str, allowed: Sequence[str], columns: Sequence[str]) -> bool:
+    """Return True when the SQL ``predicate`` names no column of ``columns`` outside ``allowed``."""
+    without_literals = re.sub(r"'(?:[^'\\]|\\.)*'", " ", predicate)
+    named = {token.strip("`").lower() for token in re.findall(r"`[^`]+`|[A-Za-z_][A-Za-z0-9_]*", without_literals)}
+    return not (named & {c.lower() for c in columns if c not in allowed})
+
+
+@dataclass
+class _StagedFile:
+    relative_path: str  # inside the table, as written in the Delta log (URI-encoded)
+    absolute_path: str
+    partition_values: dict
+
+
+class RsEngine:
+    """Delta tables on local disk: Spark for data files, delta-rs for the transaction log."""
+
+    name = "rs"
+
+    def __init__(self, spark: SparkSession, target_file_rows: int = 1_000_000, retention_hours: int = 168):
+        self.spark = spark
+        self.target_file_rows = int(target_file_rows)
+        self.retention_hours = int(retention_hours)
+
+    # ----------------------------------------------------------------- reading
+    def exists(self, location: str) -> bool:
+        """Return True when ``location`` holds a Delta table."""
+        return DeltaTable.is_deltatable(_local_path(location))
+
+    def _table(self, location: str, version: int | None = None) -> DeltaTable:
+        path = _local_path(location)
+        if not DeltaTable.is_deltatable(path):
+            raise TableNotFoundError(f"no Delta table at {location} (has the stage that writes it run?)")
+        return DeltaTable(path, version=version)
+
+    def schema(self, location: str) -> StructType:
+        """Return the table's schema as a Spark StructType (Delta's schema JSON is Spark's)."""
+        return StructType.fromJson(self._table(location).schema().json())
+
+    def version(self, location: str) -> int:
+        """Return the table's current version."""
+        return self._table(location).version()
+
+    def read(self, location: str, version: int | None = None) -> DataFrame:
+        """Read the table's snapshot (current, or ``version``) as a DataFrame."""
+        table = self._table(location, version)
+        schema = StructType.fromJson(table.schema().json())
+        files = table.file_uris()
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        return (
+            self.spark.read.schema(schema)
+            .option("basePath", _file_uri(_local_path(location)))
+            .parquet(*files)
+            .select(*schema.fieldNames())
+        )
+
+    def history(self, location: str, limit: int | None = None) -> list[dict]:
+        """Return the commit history, newest first (version, timestamp, operation, metadata)."""
+        return self._table(location).history(limit)
+
+    def transaction_version(self, location: str, app_id: str) -> int | None:
+        """Return the latest committed version of transaction ``app_id`` (None if never)."""
+        if not self.exists(location):
+            return None
+        return self._table(location).transaction_version(app_id)
+
+    def files(self, location: str) -> list[dict]:
+        """Return the current data files: path (relative), size, rows, partition values."""
+        actions = pa.table(self._table(location).get_add_actions(flatten=True)).to_pylist()
+        return [
+            {
+                "path": a["path"],
+                "size_bytes": a["size_bytes"],
+                "num_records": a.get("num_records"),
+                "partition_values": {
+                    k[len("partition."):]: _partition_text(v) for k, v in a.items() if k.startswith("partition.")
+                },
+            }
+            for a in actions
+        ]
+
+    # ----------------------------------------------------------------- writing
+    def _already_done(self, location: str, txn: WriteId | None) -> bool:
+        if txn is None:
+            return False
+        seen = self.transaction_version(location, txn.app_id)
+        if seen is not None and seen >= txn.version:
+            log.info("%s: write %s v%d already committed; nothing to do", location, txn.app_id, txn.version)
+            return True
+        return False
+
+    def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str]) -> list[_StagedFile]:
+        """Write ``df`` as Parquet under the table's staging area and move the files in place."""
+        root = _local_path(location)
+        staging = os.path.join(root, STAGING, uuid.uuid4().hex)
+        writer_df = df.repartition(*partition_by) if partition_by else df
+        writer = writer_df.write.mode("overwrite").option("maxRecordsPerFile", self.target_file_rows)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.parquet(_file_uri(staging))
+        staged: list[_StagedFile] = []
+        for dirpath, _, filenames in os.walk(staging):
+            for filename in filenames:
+                if not filename.endswith(".parquet"):
+                    continue
+                rel_dir = os.path.relpath(dirpath, staging)
+                parts = [] if rel_dir == "." else rel_dir.split(os.sep)
+                values = {}
+                for part in parts:
+                    key, _, raw = part.partition("=")
+                    value = urllib.parse.unquote(raw)
+                    values[urllib.parse.unquote(key)] = None if value == HIVE_NULL else value
+                target_dir = os.path.join(root, *parts)
+                os.makedirs(target_dir, exist_ok=True)
+                target = os.path.join(target_dir, filename)
+                os.replace(os.path.join(dirpath, filename), target)
+                rel = "/".join(parts + [filename])
+                staged.append(_StagedFile(urllib.parse.quote(rel, safe="/="), target, values))
+        shutil.rmtree(staging, ignore_errors=True)
+        return staged
+
+    @staticmethod
+    def _add_actions(staged: list[_StagedFile]) -> tuple[list[AddAction], int]:
+        actions, rows = [], 0
+        now_ms = int(time.time() * 1000)
+        for f in staged:
+            num_rows, stats = parquet_file_stats(f.absolute_path)
+            rows += num_rows
+            actions.append(
+                AddAction(f.relative_path, os.path.getsize(f.absolute_path), f.partition_values, now_ms, True, stats)
+            )
+        return actions, rows
+
+    @staticmethod
+    def _properties(operation: str, txn: WriteId | None) -> CommitProperties:
+        return CommitProperties(
+            custom_metadata={"crmlake.operation": operation, **({"crmlake.txn": str(txn)} if txn else {})},
+            max_commit_retries=50,
+            app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
+        )
+
+    def _commit(
+        self,
+        location: str,
+        schema: StructType,
+        actions: list,
+        mode: str,
+        partition_by: Sequence[str],
+        txn: WriteId | None,
+        operation: str,
+    ) -> int:
+        properties = self._properties(operation, txn)
+        delta_schema = DeltaSchema.from_json(nullable_schema(schema).json())
+        root = _local_path(location)
+        if not DeltaTable.is_deltatable(root):
+            try:
+                create_table_with_add_actions(
+                    root,
+                    delta_schema,
+                    [a for a in actions if isinstance(a, AddAction)],
+                    mode="error",
+                    partition_by=list(partition_by) or None,
+                    commit_properties=properties,
+                )
+                return DeltaTable(root).version()
+            except Exception:
+                if not DeltaTable.is_deltatable(root):
+                    raise
+                # Another writer created the table first: commit against it below.
+        table = DeltaTable(root)
+        table.create_write_transaction(
+            actions,
+            mode,
+            delta_schema,
+            partition_by=table.metadata().partition_columns or None,
+            commit_properties=properties,
+        )
+        return DeltaTable(root).version()
+
+    def _table_layout(self, location: str, df: DataFrame, partition_by: Sequence[str]) -> tuple[StructType, list[str], DataFrame]:
+        """Return (schema, partition columns, df conformed) for a write to a new or existing table."""
+        if self.exists(location):
+            table = self._table(location)
+            schema = StructType.fromJson(table.schema().json())
+            return schema, list(table.metadata().partition_columns), conform_to_schema(df, schema, location)
+        return nullable_schema(df.schema), list(partition_by), df
+
+    def append(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
+        """Add ``df``'s rows to the table (created on first write, partitioned by ``partition_by``)."""
+        if self._already_done(location, txn):
+            return WriteResult.skipped()
+        schema, partitions, df = self._table_layout(location, df, partition_by)
+        adds, rows = self._add_actions(self._stage(df, location, partitions))
+        version = self._commit(location, schema, adds, "append", partitions, txn, "append")
+        return WriteResult(True, version, rows, len(adds), 0)
+
+    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
+        """Replace the whole table with ``df``, schema and partitioning included (one commit)."""
+        if self._already_done(location, txn):
+            return WriteResult.skipped()
+        existed = self.exists(location)
+        removed = len(self.files(location)) if existed else 0
+        adds, rows = self._add_actions(self._stage(df, location, list(partition_by)))
+        create_table_with_add_actions(
+            _local_path(location),
+            DeltaSchema.from_json(nullable_schema(df.schema).json()),
+            adds,
+            mode="overwrite" if existed else "error",
+            partition_by=list(partition_by) or None,
+            commit_properties=self._properties("overwrite", txn),
+        )
+        return WriteResult(True, self.version(location), rows, len(adds), removed)
+
+    @staticmethod
+    def _remove_actions(files: list[dict]) -> list[RemoveAction]:
+        now_ms = int(time.time() * 1000)
+        return [RemoveAction(f["path"], True, now_ms, f["size_bytes"], f["partition_values"]) for f in files]
+
+    # --------------------------------------------------------------- rewriting
+    def _read_with_file(self, location: str) -> DataFrame:
+        """Read the table with each row's data file URI in ``_file`` (set before any join)."""
+        return self.read(location).withColumn("_file", F.input_file_name())
+
+    def _file_entries(self, location: str, hits: DataFrame) -> list[dict]:
+        """Map the distinct ``_file`` URIs of ``hits`` back to the table's file entries."""
+        root = _local_path(location)
+        by_abs = {os.path.realpath(os.path.join(root, urllib.parse.unquote(f["path"]))): f for f in self.files(location)}
+        # Safe to collect: one row per data file hit, never per record.
+        uris = [r["_file"] for r in hits.select("_file").distinct().collect()]
+        paths = {os.path.realpath(urllib.parse.unquote(urllib.parse.urlparse(u).path)) for u in uris}
+        return [by_abs[p] for p in sorted(paths) if p in by_abs]
+
+    def _files_matching(self, location: str, predicate: str) -> list[dict]:
+        """Return the current files holding at least one row that matches ``predicate``.
+
+        A predicate over partition columns only is answered from the log alone; any other
+        is answered by scanning the table.
+        """
+        files = self.files(location)
+        partition_cols = sorted({k for f in files for k in f["partition_values"]})
+        if files and partition_cols and _names_only(predicate, partition_cols, self.schema(location).fieldNames()):
+            schema = self.schema(location)
+            rows = [tuple(f["partition_values"].get(c) for c in partition_cols) + (f["path"],) for f in files]
+            by_partition = self.spark.createDataFrame(rows, [*partition_cols, "_path"]).select(
+                *[F.col(c).cast(schema[c].dataType).alias(c) for c in partition_cols], "_path"
+            )
+            # Safe to collect: one row per file of the table's log.
+            matched = {r["_path"] for r in by_partition.where(predicate).select("_path").collect()}
+            return [f for f in files if f["path"] in matched]
+        if not files:
+            return []
+        return self._file_entries(location, self._read_with_file(location).where(predicate))
+
+    def read_files(self, location: str, files: list[dict]) -> DataFrame:
+        """Read only the given data files of the table (as listed by :meth:`files`)."""
+        schema = self.schema(location)
+        root = _local_path(location)
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        uris = [_file_uri(os.path.join(root, urllib.parse.unquote(f["path"]))) for f in files]
+        return self.spark.read.schema(schema).option("basePath", _file_uri(root)).parquet(*uris).select(*schema.fieldNames())
+
+    def _rewrite(self, location: str, remove_files: list[dict], new_rows: DataFrame, txn: WriteId | None, operation: str) -> WriteResult:
+        """Commit ``new_rows`` as new files and remove ``remove_files``, in one transaction."""
+        schema = self.schema(location)
+        partitions = list(self._table(location).metadata().partition_columns)
+        # Files are staged before the commit, so new_rows may read the very files it removes.
+        adds, rows = self._add_actions(self._stage(conform_to_schema(new_rows, schema, location), location, partitions))
+        removes = self._remove_actions(remove_files)
+        if not adds and not removes:
+            return WriteResult(False, self.version(location), 0, 0, 0)
+        version = self._commit(location, schema, adds + removes, "append", partitions, txn, operation)
+        return WriteResult(True, version, rows, len(adds), len(removes))
+
+    def overwrite_where(self, location: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
+        """Replace the rows matching ``predicate`` with ``df`` (whose rows must all match it)."""
+        if not self.exists(location):
+            return self.append(location, df, partition_by, txn)
+        if self._already_done(location, txn):
+            return WriteResult.skipped()
+        if df.where(f"NOT coalesce(({predicate}), false)").limit(1).count():
+            raise PredicateError(f"table {location}: rows to write do not all match the replace predicate {predicate!r}")
+        affected = self._files_matching(location, predicate)
+        kept = self.read_files(location, affected).where(f"NOT coalesce(({predicate}), false)")
+        new_rows = kept.unionByName(conform_to_schema(df, self.schema(location), location))
+        return self._rewrite(location, affected, new_rows, txn, "overwrite_where")
+
+    def delete(self, location: str, predicate: str, txn: WriteId | None = None) -> WriteResult:
+        """Remove the rows matching ``predicate`` by rewriting the files that hold them."""
+        if self._already_done(location, txn):
+            return WriteResult.skipped()
+        affected = self._files_matching(location, predicate)
+        if not affected:
+            return WriteResult(False, self.version(location), 0, 0, 0)
+        kept = self.read_files(location, affected).where(f"NOT coalesce(({predicate}), false)")
+        return self._rewrite(location, affected, kept, txn, "delete")
+
+    def merge(
+        self,
+        location: str,
+        df: DataFrame,
+        keys: Sequence[str],
+        order_by: str,
+        delete_when: str | None = None,
+        partition_by: Sequence[str] = (),
+        txn: WriteId | None = None,
+    ) -> WriteResult:
+        """Upsert ``df`` by ``keys``: per key the row with the latest ``order_by`` wins.
+
+        Rows of ``df`` matching ``delete_when`` (a SQL predicate over ``df``) delete their key
+        when they are the latest. Only the files holding affected keys are rewritten.
+        """
+        if self._already_done(location, txn):
+            return WriteResult.skipped()
+        flag = F.expr(f"coalesce(({delete_when}), false)") if delete_when else F.lit(False)
+        source = latest_per_key(df.withColumn("_delete", flag), keys, order_by)
+        if not self.exists(location):
+            inserts = source.where("NOT _delete").drop("_delete")
+            return self.append(location, inserts, partition_by, txn)
+        schema = self.schema(location)
+        source = conform_to_schema(source, schema, location, keep=["_delete"])
+        source = source.withColumn("_from_source", F.lit(1)).cache()
+        try:
+            candidates = self._files_for_keys(location, source, keys)
+            touched = self.read_files(location, candidates).withColumn("_file", F.input_file_name())
+            touched = touched.join(source.select(*keys).distinct(), list(keys), "left_semi")
+            affected = self._file_entries(location, touched)
+            existing = self.read_files(location, affected).withColumn("_delete", F.lit(False)).withColumn("_from_source", F.lit(0))
+            winners = latest_per_key(existing.unionByName(source), keys, order_by, tie_breaker="_from_source")
+            new_rows = winners.where("NOT _delete").drop("_delete", "_from_source")
+            return self._rewrite(location, affected, new_rows, txn, "merge")
+        finally:
+            source.unpersist()
+
+    def _files_for_keys(self, location: str, source: DataFrame, keys: Sequence[str]) -> list[dict]:
+        """Return the files that may hold ``source``'s keys.
+
+        When every partition column is part of the key, a key cannot live outside its own
+        partition, so only the partitions present in ``source`` are scanned.
+        """
+        files = self.files(location)
+        partitions = list(self._table(location).metadata().partition_columns)
+        if not partitions or not set(partitions) <= set(keys):
+            return files
+        # Safe to collect: one row per partition value the change touches.
+        wanted = {tuple(_partition_text(r[c]) for c in partitions) for r in source.select(*partitions).distinct().collect()}
+        return [f for f in files if tuple(f["partition_values"].get(c) for c in partitions) in wanted]
+
+    def optimize(self, location: str, min_files: int = 2) -> WriteResult:
+        """Compact each partition that has ``min_files`` or more files into as few as the target size allows."""
+        by_partition: dict = {}
+        for f in self.files(location):
+            by_partition.setdefault(tuple(sorted(f["partition_values"].items())), []).append(f)
+        small = [f for group in by_partition.values() if len(group) >= min_files for f in group]
+        if not small:
+            return WriteResult(False, self.version(location), 0, 0, 0)
+        return self._rewrite(location, small, self.read_files(location, small), None, "optimize")
+
+    # ------------------------------------------------------------- maintenance
+    def vacuum(self, location: str, retention_hours: int | None = None, full: bool = True) -> list[str]:
+        """Delete files no longer in the table older than the retention; return their paths.
+
+        ``full`` also deletes files never committed (left by killed writers). Erase passes
+        False with a zero retention, so that it cannot delete a concurrent writer's files
+        that are in place but not yet committed.
+        """
+        hours = self.retention_hours if retention_hours is None else int(retention_hours)
+        table = self._table(location)
+        deleted = table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=full)
+        staging = os.path.join(_local_path(location), STAGING)
+        cutoff = time.time() - hours * 3600
+        if os.path.isdir(staging):
+            for entry in os.scandir(staging):
+                if entry.stat().st_mtime <= cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    deleted.append(entry.path)
+        return list(deleted)

@@ -1,0 +1,216 @@
+"""The organize stage: bronze -> silver, incremental by default.
+
+Each run reads only the bronze rows acquired since the last run (``ingested_at`` above the
+watermarks kept in ``silver.organize_state``) and merges what they change:
+
+* ``silver.customers`` (latest profile and consent per account) and
+  ``silver.customer_history`` (SCD type 2) for the accounts touched;
+* ``silver.order_lines`` (latest status per line) by merge on the line key;
+* ``silver.sessions`` for the visitors with new events (their sessions are rebuilt, so a
+  late event joins or splits the right session) and ``silver.funnel`` for the dates touched;
+* ``silver.identity_links`` (cookie and account seen together with tracking consent).
+
+``silver.identity_map`` and ``silver.customer_360`` are then rebuilt from silver: the
+identity graph is global, and person ids stay stable across runs (see
+:mod:`crmlake.organize.identity`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
+every table from all of bronze and gives the same tables.
+
+Erase requests are applied first: the account's rows go from every table that holds its
+personal data, with the old files that held them. organize must not run while acquire
+writes to bronze (the schedule orders them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from crmlake.config import Conf
+from crmlake.lake import Lake, latest_per_key
+from crmlake.log import get_logger, timed
+from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
+from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges, identity_quality
+from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
+from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
+
+log = get_logger("organize")
+STATE = "silver.organize_state"
+STATE_SCHEMA = "source string, watermark timestamp, run_date date, updated_at timestamp"
+BRONZE_SOURCES = ("bronze.customers", "bronze.orders", "bronze.clickstream", "bronze.campaign_events", "bronze.interactions")
+# Tables holding an account's personal data, and the predicate selecting its rows.
+PERSONAL_TABLES = {
+    "bronze.customers": "op = 'upsert' AND account_id IN ({ids})",
+    "silver.customers": "account_id IN ({ids})",
+    "silver.customer_history": "account_id IN ({ids})",
+    "silver.customer_360": "arrays_overlap(account_ids, array({ids}))",
+}
+
+
+def _sql_list(values) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+class Changes:
+    """The bronze rows acquired since the last organize run (all rows on a full refresh)."""
+
+    def __init__(self, lake: Lake, full_refresh: bool):
+        self.lake = lake
+        self.watermarks = {} if full_refresh or not lake.exists(STATE) else {
+            # Safe to collect: one row per bronze source.
+            r["source"]: r["watermark"] for r in lake.read(STATE).collect()
+        }
+        self.full = not self.watermarks
+
+    def new(self, table: str) -> DataFrame:
+        """Return the rows of ``table`` acquired after its watermark."""
+        rows = self.lake.read(table)
+        mark = self.watermarks.get(table)
+        return rows if mark is None else rows.where(F.col("ingested_at") > F.lit(mark))
+
+    def state(self, run_date: dt.date) -> DataFrame:
+        """Return the watermarks to store after this run: the latest ``ingested_at`` per source."""
+        spark = self.lake.spark
+        marks = []
+        for table in BRONZE_SOURCES:
+            # Safe to collect: one aggregate row.
+            latest = self.lake.read(table).agg(F.max("ingested_at")).first()[0] if self.lake.exists(table) else None
+            marks.append((table, latest or self.watermarks.get(table), run_date, dt.datetime.now(dt.timezone.utc)))
+        return spark.createDataFrame(marks, STATE_SCHEMA)
+
+
+def erase_accounts(lake: Lake, requests: DataFrame) -> list[str]:
+    """Remove the personal rows of the accounts in ``requests`` (op = 'erase') from every table
+    that holds them, and the old files that held them; return the erased account ids.
+
+    Keeps the erase request itself in bronze (it holds no personal data) so that it survives.
+    """
+    # Erase requests are rare: one row each, safe to collect.
+    requested = sorted({r["account_id"] for r in requests.where("op = 'erase'").select("account_id").distinct().collect()})
+    if requested:
+        for table, predicate in PERSONAL_TABLES.items():
+            lake.erase(table, predicate.format(ids=_sql_list(requested)))
+    return requested
+
+
+def _accounts_touched(changes: Changes) -> DataFrame:
+    profile_changes = changes.new("bronze.customers").select("account_id")
+    withdrawals = changes.new("bronze.campaign_events").where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS)).select("account_id")
+    return profile_changes.unionByName(withdrawals).where(F.col("account_id").isNotNull()).distinct()
+
+
+def _write(lake: Lake, table: str, rows: DataFrame, full: bool, keys: list[str], order_by: str, partition_by=()) -> int:
+    """Overwrite ``table`` on a full refresh, else merge ``rows`` into it; return rows written."""
+    if full or not lake.exists(table):
+        return lake.overwrite(table, rows, partition_by=partition_by).rows_written
+    return lake.merge(table, rows, keys=keys, order_by=order_by, partition_by=partition_by).rows_written
+
+
+def organize_accounts(lake: Lake, changes: Changes) -> dict:
+    """Merge the touched accounts' latest profile, consent state and history into silver."""
+    bronze = lake.read("bronze.customers")
+    events = lake.read("bronze.campaign_events")
+    if not changes.full:
+        touched = _accounts_touched(changes).cache()
+        bronze, events = bronze.join(touched, "account_id", "left_semi"), events.join(touched, "account_id", "left_semi")
+    profiles = with_consent_state(latest_profiles(bronze), events)
+    return {
+        "accounts": _write(lake, "silver.customers", profiles, changes.full, ["account_id"], "profile_updated_at"),
+        "profile_versions": _write(lake, "silver.customer_history", customer_history(bronze), changes.full, ["account_id", "valid_from"], "valid_from"),
+    }
+
+
+def organize_order_lines(lake: Lake, changes: Changes) -> dict:
+    """Merge the latest status of every changed order line into silver.order_lines."""
+    lines = latest_order_lines(changes.new("bronze.orders"))
+    return {"order_lines": _write(lake, "silver.order_lines", lines, changes.full, ["order_id", "line_no"], "updated_time", ["order_date"])}
+
+
+def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: str) -> dict:
+    """Rebuild the sessions of visitors with new events, the funnel of the dates they touch,
+    and the consented cookie-account links; return row counts."""
+    new_clicks = changes.new("bronze.clickstream")
+    clicks = lake.read("bronze.clickstream")
+    links = (
+        new_clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
+        .groupBy("anonymous_id", "account_id")
+        .agg(F.min("event_time").alias("first_seen_at"))
+    )
+    facts = {"identity_links": _write(lake, "silver.identity_links", links, changes.full, ["anonymous_id", "account_id"], "first_seen_at")}
+    if changes.full:
+        sessions = with_session_date(sessionize(clicks, gap_minutes), timezone)
+        facts["sessions"] = lake.overwrite("silver.sessions", sessions, partition_by=["session_date"]).rows_written
+        facts["funnel_rows"] = lake.overwrite("silver.funnel", funnel_by_day(sessions), partition_by=["session_date"]).rows_written
+        return facts
+    visitors = new_clicks.select("anonymous_id").distinct().cache()
+    rebuilt = with_session_date(sessionize(clicks.join(visitors, "anonymous_id", "left_semi"), gap_minutes), timezone).cache()
+    # Sessions of these visitors that no longer exist (a late event merged or split them) are deleted.
+    vanished = (
+        lake.read("silver.sessions").join(visitors, "anonymous_id", "left_semi").join(rebuilt.select("session_id"), "session_id", "left_anti")
+    )
+    upserts = rebuilt.withColumn("_gone", F.lit(False)).unionByName(vanished.withColumn("_gone", F.lit(True)))
+    facts["sessions"] = lake.merge("silver.sessions", upserts, keys=["session_id"], order_by="session_end", delete_when="_gone", partition_by=["session_date"]).rows_written
+    # Safe to collect: one row per business date touched.
+    dates = [r["session_date"] for r in upserts.select("session_date").distinct().collect()]
+    if dates:
+        predicate = "session_date IN (" + ", ".join(f"DATE'{d}'" for d in dates) + ")"
+        day_sessions = lake.read("silver.sessions").where(predicate)
+        facts["funnel_rows"] = lake.overwrite_where("silver.funnel", funnel_by_day(day_sessions), predicate, partition_by=["session_date"]).rows_written
+    visitors.unpersist()
+    rebuilt.unpersist()
+    return facts
+
+
+def organize_people(lake: Lake, conf: Conf, run_date: dt.date) -> dict:
+    """Rebuild silver.identity_map (stable person ids) and silver.customer_360; return quality figures."""
+    spark = lake.spark
+    accounts = lake.read("silver.customers")
+    links = lake.read("silver.identity_links").withColumn("tracking_consent", F.lit(True))
+    nodes, edges = identity_edges(
+        links, accounts, str(conf.get("organize.identity.default_phone_region", "TW")), int(conf.get("organize.identity.max_accounts_per_key", 5))
+    )
+    previous = lake.read("silver.identity_map") if lake.exists("silver.identity_map") else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
+    # The previous map is read before the overwrite replaces it: materialise it first.
+    identity_map = assign_person_ids(connected_components(nodes, edges), previous.localCheckpoint()).localCheckpoint()
+    lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
+    identity_map = lake.read("silver.identity_map")
+    facts = identity_quality(identity_map, lake.read("bronze.clickstream"))
+    log.info("identity: %s", facts)
+
+    interactions = latest_per_key(
+        lake.read("bronze.interactions").withColumn("_as_of", F.coalesce("closed_time", "opened_time")), ["interaction_id"], "_as_of", tie_breaker="ingested_at"
+    )
+    people = customer_360(
+        with_person_id(accounts, identity_map, (ACCOUNT, F.col("account_id"))),
+        with_order_person_id(lake.read("silver.order_lines"), identity_map),
+        with_session_person_id(lake.read("silver.sessions"), identity_map),
+        with_person_id(interactions, identity_map, (ACCOUNT, F.col("account_id"))),
+        run_date,
+        conf.get("business.timezone"),
+        StaleRules.from_conf(conf.get("organize.customer_360")),
+    )
+    facts["persons_360"] = lake.overwrite("silver.customer_360", people).rows_written
+    return facts
+
+
+def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
+    """Bring silver up to date with bronze for ``run_date``; return row counts and quality figures."""
+    lake = Lake(spark, conf)
+    changes = Changes(lake, bool(conf.get("organize.full_refresh", False)))
+    tz = conf.get("business.timezone")
+    facts: dict = {"mode": "full_refresh" if changes.full else "incremental"}
+    log.info("organize for %s: %s", run_date, facts["mode"])
+    steps = [
+        ("erase", lambda: {"erased_accounts": len(erase_accounts(lake, changes.new("bronze.customers")))}),
+        ("customers", lambda: organize_accounts(lake, changes)),
+        ("order lines", lambda: organize_order_lines(lake, changes)),
+        ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),
+        ("people", lambda: organize_people(lake, conf, run_date)),
+    ]
+    for name, step in steps:
+        with timed(log, f"organize {name} for {run_date}") as f:
+            f.update(step())
+        facts.update(f)
+    lake.overwrite(STATE, changes.state(run_date))
+    return facts

@@ -1,0 +1,99 @@
+"""Organize's pure transforms: bronze frames in, silver frames out (tests feed them a few rows)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from crmlake.lake import latest_per_key
+
+# Personal fields of a profile: gone from every silver table once the account asks to be erased.
+PERSONAL_FIELDS = ("email", "phone", "name", "gender", "birth_year", "occupation", "city", "income_band", "referred_by", "company_id")
+PROFILE_FIELDS = ("signup_time", *PERSONAL_FIELDS, "marketing_consent", "account_type")
+CONSENT_WITHDRAWING_EVENTS = ("unsubscribed", "complained")
+
+
+def latest_order_lines(orders: DataFrame) -> DataFrame:
+    """Return one row per (order_id, line_no): the latest ``updated_time`` wins, whichever file it came in.
+
+    Adds ``line_amount = quantity * unit_price - discount`` (decimal).
+    """
+    latest = latest_per_key(orders, ["order_id", "line_no"], "updated_time", tie_breaker="ingested_at")
+    return latest.select(
+        "order_id", "line_no", "order_time", "order_date", "account_id", "guest_email", "channel", "store_id",
+        "product_id", "category", "quantity", "unit_price",
+        F.coalesce("discount", F.lit(0).cast("decimal(18,2)")).alias("discount"),
+        "currency", "status", "updated_time",
+        (F.col("quantity") * F.col("unit_price") - F.coalesce("discount", F.lit(0))).cast("decimal(18,2)").alias("line_amount"),
+    )
+
+
+def latest_profiles(profile_changes: DataFrame) -> DataFrame:
+    """Return one row per account: its latest change. An ``erase`` as the latest change blanks
+    every personal field and sets ``erased``; consent is then false."""
+    latest = latest_per_key(profile_changes, ["account_id"], "updated_time", tie_breaker="ingested_at")
+    erased = F.col("op") == "erase"
+    return latest.select(
+        "account_id",
+        erased.alias("erased"),
+        F.col("updated_time").alias("profile_updated_at"),
+        *[F.when(erased, F.lit(None)).otherwise(F.col(c)).alias(c) for c in PROFILE_FIELDS if c != "marketing_consent"],
+        F.when(erased, F.lit(False)).otherwise(F.coalesce("marketing_consent", F.lit(False))).alias("profile_marketing_consent"),
+    )
+
+
+def with_consent_state(profiles: DataFrame, campaign_events: DataFrame) -> DataFrame:
+    """Add ``consent_withdrawn_at`` (first unsubscribe or complaint after the profile's last
+    change) and ``marketing_consent``: the profile's consent unless withdrawn since."""
+    withdrawals = (
+        campaign_events.where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS))
+        .groupBy("account_id")
+        .agg(F.max("event_time").alias("last_withdrawal_at"))
+    )
+    joined = profiles.join(withdrawals, "account_id", "left")
+    withdrawn = F.col("last_withdrawal_at").isNotNull() & (F.col("last_withdrawal_at") >= F.col("profile_updated_at"))
+    return joined.select(
+        *profiles.columns,
+        F.when(withdrawn, F.col("last_withdrawal_at")).alias("consent_withdrawn_at"),
+        (F.col("profile_marketing_consent") & ~withdrawn).alias("marketing_consent"),
+    )
+
+
+def sessionize(clicks: DataFrame, gap_minutes: int = 30) -> DataFrame:
+    """Split each ``anonymous_id``'s events into sessions (a gap of more than ``gap_minutes`` ends one).
+
+    Returns one row per session: session_id, anonymous_id, account_id (only from events
+    with tracking consent), session_start, session_end, session_date, entry_page,
+    exit_page, pages, product_views, adds_to_cart, checkouts, converted, device, utm_campaign.
+    """
+    by_visitor = Window.partitionBy("anonymous_id").orderBy("event_time", "event_id")
+    gap = F.col("event_time").cast("long") - F.lag("event_time").over(by_visitor).cast("long")
+    marked = clicks.withColumn("_new", F.when(gap.isNull() | (gap > gap_minutes * 60), 1).otherwise(0))
+    marked = marked.withColumn("_session_no", F.sum("_new").over(by_visitor.rowsBetween(Window.unboundedPreceding, 0)))
+    consented_account = F.when(F.col("tracking_consent"), F.col("account_id"))
+    sessions = marked.groupBy("anonymous_id", "_session_no").agg(
+        F.min("event_time").alias("session_start"),
+        F.max("event_time").alias("session_end"),
+        F.min_by("page_url", F.struct("event_time", "event_id")).alias("entry_page"),
+        F.max_by("page_url", F.struct("event_time", "event_id")).alias("exit_page"),
+        F.count(F.lit(1)).alias("events"),
+        F.sum(F.when(F.col("event_type") == "page_view", 1).otherwise(0)).alias("pages"),
+        F.sum(F.when(F.col("event_type") == "product_view", 1).otherwise(0)).alias("product_views"),
+        F.sum(F.when(F.col("event_type") == "add_to_cart", 1).otherwise(0)).alias("adds_to_cart"),
+        F.sum(F.when(F.col("event_type") == "checkout_start", 1).otherwise(0)).alias("checkouts"),
+        F.max(F.when(F.col("event_type") == "purchase", True).otherwise(False)).alias("converted"),
+        F.max(consented_account).alias("account_id"),
+        F.min_by("device", "event_time").alias("device"),
+        F.max("utm_campaign").alias("utm_campaign"),
+        F.min("event_id").alias("_first_event"),
+    )
+    return sessions.select(
+        F.sha2(F.concat_ws(":", "anonymous_id", "_first_event"), 256).substr(1, 32).alias("session_id"),
+        "anonymous_id", "account_id", "session_start", "session_end", "entry_page", "exit_page", "events",
+        "pages", "product_views", "adds_to_cart", "checkouts", "converted", "device", "utm_campaign",
+    )
+
+
+def with_session_date(sessions: DataFrame, timezone: str) -> DataFrame:
+    """Add ``session_date``: the business date (in ``timezone``) on which the session started."""
+    return sessions.withColumn("session_date", F.to_date(F.from_utc_timestamp("session_start", timezone)))

@@ -1,0 +1,93 @@
+"""Who a record belongs to: normalised contact keys and the person behind an account or cookie.
+
+Shared by the stages that read ``silver.identity_map`` (organize writes it; analyze and
+decide join it), so that the identifier types, the normalisation of email and phone and
+the join to a person are defined once.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+
+# identifier_type values of silver.identity_map
+ACCOUNT = "account_id"
+COOKIE = "anonymous_id"
+EMAIL = "email_sha256"
+PHONE = "phone_sha256"
+IDENTIFIER_TYPES = (ACCOUNT, COOKIE, EMAIL, PHONE)
+
+
+def normalised_email(email: Column) -> Column:
+    """Return the email trimmed and lower-cased (null when blank): how accounts are matched."""
+    cleaned = F.lower(F.trim(email))
+    return F.when(cleaned != "", cleaned)
+
+
+def sha256_hex(value: Column) -> Column:
+    """Return the lower-case hex SHA-256 of a string column (null stays null)."""
+    return F.when(value.isNotNull(), F.sha2(value, 256))
+
+
+def e164_phone(phone: Column, default_region: str) -> Column:
+    """Return the phone in E.164 (``+886912345678``), parsed in any common format with
+    ``default_region`` for numbers without a country code; null when it is not a valid number."""
+
+    @pandas_udf("string")
+    def to_e164(numbers: pd.Series) -> pd.Series:
+        import phonenumbers
+
+        def one(number):
+            if number is None or not str(number).strip():
+                return None
+            try:
+                parsed = phonenumbers.parse(str(number), default_region)
+            except phonenumbers.NumberParseException:
+                return None
+            if not phonenumbers.is_valid_number(parsed):
+                return None
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+        return numbers.map(one)
+
+    return to_e164(phone)
+
+
+def with_person_id(df: DataFrame, identity_map: DataFrame, *identifiers: tuple[str, Column]) -> DataFrame:
+    """Add ``person_id`` to ``df``: the person of the first of ``identifiers`` that the map knows.
+
+    Takes any frame, ``silver.identity_map`` (identifier_type, identifier, person_id) and
+    (identifier_type, column) pairs in order of preference; rows with no known identifier
+    get a null person_id.
+    """
+    out = df.withColumn("person_id", F.lit(None).cast("string"))
+    for n, (identifier_type, identifier) in enumerate(identifiers):
+        people = identity_map.where(F.col("identifier_type") == identifier_type).select(
+            F.col("identifier").alias(f"_identifier{n}"), F.col("person_id").alias(f"_person{n}")
+        )
+        out = (
+            out.withColumn(f"_identifier{n}", identifier)
+            .join(people, f"_identifier{n}", "left")
+            .withColumn("person_id", F.coalesce("person_id", f"_person{n}"))
+            .drop(f"_identifier{n}", f"_person{n}")
+        )
+    return out
+
+
+def with_order_person_id(order_lines: DataFrame, identity_map: DataFrame) -> DataFrame:
+    """Add ``person_id`` to order lines: through the account, or for a guest checkout through
+    the SHA-256 of the guest email (linked to the account that holds that email)."""
+    return with_person_id(
+        order_lines, identity_map, (ACCOUNT, F.col("account_id")), (EMAIL, sha256_hex(normalised_email(F.col("guest_email"))))
+    )
+
+
+def with_session_person_id(sessions: DataFrame, identity_map: DataFrame) -> DataFrame:
+    """Add ``person_id`` to sessions: through the logged-in account, else the cookie.
+
+    Sessions' ``account_id`` is only set from events with tracking consent, and the identity
+    map holds only cookies linked with consent, so a visitor who refused is never a person here.
+    """
+    return with_person_id(sessions, identity_map, (ACCOUNT, F.col("account_id")), (COOKIE, F.col("anonymous_id")))

@@ -1,0 +1,46 @@
+"""Run records: every stage run appends one row to ``gold.job_runs``, success or failure.
+
+Columns: job, run_date, conf_hash, started_at, ended_at, outcome (succeeded | failed),
+reason (the failure's first line), counts (the stage's summary as JSON).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import time
+
+from pyspark.sql import SparkSession
+
+from crmlake.config import Conf
+from crmlake.lake import Lake
+from crmlake.log import get_logger
+
+log = get_logger("runs")
+JOB_RUNS = "gold.job_runs"
+JOB_RUNS_SCHEMA = "job string, run_date date, conf_hash string, started_at timestamp, ended_at timestamp, outcome string, reason string, counts string"
+
+
+def record_run(spark: SparkSession, conf: Conf, job: str, run_date: dt.date, started_at: dt.datetime, outcome: str, reason: str | None, counts: dict) -> None:
+    """Append one run record to gold.job_runs."""
+    row = (job, run_date, conf.fingerprint(), started_at, dt.datetime.now(dt.timezone.utc), outcome, reason, json.dumps(counts, default=str))
+    Lake(spark, conf).append(JOB_RUNS, spark.createDataFrame([row], JOB_RUNS_SCHEMA))
+
+
+def run_stage(spark: SparkSession, conf: Conf, stage: str, run_date: dt.date) -> dict:
+    """Run one stage for ``run_date``, log it, record it in gold.job_runs; return its summary.
+
+    A failure is recorded with its reason and raised again.
+    """
+    module = importlib.import_module(f"crmlake.{stage}.job")
+    started_at, started = dt.datetime.now(dt.timezone.utc), time.monotonic()
+    log.info("stage %s for %s: started (conf %s)", stage, run_date, conf.fingerprint())
+    try:
+        summary = module.run(spark, conf, run_date)
+    except Exception as exc:
+        record_run(spark, conf, stage, run_date, started_at, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", {})
+        raise
+    log.info("stage %s for %s: done in %.1fs", stage, run_date, time.monotonic() - started)
+    record_run(spark, conf, stage, run_date, started_at, "succeeded", None, summary)
+    return summary

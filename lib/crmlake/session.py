@@ -1,0 +1,81 @@
+"""SparkSession at the edge: built from conf, UTC inside, Parquet timestamps Delta can read."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from pyspark.sql import SparkSession
+
+from crmlake.config import Conf
+
+# Settings every crmlake session needs, whatever the environment: timestamps are stored
+# in UTC as INT64 micros (what Delta readers expect, not Spark's legacy INT96).
+REQUIRED_SPARK_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.sources.partitionOverwriteMode": "static",
+    "spark.sql.ansi.enabled": "false",
+}
+DELTA_SPARK_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.databricks.delta.retentionDurationCheck.enabled": "false",
+}
+
+
+def _launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands Python the gateway port; its --master wins.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _delta_jars_expected(conf: Conf) -> bool:
+    """Return True when this session will have Delta's jars: asked for, or already on the classpath."""
+    if conf.get("lake.engine") == "spark" or conf.get("lake.resolve_delta_jars"):
+        return True
+    spark_conf = conf.get("spark.conf") or {}
+    if any("delta" in str(spark_conf.get(k, "")) for k in ("spark.jars.packages", "spark.jars")):
+        return True
+    import pyspark
+
+    return bool(glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "delta-spark*.jar")))
+
+
+def build_session(conf: Conf, app: str) -> SparkSession:
+    """Return a SparkSession configured from ``spark.*`` in conf (master unless spark-submit set it)."""
+    if not _launched_by_spark_submit():
+        # Python workers must run the interpreter (and virtualenv) that holds crmlake.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(f"{conf.get('spark.app_name', 'crmlake')}-{app}")
+    if not _launched_by_spark_submit():
+        builder = builder.master(str(conf.get("spark.master", "local[*]")))
+    for key, value in (conf.get("spark.conf") or {}).items():
+        builder = builder.config(key, str(value))
+    if _delta_jars_expected(conf):
+        for key, value in DELTA_SPARK_CONF.items():
+            builder = builder.config(key, value)
+    if conf.get("lake.resolve_delta_jars"):
+        from delta import configure_spark_with_delta_pip  # resolves io.delta jars from Maven
+
+        builder = configure_spark_with_delta_pip(builder)
+    for key, value in REQUIRED_SPARK_CONF.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(str(conf.get("spark.log_level", "ERROR")))
+    return spark
+
+
+@contextmanager
+def spark_session(conf: Conf, app: str, stop: bool = True) -> Iterator[SparkSession]:
+    """Yield a session for one job; afterwards stop it, unless ``stop`` is False or it was
+    already running when the job began (a notebook's, a test run's: not ours to stop)."""
+    already_running = SparkSession.getActiveSession() is not None
+    spark = build_session(conf, app)
+    try:
+        yield spark
+    finally:
+        if stop and not already_running:
+            spark.stop()

@@ -1,0 +1,26 @@
+"""The command line: misuse exits 2 with the culprit named."""
+
+import pytest
+
+from crmlake.cli import main
+
+
+def test_missing_conf_file_exits_2_and_names_it(capsys, tmp_path):
+    assert main(["run", "--conf", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_bad_date_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--date", "21/11/2026"])
+    assert exit_info.value.code == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_generate_refuses_to_overwrite_without_force(tmp_path, capsys):
+    landing = tmp_path / "landing"
+    args = ["generate", "--landing", str(landing), "--customers", "20", "--days", "3", "--end", "2026-11-21"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*args, "--skip-if-present"]) == 0

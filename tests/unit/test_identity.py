@@ -1,0 +1,108 @@
+"""Identity resolution on hand-built graphs: chains, stars, merges, consent refused."""
+
+import datetime as dt
+import random
+
+from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges
+
+MAP_SCHEMA = "identifier_type string, identifier string, person_id string"
+CLICK_SCHEMA = "anonymous_id string, account_id string, tracking_consent boolean"
+ACCOUNT_SCHEMA = "account_id string, email string, phone string, erased boolean"
+
+
+def components_of(spark, pairs, extra_nodes=()):
+    nodes = spark.createDataFrame([(n,) for n in {*extra_nodes, *[n for p in pairs for n in p]}], "node string")
+    edges = spark.createDataFrame(pairs, "src string, dst string")
+    return {r["node"]: r["component"] for r in connected_components(nodes, edges).collect()}
+
+
+def union_find(pairs):
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+def test_a_long_chain_in_scrambled_order_is_one_component(spark):
+    names = [f"n{i:04d}" for i in range(300)]
+    random.Random(1).shuffle(names)
+    chain = list(zip(names, names[1:]))
+    assert set(components_of(spark, chain).values()) == {"n0000"}
+
+
+def test_a_large_star_and_an_isolated_node(spark):
+    star = [("hub", f"leaf{i:04d}") for i in range(500)]
+    found = components_of(spark, star, extra_nodes=["alone"])
+    assert found["alone"] == "alone"
+    assert {v for k, v in found.items() if k != "alone"} == {"hub"}
+
+
+def test_random_graph_matches_union_find(spark):
+    rng = random.Random(7)
+    pairs = [(f"v{rng.randrange(400):03d}", f"v{rng.randrange(400):03d}") for _ in range(300)]
+    expected = union_find(pairs)
+    assert components_of(spark, pairs) == expected
+
+
+def person_map(spark, components, previous=()):
+    comps = spark.createDataFrame(list(components.items()), "node string, component string")
+    return {
+        (r["identifier_type"], r["identifier"]): r["person_id"]
+        for r in assign_person_ids(comps, spark.createDataFrame(list(previous), MAP_SCHEMA)).collect()
+    }
+
+
+def test_an_account_joining_a_person_keeps_the_persons_id(spark):
+    previous = [("account_id", "A1", "P_OLD"), ("anonymous_id", "ck1", "P_OLD")]
+    now = person_map(spark, {"account_id:A1": "account_id:A1", "anonymous_id:ck1": "account_id:A1", "account_id:A0": "account_id:A1"}, previous)
+    assert set(now.values()) == {"P_OLD"}
+
+
+def test_when_two_persons_merge_the_id_held_by_more_identifiers_survives(spark):
+    previous = [("account_id", "A1", "P_B"), ("anonymous_id", "ck1", "P_B"), ("account_id", "A2", "P_A")]
+    merged = {"account_id:A1": "X", "anonymous_id:ck1": "X", "account_id:A2": "X"}
+    assert set(person_map(spark, merged, previous).values()) == {"P_B"}
+    # A tie (one identifier each) goes to the smaller id.
+    tie = [("account_id", "A1", "P_B"), ("account_id", "A2", "P_A")]
+    assert set(person_map(spark, {"account_id:A1": "X", "account_id:A2": "X"}, tie).values()) == {"P_A"}
+
+
+def test_a_split_leaves_the_id_with_the_larger_part_and_mints_one_for_the_other(spark):
+    previous = [("account_id", "A1", "P_1"), ("account_id", "A2", "P_1"), ("account_id", "A3", "P_1")]
+    now = person_map(spark, {"account_id:A1": "a", "account_id:A2": "a", "account_id:A3": "b"}, previous)
+    assert now[("account_id", "A1")] == now[("account_id", "A2")] == "P_1"
+    assert now[("account_id", "A3")].startswith("P") and now[("account_id", "A3")] != "P_1"
+
+
+def resolve(spark, clicks, accounts, max_per_key=5):
+    nodes, edges = identity_edges(spark.createDataFrame(clicks, CLICK_SCHEMA), spark.createDataFrame(accounts, ACCOUNT_SCHEMA), "TW", max_per_key)
+    return person_map(spark, {r["node"]: r["component"] for r in connected_components(nodes, edges).collect()})
+
+
+def test_email_case_and_phone_format_link_accounts_but_refused_tracking_does_not(spark):
+    accounts = [
+        ("A1", "ann@example.com", "0912345678", False),
+        ("A2", "  ANN@Example.com ", None, False),
+        ("A3", None, "+886 912 345 678", False),
+        ("A4", "bob@example.com", None, False),
+    ]
+    clicks = [("ck_ok", "A1", True), ("ck_refused", "A4", False)]
+    people = resolve(spark, clicks, accounts)
+    assert people[("account_id", "A1")] == people[("account_id", "A2")] == people[("account_id", "A3")] == people[("anonymous_id", "ck_ok")]
+    assert people[("account_id", "A4")] != people[("account_id", "A1")]
+    assert ("anonymous_id", "ck_refused") not in people
+
+
+def test_a_key_shared_by_too_many_accounts_is_not_evidence(spark):
+    accounts = [(f"A{i}", "shop@example.com", None, False) for i in range(3)]
+    people = resolve(spark, [], accounts, max_per_key=2)
+    assert len({people[("account_id", f"A{i}")] for i in range(3)}) == 3

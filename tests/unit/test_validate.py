@@ -1,0 +1,51 @@
+"""Contract checks on hand-built records."""
+
+import json
+from decimal import Decimal
+
+from crmlake.acquire.contract import SOURCES
+from crmlake.acquire.validate import with_validation
+
+GOOD_CLICK = {
+    "event_id": "e1", "event_time": "2026-11-21T13:45:12.345+08:00", "received_time": "2026-11-21T05:45:13Z",
+    "event_type": "page_view", "anonymous_id": "ck1", "tracking_consent": True, "page_url": "/", "device": "app",
+    "price": "1299.00",
+}
+
+
+def validated(spark, rows):
+    """Validate records given as dicts (JSON-encoded here) or raw text; return them by line number."""
+    texts = [json.dumps(r) if isinstance(r, dict) else r for r in rows]
+    frame = spark.createDataFrame([(n, t, t, None) for n, t in enumerate(texts, 1)], "source_line long, raw_text string, record_json string, error string")
+    return {r["source_line"]: r for r in with_validation(frame, SOURCES["clickstream"]).orderBy("source_line").collect()}
+
+
+def reason_of(spark, record):
+    return next(iter(validated(spark, [record]).values()))["reason"]
+
+
+def test_good_record_is_typed_in_utc(spark):
+    row = next(iter(validated(spark, [GOOD_CLICK]).values()))
+    assert row["reason"] is None
+    assert row["event_time"].isoformat() == "2026-11-21T05:45:12.345000"  # session time zone is UTC
+    assert row["price"] == Decimal("1299.00")
+    assert row["tracking_consent"] is True
+    assert row["raw_text"] is None and row["extra_fields"] is None  # a good record carries no copy of its line
+
+
+def test_each_contract_violation_has_its_reason(spark):
+    assert reason_of(spark, {**GOOD_CLICK, "event_time": "2026-11-21T13:45:12"}) == "bad_timestamp:event_time"
+    assert reason_of(spark, {**GOOD_CLICK, "device": "watch"}) == "bad_enum:device"
+    assert reason_of(spark, {k: v for k, v in GOOD_CLICK.items() if k != "anonymous_id"}) == "missing_field:anonymous_id"
+    assert reason_of(spark, {**GOOD_CLICK, "tracking_consent": "maybe"}) == "wrong_type:tracking_consent"
+    assert reason_of(spark, {**GOOD_CLICK, "price": "12,99"}) == "bad_money:price"
+    assert reason_of(spark, {**GOOD_CLICK, "event_id": "x" * 129}) == "id_too_long:event_id"
+    assert reason_of(spark, '{"event_id": "e1", "oops"') == "unparsable_json"
+    assert reason_of(spark, '["not", "an", "object"]') == "unparsable_json"
+
+
+def test_unknown_fields_are_kept_and_duplicates_share_a_key(spark):
+    rows = validated(spark, [{**GOOD_CLICK, "new_field": "v"}, {**GOOD_CLICK, "page_url": "/other"}])
+    first, second = rows[1], rows[2]
+    assert first["extra_fields"] == {"new_field": "v"}
+    assert first["record_key"] == second["record_key"]  # same event_id: the same event
