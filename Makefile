@@ -9,7 +9,7 @@ CUSTOMERS ?= 2000
 DAYS      ?= 60
 SEED      ?= 7
 
-.PHONY: setup run test test-unit bench package cluster-up cluster-down mlflow-server clean help
+.PHONY: setup browser run test test-unit bench package cluster-up cluster-down mlflow-server clean help
 
 help:
 	@echo "make run    - set up, generate sample data, run acquire/organize/analyze/decide"
@@ -32,7 +32,15 @@ run: setup
 	$(BIN)/crmlake generate --conf $(CONF) --customers $(CUSTOMERS) --days $(DAYS) --seed $(SEED) --skip-if-present
 	$(BIN)/crmlake run --conf $(CONF) --stage all
 
-test: setup
+# Debian's Chromium drives the audience catalog's browser test (headless).
+BROWSER_BIN := /usr/bin/chromium
+browser: $(BROWSER_BIN)
+
+$(BROWSER_BIN):
+	command -v apt-get >/dev/null || { echo "chromium missing and no apt-get: install Debian's chromium"; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+test: setup browser
 	$(BIN)/python -m pytest tests
 
 test-unit: setup

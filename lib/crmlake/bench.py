@@ -4,6 +4,11 @@ Acquire section: a generated landing zone of about 1M and 10M clickstream events
 acquired into bronze, against the copy limit measured in the same run (Spark reading the
 same files as text and writing Parquet with no checks).
 
+Organize section: identity resolution (connected components in Spark) on synthetic
+cookie-account graphs of about 1M and 5M edges; sessionization of the same events by
+crmlake's Spark transform and by DuckDB running the same sessionization SQL on the same
+Parquet, both writing Parquet.
+
 Lake section: the configured engine's append against a plain ``df.write.parquet`` of the
 same cached DataFrame (the copy limit), each timed several times alternately and
 compared by median; a merge that changes 1% of the keys against a full rewrite of the
@@ -110,6 +115,75 @@ def bench_acquire(spark: SparkSession, conf_file: str | None, tmp: str, events: 
     ]
 
 
+SESSION_SQL = """
+COPY (
+  WITH marked AS (
+    SELECT *, CASE WHEN lag(event_time) OVER w IS NULL
+                     OR epoch(event_time) - epoch(lag(event_time) OVER w) > {gap} THEN 1 ELSE 0 END AS new_session
+    FROM read_parquet('{source}/*.parquet') WINDOW w AS (PARTITION BY anonymous_id ORDER BY event_time, event_id)
+  ), numbered AS (
+    SELECT *, sum(new_session) OVER (PARTITION BY anonymous_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no
+    FROM marked
+  )
+  SELECT anonymous_id, session_no, min(event_time) AS session_start, max(event_time) AS session_end,
+         arg_min(page_url, event_time) AS entry_page, arg_max(page_url, event_time) AS exit_page, count(*) AS events,
+         sum(CASE WHEN event_type = 'product_view' THEN 1 ELSE 0 END) AS product_views,
+         sum(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END) AS adds_to_cart,
+         bool_or(event_type = 'purchase') AS converted,
+         max(CASE WHEN tracking_consent THEN account_id END) AS account_id
+  FROM numbered GROUP BY anonymous_id, session_no
+) TO '{target}' (FORMAT parquet)
+"""
+
+
+def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], session_events: int) -> list[str]:
+    """Time identity resolution against edge count and sessionization against DuckDB."""
+    import duckdb
+
+    from crmlake.organize.identity import connected_components
+    from crmlake.organize.transforms import sessionize
+
+    lines = []
+    for edges_wanted in edge_counts:
+        accounts = max(1, edges_wanted // 4)
+        edges = spark.range(edges_wanted).select(
+            F.concat(F.lit("anonymous_id:c"), (F.col("id") % int(edges_wanted * 0.8)).cast("string")).alias("src"),
+            F.concat(F.lit("account_id:a"), F.pmod(F.xxhash64("id"), F.lit(accounts)).cast("string")).alias("dst"),
+        ).cache()
+        nodes = edges.select(F.col("src").alias("node")).union(edges.select(F.col("dst").alias("node"))).distinct().cache()
+        node_count = nodes.count()
+        took = _seconds(lambda: connected_components(nodes, edges).write.format("noop").mode("overwrite").save())
+        lines.append(f"identity resolution         : {edges_wanted:,} edges, {node_count:,} nodes in {took:.1f}s = {edges_wanted / took:,.0f} edges/s")
+        edges.unpersist()
+        nodes.unpersist()
+
+    visitors = max(1, session_events // 40)
+    source = f"{tmp}/session-events"
+    spark.range(session_events).select(
+        F.col("id").cast("string").alias("event_id"),
+        # Each visitor: 40 events, in 5 visits on 5 days, 8 clicks two minutes apart.
+        (F.lit(1_790_000_000) + F.floor(F.col("id") / visitors) * 120 + F.floor(F.col("id") / visitors / 8) * 86400).cast("timestamp").alias("event_time"),
+        F.element_at(F.array(*[F.lit(t) for t in ("page_view", "product_view", "add_to_cart", "purchase")]), (F.col("id") % 4 + 1).cast("int")).alias("event_type"),
+        (F.col("id") % visitors).cast("string").alias("anonymous_id"),
+        (F.col("id") % visitors).cast("string").alias("account_id"),
+        (F.col("id") % 10 != 0).alias("tracking_consent"),
+        F.concat(F.lit("/p/"), (F.col("id") % 500).cast("string")).alias("page_url"),
+        F.lit("app").alias("device"),
+        F.lit(None).cast("string").alias("utm_campaign"),
+    ).write.parquet(f"file://{source}")
+    spark_took = _seconds(lambda: sessionize(spark.read.parquet(f"file://{source}"), 30).write.parquet(f"file://{tmp}/sessions-spark"))
+    sessions = spark.read.parquet(f"file://{tmp}/sessions-spark").count()
+    with duckdb.connect() as db:
+        duck_took = _seconds(lambda: db.execute(SESSION_SQL.format(gap=30 * 60, source=source, target=f"{tmp}/sessions-duckdb.parquet")))
+        duck_sessions = db.execute(f"SELECT count(*) FROM read_parquet('{tmp}/sessions-duckdb.parquet')").fetchone()[0]
+    lines += [
+        f"sessionize (Spark)          : {session_events:,} events -> {sessions:,} sessions in {spark_took:.1f}s = {session_events / spark_took:,.0f} events/s",
+        f"sessionize (DuckDB, same SQL): {session_events:,} events -> {duck_sessions:,} sessions in {duck_took:.1f}s = {session_events / duck_took:,.0f} events/s",
+        f"ratio Spark / DuckDB        : {spark_took / duck_took:.2f} (one machine; Spark's edge is the cluster, not 2 cores)",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print figures with ratios against their peers."""
     parser = argparse.ArgumentParser(prog="crmlake-bench", description=__doc__)
@@ -118,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30, help="date partitions the rows spread over (default 30)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each write (default 3)")
     parser.add_argument("--events", default="1000000,10000000", help="clickstream sizes for the acquire bench, comma-separated (default 1M and 10M)")
-    parser.add_argument("--only", choices=("lake", "acquire"), default=None, help="run one section only")
+    parser.add_argument("--edges", default="1000000,5000000", help="identity graph sizes for the organize bench, comma-separated (default 1M and 5M)")
+    parser.add_argument("--session-events", type=int, default=2_000_000, help="events sessionized in the organize bench (default 2,000,000)")
+    parser.add_argument("--only", choices=("lake", "acquire", "organize"), default=None, help="run one section only")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "acquire"):
                 for events in (int(e) for e in args.events.split(",") if e.strip()):
                     print("\n".join(["", f"crmlake bench: acquire, about {events:,} events", *bench_acquire(spark, args.conf, tmp, events)]), flush=True)
+            if args.only in (None, "organize"):
+                edge_counts = [int(e) for e in args.edges.split(",") if e.strip()]
+                print("\n".join(["", "crmlake bench: organize", *bench_organize(spark, tmp, edge_counts, args.session_events)]), flush=True)
     return 0
 
 

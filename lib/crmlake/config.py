@@ -156,6 +156,10 @@ class Conf:
             raise ConfigError(f"table name {name!r}: expected <bronze|silver|gold>.<table>")
         return f"{self.lake_root.rstrip('/')}/{layer}/{table}"
 
+    def with_overrides(self, pairs: Iterable[str]) -> "Conf":
+        """Return a copy with ``key=value`` pairs applied over this configuration."""
+        return Conf(_deep_merge(self.data, parse_overrides(pairs)))
+
     def fingerprint(self) -> str:
         """Return a short hash of the merged configuration (recorded with each run)."""
         blob = json.dumps(self.data, sort_keys=True, default=str).encode()

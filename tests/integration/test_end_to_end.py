@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 import glob
+import gzip
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from crmlake.organize import job as organize
 
 pytestmark = pytest.mark.integration
 END = dt.date(2026, 11, 21)
+MIDWAY = END - dt.timedelta(days=12)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +35,17 @@ def pipeline(spark, tmp_path_factory):
         environ={},
     )
     truth = write_landing(spark, conf.landing_root, customers=300, days=45, end=END, seed=3, timezone="Asia/Taipei")
+    # Two runs, so that organize's second run is incremental (late files, status changes, erase).
+    acquire.run(spark, conf, MIDWAY)
+    organized_first = organize.run(spark, conf, MIDWAY)
     first = acquire.run(spark, conf, END)
-    organize.run(spark, conf, END)
+    organized = organize.run(spark, conf, END)
     analyzed = analyze.run(spark, conf, END)
     decided = decide.run(spark, conf, END)
-    return {"conf": conf, "lake": Lake(spark, conf), "truth": truth, "acquire": first, "analyze": analyzed, "decide": decided, "root": root}
+    return {
+        "conf": conf, "lake": Lake(spark, conf), "truth": truth, "acquire": first, "analyze": analyzed, "decide": decided, "root": root,
+        "organize": [organized_first, organized],
+    }
 
 
 def test_every_file_balances_and_every_planted_defect_is_quarantined(pipeline):
@@ -69,20 +77,39 @@ def test_rerunning_acquire_for_the_same_date_adds_nothing(spark, pipeline):
     assert {t: lake.version(t) for t in before} == before
 
 
-def test_exported_audience_has_consent_and_a_true_manifest(pipeline):
+def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
     lake = pipeline["lake"]
-    (folder,) = pipeline["decide"]["exports"]
-    manifest = json.load(open(os.path.join(folder, "manifest.json")))
-    data = os.path.join(folder, "audience.csv")
-    with open(data, newline="") as fh:
-        members = list(csv.DictReader(fh))
-    assert manifest["row_count"] == len(members) > 0
-    assert manifest["sha256"] == hashlib.sha256(open(data, "rb").read()).hexdigest()
-    assert manifest["models"]["propensity"]["name"] == "crmlake-propensity"
-    consent = {r["account_id"]: r["marketing_consent"] for r in lake.read("silver.customers").collect()}
-    assert all(consent[m["account_id"]] is True for m in members)
-    scores = [float(m["propensity_score"]) for m in members]
-    assert scores == sorted(scores, reverse=True)
+    exports = pipeline["decide"]["exports"]
+    assert [os.path.basename(os.path.dirname(f)) for f in exports] == ["likely_buyers", "win_back"]   # by priority
+    consent = {r["person_id"]: r["marketing_consent"] for r in lake.read("silver.customer_360").collect()}
+    for folder in exports:
+        manifest = json.load(open(os.path.join(folder, "manifest.json")))
+        with gzip.open(os.path.join(folder, "audience.csv.gz"), "rt", newline="") as fh:
+            members = list(csv.DictReader(fh))
+        counts = manifest["counts"]
+        assert manifest["row_count"] == len(members) == counts["exported"] > 0
+        assert counts["matched"] == counts["no_consent"] + sum(counts["suppressed"].values()) + counts["capped"] + counts["over_limit"] + counts["control"] + counts["exported"]
+        for name, entry in manifest["files"].items():
+            assert entry["sha256"] == hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest(), name
+        assert manifest["models"]["propensity"]["name"] == "crmlake-propensity"
+        assert all(consent[m["person_id"]] is True for m in members)
+        assert set(members[0]) == {"person_id", "email_sha256", "phone_sha256", "score", "decile", "segment", "reason_codes"}
+    history = lake.read("gold.contact_history").collect()
+    assert sum(1 for r in history if r["group"] == "treatment") == sum(pipeline["decide"]["audiences"][a]["exported"] for a in ("likely_buyers", "win_back"))
+    assert {r["audience"] for r in lake.read("gold.campaign_results").collect()} == {"likely_buyers", "win_back"}
+
+
+def test_no_raw_email_or_phone_in_any_exported_file(pipeline):
+    lake = pipeline["lake"]
+    contacts = [(r["email"] or "").strip().lower() for r in lake.read("silver.customers").collect() if r["email"]]
+    phones = [r["phone"] for r in lake.read("silver.customers").collect() if r["phone"]]
+    for path in glob.glob(str(pipeline["root"] / "exports" / "**" / "*"), recursive=True):
+        if os.path.isfile(path) and not path.endswith(".png"):
+            text = _text_of(path).decode("latin-1").lower()
+            if path.endswith(".gz"):
+                text += gzip.open(path).read().decode().lower()
+            assert not any(c in text for c in contacts), path
+            assert not any(p.lower() in text for p in phones), path
 
 
 def test_models_are_registered_with_a_champion_and_beat_chance(pipeline):
@@ -102,7 +129,62 @@ def test_erased_email_is_nowhere_under_the_lake_or_exports(pipeline):
     for base in ("lake", "exports"):
         for path in glob.glob(str(pipeline["root"] / base / "**" / "*"), recursive=True):
             if os.path.isfile(path):
-                assert email not in open(path, "rb").read(), path
+                assert email not in _text_of(path), path
+
+
+def _text_of(path: str) -> bytes:
+    """A file's bytes, and for Parquet (compressed) every string value in it, decoded."""
+    raw = open(path, "rb").read()
+    if not path.endswith(".parquet"):
+        return raw
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    values = [str(v) for column in table.columns if str(column.type) in ("string", "large_string") for v in column.to_pylist() if v]
+    return raw + "\n".join(values).encode()
+
+
+def test_organize_ran_full_then_incremental(pipeline):
+    assert [run["mode"] for run in pipeline["organize"]] == ["full_refresh", "incremental"]
+
+
+def test_accounts_of_one_planted_person_are_one_person_and_no_two_persons_mix(pipeline):
+    lake = pipeline["lake"]
+    # Accounts with a live profile (a quarantined profile is no evidence; an erased one is gone).
+    profiles = {r["account_id"] for r in lake.read("silver.customers").where("NOT erased").collect()}
+    accounts = [r for r in lake.read("silver.identity_map").collect() if r["identifier_type"] == "account_id" and r["identifier"] in profiles]
+    # The generator numbers accounts A<2n + k> for planted person n.
+    planted = {r["identifier"]: int(r["identifier"][1:]) // 2 for r in accounts}
+    persons_of_planted, planted_of_person = {}, {}
+    for r in accounts:
+        persons_of_planted.setdefault(planted[r["identifier"]], set()).add(r["person_id"])
+        planted_of_person.setdefault(r["person_id"], set()).add(planted[r["identifier"]])
+    assert all(len(p) == 1 for p in persons_of_planted.values())
+    assert all(len(p) == 1 for p in planted_of_person.values())
+    assert sum(1 for r in accounts) > len(planted_of_person)   # some persons do hold several accounts
+    assert pipeline["organize"][-1]["accounts_per_person_max"] >= 2
+
+
+def test_incremental_organize_equals_a_full_refresh(spark, pipeline):
+    lake, conf = pipeline["lake"], pipeline["conf"]
+    tables = ("silver.customers", "silver.customer_history", "silver.order_lines", "silver.sessions", "silver.funnel", "silver.identity_links")
+
+    def snapshot():
+        rows = {t: sorted(map(repr, map(tuple, lake.read(t).collect()))) for t in tables}
+        people = lake.read("silver.customer_360").drop("person_id").collect()
+        rows["silver.customer_360"] = sorted(map(repr, map(tuple, people)))
+        groups = {}
+        for r in lake.read("silver.identity_map").collect():
+            groups.setdefault(r["person_id"], set()).add((r["identifier_type"], r["identifier"]))
+        rows["silver.identity_map"] = sorted(sorted(g) for g in groups.values())
+        return rows
+
+    incremental = snapshot()
+    refreshed = organize.run(spark, conf.with_overrides(["organize.full_refresh=true"]), END)
+    assert refreshed["mode"] == "full_refresh"
+    full = snapshot()
+    for table in incremental:
+        assert incremental[table] == full[table], table
 
 
 def test_backfill_over_two_dates_changes_nothing_and_records_every_run(spark, pipeline):

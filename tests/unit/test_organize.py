@@ -75,3 +75,64 @@ def test_unsubscribe_after_the_profile_withdraws_consent(spark):
     consent = {r["account_id"]: r["marketing_consent"] for r in with_consent_state(profiles, events).collect()}
     # A2 opted in again (profile updated on day 5) after complaining on day 1.
     assert consent == {"A1": False, "A2": True}
+
+
+ACCOUNT_360_SCHEMA = (
+    "account_id string, person_id string, erased boolean, profile_updated_at timestamp, signup_time timestamp, email string, phone string, "
+    "name string, gender string, birth_year int, occupation string, city string, income_band string, marketing_consent boolean, "
+    "consent_withdrawn_at timestamp, referred_by string"
+)
+RUN_DATE = dt.date(2026, 11, 21)
+
+
+def people_360(spark, accounts, lines=(), sessions=()):
+    from crmlake.organize.customer360 import StaleRules, customer_360
+
+    line_schema = "order_id string, person_id string, order_time timestamp, status string, category string, unit_price decimal(18,2), line_amount decimal(18,2)"
+    session_schema = "person_id string, session_start timestamp, session_end timestamp, device string"
+    interaction_schema = "person_id string, type string, opened_time timestamp, closed_time timestamp, satisfaction int"
+    return {
+        r["person_id"]: r
+        for r in customer_360(
+            spark.createDataFrame(accounts, ACCOUNT_360_SCHEMA), spark.createDataFrame(list(lines), line_schema),
+            spark.createDataFrame(list(sessions), session_schema), spark.createDataFrame([], interaction_schema),
+            RUN_DATE, "UTC", StaleRules(),
+        ).collect()
+    }
+
+
+def account(account_id, person_id, updated, birth_year=1990, occupation="nurse", consent=True, referred_by=None, erased=False):
+    return (account_id, person_id, erased, updated, T0 - dt.timedelta(days=900), None, None, None, "f", birth_year, occupation, "Taipei", "mid", consent, None, referred_by)
+
+
+def test_declared_student_too_old_and_untouched_profile_are_flagged_stale(spark):
+    recent = T0 - dt.timedelta(days=10)
+    people = people_360(spark, [
+        account("A1", "P1", recent, birth_year=1985, occupation="student"),   # 41 in 2026: not a student any more
+        account("A2", "P2", recent, birth_year=2003, occupation="student"),   # 23: believable
+        account("A3", "P3", T0 - dt.timedelta(days=800)),                     # untouched for over two years
+        account("A4", "P4", recent, birth_year=1890),                          # 136 years old
+    ])
+    flags = {p: (r["stale_occupation"], r["stale_profile"], r["implausible_birth_year"], r["declared_stale"]) for p, r in people.items()}
+    assert flags == {
+        "P1": (True, False, False, True),
+        "P2": (False, False, False, False),
+        "P3": (False, True, False, True),
+        "P4": (False, False, True, True),
+    }
+
+
+def test_a_person_counts_once_with_every_account_consenting_and_referrals_that_bought(spark):
+    recent = T0 - dt.timedelta(days=10)
+    people = people_360(
+        spark,
+        [account("A1", "P1", recent), account("A2", "P1", recent - dt.timedelta(days=1), consent=False),
+         account("A3", "P2", recent, referred_by="A2"), account("A4", "P3", recent, referred_by="A1")],
+        lines=[("O1", "P2", T0 - dt.timedelta(days=5), "completed", "books", Decimal("100.00"), Decimal("100.00"))],
+        sessions=[("P1", T0 - dt.timedelta(days=40), T0 - dt.timedelta(days=40), "app")],
+    )
+    one = people["P1"]
+    assert (one["accounts"], one["primary_account_id"], one["marketing_consent"]) == (2, "A1", False)
+    assert (one["members_referred"], one["referred_buyers"]) == (2, 1)
+    assert (one["active_30d"], one["active_90d"], one["preferred_device"]) == (False, True, "app")
+    assert (people["P2"]["orders"], people["P2"]["preferred_category"], people["P2"]["active_30d"]) == (1, "books", True)

@@ -20,18 +20,19 @@ def _date_of(ts_col: str, timezone: str):
     return F.to_date(F.from_utc_timestamp(ts_col, timezone))
 
 
-def customer_behaviour(customers: DataFrame, order_lines: DataFrame, sessions: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
-    """Return one row per account with behaviour up to and including ``as_of``.
+def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
+    """Return one row per person with behaviour up to and including ``as_of``.
 
-    Takes silver customers (account_id, signup_time, erased), order lines and sessions.
-    Columns: account_id, the FEATURE_COLUMNS, last_purchase_date. Erased accounts are left out.
+    Takes silver.customer_360 (person_id, signup_time: only persons with a live account),
+    and order lines and sessions carrying ``person_id``. Columns: person_id, the
+    FEATURE_COLUMNS, last_purchase_date. Persons who signed up after ``as_of`` are left out.
     Only completed order lines count as purchases; recency for a customer who never
     bought is the tenure plus one day.
     """
     as_of_lit = F.lit(as_of)
     purchases = (
-        order_lines.where((F.col("status") == "completed") & F.col("account_id").isNotNull() & (F.col("order_date") <= as_of_lit))
-        .groupBy("account_id")
+        order_lines.where((F.col("status") == "completed") & F.col("person_id").isNotNull() & (F.col("order_date") <= as_of_lit))
+        .groupBy("person_id")
         .agg(
             F.countDistinct("order_id").alias("frequency"),
             F.sum("line_amount").cast("double").alias("monetary"),
@@ -40,8 +41,8 @@ def customer_behaviour(customers: DataFrame, order_lines: DataFrame, sessions: D
     )
     window_start = F.date_sub(as_of_lit, 29)
     recent = (
-        sessions.where(F.col("account_id").isNotNull() & F.col("session_date").between(window_start, as_of_lit))
-        .groupBy("account_id")
+        sessions.where(F.col("person_id").isNotNull() & F.col("session_date").between(window_start, as_of_lit))
+        .groupBy("person_id")
         .agg(
             F.count(F.lit(1)).alias("sessions_30d"),
             F.sum("product_views").alias("product_views_30d"),
@@ -49,12 +50,12 @@ def customer_behaviour(customers: DataFrame, order_lines: DataFrame, sessions: D
             F.countDistinct("session_date").alias("active_days_30d"),
         )
     )
-    members = customers.where(~F.col("erased") & (_date_of("signup_time", timezone) <= as_of_lit)).select(
-        "account_id", F.datediff(as_of_lit, _date_of("signup_time", timezone)).alias("tenure_days")
+    members = people.where(_date_of("signup_time", timezone) <= as_of_lit).select(
+        "person_id", F.datediff(as_of_lit, _date_of("signup_time", timezone)).alias("tenure_days")
     )
-    joined = members.join(purchases, "account_id", "left").join(recent, "account_id", "left")
+    joined = members.join(purchases, "person_id", "left").join(recent, "person_id", "left")
     return joined.select(
-        "account_id",
+        "person_id",
         F.coalesce(F.datediff(as_of_lit, "last_purchase_date"), F.col("tenure_days") + 1).alias("recency_days"),
         F.coalesce("frequency", F.lit(0)).cast("long").alias("frequency"),
         F.coalesce("monetary", F.lit(0.0)).alias("monetary"),
@@ -71,9 +72,9 @@ def with_rfm_scores(behaviour: DataFrame, quantiles: int = 5) -> DataFrame:
     """
     buyers = F.col("frequency") > 0
     scores = {
-        "r_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy(F.col("recency_days").desc(), "account_id")),
-        "f_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("frequency", "account_id")),
-        "m_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("monetary", "account_id")),
+        "r_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy(F.col("recency_days").desc(), "person_id")),
+        "f_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("frequency", "person_id")),
+        "m_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("monetary", "person_id")),
     }
     scored = behaviour
     for name, expr in scores.items():
@@ -88,13 +89,13 @@ def with_purchase_label(behaviour: DataFrame, order_lines: DataFrame, cutoff: dt
         order_lines.where(
             (F.col("status") == "completed") & (F.col("order_date") > F.lit(cutoff)) & (F.col("order_date") <= F.lit(horizon))
         )
-        .select("account_id")
+        .select("person_id")
         .distinct()
         .withColumn("label", F.lit(1.0))
     )
-    return behaviour.join(buyers, "account_id", "left").withColumn("label", F.coalesce("label", F.lit(0.0)))
+    return behaviour.join(buyers, "person_id", "left").withColumn("label", F.coalesce("label", F.lit(0.0)))
 
 
 def with_deciles(scored: DataFrame, score_col: str, decile_col: str) -> DataFrame:
     """Add ``decile_col``: 10 for the highest tenth of ``score_col`` .. 1 for the lowest."""
-    return scored.withColumn(decile_col, F.ntile(10).over(Window.orderBy(F.col(score_col).asc(), "account_id")))
+    return scored.withColumn(decile_col, F.ntile(10).over(Window.orderBy(F.col(score_col).asc(), "person_id")))

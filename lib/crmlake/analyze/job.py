@@ -1,7 +1,7 @@
 """The analyze stage: RFM, a purchase-propensity model and behavioural segments, tracked in MLflow.
 
 Propensity is trained on a time split: features as of ``cutoff = date - label_days``,
-label = a completed order in the ``label_days`` after the cutoff; then every member is
+label = a completed order in the ``label_days`` after the cutoff; then every person is
 scored on features as of the run date. Both models are logged with their signature and
 registered; the scores land in ``gold.customer_scores`` (partition ``score_date``, so a
 rerun of a date replaces that date only).
@@ -14,11 +14,13 @@ import datetime as dt
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from crmlake.analyze import models, tracking
+from crmlake import tracking
+from crmlake.analyze import models
 from crmlake.analyze.features import FEATURE_COLUMNS, customer_behaviour, with_deciles, with_purchase_label, with_rfm_scores
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
+from crmlake.people import with_order_person_id, with_session_person_id
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
@@ -28,13 +30,13 @@ class NotTrainable(RuntimeError):
     """The data up to the run date cannot train a model (for example: no buyers yet)."""
 
 
-def train_propensity(conf: Conf, customers, order_lines, sessions, run_date: dt.date, tz: str):
+def train_propensity(conf: Conf, people, order_lines, sessions, run_date: dt.date, tz: str):
     """Fit, evaluate, log and register the propensity model; return (model, version, auc)."""
     import mlflow
 
     p = conf.get("analyze.propensity")
     cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
-    labelled = with_purchase_label(customer_behaviour(customers, order_lines, sessions, cutoff, tz), order_lines, cutoff, int(p["label_days"]))
+    labelled = with_purchase_label(customer_behaviour(people, order_lines, sessions, cutoff, tz), order_lines, cutoff, int(p["label_days"]))
     counts = labelled.agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives")).first()
     positives, rows = int(counts["positives"] or 0), int(counts["rows"])
     if positives == 0 or positives == rows:
@@ -78,13 +80,14 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Score every member for ``run_date``; return model versions and metrics."""
     lake = Lake(spark, conf)
     tz = conf.get("business.timezone")
-    customers = lake.read("silver.customers")
-    order_lines = lake.read("silver.order_lines").cache()
-    sessions = lake.read("silver.sessions").cache()
+    people = lake.read("silver.customer_360")
+    identity_map = lake.read("silver.identity_map")
+    order_lines = with_order_person_id(lake.read("silver.order_lines"), identity_map).cache()
+    sessions = with_session_person_id(lake.read("silver.sessions"), identity_map).cache()
     facts: dict = {}
     try:
         with timed(log, f"train propensity for {run_date}") as f:
-            propensity, propensity_version, auc = train_propensity(conf, customers, order_lines, sessions, run_date, tz)
+            propensity, propensity_version, auc = train_propensity(conf, people, order_lines, sessions, run_date, tz)
             f.update(version=propensity_version, auc_holdout=round(auc, 4))
     except NotTrainable as reason:
         # Early dates of a backfill: nothing to learn from yet. Not a failure of the job.
@@ -93,7 +96,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         sessions.unpersist()
         return {"skipped": str(reason)}
     facts["propensity"] = dict(f)
-    behaviour = customer_behaviour(customers, order_lines, sessions, run_date, tz).cache()
+    behaviour = customer_behaviour(people, order_lines, sessions, run_date, tz).cache()
     with timed(log, f"train segments for {run_date}") as f:
         segmentation, segmentation_version, score = train_segments(conf, behaviour, run_date)
         f.update(version=segmentation_version, silhouette=round(score, 4))
@@ -102,11 +105,11 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         scored = models.with_propensity_score(propensity, behaviour)
         scored = with_deciles(scored, "propensity_score", "propensity_decile")
         scored = with_rfm_scores(scored, int(conf.get("analyze.rfm_quantiles", 5)))
-        segments = segmentation.transform(models.with_log_features(behaviour)).select("account_id", "segment")
+        segments = segmentation.transform(models.with_log_features(behaviour)).select("person_id", "segment")
         p, s = conf.get("analyze.propensity"), conf.get("analyze.segmentation")
         table = (
-            scored.join(segments, "account_id", "left")
-            .join(customers.select("account_id", "marketing_consent"), "account_id", "left")
+            scored.join(segments, "person_id", "left")
+            .join(people.select("person_id", "marketing_consent"), "person_id", "left")
             .withColumn("propensity_model", F.lit(f"{p['model_name']}/{propensity_version}"))
             .withColumn("segment_model", F.lit(f"{s['model_name']}/{segmentation_version}"))
             .withColumn("score_date", F.lit(run_date))

@@ -1,4 +1,21 @@
-"""Audiences: a rule over the scored member table, consent enforced whatever the rule says."""
+"""Audiences and the contact policy: who may be contacted, in which audience, and who is held out.
+
+An audience is a rule (Spark SQL) over the scored person table. The policy is applied in
+this order, and every step is counted for the manifest:
+
+1. ``matched``: persons the rule selects;
+2. consent: marketing consent is required whatever the rule says (``no_consent``);
+3. suppression, first reason wins: ``unsubscribed``, ``bounced``, ``complained``,
+   ``erased`` (any of the person's accounts asked to be erased), ``service_complaint``
+   (a complaint opened in the last ``complaint_quiet_days`` or still open);
+4. frequency cap: at most ``max_contacts`` per person in any ``window_days`` rolling days
+   across all audiences; audiences are served by ``priority`` (1 first), so the
+   higher-priority audience keeps the person (``capped``);
+5. ``limit``: the best persons by ``order_by``;
+6. control group: ``control_share`` of them, chosen by a hash of person and audience (the
+   same person stays in the control of an audience from run to run), are held out and
+   recorded but not exported (``control``); the rest are ``exported``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +26,9 @@ from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError
 
-EXPORT_COLUMNS = ("account_id", "propensity_score", "propensity_decile", "segment", "rfm_cell")
+CHANNELS = ("email", "sms", "ads")
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
+SCORE_COLUMNS = ("person_id", "propensity_score", "propensity_decile", "segment", "rfm_cell")
 
 
 @dataclass(frozen=True)
@@ -22,13 +41,28 @@ class Audience:
     order_by: str
     limit: int
     channel: str
+    priority: int
+    control_share: float
+    raw_contact: bool
 
     @classmethod
-    def from_conf(cls, entry: dict) -> "Audience":
-        """Build an audience from one conf entry; raises ConfigError naming a missing key."""
+    def from_conf(cls, entry: dict, internal_channels: tuple[str, ...] = ()) -> "Audience":
+        """Build an audience from one conf entry; raises ConfigError naming the audience and key."""
+        name = entry.get("name", "?")
         missing = [k for k in ("name", "rule", "channel") if not entry.get(k)]
         if missing:
-            raise ConfigError(f"decide.audiences entry {entry.get('name', '?')!r}: missing {', '.join(missing)}")
+            raise ConfigError(f"decide.audiences entry {name!r}: missing {', '.join(missing)}")
+        if entry["channel"] not in CHANNELS:
+            raise ConfigError(f"decide.audiences entry {name!r}: channel {entry['channel']!r} is not one of {', '.join(CHANNELS)}")
+        share = float(entry.get("control_share", 0.1))
+        if not 0 <= share < 1:
+            raise ConfigError(f"decide.audiences entry {name!r}: control_share {share} must be in [0, 1)")
+        raw = bool(entry.get("raw_contact", False))
+        if raw and entry["channel"] not in internal_channels:
+            raise ConfigError(
+                f"decide.audiences entry {name!r}: raw_contact is allowed only for an internal channel "
+                f"(decide.policy.internal_channels = {list(internal_channels)})"
+            )
         return cls(
             name=str(entry["name"]),
             description=str(entry.get("description", "")),
@@ -36,11 +70,28 @@ class Audience:
             order_by=str(entry.get("order_by", "propensity_score DESC")),
             limit=int(entry.get("limit", 100_000)),
             channel=str(entry["channel"]),
+            priority=int(entry.get("priority", 100)),
+            control_share=share,
+            raw_contact=raw,
         )
 
 
+@dataclass(frozen=True)
+class ContactPolicy:
+    """The contact policy's settings (conf ``decide.policy``)."""
+
+    max_contacts: int = 2
+    window_days: int = 30
+    complaint_quiet_days: int = 30
+
+    @classmethod
+    def from_conf(cls, section: dict) -> "ContactPolicy":
+        """Build the policy from ``decide.policy`` (missing keys keep their defaults)."""
+        return cls(**{k: int(v) for k, v in (section or {}).items() if k in cls.__dataclass_fields__})
+
+
 def order_columns(order_by: str) -> list:
-    """Turn ``"score DESC, account_id"`` into Spark sort columns; raises ConfigError on a bad term."""
+    """Turn ``"score DESC, person_id"`` into Spark sort columns; raises ConfigError on a bad term."""
     columns = []
     for term in (t.strip() for t in order_by.split(",") if t.strip()):
         parts = term.split()
@@ -52,11 +103,71 @@ def order_columns(order_by: str) -> list:
     return columns
 
 
-def select_audience(scores: DataFrame, audience: Audience) -> DataFrame:
-    """Return the members matching ``audience.rule``, consenting, best first, at most ``limit``.
+def suppression_reasons(people: DataFrame, account_persons: DataFrame, campaign_events: DataFrame, run_date, policy: ContactPolicy) -> DataFrame:
+    """Return ``(person_id, suppression_reason)`` for every person who must not be contacted.
 
-    Takes one score date of ``gold.customer_scores``; returns EXPORT_COLUMNS.
-    Marketing consent is required here whatever the rule says.
+    Takes silver.customer_360 (person_id, declared_at, open_complaints, last_complaint_at),
+    accounts with their person (account_id, person_id, erased) and bronze campaign events.
+    Unsubscribes and complaints count when later than the person's last profile change (a
+    later opt-in wins); a bounce counts whenever it happened.
     """
-    matched = scores.where(F.expr(audience.rule)).where(F.col("marketing_consent"))
-    return matched.orderBy(*order_columns(audience.order_by), "account_id").limit(audience.limit).select(*EXPORT_COLUMNS)
+    events = campaign_events.join(account_persons.select("account_id", "person_id"), "account_id").join(
+        people.select("person_id", "declared_at"), "person_id"
+    )
+    since_profile = F.col("event_time") > F.col("declared_at")
+    by_event = events.groupBy("person_id").agg(
+        F.max((F.col("event") == "unsubscribed") & since_profile).alias("unsubscribed"),
+        F.max(F.col("event") == "bounced").alias("bounced"),
+        F.max((F.col("event") == "complained") & since_profile).alias("complained"),
+    )
+    erased = account_persons.where("erased").select("person_id").distinct().withColumn("erased", F.lit(True))
+    quiet_since = F.date_sub(F.lit(run_date), policy.complaint_quiet_days - 1)
+    complaints = people.select(
+        "person_id",
+        ((F.col("open_complaints") > 0) | (F.to_date("last_complaint_at") >= quiet_since)).alias("service_complaint"),
+    )
+    flags = complaints.join(by_event, "person_id", "left").join(erased, "person_id", "left")
+    reason = F.coalesce(*[F.when(F.coalesce(F.col(r), F.lit(False)), F.lit(r)) for r in SUPPRESSION_REASONS])
+    return flags.select("person_id", reason.alias("suppression_reason")).where(F.col("suppression_reason").isNotNull())
+
+
+def in_control_group(person_id, audience: Audience):
+    """Column: True when the person is in the audience's control group (stable hash of both)."""
+    bucket = F.pmod(F.xxhash64(person_id, F.lit(audience.name)), F.lit(10_000)) / 10_000.0
+    return bucket < audience.control_share
+
+
+def apply_policy(scored: DataFrame, suppressed: DataFrame, prior_contacts: DataFrame, audience: Audience, policy: ContactPolicy) -> tuple[DataFrame, dict]:
+    """Apply the contact policy for one audience.
+
+    Takes the scored person table (with ``marketing_consent``), the suppression list
+    (person_id, suppression_reason), and ``prior_contacts`` (person_id, contacts): exported
+    contacts inside the cap's window, today's higher-priority audiences included. Returns
+    ``(selected, counts)``: the persons kept after the limit with ``group`` = treatment or
+    control, and the count at every policy step.
+    """
+    matched = scored.where(F.expr(audience.rule)).cache()
+    consenting = matched.where(F.coalesce(F.col("marketing_consent"), F.lit(False)))
+    flagged = consenting.join(suppressed, "person_id", "left")
+    eligible = flagged.where(F.col("suppression_reason").isNull()).drop("suppression_reason")
+    with_prior = eligible.join(prior_contacts, "person_id", "left").withColumn("_prior", F.coalesce("contacts", F.lit(0)))
+    uncapped = with_prior.where(F.col("_prior") < policy.max_contacts).drop("contacts", "_prior")
+    limited = uncapped.orderBy(*order_columns(audience.order_by), "person_id").limit(audience.limit)
+    selected = limited.withColumn("group", F.when(in_control_group(F.col("person_id"), audience), "control").otherwise("treatment")).cache()
+    # Safe to collect: small aggregates, one row each.
+    suppressed_by = {r["suppression_reason"]: r["count"] for r in flagged.groupBy("suppression_reason").count().collect() if r["suppression_reason"]}
+    by_group = {r["group"]: r["count"] for r in selected.groupBy("group").count().collect()}
+    matched_count, consenting_count = matched.count(), consenting.count()
+    eligible_count = matched_count - (matched_count - consenting_count) - sum(suppressed_by.values())
+    uncapped_count = uncapped.count()
+    counts = {
+        "matched": matched_count,
+        "no_consent": matched_count - consenting_count,
+        "suppressed": {r: int(suppressed_by.get(r, 0)) for r in SUPPRESSION_REASONS},
+        "capped": eligible_count - uncapped_count,
+        "over_limit": uncapped_count - sum(by_group.values()),
+        "control": int(by_group.get("control", 0)),
+        "exported": int(by_group.get("treatment", 0)),
+    }
+    matched.unpersist()
+    return selected, counts

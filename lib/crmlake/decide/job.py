@@ -1,23 +1,79 @@
-"""The decide stage: the audiences defined in conf, from the run date's scores, exported."""
+"""The decide stage: audiences under the contact policy, exported, recorded, and measured.
+
+For the run date's scores: every audience of ``decide.audiences``, by priority, goes
+through the contact policy (:mod:`crmlake.decide.audiences`); its treatment group is
+exported (:mod:`crmlake.decide.export`); treatment and control land in
+``gold.contact_history`` (partition ``contact_date``: a rerun of a date replaces it).
+Then every past contact date is measured against its control group into
+``gold.campaign_results`` and MLflow (:mod:`crmlake.decide.results`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from crmlake import tracking
 from crmlake.config import Conf
-from crmlake.decide.audiences import Audience, select_audience
-from crmlake.decide.export import publish_audience
+from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
+from crmlake.decide.export import export_rows, publish_audience
+from crmlake.decide.results import campaign_results
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
+from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
 
 log = get_logger("decide")
+CONTACT_HISTORY = "gold.contact_history"
+CAMPAIGN_RESULTS = "gold.campaign_results"
+CONTACT_SCHEMA = "contact_date date, audience string, channel string, priority int, person_id string, account_id string, group string, score double"
+
+
+def audiences_of(conf: Conf) -> list[Audience]:
+    """Return conf's audiences in the order they are served: priority, then name."""
+    internal = tuple(conf.get("decide.policy.internal_channels") or ())
+    return sorted((Audience.from_conf(e, internal) for e in conf.get("decide.audiences") or []), key=lambda a: (a.priority, a.name))
+
+
+def prior_contacts(lake: Lake, identity_map: DataFrame, run_date: dt.date, window_days: int) -> DataFrame:
+    """Return (person_id, contacts): exported contacts in the cap's window before ``run_date``.
+
+    Contacts are re-keyed through their account, so a person's contacts follow them when
+    two persons merge.
+    """
+    if not lake.exists(CONTACT_HISTORY):
+        return lake.spark.createDataFrame([], "person_id string, contacts long")
+    since = run_date - dt.timedelta(days=window_days - 1)
+    history = lake.read(CONTACT_HISTORY).where(
+        (F.col("group") == "treatment") & (F.col("contact_date") >= F.lit(since)) & (F.col("contact_date") < F.lit(run_date))
+    )
+    current = with_person_id(history.withColumnRenamed("person_id", "_then"), identity_map, (ACCOUNT, F.col("account_id")))
+    return current.select(F.coalesce("person_id", "_then").alias("person_id")).groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
+
+
+def measure(lake: Lake, conf: Conf, identity_map: DataFrame, run_date: dt.date) -> int:
+    """Rebuild gold.campaign_results from contact history and orders; log them to MLflow; return rows."""
+    import mlflow
+
+    days = int(conf.get("decide.attribution_days", 14))
+    orders = with_order_person_id(lake.read("silver.order_lines").where("status = 'completed'"), identity_map)
+    results = campaign_results(lake.read(CONTACT_HISTORY), orders, run_date, days).cache()
+    written = lake.overwrite(CAMPAIGN_RESULTS, results).rows_written
+    # Safe to collect: one row per audience and contact date.
+    rows = [r.asDict() for r in results.orderBy("audience", "contact_date").collect()]
+    results.unpersist()
+    with tracking.tracked_run(conf, f"campaign-results-{run_date}", {"stage": "decide", "run_date": str(run_date)}):
+        mlflow.log_param("attribution_days", days)
+        mlflow.log_dict({"results": rows}, "campaign_results.json")
+        for row in rows:
+            if row["window_complete"] and row["lift"] is not None:
+                mlflow.log_metric(f"lift.{row['audience']}", row["lift"], step=int(row["contact_date"].strftime("%Y%m%d")))
+    return written
 
 
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
-    """Export every audience of ``decide.audiences`` for ``run_date``; return the export folders."""
+    """Select, export and record every audience for ``run_date``, then measure past contacts."""
     lake = Lake(spark, conf)
     scores = lake.read("gold.customer_scores").where(F.col("score_date") == F.lit(run_date)).cache() if lake.exists("gold.customer_scores") else None
     # One row: the models that scored this date.
@@ -25,29 +81,54 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     if not models:
         log.warning("decide skipped: no scores for %s (analyze skipped or has not run)", run_date)
         return {"exports": [], "skipped": f"no scores for {run_date}"}
-    exports = []
-    for entry in conf.get("decide.audiences") or []:
-        audience = Audience.from_conf(entry)
+    policy = ContactPolicy.from_conf(conf.get("decide.policy"))
+    region = str(conf.get("organize.identity.default_phone_region", "TW"))
+    identity_map = lake.read("silver.identity_map")
+    people = lake.read("silver.customer_360")
+    accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id")))
+    suppressed = suppression_reasons(people, accounts, lake.read("bronze.campaign_events"), run_date, policy).cache()
+    scored = scores.drop("marketing_consent").join(
+        people.select("person_id", "primary_account_id", "email", "phone", "marketing_consent"), "person_id"
+    ).cache()
+    prior = prior_contacts(lake, identity_map, run_date, policy.window_days).cache()
+    model_refs = models[0].asDict()
+    model_manifest = {
+        kind: {"name": ref.split("/")[0], "version": ref.split("/")[1]}
+        for kind, ref in (("propensity", model_refs.get("propensity_model")), ("segmentation", model_refs.get("segment_model")))
+        if ref
+    }
+    exports, contacts, counts_by_audience = [], None, {}
+    for audience in audiences_of(conf):
         with timed(log, f"audience {audience.name} for {run_date}") as facts:
-            members = select_audience(scores, audience)
-            model_refs = models[0].asDict()
+            selected, counts = apply_policy(scored, suppressed, prior, audience, policy)
+            facts.update(counts)
             folder = publish_audience(
-                members,
-                conf.exports_root,
-                audience.name,
-                run_date,
+                export_rows(selected.where("group = 'treatment'"), region, audience.raw_contact),
+                conf.exports_root, audience.name, run_date,
                 {
-                    "description": audience.description,
-                    "rule": audience.rule,
-                    "channel": audience.channel,
-                    "models": {
-                        kind: {"name": ref.split("/")[0], "version": ref.split("/")[1]}
-                        for kind, ref in (("propensity", model_refs.get("propensity_model")), ("segmentation", model_refs.get("segment_model")))
-                        if ref
-                    },
+                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share")},
+                    "policy": {**policy.__dict__, "order": ["consent", "suppression", "frequency_cap", "limit", "control"]},
+                    "counts": counts,
+                    "models": model_manifest,
                 },
             )
-            facts["folder"] = folder
             exports.append(folder)
-    scores.unpersist()
-    return {"exports": exports}
+            counts_by_audience[audience.name] = counts
+            recorded = selected.select(
+                F.lit(run_date).alias("contact_date"), F.lit(audience.name).alias("audience"), F.lit(audience.channel).alias("channel"),
+                F.lit(audience.priority).alias("priority"), "person_id", F.col("primary_account_id").alias("account_id"), "group",
+                F.col("propensity_score").cast("double").alias("score"),
+            ).localCheckpoint()
+            contacts = recorded if contacts is None else contacts.unionByName(recorded)
+            # Today's exported contacts count against the cap of every lower-priority audience.
+            today = recorded.where("group = 'treatment'").groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
+            prior = prior.unionByName(today).groupBy("person_id").agg(F.sum("contacts").alias("contacts")).localCheckpoint()
+            selected.unpersist()
+    if contacts is None:
+        contacts = spark.createDataFrame([], CONTACT_SCHEMA)
+    lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date}'", partition_by=["contact_date"])
+    with timed(log, f"campaign results up to {run_date}") as facts:
+        facts["campaign_results"] = measure(lake, conf, identity_map, run_date)
+    for cached in (scores, suppressed, scored):
+        cached.unpersist()
+    return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"]}

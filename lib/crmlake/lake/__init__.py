@@ -114,7 +114,8 @@ class Lake:
         return self._logged("overwrite_where", table, self.engine.overwrite_where(self.path(table), df, predicate, partition_by, txn))
 
     def merge(self, table: str, df: DataFrame, keys: Sequence[str], order_by: str, delete_when: str | None = None, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
-        """Upsert by ``keys`` (latest ``order_by`` wins); rows matching ``delete_when`` delete."""
+        """Upsert by ``keys`` (latest ``order_by`` wins, ``df`` on a tie); rows matching ``delete_when``
+        delete their key. Columns of ``df`` named ``_*`` serve ``delete_when`` and are not written."""
         return self._logged("merge", table, self.engine.merge(self.path(table), df, keys, order_by, delete_when, partition_by, txn))
 
     def delete(self, table: str, predicate: str, txn: WriteId | None = None) -> WriteResult:

@@ -22,6 +22,17 @@ def latest_per_key(df: DataFrame, keys: Sequence[str], order_by: str, tie_breake
     return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
 
 
+def with_delete_flag(df: DataFrame, delete_when: str | None) -> DataFrame:
+    """Return ``df`` with ``_delete`` (``delete_when`` is true) for a merge.
+
+    Columns whose name starts with ``_`` are the predicate's helpers: they are dropped here,
+    so they are never written to the table.
+    """
+    flag = F.expr(f"coalesce(({delete_when}), false)") if delete_when else F.lit(False)
+    flagged = df.withColumn("_delete", flag)
+    return flagged.drop(*[c for c in df.columns if c.startswith("_")])
+
+
 def nullable_schema(schema: StructType) -> StructType:
     """Return ``schema`` with every field, array element and map value nullable.
 

@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from crmlake.lake.errors import LakeError, PredicateError, TableNotFoundError
-from crmlake.lake.frames import conform_to_schema, latest_per_key, nullable_schema
+from crmlake.lake.frames import conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
 from crmlake.lake.stats import parquet_file_stats
 from crmlake.lake.types import WriteId, WriteResult
 from crmlake.log import get_logger
@@ -388,8 +388,7 @@ class RsEngine:
         """
         if self._already_done(location, txn):
             return WriteResult.skipped()
-        flag = F.expr(f"coalesce(({delete_when}), false)") if delete_when else F.lit(False)
-        source = latest_per_key(df.withColumn("_delete", flag), keys, order_by)
+        source = latest_per_key(with_delete_flag(df, delete_when), keys, order_by)
         if not self.exists(location):
             inserts = source.where("NOT _delete").drop("_delete")
             return self.append(location, inserts, partition_by, txn)

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from crmlake.lake.errors import EngineUnavailableError, TableNotFoundError
-from crmlake.lake.frames import latest_per_key
+from crmlake.lake.frames import latest_per_key, with_delete_flag
 from crmlake.lake.types import WriteId, WriteResult
 
 TXN_APP = "spark.databricks.delta.write.txnAppId"
@@ -155,8 +155,7 @@ class SparkDeltaEngine:
 
     def merge(self, location: str, df: DataFrame, keys: Sequence[str], order_by: str, delete_when: str | None = None, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Upsert by ``keys``, latest ``order_by`` wins; source rows matching ``delete_when`` delete."""
-        flag = F.expr(f"coalesce(({delete_when}), false)") if delete_when else F.lit(False)
-        source = latest_per_key(df.withColumn("_delete", flag), keys, order_by)
+        source = latest_per_key(with_delete_flag(df, delete_when), keys, order_by)
         if not self.exists(location):
             return self.append(location, source.where("NOT _delete").drop("_delete"), partition_by, txn)
         columns = self.schema(location).fieldNames()

@@ -135,9 +135,9 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     links = (
         new_clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
         .groupBy("anonymous_id", "account_id")
-        .agg(F.min("event_time").alias("first_seen_at"))
+        .agg(F.max("event_time").alias("last_seen_at"))
     )
-    facts = {"identity_links": _write(lake, "silver.identity_links", links, changes.full, ["anonymous_id", "account_id"], "first_seen_at")}
+    facts = {"identity_links": _write(lake, "silver.identity_links", links, changes.full, ["anonymous_id", "account_id"], "last_seen_at")}
     if changes.full:
         sessions = with_session_date(sessionize(clicks, gap_minutes), timezone)
         facts["sessions"] = lake.overwrite("silver.sessions", sessions, partition_by=["session_date"]).rows_written

@@ -9,7 +9,7 @@ from typing import Iterator
 from crmlake.config import Conf
 from crmlake.log import get_logger
 
-log = get_logger("analyze.tracking")
+log = get_logger("tracking")
 # Written into each logged model, so serving it elsewhere installs what scoring needs.
 MODEL_REQUIREMENTS = ["pyspark==4.2.0", "mlflow==3.17.2"]
 CHAMPION = "champion"

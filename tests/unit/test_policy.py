@@ -1,0 +1,115 @@
+"""The contact policy and the loop back on hand-built persons, answers worked out by hand."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from crmlake.config import ConfigError
+from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
+from crmlake.decide.results import campaign_results
+
+RUN = dt.date(2026, 11, 21)
+T = lambda days: dt.datetime(2026, 11, 21, 12, tzinfo=dt.timezone.utc) + dt.timedelta(days=days)  # noqa: E731
+SCORED = "person_id string, propensity_score double, propensity_decile int, segment string, rfm_cell string, marketing_consent boolean"
+POLICY = ContactPolicy(max_contacts=2, window_days=30, complaint_quiet_days=30)
+
+
+def audience(name="a", priority=1, control_share=0.0, limit=1000, rule="propensity_decile >= 5", channel="email"):
+    return Audience.from_conf({"name": name, "rule": rule, "channel": channel, "priority": priority, "control_share": control_share, "limit": limit})
+
+
+def no_prior(spark):
+    return spark.createDataFrame([], "person_id string, contacts long")
+
+
+def test_each_suppression_reason_is_found_and_a_later_opt_in_wins(spark):
+    people = spark.createDataFrame(
+        [(p, T(-100), 0, None) for p in ("P_UNSUB", "P_BOUNCE", "P_COMPLAIN", "P_ERASED", "P_OK", "P_OPTIN")]
+        + [("P_SERVICE", T(-100), 0, T(-3)), ("P_OPEN", T(-100), 1, T(-200))],
+        "person_id string, declared_at timestamp, open_complaints int, last_complaint_at timestamp",
+    ).union(spark.createDataFrame([("P_OPTIN2", T(-1), 0, None)], "person_id string, declared_at timestamp, open_complaints int, last_complaint_at timestamp"))
+    accounts = spark.createDataFrame(
+        [("A_UNSUB", "P_UNSUB", False), ("A_BOUNCE", "P_BOUNCE", False), ("A_COMPLAIN", "P_COMPLAIN", False),
+         ("A_ERASED", "P_ERASED", True), ("A_ERASED2", "P_ERASED", False), ("A_OK", "P_OK", False), ("A_OPTIN2", "P_OPTIN2", False)],
+        "account_id string, person_id string, erased boolean",
+    )
+    events = spark.createDataFrame(
+        [("c", "A_UNSUB", "unsubscribed", T(-10)), ("c", "A_BOUNCE", "bounced", T(-300)), ("c", "A_COMPLAIN", "complained", T(-5)),
+         ("c", "A_OK", "opened", T(-2)), ("c", "A_OPTIN2", "unsubscribed", T(-20))],   # P_OPTIN2 opted in again after unsubscribing
+        "campaign_id string, account_id string, event string, event_time timestamp",
+    )
+    reasons = {r["person_id"]: r["suppression_reason"] for r in suppression_reasons(people, accounts, events, RUN, POLICY).collect()}
+    assert reasons == {
+        "P_UNSUB": "unsubscribed", "P_BOUNCE": "bounced", "P_COMPLAIN": "complained", "P_ERASED": "erased",
+        "P_SERVICE": "service_complaint", "P_OPEN": "service_complaint",
+    }
+
+
+def test_policy_counts_every_step_and_never_lets_a_non_consenting_person_through(spark):
+    scored = spark.createDataFrame(
+        [("P1", 0.9, 9, "s", "555", True), ("P2", 0.8, 8, "s", "555", False), ("P3", 0.7, 7, "s", "555", True),
+         ("P4", 0.6, 6, "s", "555", True), ("P5", 0.1, 1, "s", "111", True)],
+        SCORED,
+    )
+    suppressed = spark.createDataFrame([("P3", "bounced")], "person_id string, suppression_reason string")
+    prior = spark.createDataFrame([("P4", 2)], "person_id string, contacts long")
+    selected, counts = apply_policy(scored, suppressed, prior, audience(), POLICY)
+    assert [r["person_id"] for r in selected.collect()] == ["P1"]
+    assert counts == {
+        "matched": 4, "no_consent": 1,
+        "suppressed": {"unsubscribed": 0, "bounced": 1, "complained": 0, "erased": 0, "service_complaint": 0},
+        "capped": 1, "over_limit": 0, "control": 0, "exported": 1,
+    }
+
+
+def test_the_cap_spans_audiences_and_the_higher_priority_keeps_the_person(spark):
+    scored = spark.createDataFrame([("P1", 0.9, 9, "s", "555", True)], SCORED)
+    suppressed = spark.createDataFrame([], "person_id string, suppression_reason string")
+    already_once = spark.createDataFrame([("P1", 1)], "person_id string, contacts long")
+    first, counts_first = apply_policy(scored, suppressed, already_once, audience("first", priority=1), POLICY)
+    # What decide does between audiences: today's exported contact joins the prior contacts.
+    after_first = spark.createDataFrame([("P1", 2)], "person_id string, contacts long")
+    second, counts_second = apply_policy(scored, suppressed, after_first, audience("second", priority=2), POLICY)
+    assert (counts_first["exported"], counts_second["capped"], counts_second["exported"]) == (1, 1, 0)
+
+
+def test_control_group_is_stable_across_runs_and_near_its_share(spark):
+    scored = spark.createDataFrame([(f"P{i}", 0.9, 9, "s", "555", True) for i in range(2000)], SCORED)
+    suppressed = spark.createDataFrame([], "person_id string, suppression_reason string")
+    groups = []
+    for _ in range(2):
+        selected, counts = apply_policy(scored, suppressed, no_prior(spark), audience(control_share=0.2, limit=5000), POLICY)
+        groups.append({r["person_id"]: r["group"] for r in selected.collect()})
+    assert groups[0] == groups[1]
+    assert 300 < counts["control"] < 500   # 20% of 2000 = 400, within sampling noise
+    other, _ = apply_policy(scored, suppressed, no_prior(spark), audience("other", control_share=0.2, limit=5000), POLICY)
+    assert {r["person_id"]: r["group"] for r in other.collect()} != groups[0]   # each audience holds out its own
+
+
+def test_raw_contact_details_need_an_internal_channel():
+    with pytest.raises(ConfigError, match="raw_contact"):
+        Audience.from_conf({"name": "x", "rule": "true", "channel": "email", "raw_contact": True})
+    assert Audience.from_conf({"name": "x", "rule": "true", "channel": "email", "raw_contact": True}, internal_channels=("email",)).raw_contact
+
+
+def test_lift_is_the_difference_of_conversion_rates_with_a_confidence_interval(spark):
+    day = dt.date(2026, 11, 1)
+    contacts = spark.createDataFrame(
+        [(day, "a", f"T{i}", "treatment") for i in range(100)] + [(day, "a", f"C{i}", "control") for i in range(100)],
+        "contact_date date, audience string, person_id string, group string",
+    )
+    # 30 of 100 contacted bought within 14 days, 20 of 100 controls; T0 bought again after the window.
+    orders = spark.createDataFrame(
+        [(f"T{i}", dt.date(2026, 11, 5), Decimal("100.00")) for i in range(30)]
+        + [(f"C{i}", dt.date(2026, 11, 10), Decimal("50.00")) for i in range(20)]
+        + [("T0", dt.date(2026, 11, 30), Decimal("999.00"))],
+        "person_id string, order_date date, line_amount decimal(18,2)",
+    )
+    (row,) = campaign_results(contacts, orders, RUN, 14).collect()
+    se = (0.3 * 0.7 / 100 + 0.2 * 0.8 / 100) ** 0.5
+    assert (row["contacted"], row["control"], row["contacted_converted"], row["control_converted"]) == (100, 100, 30, 20)
+    assert row["lift"] == pytest.approx(0.1) and row["relative_lift"] == pytest.approx(0.5)
+    assert row["lift_ci_low"] == pytest.approx(0.1 - 1.959964 * se, abs=1e-6)
+    assert row["lift_ci_high"] == pytest.approx(0.1 + 1.959964 * se, abs=1e-6)
+    assert (row["revenue_per_contact"], row["revenue_per_control"], row["window_complete"]) == (30.0, 10.0, True)
