@@ -68,13 +68,36 @@ def log_spark_model(model, name: str, registered_name: str, sample_input, sample
     return version
 
 
-def ensure_champion(registered_name: str, version: str) -> str:
-    """Give ``version`` the ``champion`` alias when the model has none yet; return the champion version."""
+def champion_version(registered_name: str) -> str | None:
+    """Return the version holding the ``champion`` alias, or None when there is none yet."""
     from mlflow import MlflowClient
 
-    client = MlflowClient()
     try:
-        return str(client.get_model_version_by_alias(registered_name, CHAMPION).version)
-    except Exception:  # noqa: BLE001 - MLflow raises a generic error for a missing alias
-        client.set_registered_model_alias(registered_name, CHAMPION, version)
-        return version
+        return str(MlflowClient().get_model_version_by_alias(registered_name, CHAMPION).version)
+    except Exception:  # noqa: BLE001 - MLflow raises a generic error for a missing alias or model
+        return None
+
+
+def promote_if_better(registered_name: str, challenger: str, challenger_score: float, champion_score: float | None, margin: float) -> tuple[bool, str]:
+    """Move ``champion`` to ``challenger`` when it beats the champion's score (same holdout) by
+    ``margin``, or when there is no champion; return (moved, reason)."""
+    current = champion_version(registered_name)
+    if current is None or champion_score is None:
+        moved, reason = True, f"no champion yet: version {challenger} becomes champion"
+    elif challenger_score >= champion_score + margin:
+        moved, reason = True, f"challenger v{challenger} {challenger_score:.4f} beats champion v{current} {champion_score:.4f} by >= {margin}"
+    else:
+        moved, reason = False, f"champion v{current} kept: challenger v{challenger} {challenger_score:.4f} < champion {champion_score:.4f} + margin {margin}"
+    if moved:
+        set_champion(registered_name, challenger, reason)
+    else:
+        log.info("%s: %s", registered_name, reason)
+    return moved, reason
+
+
+def set_champion(registered_name: str, version: str, reason: str) -> None:
+    """Give ``version`` the ``champion`` alias, logging why."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(registered_name, CHAMPION, version)
+    log.info("%s: champion -> v%s (%s)", registered_name, version, reason)

@@ -117,7 +117,48 @@ def test_models_are_registered_with_a_champion_and_beat_chance(pipeline):
     client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"), registry_uri=conf.get("mlflow.tracking_uri"))
     for name in ("crmlake-propensity", "crmlake-segmentation"):
         assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
-    assert pipeline["analyze"]["propensity"]["auc_holdout"] > 0.6
+    propensity = pipeline["analyze"]["propensity"]
+    assert propensity["auc_holdout"] > 0.6 and propensity["candidate"] in ("logistic_regression", "gradient_boosted_trees")
+    assert propensity["champion_decision"].startswith("no champion yet")
+    (run,) = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], "tags.mlflow.runName LIKE 'propensity-%'")
+    assert run.data.tags["champion_decision"] == propensity["champion_decision"]
+    assert {"logistic_regression.auc", "gradient_boosted_trees.auc", "pr_auc_holdout", "top_decile_lift_holdout", "brier_holdout"} <= set(run.data.metrics)
+
+
+def test_propensity_beats_the_declared_income_band_the_generator_plants_as_a_baseline(pipeline):
+    lake = pipeline["lake"]
+    cutoff = END - dt.timedelta(days=30)
+    people = {r["person_id"]: r["income_band"] for r in lake.read("silver.customer_360").collect()}
+    person_of = {r["identifier"]: r["person_id"] for r in lake.read("silver.identity_map").where("identifier_type = 'account_id'").collect()}
+    buyers = {person_of.get(r["account_id"]) for r in lake.read("silver.order_lines").where(f"status = 'completed' AND order_date > DATE'{cutoff}'").collect()}
+    band = {"low": 1, "mid": 2, "high": 3}
+    pairs = [(band.get(b, 0), p in buyers) for p, b in people.items()]
+    positives = [s for s, y in pairs if y]
+    negatives = [s for s, y in pairs if not y]
+    baseline_auc = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives) / (len(positives) * len(negatives))
+    assert abs(baseline_auc - 0.5) < 0.1   # declared income says nothing about buying, as planted
+    assert pipeline["analyze"]["propensity"]["auc_holdout"] > baseline_auc + 0.1
+
+
+def test_lifetime_value_segments_tiers_ladder_and_reports(pipeline):
+    conf, lake = pipeline["conf"], pipeline["lake"]
+    client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"))
+    experiment = client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id
+    (clv_run,) = client.search_runs([experiment], "tags.mlflow.runName LIKE 'lifetime-value-%'")
+    assert {"r", "alpha", "a", "b", "p", "q", "v"} <= set(clv_run.data.metrics) and clv_run.data.params["time_unit_days"] == "7.0"
+    scores = lake.read("gold.customer_scores").collect()
+    buyers = [r for r in scores if r["frequency"] > 0]
+    assert all(0 <= r["p_alive"] <= 1 and r["expected_purchases_90d"] >= 0 for r in buyers)
+    assert {r["value_tier"] for r in scores} <= {"most_valuable", "most_growth_potential", "not_worth_developing", "maintain"}
+    assert {"most_valuable", "not_worth_developing"} <= {r["value_tier"] for r in scores}
+    assert {r["loyalty_level"] for r in scores if r["frequency"] == 0} <= {"prospect", "advocate"}
+    segmentation = pipeline["analyze"]["segmentation"]
+    assert 3 <= segmentation["k"] <= 6 and len(segmentation["segments"]) == segmentation["k"]
+    assert pipeline["analyze"]["scores"]["revenue_share_of_top_20pct"] > 0.2   # heavy-tailed buying, as planted
+    pages = pipeline["analyze"]["reports"]
+    assert [os.path.basename(p) for p in pages] == ["2026-11-21.html", "2026-11.html"]
+    members = open(pages[1], encoding="utf-8").read()
+    assert "active members" in members and "stale" in members
 
 
 def test_erased_email_is_nowhere_under_the_lake_or_exports(pipeline):

@@ -1,22 +1,31 @@
-"""The analyze stage: RFM, a purchase-propensity model and behavioural segments, tracked in MLflow.
+"""The analyze stage: value, loyalty, lifetime value, segments and propensity per person, and reports.
 
-Propensity is trained on a time split: features as of ``cutoff = date - label_days``,
-label = a completed order in the ``label_days`` after the cutoff; then every person is
-scored on features as of the run date. Both models are logged with their signature and
-registered; the scores land in ``gold.customer_scores`` (partition ``score_date``, so a
-rerun of a date replaces that date only).
+* Propensity is trained on a time split: features as of ``cutoff = date - label_days``,
+  label = a completed order in the ``label_days`` after the cutoff (orders that follow
+  our contacts included: campaign outcomes are labels). Logistic regression and
+  gradient-boosted trees compete on one holdout; the winner is registered, and the alias
+  ``champion`` moves to it only when it beats the current champion on the same holdout by
+  ``champion_margin`` (the reason is logged as the run's ``champion_decision`` tag).
+* Segments: KMeans with k chosen by silhouette over ``k_range``, named from centroids.
+* Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`).
+* Value tiers and the loyalty ladder (:mod:`crmlake.analyze.value`); the Pareto curve.
+
+Every person scored lands in ``gold.customer_scores`` (partition ``score_date``: a rerun of
+a date replaces that date only). Reports are written every run, models permitting or not.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.analyze import models
+from crmlake.analyze import clv, models, reports
 from crmlake.analyze.features import FEATURE_COLUMNS, customer_behaviour, with_deciles, with_purchase_label, with_rfm_scores
+from crmlake.analyze.value import ValueRules, pareto_curve, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
@@ -24,14 +33,18 @@ from crmlake.people import with_order_person_id, with_session_person_id
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
+PARETO = "gold.pareto"
 
 
 class NotTrainable(RuntimeError):
     """The data up to the run date cannot train a model (for example: no buyers yet)."""
 
 
-def train_propensity(conf: Conf, people, order_lines, sessions, run_date: dt.date, tz: str):
-    """Fit, evaluate, log and register the propensity model; return (model, version, auc)."""
+def train_propensity(conf: Conf, people, order_lines, sessions, run_date: dt.date, tz: str) -> dict:
+    """Fit the candidates, evaluate on one holdout, register the winner, decide the champion.
+
+    Returns model (the winner), version, candidate, metrics and champion decision.
+    """
     import mlflow
 
     p = conf.get("analyze.propensity")
@@ -42,81 +55,213 @@ def train_propensity(conf: Conf, people, order_lines, sessions, run_date: dt.dat
     if positives == 0 or positives == rows:
         raise NotTrainable(f"propensity for {run_date}: {positives} of {rows} members bought between {cutoff} and {run_date}; training needs buyers and non-buyers")
     train, holdout = labelled.randomSplit([1 - float(p["holdout_share"]), float(p["holdout_share"])], seed=int(p["seed"]))
-    train = train.cache()
+    train, holdout = train.cache(), holdout.cache()
+    candidates = models.propensity_candidates(int(p["max_iter"]), int(p.get("trees", 40)), int(p.get("tree_depth", 4)), int(p["seed"]))
     with tracking.tracked_run(conf, f"propensity-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
-        model = models.propensity_pipeline(int(p["max_iter"])).fit(train)
-        auc = models.area_under_roc(model, holdout)
-        mlflow.log_params({"cutoff": str(cutoff), "label_days": p["label_days"], "features": ",".join(FEATURE_COLUMNS), "holdout_share": p["holdout_share"], "max_iter": p["max_iter"]})
-        mlflow.log_metrics({"auc_holdout": auc, "rows": float(rows), "base_rate": positives / rows})
+        results = {}
+        for name, pipeline in candidates.items():
+            fitted = pipeline.fit(train)
+            results[name] = (fitted, *models.propensity_metrics(fitted, holdout))
+            mlflow.log_metrics({f"{name}.{k}": v for k, v in results[name][1].items()})
+        winner = max(results, key=lambda n: results[n][1]["auc"])
+        model, metrics, calibration = results[winner]
+        mlflow.log_params({"cutoff": str(cutoff), "label_days": p["label_days"], "features": ",".join(FEATURE_COLUMNS),
+                           "holdout_share": p["holdout_share"], "candidates": ",".join(candidates), "winner": winner})
+        mlflow.log_metrics({**{f"{k}_holdout": v for k, v in metrics.items()}, "rows": float(rows), "base_rate": positives / rows})
+        mlflow.log_dict({"calibration": calibration}, "calibration.json")
         sample = train.select(*FEATURE_COLUMNS).limit(5)
         version = tracking.log_spark_model(
             model, "model", p["model_name"], sample.toPandas(), models.with_propensity_score(model, sample).select("propensity_score").toPandas()
         )
+        champion = tracking.champion_version(p["model_name"])
+        champion_auc = None
+        if champion is not None:
+            champion_auc = models.propensity_metrics(mlflow.spark.load_model(f"models:/{p['model_name']}@{tracking.CHAMPION}"), holdout)[0]["auc"]
+        moved, reason = tracking.promote_if_better(p["model_name"], version, metrics["auc"], champion_auc, float(p.get("champion_margin", 0.005)))
+        mlflow.set_tag("champion_decision", reason)
     train.unpersist()
-    tracking.ensure_champion(p["model_name"], version)
-    return model, version, auc
+    holdout.unpersist()
+    return {"model": model, "version": version, "candidate": winner, "metrics": metrics, "champion_moved": moved, "champion_decision": reason}
 
 
-def train_segments(conf: Conf, behaviour, run_date: dt.date):
-    """Fit, log and register the KMeans segmentation; return (model, version, silhouette)."""
+def train_segments(conf: Conf, behaviour: DataFrame, run_date: dt.date, report_dir: str):
+    """Choose k by silhouette, name the segments, log and register; return (frame with segment names, facts)."""
     import mlflow
 
     s = conf.get("analyze.segmentation")
+    low, high = (int(v) for v in s.get("k_range", [s.get("k", 5), s.get("k", 5)]))
     frame = models.with_log_features(behaviour).cache()
     with tracking.tracked_run(conf, f"segmentation-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
-        model = models.segmentation_pipeline(int(s["k"]), int(s["seed"])).fit(frame)
-        score = models.silhouette(model, frame)
-        mlflow.log_params({"k": s["k"], "features": ",".join(models.SEGMENT_FEATURES)})
-        mlflow.log_metric("silhouette", score)
+        model, k, silhouettes = models.choose_segmentation(frame, list(range(low, high + 1)), int(s["seed"]))
+        assigned = model.transform(frame).select(*behaviour.columns, F.col("segment").alias("segment_id")).cache()
+        measures = ("recency_days", "frequency", "monetary", "tenure_days", "sessions_30d")
+        # Safe to collect: one row per segment, and one overall row.
+        profile = [r.asDict() for r in assigned.groupBy("segment_id").agg(F.count(F.lit(1)).alias("persons"), *[F.avg(c).alias(c) for c in measures]).collect()]
+        overall = assigned.agg(*[F.avg(c).alias(c) for c in measures]).first().asDict()
+        names = models.name_segments([{**r, "segment": r["segment_id"]} for r in profile], overall)
+        for row in profile:
+            row["segment"] = names[row["segment_id"]]
+        mlflow.log_params({"k_range": f"{low}-{high}", "k": k, "features": ",".join(models.SEGMENT_FEATURES)})
+        for candidate_k, score in silhouettes.items():
+            mlflow.log_metric("silhouette", score, step=candidate_k)
+        mlflow.log_metric("silhouette_best", silhouettes[k])
+        mlflow.log_dict({"segments": profile, "overall": overall}, "segment_profile.json")
+        chart = _silhouette_chart(silhouettes, os.path.join(report_dir, "segments_silhouette.png"))
+        mlflow.log_artifact(chart)
         inputs = [f"log_{c}" for c in models.SEGMENT_FEATURES]
         sample = frame.select(*inputs).limit(5)
         version = tracking.log_spark_model(model, "model", s["model_name"], sample.toPandas(), model.transform(sample).select("segment").toPandas())
+        tracking.set_champion(s["model_name"], version, "segments are refitted on every run's behaviour")
     frame.unpersist()
-    tracking.ensure_champion(s["model_name"], version)
-    return model, version, score
+    mapping = F.create_map(*[x for sid, name in names.items() for x in (F.lit(sid), F.lit(name))])
+    named = assigned.withColumn("segment", mapping[F.col("segment_id")])
+    return named, {"version": version, "k": k, "silhouette": round(silhouettes[k], 4), "segments": sorted(names.values())}
+
+
+def _silhouette_chart(silhouettes: dict, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(list(silhouettes), list(silhouettes.values()), marker="o")
+    ax.set_xlabel("k")
+    ax.set_ylabel("silhouette")
+    ax.set_title("Segmentation: silhouette by k")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def lifetime_value(conf: Conf, spark: SparkSession, people: DataFrame, order_lines: DataFrame, run_date: dt.date) -> tuple[DataFrame, dict]:
+    """Fit BG/NBD and Gamma-Gamma as of ``run_date``, log them; return (people with value columns, facts)."""
+    import mlflow
+
+    c = conf.get("analyze.lifetime_value") or {}
+    unit_days, horizon = float(c.get("time_unit_days", 7)), int(c.get("horizon_days", 90))
+    stats = clv.purchase_statistics(order_lines, run_date, unit_days).cache()
+    repeat_buyers = stats.where("frequency > 0").count()
+    if repeat_buyers < int(c.get("min_repeat_buyers", 20)):
+        log.warning("lifetime value skipped for %s: %d repeat buyers", run_date, repeat_buyers)
+        stats.unpersist()
+        unknown = [F.lit(None).cast("double").alias(c) for c in clv.value_columns(horizon)]
+        return people.select("*", *unknown), {"skipped": f"{repeat_buyers} repeat buyers"}
+    model = clv.fit_lifetime_value(stats, unit_days)
+    with tracking.tracked_run(conf, f"lifetime-value-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
+        mlflow.log_params({"time_unit_days": unit_days, "horizon_days": horizon, "model": "BG/NBD + Gamma-Gamma (Fader, Hardie & Lee 2005)"})
+        mlflow.log_metrics({**model.params(), "log_likelihood_bgnbd": model.log_likelihood_bgnbd, "log_likelihood_spend": model.log_likelihood_spend, "repeat_buyers": repeat_buyers})
+    valued = clv.with_lifetime_value(spark, people, stats, model, horizon)
+    stats.unpersist()
+    return valued, {**{k: round(v, 4) for k, v in model.params().items()}, "time_unit_days": unit_days}
+
+
+def write_reports(lake: Lake, conf: Conf, order_lines: DataFrame, people: DataFrame, run_date: dt.date, report_dir: str) -> list[str]:
+    """Write the daily sales page and the month's member page; log them to MLflow; return the pages."""
+    import mlflow
+
+    sales = reports.daily_sales(order_lines, run_date)
+    members = reports.member_report(people, lake.read("silver.customers"), run_date)
+    files = reports.write_daily_sales(sales, os.path.join(report_dir, "daily_sales"), str(conf.get("business.currency", "")))
+    files += reports.write_member_report(members, os.path.join(report_dir, "members"))
+    with tracking.tracked_run(conf, f"reports-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
+        mlflow.log_metrics({"revenue": sales["revenue"], "orders": sales["orders"], "active_members_90d": members["active_90d"]})
+        for path in files:
+            mlflow.log_artifact(path, artifact_path="reports")
+    return [f for f in files if f.endswith(".html")]
+
+
+def pareto(lake: Lake, report_dir: str, persons: DataFrame, run_date: dt.date) -> dict:
+    """Write gold.pareto for ``run_date`` and its chart; return the headline shares."""
+    curve = pareto_curve(persons, "monetary").withColumn("score_date", F.lit(run_date))
+    lake.overwrite_where(PARETO, curve, f"score_date = DATE'{run_date}'", partition_by=["score_date"])
+    # Safe to collect: 100 points.
+    points = [(r["top_share"], r["value_share"]) for r in lake.read(PARETO).where(f"score_date = DATE'{run_date}'").orderBy("top_share").collect()]
+    if not points:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    ax.plot([0] + [x for x, _ in points], [0] + [y for _, y in points])
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_xlabel("share of customers (best first)")
+    ax.set_ylabel("share of revenue")
+    ax.set_title(f"Pareto curve, {run_date}")
+    fig.tight_layout()
+    os.makedirs(report_dir, exist_ok=True)
+    fig.savefig(os.path.join(report_dir, f"pareto_{run_date}.png"))
+    plt.close(fig)
+    top20 = max((y for x, y in points if x <= 0.2), default=0.0)
+    return {"revenue_share_of_top_20pct": top20}
 
 
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
-    """Score every member for ``run_date``; return model versions and metrics."""
+    """Score every person for ``run_date`` and write the reports; return versions and metrics."""
     lake = Lake(spark, conf)
     tz = conf.get("business.timezone")
-    people = lake.read("silver.customer_360")
+    report_dir = os.path.join(conf.exports_root, "reports")
+    people = lake.read("silver.customer_360").cache()
     identity_map = lake.read("silver.identity_map")
     order_lines = with_order_person_id(lake.read("silver.order_lines"), identity_map).cache()
     sessions = with_session_person_id(lake.read("silver.sessions"), identity_map).cache()
     facts: dict = {}
     try:
+        with timed(log, f"reports for {run_date}") as f:
+            f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
+        facts["reports"] = f["reports"]
         with timed(log, f"train propensity for {run_date}") as f:
-            propensity, propensity_version, auc = train_propensity(conf, people, order_lines, sessions, run_date, tz)
-            f.update(version=propensity_version, auc_holdout=round(auc, 4))
+            trained = train_propensity(conf, people, order_lines, sessions, run_date, tz)
+            f.update(version=trained["version"], candidate=trained["candidate"], auc_holdout=round(trained["metrics"]["auc"], 4),
+                     champion_moved=trained["champion_moved"])
+        facts["propensity"] = {**dict(f), "champion_decision": trained["champion_decision"]}
     except NotTrainable as reason:
         # Early dates of a backfill: nothing to learn from yet. Not a failure of the job.
         log.warning("analyze skipped: %s", reason)
-        order_lines.unpersist()
-        sessions.unpersist()
-        return {"skipped": str(reason)}
-    facts["propensity"] = dict(f)
+        for cached in (people, order_lines, sessions):
+            cached.unpersist()
+        return {**facts, "skipped": str(reason)}
     behaviour = customer_behaviour(people, order_lines, sessions, run_date, tz).cache()
     with timed(log, f"train segments for {run_date}") as f:
-        segmentation, segmentation_version, score = train_segments(conf, behaviour, run_date)
-        f.update(version=segmentation_version, silhouette=round(score, 4))
+        segmented, seg_facts = train_segments(conf, behaviour, run_date, report_dir)
+        f.update(seg_facts)
     facts["segmentation"] = dict(f)
-    with timed(log, f"score members for {run_date}") as f:
-        scored = models.with_propensity_score(propensity, behaviour)
+    with timed(log, f"lifetime value for {run_date}") as f:
+        horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
+        valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
+        f.update(f_clv)
+    facts["lifetime_value"] = dict(f)
+    with timed(log, f"score persons for {run_date}") as f:
+        rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
+        recent = order_lines.where(
+            (F.col("status") == "completed") & (F.col("order_date") > F.lit(run_date - dt.timedelta(days=horizon))) & (F.col("order_date") <= F.lit(run_date))
+        ).groupBy("person_id").agg(F.sum("line_amount").cast("double").alias("current_value"))
+        scored = models.with_propensity_score(trained["model"], segmented)
         scored = with_deciles(scored, "propensity_score", "propensity_decile")
         scored = with_rfm_scores(scored, int(conf.get("analyze.rfm_quantiles", 5)))
-        segments = segmentation.transform(models.with_log_features(behaviour)).select("person_id", "segment")
         p, s = conf.get("analyze.propensity"), conf.get("analyze.segmentation")
         table = (
-            scored.join(segments, "person_id", "left")
-            .join(people.select("person_id", "marketing_consent"), "person_id", "left")
-            .withColumn("propensity_model", F.lit(f"{p['model_name']}/{propensity_version}"))
-            .withColumn("segment_model", F.lit(f"{s['model_name']}/{segmentation_version}"))
+            scored.join(valued, "person_id", "left")
+            .join(recent, "person_id", "left")
+            .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
+            .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
+            .transform(lambda df: with_value_tier(df, rules))
+            .transform(lambda df: with_loyalty_level(df, rules))
+            .withColumn("propensity_model", F.lit(f"{p['model_name']}/{trained['version']}"))
+            .withColumn("segment_model", F.lit(f"{s['model_name']}/{seg_facts['version']}"))
             .withColumn("score_date", F.lit(run_date))
         )
-        f["members_scored"] = lake.overwrite_where(SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
+        f["persons_scored"] = lake.overwrite_where(SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
+        scores = lake.read(SCORES).where(f"score_date = DATE'{run_date}'")
+        # Safe to collect: a handful of tiers and rungs.
+        f["value_tiers"] = {r["value_tier"]: r["count"] for r in scores.groupBy("value_tier").count().collect()}
+        f["loyalty_ladder"] = {r["loyalty_level"]: r["count"] for r in scores.groupBy("loyalty_level").count().collect()}
+        f.update(pareto(lake, report_dir, scores, run_date))
     facts["scores"] = dict(f)
-    order_lines.unpersist()
-    sessions.unpersist()
-    behaviour.unpersist()
+    for cached in (people, order_lines, sessions, behaviour):
+        cached.unpersist()
     return facts

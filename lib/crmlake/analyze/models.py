@@ -1,4 +1,5 @@
-"""Spark MLlib models: purchase propensity (logistic regression) and behavioural segments (KMeans).
+"""Spark MLlib models: purchase propensity (logistic regression or gradient-boosted trees) and
+behavioural segments (KMeans, k chosen by silhouette, segments named from their centroids).
 
 Feature engineering is a pipeline stage, so the exact steps used at training run again at
 scoring time and travel with the model into MLflow.
@@ -7,12 +8,12 @@ scoring time and travel with the model into MLflow.
 from __future__ import annotations
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.clustering import KMeans
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, ClusteringEvaluator
 from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from crmlake.analyze.features import FEATURE_COLUMNS
@@ -20,15 +21,22 @@ from crmlake.analyze.features import FEATURE_COLUMNS
 SEGMENT_FEATURES = ("recency_days", "frequency", "monetary", "sessions_30d", "active_days_30d")
 
 
-def propensity_pipeline(max_iter: int = 50) -> Pipeline:
-    """Return the untrained propensity pipeline: assemble, standardise, logistic regression on ``label``."""
-    return Pipeline(
-        stages=[
-            VectorAssembler(inputCols=list(FEATURE_COLUMNS), outputCol="raw_features", handleInvalid="keep"),
-            StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
-            LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01),
-        ]
-    )
+def propensity_candidates(max_iter: int = 50, trees: int = 40, depth: int = 4, seed: int = 42) -> dict[str, Pipeline]:
+    """Return the untrained propensity candidates by name: assemble, standardise, then a
+    logistic regression or gradient-boosted trees on ``label``."""
+    def pipeline(classifier) -> Pipeline:
+        return Pipeline(
+            stages=[
+                VectorAssembler(inputCols=list(FEATURE_COLUMNS), outputCol="raw_features", handleInvalid="keep"),
+                StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
+                classifier,
+            ]
+        )
+
+    return {
+        "logistic_regression": pipeline(LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01)),
+        "gradient_boosted_trees": pipeline(GBTClassifier(featuresCol="features", labelCol="label", maxIter=trees, maxDepth=depth, seed=seed)),
+    }
 
 
 def with_propensity_score(model: PipelineModel, behaviour: DataFrame) -> DataFrame:
@@ -37,10 +45,32 @@ def with_propensity_score(model: PipelineModel, behaviour: DataFrame) -> DataFra
     return scored.select(*behaviour.columns, vector_to_array("probability")[1].alias("propensity_score"))
 
 
-def area_under_roc(model: PipelineModel, labelled: DataFrame) -> float:
-    """Return the model's ROC AUC on ``labelled`` (which holds ``label``)."""
-    evaluator = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction", metricName="areaUnderROC")
-    return float(evaluator.evaluate(model.transform(labelled)))
+def propensity_metrics(model: PipelineModel, labelled: DataFrame) -> tuple[dict, list[dict]]:
+    """Evaluate a propensity model on ``labelled`` (which holds ``label``).
+
+    Returns (metrics, calibration): auc, pr_auc, top_decile_lift (positive rate in the top
+    tenth of scores over the base rate) and brier; calibration is one row per score decile
+    with its mean score and observed purchase rate.
+    """
+    scored = model.transform(labelled).withColumn("_score", vector_to_array("probability")[1]).cache()
+    metrics = {
+        name: float(BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction", metricName=metric).evaluate(scored))
+        for name, metric in (("auc", "areaUnderROC"), ("pr_auc", "areaUnderPR"))
+    }
+    deciles = scored.withColumn("decile", F.ntile(10).over(Window.orderBy("_score")))
+    # Safe to collect: ten rows.
+    calibration = [
+        r.asDict()
+        for r in deciles.groupBy("decile").agg(
+            F.count(F.lit(1)).alias("persons"), F.avg("_score").alias("mean_score"), F.avg("label").alias("observed_rate")
+        ).orderBy("decile").collect()
+    ]
+    totals = scored.agg(F.avg("label").alias("base"), F.avg(F.pow(F.col("_score") - F.col("label"), 2)).alias("brier")).first()
+    top = calibration[-1]["observed_rate"] if calibration else 0.0
+    metrics["top_decile_lift"] = float(top / totals["base"]) if totals["base"] else 0.0
+    metrics["brier"] = float(totals["brier"] or 0.0)
+    scored.unpersist()
+    return metrics, calibration
 
 
 def segmentation_pipeline(k: int, seed: int) -> Pipeline:
@@ -64,3 +94,43 @@ def with_log_features(behaviour: DataFrame) -> DataFrame:
 def silhouette(model: PipelineModel, frame: DataFrame) -> float:
     """Return the silhouette of a fitted segmentation on ``frame``."""
     return float(ClusteringEvaluator(featuresCol="features", predictionCol="segment").evaluate(model.transform(frame)))
+
+
+def choose_segmentation(frame: DataFrame, ks: list[int], seed: int) -> tuple[PipelineModel, int, dict[int, float]]:
+    """Fit a segmentation for each k in ``ks``; return (best model, its k, silhouette per k)."""
+    fitted = {k: segmentation_pipeline(k, seed).fit(frame) for k in ks}
+    scores = {k: silhouette(model, frame) for k, model in fitted.items()}
+    best = max(scores, key=lambda k: (scores[k], -k))
+    return fitted[best], best, scores
+
+
+def name_segments(profile: list[dict], overall: dict) -> dict[int, str]:
+    """Name each segment from its centroid profile relative to everyone.
+
+    Takes per-segment means (segment, recency_days, frequency, monetary, tenure_days) and the
+    overall means. First rule that fits: ``new`` (tenure under half the average),
+    ``champions`` (buy 1.5x as often and more recently), ``at risk`` (buy as often, but
+    lapsing), ``hibernating`` (rarely buy, lapsing), ``promising`` (recent), else
+    ``needs attention``. A repeated name gets a number.
+    """
+    def ratio(row, c):
+        return (row[c] or 0.0) / overall[c] if overall.get(c) else 1.0
+
+    names, used = {}, {}
+    for row in sorted(profile, key=lambda r: r["segment"]):
+        rec, freq, tenure = ratio(row, "recency_days"), ratio(row, "frequency"), ratio(row, "tenure_days")
+        if tenure < 0.5:
+            name = "new"
+        elif freq >= 1.5 and rec <= 0.8:
+            name = "champions"
+        elif freq >= 1.0 and rec > 1.2:
+            name = "at risk"
+        elif freq < 0.5 and rec > 1.2:
+            name = "hibernating"
+        elif rec <= 1.0:
+            name = "promising"
+        else:
+            name = "needs attention"
+        used[name] = used.get(name, 0) + 1
+        names[row["segment"]] = name if used[name] == 1 else f"{name} {used[name]}"
+    return names

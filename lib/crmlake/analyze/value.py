@@ -1,0 +1,95 @@
+"""Customer value: the Pareto curve, value tiers and the loyalty ladder.
+
+Value tiers (thresholds in conf ``analyze.value``), first match wins:
+
+* ``most_valuable``: current value (revenue in the last ``horizon_days``) in the top
+  ``most_valuable_top_share`` of buyers;
+* ``most_growth_potential``: predicted value (expected value over the next
+  ``horizon_days``, from the lifetime-value model) at least ``growth_ratio`` times the
+  current value and at least ``growth_min_value``;
+* ``not_worth_developing``: predicted value times ``margin`` below ``cost_to_serve`` (what
+  keeping the person in programmes costs over the horizon);
+* ``maintain``: everyone else.
+
+The loyalty ladder (conf ``analyze.loyalty``), highest rung reached: ``prospect`` (no
+completed order), ``unsatisfied`` (bought, has an unresolved complaint), ``satisfied``
+(bought, no unresolved complaint), ``repeat_buyer`` (satisfied, at least
+``repeat_min_orders`` orders), ``advocate`` (satisfied, referred at least
+``advocate_min_referred_buyers`` members who bought).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+TIERS = ("most_valuable", "most_growth_potential", "not_worth_developing", "maintain")
+LADDER = ("prospect", "unsatisfied", "satisfied", "repeat_buyer", "advocate")
+
+
+@dataclass(frozen=True)
+class ValueRules:
+    """Thresholds of the value tiers and the loyalty ladder."""
+
+    most_valuable_top_share: float = 0.2
+    growth_ratio: float = 1.5
+    growth_min_value: float = 500.0
+    margin: float = 0.3
+    cost_to_serve: float = 60.0
+    repeat_min_orders: int = 2
+    advocate_min_referred_buyers: int = 1
+
+    @classmethod
+    def from_conf(cls, *sections: dict) -> "ValueRules":
+        """Build the rules from conf sections (``analyze.value``, ``analyze.loyalty``)."""
+        merged = {k: v for s in sections for k, v in (s or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**merged)
+
+
+def with_value_tier(persons: DataFrame, rules: ValueRules) -> DataFrame:
+    """Add ``value_tier``. Takes person_id, ``current_value`` and ``predicted_value`` (doubles, null = 0)."""
+    current = F.coalesce(F.col("current_value"), F.lit(0.0))
+    predicted = F.coalesce(F.col("predicted_value"), F.lit(0.0))
+    buyers_by_value = Window.partitionBy(current > 0).orderBy(current.desc(), F.col("person_id"))
+    top = (current > 0) & (F.percent_rank().over(buyers_by_value) < rules.most_valuable_top_share)
+    tier = (
+        F.when(top, "most_valuable")
+        .when((predicted >= rules.growth_ratio * current) & (predicted >= rules.growth_min_value), "most_growth_potential")
+        .when(predicted * rules.margin < rules.cost_to_serve, "not_worth_developing")
+        .otherwise("maintain")
+    )
+    return persons.withColumn("value_tier", tier)
+
+
+def with_loyalty_level(persons: DataFrame, rules: ValueRules) -> DataFrame:
+    """Add ``loyalty_level``. Takes orders, open_complaints and referred_buyers per person."""
+    bought = F.col("orders") > 0
+    content = bought & (F.coalesce(F.col("open_complaints"), F.lit(0)) == 0)
+    level = (
+        F.when(content & (F.coalesce(F.col("referred_buyers"), F.lit(0)) >= rules.advocate_min_referred_buyers), "advocate")
+        .when(content & (F.col("orders") >= rules.repeat_min_orders), "repeat_buyer")
+        .when(content, "satisfied")
+        .when(bought, "unsatisfied")
+        .otherwise("prospect")
+    )
+    return persons.withColumn("loyalty_level", level)
+
+
+def pareto_curve(persons: DataFrame, value_col: str, points: int = 100) -> DataFrame:
+    """Return the Pareto curve: ``top_share`` (of customers, best first) and ``value_share``
+    (of all value they bring), at ``points`` evenly spaced shares. Customers are persons
+    with a positive ``value_col``."""
+    customers = persons.where(F.col(value_col) > 0).select(F.col(value_col).cast("double").alias("value"))
+    # One partition: the ranking is global (persons of one retailer, not events).
+    ranked = Window.orderBy(F.col("value").desc())
+    cumulative = customers.select(
+        F.row_number().over(ranked).alias("rank"),
+        F.sum("value").over(ranked.rowsBetween(Window.unboundedPreceding, 0)).alias("cumulative"),
+    )
+    totals = customers.agg(F.count(F.lit(1)).alias("n"), F.sum("value").alias("total"))
+    steps = cumulative.crossJoin(totals).withColumn("point", F.ceil(F.col("rank") * points / F.col("n")))
+    return steps.groupBy("point").agg(
+        (F.max("point") / points).alias("top_share"), (F.max("cumulative") / F.first("total")).alias("value_share")
+    ).select(F.round("top_share", 4).alias("top_share"), F.round("value_share", 6).alias("value_share")).orderBy("top_share")

@@ -1,0 +1,56 @@
+"""BG/NBD and Gamma-Gamma recover the parameters that simulated the data."""
+
+import numpy as np
+import pytest
+
+from crmlake.analyze.clv import LifetimeValueModel, expected_purchases, fit_bgnbd, fit_gamma_gamma, grouped_bgnbd_inputs, p_alive
+
+TRUE_BGNBD = {"r": 0.6, "alpha": 4.0, "a": 0.8, "b": 2.4}
+TRUE_SPEND = {"p": 6.0, "q": 4.0, "v": 15.0}
+
+
+def simulate_bgnbd(n, T, rng):
+    """Buy-till-you-die: Poisson purchases at rate lambda; after each purchase drop out with probability p."""
+    lam = rng.gamma(TRUE_BGNBD["r"], 1 / TRUE_BGNBD["alpha"], n)
+    drop = rng.beta(TRUE_BGNBD["a"], TRUE_BGNBD["b"], n)
+    rows = []
+    for i in range(n):
+        t, x, last = 0.0, 0, 0.0
+        while True:
+            t += rng.exponential(1 / lam[i])
+            if t > T:
+                break
+            x, last = x + 1, t
+            if rng.random() < drop[i]:
+                break
+        rows.append((float(x), round(last, 1), float(T)))   # recency to a tenth of a unit: ties group
+    return rows
+
+
+def test_bgnbd_recovers_known_parameters_from_grouped_spark_statistics(spark):
+    rows = simulate_bgnbd(6000, 40.0, np.random.default_rng(11))
+    stats = spark.createDataFrame(rows, "frequency double, recency double, T double")
+    grouped = grouped_bgnbd_inputs(stats)
+    assert len(grouped) < len(rows) / 2   # identical triples are fitted once
+    fitted, _ = fit_bgnbd(grouped)
+    for name, true in TRUE_BGNBD.items():
+        assert fitted[name] == pytest.approx(true, rel=0.25), (name, fitted)
+
+
+def test_gamma_gamma_recovers_known_parameters(spark):
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 8, 8000).astype(float)
+    nu = rng.gamma(TRUE_SPEND["q"], 1 / TRUE_SPEND["v"], len(x))                 # per-person scale
+    m = np.array([rng.gamma(TRUE_SPEND["p"], 1 / nu_i, int(k)).mean() for nu_i, k in zip(nu, x)])
+    fitted, _ = fit_gamma_gamma(np.column_stack([x, m, np.ones_like(x)]))
+    for name, true in TRUE_SPEND.items():
+        assert fitted[name] == pytest.approx(true, rel=0.25), (name, fitted)
+
+
+def test_a_buyer_long_silent_is_less_alive_and_expects_fewer_purchases():
+    model = LifetimeValueModel(**TRUE_BGNBD, **TRUE_SPEND, unit_days=7, log_likelihood_bgnbd=0, log_likelihood_spend=0)
+    recent, silent = p_alive(model, [5, 5], [39, 5], [40, 40])
+    assert recent > 0.8 and silent < 0.1
+    assert p_alive(model, [0], [0], [40])[0] == 1.0   # no repeat purchase: no evidence of dropping out
+    soon, later = expected_purchases(model, 13, [5, 5], [39, 5], [40, 40])
+    assert soon > later > 0
