@@ -41,7 +41,7 @@ $(BROWSER_BIN):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
 test: setup browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit

@@ -16,10 +16,16 @@ os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
 @pytest.fixture(scope="session")
 def spark():
     setup_logging("INFO")
-    conf = load_conf(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=4"])
+    conf = load_conf(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=2"])
     session = build_session(conf, "tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def model_overrides():
+    """Smaller model searches for tiny test data (the stages' logic is the same; fewer fits)."""
+    return ["analyze.segmentation.k_range=[3,4]", "analyze.propensity.trees=10", "analyze.propensity.max_iter=20"]
 
 
 @pytest.fixture

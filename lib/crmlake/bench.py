@@ -9,6 +9,9 @@ cookie-account graphs of about 1M and 5M edges; sessionization of the same event
 crmlake's Spark transform and by DuckDB running the same sessionization SQL on the same
 Parquet, both writing Parquet.
 
+Analyze section: the lifetime-value fit (grouping in Spark + maximum likelihood) on
+synthetic purchase histories of 10k, 100k and 1M persons: its time should stay flat.
+
 Lake section: the configured engine's append against a plain ``df.write.parquet`` of the
 same cached DataFrame (the copy limit), each timed several times alternately and
 compared by median; a merge that changes 1% of the keys against a full rewrite of the
@@ -184,6 +187,29 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
     return lines
 
 
+def bench_lifetime_value(spark: SparkSession, person_counts: list[int]) -> list[str]:
+    """Time the BG/NBD + Gamma-Gamma fit against the number of persons (grouped statistics)."""
+    from crmlake.analyze.clv import fit_lifetime_value, grouped_bgnbd_inputs
+
+    lines = []
+    for persons in person_counts:
+        h = lambda salt: F.pmod(F.xxhash64(F.col("id"), F.lit(salt)), F.lit(1_000_000)) / 1_000_000.0  # noqa: E731
+        T = F.floor(h("T") * 52) + 1
+        stats = spark.range(persons).select(
+            F.col("id").cast("string").alias("person_id"),
+            F.floor(-F.log1p(-h("f") * 0.999) * 2).alias("frequency"),
+            T.alias("T"),
+            F.floor(h("r") * T).alias("recency"),
+            (F.lit(200.0) + F.floor(h("m") * 3000)).alias("spend"),
+        ).withColumn("recency", F.when(F.col("frequency") == 0, 0.0).otherwise(F.col("recency"))).cache()
+        stats.count()
+        groups = len(grouped_bgnbd_inputs(stats))
+        took = _seconds(lambda: fit_lifetime_value(stats, 7.0))
+        lines.append(f"lifetime-value fit          : {persons:>9,} persons, {groups:,} distinct (frequency, recency, T) in {took:.1f}s")
+        stats.unpersist()
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print figures with ratios against their peers."""
     parser = argparse.ArgumentParser(prog="crmlake-bench", description=__doc__)
@@ -194,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", default="1000000,10000000", help="clickstream sizes for the acquire bench, comma-separated (default 1M and 10M)")
     parser.add_argument("--edges", default="1000000,5000000", help="identity graph sizes for the organize bench, comma-separated (default 1M and 5M)")
     parser.add_argument("--session-events", type=int, default=2_000_000, help="events sessionized in the organize bench (default 2,000,000)")
-    parser.add_argument("--only", choices=("lake", "acquire", "organize"), default=None, help="run one section only")
+    parser.add_argument("--ltv-persons", default="10000,100000,1000000", help="persons for the lifetime-value fit bench, comma-separated")
+    parser.add_argument("--only", choices=("lake", "acquire", "organize", "analyze"), default=None, help="run one section only")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "organize"):
                 edge_counts = [int(e) for e in args.edges.split(",") if e.strip()]
                 print("\n".join(["", "crmlake bench: organize", *bench_organize(spark, tmp, edge_counts, args.session_events)]), flush=True)
+            if args.only in (None, "analyze"):
+                persons = [int(p) for p in args.ltv_persons.split(",") if p.strip()]
+                print("\n".join(["", "crmlake bench: analyze", *bench_lifetime_value(spark, persons)]), flush=True)
     return 0
 
 

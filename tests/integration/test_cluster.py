@@ -19,16 +19,17 @@ STAGES = ("acquire", "organize", "analyze", "decide")
 
 
 @pytest.fixture(scope="module")
-def submitted(spark, tmp_path_factory):
+def submitted(spark, tmp_path_factory, model_overrides):
     from crmlake.config import load_conf
     from crmlake.lake import Lake
 
     root = tmp_path_factory.mktemp("cluster")
     overrides = [f"paths.landing={root}/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports",
-                 f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/artifacts"]
-    write_landing(spark, f"{root}/landing", customers=150, days=40, end=END, seed=4, timezone="Asia/Taipei")
+                 f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/artifacts", *model_overrides,
+                 "spark.conf.spark.sql.shuffle.partitions=2"]  # tiny data: two tasks per shuffle, not eight
+    write_landing(spark, f"{root}/landing", customers=100, days=35, end=END, seed=4, timezone="Asia/Taipei")
     library = package_zip(str(root / "dist" / "crmlake.zip"))
-    cluster = start(str(root / "cluster"), cores=1, memory="2g")
+    cluster = start(str(root / "cluster"), cores=2, memory="2g")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     outcomes = {}
     try:

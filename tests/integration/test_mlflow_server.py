@@ -11,11 +11,8 @@ import urllib.request
 
 import pytest
 
-from crmlake.acquire import job as acquire
 from crmlake.analyze import job as analyze
 from crmlake.cluster import free_port
-from crmlake.generate.landing import write_landing
-from crmlake.organize import job as organize
 
 pytestmark = pytest.mark.integration
 END = dt.date(2026, 11, 21)
@@ -51,18 +48,9 @@ def server(tmp_path_factory):
     process.wait(timeout=30)
 
 
-def test_analyze_registers_models_the_server_serves(spark, server, tmp_path):
-    from crmlake.config import load_conf
-
-    conf = load_conf(
-        "conf/local.yaml",
-        overrides=[f"paths.landing={tmp_path}/landing", f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports", f"mlflow.tracking_uri={server}"],
-        environ={},
-    )
-    write_landing(spark, conf.landing_root, customers=120, days=40, end=END, seed=8, timezone="Asia/Taipei")
-    acquire.run(spark, conf, END)
-    organize.run(spark, conf, END)
-    summary = analyze.run(spark, conf, END)
+def test_analyze_registers_models_the_server_serves(spark, server, pipeline):
+    # The generated lake of the end-to-end run, analyzed again with the server as tracking store.
+    summary = analyze.run(spark, pipeline["conf"].with_overrides([f"mlflow.tracking_uri={server}"]), END)
     names = {m["name"] for m in get(server, "/api/2.0/mlflow/registered-models/search", max_results=100)["registered_models"]}
     assert {"crmlake-propensity", "crmlake-segmentation"} <= names
     champion = get(server, "/api/2.0/mlflow/registered-models/alias", name="crmlake-propensity", alias="champion")["model_version"]

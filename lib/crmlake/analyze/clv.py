@@ -37,7 +37,7 @@ def purchase_statistics(order_lines: DataFrame, cutoff: dt.date, unit_days: floa
     days = (
         order_lines.where((F.col("status") == "completed") & F.col("person_id").isNotNull() & (F.col("order_date") <= F.lit(cutoff)))
         .groupBy("person_id", "order_date")
-        .agg(F.sum("line_amount").cast("double").alias("revenue"))
+        .agg(F.sum("line_amount").alias("revenue"))  # decimal: sums are exact whatever the order
     )
     first = days.groupBy("person_id").agg(F.min("order_date").alias("first_day"))
     stats = days.join(first, "person_id").groupBy("person_id", "first_day").agg(
@@ -50,7 +50,7 @@ def purchase_statistics(order_lines: DataFrame, cutoff: dt.date, unit_days: floa
         F.col("frequency").cast("double").alias("frequency"),
         (F.datediff("last_day", "first_day") / unit_days).alias("recency"),
         (F.datediff(F.lit(cutoff), "first_day") / unit_days).alias("T"),
-        F.when(F.col("frequency") > 0, F.col("_repeat_revenue") / F.col("frequency")).alias("spend"),
+        F.when(F.col("frequency") > 0, F.col("_repeat_revenue") / F.col("frequency")).cast("double").alias("spend"),
     )
 
 

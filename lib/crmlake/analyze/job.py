@@ -153,7 +153,8 @@ def lifetime_value(conf: Conf, spark: SparkSession, people: DataFrame, order_lin
     with tracking.tracked_run(conf, f"lifetime-value-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
         mlflow.log_params({"time_unit_days": unit_days, "horizon_days": horizon, "model": "BG/NBD + Gamma-Gamma (Fader, Hardie & Lee 2005)"})
         mlflow.log_metrics({**model.params(), "log_likelihood_bgnbd": model.log_likelihood_bgnbd, "log_likelihood_spend": model.log_likelihood_spend, "repeat_buyers": repeat_buyers})
-    valued = clv.with_lifetime_value(spark, people, stats, model, horizon)
+    # Materialised while the statistics the predictions were keyed on are still cached.
+    valued = clv.with_lifetime_value(spark, people, stats, model, horizon).localCheckpoint()
     stats.unpersist()
     return valued, {**{k: round(v, 4) for k, v in model.params().items()}, "time_unit_days": unit_days}
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmlake.log import get_logger
 from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE, e164_phone, normalised_email, sha256_hex
 
-IDENTITY_MAP_COLUMNS = ("identifier_type", "identifier", "person_id")
+log = get_logger("organize.identity")
 
 
 def _node(identifier_type: str, identifier) -> F.Column:
@@ -95,11 +96,13 @@ def _small_star(edges: DataFrame) -> DataFrame:
 
 
 def _is_union_of_stars(edges: DataFrame) -> bool:
-    """True when every child has one parent and no parent is itself a child."""
-    parents = edges.select(F.col("parent").alias("child")).distinct()
-    if not edges.join(parents, "child", "left_semi").isEmpty():
-        return False
-    return edges.groupBy("child").count().where("count > 1").isEmpty()
+    """True when every child has one parent and no parent is itself a child (one Spark job)."""
+    parents_per_child = edges.groupBy("child").agg(F.count(F.lit(1)).alias("parents"))
+    parents = edges.select(F.col("parent").alias("child")).distinct().withColumn("is_parent", F.lit(True))
+    not_yet = parents_per_child.join(parents, "child").unionByName(
+        parents_per_child.where("parents > 1").withColumn("is_parent", F.lit(False))
+    )
+    return not_yet.isEmpty()
 
 
 def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64) -> DataFrame:
@@ -114,8 +117,9 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
         .distinct()
         .localCheckpoint()
     )
-    for _ in range(max_rounds):
+    for round_no in range(max_rounds):
         if _is_union_of_stars(current):
+            log.info("identity graph: components found after %d rounds", round_no)
             break
         # Checkpointing each round keeps the plan from growing with the number of rounds.
         current = _small_star(_large_star(current)).localCheckpoint()
