@@ -166,6 +166,13 @@ class Conf:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def settings_from(cls, *sections: Mapping | None):
+    """Build the dataclass ``cls`` from conf sections: keys it declares are taken (later
+    sections win), others ignored, missing ones keep the dataclass defaults."""
+    fields = cls.__dataclass_fields__
+    return cls(**{k: v for section in sections for k, v in (section or {}).items() if k in fields})
+
+
 def load_conf(
     conf_file: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),

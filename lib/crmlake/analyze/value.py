@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmlake.config import settings_from
+
 TIERS = ("most_valuable", "most_growth_potential", "not_worth_developing", "maintain")
 LADDER = ("prospect", "unsatisfied", "satisfied", "repeat_buyer", "advocate")
 
@@ -44,8 +46,7 @@ class ValueRules:
     @classmethod
     def from_conf(cls, *sections: dict) -> "ValueRules":
         """Build the rules from conf sections (``analyze.value``, ``analyze.loyalty``)."""
-        merged = {k: v for s in sections for k, v in (s or {}).items() if k in cls.__dataclass_fields__}
-        return cls(**merged)
+        return settings_from(cls, *sections)
 
 
 def with_value_tier(persons: DataFrame, rules: ValueRules) -> DataFrame:

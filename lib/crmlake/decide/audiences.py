@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from crmlake.config import ConfigError
+from crmlake.config import ConfigError, settings_from
 
 CHANNELS = ("email", "sms", "ads")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
@@ -87,7 +87,8 @@ class ContactPolicy:
     @classmethod
     def from_conf(cls, section: dict) -> "ContactPolicy":
         """Build the policy from ``decide.policy`` (missing keys keep their defaults)."""
-        return cls(**{k: int(v) for k, v in (section or {}).items() if k in cls.__dataclass_fields__})
+        policy = settings_from(cls, section)
+        return cls(**{k: int(v) for k, v in policy.__dict__.items()})
 
 
 def order_columns(order_by: str) -> list:

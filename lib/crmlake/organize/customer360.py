@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmlake.config import settings_from
 from crmlake.lake import latest_per_key
 from crmlake.organize.transforms import PROFILE_FIELDS
 
@@ -34,7 +35,7 @@ class StaleRules:
     @classmethod
     def from_conf(cls, section: dict) -> "StaleRules":
         """Build the rules from ``organize.customer_360`` (missing keys keep their defaults)."""
-        return cls(**{k: v for k, v in (section or {}).items() if k in cls.__dataclass_fields__})
+        return settings_from(cls, section)
 
 
 def customer_history(profile_changes: DataFrame) -> DataFrame:

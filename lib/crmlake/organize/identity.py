@@ -83,8 +83,7 @@ def _large_star(edges: DataFrame) -> DataFrame:
         edges.join(smallest, edges["parent"] == smallest["node"])
         .select("child", F.col("smallest").alias("parent"))
         .where(F.col("child") != F.col("parent"))
-        .distinct()
-    )
+    )  # duplicates are removed by the small-star step that follows
 
 
 def _small_star(edges: DataFrame) -> DataFrame:
@@ -170,10 +169,9 @@ def identity_quality(identity_map: DataFrame, clicks: DataFrame) -> dict:
     # Safe to collect: single-row aggregates.
     accounts = per_person.agg(F.count(F.lit(1)).alias("persons"), F.avg("count").alias("mean"), F.max("count").alias("max")).first()
     cookies = clicks.select("anonymous_id").distinct()
-    linked = cookies.join(
-        identity_map.where(F.col("identifier_type") == COOKIE).select(F.col("identifier").alias("anonymous_id")), "anonymous_id", "left_semi"
-    )
-    total, linked_count = cookies.count(), linked.count()
+    known = identity_map.where(F.col("identifier_type") == COOKIE).select(F.col("identifier").alias("anonymous_id"), F.lit(1).alias("_linked"))
+    counted = cookies.join(known, "anonymous_id", "left").agg(F.count(F.lit(1)).alias("total"), F.count("_linked").alias("linked")).first()
+    total, linked_count = counted["total"], counted["linked"]
     return {
         "persons": int(accounts["persons"] or 0),
         "accounts_per_person_mean": round(float(accounts["mean"] or 0.0), 3),
