@@ -27,7 +27,7 @@ def submitted(spark, tmp_path_factory, model_overrides):
     overrides = [f"paths.landing={root}/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports",
                  f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/artifacts", *model_overrides,
                  "spark.conf.spark.sql.shuffle.partitions=2"]  # tiny data: two tasks per shuffle, not eight
-    write_landing(spark, f"{root}/landing", customers=80, days=32, end=END, seed=4, timezone="Asia/Taipei")
+    write_landing(spark, f"{root}/landing", customers=100, days=35, end=END, seed=4, timezone="Asia/Taipei")
     library = package_zip(str(root / "dist" / "crmlake.zip"))
     cluster = start(str(root / "cluster"), cores=2, memory="2g")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
