@@ -17,7 +17,6 @@ ACCOUNT = "account_id"
 COOKIE = "anonymous_id"
 EMAIL = "email_sha256"
 PHONE = "phone_sha256"
-IDENTIFIER_TYPES = (ACCOUNT, COOKIE, EMAIL, PHONE)
 
 
 def normalised_email(email: Column) -> Column:

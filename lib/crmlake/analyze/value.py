@@ -27,8 +27,6 @@ from pyspark.sql import functions as F
 
 from crmlake.config import settings_from
 
-TIERS = ("most_valuable", "most_growth_potential", "not_worth_developing", "maintain")
-LADDER = ("prospect", "unsatisfied", "satisfied", "repeat_buyer", "advocate")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from crmlake.config import ConfigError, settings_from
 
 CHANNELS = ("email", "sms", "ads")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
-SCORE_COLUMNS = ("person_id", "propensity_score", "propensity_decile", "segment", "rfm_cell")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from crmlake.config import settings_from
 from crmlake.lake import latest_per_key
 from crmlake.organize.transforms import PROFILE_FIELDS
 
-FUNNEL_STEPS = ("sessions", "viewed_product", "added_to_cart", "started_checkout", "purchased")
 
 
 @dataclass(frozen=True)
