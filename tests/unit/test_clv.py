@@ -54,3 +54,20 @@ def test_a_buyer_long_silent_is_less_alive_and_expects_fewer_purchases():
     assert p_alive(model, [0], [0], [40])[0] == 1.0   # no repeat purchase: no evidence of dropping out
     soon, later = expected_purchases(model, 13, [5, 5], [39, 5], [40, 40])
     assert soon > later > 0
+
+
+def test_per_person_value_joins_predictions_on_statistics_and_uses_the_spend_mean(spark):
+    model = LifetimeValueModel(**TRUE_BGNBD, **TRUE_SPEND, unit_days=7, log_likelihood_bgnbd=0, log_likelihood_spend=0)
+    from crmlake.analyze.clv import with_lifetime_value
+
+    stats = spark.createDataFrame([("A", 2.0, 10.0, 20.0, 100.0), ("B", 2.0, 10.0, 20.0, 300.0), ("C", 0.0, 0.0, 5.0, None)],
+                                  "person_id string, frequency double, recency double, T double, spend double")
+    people = spark.createDataFrame([("A",), ("B",), ("C",), ("NEVER",)], "person_id string")
+    rows = {r["person_id"]: r for r in with_lifetime_value(spark, people, stats, model, 91).collect()}
+    # Gamma-Gamma conditional mean p (v + x m) / (p x + q - 1) = 6 (15 + 2 m) / 15.
+    assert rows["A"]["expected_spend"] == pytest.approx(6 * (15 + 200) / 15, abs=0.01)
+    assert rows["B"]["expected_spend"] == pytest.approx(6 * (15 + 600) / 15, abs=0.01)
+    assert rows["C"]["expected_spend"] == pytest.approx(6 * 15 / 3, abs=0.01)   # population mean p v / (q - 1)
+    assert rows["A"]["p_alive"] == rows["B"]["p_alive"] and rows["NEVER"]["p_alive"] is None
+    expected = expected_purchases(model, 13, [2], [10], [20])[0]
+    assert rows["A"]["expected_value_91d"] == pytest.approx(expected * 6 * 215 / 15, abs=0.02)

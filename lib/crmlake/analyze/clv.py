@@ -156,14 +156,6 @@ def expected_purchases(model: LifetimeValueModel, t: float, x, t_x, T) -> np.nda
     return numerator * p_alive(model, x, t_x, T)
 
 
-def expected_spend(model: LifetimeValueModel, x, m) -> np.ndarray:
-    """Expected mean spend per purchase (Gamma-Gamma conditional mean; the population mean when x = 0)."""
-    x, m = np.asarray(x, dtype=float), np.nan_to_num(np.asarray(m, dtype=float))
-    population = model.p * model.v / (model.q - 1) if model.q > 1 else np.nan
-    conditional = model.p * (model.v + x * m) / (model.p * x + model.q - 1)
-    return np.where(x > 0, conditional, population)
-
-
 def value_columns(horizon_days: int) -> list[str]:
     """Return the names of the per-person lifetime-value columns for a horizon."""
     return ["p_alive", f"expected_purchases_{horizon_days}d", "expected_spend", f"expected_value_{horizon_days}d"]
@@ -172,36 +164,33 @@ def value_columns(horizon_days: int) -> list[str]:
 def with_lifetime_value(spark: SparkSession, people: DataFrame, stats: DataFrame, model: LifetimeValueModel, horizon_days: int) -> DataFrame:
     """Add p_alive, expected_purchases_<h>d, expected_spend and expected_value_<h>d per person.
 
-    Takes a frame with person_id and the statistics of :func:`purchase_statistics`. The
-    predictions are computed once per distinct (frequency, recency, T, spend) on the driver
-    and joined back, so their cost does not grow with persons. Persons who never bought
-    get nulls (the models describe customers after their first purchase).
+    Takes a frame with person_id and the statistics of :func:`purchase_statistics`. P(alive)
+    and expected purchases are computed once per distinct (frequency, recency, T) on the
+    driver and joined back, so their cost does not grow with persons; expected spend is the
+    Gamma-Gamma conditional mean, a column expression in Spark. Persons who never bought get
+    nulls (the models describe customers after their first purchase).
     """
-    keys = stats.select("frequency", "recency", "T", F.round("spend", 2).alias("spend")).distinct()
-    # Safe to collect: distinct statistics, bounded by the history's length and spend levels.
-    rows = keys.collect()
+    # Safe to collect: distinct statistics, bounded by the history's length, not by persons.
+    rows = stats.select("frequency", "recency", "T").distinct().collect()
     x = np.array([r["frequency"] for r in rows], dtype=float)
     t_x = np.array([r["recency"] for r in rows], dtype=float)
     T = np.array([r["T"] for r in rows], dtype=float)
-    m = np.array([r["spend"] if r["spend"] is not None else np.nan for r in rows], dtype=float)
     horizon = horizon_days / model.unit_days
-    alive, purchases, spend = p_alive(model, x, t_x, T), expected_purchases(model, horizon, x, t_x, T), expected_spend(model, x, m)
-    schema = "frequency double, recency double, T double, spend double, p_alive double, expected_purchases double, expected_spend double"
+    alive, purchases = p_alive(model, x, t_x, T), expected_purchases(model, horizon, x, t_x, T)
     predictions = spark.createDataFrame(
-        [(float(x[i]), float(t_x[i]), float(T[i]), rows[i]["spend"], float(alive[i]), float(purchases[i]), float(spend[i])) for i in range(len(rows))],
-        schema,
+        [(float(x[i]), float(t_x[i]), float(T[i]), float(alive[i]), float(purchases[i])) for i in range(len(rows))],
+        "frequency double, recency double, T double, p_alive double, expected_purchases double",
     )
-    keyed = stats.select("person_id", "frequency", "recency", "T", F.round("spend", 2).alias("spend"))
-    joined = keyed.join(
-        predictions, (keyed["frequency"] == predictions["frequency"]) & (keyed["recency"] == predictions["recency"])
-        & (keyed["T"] == predictions["T"]) & keyed["spend"].eqNullSafe(predictions["spend"])
-    )
-    alive, purchases, spend, value = value_columns(horizon_days)
-    per_person = joined.select(
-        keyed["person_id"],
-        F.round(predictions["p_alive"], 6).alias(alive),
-        F.round(predictions["expected_purchases"], 6).alias(purchases),
-        F.round(predictions["expected_spend"], 2).alias(spend),
-        F.round(predictions["expected_purchases"] * predictions["expected_spend"], 2).alias(value),
+    population_spend = model.p * model.v / (model.q - 1) if model.q > 1 else None
+    spend = F.when(
+        F.col("frequency") > 0, model.p * (model.v + F.col("frequency") * F.col("spend")) / (model.p * F.col("frequency") + model.q - 1)
+    ).otherwise(F.lit(population_spend).cast("double"))
+    alive_col, purchases_col, spend_col, value_col = value_columns(horizon_days)
+    per_person = stats.join(predictions, ["frequency", "recency", "T"]).select(
+        "person_id",
+        F.round("p_alive", 6).alias(alive_col),
+        F.round("expected_purchases", 6).alias(purchases_col),
+        F.round(spend, 2).alias(spend_col),
+        F.round(F.col("expected_purchases") * spend, 2).alias(value_col),
     )
     return people.join(per_person, "person_id", "left")
