@@ -40,8 +40,10 @@ $(BROWSER_BIN):
 	command -v apt-get >/dev/null || { echo "chromium missing and no apt-get: install Debian's chromium"; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
+# Two workers: the cluster test and the shared generated pipeline run side by side.
+TEST_WORKERS ?= 2
 test: setup browser
-	$(BIN)/python -m pytest tests --durations=15
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -10,7 +11,38 @@ from crmlake.config import load_conf
 from crmlake.log import setup_logging
 from crmlake.session import build_session
 
-os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
+    # An xdist worker's __main__ is "python -c": pyspark.sql.connect (imported by MLflow's
+    # Spark flavour) takes such a process for a doctest run and calls sys.exit(0).
+    sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
+
+# Expensive fixtures shared by several tests, longest first: under ``pytest -n`` (make test)
+# the tests using one of them form one xdist group, so the fixture is built once, and the
+# groups are queued first, so that each starts on its own worker before the small tests.
+SHARED_FIXTURES = ("submitted", "pipeline")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(config, items):
+    def shared_fixture_rank(item) -> int:
+        return next((rank for rank, name in enumerate(SHARED_FIXTURES) if name in item.fixturenames), len(SHARED_FIXTURES))
+
+    for item in items:
+        rank = shared_fixture_rank(item)
+        if rank < len(SHARED_FIXTURES):
+            item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURES[rank]))
+    items.sort(key=shared_fixture_rank)  # stable: collection order within each rank
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    # A worker whose xdist no longer tags grouped test ids would build each shared fixture
+    # once per worker (pytest-xdist#1386): stop rather than silently double the run.
+    if getattr(session.config.option, "loadgroup", False):
+        lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if lost:
+            raise pytest.UsageError(f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): check the pytest/pytest-xdist pins")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,10 @@ crmlake's Spark transform and by DuckDB running the same sessionization SQL on t
 Parquet, both writing Parquet.
 
 Analyze section: the lifetime-value fit (grouping in Spark + maximum likelihood) on
-synthetic purchase histories of 10k, 100k and 1M persons: its time should stay flat.
+synthetic purchase histories of 10k, 100k and 1M persons: its time should stay flat. Then
+the whole analyze stage (reports, propensity, segments, lifetime value, scores) at 100k
+and 1M persons: a generated sample is organized and its silver tables replicated with
+distinct ids to each size; the peer is a plain Spark copy of the same inputs.
 
 Lake section: the configured engine's append against a plain ``df.write.parquet`` of the
 same cached DataFrame (the copy limit), each timed several times alternately and
@@ -210,6 +213,84 @@ def bench_lifetime_value(spark: SparkSession, person_counts: list[int]) -> list[
     return lines
 
 
+# How bench_analyze scales a generated sample: per silver table, the partition columns and
+# the columns that name a person, an account, a cookie, an order or a session (made unique
+# per replica); hashed identifiers and guest emails are rewritten so that the joins of
+# crmlake.people still match inside each replica.
+SCALED_TABLES = {
+    "silver.customer_360": ((), ("person_id", "primary_account_id")),
+    "silver.customers": ((), ("account_id", "referred_by")),
+    "silver.order_lines": (("order_date",), ("order_id", "account_id")),
+    "silver.sessions": (("session_date",), ("session_id", "anonymous_id", "account_id")),
+    "silver.identity_map": (("identifier_type",), ("person_id",)),
+}
+
+
+def replicated(df: DataFrame, replicas: int, id_columns: tuple[str, ...]) -> DataFrame:
+    """Return ``replicas`` copies of a silver frame, ids suffixed ``~<replica>`` so copies are distinct people.
+
+    ``identity_map.identifier`` keeps matching: plain identifiers are suffixed, hashed ones
+    become sha256(hash~replica); an order line's ``guest_email`` becomes
+    ``sha256(normalised email)~replica``, whose own hash is that same hashed identifier.
+    """
+    from crmlake.people import ACCOUNT, COOKIE, normalised_email, sha256_hex
+
+    copies = df.crossJoin(df.sparkSession.range(replicas).select(F.concat(F.lit("~"), F.col("id").cast("string")).alias("_suffix")))
+    for name in id_columns:
+        copies = copies.withColumn(name, F.concat(name, "_suffix"))
+    if "account_ids" in df.columns:
+        copies = copies.withColumn("account_ids", F.transform("account_ids", lambda account: F.concat(account, F.col("_suffix"))))
+    if "identifier" in df.columns:
+        plain = F.col("identifier_type").isin(ACCOUNT, COOKIE)
+        copies = copies.withColumn("identifier", F.when(plain, F.concat("identifier", "_suffix")).otherwise(F.sha2(F.concat("identifier", "_suffix"), 256)))
+    if "guest_email" in df.columns:
+        copies = copies.withColumn("guest_email", F.concat(sha256_hex(normalised_email(F.col("guest_email"))), "_suffix"))
+    return copies.drop("_suffix")
+
+
+def bench_analyze(spark: SparkSession, conf_file: str | None, tmp: str, person_counts: list[int], base_customers: int, days: int) -> list[str]:
+    """Time the analyze stage at several numbers of persons; return printable lines.
+
+    A landing zone of ``base_customers`` is generated, acquired and organized once; its
+    silver tables are then replicated (distinct ids per copy) to each size, and the analyze
+    stage runs on them with the configured models. The peer is a plain Spark copy of the
+    same inputs (read every silver table analyze reads, write Parquet).
+    """
+    from crmlake.acquire import job as acquire
+    from crmlake.analyze import job as analyze
+    from crmlake.generate.landing import write_landing
+    from crmlake.organize import job as organize
+
+    end = FIRST_DAY + dt.timedelta(days=days - 1)
+
+    def conf_at(root: str):
+        return load_conf(conf_file, [f"paths.landing={tmp}/base/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports",
+                                     f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/artifacts"])
+
+    base = conf_at(f"{tmp}/base")
+    write_landing(spark, base.landing_root, customers=base_customers, days=days, end=end, seed=7, timezone=base.get("business.timezone"))
+    acquire.run(spark, base, end)
+    organize.run(spark, base, end)
+    base_lake = Lake(spark, base)
+    base_persons = base_lake.read("silver.customer_360").count()
+    lines = [f"sample                      : {base_customers:,} customers x {days} days generated and organized -> {base_persons:,} persons"]
+    for persons in person_counts:
+        replicas = max(1, round(persons / base_persons))
+        scaled = conf_at(f"{tmp}/persons-{persons}")
+        lake = Lake(spark, scaled)
+        for table, (partition_by, id_columns) in SCALED_TABLES.items():
+            lake.overwrite(table, replicated(base_lake.read(table), replicas, id_columns), partition_by=partition_by)
+        rows = {table: lake.read(table).count() for table in SCALED_TABLES}
+        copy = _seconds(lambda: [lake.read(t).write.mode("overwrite").parquet(f"file://{tmp}/copy-{persons}/{t}") for t in SCALED_TABLES])
+        took = _seconds(lambda: analyze.run(spark, scaled, end))
+        lines += [
+            f"analyze                     : {rows['silver.customer_360']:,} persons, {rows['silver.sessions']:,} sessions, "
+            f"{rows['silver.order_lines']:,} order lines in {took:.1f}s = {rows['silver.customer_360'] / took:,.0f} persons/s",
+            f"copy limit (same inputs)    : {copy:.1f}s; ratio analyze / copy {took / copy:.1f}",
+        ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print figures with ratios against their peers."""
     parser = argparse.ArgumentParser(prog="crmlake-bench", description=__doc__)
@@ -221,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edges", default="1000000,5000000", help="identity graph sizes for the organize bench, comma-separated (default 1M and 5M)")
     parser.add_argument("--session-events", type=int, default=2_000_000, help="events sessionized in the organize bench (default 2,000,000)")
     parser.add_argument("--ltv-persons", default="10000,100000,1000000", help="persons for the lifetime-value fit bench, comma-separated")
+    parser.add_argument("--analyze-persons", default="100000,1000000", help="persons for the analyze-stage bench, comma-separated (default 100k and 1M)")
+    parser.add_argument("--analyze-sample", type=int, default=2_000, help="customers generated for the analyze-stage bench before scaling (default 2,000)")
     parser.add_argument("--only", choices=("lake", "acquire", "organize", "analyze"), default=None, help="run one section only")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
@@ -237,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(["", "crmlake bench: organize", *bench_organize(spark, tmp, edge_counts, args.session_events)]), flush=True)
             if args.only in (None, "analyze"):
                 persons = [int(p) for p in args.ltv_persons.split(",") if p.strip()]
-                print("\n".join(["", "crmlake bench: analyze", *bench_lifetime_value(spark, persons)]), flush=True)
+                print("\n".join(["", "crmlake bench: analyze, lifetime-value fit", *bench_lifetime_value(spark, persons)]), flush=True)
+                scaled = [int(p) for p in args.analyze_persons.split(",") if p.strip()]
+                print("\n".join(["", "crmlake bench: analyze stage", *bench_analyze(spark, args.conf, tmp, scaled, args.analyze_sample, 60)]), flush=True)
     return 0
 
 
