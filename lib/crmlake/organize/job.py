@@ -162,20 +162,24 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     return facts
 
 
-def organize_people(lake: Lake, conf: Conf, run_date: dt.date) -> dict:
-    """Rebuild silver.identity_map (stable person ids) and silver.customer_360; return quality figures."""
+def organize_people(lake: Lake, conf: Conf, run_date: dt.date, graph_changed: bool) -> dict:
+    """Rebuild silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
+    cookie links written this run) or when there is none yet, then silver.customer_360 for
+    ``run_date``; return quality figures and whether the map was rebuilt."""
     spark = lake.spark
     accounts = lake.read("silver.customers")
-    links = lake.read("silver.identity_links").withColumn("tracking_consent", F.lit(True))
-    nodes, edges = identity_edges(
-        links, accounts, str(conf.get("organize.identity.default_phone_region", "TW")), int(conf.get("organize.identity.max_accounts_per_key", 5))
-    )
-    previous = lake.read("silver.identity_map") if lake.exists("silver.identity_map") else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
-    # The previous map is read before the overwrite replaces it: materialise it first.
-    identity_map = assign_person_ids(connected_components(nodes, edges), previous.localCheckpoint()).localCheckpoint()
-    lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
+    rebuild = graph_changed or not lake.exists("silver.identity_map")
+    if rebuild:
+        links = lake.read("silver.identity_links").withColumn("tracking_consent", F.lit(True))
+        nodes, edges = identity_edges(
+            links, accounts, str(conf.get("organize.identity.default_phone_region", "TW")), int(conf.get("organize.identity.max_accounts_per_key", 5))
+        )
+        previous = lake.read("silver.identity_map") if lake.exists("silver.identity_map") else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
+        # The previous map is read before the overwrite replaces it: materialise it first.
+        identity_map = assign_person_ids(connected_components(nodes, edges), previous.localCheckpoint()).localCheckpoint()
+        lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
     identity_map = lake.read("silver.identity_map")
-    facts = identity_quality(identity_map, lake.read("bronze.clickstream"))
+    facts = {**identity_quality(identity_map, lake.read("bronze.clickstream")), "identity_rebuilt": rebuild}
     log.info("identity: %s", facts)
 
     interactions = latest_per_key(
@@ -206,7 +210,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         ("customers", lambda: organize_accounts(lake, changes)),
         ("order lines", lambda: organize_order_lines(lake, changes)),
         ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),
-        ("people", lambda: organize_people(lake, conf, run_date)),
+        # The identity graph is silver.customers + silver.identity_links: unchanged when neither was written.
+        ("people", lambda: organize_people(lake, conf, run_date, changes.full or bool(facts["accounts"] or facts["identity_links"]))),
     ]
     for name, step in steps:
         with timed(log, f"organize {name} for {run_date}") as f:
