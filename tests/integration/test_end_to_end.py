@@ -118,6 +118,7 @@ def test_lifetime_value_segments_tiers_ladder_and_reports(pipeline):
     experiment = client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id
     (clv_run,) = client.search_runs([experiment], "tags.mlflow.runName LIKE 'lifetime-value-%'")
     assert {"r", "alpha", "a", "b", "p", "q", "v"} <= set(clv_run.data.metrics) and clv_run.data.params["time_unit_days"] == "7.0"
+    assert clv_run.data.tags["parameters_at_bounds"] == "none", clv_run.data.metrics   # the generated buyers fit the model
     scores = lake.read("gold.customer_scores").collect()
     buyers = [r for r in scores if r["frequency"] > 0]
     assert all(0 <= r["p_alive"] <= 1 and r["expected_purchases_90d"] >= 0 for r in buyers)

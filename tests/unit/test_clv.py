@@ -3,33 +3,26 @@
 import numpy as np
 import pytest
 
-from crmlake.analyze.clv import LifetimeValueModel, expected_purchases, fit_bgnbd, fit_gamma_gamma, grouped_bgnbd_inputs, p_alive
+from crmlake.analyze.clv import (
+    PARAMETER_BOUNDS,
+    LifetimeValueModel,
+    expected_purchases,
+    fit_bgnbd,
+    fit_gamma_gamma,
+    grouped_bgnbd_inputs,
+    p_alive,
+    parameters_at_bounds,
+    simulate_purchases,
+    simulate_spend,
+)
 
 TRUE_BGNBD = {"r": 0.6, "alpha": 4.0, "a": 0.8, "b": 2.4}
 TRUE_SPEND = {"p": 6.0, "q": 4.0, "v": 15.0}
 
 
-def simulate_bgnbd(n, T, rng):
-    """Buy-till-you-die: Poisson purchases at rate lambda; after each purchase drop out with probability p."""
-    lam = rng.gamma(TRUE_BGNBD["r"], 1 / TRUE_BGNBD["alpha"], n)
-    drop = rng.beta(TRUE_BGNBD["a"], TRUE_BGNBD["b"], n)
-    rows = []
-    for i in range(n):
-        t, x, last = 0.0, 0, 0.0
-        while True:
-            t += rng.exponential(1 / lam[i])
-            if t > T:
-                break
-            x, last = x + 1, t
-            if rng.random() < drop[i]:
-                break
-        rows.append((float(x), round(last, 1), float(T)))   # recency to a tenth of a unit: ties group
-    return rows
-
-
 def test_bgnbd_recovers_known_parameters_from_grouped_spark_statistics(spark):
-    rows = simulate_bgnbd(6000, 40.0, np.random.default_rng(11))
-    stats = spark.createDataFrame(rows, "frequency double, recency double, T double")
+    rows = simulate_purchases(TRUE_BGNBD, np.full(6000, 40.0), np.random.default_rng(11))
+    stats = spark.createDataFrame(rows.tolist(), "frequency double, recency double, T double")
     grouped = grouped_bgnbd_inputs(stats)
     assert len(grouped) < len(rows) / 2   # identical triples are fitted once
     fitted, _ = fit_bgnbd(grouped)
@@ -37,14 +30,36 @@ def test_bgnbd_recovers_known_parameters_from_grouped_spark_statistics(spark):
         assert fitted[name] == pytest.approx(true, rel=0.25), (name, fitted)
 
 
-def test_gamma_gamma_recovers_known_parameters(spark):
+@pytest.mark.parametrize("currency_scale", [1.0, 100.0])   # mean spend 30 or 3,000: v scales with it
+def test_gamma_gamma_recovers_known_parameters(currency_scale):
     rng = np.random.default_rng(5)
+    true = {**TRUE_SPEND, "v": TRUE_SPEND["v"] * currency_scale}
     x = rng.integers(1, 8, 8000).astype(float)
-    nu = rng.gamma(TRUE_SPEND["q"], 1 / TRUE_SPEND["v"], len(x))                 # per-person scale
-    m = np.array([rng.gamma(TRUE_SPEND["p"], 1 / nu_i, int(k)).mean() for nu_i, k in zip(nu, x)])
+    m = simulate_spend(true, x, rng)
     fitted, _ = fit_gamma_gamma(np.column_stack([x, m, np.ones_like(x)]))
-    for name, true in TRUE_SPEND.items():
-        assert fitted[name] == pytest.approx(true, rel=0.25), (name, fitted)
+    for name, value in true.items():
+        assert fitted[name] == pytest.approx(value, rel=0.25), (name, fitted)
+
+
+def test_simulated_spend_is_the_mean_of_per_purchase_draws():
+    rng = np.random.default_rng(3)
+    m = simulate_spend(TRUE_SPEND, np.full(200_000, 4.0), rng)
+    # E[mean spend] = p v / (q - 1) over the population of nu.
+    assert m.mean() == pytest.approx(TRUE_SPEND["p"] * TRUE_SPEND["v"] / (TRUE_SPEND["q"] - 1), rel=0.02)
+
+
+def test_data_that_do_not_follow_the_model_stop_at_a_named_bound():
+    # Repeat buyers whose last purchase falls on their first day (recency 0 with frequency 3):
+    # impossible under BG/NBD, the likelihood climbs as alpha goes to 0.
+    T = np.arange(1.0, 53.0)
+    never = np.column_stack([np.zeros(len(T)), np.zeros(len(T)), T, np.full(len(T), 100.0)])
+    impossible = np.column_stack([np.full(len(T), 3.0), np.zeros(len(T)), T, np.full(len(T), 50.0)])
+    grouped = np.vstack([never, impossible])
+    fitted, _ = fit_bgnbd(grouped)
+    low, high = PARAMETER_BOUNDS
+    assert all(low <= v <= high for v in fitted.values()), fitted
+    assert parameters_at_bounds(fitted), fitted
+    assert parameters_at_bounds(TRUE_BGNBD) == []
 
 
 def test_a_buyer_long_silent_is_less_alive_and_expects_fewer_purchases():

@@ -25,6 +25,10 @@ from scipy.special import betaln, gammaln, hyp2f1
 
 BGNBD_PARAMS = ("r", "alpha", "a", "b")
 GAMMA_GAMMA_PARAMS = ("p", "q", "v")
+# Every parameter is searched within [1e-6, 1e6] (on its log). Data that do not follow the
+# model push the likelihood's maximum to the edge of the space; the fit then stops at a bound
+# (reported by name) instead of wandering towards 0 or infinity.
+PARAMETER_BOUNDS = (1e-6, 1e6)
 
 
 def purchase_statistics(order_lines: DataFrame, cutoff: dt.date, unit_days: float) -> DataFrame:
@@ -57,8 +61,7 @@ def purchase_statistics(order_lines: DataFrame, cutoff: dt.date, unit_days: floa
 def grouped_bgnbd_inputs(stats: DataFrame) -> np.ndarray:
     """Return an array of rows (frequency, recency, T, count): one per distinct triple."""
     # Safe to collect: the distinct triples are bounded by the history's length, not by persons.
-    rows = stats.groupBy("frequency", "recency", "T").count().collect()
-    return np.array([(r["frequency"], r["recency"], r["T"], r["count"]) for r in rows], dtype=float).reshape(-1, 4)
+    return stats.groupBy("frequency", "recency", "T").count().toPandas().to_numpy(dtype=float).reshape(-1, 4)
 
 
 def grouped_spend_inputs(stats: DataFrame) -> np.ndarray:
@@ -66,8 +69,7 @@ def grouped_spend_inputs(stats: DataFrame) -> np.ndarray:
     magnitude = F.pow(F.lit(10.0), F.floor(F.log10("spend")) - 2)
     rounded = stats.where((F.col("frequency") > 0) & (F.col("spend") > 0)).select("frequency", (F.round(F.col("spend") / magnitude) * magnitude).alias("spend"))
     # Safe to collect: bounded by distinct frequencies x 900 spend levels per decade.
-    rows = rounded.groupBy("frequency", "spend").count().collect()
-    return np.array([(r["frequency"], r["spend"], r["count"]) for r in rows], dtype=float).reshape(-1, 3)
+    return rounded.groupBy("frequency", "spend").count().toPandas().to_numpy(dtype=float).reshape(-1, 3)
 
 
 def bgnbd_log_likelihood(params, x, t_x, T) -> np.ndarray:
@@ -89,16 +91,27 @@ def gamma_gamma_log_likelihood(params, x, m) -> np.ndarray:
     )
 
 
-def _fit(log_likelihood, columns: tuple, weights: np.ndarray, n_params: int) -> tuple[np.ndarray, float]:
-    """Maximise the weighted log-likelihood over positive parameters (fitted on their logs)."""
+def _fit(log_likelihood, columns: tuple, weights: np.ndarray, start: list[float]) -> tuple[np.ndarray, float]:
+    """Maximise the weighted log-likelihood from ``start`` over positive parameters within PARAMETER_BOUNDS (fitted on their logs)."""
 
     def negative(log_params):
-        values = log_likelihood(np.exp(log_params), *columns)
-        return -np.sum(weights * values) / weights.sum()
+        # A point where the likelihood is not finite is infeasible, not an error.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            value = -np.sum(weights * log_likelihood(np.exp(log_params), *columns)) / weights.sum()
+        return value if np.isfinite(value) else np.inf
 
-    result = minimize(negative, np.zeros(n_params), method="Nelder-Mead", options={"maxiter": 20_000, "xatol": 1e-7, "fatol": 1e-10})
-    result = minimize(negative, result.x, method="L-BFGS-B")
+    bounds = [tuple(np.log(PARAMETER_BOUNDS))] * len(start)
+    result = minimize(negative, np.log(start), method="L-BFGS-B", bounds=bounds)
+    if not result.success:   # a rough surface: the simplex first, then the gradient polish
+        result = minimize(negative, result.x, method="Nelder-Mead", bounds=bounds, options={"maxiter": 20_000, "xatol": 1e-7, "fatol": 1e-10})
+        result = minimize(negative, result.x, method="L-BFGS-B", bounds=bounds)
     return np.exp(result.x), -result.fun * weights.sum()
+
+
+def parameters_at_bounds(params: dict) -> list[str]:
+    """Return the names of fitted parameters that stopped within 1% of PARAMETER_BOUNDS (the data do not fit the model)."""
+    low, high = PARAMETER_BOUNDS
+    return [name for name, value in params.items() if value <= low * 1.01 or value >= high / 1.01]
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,7 @@ class LifetimeValueModel:
     unit_days: float
     log_likelihood_bgnbd: float
     log_likelihood_spend: float
+    at_bounds: tuple[str, ...] = ()
 
     def params(self) -> dict:
         """Return the parameters by their standard names, for MLflow."""
@@ -123,13 +137,16 @@ class LifetimeValueModel:
 
 def fit_bgnbd(grouped: np.ndarray) -> tuple[dict, float]:
     """Fit BG/NBD on (frequency, recency, T, count) rows; return ({r, alpha, a, b}, log-likelihood)."""
-    params, ll = _fit(bgnbd_log_likelihood, (grouped[:, 0], grouped[:, 1], grouped[:, 2]), grouped[:, 3], 4)
+    params, ll = _fit(bgnbd_log_likelihood, (grouped[:, 0], grouped[:, 1], grouped[:, 2]), grouped[:, 3], [1.0, 1.0, 1.0, 1.0])
     return dict(zip(BGNBD_PARAMS, params)), ll
 
 
 def fit_gamma_gamma(grouped: np.ndarray) -> tuple[dict, float]:
     """Fit Gamma-Gamma on (frequency, spend, count) rows; return ({p, q, v}, log-likelihood)."""
-    params, ll = _fit(gamma_gamma_log_likelihood, (grouped[:, 0], grouped[:, 1]), grouped[:, 2], 3)
+    # Started where the population mean spend p v / (q - 1) equals the observed mean: spend is in
+    # currency units (tens to hundreds), and from v = 1 the search slides to the p -> infinity edge.
+    mean_spend = np.average(grouped[:, 1], weights=grouped[:, 2])
+    params, ll = _fit(gamma_gamma_log_likelihood, (grouped[:, 0], grouped[:, 1]), grouped[:, 2], [1.0, 2.0, mean_spend])
     return dict(zip(GAMMA_GAMMA_PARAMS, params)), ll
 
 
@@ -137,7 +154,39 @@ def fit_lifetime_value(stats: DataFrame, unit_days: float) -> LifetimeValueModel
     """Fit both models on the sufficient statistics of :func:`purchase_statistics`."""
     bgnbd, ll_b = fit_bgnbd(grouped_bgnbd_inputs(stats))
     spend, ll_s = fit_gamma_gamma(grouped_spend_inputs(stats))
-    return LifetimeValueModel(**bgnbd, **spend, unit_days=unit_days, log_likelihood_bgnbd=ll_b, log_likelihood_spend=ll_s)
+    at_bounds = tuple(parameters_at_bounds({**bgnbd, **spend}))
+    return LifetimeValueModel(**bgnbd, **spend, unit_days=unit_days, log_likelihood_bgnbd=ll_b, log_likelihood_spend=ll_s, at_bounds=at_bounds)
+
+
+def simulate_purchases(params: dict, T, rng: np.random.Generator, recency_step: float = 0.1) -> np.ndarray:
+    """Draw (frequency, recency, T) rows from BG/NBD with ``params`` {r, alpha, a, b}, one per entry of ``T``.
+
+    Buy-till-you-die: each person buys at a Poisson rate lambda ~ Gamma(r, alpha) from the
+    first purchase and, after each repeat purchase, drops out with probability p ~ Beta(a, b).
+    Recency is rounded to a multiple of ``recency_step`` units, as whole purchase days make it
+    discrete in practice (1/7 in weeks). For checking the fit and benchmarking it; vectorised
+    over persons.
+    """
+    T = np.asarray(T, dtype=float)
+    rate = rng.gamma(params["r"], 1 / params["alpha"], len(T))
+    dropout = rng.beta(params["a"], params["b"], len(T))
+    frequency, recency, clock = np.zeros(len(T)), np.zeros(len(T)), np.zeros(len(T))
+    buying = np.arange(len(T))
+    while len(buying):
+        clock[buying] += rng.exponential(1 / rate[buying])
+        buying = buying[clock[buying] <= T[buying]]
+        frequency[buying] += 1
+        recency[buying] = clock[buying]
+        buying = buying[rng.random(len(buying)) >= dropout[buying]]
+    return np.column_stack([frequency, np.round(recency / recency_step) * recency_step, T])
+
+
+def simulate_spend(params: dict, frequency, rng: np.random.Generator) -> np.ndarray:
+    """Draw each repeat buyer's mean spend over ``frequency`` purchases from Gamma-Gamma with ``params`` {p, q, v}."""
+    frequency = np.asarray(frequency, dtype=float)
+    scale = rng.gamma(params["q"], 1 / params["v"], len(frequency))   # per-person nu
+    # The mean of x Gamma(p, nu) draws is Gamma(p x, x nu).
+    return rng.gamma(params["p"] * frequency, 1 / (scale * frequency))
 
 
 def p_alive(model: LifetimeValueModel, x, t_x, T) -> np.ndarray:
