@@ -10,7 +10,9 @@ crmlake's Spark transform and by DuckDB running the same sessionization SQL on t
 Parquet, both writing Parquet.
 
 Analyze section: the lifetime-value fit (grouping in Spark + maximum likelihood) on
-synthetic purchase histories of 10k, 100k and 1M persons: its time should stay flat. Then
+purchase histories of 10k, 100k and 1M persons simulated from known BG/NBD and Gamma-Gamma
+parameters: its time should stay nearly flat, and the fitted parameters approach the
+simulated ones as persons grow. Then
 the whole analyze stage (reports, propensity, segments, lifetime value, scores) at 100k
 and 1M persons: a generated sample is organized and its silver tables replicated with
 distinct ids to each size; the peer is a plain Spark copy of the same inputs.
