@@ -15,6 +15,7 @@ from crmlake.acquire import job as acquire
 from crmlake.analyze import job as analyze
 from crmlake.decide import job as decide
 from crmlake.organize import job as organize
+from crmlake.people import EMAIL
 
 pytestmark = pytest.mark.integration
 END = dt.date(2026, 11, 21)
@@ -138,8 +139,16 @@ def test_erased_email_is_nowhere_under_the_lake_or_exports(pipeline):
     email = pipeline["truth"]["erased"]["email"].encode()
     account = pipeline["truth"]["erased"]["account_id"]
     lake = pipeline["lake"]
-    (profile,) = [r for r in lake.read("silver.customers").collect() if r["account_id"] == account]
+    profiles = lake.read("silver.customers").collect()
+    (profile,) = [r for r in profiles if r["account_id"] == account]
     assert profile["erased"] and profile["email"] is None
+    # Nor its hash: the incremental run that erased it rebuilt the identity map without it
+    # (a live account's email, hashed the same way, is there).
+    hashed = lambda address: hashlib.sha256(address.strip().lower().encode()).hexdigest()  # noqa: E731
+    hashed_emails = {r["identifier"] for r in lake.read("silver.identity_map").where(f"identifier_type = '{EMAIL}'").collect()}
+    live = next(r["email"] for r in profiles if r["email"] and not r["erased"])
+    assert hashed(live) in hashed_emails and hashed(email.decode()) not in hashed_emails
+    assert pipeline["organize"][1]["erased_accounts"] == 1 and pipeline["organize"][1]["identity_rebuilt"]
     for base in ("lake", "exports"):
         for path in glob.glob(str(pipeline["root"] / base / "**" / "*"), recursive=True):
             if os.path.isfile(path):

@@ -128,7 +128,6 @@ class LifetimeValueModel:
     unit_days: float
     log_likelihood_bgnbd: float
     log_likelihood_spend: float
-    at_bounds: tuple[str, ...] = ()
 
     def params(self) -> dict:
         """Return the parameters by their standard names, for MLflow."""
@@ -154,8 +153,7 @@ def fit_lifetime_value(stats: DataFrame, unit_days: float) -> LifetimeValueModel
     """Fit both models on the sufficient statistics of :func:`purchase_statistics`."""
     bgnbd, ll_b = fit_bgnbd(grouped_bgnbd_inputs(stats))
     spend, ll_s = fit_gamma_gamma(grouped_spend_inputs(stats))
-    at_bounds = tuple(parameters_at_bounds({**bgnbd, **spend}))
-    return LifetimeValueModel(**bgnbd, **spend, unit_days=unit_days, log_likelihood_bgnbd=ll_b, log_likelihood_spend=ll_s, at_bounds=at_bounds)
+    return LifetimeValueModel(**bgnbd, **spend, unit_days=unit_days, log_likelihood_bgnbd=ll_b, log_likelihood_spend=ll_s)
 
 
 def simulate_purchases(params: dict, T, rng: np.random.Generator, recency_step: float = 0.1) -> np.ndarray:

@@ -150,16 +150,17 @@ def lifetime_value(conf: Conf, spark: SparkSession, people: DataFrame, order_lin
         unknown = [F.lit(None).cast("double").alias(c) for c in clv.value_columns(horizon)]
         return people.select("*", *unknown), {"skipped": f"{repeat_buyers} repeat buyers"}
     model = clv.fit_lifetime_value(stats, unit_days)
-    if model.at_bounds:
+    at_bounds = clv.parameters_at_bounds(model.params())
+    if at_bounds:
         log.warning("lifetime value for %s: %s stopped at the search bounds %s; the purchase history does not follow BG/NBD + Gamma-Gamma well",
-                    run_date, ", ".join(model.at_bounds), clv.PARAMETER_BOUNDS)
-    with tracking.tracked_run(conf, f"lifetime-value-{run_date}", {"stage": "analyze", "run_date": str(run_date), "parameters_at_bounds": ",".join(model.at_bounds) or "none"}):
+                    run_date, ", ".join(at_bounds), clv.PARAMETER_BOUNDS)
+    with tracking.tracked_run(conf, f"lifetime-value-{run_date}", {"stage": "analyze", "run_date": str(run_date), "parameters_at_bounds": ",".join(at_bounds) or "none"}):
         mlflow.log_params({"time_unit_days": unit_days, "horizon_days": horizon, "model": "BG/NBD + Gamma-Gamma (Fader, Hardie & Lee 2005)"})
         mlflow.log_metrics({**model.params(), "log_likelihood_bgnbd": model.log_likelihood_bgnbd, "log_likelihood_spend": model.log_likelihood_spend, "repeat_buyers": repeat_buyers})
     # Materialised while the statistics the predictions were keyed on are still cached.
     valued = clv.with_lifetime_value(spark, people, stats, model, horizon).localCheckpoint()
     stats.unpersist()
-    return valued, {**{k: round(v, 4) for k, v in model.params().items()}, "time_unit_days": unit_days, "parameters_at_bounds": list(model.at_bounds)}
+    return valued, {**{k: round(v, 4) for k, v in model.params().items()}, "time_unit_days": unit_days, "parameters_at_bounds": at_bounds}
 
 
 def write_reports(lake: Lake, conf: Conf, order_lines: DataFrame, people: DataFrame, run_date: dt.date, report_dir: str) -> list[str]:

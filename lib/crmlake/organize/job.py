@@ -210,8 +210,9 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         ("customers", lambda: organize_accounts(lake, changes)),
         ("order lines", lambda: organize_order_lines(lake, changes)),
         ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),
-        # The identity graph is silver.customers + silver.identity_links: unchanged when neither was written.
-        ("people", lambda: organize_people(lake, conf, run_date, changes.full or bool(facts["accounts"] or facts["identity_links"]))),
+        # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
+        # written nor erased from (an erased account's hashed email and phone must leave the map).
+        ("people", lambda: organize_people(lake, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]))),
     ]
     for name, step in steps:
         with timed(log, f"organize {name} for {run_date}") as f:
