@@ -1,4 +1,5 @@
-"""What every spark-submit entry point in jobs/ does: parse --conf/--set/--date, run one stage.
+"""What every spark-submit entry point in jobs/ does: parse --conf/--set/--date, run one stage
+(jobs/<stage>.py) or all four in order in one Spark application (jobs/all.py).
 
 Exit codes follow the CLI: 0 success, 1 the job failed (reason on one line), 2 misuse.
 """
@@ -12,12 +13,14 @@ from crmlake.log import setup_logging
 
 
 def stage_main(stage: str, argv: list[str] | None = None) -> int:
-    """Run ``stage`` as a spark-submit job; return the exit code."""
-    if stage not in STAGES:
+    """Run ``stage`` (or "all": every stage in order, one application) as a spark-submit job; return the exit code."""
+    if stage not in (*STAGES, "all"):
         raise ValueError(f"unknown stage {stage!r}")
+    stages = list(STAGES) if stage == "all" else [stage]
+    what = f"{' -> '.join(STAGES)} in one Spark application (a failed stage stops the rest)" if stage == "all" else f"{stage} stage"
     parser = argparse.ArgumentParser(
         prog=f"jobs/{stage}.py",
-        description=f"crmlake {stage} stage as a spark-submit job: spark-submit jobs/{stage}.py --conf conf/local.yaml --date YYYY-MM-DD",
+        description=f"crmlake {what} as a spark-submit job: spark-submit jobs/{stage}.py --conf conf/local.yaml --date YYYY-MM-DD",
     )
     add_run_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -26,7 +29,7 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
 
     def run() -> int:
         conf = load_conf(args.conf, args.overrides)
-        print_outputs(conf, run_stages(conf, [stage], args.date or business_yesterday(conf), app=stage))
+        print_outputs(conf, run_stages(conf, stages, args.date or business_yesterday(conf), app=stage))
         return 0
 
     return exit_code_of(run, f"crmlake {stage}")

@@ -22,8 +22,8 @@ def test_airflow_dag_submits_every_stage_in_order():
     assert '"--date", "{{ ds }}"' in source
 
 
-def test_every_stage_has_a_spark_submit_entry_point():
-    for stage in ("acquire", "organize", "analyze", "decide"):
+def test_every_stage_and_the_whole_run_have_a_spark_submit_entry_point():
+    for stage in ("acquire", "organize", "analyze", "decide", "all"):
         tree = ast.parse(open(os.path.join(ROOT, "jobs", f"{stage}.py")).read())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "stage_main"]
         assert [c.args[0].value for c in calls] == [stage]
