@@ -35,10 +35,8 @@ with DAG(
             conn_id="spark_crmlake",
             application=f"{HOME}/jobs/{stage}.py",
             py_files=f"{HOME}/dist/crmlake.zip",
-            files=f"{HOME}/conf/base.yaml",
             packages="io.delta:delta-spark_4.2_2.13:4.4.1",
             application_args=["--conf", f"{HOME}/{CONF}", "--date", "{{ ds }}"],
-            env_vars={"CRMLAKE_CONF_DIR": f"{HOME}/conf"},
             name=f"crmlake-{stage}",
         )
         for stage in STAGES

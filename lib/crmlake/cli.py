@@ -18,6 +18,7 @@ from crmlake.generate.landing import LandingExistsError, write_landing
 from crmlake.log import get_logger, setup_logging
 
 STAGES = ("acquire", "organize", "analyze", "decide")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 log = get_logger("cli")
 
 
@@ -38,9 +39,15 @@ def parse_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date of the form YYYY-MM-DD") from None
 
 
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --log-level (crmlake's own logs; Spark's is conf spark.log_level), shared by the CLI and jobs."""
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="how much crmlake logs: DEBUG, INFO, WARNING or ERROR (default INFO)")
+
+
 def add_conf_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --conf and --set, shared by every command and job."""
-    parser.add_argument("--conf", default=None, help="environment file merged over conf/base.yaml (e.g. conf/local.yaml)")
+    parser.add_argument("--conf", default=None, help="environment file merged over the packaged defaults (conf/base.yaml), e.g. conf/local.yaml")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one configuration key, e.g. --set paths.lake=/data/lake (repeatable; env CRMLAKE__PATHS__LAKE also works)",
@@ -138,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Big-data CRM mining on Spark, Delta and MLflow. Stages: acquire (landing -> bronze), "
         "organize (bronze -> silver), analyze (silver -> gold, models, reports), decide (audiences).",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    add_log_level_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = commands.add_parser("generate", help="write a sample landing zone (all five sources, with real-world defects)",

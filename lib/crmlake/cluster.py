@@ -96,13 +96,14 @@ def stop(state_dir: str) -> None:
 
 
 def package_zip(out: str) -> str:
-    """Write the crmlake package into ``out`` (a zip whose root holds ``crmlake/``); return the path."""
+    """Write the crmlake package (code and default configuration) into ``out`` (a zip whose root
+    holds ``crmlake/``); return the path."""
     root = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for folder, _, files in os.walk(root):
             for name in files:
-                if name.endswith(".py"):
+                if name.endswith((".py", ".yaml")):  # the code and its shipped defaults (conf/base.yaml)
                     full = os.path.join(folder, name)
                     archive.write(full, os.path.join("crmlake", os.path.relpath(full, root)))
     return out

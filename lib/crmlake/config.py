@@ -1,22 +1,31 @@
-"""Configuration: one merged view of conf/base.yaml, an environment file, --set and env vars.
+"""Configuration: one validated view of the packaged defaults, an environment file, --set and env vars.
 
-Precedence, later wins: ``conf/base.yaml`` < the file given with ``--conf`` (for example
-``conf/local.yaml``) < ``--set section.key=value`` < environment variables named
-``CRMLAKE__SECTION__KEY``. Table locations come from :meth:`Conf.table` only, so a
-table's path is defined in one place.
+Lookup order, later wins: the defaults shipped in the package (``crmlake/conf/base.yaml``;
+``conf/base.yaml`` in the repository is a link to it) < the file given with ``--conf`` (for
+example ``conf/local.yaml``) < ``--set section.key=value`` < environment variables named
+``CRMLAKE__SECTION__KEY``. The merged result is checked against
+:mod:`crmlake.config_schema`: an unknown key, a missing one or a wrong type raises
+:class:`ConfigError` naming the key, the file (or override) it came from and the nearest
+valid key. Table locations come from :meth:`Conf.table` only, so a table's path is defined
+in one place.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
+from crmlake.config_schema import CrmlakeConf
 
 ENV_PREFIX = "CRMLAKE__"
 PATH_KEYS = ("landing", "lake", "exports")
@@ -27,16 +36,13 @@ class ConfigError(ValueError):
     """A configuration file, override or key is wrong; the message names it."""
 
 
-def _package_conf_dir() -> Path:
-    """Return the repository's conf/ directory (where base.yaml lives)."""
-    env = os.environ.get("CRMLAKE_CONF_DIR")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "conf" / "base.yaml").exists():
-            return parent / "conf"
-    return Path.cwd() / "conf"
+DEFAULTS = "packaged defaults (crmlake/conf/base.yaml)"
+
+
+def _packaged_defaults() -> dict:
+    """Return the defaults shipped inside the package (works from a wheel or a --py-files zip)."""
+    text = resources.files("crmlake").joinpath("conf", "base.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
 
 
 def _deep_merge(base: dict, override: Mapping) -> dict:
@@ -62,7 +68,8 @@ def _load_yaml(path: Path) -> dict:
     return data
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any, origin: str) -> None:
+def _set_dotted(tree: dict, dotted: str, value: Any, origin: str) -> str:
+    """Set ``dotted`` in ``tree``; return the key as the schema spells it."""
     parts = [p for p in dotted.split(".") if p]
     if parts[:2] == ["spark", "conf"] and len(parts) > 3:
         parts = ["spark", "conf", ".".join(parts[2:])]  # Spark's own keys contain dots
@@ -75,6 +82,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any, origin: str) -> None:
             raise ConfigError(f"{origin}: '{part}' in '{dotted}' is a value, not a section")
         node = child
     node[parts[-1]] = value
+    return ".".join(parts)
 
 
 def _parse_value(text: str) -> Any:
@@ -85,24 +93,129 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def parse_overrides(pairs: Iterable[str]) -> dict:
-    """Turn ``["a.b=1", "c=x"]`` into a nested dict; raises ConfigError naming a bad pair."""
-    tree: dict = {}
+@dataclass
+class _Layer:
+    """One source of settings (a file, the --set pairs, the environment) and where each key came from."""
+
+    tree: dict = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_file(cls, tree: dict, origin: str) -> "_Layer":
+        return cls(tree, {key: origin for key in _leaf_keys(tree)})
+
+    def set(self, dotted: str, value: Any, origin: str) -> None:
+        self.origins[_set_dotted(self.tree, dotted, value, origin)] = origin
+
+
+def _leaf_keys(tree: Mapping, prefix: str = "") -> Iterable[str]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _leaf_keys(value, dotted + ".")
+        else:
+            yield dotted
+
+
+def _override_layer(pairs: Iterable[str]) -> _Layer:
+    layer = _Layer()
     for pair in pairs or ():
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value")
         key, value = pair.split("=", 1)
-        _set_dotted(tree, key.strip(), _parse_value(value), f"--set {pair!r}")
-    return tree
+        layer.set(key.strip(), _parse_value(value), f"--set {pair}")
+    return layer
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict:
-    tree: dict = {}
+def _env_layer(environ: Mapping[str, str]) -> _Layer:
+    layer = _Layer()
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
-            dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
-            _set_dotted(tree, dotted, _parse_value(value), f"environment {name}")
-    return tree
+            layer.set(name[len(ENV_PREFIX):].lower().replace("__", "."), _parse_value(value), f"environment variable {name}")
+    return layer
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; raises ConfigError naming a bad pair."""
+    return _override_layer(pairs).tree
+
+
+def _schema_model(path: list[str]) -> type[BaseModel] | None:
+    """Return the schema section at ``path`` (list indexes left out), or None past a leaf."""
+    import typing
+
+    def section_of(annotation) -> type[BaseModel] | None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        return next((m for m in map(section_of, typing.get_args(annotation)) if m), None)
+
+    model: type[BaseModel] | None = CrmlakeConf
+    for part in path:
+        if model is None or part not in model.model_fields:
+            return None
+        model = section_of(model.model_fields[part].annotation)
+    return model
+
+
+def _all_schema_keys(path: tuple[str, ...] = ()) -> list[str]:
+    """Return every valid dotted key under the schema section at ``path``."""
+    keys = []
+    for name in _schema_model(list(path)).model_fields:
+        inner = _schema_model([*path, name])
+        keys.extend(_all_schema_keys((*path, name)) if inner else [".".join((*path, name))])
+    return keys
+
+
+def _nearest_key(path: list[str]) -> str | None:
+    """Return the valid key closest to the misspelt ``path``: a sibling first, then any key."""
+    parent = _schema_model(path[:-1])
+    if parent is not None:
+        close = difflib.get_close_matches(path[-1], list(parent.model_fields), n=1, cutoff=0.6)
+        if close:
+            return ".".join([*path[:-1], close[0]])
+    close = difflib.get_close_matches(".".join(path), _all_schema_keys(), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _origin_of(dotted: str, origins: Mapping[str, str]) -> str:
+    if dotted in origins:
+        return origins[dotted]
+    inside = [o for k, o in origins.items() if k.startswith(dotted + ".")]
+    if inside:
+        return inside[-1]
+    enclosing = [o for k, o in origins.items() if dotted.startswith(k + ".")]
+    return enclosing[-1] if enclosing else "no file sets it"
+
+
+def _explain(error: ValidationError, origins: Mapping[str, str]) -> str:
+    """Turn pydantic's errors into lines naming each key, its origin and the nearest valid key."""
+    lines = []
+    for problem in error.errors()[:5]:
+        loc = [str(p) for p in problem["loc"] if not isinstance(p, int)]
+        shown = ".".join(str(p) for p in problem["loc"])
+        origin = _origin_of(".".join(loc), origins)
+        if problem["type"] == "extra_forbidden":
+            nearest = _nearest_key(loc)
+            hint = f"; did you mean '{nearest}'?" if nearest else ""
+            lines.append(f"unknown configuration key '{shown}' (from {origin}){hint}")
+        elif problem["type"] == "missing":
+            lines.append(f"configuration key '{shown}' is missing (every key has a default in crmlake/conf/base.yaml; {origin})")
+        else:
+            lines.append(f"configuration key '{shown}' = {problem.get('input')!r} (from {origin}): {problem['msg']}")
+    more = len(error.errors()) - len(lines)
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+
+
+def validated(data: dict, origins: Mapping[str, str] | None = None) -> dict:
+    """Check ``data`` against the schema; return it with values of their declared types.
+
+    Raises :class:`ConfigError` naming each wrong key, its origin and the nearest valid key.
+    """
+    try:
+        model = CrmlakeConf.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, origins or {})) from None
+    return model.model_dump(exclude_unset=True)
 
 
 def _is_uri(value: str) -> bool:
@@ -117,7 +230,7 @@ def _absolute(value: str, cwd: Path) -> str:
 
 @dataclass(frozen=True)
 class Conf:
-    """The merged configuration. ``data`` is the plain nested dict."""
+    """The merged, validated configuration. ``data`` is the plain nested dict."""
 
     data: dict
 
@@ -157,8 +270,9 @@ class Conf:
         return f"{self.lake_root.rstrip('/')}/{layer}/{table}"
 
     def with_overrides(self, pairs: Iterable[str]) -> "Conf":
-        """Return a copy with ``key=value`` pairs applied over this configuration."""
-        return Conf(_deep_merge(self.data, parse_overrides(pairs)))
+        """Return a validated copy with ``key=value`` pairs applied over this configuration."""
+        layer = _override_layer(pairs)
+        return Conf(validated(_deep_merge(self.data, layer.tree), layer.origins))
 
     def fingerprint(self) -> str:
         """Return a short hash of the merged configuration (recorded with each run)."""
@@ -179,24 +293,29 @@ def load_conf(
     environ: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
 ) -> Conf:
-    """Merge base.yaml, ``conf_file``, ``--set`` overrides and env vars into a :class:`Conf`.
+    """Merge the packaged defaults, ``conf_file``, ``--set`` overrides and env vars, validate
+    the result against :mod:`crmlake.config_schema` and return it as a :class:`Conf`.
 
     Relative ``paths.*``, ``mlflow.artifact_root`` and SQLite tracking URIs are made
-    absolute against ``cwd`` (default: the current directory).
+    absolute against ``cwd`` (default: the current directory). Raises :class:`ConfigError`
+    naming the file, key or override that is wrong.
     """
     base_dir = Path(cwd) if cwd else Path.cwd()
-    data = _load_yaml(_package_conf_dir() / "base.yaml")
+    layers = [_Layer.of_file(_packaged_defaults(), DEFAULTS)]
     if conf_file:
-        data = _deep_merge(data, _load_yaml(Path(conf_file)))
-    data = _deep_merge(data, parse_overrides(overrides))
-    data = _deep_merge(data, _env_overrides(os.environ if environ is None else environ))
+        layers.append(_Layer.of_file(_load_yaml(Path(conf_file)), str(conf_file)))
+    layers += [_override_layer(overrides), _env_layer(os.environ if environ is None else environ)]
+    data: dict = {}
+    origins: dict[str, str] = {}
+    for layer in layers:
+        data = _deep_merge(data, layer.tree)
+        origins.update(layer.origins)
+    data = validated(data, origins)
 
-    paths = data.setdefault("paths", {})
+    paths = data["paths"]
     for key in PATH_KEYS:
-        if not paths.get(key):
-            raise ConfigError(f"configuration key 'paths.{key}' is missing")
         paths[key] = _absolute(str(paths[key]), base_dir)
-    mlflow_conf = data.setdefault("mlflow", {})
+    mlflow_conf = data["mlflow"]
     uri = str(mlflow_conf.get("tracking_uri") or "")
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         mlflow_conf["tracking_uri"] = "sqlite:///" + _absolute(uri[len("sqlite:///"):], base_dir)

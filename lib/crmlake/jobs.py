@@ -7,7 +7,7 @@ Exit codes follow the CLI: 0 success, 1 the job failed (reason on one line), 2 m
 from __future__ import annotations
 
 import argparse
-from crmlake.cli import STAGES, add_run_arguments, business_yesterday, exit_code_of, print_outputs, run_stages
+from crmlake.cli import STAGES, add_log_level_argument, add_run_arguments, business_yesterday, exit_code_of, print_outputs, run_stages
 from crmlake.config import load_conf
 from crmlake.log import setup_logging
 
@@ -23,7 +23,7 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
         description=f"crmlake {what} as a spark-submit job: spark-submit jobs/{stage}.py --conf conf/local.yaml --date YYYY-MM-DD",
     )
     add_run_arguments(parser)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    add_log_level_argument(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
 

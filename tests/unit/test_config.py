@@ -1,9 +1,18 @@
+"""Configuration: one documented precedence, a schema that names every wrong key, defaults in the package."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
 import pytest
 
+from crmlake.cli import main
+from crmlake.cluster import package_zip
 from crmlake.config import ConfigError, load_conf
 
 
-def test_precedence_is_base_then_file_then_set_then_environment(tmp_path):
+def test_precedence_is_defaults_then_file_then_set_then_environment(tmp_path):
     env_file = tmp_path / "env.yaml"
     env_file.write_text("paths:\n  lake: from-file\nbusiness:\n  timezone: Europe/Paris\n")
     conf = load_conf(
@@ -15,12 +24,15 @@ def test_precedence_is_base_then_file_then_set_then_environment(tmp_path):
     assert conf.get("paths.lake") == str(tmp_path / "from-env")
     assert conf.get("business.timezone") == "Europe/Paris"
     assert conf.get("business.currency") == "EUR"
-    assert conf.get("paths.landing") == str(tmp_path / "data/landing")  # base.yaml, made absolute
+    assert conf.get("paths.landing") == str(tmp_path / "data/landing")  # the packaged default, made absolute
 
 
-def test_spark_keys_with_dots_stay_one_key():
-    conf = load_conf(overrides=["spark.conf.spark.sql.shuffle.partitions=3"], environ={})
-    assert conf.get("spark.conf")["spark.sql.shuffle.partitions"] == 3
+def test_values_take_their_declared_types():
+    conf = load_conf(overrides=["analyze.propensity.label_days=21", "spark.conf.spark.sql.shuffle.partitions=3"],
+                     environ={"CRMLAKE__ANALYZE__PROPENSITY__HOLDOUT_SHARE": "0.3"})
+    assert conf.get("analyze.propensity.label_days") == 21
+    assert conf.get("analyze.propensity.holdout_share") == 0.3
+    assert conf.get("spark.conf")["spark.sql.shuffle.partitions"] == 3  # Spark's keys with dots stay one key
 
 
 def test_table_paths_come_from_the_lake_root(tmp_path):
@@ -35,3 +47,66 @@ def test_missing_file_and_bad_override_are_named(tmp_path):
         load_conf(tmp_path / "nope.yaml", environ={})
     with pytest.raises(ConfigError, match="expected key=value"):
         load_conf(overrides=["paths.lake"], environ={})
+
+
+def test_misspelt_key_in_a_file_names_the_key_the_file_and_the_nearest_key(tmp_path):
+    local = tmp_path / "local.yaml"
+    local.write_text("analyze:\n  propensity:\n    lable_days: 30\n")
+    with pytest.raises(ConfigError) as error:
+        load_conf(local, environ={})
+    message = str(error.value)
+    assert "'analyze.propensity.lable_days'" in message
+    assert str(local) in message
+    assert "did you mean 'analyze.propensity.label_days'" in message
+
+
+def test_misspelt_environment_variable_is_named():
+    with pytest.raises(ConfigError, match="environment variable CRMLAKE__LAKE__ENGNE.*did you mean 'lake.engine'"):
+        load_conf(environ={"CRMLAKE__LAKE__ENGNE": "rs"})
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        (["--set", "analyze.propensity.lable_days=30"], "did you mean 'analyze.propensity.label_days'"),
+        (["--set", "lake.engine=duck"], "'lake.engine' = 'duck' (from --set lake.engine=duck)"),
+        (["--set", "business.timezone=Mars/Olympus"], "'business.timezone' = 'Mars/Olympus'"),
+        (["--set", "analyze.propensity.label_days=thirty"], "'analyze.propensity.label_days' = 'thirty'"),
+        (["--set", "decide.audiences=[{name: a, rule: 'frequency > 0', channel: fax}]"], "'decide.audiences.0.channel' = 'fax'"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_key(capsys, arguments, named):
+    assert main(["run", "--stage", "acquire", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "Traceback" not in err
+
+
+def test_a_section_emptied_in_a_file_exits_2_naming_it(capsys, tmp_path):
+    local = tmp_path / "local.yaml"
+    local.write_text("analyze:\n  propensity:\n")  # YAML null: the whole section is gone
+    assert main(["run", "--stage", "analyze", "--conf", str(local)]) == 2
+    err = capsys.readouterr().err
+    assert "'analyze.propensity'" in err and str(local) in err
+
+
+def test_bad_log_level_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--log-level", "foo", "run"])
+    assert exit_info.value.code == 2
+    assert "--log-level" in capsys.readouterr().err
+
+
+def test_the_package_zip_carries_its_defaults_and_loads_them_anywhere(tmp_path):
+    archive = package_zip(str(tmp_path / "crmlake.zip"))
+    assert "crmlake/conf/base.yaml" in zipfile.ZipFile(archive).namelist()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = "from crmlake.config import load_conf; print(load_conf(environ={}).get('analyze.propensity.label_days'))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMLAKE")} | {"PYTHONPATH": archive}
+    # -S: no site-packages, so crmlake can only come from the zip (its dependencies are added back by path)
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    code = f"import sys; sys.path[1:1] = {site!r}; sys.path.insert(0, {archive!r}); " + probe
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "30"

@@ -1,0 +1,184 @@
+"""The schema of crmlake's configuration: every section and key, with its type.
+
+Defaults live in ``crmlake/conf/base.yaml`` (shipped in the package), not here: this module
+only says what a key may hold. :func:`crmlake.config.load_conf` validates the merged
+configuration against :class:`CrmlakeConf`; an unknown key, a missing one or a wrong type
+is a :class:`crmlake.config.ConfigError` naming the key, where it came from and the
+nearest valid key. A new key is one line here and one line (with its default) in base.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PositiveInt = Field(gt=0)
+Share = Field(ge=0, lt=1)
+
+
+class Section(BaseModel):
+    """A configuration section: unknown keys are errors, numbers given as text are parsed."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class Paths(Section):
+    landing: str
+    lake: str
+    exports: str
+
+
+class Business(Section):
+    timezone: str
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+    @field_validator("timezone")
+    @classmethod
+    def known_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Taipei, Europe/Paris, UTC)") from None
+        return value
+
+
+class Spark(Section):
+    master: str
+    app_name: str
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"]
+    conf: dict[str, str | bool | int | float]  # Spark's own keys, passed through as text
+
+
+class LakeSettings(Section):
+    engine: Literal["auto", "rs", "spark"]
+    resolve_delta_jars: bool
+    target_file_rows: int = PositiveInt
+    retention_hours: int = Field(ge=0)
+
+
+class Mlflow(Section):
+    tracking_uri: str
+    artifact_root: Optional[str]
+    experiment: str
+
+
+class Acquire(Section):
+    max_line_bytes: int = PositiveInt
+    raw_text_max_chars: int = PositiveInt
+
+
+class Identity(Section):
+    default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
+    max_accounts_per_key: int = PositiveInt
+
+
+class Customer360(Section):
+    student_max_age: int = PositiveInt
+    min_plausible_age: int = PositiveInt
+    max_plausible_age: int = PositiveInt
+    stale_profile_days: int = PositiveInt
+    price_band_low_below: float = Field(ge=0)
+    price_band_high_from: float = Field(ge=0)
+
+
+class Organize(Section):
+    session_gap_minutes: int = PositiveInt
+    full_refresh: bool
+    identity: Identity
+    customer_360: Customer360
+
+
+class Propensity(Section):
+    model_name: str
+    label_days: int = PositiveInt
+    holdout_share: float = Field(gt=0, lt=1)
+    seed: int
+    max_iter: int = PositiveInt
+    trees: int = PositiveInt
+    tree_depth: int = PositiveInt
+    champion_margin: float = Field(ge=0)
+
+
+class Segmentation(Section):
+    model_name: str
+    k_range: tuple[int, int]
+    seed: int
+
+    @field_validator("k_range")
+    @classmethod
+    def ordered_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 2 <= value[0] <= value[1]:
+            raise ValueError(f"{list(value)} must be [low, high] with 2 <= low <= high")
+        return value
+
+
+class LifetimeValue(Section):
+    time_unit_days: int = PositiveInt
+    horizon_days: int = PositiveInt
+    min_repeat_buyers: int = PositiveInt
+
+
+class Value(Section):
+    most_valuable_top_share: float = Field(gt=0, le=1)
+    growth_ratio: float = Field(gt=0)
+    growth_min_value: float = Field(ge=0)
+    margin: float = Field(ge=0, le=1)
+    cost_to_serve: float = Field(ge=0)
+
+
+class Loyalty(Section):
+    repeat_min_orders: int = PositiveInt
+    advocate_min_referred_buyers: int = PositiveInt
+
+
+class Analyze(Section):
+    rfm_quantiles: int = Field(ge=2)
+    propensity: Propensity
+    segmentation: Segmentation
+    lifetime_value: LifetimeValue
+    value: Value
+    loyalty: Loyalty
+
+
+class Policy(Section):
+    max_contacts: int = Field(ge=0)
+    window_days: int = PositiveInt
+    complaint_quiet_days: int = Field(ge=0)
+    internal_channels: list[str]
+
+
+class AudienceEntry(Section):
+    """One audience of ``decide.audiences``; keys left out take the defaults of
+    :meth:`crmlake.decide.audiences.Audience.from_conf`."""
+
+    name: str
+    description: Optional[str] = None
+    rule: str
+    order_by: Optional[str] = None
+    limit: Optional[int] = Field(default=None, gt=0)
+    channel: Literal["email", "sms", "ads"]
+    priority: Optional[int] = None
+    control_share: Optional[float] = Field(default=None, ge=0, lt=1)
+    raw_contact: Optional[bool] = None
+
+
+class Decide(Section):
+    attribution_days: int = PositiveInt
+    policy: Policy
+    audiences: list[AudienceEntry]
+
+
+class CrmlakeConf(Section):
+    """The whole configuration, as merged from base.yaml, --conf, --set and the environment."""
+
+    paths: Paths
+    business: Business
+    spark: Spark
+    lake: LakeSettings
+    mlflow: Mlflow
+    acquire: Acquire
+    organize: Organize
+    analyze: Analyze
+    decide: Decide
