@@ -113,7 +113,7 @@ def bench_acquire(spark: SparkSession, conf_file: str | None, tmp: str, events: 
     copy = _seconds(lambda: spark.read.text(f"file://{landing}/clickstream/dt=*/*").write.parquet(f"file://{tmp}/copy-{events}"))
     lake = Lake(spark, conf)
     facts: dict = {}
-    took = _seconds(lambda: facts.update(acquire.acquire_source(spark, lake, conf, SOURCES["clickstream"], end, set())))
+    took = _seconds(lambda: facts.update(acquire.acquire_source(spark, lake, conf, SOURCES["clickstream"], end, acquire.IngestLog(frozenset(), frozenset()))))
     read = facts["accepted"] + facts["quarantined"] + facts["duplicates"]
     files = lake.files("bronze.clickstream")
     partitions = {tuple(sorted(f["partition_values"].items())) for f in files}

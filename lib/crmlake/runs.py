@@ -1,7 +1,9 @@
 """Run records: every stage run appends one row to ``gold.job_runs``, success or failure.
 
 Columns: job, run_date, conf_hash, started_at, ended_at, outcome (succeeded | failed),
-reason (the failure's first line), counts (the stage's summary as JSON).
+reason (the failure's first line), counts (the stage's summary as JSON). Every summary
+names the landing sources never delivered (``sources_not_seen``): the contract makes each
+source optional, and a reader of a report should know which inputs it lacked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 
 from pyspark.sql import SparkSession
 
+from crmlake.acquire.job import sources_not_seen
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger
@@ -41,6 +44,9 @@ def run_stage(spark: SparkSession, conf: Conf, stage: str, run_date: dt.date) ->
     except Exception as exc:
         record_run(spark, conf, stage, run_date, started_at, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", {})
         raise
+    summary = {**summary, "sources_not_seen": sources_not_seen(Lake(spark, conf))}
+    if summary["sources_not_seen"]:
+        log.warning("stage %s for %s: sources never delivered (read as empty): %s", stage, run_date, ", ".join(summary["sources_not_seen"]))
     log.info("stage %s for %s: done in %.1fs", stage, run_date, time.monotonic() - started)
     record_run(spark, conf, stage, run_date, started_at, "succeeded", None, summary)
     return summary

@@ -16,7 +16,7 @@ GOOD_CLICK = {
 def validated(spark, rows):
     """Validate records given as dicts (JSON-encoded here) or raw text; return them by line number."""
     texts = [json.dumps(r) if isinstance(r, dict) else r for r in rows]
-    frame = spark.createDataFrame([(n, t, t, None) for n, t in enumerate(texts, 1)], "source_line long, raw_text string, record_json string, error string")
+    frame = spark.createDataFrame([(n, 1, t, t, None) for n, t in enumerate(texts, 1)], "source_line long, line_count int, raw_text string, record_json string, error string")
     return {r["source_line"]: r for r in with_validation(frame, SOURCES["clickstream"]).orderBy("source_line").collect()}
 
 
@@ -49,3 +49,24 @@ def test_unknown_fields_are_kept_and_duplicates_share_a_key(spark):
     first, second = rows[1], rows[2]
     assert first["extra_fields"] == {"new_field": "v"}
     assert first["record_key"] == second["record_key"]  # same event_id: the same event
+
+
+def test_values_a_cast_would_silently_null_are_quarantined(spark):
+    # Each has the right form, so only the conversion can tell; with ANSI off a plain cast gives NULL.
+    assert reason_of(spark, {**GOOD_CLICK, "event_time": "2026-02-30T10:00:00+08:00"}) == "bad_timestamp:event_time"
+    assert reason_of(spark, {**GOOD_CLICK, "received_time": "2026-11-21T24:30:00Z"}) == "bad_timestamp:received_time"
+    assert reason_of(spark, {**GOOD_CLICK, "price": "1299.005"}) == "bad_money:price"       # decimal(18,2) would round it
+    assert reason_of(spark, {**GOOD_CLICK, "price": "99999999999999999"}) == "bad_money:price"  # 17 digits: overflow
+
+
+def test_overflowing_integer_is_quarantined(spark):
+    line = {"order_id": "o1", "line_no": "2147483648", "order_time": "2026-11-21T10:00:00Z", "channel": "web", "product_id": "p1",
+            "quantity": "1", "unit_price": "10.00", "status": "completed", "updated_time": "2026-11-21T10:00:00Z"}
+    frame = spark.createDataFrame([(1, 1, json.dumps(line), json.dumps(line), None)], "source_line long, line_count int, raw_text string, record_json string, error string")
+    assert with_validation(frame, SOURCES["orders"]).first()["reason"] == "wrong_type:line_no"
+
+
+def test_timestamp_without_seconds_is_read_not_nulled(spark):
+    row = next(iter(validated(spark, [{**GOOD_CLICK, "event_time": "2026-11-21T13:45+08:00"}]).values()))
+    assert row["reason"] is None
+    assert row["event_time"].isoformat() == "2026-11-21T05:45:00"

@@ -1,29 +1,38 @@
 """The acquire stage: landing files with ``dt`` <= the run date, not yet ingested, into bronze.
 
-Exactly once, by content: a file whose SHA-256 is already in ``bronze.ingest_log`` is never
-read again, under any name; a record whose key is already in its bronze table (a
-clickstream ``event_id`` delivered twice, an identical row) counts as a duplicate. Bad
-records go to ``bronze.quarantine`` with file, line, raw text and reason. Per file,
-records read = accepted + quarantined + duplicates, and the job checks it against what
-was committed. The ingest log is written last: a run killed before it is simply redone.
-"""
+Discovery lists the landing zone (names, sizes, modification times): a file already in
+``bronze.ingest_log`` with the same path, size and modification time is not read again.
+Only new files are read, on the executors, once to checksum them and count their data
+lines. Exactly once, by content: a file whose SHA-256 is already in the ingest log is
+never ingested again, under any name; a record whose key is already in its bronze table
+(a clickstream ``event_id`` delivered twice, an identical row) counts as a duplicate.
+Bad records go to ``bronze.quarantine`` with file, line, raw text and reason.
+
+The balance, per file: the data lines counted in that first pass must equal the lines the
+accepted, quarantined and duplicate records span. A file that does not balance (it changed
+while being read, or records were lost) is not ingested: its ingest-log row says
+``balance_failed``, the other files are committed, and the run fails naming it; the next
+run tries it again. The ingest log is written last: a run killed before it is simply redone.
+
+Every source is optional (the contract): a source that has never delivered gets an empty
+bronze table of its schema, so later stages read an empty source, not a missing table.
+""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import itertools
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from crmlake.acquire.contract import SOURCES, Source
-from crmlake.acquire.records import RECORD_SCHEMA, file_records
+from crmlake.acquire.records import FACTS_SCHEMA, RECORD_SCHEMA, file_facts, file_records
 from crmlake.acquire.validate import with_validation
 from crmlake.config import Conf
-from crmlake.files import file_sha256
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
 
@@ -32,28 +41,40 @@ DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 INGEST_LOG = "bronze.ingest_log"
 QUARANTINE = "bronze.quarantine"
 INGEST_LOG_SCHEMA = (
-    "source string, path string, dt date, size_bytes long, sha256 string, status string, "
-    "records_read long, accepted long, quarantined long, duplicates long, run_date date, ingested_at timestamp"
+    "source string, path string, dt date, size_bytes long, modified_at timestamp, sha256 string, status string, "
+    "data_lines long, records_read long, accepted long, quarantined long, duplicates long, run_date date, ingested_at timestamp"
 )
+# Ingest-log statuses of a file that is done with: never read again (by path) nor ingested again (by checksum).
+DONE_STATUSES = ("ingested", "unreadable", "duplicate_file")
 
 
 class BalanceError(RuntimeError):
-    """Records read do not equal accepted + quarantined + duplicates for a file."""
+    """A file's data lines do not equal the lines its accepted, quarantined and duplicate records span."""
 
 
 @dataclass(frozen=True)
 class LandingFile:
-    """A file found in the landing zone."""
+    """A file found in the landing zone; ``sha256`` and ``data_lines`` once it has been read."""
 
     source: str
     path: str
     dt: dt.date
     size_bytes: int
-    sha256: str
+    modified_at: dt.datetime
+    sha256: str | None = None
+    data_lines: int | None = None
+
+    @property
+    def listing_key(self) -> tuple:
+        """What recognises a file already read, without reading it: path, size, modification time."""
+        return (self.path, self.size_bytes, self.modified_at)
 
 
 def discover(landing: str, source: str, run_date: dt.date) -> list[LandingFile]:
-    """List ``<landing>/<source>/dt=YYYY-MM-DD/*`` with dt <= ``run_date``, with size and checksum."""
+    """List ``<landing>/<source>/dt=YYYY-MM-DD/*`` with dt <= ``run_date``: path, size, modification time (UTC).
+
+    Reads no file: a listing is all discovery costs, however long the history.
+    """
     root = os.path.join(landing, source)
     found: list[LandingFile] = []
     if not os.path.isdir(root):
@@ -65,12 +86,38 @@ def discover(landing: str, source: str, run_date: dt.date) -> list[LandingFile]:
         day = dt.date.fromisoformat(match.group(1))
         if day > run_date:
             continue
-        folder = os.path.join(root, entry)
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path) and not name.startswith((".", "_")):
-                found.append(LandingFile(source, path, day, os.path.getsize(path), file_sha256(path)))
+        with os.scandir(os.path.join(root, entry)) as folder:
+            for item in sorted(folder, key=lambda e: e.name):
+                if item.is_file() and not item.name.startswith((".", "_")):
+                    info = item.stat()
+                    # Microseconds: what a Delta timestamp keeps, so the key compares equal after a round trip.
+                    modified = dt.datetime.fromtimestamp(info.st_mtime_ns // 1000 / 1e6, dt.timezone.utc).replace(tzinfo=None)
+                    found.append(LandingFile(source, os.path.abspath(item.path), day, info.st_size, modified))
     return found
+
+
+def read_file_facts(spark: SparkSession, files: list[LandingFile], fmt: str) -> list[LandingFile]:
+    """Checksum ``files`` and count their data lines on the executors, one task per file.
+
+    Returns the files with ``sha256`` and ``data_lines`` set (``data_lines`` None when the
+    content cannot be read). The executors open the files by path (see :func:`read_records`).
+    """
+    if not files:
+        return []
+
+    def facts(batches):
+        import pyarrow as pa
+
+        for batch in batches:
+            rows = [file_facts(path, fmt) for path in batch.column("path").to_pylist()]
+            yield pa.RecordBatch.from_pylist([dict(zip(("path", "sha256", "data_lines", "unreadable"), r)) for r in rows],
+                                             schema=pa.schema([("path", pa.string()), ("sha256", pa.string()), ("data_lines", pa.int64()), ("unreadable", pa.string())]))
+
+    listing = spark.createDataFrame([(f.path,) for f in files], "path string")
+    listing = listing.repartition(min(len(files), spark.sparkContext.defaultParallelism * 4))
+    # Safe to collect: one row per new file.
+    found = {r["path"]: r for r in listing.mapInArrow(facts, FACTS_SCHEMA).collect()}
+    return [replace(f, sha256=found[f.path]["sha256"], data_lines=found[f.path]["data_lines"]) for f in files]
 
 
 def partition_column(source: Source) -> str | None:
@@ -102,14 +149,14 @@ def read_records(spark: SparkSession, files: list[LandingFile], source: Source, 
                     chunk = list(itertools.islice(records, batch_rows))
                     if not chunk:
                         break
-                    lines, raws, jsons, errors = zip(*chunk)
+                    lines, counts, raws, jsons, errors = zip(*chunk)
                     yield pa.RecordBatch.from_arrays(
-                        [pa.array([path] * len(chunk)), pa.array([sha] * len(chunk)), pa.array(lines, pa.int64()),
+                        [pa.array([path] * len(chunk)), pa.array([sha] * len(chunk)), pa.array(lines, pa.int64()), pa.array(counts, pa.int32()),
                          pa.array(raws, pa.string()), pa.array(jsons, pa.string()), pa.array(errors, pa.string())],
-                        names=["source_file", "file_sha256", "source_line", "raw_text", "record_json", "error"],
+                        names=["source_file", "file_sha256", "source_line", "line_count", "raw_text", "record_json", "error"],
                     )
 
-    listing = spark.createDataFrame([(os.path.abspath(f.path), f.sha256) for f in files], "path string, sha256 string")
+    listing = spark.createDataFrame([(f.path, f.sha256) for f in files], "path string, sha256 string")
     listing = listing.repartition(max(1, min(len(files), spark.sparkContext.defaultParallelism * 2)))
     return listing.mapInArrow(split, "source_file string, file_sha256 string, " + RECORD_SCHEMA)
 
@@ -156,39 +203,71 @@ def quarantine_rows(classified: DataFrame, source: Source, ingested_at: dt.datet
     )
 
 
-def acquire_source(spark: SparkSession, lake: Lake, conf: Conf, source: Source, run_date: dt.date, already: set) -> dict:
-    """Ingest one source's new files; return counts. ``already`` holds checksums ingested before."""
+def file_balance(data_lines: int | None, counts) -> str | None:
+    """Return why one file does not balance, or None when it does.
+
+    ``data_lines`` was counted from the file before parsing; ``counts`` is the file's row of
+    per-file outcome counts (None when it produced no record). An unreadable file has no
+    lines to balance.
+    """
+    if counts is not None and counts["unreadable"]:
+        return None
+    spanned = int(counts["lines"]) if counts is not None else 0
+    if data_lines is None or data_lines != spanned:
+        outcomes = "no record" if counts is None else f"{counts['accepted']} accepted + {counts['quarantined']} quarantined + {counts['duplicates']} duplicate records"
+        return f"{data_lines} data lines seen, but {outcomes} span {spanned}"
+    return None
+
+
+def per_file_outcomes(classified: DataFrame) -> dict:
+    """Return, per source file, records read, accepted, quarantined, duplicates, lines spanned and unreadable."""
+    # One row per file: small enough to collect.
+    return {
+        r["source_file"]: r
+        for r in classified.groupBy("source_file").agg(
+            F.count(F.lit(1)).alias("read"),
+            F.sum(F.when(F.col("ingest_outcome") == "accepted", 1).otherwise(0)).alias("accepted"),
+            F.sum(F.when(F.col("ingest_outcome") == "quarantined", 1).otherwise(0)).alias("quarantined"),
+            F.sum(F.when(F.col("ingest_outcome") == "duplicate", 1).otherwise(0)).alias("duplicates"),
+            F.sum("line_count").alias("lines"),
+            F.max(F.when(F.col("reason").startswith("unreadable_file"), 1).otherwise(0)).alias("unreadable"),
+        ).collect()
+    }
+
+
+def acquire_source(spark: SparkSession, lake: Lake, conf: Conf, source: Source, run_date: dt.date, ingested: "IngestLog") -> dict:
+    """Ingest one source's new files; return counts (``balance_failed`` names files that did not balance).
+
+    ``ingested`` says which files were read before (by listing key) and which contents
+    were ingested (by checksum).
+    """
     found = discover(conf.landing_root, source.name, run_date)
-    new, repeats, seen = [], [], set(already)
-    for f in found:
+    fresh = read_file_facts(spark, [f for f in found if f.listing_key not in ingested.listed], source.format)
+    new, repeats, seen = [], [], set(ingested.checksums)
+    for f in fresh:
         (repeats if f.sha256 in seen else new).append(f)
         seen.add(f.sha256)
-    facts = {"files_found": len(found), "files_new": len(new), "files_skipped": len(repeats), "accepted": 0, "quarantined": 0, "duplicates": 0}
-    log_rows = [
-        (source.name, f.path, f.dt, f.size_bytes, f.sha256, "duplicate_file", 0, 0, 0, 0, run_date)
-        for f in repeats if f.sha256 not in already  # a re-delivery seen first in this run
-    ]
-    if new:
+    facts = {"files_found": len(found), "files_new": len(new), "files_skipped": len(found) - len(new),
+             "accepted": 0, "quarantined": 0, "duplicates": 0, "balance_failed": []}
+    log_rows = [(f, "duplicate_file", None) for f in repeats]  # a re-delivery: logged, so never read again
+    # A source never delivered still gets its (empty) bronze table: later stages read an empty source.
+    if new or not lake.exists(source.bronze_table):
         ingested_at = dt.datetime.now(dt.timezone.utc)
         records = read_records(spark, new, source, conf)
         existing = lake.read(source.bronze_table).select("record_key") if lake.exists(source.bronze_table) else None
         # Cached: the classified records feed the per-file counts and two writes.
         classified = classify(with_validation(records, source), existing).cache()
         try:
-            per_file = {
-                r["source_file"]: r
-                for r in classified.groupBy("source_file").agg(  # one row per file: small
-                    F.count(F.lit(1)).alias("read"),
-                    F.sum(F.when(F.col("ingest_outcome") == "accepted", 1).otherwise(0)).alias("accepted"),
-                    F.sum(F.when(F.col("ingest_outcome") == "quarantined", 1).otherwise(0)).alias("quarantined"),
-                    F.sum(F.when(F.col("ingest_outcome") == "duplicate", 1).otherwise(0)).alias("duplicates"),
-                    F.max(F.when(F.col("reason").startswith("unreadable_file"), 1).otherwise(0)).alias("unreadable"),
-                ).collect()
-            }
-            totals = {k: sum(int(r[k]) for r in per_file.values()) for k in ("read", "accepted", "quarantined", "duplicates")}
+            per_file = per_file_outcomes(classified)
+            unbalanced = {f.path: problem for f in new if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
+            for path, problem in unbalanced.items():
+                log.error("%s: does not balance, not ingested (the next run tries it again): %s", path, problem)
+            kept = classified.where(~F.col("source_file").isin(*unbalanced)) if unbalanced else classified
+            counted = [r for path, r in per_file.items() if path not in unbalanced]
+            totals = {k: sum(int(r[k]) for r in counted) for k in ("accepted", "quarantined", "duplicates")}
             part = partition_column(source)
-            written = lake.append(source.bronze_table, bronze_rows(classified, source, conf.get("business.timezone"), ingested_at), partition_by=[part] if part else [])
-            quarantined = quarantine_rows(classified, source, ingested_at)
+            written = lake.append(source.bronze_table, bronze_rows(kept, source, conf.get("business.timezone"), ingested_at), partition_by=[part] if part else [])
+            quarantined = quarantine_rows(kept, source, ingested_at)
             if lake.exists(QUARANTINE):
                 quarantined = quarantined.join(lake.read(QUARANTINE).select("quarantine_key"), "quarantine_key", "left_anti")
             held = lake.append(QUARANTINE, quarantined, partition_by=["source"])
@@ -199,33 +278,67 @@ def acquire_source(spark: SparkSession, lake: Lake, conf: Conf, source: Source, 
         if held.rows_written > totals["quarantined"]:
             raise BalanceError(f"{QUARANTINE}: committed {held.rows_written} rows but only {totals['quarantined']} were quarantined")
         for f in new:
-            counts = per_file.get(os.path.abspath(f.path))
-            if counts is None:  # an empty file: nothing read, nothing lost
-                log_rows.append((source.name, f.path, f.dt, f.size_bytes, f.sha256, "ingested", 0, 0, 0, 0, run_date))
-                continue
-            read, acc, quar, dup = (int(counts[k]) for k in ("read", "accepted", "quarantined", "duplicates"))
-            if read != acc + quar + dup:
-                raise BalanceError(f"{f.path}: read {read} != accepted {acc} + quarantined {quar} + duplicates {dup}")
-            status = "unreadable" if counts["unreadable"] else "ingested"
-            log_rows.append((source.name, f.path, f.dt, f.size_bytes, f.sha256, status, read, acc, quar, dup, run_date))
-        facts.update(accepted=totals["accepted"], quarantined=totals["quarantined"], duplicates=totals["duplicates"])
+            counts = per_file.get(f.path)
+            status = "balance_failed" if f.path in unbalanced else "unreadable" if counts is not None and counts["unreadable"] else "ingested"
+            log_rows.append((f, status, counts))
+        facts.update(totals, balance_failed=sorted(unbalanced))
     if log_rows:
         now = dt.datetime.now(dt.timezone.utc)
-        lake.append(INGEST_LOG, spark.createDataFrame([(*r, now) for r in log_rows], INGEST_LOG_SCHEMA), partition_by=["source"])
+        rows = [
+            (source.name, f.path, f.dt, f.size_bytes, f.modified_at, f.sha256, status, f.data_lines,
+             *((int(c["read"]), int(c["accepted"]), int(c["quarantined"]), int(c["duplicates"])) if c is not None else (0, 0, 0, 0)),
+             run_date, now)
+            for f, status, c in log_rows
+        ]
+        lake.append(INGEST_LOG, spark.createDataFrame(rows, INGEST_LOG_SCHEMA), partition_by=["source"])
     return facts
 
 
+@dataclass(frozen=True)
+class IngestLog:
+    """What the ingest log says of one source: files read (listing keys) and contents ingested (checksums)."""
+
+    listed: frozenset
+    checksums: frozenset
+
+    @classmethod
+    def of_sources(cls, lake: Lake) -> dict[str, "IngestLog"]:
+        """Read bronze.ingest_log into one IngestLog per source (empty ones for sources never seen)."""
+        listed: dict[str, set] = {name: set() for name in SOURCES}
+        checksums: dict[str, set] = {name: set() for name in SOURCES}
+        if lake.exists(INGEST_LOG):
+            done = lake.read(INGEST_LOG).where(F.col("status").isin(*DONE_STATUSES))
+            # One row per file ever delivered (not per record): small enough for the driver.
+            for row in done.select("source", "path", "size_bytes", "modified_at", "sha256", "status").collect():
+                listed.setdefault(row["source"], set()).add((row["path"], row["size_bytes"], row["modified_at"]))
+                if row["status"] != "duplicate_file":
+                    checksums.setdefault(row["source"], set()).add(row["sha256"])
+        return {name: cls(frozenset(listed[name]), frozenset(checksums[name])) for name in listed}
+
+
+def sources_not_seen(lake: Lake) -> list[str]:
+    """Return the sources that have never delivered a file (the contract allows any to be absent)."""
+    if not lake.exists(INGEST_LOG):
+        return sorted(SOURCES)
+    # One row per source: small.
+    seen = {r["source"] for r in lake.read(INGEST_LOG).select("source").distinct().collect()}
+    return sorted(set(SOURCES) - seen)
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
-    """Acquire every source for ``run_date``; return per-source counts."""
+    """Acquire every source for ``run_date``; return per-source counts.
+
+    Raises :class:`BalanceError` naming the files that did not balance, after every other
+    file has been committed.
+    """
     lake = Lake(spark, conf)
-    already: dict[str, set] = {name: set() for name in SOURCES}
-    if lake.exists(INGEST_LOG):
-        # One row per file ever ingested: small enough to hold on the driver.
-        for row in lake.read(INGEST_LOG).where("status != 'duplicate_file'").select("source", "sha256").collect():
-            already.setdefault(row["source"], set()).add(row["sha256"])
-    results = {}
+    ingested = IngestLog.of_sources(lake)
+    results: dict = {}
     for name, source in SOURCES.items():
         with timed(log, f"acquire {name} up to {run_date}") as facts:
-            facts.update(acquire_source(spark, lake, conf, source, run_date, already[name]))
+            facts.update(acquire_source(spark, lake, conf, source, run_date, ingested[name]))
             results[name] = dict(facts)
+    failed = [path for name in SOURCES for path in results[name]["balance_failed"]]
+    if failed:
+        raise BalanceError(f"{len(failed)} file(s) did not balance and were not ingested: {', '.join(failed)} (see bronze.ingest_log)")
     return results

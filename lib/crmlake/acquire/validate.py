@@ -4,6 +4,12 @@
 pre-parse ``error``) and returns them with ``reason`` (null for a good record), the typed
 contract fields, ``extra_fields`` (unknown fields, kept so that drift is visible) and
 ``record_key`` (what makes two records the same record).
+
+Types are checked twice, so that no cast can turn a bad value into an accepted NULL
+whatever ``spark.sql.ansi.enabled`` says: the text must have the contract's form (a
+pattern), and its ``try_cast`` to the bronze type must succeed and keep the value. That
+catches dates that do not exist (``2026-02-30``), hours past 23, integers that overflow and
+money with more digits than ``decimal(18,2)`` keeps.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-
 MONEY_PATTERN = r"^-?\d{1,16}(\.\d{1,4})?$"
 INT_PATTERN = r"^-?\d{1,18}$"
 MONEY_TYPE = "decimal(18,2)"
+EXACT_TYPE = "decimal(38,18)"  # wide enough to tell whether MONEY_TYPE kept every digit
+BAD_TYPE_REASON = {TIMESTAMP: "bad_timestamp", MONEY: "bad_money", INT: "wrong_type"}
 MAX_ID_LENGTH = 128
 
 
@@ -41,7 +49,9 @@ def _field_problem(field: Field, source: Source) -> Column:
         checks.append((value.isNotNull() & ~value.rlike(MONEY_PATTERN), f"bad_money:{field.name}"))
     elif field.kind == INT:
         checks.append((value.isNotNull() & ~value.rlike(INT_PATTERN), f"wrong_type:{field.name}"))
-    elif field.kind == BOOL:
+    if field.kind in BAD_TYPE_REASON:
+        checks.append((value.isNotNull() & ~_cast_keeps_value(field), f"{BAD_TYPE_REASON[field.kind]}:{field.name}"))
+    if field.kind == BOOL:
         checks.append((value.isNotNull() & ~F.lower(value).isin("true", "false"), f"wrong_type:{field.name}"))
     if field.values:
         checks.append((value.isNotNull() & ~value.isin(*field.values), f"bad_enum:{field.name}"))
@@ -55,17 +65,31 @@ def _field_problem(field: Field, source: Source) -> Column:
     return expr
 
 
-def _typed(field: Field) -> Column:
+def _typed_value(field: Field) -> Column:
+    """The field as its bronze type; NULL (never an error) where the text does not convert."""
     value = _value(field)
     if field.kind == TIMESTAMP:
-        return value.cast("timestamp").alias(field.name)
+        # ISO-8601 allows hh:mm without seconds; Spark's cast needs them.
+        return F.regexp_replace(value, r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-].*)$", "$1:00$2").try_cast("timestamp")
     if field.kind == MONEY:
-        return value.cast(MONEY_TYPE).alias(field.name)
+        return value.try_cast(MONEY_TYPE)
     if field.kind == INT:
-        return value.cast("int").alias(field.name)
+        return value.try_cast("int")
     if field.kind == BOOL:
-        return (F.lower(value) == "true").alias(field.name)
-    return value.alias(field.name)
+        return F.lower(value) == "true"
+    return value
+
+
+def _cast_keeps_value(field: Field) -> Column:
+    """True when the field's text converts to its bronze type without loss (money: every digit kept)."""
+    typed = _typed_value(field)
+    if field.kind == MONEY:
+        return F.coalesce(typed.cast(EXACT_TYPE) == _value(field).try_cast(EXACT_TYPE), F.lit(False))
+    return typed.isNotNull()
+
+
+def _typed(field: Field) -> Column:
+    return _typed_value(field).alias(field.name)
 
 
 def with_validation(records: DataFrame, source: Source) -> DataFrame:
