@@ -51,6 +51,8 @@ def acquired(spark, tmp_path_factory):
         CLICK | {"event_id": "e8", "page_url": "/" + "x" * 3000},         # 8 oversize
         CLICK | {"event_id": "e9", "new_field": "drift"},                 # 9 good, unknown field kept
         CLICK | {"received_time": "2026-11-20T02:00:09Z"},                # 10 same event_id as 1: duplicate
+        CLICK | {"event_id": "e13", "event_time": "2026-02-30T10:00:00+08:00"},  # 11 a date that does not exist
+        CLICK | {"event_id": "e14", "received_time": "2026-11-20T24:00:01Z"},    # 12 an hour that does not exist
     )
     first = put(landing, "clickstream", "2026-11-20", "events-1.jsonl", clicks)
     whole = gzip.compress(jl(*[CLICK | {"event_id": f"g{i}"} for i in range(200)]))
@@ -65,6 +67,9 @@ def acquired(spark, tmp_path_factory):
         f"O3,1,{T},A1,,web,,p1,books,1,12.3.4,0.00,TWD,completed,{T}",          # 4: bad money
         f"O4,1,{T},A1,,web,,p1,books,-2,100.00,0.00,TWD,completed,{T}",         # 5: bad quantity
         f'O5,1,{T},A1,,web,,"p,5","home\nand garden",1,100.00,0.00,TWD,completed,{T}',  # 6-7: quoted comma and newline
+        f"O6,99999999999,{T},A1,,web,,p1,books,1,100.00,0.00,TWD,completed,{T}",  # 8: line_no overflows an int
+        f"O7,1,{T},A1,,web,,p1,books,1,100.005,0.00,TWD,completed,{T}",        # 9: money with more digits than kept
+        f"O8,1,{T},A1,,web,,p1,books,1,12345678901234567.00,0.00,TWD,completed,{T}",  # 10: money that overflows
     ]) + "\r\n"
     put(landing, "orders", "2026-11-20", "orders.csv", orders.encode())
     upsert = {"account_id": "A1", "op": "upsert", "updated_time": T, "signup_time": T, "marketing_consent": True, "account_type": "consumer"}
@@ -85,10 +90,15 @@ def test_each_bad_line_is_quarantined_with_its_reason(acquired):
         ("events-1.jsonl", 6): "bad_timestamp:event_time",
         ("events-1.jsonl", 7): "invalid_utf8",
         ("events-1.jsonl", 8): "oversize_line",
+        ("events-1.jsonl", 11): "bad_timestamp:event_time",
+        ("events-1.jsonl", 12): "bad_timestamp:received_time",
         ("events-2.jsonl.gz", 0): "unreadable_file: EOFError: Compressed file ended before the end-of-stream marker was reached",
         ("orders.csv", 3): "csv_field_count: expected 15, found 10",
         ("orders.csv", 4): "bad_money:unit_price",
         ("orders.csv", 5): "bad_value:quantity",
+        ("orders.csv", 8): "wrong_type:line_no",
+        ("orders.csv", 9): "bad_money:unit_price",
+        ("orders.csv", 10): "bad_money:unit_price",
         ("c.jsonl", 2): "missing_field:signup_time",
         ("c.jsonl", 3): "bad_enum:gender",
         ("i.csv", 2): "bad_enum:satisfaction",
@@ -101,7 +111,9 @@ def test_every_file_balances_and_redelivery_and_empty_files_are_logged(acquired)
     for name, row in log.items():
         assert row["records_read"] == row["accepted"] + row["quarantined"] + row["duplicates"], name
     first = log["events-1.jsonl"]
-    assert (first["records_read"], first["accepted"], first["quarantined"], first["duplicates"]) == (10, 2, 7, 1)
+    assert (first["data_lines"], first["records_read"], first["accepted"], first["quarantined"], first["duplicates"]) == (12, 12, 2, 9, 1)
+    orders = log["orders.csv"]  # 10 lines: a header, and a record spanning two lines
+    assert (orders["data_lines"], orders["records_read"], orders["accepted"], orders["quarantined"]) == (9, 8, 2, 6)
     assert log["events-2.jsonl.gz"]["status"] == "unreadable"
     assert (log["empty.jsonl"]["status"], log["empty.jsonl"]["records_read"]) == ("ingested", 0)
     assert log["events-1-again.jsonl"]["status"] == "duplicate_file"
@@ -118,3 +130,30 @@ def test_good_records_land_typed_with_drift_kept(acquired):
     assert sorted(orders) == ["O1", "O5"]
     assert (orders["O5"]["product_id"], orders["O5"]["category"]) == ("p,5", "home\nand garden")
     assert acquired["results"]["campaign_events"]["accepted"] == 1
+
+
+def test_a_file_that_changes_after_its_checksum_does_not_balance_and_only_it_is_left_out(spark, conf):
+    from crmlake.acquire.contract import SOURCES
+    from crmlake.lake import Lake
+
+    lake = Lake(spark, conf)
+    steady = put(conf.landing_root, "clickstream", "2026-11-20", "steady.jsonl", jl(CLICK))
+    growing = put(conf.landing_root, "clickstream", "2026-11-20", "growing.jsonl", jl(CLICK | {"event_id": "x1"}))
+    files = acquire.read_file_facts(spark, acquire.discover(conf.landing_root, "clickstream", RUN_DATE), "json")
+    with open(growing, "ab") as fh:  # the producer was still writing it
+        fh.write(jl(CLICK | {"event_id": "x2"}))
+    totals, outcomes = acquire.ingest_files(spark, lake, conf, SOURCES["clickstream"], files)
+    assert totals["balance_failed"] == [growing]
+    assert {os.path.basename(f.path): status for f, status, _ in outcomes} == {"steady.jsonl": "ingested", "growing.jsonl": "balance_failed"}
+    assert [r["event_id"] for r in lake.read("bronze.clickstream").collect()] == ["e1"]  # only the steady file landed
+    assert os.path.abspath(steady) in {f.path for f in files}
+
+
+def test_file_balance_names_what_does_not_add_up():
+    counts = {"accepted": 2, "quarantined": 1, "duplicates": 0, "lines": 3, "unreadable": 0}
+    assert acquire.file_balance(3, counts) is None
+    assert acquire.file_balance(4, counts) == "4 data lines seen, but 2 accepted + 1 quarantined + 0 duplicate records span 3"
+    assert acquire.file_balance(2, None) == "2 data lines seen, but no record span 0"
+    assert acquire.file_balance(0, None) is None  # an empty file
+    assert acquire.file_balance(None, {**counts, "unreadable": 1}) is None  # quarantined whole
+

@@ -16,7 +16,7 @@ run tries it again. The ingest log is written last: a run killed before it is si
 
 Every source is optional (the contract): a source that has never delivered gets an empty
 bronze table of its schema, so later stages read an empty source, not a missing table.
-""
+"""
 
 from __future__ import annotations
 
@@ -235,8 +235,48 @@ def per_file_outcomes(classified: DataFrame) -> dict:
     }
 
 
+def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, files: list[LandingFile]) -> tuple[dict, list]:
+    """Read, validate and commit ``files`` (checksummed, not yet ingested) of one source.
+
+    Returns the totals (accepted, quarantined, duplicates, balance_failed: the files left
+    out because they did not balance) and one ``(file, status, counts)`` per file for the
+    ingest log. With no files it still creates the source's empty bronze table.
+    """
+    ingested_at = dt.datetime.now(dt.timezone.utc)
+    records = read_records(spark, files, source, conf)
+    existing = lake.read(source.bronze_table).select("record_key") if lake.exists(source.bronze_table) else None
+    # Cached: the classified records feed the per-file counts and two writes.
+    classified = classify(with_validation(records, source), existing).cache()
+    try:
+        per_file = per_file_outcomes(classified)
+        unbalanced = {f.path: problem for f in files if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
+        for path, problem in unbalanced.items():
+            log.error("%s: does not balance, not ingested (the next run tries it again): %s", path, problem)
+        kept = classified.where(~F.col("source_file").isin(*unbalanced)) if unbalanced else classified
+        counted = [r for path, r in per_file.items() if path not in unbalanced]
+        totals = {k: sum(int(r[k]) for r in counted) for k in ("accepted", "quarantined", "duplicates")}
+        part = partition_column(source)
+        written = lake.append(source.bronze_table, bronze_rows(kept, source, conf.get("business.timezone"), ingested_at), partition_by=[part] if part else [])
+        quarantined = quarantine_rows(kept, source, ingested_at)
+        if lake.exists(QUARANTINE):
+            quarantined = quarantined.join(lake.read(QUARANTINE).select("quarantine_key"), "quarantine_key", "left_anti")
+        held = lake.append(QUARANTINE, quarantined, partition_by=["source"])
+    finally:
+        classified.unpersist()
+    if written.rows_written != totals["accepted"]:
+        raise BalanceError(f"{source.bronze_table}: committed {written.rows_written} rows but {totals['accepted']} were accepted")
+    if held.rows_written > totals["quarantined"]:
+        raise BalanceError(f"{QUARANTINE}: committed {held.rows_written} rows but only {totals['quarantined']} were quarantined")
+    outcomes = []
+    for f in files:
+        counts = per_file.get(f.path)
+        status = "balance_failed" if f.path in unbalanced else "unreadable" if counts is not None and counts["unreadable"] else "ingested"
+        outcomes.append((f, status, counts))
+    return {**totals, "balance_failed": sorted(unbalanced)}, outcomes
+
+
 def acquire_source(spark: SparkSession, lake: Lake, conf: Conf, source: Source, run_date: dt.date, ingested: "IngestLog") -> dict:
-    """Ingest one source's new files; return counts (``balance_failed`` names files that did not balance).
+    """Ingest one source's new files and log every file seen for the first time; return counts.
 
     ``ingested`` says which files were read before (by listing key) and which contents
     were ingested (by checksum).
@@ -252,36 +292,9 @@ def acquire_source(spark: SparkSession, lake: Lake, conf: Conf, source: Source, 
     log_rows = [(f, "duplicate_file", None) for f in repeats]  # a re-delivery: logged, so never read again
     # A source never delivered still gets its (empty) bronze table: later stages read an empty source.
     if new or not lake.exists(source.bronze_table):
-        ingested_at = dt.datetime.now(dt.timezone.utc)
-        records = read_records(spark, new, source, conf)
-        existing = lake.read(source.bronze_table).select("record_key") if lake.exists(source.bronze_table) else None
-        # Cached: the classified records feed the per-file counts and two writes.
-        classified = classify(with_validation(records, source), existing).cache()
-        try:
-            per_file = per_file_outcomes(classified)
-            unbalanced = {f.path: problem for f in new if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
-            for path, problem in unbalanced.items():
-                log.error("%s: does not balance, not ingested (the next run tries it again): %s", path, problem)
-            kept = classified.where(~F.col("source_file").isin(*unbalanced)) if unbalanced else classified
-            counted = [r for path, r in per_file.items() if path not in unbalanced]
-            totals = {k: sum(int(r[k]) for r in counted) for k in ("accepted", "quarantined", "duplicates")}
-            part = partition_column(source)
-            written = lake.append(source.bronze_table, bronze_rows(kept, source, conf.get("business.timezone"), ingested_at), partition_by=[part] if part else [])
-            quarantined = quarantine_rows(kept, source, ingested_at)
-            if lake.exists(QUARANTINE):
-                quarantined = quarantined.join(lake.read(QUARANTINE).select("quarantine_key"), "quarantine_key", "left_anti")
-            held = lake.append(QUARANTINE, quarantined, partition_by=["source"])
-        finally:
-            classified.unpersist()
-        if written.rows_written != totals["accepted"]:
-            raise BalanceError(f"{source.bronze_table}: committed {written.rows_written} rows but {totals['accepted']} were accepted")
-        if held.rows_written > totals["quarantined"]:
-            raise BalanceError(f"{QUARANTINE}: committed {held.rows_written} rows but only {totals['quarantined']} were quarantined")
-        for f in new:
-            counts = per_file.get(f.path)
-            status = "balance_failed" if f.path in unbalanced else "unreadable" if counts is not None and counts["unreadable"] else "ingested"
-            log_rows.append((f, status, counts))
-        facts.update(totals, balance_failed=sorted(unbalanced))
+        totals, outcomes = ingest_files(spark, lake, conf, source, new)
+        facts.update(totals)
+        log_rows += outcomes
     if log_rows:
         now = dt.datetime.now(dt.timezone.utc)
         rows = [
