@@ -14,7 +14,7 @@ SEED      ?= 7
 help:
 	@echo "make run    - set up, generate sample data, run acquire/organize/analyze/decide"
 	@echo "make test   - set up and run the test suite"
-	@echo "make bench  - print lake throughput figures against a plain Spark copy"
+	@echo "make bench  - print figures against peers measured in the same run (ARGS=\"--only lake ...\" passes arguments)"
 	@echo "make package     - dist/: a wheel, and crmlake.zip for spark-submit --py-files"
 	@echo "make cluster-up  - start a standalone Spark master and worker on 127.0.0.1 (cluster-down stops them)"
 	@echo "make mlflow-server - MLflow tracking server on 127.0.0.1:$(MLFLOW_PORT) over mlflow/mlflow.db"
@@ -48,8 +48,10 @@ test: setup browser
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
+# Arguments pass through: make bench ARGS="--only lake --rows 200000" (python -m crmlake.bench --help lists them).
+ARGS ?=
 bench: setup
-	$(BIN)/python -m crmlake.bench --conf $(CONF)
+	$(BIN)/python -m crmlake.bench --conf $(CONF) $(ARGS)
 
 package: setup
 	rm -rf dist

@@ -301,9 +301,9 @@ def bench_analyze(spark: SparkSession, conf_file: str | None, tmp: str, person_c
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks and print figures with ratios against their peers."""
-    parser = argparse.ArgumentParser(prog="crmlake-bench", description=__doc__)
+def bench_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``python -m crmlake.bench`` (``make bench ARGS="..."``)."""
+    parser = argparse.ArgumentParser(prog="python -m crmlake.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conf", default=None, help="environment file (e.g. conf/local.yaml)")
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows per write (default 2,000,000)")
     parser.add_argument("--days", type=int, default=30, help="date partitions the rows spread over (default 30)")
@@ -315,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--analyze-persons", default="100000,1000000", help="persons for the analyze-stage bench, comma-separated (default 100k and 1M)")
     parser.add_argument("--analyze-sample", type=int, default=2_000, help="customers generated for the analyze-stage bench before scaling (default 2,000)")
     parser.add_argument("--only", choices=("lake", "acquire", "organize", "analyze"), default=None, help="run one section only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print figures with ratios against their peers."""
+    args = bench_parser().parse_args(argv)
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory() as tmp:
         conf = load_conf(args.conf, [f"paths.lake={tmp}/lake"])

@@ -12,11 +12,10 @@ from crmlake.config import load_conf
 from crmlake.log import setup_logging
 
 
-def stage_main(stage: str, argv: list[str] | None = None) -> int:
-    """Run ``stage`` (or "all": every stage in order, one application) as a spark-submit job; return the exit code."""
+def job_parser(stage: str) -> argparse.ArgumentParser:
+    """Return the argument parser of ``jobs/<stage>.py`` (a stage, or "all")."""
     if stage not in (*STAGES, "all"):
         raise ValueError(f"unknown stage {stage!r}")
-    stages = list(STAGES) if stage == "all" else [stage]
     what = f"{' -> '.join(STAGES)} in one Spark application (a failed stage stops the rest)" if stage == "all" else f"{stage} stage"
     parser = argparse.ArgumentParser(
         prog=f"jobs/{stage}.py",
@@ -24,7 +23,13 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
     )
     add_run_arguments(parser)
     add_log_level_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def stage_main(stage: str, argv: list[str] | None = None) -> int:
+    """Run ``stage`` (or "all": every stage in order, one application) as a spark-submit job; return the exit code."""
+    stages = list(STAGES) if stage == "all" else [stage]
+    args = job_parser(stage).parse_args(argv)
     setup_logging(args.log_level)
 
     def run() -> int:

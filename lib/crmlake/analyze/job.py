@@ -215,6 +215,9 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     order_lines = with_order_person_id(lake.read("silver.order_lines"), identity_map).cache()
     sessions = with_session_person_id(lake.read("silver.sessions"), identity_map).cache()
     facts: dict = {}
+    if lake.read("silver.sessions").isEmpty():  # every source is optional: say what the features lack
+        facts["missing_inputs"] = ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
+        log.warning("analyze for %s: %s", run_date, facts["missing_inputs"][0])
     try:
         with timed(log, f"reports for {run_date}") as f:
             f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)

@@ -6,6 +6,9 @@ exported (:mod:`crmlake.decide.export`); treatment and control land in
 ``gold.contact_history`` (partition ``contact_date``: a rerun of a date replaces it).
 Then every past contact date is measured against its control group into
 ``gold.campaign_results`` and MLflow (:mod:`crmlake.decide.results`).
+
+The input tables are pinned when the run starts (their versions are in the run summary):
+one consistent state, whatever another job commits meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from crmlake.config import Conf
 from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
 from crmlake.decide.export import export_rows, publish_audience
 from crmlake.decide.results import campaign_results
-from crmlake.lake import Lake
+from crmlake.lake import Lake, Snapshot
 from crmlake.log import get_logger, timed
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
 
@@ -36,28 +39,34 @@ def audiences_of(conf: Conf) -> list[Audience]:
     return sorted((Audience.from_conf(e, internal) for e in conf.get("decide.audiences") or []), key=lambda a: (a.priority, a.name))
 
 
-def prior_contacts(lake: Lake, identity_map: DataFrame, run_date: dt.date, window_days: int) -> DataFrame:
-    """Return (person_id, contacts): exported contacts in the cap's window before ``run_date``.
+INPUTS = ("gold.customer_scores", "silver.identity_map", "silver.customer_360", "silver.customers", "silver.order_lines",
+          "bronze.campaign_events", CONTACT_HISTORY)
+
+
+def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date, window_days: int) -> DataFrame:
+    """Return (person_id, contacts): exported contacts in the cap's window before ``run_date``,
+    from the contact history as pinned.
 
     Contacts are re-keyed through their account, so a person's contacts follow them when
     two persons merge.
     """
-    if not lake.exists(CONTACT_HISTORY):
-        return lake.spark.createDataFrame([], "person_id string, contacts long")
+    if CONTACT_HISTORY not in inputs.versions:
+        return inputs.lake.spark.createDataFrame([], "person_id string, contacts long")
     since = run_date - dt.timedelta(days=window_days - 1)
-    history = lake.read(CONTACT_HISTORY).where(
+    history = inputs.read(CONTACT_HISTORY).where(
         (F.col("group") == "treatment") & (F.col("contact_date") >= F.lit(since)) & (F.col("contact_date") < F.lit(run_date))
     )
     current = with_person_id(history.withColumnRenamed("person_id", "_then"), identity_map, (ACCOUNT, F.col("account_id")))
     return current.select(F.coalesce("person_id", "_then").alias("person_id")).groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
 
 
-def measure(lake: Lake, conf: Conf, identity_map: DataFrame, run_date: dt.date) -> int:
-    """Rebuild gold.campaign_results from contact history and orders; log them to MLflow; return rows."""
+def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFrame, run_date: dt.date) -> int:
+    """Rebuild gold.campaign_results from contact history (as this run left it) and ``order_lines``;
+    log them to MLflow; return rows."""
     import mlflow
 
     days = int(conf.get("decide.attribution_days", 14))
-    orders = with_order_person_id(lake.read("silver.order_lines").where("status = 'completed'"), identity_map)
+    orders = with_order_person_id(order_lines.where("status = 'completed'"), identity_map)
     results = campaign_results(lake.read(CONTACT_HISTORY), orders, run_date, days).cache()
     written = lake.overwrite(CAMPAIGN_RESULTS, results).rows_written
     # Safe to collect: one row per audience and contact date.
@@ -75,7 +84,8 @@ def measure(lake: Lake, conf: Conf, identity_map: DataFrame, run_date: dt.date) 
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Select, export and record every audience for ``run_date``, then measure past contacts."""
     lake = Lake(spark, conf)
-    scores = lake.read("gold.customer_scores").where(F.col("score_date") == F.lit(run_date)).cache() if lake.exists("gold.customer_scores") else None
+    inputs = lake.pin(INPUTS)
+    scores = inputs.read("gold.customer_scores").where(F.col("score_date") == F.lit(run_date)).cache() if "gold.customer_scores" in inputs.versions else None
     # One row: the models that scored this date.
     models = scores.select("propensity_model", "segment_model").limit(1).collect() if scores is not None else []
     if not models:
@@ -83,14 +93,14 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         return {"exports": [], "skipped": f"no scores for {run_date}"}
     policy = ContactPolicy.from_conf(conf.get("decide.policy"))
     region = str(conf.get("organize.identity.default_phone_region", "TW"))
-    identity_map = lake.read("silver.identity_map")
-    people = lake.read("silver.customer_360")
-    accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id")))
-    suppressed = suppression_reasons(people, accounts, lake.read("bronze.campaign_events"), run_date, policy).cache()
+    identity_map = inputs.read("silver.identity_map")
+    people = inputs.read("silver.customer_360")
+    accounts = with_person_id(inputs.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id")))
+    suppressed = suppression_reasons(people, accounts, inputs.read("bronze.campaign_events"), run_date, policy).cache()
     scored = scores.drop("marketing_consent").join(
         people.select("person_id", "primary_account_id", "email", "phone", "marketing_consent"), "person_id"
     ).cache()
-    prior = prior_contacts(lake, identity_map, run_date, policy.window_days).cache()
+    prior = prior_contacts(inputs, identity_map, run_date, policy.window_days).cache()
     model_refs = models[0].asDict()
     model_manifest = {
         kind: {"name": ref.split("/")[0], "version": ref.split("/")[1]}
@@ -128,7 +138,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         contacts = spark.createDataFrame([], CONTACT_SCHEMA)
     lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date}'", partition_by=["contact_date"])
     with timed(log, f"campaign results up to {run_date}") as facts:
-        facts["campaign_results"] = measure(lake, conf, identity_map, run_date)
+        facts["campaign_results"] = measure(lake, conf, identity_map, inputs.read("silver.order_lines"), run_date)
     for cached in (scores, suppressed, scored):
         cached.unpersist()
-    return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"]}
+    return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"], "inputs_read": inputs.versions}

@@ -28,6 +28,7 @@ from crmlake.log import get_logger
 
 __all__ = [
     "Lake",
+    "Snapshot",
     "WriteId",
     "WriteResult",
     "LakeError",
@@ -51,6 +52,25 @@ def make_engine(spark: SparkSession, engine: str = "auto", target_file_rows: int
         engine = "spark" if delta_spark_available(spark) else "rs"
     cls = SparkDeltaEngine if engine == "spark" else RsEngine
     return cls(spark, target_file_rows=target_file_rows, retention_hours=retention_hours)
+
+
+class Snapshot:
+    """Versions of some tables pinned when a run starts, so the run reads one consistent state
+    and knows exactly what it read (to resume from it next time)."""
+
+    def __init__(self, lake: "Lake", versions: dict[str, int]):
+        self.lake = lake
+        self.versions = versions
+
+    def read(self, table: str) -> DataFrame:
+        """Read ``table`` as it was pinned; raise TableNotFoundError for a table that was not there."""
+        if table not in self.versions:
+            raise TableNotFoundError(f"{table}: no Delta table when the run started (has the stage that writes it run?)")
+        return self.lake.read(table, self.versions[table])
+
+    def read_added(self, table: str, since: int | None) -> DataFrame:
+        """Read the rows committed to ``table`` after version ``since`` up to the pinned version."""
+        return self.lake.read_added(table, since, self.versions[table])
 
 
 class Lake:
@@ -87,6 +107,17 @@ class Lake:
     def version(self, table: str) -> int:
         """Return the table's current version."""
         return self.engine.version(self.path(table))
+
+    def read_added(self, table: str, since: int | None, until: int) -> DataFrame:
+        """Read the rows committed after version ``since`` up to version ``until`` (all rows of
+        ``until`` when ``since`` is None). Meant for append-only tables: a file rewritten in
+        between (an erase, a compaction) comes back whole, so consumers must be idempotent."""
+        return self.engine.read_added(self.path(table), since, until)
+
+    def pin(self, tables: Sequence[str]) -> "Snapshot":
+        """Pin the current versions of ``tables`` (those that exist): every read through the
+        returned snapshot sees them, whatever is committed meanwhile."""
+        return Snapshot(self, {t: self.version(t) for t in tables if self.exists(t)})
 
     def history(self, table: str, limit: int | None = None) -> list[dict]:
         """Return the table's commits, newest first."""

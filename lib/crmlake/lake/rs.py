@@ -119,8 +119,18 @@ class RsEngine:
     def read(self, location: str, version: int | None = None) -> DataFrame:
         """Read the table's snapshot (current, or ``version``) as a DataFrame."""
         table = self._table(location, version)
+        return self._read_files(location, table, table.file_uris())
+
+    def read_added(self, location: str, since: int | None, until: int) -> DataFrame:
+        """Read the rows of the data files in version ``until`` that version ``since`` did not
+        have (every row of ``until`` when ``since`` is None): what was committed in between."""
+        table = self._table(location, until)
+        before = set(self._table(location, since).file_uris()) if since is not None else set()
+        added = [uri for uri in table.file_uris() if uri not in before]
+        return self._read_files(location, table, added)
+
+    def _read_files(self, location: str, table: DeltaTable, files: list[str]) -> DataFrame:
         schema = StructType.fromJson(table.schema().json())
-        files = table.file_uris()
         if not files:
             return self.spark.createDataFrame([], schema)
         return (

@@ -99,6 +99,16 @@ class SparkDeltaEngine:
             reader = reader.option("versionAsOf", version)
         return reader.load(location)
 
+    def read_added(self, location: str, since: int | None, until: int) -> DataFrame:
+        """Read the rows of the data files in version ``until`` that version ``since`` did not
+        have (every row of ``until`` when ``since`` is None): what was committed in between."""
+        snapshot = self.read(location, until)
+        if since is None:
+            return snapshot
+        before = set(self.read(location, since).inputFiles())  # the snapshot's file list: metadata only
+        added = [path for path in snapshot.inputFiles() if path not in before]
+        return snapshot.where(F.col("_metadata.file_path").isin(*added)) if added else snapshot.limit(0)
+
     def history(self, location: str, limit: int | None = None) -> list[dict]:
         """Return the commit history, newest first."""
         frame = self._table(location).history(limit) if limit else self._table(location).history()

@@ -1,7 +1,9 @@
 """The organize stage: bronze -> silver, incremental by default.
 
-Each run reads only the bronze rows acquired since the last run (``ingested_at`` above the
-watermarks kept in ``silver.organize_state``) and merges what they change:
+Each run pins the bronze tables' versions when it starts and reads that snapshot only, so
+rows that acquire commits meanwhile wait for the next run instead of being skipped. It
+reads only the bronze files committed after the versions the last run read (kept in
+``silver.organize_state``) and merges what they change:
 
 * ``silver.customers`` (latest profile and consent per account) and
   ``silver.customer_history`` (SCD type 2) for the accounts touched;
@@ -16,8 +18,8 @@ identity graph is global, and person ids stay stable across runs (see
 every table from all of bronze and gives the same tables.
 
 Erase requests are applied first: the account's rows go from every table that holds its
-personal data, with the old files that held them. organize must not run while acquire
-writes to bronze (the schedule orders them).
+personal data, with the old files that held them. Every bronze source is optional: acquire
+creates an empty table for a source never delivered.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake.config import Conf
-from crmlake.lake import Lake, latest_per_key
+from crmlake.lake import Lake, Snapshot, latest_per_key
 from crmlake.log import get_logger, timed
 from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
 from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges, identity_quality
@@ -37,7 +39,7 @@ from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_s
 
 log = get_logger("organize")
 STATE = "silver.organize_state"
-STATE_SCHEMA = "source string, watermark timestamp, run_date date, updated_at timestamp"
+STATE_SCHEMA = "source string, version_read long, run_date date, updated_at timestamp"
 BRONZE_SOURCES = ("bronze.customers", "bronze.orders", "bronze.clickstream", "bronze.campaign_events", "bronze.interactions")
 # Tables holding an account's personal data, and the predicate selecting its rows.
 PERSONAL_TABLES = {
@@ -53,44 +55,51 @@ def _sql_list(values) -> str:
 
 
 class Changes:
-    """The bronze rows acquired since the last organize run (all rows on a full refresh)."""
+    """The bronze snapshot this run reads (versions pinned at its start), and which of its
+    rows are new: those committed after the versions the last run read (all on a full refresh)."""
 
     def __init__(self, lake: Lake, full_refresh: bool):
         self.lake = lake
-        self.watermarks = {} if full_refresh or not lake.exists(STATE) else {
+        self.snapshot: Snapshot = lake.pin(BRONZE_SOURCES)
+        self.previous = {} if full_refresh or not lake.exists(STATE) else {
             # Safe to collect: one row per bronze source.
-            r["source"]: r["watermark"] for r in lake.read(STATE).collect()
+            r["source"]: r["version_read"] for r in lake.read(STATE).collect()
         }
-        self.full = not self.watermarks
+        self.full = not self.previous
+
+    def all(self, table: str) -> DataFrame:
+        """Return every row of ``table`` as pinned."""
+        return self.snapshot.read(table)
 
     def new(self, table: str) -> DataFrame:
-        """Return the rows of ``table`` acquired after its watermark."""
-        rows = self.lake.read(table)
-        mark = self.watermarks.get(table)
-        return rows if mark is None else rows.where(F.col("ingested_at") > F.lit(mark))
+        """Return the rows of ``table`` committed since the last run read it."""
+        return self.snapshot.read_added(table, self.previous.get(table))
+
+    def repin(self, tables) -> None:
+        """Pin ``tables`` again at their current version: an erase rewrote them and removed the
+        files the old version read."""
+        self.snapshot.versions.update({t: self.lake.version(t) for t in tables if t in self.snapshot.versions})
 
     def state(self, run_date: dt.date) -> DataFrame:
-        """Return the watermarks to store after this run: the latest ``ingested_at`` per source."""
-        spark = self.lake.spark
-        marks = []
-        for table in BRONZE_SOURCES:
-            # Safe to collect: one aggregate row.
-            latest = self.lake.read(table).agg(F.max("ingested_at")).first()[0] if self.lake.exists(table) else None
-            marks.append((table, latest or self.watermarks.get(table), run_date, dt.datetime.now(dt.timezone.utc)))
-        return spark.createDataFrame(marks, STATE_SCHEMA)
+        """Return what to store after this run: the version of each bronze table it read."""
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [(table, version, run_date, now) for table, version in self.snapshot.versions.items()]
+        return self.lake.spark.createDataFrame(rows, STATE_SCHEMA)
 
 
-def erase_accounts(lake: Lake, requests: DataFrame) -> list[str]:
-    """Remove the personal rows of the accounts in ``requests`` (op = 'erase') from every table
-    that holds them, and the old files that held them; return the erased account ids.
+def erase_accounts(lake: Lake, changes: Changes) -> list[str]:
+    """Remove the personal rows of the accounts with a new erase request (op = 'erase') from
+    every table that holds them, and the old files that held them; return the erased account ids.
 
     Keeps the erase request itself in bronze (it holds no personal data) so that it survives.
     """
+    requests = changes.new("bronze.customers")
     # Erase requests are rare: one row each, safe to collect.
     requested = sorted({r["account_id"] for r in requests.where("op = 'erase'").select("account_id").distinct().collect()})
     if requested:
         for table, predicate in PERSONAL_TABLES.items():
             lake.erase(table, predicate.format(ids=_sql_list(requested)))
+        changes.repin(PERSONAL_TABLES)
     return requested
 
 
@@ -109,8 +118,8 @@ def _write(lake: Lake, table: str, rows: DataFrame, full: bool, keys: list[str],
 
 def organize_accounts(lake: Lake, changes: Changes) -> dict:
     """Merge the touched accounts' latest profile, consent state and history into silver."""
-    bronze = lake.read("bronze.customers")
-    events = lake.read("bronze.campaign_events")
+    bronze = changes.all("bronze.customers")
+    events = changes.all("bronze.campaign_events")
     if not changes.full:
         touched = _accounts_touched(changes).cache()
         bronze, events = bronze.join(touched, "account_id", "left_semi"), events.join(touched, "account_id", "left_semi")
@@ -131,7 +140,7 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     """Rebuild the sessions of visitors with new events, the funnel of the dates they touch,
     and the consented cookie-account links; return row counts."""
     new_clicks = changes.new("bronze.clickstream")
-    clicks = lake.read("bronze.clickstream")
+    clicks = changes.all("bronze.clickstream")
     links = (
         new_clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
         .groupBy("anonymous_id", "account_id")
@@ -162,7 +171,7 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     return facts
 
 
-def organize_people(lake: Lake, conf: Conf, run_date: dt.date, graph_changed: bool) -> dict:
+def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, graph_changed: bool) -> dict:
     """Rebuild silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
     cookie links written this run) or when there is none yet, then silver.customer_360 for
     ``run_date``; return quality figures and whether the map was rebuilt."""
@@ -179,11 +188,11 @@ def organize_people(lake: Lake, conf: Conf, run_date: dt.date, graph_changed: bo
         identity_map = assign_person_ids(connected_components(nodes, edges), previous.localCheckpoint()).localCheckpoint()
         lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
     identity_map = lake.read("silver.identity_map")
-    facts = {**identity_quality(identity_map, lake.read("bronze.clickstream")), "identity_rebuilt": rebuild}
+    facts = {**identity_quality(identity_map, changes.all("bronze.clickstream")), "identity_rebuilt": rebuild}
     log.info("identity: %s", facts)
 
     interactions = latest_per_key(
-        lake.read("bronze.interactions").withColumn("_as_of", F.coalesce("closed_time", "opened_time")), ["interaction_id"], "_as_of", tie_breaker="ingested_at"
+        changes.all("bronze.interactions").withColumn("_as_of", F.coalesce("closed_time", "opened_time")), ["interaction_id"], "_as_of", tie_breaker="ingested_at"
     )
     people = customer_360(
         with_person_id(accounts, identity_map, (ACCOUNT, F.col("account_id"))),
@@ -201,18 +210,23 @@ def organize_people(lake: Lake, conf: Conf, run_date: dt.date, graph_changed: bo
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Bring silver up to date with bronze for ``run_date``; return row counts and quality figures."""
     lake = Lake(spark, conf)
-    changes = Changes(lake, bool(conf.get("organize.full_refresh", False)))
+    return organize(lake, conf, run_date, Changes(lake, bool(conf.get("organize.full_refresh", False))))
+
+
+def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dict:
+    """Merge ``changes`` (the bronze snapshot pinned for this run) into silver; store the
+    versions read, so the next run starts where this one's snapshot ended."""
     tz = conf.get("business.timezone")
-    facts: dict = {"mode": "full_refresh" if changes.full else "incremental"}
+    facts: dict = {"mode": "full_refresh" if changes.full else "incremental", "bronze_versions_read": changes.snapshot.versions}
     log.info("organize for %s: %s", run_date, facts["mode"])
     steps = [
-        ("erase", lambda: {"erased_accounts": len(erase_accounts(lake, changes.new("bronze.customers")))}),
+        ("erase", lambda: {"erased_accounts": len(erase_accounts(lake, changes))}),
         ("customers", lambda: organize_accounts(lake, changes)),
         ("order lines", lambda: organize_order_lines(lake, changes)),
         ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
         # written nor erased from (an erased account's hashed email and phone must leave the map).
-        ("people", lambda: organize_people(lake, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]))),
+        ("people", lambda: organize_people(lake, changes, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]))),
     ]
     for name, step in steps:
         with timed(log, f"organize {name} for {run_date}") as f:
