@@ -102,7 +102,7 @@ def package_zip(out: str) -> str:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for folder, _, files in os.walk(root):
             for name in files:
-                if name.endswith(".py"):
+                if name.endswith((".py", ".yaml")):  # the table catalog is package data
                     full = os.path.join(folder, name)
                     archive.write(full, os.path.join("crmlake", os.path.relpath(full, root)))
     return out

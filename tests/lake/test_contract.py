@@ -14,6 +14,7 @@ from deltalake import DeltaTable
 
 from crmlake.lake import Lake, PredicateError, WriteId
 from crmlake.lake.spark_delta import delta_spark_available
+from tables import catalog_with_test_tables
 
 
 
@@ -21,7 +22,7 @@ from crmlake.lake.spark_delta import delta_spark_available
 def lake(request, spark, conf):
     if request.param == "spark" and not delta_spark_available(spark):
         pytest.skip("delta-spark engine: Delta's jars are not on the JVM classpath (no Maven here to resolve io.delta:delta-spark_4.2_2.13)")
-    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], "engine": request.param}}))
+    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], "engine": request.param}}), catalog_with_test_tables())
 
 
 SCHEMA = "account_id string, email string, day date, updated_time timestamp, amount long"
