@@ -27,7 +27,7 @@ from crmlake.lake.errors import LakeError, SchemaMismatchError
 LAYERS = ("bronze", "silver", "gold")
 # Column names that hold personal data wherever they appear: a declared table with such a
 # column must list it as personal (tests/unit/test_catalog.py walks every entry).
-PERSONAL_NAME = re.compile(r"(^|_)(email|phone|name|raw_text|identifier)(_sha256)?$|_sha256$")
+PERSONAL_NAME = re.compile(r"(^|_)(email|phone|name|raw_text|identifier)(_sha256)?$")
 
 
 class UndeclaredTableError(LakeError):
@@ -128,8 +128,23 @@ class Catalog:
         return [t for t in self.tables.values() if t.personal]
 
 
+def readme_table_list(catalog: Catalog) -> str:
+    """Return the README's table list (Markdown) for ``catalog``: table, description,
+    partitioning, keys, personal columns and how an erase treats them."""
+    lines = ["| table | what it holds | partitioned by | keys | personal columns (erase) |", "|---|---|---|---|---|"]
+    for spec in catalog.tables.values():
+        personal = ", ".join(spec.personal) or "—"
+        erase = f" ({spec.erase})" if spec.erase else ""
+        lines.append(f"| `{spec.name}` | {spec.description} | {', '.join(spec.partition_by) or '—'} | {', '.join(spec.keys) or '—'} | {personal}{erase} |")
+    return "\n".join(lines) + "\n"
+
+
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
     """Return the library's catalog (``lib/crmlake/catalog.yaml``)."""
     text = resources.files("crmlake").joinpath("catalog.yaml").read_text(encoding="utf-8")
     return Catalog.from_dict(yaml.safe_load(text)["tables"])
+
+
+if __name__ == "__main__":  # python -m crmlake.lake.catalog: the README's table list
+    print(readme_table_list(load_catalog()), end="")
