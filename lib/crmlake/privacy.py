@@ -9,12 +9,16 @@ account is erased again on arrival and counted as refused. Each erasure leaves a
 in ``gold.erasure_log``: request id, time, tables, files removed, rows removed, exports
 amended; no personal data.
 
-Shared by organize (its first step) and the ``crmlake erase`` command.
+Shared by organize (its first step) and the ``crmlake erase`` command. A subject-access
+request (``crmlake subject-access``) writes everything held about a person as JSON and CSV.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import json
+import os
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -24,7 +28,7 @@ from crmlake.config import Conf
 from crmlake.decide.export import amend_exports
 from crmlake.lake import Lake
 from crmlake.log import get_logger
-from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex
+from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex, with_session_person_id
 
 log = get_logger("privacy")
 ERASURE_LOG = "gold.erasure_log"
@@ -158,3 +162,67 @@ def apply_erasures(lake: Lake, conf: Conf) -> dict:
         lake.append(ERASURE_LOG, spark.createDataFrame(rows, ERASURE_LOG_SCHEMA))
     return {"erased_accounts": len(due), "refused_upserts": sum(int(r["refused_upserts"]) for r in due)}
 
+
+
+def accounts_with_email(lake: Lake, email: str) -> list[str]:
+    """Return the accounts whose profile (any version in bronze) holds ``email``, matched as
+    the contract says: trimmed and case-insensitively."""
+    wanted = normalised_email(F.lit(email))
+    # Safe to collect: the accounts of one address.
+    return sorted(r["account_id"] for r in lake.read("bronze.customers").where(normalised_email(F.col("email")) == wanted).select("account_id").distinct().collect())
+
+
+def request_erasure(lake: Lake, account_ids: list[str], requested_at: dt.datetime) -> None:
+    """Record an erase request per account in bronze.customers, as if the landing zone had
+    delivered it, so that it is final: later upserts of these accounts are refused."""
+    spark = lake.spark
+    requests = spark.createDataFrame(
+        [(a, "erase", requested_at, "crmlake erase", 0, requested_at) for a in account_ids],
+        "account_id string, op string, updated_time timestamp, source_file string, source_line bigint, ingested_at timestamp",
+    ).withColumn("record_key", F.sha2(F.concat_ws("|", "account_id", "op", F.col("updated_time").cast("string")), 256))
+    lake.append("bronze.customers", lake.catalog.spec("bronze.customers").padded(requests))
+
+
+# What a subject-access request returns, by file name: the table and how the subject's rows are found.
+def _subject_frames(lake: Lake, accounts: list[str], email: str) -> dict:
+    read = lake.read_or_empty
+    persons_of = read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & F.col("identifier").isin(accounts))
+    persons = persons_of.select("person_id").distinct()
+    by_account = F.col("account_id").isin(accounts)
+    frames = {
+        "profile": read("silver.customers").where(by_account),
+        "history": read("silver.customer_history").where(by_account),
+        "person": read("silver.customer_360").join(persons, "person_id", "left_semi"),
+        "orders": read("silver.order_lines").where(by_account | (normalised_email(F.col("guest_email")) == normalised_email(F.lit(email)))),
+        "sessions": with_session_person_id(read("silver.sessions"), read("silver.identity_map")).join(persons, "person_id", "left_semi"),
+        "service_contacts": read("bronze.interactions").where(by_account),
+        "scores_and_segments": read("gold.customer_scores").join(persons, "person_id", "left_semi"),
+        "audiences": read("gold.contact_history").join(persons, "person_id", "left_semi"),
+    }
+    return frames
+
+
+def subject_access(lake: Lake, email: str, out_dir: str) -> dict:
+    """Write everything held about the person with ``email`` under ``out_dir``: one JSON and
+    one CSV file per dataset (profile, history, person, orders, sessions, service contacts,
+    scores and segments, audiences) and ``index.json``; return the rows per dataset.
+
+    A person's rows are few: each dataset is collected on the driver.
+    """
+    accounts = accounts_with_email(lake, email)
+    if not accounts:
+        return {}
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {}
+    for name, frame in _subject_frames(lake, accounts, email).items():
+        rows = [r.asDict(recursive=True) for r in frame.collect()]
+        with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2, default=str)
+        with open(os.path.join(out_dir, f"{name}.csv"), "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(frame.columns)
+            writer.writerows([[row[c] for c in frame.columns] for row in rows])
+        counts[name] = len(rows)
+    with open(os.path.join(out_dir, "index.json"), "w", encoding="utf-8") as fh:
+        json.dump({"accounts": accounts, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": counts}, fh, indent=2)
+    return counts

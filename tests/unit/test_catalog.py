@@ -7,7 +7,6 @@ import os
 import re
 
 import pytest
-from pyspark.sql import functions as F
 
 from crmlake.lake import Lake, SchemaMismatchError, UndeclaredTableError, load_catalog
 from crmlake.lake.catalog import PERSONAL_NAME, readme_table_list
@@ -54,8 +53,7 @@ def test_rs_statistics_hold_no_personal_column(spark, conf):
         [("A1", "upsert", "Ann.Lee@Example.com", "0912345678", "Ann Lee", 1990), ("A2", "upsert", "bo@example.com", "0987654321", "Bo", 1985)],
         "account_id string, op string, email string, phone string, name string, birth_year int",
     )
-    columns = load_catalog().spec("bronze.customers").columns
-    lake.append("bronze.customers", rows.select(*[F.col(c) if c in rows.columns else F.lit(None).cast(t).alias(c) for c, t in columns.items()]))
+    lake.append("bronze.customers", load_catalog().spec("bronze.customers").padded(rows))
     log_text = "".join(open(p).read() for p in glob.glob(os.path.join(lake.path("bronze.customers"), "_delta_log", "*.json")))
     for value in ("Ann.Lee@Example.com", "0912345678", "Ann Lee", "bo@example.com"):
         assert value not in log_text

@@ -93,11 +93,13 @@ class Lake:
         """Read the table's snapshot (current, or ``version``)."""
         return self.engine.read(self.path(table), version)
 
-    def read_or_empty(self, table: str, schema) -> DataFrame:
-        """Read the table, or an empty frame of ``schema`` when it has never been written."""
+    def read_or_empty(self, table: str, schema=None) -> DataFrame:
+        """Read the table, or an empty frame of ``schema`` (default: the declared columns)
+        when it has never been written."""
         if self.exists(table):
             return self.read(table)
-        return self.spark.createDataFrame([], schema)
+        declared = ", ".join(f"`{c}` {t}" for c, t in self.catalog.spec(table).columns.items())
+        return self.spark.createDataFrame([], schema or declared)
 
     def version(self, table: str) -> int:
         """Return the table's current version."""

@@ -59,6 +59,11 @@ class TableSpec:
         """The columns Delta keeps file statistics for: every column but the personal ones."""
         return tuple(c for c in self.columns if c not in self.personal)
 
+    def padded(self, df: DataFrame) -> DataFrame:
+        """Return ``df`` with every declared column it lacks added as a typed null (a row that
+        fills only some fields, such as an erase request)."""
+        return df.select(*[F.col(c) if c in df.columns else F.lit(None).cast(t).alias(c) for c, t in self.columns.items()])
+
     def conform(self, df: DataFrame) -> DataFrame:
         """Return ``df`` with exactly the declared columns, cast to the declared types, then
         its ``_``-prefixed helper columns (a merge's delete flag).
