@@ -138,6 +138,52 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_erase(args) -> int:
+    from crmlake.lake import Lake
+    from crmlake.privacy import accounts_with_email, apply_erasures, request_erasure
+    from crmlake.session import spark_session
+
+    conf = load_conf(args.conf, args.overrides)
+    with spark_session(conf, "erase") as spark:
+        lake = Lake(spark, conf)
+        accounts = [args.account] if args.account else accounts_with_email(lake, args.email)
+        if not accounts:
+            raise UsageError(f"no account in bronze.customers holds the email {args.email!r}")
+        request_erasure(lake, accounts, dt.datetime.now(dt.timezone.utc))
+        done = apply_erasures(lake, conf)
+        receipts = lake.read("gold.erasure_log").orderBy("erased_at", ascending=False).limit(done["erased_accounts"])
+        # Safe to collect: this run's receipts, one per account erased.
+        print(json.dumps([r.asDict(recursive=True) for r in receipts.collect()], indent=2, default=str))
+    print(f"erased {len(accounts)} account(s); the next organize run marks them erased in silver.customers", file=sys.stderr)
+    return 0
+
+
+def cmd_subject_access(args) -> int:
+    from crmlake.lake import Lake
+    from crmlake.privacy import subject_access
+    from crmlake.session import spark_session
+
+    conf = load_conf(args.conf, args.overrides)
+    with spark_session(conf, "subject-access") as spark:
+        counts = subject_access(Lake(spark, conf), args.email, args.out)
+    if not counts:
+        raise UsageError(f"no account in bronze.customers holds the email {args.email!r}")
+    print(json.dumps({"out": args.out, "rows": counts}, indent=2))
+    return 0
+
+
+def cmd_maintain(args) -> int:
+    from crmlake.lake import Lake
+    from crmlake.session import spark_session
+
+    conf = load_conf(args.conf, args.overrides)
+    with spark_session(conf, "maintain") as spark:
+        lake = Lake(spark, conf)
+        done = {table: lake.maintain(table) for table in lake.catalog.tables if lake.exists(table)}
+    print(json.dumps(done, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``crmlake`` command."""
     parser = argparse.ArgumentParser(
@@ -180,6 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     catalog.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     catalog.set_defaults(func=cmd_serve)
+
+    erase = commands.add_parser("erase", help="erase a member everywhere, now (privacy officer)",
+                                description="Record an erase request for the account (or every account holding the email) and apply it at once: the personal data leaves every table the catalog names and every audience export on disk (files rewritten, manifests amended), the files that held it are deleted, and a receipt goes to gold.erasure_log (printed). Erasure is final: later upserts of the account are refused. The next organize run marks the account erased in silver.customers.")
+    add_conf_arguments(erase)
+    who = erase.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account", help="the account_id to erase")
+    who.add_argument("--email", help="erase every account whose profile holds this email (trimmed, any case)")
+    erase.set_defaults(func=cmd_erase)
+
+    access = commands.add_parser("subject-access", help="write everything held about a member (privacy officer)",
+                                 description="Write everything crmlake holds about the person with this email under --out, as JSON and CSV per dataset: profile, profile history, person (customer 360), orders (guest checkouts with that email included), sessions, service contacts, scores and segments, audiences they were in; index.json lists the accounts and row counts.")
+    add_conf_arguments(access)
+    access.add_argument("--email", required=True, help="the member's email (trimmed, any case)")
+    access.add_argument("--out", required=True, help="folder to write the files to (created)")
+    access.set_defaults(func=cmd_subject_access)
+
+    maintain = commands.add_parser("maintain", help="compact and vacuum every table by the catalog and the retention conf",
+                                   description="For every table in the catalog that exists: compact small files, delete the removed files and Delta log entries older than the table's layer's lake.retention_days. Schedule it (deploy/cron, deploy/airflow/crmlake_maintain.py) after the daily run; it must not overlap a stage run.")
+    add_conf_arguments(maintain)
+    maintain.set_defaults(func=cmd_maintain)
     return parser
 
 

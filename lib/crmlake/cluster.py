@@ -103,7 +103,7 @@ def package_zip(out: str) -> str:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for folder, _, files in os.walk(root):
             for name in files:
-                if name.endswith((".py", ".yaml")):  # the code and its shipped defaults (conf/base.yaml)
+                if name.endswith((".py", ".yaml")):  # the code and its package data: defaults (conf/base.yaml), the table catalog
                     full = os.path.join(folder, name)
                     archive.write(full, os.path.join("crmlake", os.path.relpath(full, root)))
     return out

@@ -51,11 +51,17 @@ class Spark(Section):
     conf: dict[str, str | bool | int | float]  # Spark's own keys, passed through as text
 
 
+class RetentionDays(Section):
+    bronze: int = Field(ge=0)
+    silver: int = Field(ge=0)
+    gold: int = Field(ge=0)
+
+
 class LakeSettings(Section):
     engine: Literal["auto", "rs", "spark"]
     resolve_delta_jars: bool
     target_file_rows: int = PositiveInt
-    retention_hours: int = Field(ge=0)
+    retention_days: RetentionDays
 
 
 class Mlflow(Section):

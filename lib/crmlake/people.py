@@ -84,9 +84,14 @@ def with_order_person_id(order_lines: DataFrame, identity_map: DataFrame) -> Dat
 
 
 def with_session_person_id(sessions: DataFrame, identity_map: DataFrame) -> DataFrame:
-    """Add ``person_id`` to sessions: through the logged-in account, else the cookie.
+    """Add ``person_id`` to sessions with tracking consent: through the logged-in account, else
+    the cookie; a session without tracking consent gets a null person_id, whatever its cookie.
 
-    Sessions' ``account_id`` is only set from events with tracking consent, and the identity
-    map holds only cookies linked with consent, so a visitor who refused is never a person here.
+    Takes silver sessions (anonymous_id, tracking_consent, account_id). Sessions' ``account_id``
+    is only set on consented sessions, and the identity map holds only cookies linked with
+    consent, so a visitor who refused is never a person here.
     """
-    return with_person_id(sessions, identity_map, (ACCOUNT, F.col("account_id")), (COOKIE, F.col("anonymous_id")))
+    consented = F.coalesce(F.col("tracking_consent"), F.lit(False))
+    return with_person_id(
+        sessions, identity_map, (ACCOUNT, F.when(consented, F.col("account_id"))), (COOKIE, F.when(consented, F.col("anonymous_id")))
+    )

@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import shutil
 
 import pytest
 from mlflow import MlflowClient
@@ -155,6 +157,131 @@ def test_erased_email_is_nowhere_under_the_lake_or_exports(pipeline):
         for path in glob.glob(str(pipeline["root"] / base / "**" / "*"), recursive=True):
             if os.path.isfile(path):
                 assert email not in _text_of(path), path
+
+
+def _exported_person_ids(exports_root) -> set:
+    import pyarrow.parquet as pq
+
+    return {p for path in glob.glob(os.path.join(str(exports_root), "*", "*", "audience.parquet")) for p in pq.read_table(path).column("person_id").to_pylist()}
+
+
+def test_an_unsubscribed_member_whose_address_changed_later_is_in_no_audience(pipeline):
+    lake, account = pipeline["lake"], pipeline["truth"]["moved_after_unsubscribing"]
+    (profile,) = lake.read("silver.customers").where(f"account_id = '{account}'").collect()
+    # The move repeated the consent given at signup; the unsubscribe before it stands.
+    assert profile["profile_marketing_consent"] and not profile["marketing_consent"] and profile["consent_withdrawn_at"] is not None
+    assert "Hualien" in {r["city"] for r in lake.read("silver.customer_history").where(f"account_id = '{account}'").collect()}
+    (person,) = [r["person_id"] for r in lake.read("silver.identity_map").where(f"identifier_type = 'account_id' AND identifier = '{account}'").collect()]
+    exported = _exported_person_ids(pipeline["conf"].exports_root)
+    assert exported and person not in exported
+
+
+def _exported_member_with_one_account(lake, exports_root):
+    """Return (person_id, silver.customers row) of an exported, contacted person with one live
+    account holding an email and a phone (so that every hash of theirs is theirs alone)."""
+    accounts_of = {}
+    for r in lake.read("silver.identity_map").where("identifier_type = 'account_id'").collect():
+        accounts_of.setdefault(r["person_id"], []).append(r["identifier"])
+    live = {r["account_id"]: r for r in lake.read("silver.customers").where("NOT erased AND email IS NOT NULL AND phone IS NOT NULL").collect()}
+    contacted = {r["person_id"] for r in lake.read("gold.contact_history").collect()}
+    person = sorted(p for p in _exported_person_ids(exports_root) & contacted if len(accounts_of.get(p, [])) == 1 and accounts_of[p][0] in live)[0]
+    return person, live[accounts_of[person][0]]
+
+
+def test_privacy_officer_reads_then_erases_a_member_from_the_command_line(spark, pipeline, tmp_path, capsys):
+    from crmlake.cli import main
+    from crmlake.lake import Lake
+
+    for part in ("lake", "exports"):
+        shutil.copytree(pipeline["root"] / part, tmp_path / part)
+    paths = ["--conf", "conf/local.yaml", "--set", f"paths.lake={tmp_path}/lake", "--set", f"paths.exports={tmp_path}/exports"]
+    conf = pipeline["conf"].with_overrides([f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports"])
+    lake = Lake(spark, conf)
+    person, member = _exported_member_with_one_account(lake, conf.exports_root)
+    account, email = member["account_id"], member["email"].strip().lower()
+    out = tmp_path / "access"
+    assert main(["subject-access", "--email", f" {email.upper()} ", "--out", str(out), *paths]) == 0
+    profile = json.load(open(out / "profile.json"))
+    assert [r["account_id"] for r in profile] == [account] and profile[0]["email"] == member["email"]
+    orders = list(csv.DictReader(open(out / "orders.csv")))
+    assert len(orders) == lake.read("silver.order_lines").where(f"account_id = '{account}'").count()
+    audiences = json.load(open(out / "audiences.json"))
+    assert audiences and {r["person_id"] for r in audiences} == {person}
+    assert {r["person_id"] for r in json.load(open(out / "scores_and_segments.json"))} == {person}
+    assert json.load(open(out / "index.json"))["accounts"] == [account]
+    capsys.readouterr()
+
+    assert main(["erase", "--email", email, *paths]) == 0
+    (receipt,) = json.loads(capsys.readouterr().out)
+    assert {"bronze.customers", "silver.customers", "silver.customer_360", "gold.contact_history"} <= set(receipt["tables"]) and receipt["exports_amended"]
+    for base in ("lake", "exports"):
+        for path in glob.glob(str(tmp_path / base / "**" / "*"), recursive=True):
+            if os.path.isfile(path):
+                assert email.encode() not in _text_of(path), path
+    assert [r["op"] for r in lake.read("bronze.customers").where(f"account_id = '{account}'").collect()] == ["erase"]
+    assert main(["subject-access", "--email", email, "--out", str(tmp_path / "again"), *paths]) == 2   # nothing held any more
+
+
+def test_erasure_the_day_it_arrives_and_a_stale_upsert_after_leave_the_person_nowhere(spark, pipeline, tmp_path):
+    """The pipeline's last day wrote exports; an erase of an exported member arrives the next
+    day (with a bad line and a guest order of theirs), a stale upsert of them the day after."""
+    from crmlake.lake import Lake
+
+    for part in ("landing", "lake", "exports"):
+        shutil.copytree(pipeline["root"] / part, tmp_path / part)
+    conf = pipeline["conf"].with_overrides([f"paths.landing={tmp_path}/landing", f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports"])
+    lake = Lake(spark, conf)
+    person, victim = _exported_member_with_one_account(lake, conf.exports_root)
+    email, phone, name = victim["email"].strip().lower(), victim["phone"], victim["name"]
+    e164 = "+886" + phone[1:]                                  # the generator's first accounts: 09xxxxxxxx
+    secrets = [email.encode(), phone.encode(), hashlib.sha256(email.encode()).hexdigest().encode(), hashlib.sha256(e164.encode()).hexdigest().encode()]
+
+    def drop(source, day, name_, lines):
+        folder = tmp_path / "landing" / source / f"dt={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name_).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    erase_day, stale_day = END + dt.timedelta(days=1), END + dt.timedelta(days=2)
+    account = victim["account_id"]
+    profile = {"account_id": account, "op": "upsert", "signup_time": "2026-01-05T10:00:00+08:00", "email": email, "phone": phone, "name": name,
+               "marketing_consent": True, "account_type": "consumer"}
+    drop("customers", erase_day, "requests.jsonl", [
+        json.dumps({**profile, "updated_time": "2026-11-22T09:00:00"}),             # no offset: quarantined, raw text and all
+        json.dumps({"account_id": account, "op": "erase", "updated_time": "2026-11-22T10:00:00+08:00"}),
+    ])
+    drop("orders", erase_day, "guest.csv", [
+        "order_id,line_no,order_time,account_id,guest_email,channel,store_id,product_id,category,quantity,unit_price,discount,currency,status,updated_time",
+        f"O-guest-1,1,2026-11-22T08:00:00+08:00,,\"  {email.upper()} \",web,,p1,books,1,100.00,0.00,TWD,completed,2026-11-22T08:00:00+08:00",
+    ])
+    acquire.run(spark, conf, erase_day)
+    erased = organize.run(spark, conf, erase_day)
+    drop("customers", stale_day, "resend.jsonl", [json.dumps({**profile, "updated_time": "2026-11-01T09:00:00+08:00"})])
+    acquire.run(spark, conf, stale_day)
+    refused = organize.run(spark, conf, stale_day)
+
+    assert (erased["erased_accounts"], erased["refused_upserts"], refused["erased_accounts"], refused["refused_upserts"]) == (1, 0, 1, 1)
+    (profile_row,) = lake.read("silver.customers").where(f"account_id = '{account}'").collect()
+    assert profile_row["erased"] and profile_row["email"] is None and not profile_row["marketing_consent"]
+    first, second = sorted(lake.read("gold.erasure_log").collect(), key=lambda r: r["erased_at"])
+    assert (first["reason"], second["reason"], second["refused_upserts"]) == ("request", "refused_upsert", 1)
+    assert {"bronze.customers", "bronze.orders", "bronze.quarantine", "silver.customers", "silver.customer_history",
+            "silver.customer_360", "silver.identity_map", "gold.contact_history"} <= set(first["tables"])
+    assert first["rows_removed"]["bronze.quarantine"] == 1 and first["rows_removed"]["bronze.orders"] == 1 and first["files_removed"]
+    # The stale upsert was erased on arrival; the erased account's node in the map, rebuilt
+    # from its blank profile, goes again (it is rebuilt after).
+    assert (second["tables"], second["rows_removed"]) == (["bronze.customers", "silver.identity_map"], {"bronze.customers": 1, "silver.identity_map": 1})
+    assert first["exports_amended"]
+    for folder in first["exports_amended"]:
+        manifest = json.load(open(os.path.join(conf.exports_root, folder, "manifest.json")))
+        assert manifest["amendments"][-1]["request_id"] == first["request_id"]
+        assert all(entry["sha256"] == hashlib.sha256(open(os.path.join(conf.exports_root, folder, f), "rb").read()).hexdigest() for f, entry in manifest["files"].items())
+    assert person not in _exported_person_ids(conf.exports_root)
+    name_pattern = re.compile(re.escape(name.encode()) + rb"(?!\d)")   # "Member 12", not "Member 123"
+    for base in ("lake", "exports"):
+        for path in glob.glob(str(tmp_path / base / "**" / "*"), recursive=True):
+            if os.path.isfile(path):
+                text = _text_of(path)
+                assert not any(secret in text for secret in secrets) and not name_pattern.search(text), path
 
 
 def _text_of(path: str) -> bytes:

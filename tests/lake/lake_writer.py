@@ -18,6 +18,7 @@ from crmlake.config import load_conf
 from crmlake.lake import Lake
 from crmlake.lake.rs import RsEngine
 from crmlake.session import build_session
+from tables import catalog_with_test_tables
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     conf = load_conf(overrides=[f"paths.lake={args.lake_root}", "lake.engine=rs", "spark.master=local[1]", "spark.conf.spark.sql.shuffle.partitions=2"], environ={})
     spark = build_session(conf, "lake-writer")
-    lake = Lake(spark, conf)
+    lake = Lake(spark, conf, catalog_with_test_tables())
     frame = spark.range(args.first_id, args.first_id + args.rows).select(
         F.col("id").alias("event_id"), (F.col("id") % 3).cast("string").alias("day")
     )

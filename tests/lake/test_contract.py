@@ -14,6 +14,7 @@ from deltalake import DeltaTable
 
 from crmlake.lake import Lake, PredicateError, WriteId
 from crmlake.lake.spark_delta import delta_spark_available
+from tables import catalog_with_test_tables
 
 
 
@@ -21,7 +22,7 @@ from crmlake.lake.spark_delta import delta_spark_available
 def lake(request, spark, conf):
     if request.param == "spark" and not delta_spark_available(spark):
         pytest.skip("delta-spark engine: Delta's jars are not on the JVM classpath (no Maven here to resolve io.delta:delta-spark_4.2_2.13)")
-    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], "engine": request.param}}))
+    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], "engine": request.param}}), catalog_with_test_tables())
 
 
 SCHEMA = "account_id string, email string, day date, updated_time timestamp, amount long"
@@ -110,3 +111,15 @@ def test_optimize_compacts_a_partition_into_one_file(spark, lake):
     lake.optimize("silver.t")
     assert len(lake.files("silver.t")) == 1
     assert table_rows(lake, "silver.t") == [("a0", 0), ("a1", 1), ("a2", 2)]
+
+
+def test_erase_with_blank_nulls_the_columns_keeps_the_rows_and_reports_the_files(spark, lake):
+    lake.append("bronze.t", rows(spark, ("a", 1, 0, 1), ("b", 1, 0, 2)), partition_by=["day"])
+    before = {f["path"] for f in lake.files("bronze.t")}
+    erased = lake.erase("bronze.t", "email = 'a@x'", blank=["email"])
+    assert sorted((r["account_id"], r["email"]) for r in lake.read("bronze.t").collect()) == [("a", None), ("b", "b@x")]
+    assert erased.rows == 1
+    if lake.engine.name == "rs":
+        assert {os.path.basename(p) for p in erased.files_removed} == {os.path.basename(p) for p in before}
+    for path in glob.glob(os.path.join(lake.path("bronze.t"), "**", "*.parquet"), recursive=True):
+        assert "a@x" not in pq.read_table(path).column("email").to_pylist()

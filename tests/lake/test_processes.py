@@ -41,7 +41,9 @@ def test_writer_killed_before_commit_leaves_previous_version_and_rerun_completes
     from crmlake.config import load_conf
     from crmlake.lake import Lake
 
-    lake = Lake(spark, load_conf(overrides=[f"paths.lake={tmp_path}/lake", "lake.engine=rs"], environ={}))
+    from tables import catalog_with_test_tables
+
+    lake = Lake(spark, load_conf(overrides=[f"paths.lake={tmp_path}/lake", "lake.engine=rs"], environ={}), catalog_with_test_tables())
     lake.append("bronze.events", spark.range(0, 10).selectExpr("id AS event_id", "CAST(id % 3 AS STRING) AS day"), partition_by=["day"])
     table = lake.path("bronze.events")
 

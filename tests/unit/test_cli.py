@@ -24,3 +24,11 @@ def test_generate_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert main(args) == 2
     assert "--force" in capsys.readouterr().err
     assert main([*args, "--skip-if-present"]) == 0
+
+
+def test_erase_needs_exactly_one_of_account_or_email(capsys):
+    for argv in (["erase"], ["erase", "--account", "A1", "--email", "a@x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    assert "--account" in capsys.readouterr().err

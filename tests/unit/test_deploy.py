@@ -27,3 +27,14 @@ def test_every_stage_and_the_whole_run_have_a_spark_submit_entry_point():
         tree = ast.parse(open(os.path.join(ROOT, "jobs", f"{stage}.py")).read())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "stage_main"]
         assert [c.args[0].value for c in calls] == [stage]
+
+
+def test_maintenance_is_scheduled_by_cron_and_airflow_through_the_maintain_command():
+    dag = open(os.path.join(ROOT, "deploy", "airflow", "crmlake_maintain.py")).read()
+    ast.parse(dag)
+    assert 'application=f"{HOME}/jobs/maintain.py"' in dag
+    job = ast.parse(open(os.path.join(ROOT, "jobs", "maintain.py")).read())
+    calls = [n for n in ast.walk(job) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "main"]
+    assert [c.args[0].elts[0].value for c in calls] == ["maintain"]
+    cron = open(os.path.join(ROOT, "deploy", "cron", "crmlake.cron")).read()
+    assert "crmlake maintain --conf" in cron

@@ -42,6 +42,34 @@ def test_events_without_tracking_consent_never_link_an_account(spark):
     assert by_cookie == {"ck1": None, "ck2": "A2"}
 
 
+def test_a_cookie_s_refused_and_consented_events_never_share_a_session(spark):
+    rows = []
+    click(rows, "a", 0, consent=False)
+    click(rows, "b", 1, account_id="A1", consent=True, event_type="login")
+    click(rows, "c", 2, consent=False, event_type="purchase")
+    sessions = {s["tracking_consent"]: s for s in sessionize(spark.createDataFrame(rows, CLICK_SCHEMA)).collect()}
+    assert {k: (s["events"], s["account_id"], s["converted"]) for k, s in sessions.items()} == {
+        False: (2, None, True),
+        True: (1, "A1", False),
+    }
+
+
+def test_a_session_without_tracking_consent_is_never_joined_to_a_person(spark):
+    from crmlake.people import with_session_person_id
+
+    identity_map = spark.createDataFrame(
+        [("account_id", "A1", "P1"), ("anonymous_id", "ck1", "P1"), ("anonymous_id", "ck2", "P2")], "identifier_type string, identifier string, person_id string"
+    )
+    sessions = spark.createDataFrame(
+        [("s1", "ck1", True, None), ("s2", "ck1", False, None), ("s3", "ck2", False, "A1"), ("s4", "ck9", True, "A1")],
+        "session_id string, anonymous_id string, tracking_consent boolean, account_id string",
+    )
+    people = {r["session_id"]: r["person_id"] for r in with_session_person_id(sessions, identity_map).collect()}
+    # s2: the cookie is a known person's, but this session refused tracking; s3: a refused
+    # session never carries an account (sessionize), and one that did is still no evidence.
+    assert people == {"s1": "P1", "s2": None, "s3": None, "s4": "P1"}
+
+
 def test_latest_order_line_status_wins_whichever_file(spark):
     schema = "order_id string, line_no int, order_time timestamp, order_date date, account_id string, guest_email string, channel string, store_id string, product_id string, category string, quantity int, unit_price decimal(18,2), discount decimal(18,2), currency string, status string, updated_time timestamp, ingested_at timestamp"
     base = ("O1", 1, T0, T0.date(), "A1", None, "web", None, "p", "books", 2, Decimal("100.00"), Decimal("5.00"), "TWD")
@@ -50,12 +78,13 @@ def test_latest_order_line_status_wins_whichever_file(spark):
     assert (line["status"], line["line_amount"]) == ("returned", Decimal("195.00"))
 
 
-PROFILE_SCHEMA = "account_id string, op string, updated_time timestamp, signup_time timestamp, email string, phone string, name string, gender string, birth_year int, occupation string, city string, income_band string, marketing_consent boolean, referred_by string, account_type string, company_id string, ingested_at timestamp"
+PROFILE_SCHEMA = "account_id string, op string, updated_time timestamp, signup_time timestamp, email string, phone string, name string, gender string, birth_year int, occupation string, city string, income_band string, marketing_consent boolean, marketing_consent_time timestamp, referred_by string, account_type string, company_id string, ingested_at timestamp"
 
 
-def profile(account, op, day, email="a@x", consent=True):
+def profile(account, op, day, email="a@x", consent=True, consent_day=0, city="Taipei"):
     ts = T0 + dt.timedelta(days=day)
-    return (account, op, ts, T0, email, "0912", "Ann", "f", 1990, "nurse", "Taipei", "mid", consent, None, "consumer", None, ts)
+    consent_time = None if consent_day is None else T0 + dt.timedelta(days=consent_day)
+    return (account, op, ts, T0, email, "0912", "Ann", "f", 1990, "nurse", city, "mid", consent, consent_time, None, "consumer", None, ts)
 
 
 def test_erase_as_latest_change_blanks_personal_fields(spark):
@@ -66,15 +95,41 @@ def test_erase_as_latest_change_blanks_personal_fields(spark):
     assert by_account["A2"]["email"] == "a@x" and not by_account["A2"]["erased"]
 
 
-def test_unsubscribe_after_the_profile_withdraws_consent(spark):
-    profiles = latest_profiles(spark.createDataFrame([profile("A1", "upsert", 0), profile("A2", "upsert", 5)], PROFILE_SCHEMA))
+def naive_day(day):
+    """T0 + ``day`` days as Spark collects a timestamp here (naive, in the session's UTC)."""
+    return (T0 + dt.timedelta(days=day)).replace(tzinfo=None)
+
+
+def consent_of(spark, profile_rows, withdrawals):
+    profiles = latest_profiles(spark.createDataFrame(profile_rows, PROFILE_SCHEMA))
     events = spark.createDataFrame(
-        [("c1", "A1", "unsubscribed", T0 + dt.timedelta(days=1)), ("c1", "A2", "complained", T0 + dt.timedelta(days=1))],
+        [("c1", account, event, T0 + dt.timedelta(days=day)) for account, event, day in withdrawals],
         "campaign_id string, account_id string, event string, event_time timestamp",
     )
-    consent = {r["account_id"]: r["marketing_consent"] for r in with_consent_state(profiles, events).collect()}
-    # A2 opted in again (profile updated on day 5) after complaining on day 1.
-    assert consent == {"A1": False, "A2": True}
+    return {r["account_id"]: (r["marketing_consent"], r["consent_withdrawn_at"]) for r in with_consent_state(profiles, events).collect()}
+
+
+def test_unsubscribe_after_the_profile_withdraws_consent(spark):
+    consent = consent_of(spark, [profile("A1", "upsert", 0), profile("A2", "upsert", 0)], [("A1", "unsubscribed", 1), ("A2", "opened", 1)])
+    assert consent == {"A1": (False, naive_day(1)), "A2": (True, None)}
+
+
+def test_a_profile_update_with_the_old_consent_time_does_not_undo_a_complaint(spark):
+    # A2 complained on day 1 and moved on day 5: the update repeats consent set on day 0.
+    consent = consent_of(spark, [profile("A2", "upsert", 0), profile("A2", "upsert", 5, city="Tainan")], [("A2", "complained", 1)])
+    assert consent == {"A2": (False, naive_day(1))}
+
+
+def test_a_newer_consent_time_opts_in_again_after_an_unsubscribe(spark):
+    rows = [profile("A3", "upsert", 0), profile("A3", "upsert", 5, consent_day=5), profile("A4", "upsert", 5, consent_day=None)]
+    consent = consent_of(spark, rows, [("A3", "unsubscribed", 1), ("A4", "unsubscribed", 1)])
+    # A3 set consent again on day 5, after the unsubscribe; A4's update carries no consent time.
+    assert consent == {"A3": (True, None), "A4": (False, naive_day(1))}
+
+
+def test_an_opt_out_in_the_profile_stands_whatever_the_campaign_events(spark):
+    consent = consent_of(spark, [profile("A5", "upsert", 5, consent=False, consent_day=5)], [("A5", "unsubscribed", 1)])
+    assert consent == {"A5": (False, None)}
 
 
 ACCOUNT_360_SCHEMA = (

@@ -111,6 +111,7 @@ SOURCES = {
             Field("city"),
             Field("income_band", values=("low", "mid", "high")),
             Field("marketing_consent", BOOL, ON_UPSERT),
+            Field("marketing_consent_time", TIMESTAMP),
             Field("referred_by", identifier=True),
             Field("account_type", required=ON_UPSERT, values=("consumer", "business")),
             Field("company_id", identifier=True),

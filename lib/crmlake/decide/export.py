@@ -9,6 +9,10 @@ previous export of that date whole, and the leftovers of a killed export are rem
 Contact keys are the upload format of the big ad platforms: the SHA-256 of the trimmed,
 lower-cased email and of the E.164 phone. Raw email and phone are written only for an
 audience whose conf allows it on an internal channel.
+
+An erasure amends the exports already published (:func:`amend_exports`): each export that
+holds the person is rewritten without them, the same atomic way, and its manifest records
+the amendment (request, time, rows removed) with the new checksums.
 """
 
 from __future__ import annotations
@@ -19,7 +23,12 @@ import json
 import os
 import shutil
 import uuid
+from typing import Collection
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -112,18 +121,68 @@ def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date
         "audience": audience,
         "date": run_date.isoformat(),
         "row_count": len(scores),
-        "files": {os.path.basename(p): {"sha256": file_sha256(p), "bytes": os.path.getsize(p)} for p in paths},
+        "files": {os.path.basename(p): _file_entry(p) for p in paths},
         "chart": CHART,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **manifest,
     }
     with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as fh:
         json.dump(document, fh, indent=2, default=str)
+    _replace_folder(staging, final)
+    return final
+
+
+def _replace_folder(staging: str, final: str) -> None:
+    """Put the complete folder ``staging`` in place of ``final`` (two renames; a reader sees one or the other)."""
     if os.path.isdir(final):
-        retired = os.path.join(parent, f".retired.{uuid.uuid4().hex}")
+        retired = os.path.join(os.path.dirname(final), f".retired.{uuid.uuid4().hex}")
         os.replace(final, retired)
         os.replace(staging, final)
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, final)
-    return final
+
+
+def _file_entry(path: str) -> dict:
+    return {"sha256": file_sha256(path), "bytes": os.path.getsize(path)}
+
+
+def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: Collection[str], phone_hashes: Collection[str], request_id: str) -> list[str]:
+    """Rewrite every published export holding one of ``person_ids`` or contact hashes without
+    those rows; return the amended folders relative to ``exports_root``.
+
+    Each amended manifest gets the new row_count and checksums and an ``amendments`` entry
+    (reason erasure, request_id, at, rows_removed). Export files are bounded by their
+    audience's limit, so they are read on the driver.
+    """
+    amended = []
+    for manifest_path in sorted(glob.glob(os.path.join(exports_root, "*", "*", MANIFEST))):
+        final = os.path.dirname(manifest_path)
+        rows = pq.read_table(os.path.join(final, DATA_FILES[1]))
+        held = pc.or_(
+            pc.or_(pc.is_in(rows["person_id"], pa.array(list(person_ids), pa.string())), pc.is_in(rows["email_sha256"], pa.array(list(email_hashes), pa.string()))),
+            pc.is_in(rows["phone_sha256"], pa.array(list(phone_hashes), pa.string())),
+        )
+        removed = pc.sum(pc.cast(pc.fill_null(held, False), pa.int64())).as_py() or 0
+        if not removed:
+            continue
+        kept = rows.filter(pc.invert(pc.fill_null(held, False)))
+        with open(manifest_path, encoding="utf-8") as fh:
+            document = json.load(fh)
+        staging = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}")
+        shutil.copytree(final, staging)
+        csv_path, parquet_path = (os.path.join(staging, name) for name in DATA_FILES)
+        pq.write_table(kept, parquet_path)
+        with pa.CompressedOutputStream(csv_path, "gzip") as out:
+            pa_csv.write_csv(kept, out)
+        _score_histogram(kept["score"].to_pylist(), os.path.join(staging, CHART), f"{document['audience']} {document['date']}: {kept.num_rows:,} persons")
+        document["row_count"] = kept.num_rows
+        document["files"] = {name: _file_entry(os.path.join(staging, name)) for name in DATA_FILES}
+        document.setdefault("amendments", []).append(
+            {"reason": "erasure", "request_id": request_id, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows_removed": removed}
+        )
+        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=2, default=str)
+        _replace_folder(staging, final)
+        amended.append(os.path.relpath(final, exports_root))
+    return amended

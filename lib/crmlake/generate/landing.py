@@ -7,7 +7,7 @@ clickstream delivery (events two days after their date), malformed JSON, a times
 without offset, an unknown enum, a missing required field, invalid UTF-8, CSV rows with
 the wrong field count or a bad quantity, a file re-delivered under another name, order
 lines whose status changes in a later file, persons with two accounts, an erase
-request, unsubscribes. Records dated after ``end`` have not happened yet and are not written.
+request, unsubscribes (one member moves after unsubscribing). Records dated after ``end`` have not happened yet and are not written.
 """
 
 from __future__ import annotations
@@ -145,14 +145,16 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
         accounts = world.accounts(people, plan).cache()
         upserts = accounts.withColumn("op", F.lit("upsert")).withColumn("updated_time", F.col("signup_time"))
         changes = world.profile_changes(accounts, plan).withColumn("op", F.lit("upsert"))
+        campaign_events = world.campaign_events(people, plan).cache()
+        moved = world.moved_after_unsubscribing(accounts, campaign_events, plan).withColumn("op", F.lit("upsert")).cache()
         erased = accounts.where(F.col("signup_time") < F.lit(plan.start).cast("timestamp")).orderBy(uniform(seed, "erase", "account_id")).limit(1)
         erase = erased.select("account_id", F.lit("erase").alias("op"), F.lit(f"{end} 09:00:00").cast("timestamp").alias("updated_time"))
-        profile_columns = ["account_id", "op", "updated_time", "signup_time", "email", "phone", "name", "gender", "birth_year", "occupation", "city", "income_band", "marketing_consent", "referred_by", "account_type", "company_id"]
-        profiles = upserts.select(*profile_columns).unionByName(changes.select(*profile_columns)).unionByName(erase, allowMissingColumns=True)
-        _write(_formatted(profiles, ["updated_time", "signup_time"], "updated_time", end, floor=plan.start), landing, "customers", "json", ["updated_time", "account_id"])
+        profile_columns = ["account_id", "op", "updated_time", "signup_time", "email", "phone", "name", "gender", "birth_year", "occupation", "city", "income_band", "marketing_consent", "marketing_consent_time", "referred_by", "account_type", "company_id"]
+        profiles = upserts.select(*profile_columns).unionByName(changes.select(*profile_columns)).unionByName(moved.select(*profile_columns)).unionByName(erase, allowMissingColumns=True)
+        _write(_formatted(profiles, ["updated_time", "signup_time", "marketing_consent_time"], "updated_time", end, floor=plan.start), landing, "customers", "json", ["updated_time", "account_id"])
 
         _write(_formatted(world.interactions(people, plan), ["opened_time", "closed_time"], "opened_time", end), landing, "interactions", "csv", ["opened_time", "interaction_id"])
-        _write(_formatted(world.campaign_events(people, plan), ["event_time"], "event_time", end, money=("revenue",)), landing, "campaign_events", "csv", ["event_time", "account_id", "event"])
+        _write(_formatted(campaign_events, ["event_time"], "event_time", end, money=("revenue",)), landing, "campaign_events", "csv", ["event_time", "account_id", "event"])
 
         _drop_writer_files(landing)
         defects.update(_plant_bad_lines(landing, plan.start))
@@ -161,6 +163,7 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
         defects["orders_redelivered_files"] = 1
 
         erased_row = erased.select("account_id", F.lower(F.trim("email")).alias("email")).first()
+        moved_row = moved.select("account_id").first()
         truth_dir = os.path.join(landing, "_truth")
         truth = people.join(accounts.groupBy("person").agg(F.concat_ws(";", F.sort_array(F.collect_list("account_id"))).alias("account_ids")), "person", "left").select(
             "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year"
@@ -175,13 +178,14 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
             "sessions": visits.count(),
             "defects": defects,
             "erased": {"account_id": erased_row["account_id"], "email": erased_row["email"]},
+            "moved_after_unsubscribing": moved_row["account_id"] if moved_row else None,
             "persons_with_several_accounts": people.where("accounts > 1").count(),
             "truth": "persons/part-*.csv: latent daily purchase rate and lapse hazard per person; declared income_band "
             "and occupation are independent of behaviour (a baseline that should not predict).",
         }
         with open(os.path.join(truth_dir, "summary.json"), "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)
-        for cached in (people, visits, accounts):
+        for cached in (people, visits, accounts, campaign_events, moved):
             cached.unpersist()
         facts.update(sessions=summary["sessions"], accounts=summary["accounts"])
     return summary

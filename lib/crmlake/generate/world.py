@@ -122,6 +122,7 @@ def accounts(people: DataFrame, plan: Plan) -> DataFrame:
         choice(uniform(s, "city", *ids), CITIES).alias("city"),
         choice(uniform(s, "income", *ids), ["low", "mid", "high"]).alias("income_band"),
         (uniform(s, "consent", *ids) < 0.8).alias("marketing_consent"),
+        _at(plan, _day_date(plan, signup_day), seconds).alias("marketing_consent_time"),  # set at signup
         F.when(referred, referrer).alias("referred_by"),
         F.when(business, "business").otherwise("consumer").alias("account_type"),
         F.when(business, F.format_string("C%04d", (1 + F.floor(uniform(s, "company", *ids) * 30)).cast("int"))).alias("company_id"),
@@ -336,13 +337,30 @@ def interactions(people: DataFrame, plan: Plan) -> DataFrame:
 
 
 def profile_changes(accts: DataFrame, plan: Plan) -> DataFrame:
-    """Later upserts of about 5% of accounts (a move, a consent change) during the window."""
+    """Later upserts of about 5% of accounts during the window: half a move (a new city, the
+    consent and its time as they were), half a consent the member set anew (with its time)."""
     s = plan.seed
     changing = accts.where(uniform(s, "changes", "account_id") < 0.05)
     when = _at(plan, F.lit(plan.start), F.floor(uniform(s, "change_at", "account_id") * plan.days * 86400))
+    sets_consent = uniform(s, "sets_consent", "account_id") < 0.5
     return changing.where(when > F.col("signup_time")).select(
-        *[c for c in accts.columns if c not in ("city", "marketing_consent")],
+        *[c for c in accts.columns if c not in ("city", "marketing_consent", "marketing_consent_time")],
         choice(uniform(s, "new_city", "account_id"), CITIES).alias("city"),
-        (uniform(s, "new_consent", "account_id") < 0.5).alias("marketing_consent"),
+        F.when(sets_consent, uniform(s, "new_consent", "account_id") < 0.5).otherwise(F.col("marketing_consent")).alias("marketing_consent"),
+        F.when(sets_consent, when).otherwise(F.col("marketing_consent_time")).alias("marketing_consent_time"),
         when.alias("updated_time"),
+    )
+
+
+def moved_after_unsubscribing(accts: DataFrame, events: DataFrame, plan: Plan) -> DataFrame:
+    """One upsert for one consenting account that unsubscribed before the window's last three
+    days: a day later it moves (a new city) and the profile repeats its old consent and
+    consent time, which must not undo the unsubscribe."""
+    unsubscribed = events.where((F.col("event") == "unsubscribed") & (F.col("event_time") < F.lit(plan.end - dt.timedelta(days=3)).cast("timestamp")))
+    first = unsubscribed.groupBy("account_id").agg(F.min("event_time").alias("_unsubscribed_at"))
+    chosen = accts.where("marketing_consent").join(first, "account_id").orderBy(uniform(plan.seed, "moved", "account_id")).limit(1)
+    return chosen.select(
+        *[c for c in accts.columns if c != "city"],
+        F.lit("Hualien").alias("city"),
+        (F.col("_unsubscribed_at") + F.expr("INTERVAL 1 DAY")).alias("updated_time"),
     )

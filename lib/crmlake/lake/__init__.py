@@ -1,6 +1,10 @@
 """The lake: every stage reads and writes Delta tables through :class:`Lake`, nowhere else.
 
-Tables are named ``layer.table`` (``bronze.orders``) and located by conf. Two engines honour
+Tables are named ``layer.table`` (``bronze.orders``), declared in the table catalog
+(``lib/crmlake/catalog.yaml``, see :mod:`crmlake.lake.catalog`) and located by conf. Every
+write is checked against its declaration: an undeclared table or a column the catalog does
+not list fails, columns are cast to the declared types, and Delta keeps file statistics
+only for the columns that hold no personal data. Two engines honour
 one contract: ``rs`` (Spark writes Parquet, delta-rs commits; the default on local disk)
 and ``spark`` (delta-spark; clusters with Delta's jars). ``lake.engine: auto`` picks
 ``spark`` when Delta's classes are on the JVM classpath, ``rs`` otherwise.
@@ -8,11 +12,13 @@ and ``spark`` (delta-spark; clusters with Delta's jars). ``lake.engine: auto`` p
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
 from crmlake.config import Conf
+from crmlake.lake.catalog import Catalog, TableSpec, UndeclaredTableError, load_catalog
 from crmlake.lake.errors import (
     EngineUnavailableError,
     LakeError,
@@ -22,15 +28,21 @@ from crmlake.lake.errors import (
 )
 from crmlake.lake.frames import latest_per_key
 from crmlake.lake.rs import RsEngine
+from crmlake.lake.stats import STATS_COLUMNS
 from crmlake.lake.spark_delta import SparkDeltaEngine, delta_spark_available
-from crmlake.lake.types import WriteId, WriteResult
+from crmlake.lake.types import ErasureResult, WriteId, WriteResult
 from crmlake.log import get_logger
 
 __all__ = [
     "Lake",
     "Snapshot",
+    "Catalog",
+    "TableSpec",
+    "UndeclaredTableError",
+    "load_catalog",
     "WriteId",
     "WriteResult",
+    "ErasureResult",
     "LakeError",
     "TableNotFoundError",
     "SchemaMismatchError",
@@ -74,16 +86,19 @@ class Snapshot:
 
 
 class Lake:
-    """The tables of one lake root: read, write modes, history and maintenance by table name."""
+    """The tables of one lake root: read, write modes, history and maintenance by table name.
 
-    def __init__(self, spark: SparkSession, conf: Conf):
+    ``catalog`` declares the tables it may write (default: the library's catalog).
+    """
+
+    def __init__(self, spark: SparkSession, conf: Conf, catalog: Catalog | None = None):
         self.spark = spark
         self.conf = conf
+        self.catalog = catalog or load_catalog()
         self.engine = make_engine(
             spark,
             str(conf.get("lake.engine", "auto")),
             int(conf.get("lake.target_file_rows", 1_000_000)),
-            int(conf.get("lake.retention_hours", 168)),
         )
 
     def path(self, table: str) -> str:
@@ -98,11 +113,13 @@ class Lake:
         """Read the table's snapshot (current, or ``version``)."""
         return self.engine.read(self.path(table), version)
 
-    def read_or_empty(self, table: str, schema) -> DataFrame:
-        """Read the table, or an empty frame of ``schema`` when it has never been written."""
+    def read_or_empty(self, table: str, schema=None) -> DataFrame:
+        """Read the table, or an empty frame of ``schema`` (default: the declared columns)
+        when it has never been written."""
         if self.exists(table):
             return self.read(table)
-        return self.spark.createDataFrame([], schema)
+        declared = ", ".join(f"`{c}` {t}" for c, t in self.catalog.spec(table).columns.items())
+        return self.spark.createDataFrame([], schema or declared)
 
     def version(self, table: str) -> int:
         """Return the table's current version."""
@@ -127,6 +144,15 @@ class Lake:
         """Return the table's current data files with size, rows and partition values."""
         return self.engine.files(self.path(table))
 
+    def _declared(self, table: str, df: DataFrame, partition_by: Sequence[str]) -> tuple[DataFrame, list[str], dict]:
+        """Check a write against the catalog; return (df conformed, partitioning, table properties)."""
+        spec = self.catalog.spec(table)
+        if partition_by and tuple(partition_by) != spec.partition_by:
+            raise SchemaMismatchError(f"table {table}: written partitioned by {list(partition_by)}, declared {list(spec.partition_by)} in lib/crmlake/catalog.yaml")
+        history = f"interval {self.retention_hours(table) // 24} days"
+        properties = {STATS_COLUMNS: ",".join(spec.stats_columns), "delta.logRetentionDuration": history, "delta.deletedFileRetentionDuration": history}
+        return spec.conform(df), list(spec.partition_by), properties
+
     def _logged(self, op: str, table: str, result: WriteResult) -> WriteResult:
         if result.committed:
             log.info("%s %s: v%s rows=%d files+%d files-%d", op, table, result.version, result.rows_written, result.files_added, result.files_removed)
@@ -134,40 +160,69 @@ class Lake:
 
     def append(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Add rows; a replayed ``txn`` commits nothing."""
-        return self._logged("append", table, self.engine.append(self.path(table), df, partition_by, txn))
+        df, partition_by, properties = self._declared(table, df, partition_by)
+        return self._logged("append", table, self.engine.append(self.path(table), df, partition_by, txn, properties))
 
     def overwrite(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Replace the whole table (schema and partitioning included)."""
-        return self._logged("overwrite", table, self.engine.overwrite(self.path(table), df, partition_by, txn))
+        df, partition_by, properties = self._declared(table, df, partition_by)
+        return self._logged("overwrite", table, self.engine.overwrite(self.path(table), df, partition_by, txn, properties))
 
     def overwrite_where(self, table: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Replace only the rows matching ``predicate`` (a rerun of one date, say) with ``df``."""
-        return self._logged("overwrite_where", table, self.engine.overwrite_where(self.path(table), df, predicate, partition_by, txn))
+        df, partition_by, properties = self._declared(table, df, partition_by)
+        return self._logged("overwrite_where", table, self.engine.overwrite_where(self.path(table), df, predicate, partition_by, txn, properties))
 
     def merge(self, table: str, df: DataFrame, keys: Sequence[str], order_by: str, delete_when: str | None = None, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Upsert by ``keys`` (latest ``order_by`` wins, ``df`` on a tie); rows matching ``delete_when``
         delete their key. Columns of ``df`` named ``_*`` serve ``delete_when`` and are not written."""
-        return self._logged("merge", table, self.engine.merge(self.path(table), df, keys, order_by, delete_when, partition_by, txn))
+        df, partition_by, properties = self._declared(table, df, partition_by)
+        declared_keys = self.catalog.spec(table).keys
+        if declared_keys and tuple(keys) != declared_keys:
+            raise SchemaMismatchError(f"table {table}: merged on {list(keys)}, declared keys {list(declared_keys)} in lib/crmlake/catalog.yaml")
+        return self._logged("merge", table, self.engine.merge(self.path(table), df, keys, order_by, delete_when, partition_by, txn, properties))
 
     def delete(self, table: str, predicate: str, txn: WriteId | None = None) -> WriteResult:
         """Remove the rows matching ``predicate`` (old files stay until vacuum)."""
         return self._logged("delete", table, self.engine.delete(self.path(table), predicate, txn))
 
-    def erase(self, table: str, predicate: str) -> WriteResult:
-        """Remove the rows matching ``predicate`` and at once every old file that held them.
+    def erase(self, table: str, predicate: str, blank: Sequence[str] = ()) -> ErasureResult:
+        """Remove the rows matching ``predicate`` (or, with ``blank``, set those columns to null
+        on them) and at once every old file of the table, which may hold them.
 
-        Time travel to versions before the erase is lost for this table: that is the point.
+        Returns the rows erased and the data files deleted from disk. Time travel to versions
+        before the erase is lost for this table: that is the point.
         """
         if not self.exists(table):
-            return WriteResult(False, None, 0, 0, 0)
-        result = self.engine.delete(self.path(table), predicate)
-        self.engine.vacuum(self.path(table), 0, full=False)
-        return self._logged("erase", table, result)
+            return ErasureResult(table, 0)
+        location = self.path(table)
+        # Erase requests are rare and this counts one table's matching rows.
+        rows = self.read(table).where(f"coalesce(({predicate}), false)").count()
+        if not rows:
+            return ErasureResult(table, 0)
+        result = self.engine.blank(location, predicate, blank) if blank else self.engine.delete(location, predicate)
+        removed = self.engine.vacuum(location, 0, full=False)
+        self._logged("erase", table, result)
+        return ErasureResult(table, rows, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
 
     def optimize(self, table: str) -> WriteResult:
         """Compact small files, partition by partition."""
         return self._logged("optimize", table, self.engine.optimize(self.path(table)))
 
+    def retention_hours(self, table: str) -> int:
+        """Return how long ``table`` keeps history: its layer's ``lake.retention_days``, in hours."""
+        layer = self.catalog.spec(table).layer
+        return int(self.conf.get(f"lake.retention_days.{layer}", 7)) * 24
+
     def vacuum(self, table: str, retention_hours: int | None = None) -> list[str]:
-        """Delete unreferenced files older than the retention (conf ``lake.retention_hours``)."""
-        return self.engine.vacuum(self.path(table), retention_hours)
+        """Delete unreferenced files older than the retention (default: the table's layer's
+        ``lake.retention_days``); return their paths."""
+        return self.engine.vacuum(self.path(table), self.retention_hours(table) if retention_hours is None else retention_hours)
+
+    def maintain(self, table: str) -> dict:
+        """Compact ``table``, then delete the files and log entries older than its retention;
+        return what was done (files compacted, files deleted)."""
+        compacted = self.optimize(table)
+        deleted = self.vacuum(table)
+        expired = self.engine.expire_log(self.path(table))
+        return {"files_compacted": compacted.files_removed, "files_deleted": len(deleted), "log_entries_deleted": expired}

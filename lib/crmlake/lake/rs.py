@@ -25,7 +25,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -43,7 +43,7 @@ from pyspark.sql.types import StructType
 
 from crmlake.lake.errors import LakeError, PredicateError, TableNotFoundError
 from crmlake.lake.frames import conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
-from crmlake.lake.stats import parquet_file_stats
+from crmlake.lake.stats import STATS_COLUMNS, parquet_file_stats
 from crmlake.lake.types import WriteId, WriteResult
 from crmlake.log import get_logger
 
@@ -205,12 +205,21 @@ class RsEngine:
         shutil.rmtree(staging, ignore_errors=True)
         return staged
 
+    def _stats_columns(self, location: str, properties: Mapping[str, str] | None) -> set | None:
+        """Return the columns to keep statistics for: ``delta.dataSkippingStatsColumns`` of the
+        write's ``properties``, else of the table; None (all columns) when neither says."""
+        configuration = dict(properties or {})
+        if STATS_COLUMNS not in configuration and self.exists(location):
+            configuration = self._table(location).metadata().configuration
+        listed = configuration.get(STATS_COLUMNS)
+        return None if listed is None else {c.strip() for c in listed.split(",") if c.strip()}
+
     @staticmethod
-    def _add_actions(staged: list[_StagedFile]) -> tuple[list[AddAction], int]:
+    def _add_actions(staged: list[_StagedFile], stats_columns: set | None) -> tuple[list[AddAction], int]:
         actions, rows = [], 0
         now_ms = int(time.time() * 1000)
         for f in staged:
-            num_rows, stats = parquet_file_stats(f.absolute_path)
+            num_rows, stats = parquet_file_stats(f.absolute_path, stats_columns)
             rows += num_rows
             actions.append(
                 AddAction(f.relative_path, os.path.getsize(f.absolute_path), f.partition_values, now_ms, True, stats)
@@ -234,8 +243,9 @@ class RsEngine:
         partition_by: Sequence[str],
         txn: WriteId | None,
         operation: str,
+        properties: Mapping[str, str] | None = None,
     ) -> int:
-        properties = self._properties(operation, txn)
+        commit = self._properties(operation, txn)
         delta_schema = DeltaSchema.from_json(nullable_schema(schema).json())
         root = _local_path(location)
         if not DeltaTable.is_deltatable(root):
@@ -246,7 +256,8 @@ class RsEngine:
                     [a for a in actions if isinstance(a, AddAction)],
                     mode="error",
                     partition_by=list(partition_by) or None,
-                    commit_properties=properties,
+                    configuration=properties,
+                    commit_properties=commit,
                 )
                 return DeltaTable(root).version()
             except Exception:
@@ -259,7 +270,7 @@ class RsEngine:
             mode,
             delta_schema,
             partition_by=table.metadata().partition_columns or None,
-            commit_properties=properties,
+            commit_properties=commit,
         )
         return DeltaTable(root).version()
 
@@ -271,28 +282,30 @@ class RsEngine:
             return schema, list(table.metadata().partition_columns), conform_to_schema(df, schema, location)
         return nullable_schema(df.schema), list(partition_by), df
 
-    def append(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
-        """Add ``df``'s rows to the table (created on first write, partitioned by ``partition_by``)."""
+    def append(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
+        """Add ``df``'s rows to the table (created on first write, partitioned by ``partition_by``,
+        with table ``properties``)."""
         if self._already_done(location, txn):
             return WriteResult.skipped()
         schema, partitions, df = self._table_layout(location, df, partition_by)
-        adds, rows = self._add_actions(self._stage(df, location, partitions))
-        version = self._commit(location, schema, adds, "append", partitions, txn, "append")
+        adds, rows = self._add_actions(self._stage(df, location, partitions), self._stats_columns(location, properties))
+        version = self._commit(location, schema, adds, "append", partitions, txn, "append", properties)
         return WriteResult(True, version, rows, len(adds), 0)
 
-    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
-        """Replace the whole table with ``df``, schema and partitioning included (one commit)."""
+    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
+        """Replace the whole table with ``df``, schema, partitioning and ``properties`` included (one commit)."""
         if self._already_done(location, txn):
             return WriteResult.skipped()
         existed = self.exists(location)
         removed = len(self.files(location)) if existed else 0
-        adds, rows = self._add_actions(self._stage(df, location, list(partition_by)))
+        adds, rows = self._add_actions(self._stage(df, location, list(partition_by)), self._stats_columns(location, properties))
         create_table_with_add_actions(
             _local_path(location),
             DeltaSchema.from_json(nullable_schema(df.schema).json()),
             adds,
             mode="overwrite" if existed else "error",
             partition_by=list(partition_by) or None,
+            configuration=properties,
             commit_properties=self._properties("overwrite", txn),
         )
         return WriteResult(True, self.version(location), rows, len(adds), removed)
@@ -351,17 +364,18 @@ class RsEngine:
         schema = self.schema(location)
         partitions = list(self._table(location).metadata().partition_columns)
         # Files are staged before the commit, so new_rows may read the very files it removes.
-        adds, rows = self._add_actions(self._stage(conform_to_schema(new_rows, schema, location), location, partitions))
+        staged = self._stage(conform_to_schema(new_rows, schema, location), location, partitions)
+        adds, rows = self._add_actions(staged, self._stats_columns(location, None))
         removes = self._remove_actions(remove_files)
         if not adds and not removes:
             return WriteResult(False, self.version(location), 0, 0, 0)
         version = self._commit(location, schema, adds + removes, "append", partitions, txn, operation)
         return WriteResult(True, version, rows, len(adds), len(removes))
 
-    def overwrite_where(self, location: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
+    def overwrite_where(self, location: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
         """Replace the rows matching ``predicate`` with ``df`` (whose rows must all match it)."""
         if not self.exists(location):
-            return self.append(location, df, partition_by, txn)
+            return self.append(location, df, partition_by, txn, properties)
         if self._already_done(location, txn):
             return WriteResult.skipped()
         if df.where(f"NOT coalesce(({predicate}), false)").limit(1).count():
@@ -381,6 +395,17 @@ class RsEngine:
         kept = self.read_files(location, affected).where(f"NOT coalesce(({predicate}), false)")
         return self._rewrite(location, affected, kept, txn, "delete")
 
+    def blank(self, location: str, predicate: str, columns: Sequence[str]) -> WriteResult:
+        """Set ``columns`` to null on the rows matching ``predicate``, by rewriting the files
+        that hold them; the rows stay."""
+        affected = self._files_matching(location, predicate)
+        if not affected:
+            return WriteResult(False, self.version(location), 0, 0, 0)
+        matches = F.coalesce(F.expr(predicate), F.lit(False))
+        rows = self.read_files(location, affected)
+        blanked = rows.select(*[F.when(matches, F.lit(None)).otherwise(F.col(c)).alias(c) if c in columns else F.col(c) for c in rows.columns])
+        return self._rewrite(location, affected, blanked, None, "blank")
+
     def merge(
         self,
         location: str,
@@ -390,6 +415,7 @@ class RsEngine:
         delete_when: str | None = None,
         partition_by: Sequence[str] = (),
         txn: WriteId | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> WriteResult:
         """Upsert ``df`` by ``keys``: per key the row with the latest ``order_by`` wins.
 
@@ -401,7 +427,7 @@ class RsEngine:
         source = latest_per_key(with_delete_flag(df, delete_when), keys, order_by)
         if not self.exists(location):
             inserts = source.where("NOT _delete").drop("_delete")
-            return self.append(location, inserts, partition_by, txn)
+            return self.append(location, inserts, partition_by, txn, properties)
         schema = self.schema(location)
         source = conform_to_schema(source, schema, location, keep=["_delete"])
         source = source.withColumn("_from_source", F.lit(1)).cache()
@@ -442,6 +468,13 @@ class RsEngine:
         return self._rewrite(location, small, self.read_files(location, small), None, "optimize")
 
     # ------------------------------------------------------------- maintenance
+    def expire_log(self, location: str) -> int:
+        """Checkpoint the log and delete the log entries older than the table's
+        ``delta.logRetentionDuration``; return how many were deleted."""
+        table = self._table(location)
+        table.create_checkpoint()
+        return table.cleanup_metadata() or 0
+
     def vacuum(self, location: str, retention_hours: int | None = None, full: bool = True) -> list[str]:
         """Delete files no longer in the table older than the retention; return their paths.
 

@@ -7,7 +7,7 @@ Idempotent writes use Delta's session-level transaction identifiers
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -142,18 +142,18 @@ class SparkDeltaEngine:
             writer.save(location)
         return self._result(location, before)
 
-    def append(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
-        """Add ``df``'s rows to the table."""
-        return self._write(df, location, "append", partition_by, txn)
+    def append(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
+        """Add ``df``'s rows to the table (``delta.*`` ``properties`` become table properties on creation)."""
+        return self._write(df, location, "append", partition_by, txn, **dict(properties or {}))
 
-    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
-        """Replace the whole table, schema included."""
-        return self._write(df, location, "overwrite", partition_by, txn, overwriteSchema="true")
+    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
+        """Replace the whole table, schema and ``properties`` included."""
+        return self._write(df, location, "overwrite", partition_by, txn, overwriteSchema="true", **dict(properties or {}))
 
-    def overwrite_where(self, location: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
+    def overwrite_where(self, location: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
         """Replace the rows matching ``predicate`` with ``df``."""
         if not self.exists(location):
-            return self.append(location, df, partition_by, txn)
+            return self.append(location, df, partition_by, txn, properties)
         return self._write(df, location, "overwrite", partition_by, txn, replaceWhere=predicate)
 
     def delete(self, location: str, predicate: str, txn: WriteId | None = None) -> WriteResult:
@@ -163,11 +163,17 @@ class SparkDeltaEngine:
             self._table(location).delete(predicate)
         return self._result(location, before)
 
-    def merge(self, location: str, df: DataFrame, keys: Sequence[str], order_by: str, delete_when: str | None = None, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
+    def blank(self, location: str, predicate: str, columns: Sequence[str]) -> WriteResult:
+        """Set ``columns`` to null on the rows matching ``predicate`` (Delta's UPDATE)."""
+        before = self.version(location)
+        self._table(location).update(condition=predicate, set={f"`{c}`": "NULL" for c in columns})
+        return self._result(location, before)
+
+    def merge(self, location: str, df: DataFrame, keys: Sequence[str], order_by: str, delete_when: str | None = None, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
         """Upsert by ``keys``, latest ``order_by`` wins; source rows matching ``delete_when`` delete."""
         source = latest_per_key(with_delete_flag(df, delete_when), keys, order_by)
         if not self.exists(location):
-            return self.append(location, source.where("NOT _delete").drop("_delete"), partition_by, txn)
+            return self.append(location, source.where("NOT _delete").drop("_delete"), partition_by, txn, properties)
         columns = self.schema(location).fieldNames()
         on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         newer = f"s.`{order_by}` >= t.`{order_by}` OR t.`{order_by}` IS NULL"
@@ -188,6 +194,11 @@ class SparkDeltaEngine:
         before = self.version(location)
         self._table(location).optimize().executeCompaction()
         return self._result(location, before)
+
+    def expire_log(self, location: str) -> int:
+        """Delta itself deletes log entries older than ``delta.logRetentionDuration`` when it
+        writes a checkpoint: nothing to do here; returns 0."""
+        return 0
 
     def vacuum(self, location: str, retention_hours: int | None = None, full: bool = True) -> list[str]:
         """Delete files no longer in the table older than the retention (Delta's VACUUM is always full)."""

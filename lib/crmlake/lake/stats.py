@@ -1,8 +1,9 @@
 """Per-file Delta statistics read from a Parquet footer (numRecords, minValues, maxValues, nullCount).
 
-Min/max are kept for numbers, dates and timestamps only. String columns get a null count
-but no min/max, so personal data (emails, names) never lands in the Delta log, where an
-erase could not reach it.
+Statistics are kept only for a table's ``delta.dataSkippingStatsColumns`` (from the table
+catalog: every column but the personal ones), and min/max only for numbers, dates and
+timestamps; other string columns get a null count but no min/max. So personal data
+(emails, names, their hashes) never lands in the Delta log, where an erase could not reach it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 import decimal
 import json
 import math
+from typing import Collection
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,8 +51,12 @@ def _wants_min_max(arrow_type: pa.DataType) -> bool:
     )
 
 
-def parquet_file_stats(path: str) -> tuple[int, str]:
-    """Read a Parquet file's footer; return (row count, Delta stats JSON string)."""
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+
+
+def parquet_file_stats(path: str, columns: Collection[str] | None = None) -> tuple[int, str]:
+    """Read a Parquet file's footer; return (row count, Delta stats JSON string) with
+    statistics for ``columns`` only (all top-level columns when None)."""
     meta = pq.read_metadata(path)
     arrow_schema = meta.schema.to_arrow_schema()
     mins: dict = {}
@@ -59,8 +65,8 @@ def parquet_file_stats(path: str) -> tuple[int, str]:
     top_level = {name: i for i, name in enumerate(arrow_schema.names)}
     for col_index in range(meta.num_columns):
         column_path = meta.schema.column(col_index).path
-        if column_path not in top_level:
-            continue  # nested leaves: no stats
+        if column_path not in top_level or (columns is not None and column_path not in columns):
+            continue  # nested leaves and columns outside the table's stats columns: no stats
         arrow_type = arrow_schema.field(column_path).type
         col_min = col_max = None
         null_count = 0

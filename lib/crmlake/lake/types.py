@@ -40,3 +40,12 @@ class WriteResult:
     def skipped(cls) -> "WriteResult":
         """The result of a replayed idempotent write: nothing committed."""
         return cls(False, None, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """What an erase did to one table: rows removed (or blanked) and the data files deleted from disk."""
+
+    table: str
+    rows: int
+    files_removed: tuple = ()

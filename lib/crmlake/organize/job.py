@@ -17,9 +17,11 @@ identity graph is global, and person ids stay stable across runs (see
 :mod:`crmlake.organize.identity`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
 every table from all of bronze and gives the same tables.
 
-Erase requests are applied first: the account's rows go from every table that holds its
-personal data, with the old files that held them. Every bronze source is optional: acquire
-creates an empty table for a source never delivered.
+Erase requests are applied first (:mod:`crmlake.privacy`): the account's personal data goes
+from every table the catalog says holds it and from the exports, with the old files that
+held it; a later upsert of an erased account is erased on arrival and counted as refused.
+An erase rewrites bronze files, so the snapshot is pinned again after it. Every bronze
+source is optional: acquire creates an empty table for a source never delivered.
 """
 
 from __future__ import annotations
@@ -36,22 +38,12 @@ from crmlake.organize.customer360 import StaleRules, customer_360, customer_hist
 from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges, identity_quality
 from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
+from crmlake.privacy import apply_erasures
 
 log = get_logger("organize")
 STATE = "silver.organize_state"
 STATE_SCHEMA = "source string, version_read long, run_date date, updated_at timestamp"
 BRONZE_SOURCES = ("bronze.customers", "bronze.orders", "bronze.clickstream", "bronze.campaign_events", "bronze.interactions")
-# Tables holding an account's personal data, and the predicate selecting its rows.
-PERSONAL_TABLES = {
-    "bronze.customers": "op = 'upsert' AND account_id IN ({ids})",
-    "silver.customers": "account_id IN ({ids})",
-    "silver.customer_history": "account_id IN ({ids})",
-    "silver.customer_360": "arrays_overlap(account_ids, array({ids}))",
-}
-
-
-def _sql_list(values) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
 class Changes:
@@ -87,20 +79,16 @@ class Changes:
         return self.lake.spark.createDataFrame(rows, STATE_SCHEMA)
 
 
-def erase_accounts(lake: Lake, changes: Changes) -> list[str]:
-    """Remove the personal rows of the accounts with a new erase request (op = 'erase') from
-    every table that holds them, and the old files that held them; return the erased account ids.
+def erase_due_accounts(lake: Lake, conf: Conf, changes: Changes) -> dict:
+    """Apply the erase requests due (:func:`crmlake.privacy.apply_erasures`); return its counts.
 
-    Keeps the erase request itself in bronze (it holds no personal data) so that it survives.
+    An erasure rewrites bronze files and removes the old ones at once, so the bronze
+    snapshot is pinned again at the versions the erasure left.
     """
-    requests = changes.new("bronze.customers")
-    # Erase requests are rare: one row each, safe to collect.
-    requested = sorted({r["account_id"] for r in requests.where("op = 'erase'").select("account_id").distinct().collect()})
-    if requested:
-        for table, predicate in PERSONAL_TABLES.items():
-            lake.erase(table, predicate.format(ids=_sql_list(requested)))
-        changes.repin(PERSONAL_TABLES)
-    return requested
+    facts = apply_erasures(lake, conf)
+    if facts["erased_accounts"]:
+        changes.repin(BRONZE_SOURCES)
+    return facts
 
 
 def _accounts_touched(changes: Changes) -> DataFrame:
@@ -220,7 +208,7 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
     facts: dict = {"mode": "full_refresh" if changes.full else "incremental", "bronze_versions_read": changes.snapshot.versions}
     log.info("organize for %s: %s", run_date, facts["mode"])
     steps = [
-        ("erase", lambda: {"erased_accounts": len(erase_accounts(lake, changes))}),
+        ("erase", lambda: erase_due_accounts(lake, conf, changes)),
         ("customers", lambda: organize_accounts(lake, changes)),
         ("order lines", lambda: organize_order_lines(lake, changes)),
         ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),

@@ -9,7 +9,7 @@ from crmlake.lake import latest_per_key
 
 # Personal fields of a profile: gone from every silver table once the account asks to be erased.
 PERSONAL_FIELDS = ("email", "phone", "name", "gender", "birth_year", "occupation", "city", "income_band", "referred_by", "company_id")
-PROFILE_FIELDS = ("signup_time", *PERSONAL_FIELDS, "marketing_consent", "account_type")
+PROFILE_FIELDS = ("signup_time", *PERSONAL_FIELDS, "marketing_consent", "marketing_consent_time", "account_type")
 CONSENT_WITHDRAWING_EVENTS = ("unsubscribed", "complained")
 
 
@@ -43,15 +43,22 @@ def latest_profiles(profile_changes: DataFrame) -> DataFrame:
 
 
 def with_consent_state(profiles: DataFrame, campaign_events: DataFrame) -> DataFrame:
-    """Add ``consent_withdrawn_at`` (first unsubscribe or complaint after the profile's last
-    change) and ``marketing_consent``: the profile's consent unless withdrawn since."""
+    """Add ``consent_withdrawn_at`` and ``marketing_consent`` to latest profiles.
+
+    Takes :func:`latest_profiles` rows and campaign events. An unsubscribe or complaint
+    withdraws consent from its time on and stands until the profile carries a
+    ``marketing_consent_time`` after it (the member opted in again); a profile update that
+    only repeats an older consent time (a new address) restores nothing.
+    ``consent_withdrawn_at`` is the latest such withdrawal while it stands, else null.
+    """
     withdrawals = (
         campaign_events.where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS))
         .groupBy("account_id")
         .agg(F.max("event_time").alias("last_withdrawal_at"))
     )
     joined = profiles.join(withdrawals, "account_id", "left")
-    withdrawn = F.col("last_withdrawal_at").isNotNull() & (F.col("last_withdrawal_at") >= F.col("profile_updated_at"))
+    opted_in_since = F.coalesce(F.col("marketing_consent_time") > F.col("last_withdrawal_at"), F.lit(False))
+    withdrawn = F.col("last_withdrawal_at").isNotNull() & ~opted_in_since
     return joined.select(
         *profiles.columns,
         F.when(withdrawn, F.col("last_withdrawal_at")).alias("consent_withdrawn_at"),
@@ -62,16 +69,19 @@ def with_consent_state(profiles: DataFrame, campaign_events: DataFrame) -> DataF
 def sessionize(clicks: DataFrame, gap_minutes: int = 30) -> DataFrame:
     """Split each ``anonymous_id``'s events into sessions (a gap of more than ``gap_minutes`` ends one).
 
-    Returns one row per session: session_id, anonymous_id, account_id (only from events
-    with tracking consent), session_start, session_end, session_date, entry_page,
-    exit_page, pages, product_views, adds_to_cart, checkouts, converted, device, utm_campaign.
+    Events with and without tracking consent never share a session: a cookie's consented
+    and refused events are sessionized apart, so a refused event never reaches a person.
+    Returns one row per session: session_id, anonymous_id, tracking_consent, account_id
+    (set only on consented sessions), session_start, session_end, entry_page, exit_page,
+    events, pages, product_views, adds_to_cart, checkouts, converted, device, utm_campaign.
     """
-    by_visitor = Window.partitionBy("anonymous_id").orderBy("event_time", "event_id")
+    clicks = clicks.withColumn("tracking_consent", F.coalesce("tracking_consent", F.lit(False)))
+    by_visitor = Window.partitionBy("anonymous_id", "tracking_consent").orderBy("event_time", "event_id")
     gap = F.col("event_time").cast("long") - F.lag("event_time").over(by_visitor).cast("long")
     marked = clicks.withColumn("_new", F.when(gap.isNull() | (gap > gap_minutes * 60), 1).otherwise(0))
     marked = marked.withColumn("_session_no", F.sum("_new").over(by_visitor.rowsBetween(Window.unboundedPreceding, 0)))
     consented_account = F.when(F.col("tracking_consent"), F.col("account_id"))
-    sessions = marked.groupBy("anonymous_id", "_session_no").agg(
+    sessions = marked.groupBy("anonymous_id", "tracking_consent", "_session_no").agg(
         F.min("event_time").alias("session_start"),
         F.max("event_time").alias("session_end"),
         F.min_by("page_url", F.struct("event_time", "event_id")).alias("entry_page"),
@@ -89,7 +99,7 @@ def sessionize(clicks: DataFrame, gap_minutes: int = 30) -> DataFrame:
     )
     return sessions.select(
         F.sha2(F.concat_ws(":", "anonymous_id", "_first_event"), 256).substr(1, 32).alias("session_id"),
-        "anonymous_id", "account_id", "session_start", "session_end", "entry_page", "exit_page", "events",
+        "anonymous_id", "tracking_consent", "account_id", "session_start", "session_end", "entry_page", "exit_page", "events",
         "pages", "product_views", "adds_to_cart", "checkouts", "converted", "device", "utm_campaign",
     )
 

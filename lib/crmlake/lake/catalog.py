@@ -1,0 +1,155 @@
+"""The table catalog: one declaration per table (``catalog.yaml`` beside this module).
+
+Each entry says what a table is: its layer (the part of its name before the dot), columns
+and their Spark types, partitioning, merge keys, which columns hold personal data and
+how an account's rows are found for an erase. The lake checks every write against it,
+erase and maintenance walk it, statistics skip its personal columns, and the README's
+table list is generated from it. A new table is one entry in ``catalog.yaml``.
+
+How long each layer keeps history is configuration (``lake.retention_days``), not a
+declaration: an environment may keep bronze longer than another.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Mapping
+
+import yaml
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from crmlake.lake.errors import LakeError, SchemaMismatchError
+
+LAYERS = ("bronze", "silver", "gold")
+# Column names that hold personal data wherever they appear: a declared table with such a
+# column must list it as personal (tests/unit/test_catalog.py walks every entry).
+PERSONAL_NAME = re.compile(r"(^|_)(email|phone|name|raw_text|identifier)(_sha256)?$")
+
+
+class UndeclaredTableError(LakeError):
+    """A write to a table that the catalog does not declare."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table's declaration: columns (name -> Spark type), partitioning, merge keys,
+    personal columns, the erase rule (``delete``: drop the matching rows; ``blank``: null
+    their personal columns) and its predicate over the erase's identifiers."""
+
+    name: str
+    description: str
+    columns: Mapping[str, str]
+    partition_by: tuple = ()
+    keys: tuple = ()
+    personal: tuple = ()
+    erase: str | None = None            # "delete" or "blank"
+    erase_where: str | None = None      # SQL with {accounts}, {email_hashes}, {phone_hashes}, {needles}
+
+    @property
+    def layer(self) -> str:
+        """The table's layer: bronze, silver or gold."""
+        return self.name.split(".", 1)[0]
+
+    @property
+    def stats_columns(self) -> tuple:
+        """The columns Delta keeps file statistics for: every column but the personal ones."""
+        return tuple(c for c in self.columns if c not in self.personal)
+
+    def padded(self, df: DataFrame) -> DataFrame:
+        """Return ``df`` with every declared column it lacks added as a typed null (a row that
+        fills only some fields, such as an erase request)."""
+        return df.select(*[F.col(c) if c in df.columns else F.lit(None).cast(t).alias(c) for c, t in self.columns.items()])
+
+    def conform(self, df: DataFrame) -> DataFrame:
+        """Return ``df`` with exactly the declared columns, cast to the declared types, then
+        its ``_``-prefixed helper columns (a merge's delete flag).
+
+        Raises ``SchemaMismatchError`` naming the table and the columns missing or undeclared.
+        """
+        data = [c for c in df.columns if not c.startswith("_")]
+        undeclared = [c for c in data if c not in self.columns]
+        missing = [c for c in self.columns if c not in data]
+        if undeclared or missing:
+            raise SchemaMismatchError(
+                f"table {self.name}: columns differ from lib/crmlake/catalog.yaml"
+                + (f"; not declared: {', '.join(undeclared)}" if undeclared else "")
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+            )
+        return df.select(*[F.col(c).cast(t).alias(c) for c, t in self.columns.items()], *[c for c in df.columns if c.startswith("_")])
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every declared table by name."""
+
+    tables: Mapping[str, TableSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, entries: Mapping[str, Mapping]) -> "Catalog":
+        """Build a catalog from ``{name: {description, columns, partition_by, keys, personal, erase, erase_where}}``."""
+        tables = {}
+        for name, entry in entries.items():
+            layer = name.split(".", 1)[0]
+            if layer not in LAYERS or "." not in name:
+                raise LakeError(f"catalog: table {name!r} must be named <layer>.<table> with layer one of {', '.join(LAYERS)}")
+            columns = dict(entry["columns"])
+            spec = TableSpec(
+                name,
+                str(entry.get("description", "")),
+                columns,
+                tuple(entry.get("partition_by", ())),
+                tuple(entry.get("keys", ())),
+                tuple(entry.get("personal", ())),
+                entry.get("erase"),
+                entry.get("erase_where"),
+            )
+            unknown = [c for c in (*spec.partition_by, *spec.keys, *spec.personal) if c not in columns]
+            if unknown:
+                raise LakeError(f"catalog: table {name}: {', '.join(unknown)} named but not among its columns")
+            if spec.personal and not (spec.erase in ("delete", "blank") and spec.erase_where):
+                raise LakeError(f"catalog: table {name} holds personal columns but says not how to erase them (erase: delete|blank, erase_where)")
+            tables[name] = spec
+        return cls(tables)
+
+    def with_tables(self, entries: Mapping[str, Mapping]) -> "Catalog":
+        """Return this catalog with ``entries`` added (a bench's or a test's own tables)."""
+        return Catalog({**self.tables, **Catalog.from_dict(entries).tables})
+
+    def spec(self, table: str) -> TableSpec:
+        """Return the declaration of ``table``; raise ``UndeclaredTableError`` when there is none."""
+        try:
+            return self.tables[table]
+        except KeyError:
+            raise UndeclaredTableError(
+                f"table {table} is not declared in lib/crmlake/catalog.yaml: add an entry (columns, partitioning, keys, personal columns)"
+            ) from None
+
+    def personal_tables(self) -> list[TableSpec]:
+        """Return the tables holding personal data, in catalog order."""
+        return [t for t in self.tables.values() if t.personal]
+
+
+def readme_table_list(catalog: Catalog) -> str:
+    """Return the README's table list (Markdown) for ``catalog``: table, description,
+    partitioning, keys, personal columns and how an erase treats them."""
+    lines = ["| table | what it holds | partitioned by | keys | personal columns (erase) |", "|---|---|---|---|---|"]
+    for spec in catalog.tables.values():
+        personal = ", ".join(spec.personal) or "—"
+        erase = f" ({spec.erase})" if spec.erase else ""
+        lines.append(f"| `{spec.name}` | {spec.description} | {', '.join(spec.partition_by) or '—'} | {', '.join(spec.keys) or '—'} | {personal}{erase} |")
+    return "\n".join(lines) + "\n"
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """Return the library's catalog (``lib/crmlake/catalog.yaml``)."""
+    text = resources.files("crmlake").joinpath("catalog.yaml").read_text(encoding="utf-8")
+    return Catalog.from_dict(yaml.safe_load(text)["tables"])
+
+
+if __name__ == "__main__":  # python -m crmlake.lake.catalog: the README's table list
+    print(readme_table_list(load_catalog()), end="")

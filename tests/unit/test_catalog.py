@@ -1,0 +1,74 @@
+"""The table catalog: every table declared once, personal columns marked, writes checked,
+statistics free of personal data."""
+
+import glob
+import json
+import os
+import re
+
+import pytest
+
+from crmlake.lake import Lake, SchemaMismatchError, UndeclaredTableError, load_catalog
+from crmlake.lake.catalog import PERSONAL_NAME, readme_table_list
+
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+
+
+def test_every_column_named_like_personal_data_is_declared_personal():
+    catalog = load_catalog()
+    unmarked = [
+        f"{spec.name}.{column}" for spec in catalog.tables.values() for column in spec.columns
+        if PERSONAL_NAME.search(column) and column not in spec.personal
+    ]
+    assert unmarked == []
+    # The rule itself, on names written by hand.
+    assert [bool(PERSONAL_NAME.search(c)) for c in ("email", "guest_email", "phone_sha256", "name", "raw_text", "identifier", "file_sha256", "segment")] == [
+        True, True, True, True, True, True, False, False,
+    ]
+
+
+def test_every_table_with_personal_columns_says_how_to_erase_them():
+    for spec in load_catalog().personal_tables():
+        assert spec.erase in ("delete", "blank") and spec.erase_where, spec.name
+
+
+def test_writing_an_undeclared_table_fails_naming_it(spark, conf):
+    lake = Lake(spark, conf)
+    people = spark.createDataFrame([("A1", "ann@example.com")], "account_id string, email string")
+    with pytest.raises(UndeclaredTableError, match="silver.newsletter_signups is not declared"):
+        lake.append("silver.newsletter_signups", people)
+    assert not os.path.exists(lake.path("silver.newsletter_signups"))
+
+
+def test_a_column_the_catalog_does_not_list_fails_the_write(spark, conf):
+    lake = Lake(spark, conf)
+    state = spark.createDataFrame([("bronze.orders", None, None, None, "x@y")], "source string, watermark timestamp, run_date date, updated_at timestamp, email string")
+    with pytest.raises(SchemaMismatchError, match="silver.organize_state.*not declared: email"):
+        lake.overwrite("silver.organize_state", state)
+
+
+def test_rs_statistics_hold_no_personal_column(spark, conf):
+    lake = Lake(spark, conf)
+    rows = spark.createDataFrame(
+        [("A1", "upsert", "Ann.Lee@Example.com", "0912345678", "Ann Lee", 1990), ("A2", "upsert", "bo@example.com", "0987654321", "Bo", 1985)],
+        "account_id string, op string, email string, phone string, name string, birth_year int",
+    )
+    lake.append("bronze.customers", load_catalog().spec("bronze.customers").padded(rows))
+    log_text = "".join(open(p).read() for p in glob.glob(os.path.join(lake.path("bronze.customers"), "_delta_log", "*.json")))
+    for value in ("Ann.Lee@Example.com", "0912345678", "Ann Lee", "bo@example.com"):
+        assert value not in log_text
+    stats = [json.loads(json.loads(line)["add"]["stats"]) for line in log_text.splitlines() if '"add"' in line]
+    personal = set(load_catalog().spec("bronze.customers").personal)
+    for file_stats in stats:   # birth_year is personal: no min/max for it either
+        assert personal.isdisjoint(file_stats["nullCount"]) and personal.isdisjoint(file_stats["minValues"])
+    assert sum(s["nullCount"]["account_id"] for s in stats) == 0 and sum(s["numRecords"] for s in stats) == 2
+    (metadata,) = [json.loads(line)["metaData"] for line in log_text.splitlines() if '"metaData"' in line]
+    declared = metadata["configuration"]["delta.dataSkippingStatsColumns"].split(",")
+    assert "account_id" in declared and personal.isdisjoint(declared)
+
+
+def test_readme_table_list_is_the_catalog():
+    text = open(README, encoding="utf-8").read()
+    block = re.search(r"<!-- catalog:begin -->\n(.*?)<!-- catalog:end -->", text, re.S)
+    assert block, "README.md has no catalog block"
+    assert block.group(1) == readme_table_list(load_catalog()), "regenerate with: python -m crmlake.lake.catalog >> README block"

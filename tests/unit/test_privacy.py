@@ -1,0 +1,62 @@
+"""Erasure on hand-built rows: which requests are due, finality, exports amended."""
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import os
+
+import pyarrow.parquet as pq
+
+from crmlake.decide.export import amend_exports, publish_audience
+from crmlake.files import file_sha256
+from crmlake.privacy import erasures_due
+
+T0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.timezone.utc)
+CHANGES = "account_id string, op string, updated_time timestamp, ingested_at timestamp"
+
+
+def at(days):
+    return T0 + dt.timedelta(days=days)
+
+
+def receipt_id(account_id: str) -> str:
+    """The request id of ``account_id``'s erase at T0, worked out by hand (time in UTC, microseconds)."""
+    return hashlib.sha256(f"{account_id}|2026-11-21T09:00:00.000000Z".encode()).hexdigest()[:32]
+
+
+def test_an_erase_is_due_until_receipted_and_again_when_a_stale_upsert_arrives(spark):
+    changes = spark.createDataFrame(
+        [
+            ("A1", "upsert", at(-9), at(-9)), ("A1", "erase", T0, at(0)),     # new request: due, nothing refused
+            ("A2", "upsert", at(-9), at(-9)), ("A2", "erase", T0, at(0)),     # receipted, yet its upsert is still there
+            ("A3", "erase", T0, at(0)),                                        # receipted, nothing left: not due
+            ("A4", "erase", T0, at(0)), ("A4", "upsert", at(-20), at(2)),     # receipted; a stale re-send arrived later
+            ("A5", "upsert", at(-9), at(-9)),                                  # never asked
+        ],
+        CHANGES,
+    )
+    receipts = spark.createDataFrame([(receipt_id(a),) for a in ("A2", "A3", "A4")], "request_id string")
+    due = {r["account_id"]: (r["upserts"], r["refused_upserts"], r["request_id"]) for r in erasures_due(changes, receipts).collect()}
+    assert due == {"A1": (1, 0, receipt_id("A1")), "A2": (1, 0, receipt_id("A2")), "A4": (1, 1, receipt_id("A4"))}
+
+
+def test_amended_export_drops_the_person_and_records_the_amendment(spark, tmp_path):
+    rows = spark.createDataFrame(
+        [("P1", "e1", "p1", 0.9, 10, "s", "r"), ("P2", "e2", None, 0.8, 9, "s", "r"), ("P3", "e3", "p3", 0.7, 8, "s", "r")],
+        "person_id string, email_sha256 string, phone_sha256 string, score double, decile int, segment string, reason_codes string",
+    )
+    folder = publish_audience(rows, str(tmp_path), "likely_buyers", dt.date(2026, 11, 20), {"definition": "test"})
+    # P2 by person id, P3 by phone hash; P1 stays.
+    amended = amend_exports(str(tmp_path), ["P2"], ["no-such-hash"], ["p3"], "req-1")
+    assert amended == [os.path.join("likely_buyers", "2026-11-20")]
+    assert pq.read_table(os.path.join(folder, "audience.parquet")).column("person_id").to_pylist() == ["P1"]
+    csv_text = gzip.open(os.path.join(folder, "audience.csv.gz"), "rt").read()
+    assert "P1" in csv_text and "P2" not in csv_text and "p3" not in csv_text
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    assert manifest["row_count"] == 1 and manifest["definition"] == "test"
+    (amendment,) = manifest["amendments"]
+    assert (amendment["reason"], amendment["request_id"], amendment["rows_removed"]) == ("erasure", "req-1", 2)
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == file_sha256(os.path.join(folder, name))
+    assert amend_exports(str(tmp_path), ["P2"], [], [], "req-2") == []   # nothing left to remove: untouched
