@@ -42,7 +42,7 @@ def test_writing_an_undeclared_table_fails_naming_it(spark, conf):
 
 def test_a_column_the_catalog_does_not_list_fails_the_write(spark, conf):
     lake = Lake(spark, conf)
-    state = spark.createDataFrame([("bronze.orders", None, None, None, "x@y")], "source string, watermark timestamp, run_date date, updated_at timestamp, email string")
+    state = spark.createDataFrame([("bronze.orders", None, None, None, "x@y")], "source string, version_read bigint, run_date date, updated_at timestamp, email string")
     with pytest.raises(SchemaMismatchError, match="silver.organize_state.*not declared: email"):
         lake.overwrite("silver.organize_state", state)
 
