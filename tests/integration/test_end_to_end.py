@@ -66,7 +66,8 @@ def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
             assert entry["sha256"] == hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest(), name
         assert manifest["models"]["propensity"]["name"] == "crmlake-propensity"
         assert all(consent[m["person_id"]] is True for m in members)
-        assert set(members[0]) == {"person_id", "email_sha256", "phone_sha256", "score", "decile", "segment", "reason_codes"}
+        assert set(members[0]) == {"person_id", "email_sha256", "phone_sha256", "score", "decile", "segment", "top_category", "reason_codes"}
+        assert all(m["top_category"] for m in members)
     history = lake.read("gold.contact_history").collect()
     assert sum(1 for r in history if r["group"] == "treatment") == sum(pipeline["decide"]["audiences"][a]["exported"] for a in ("likely_buyers", "win_back"))
     assert {r["audience"] for r in lake.read("gold.campaign_results").collect()} == {"likely_buyers", "win_back"}
@@ -93,9 +94,42 @@ def test_models_are_registered_with_a_champion_and_beat_chance(pipeline):
     propensity = pipeline["analyze"]["propensity"]
     assert propensity["auc_holdout"] > 0.6 and propensity["candidate"] in ("logistic_regression", "gradient_boosted_trees")
     assert propensity["champion_decision"].startswith("no champion yet")
-    (run,) = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], "tags.mlflow.runName LIKE 'propensity-%'")
+    # The fixture's run is the first (a test below reruns analyze on the same date).
+    run = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], "tags.mlflow.runName LIKE 'propensity-%'",
+                             order_by=["attributes.start_time ASC"])[0]
     assert run.data.tags["champion_decision"] == propensity["champion_decision"]
     assert {"logistic_regression.auc", "gradient_boosted_trees.auc", "pr_auc_holdout", "top_decile_lift_holdout", "brier_holdout"} <= set(run.data.metrics)
+
+
+def test_the_champion_scores_a_losing_challenger_changes_no_score_and_a_rerun_registers_nothing(spark, pipeline):
+    conf, lake = pipeline["conf"], pipeline["lake"]
+    client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"), registry_uri=conf.get("mlflow.tracking_uri"))
+
+    def registry():
+        return {
+            name: (sorted(str(v.version) for v in client.search_model_versions(f"name = '{name}'")), str(client.get_model_version_by_alias(name, "champion").version))
+            for name in ("crmlake-propensity", "crmlake-segmentation")
+        }
+
+    def scores():
+        rows = lake.read("gold.customer_scores").where(f"score_date = DATE'{END}'").collect()
+        return sorted((r["person_id"], r["propensity_score"], r["segment"], r["propensity_model"], r["segment_model"]) for r in rows)
+
+    before, registered = scores(), registry()
+    assert {r[3] for r in before} == {"crmlake-propensity/" + registered["crmlake-propensity"][1]}
+    assert {r[4] for r in before} == {"crmlake-segmentation/" + registered["crmlake-segmentation"][1]}
+    # A second run of the day whose challenger cannot win: registered, judged, and it changes no score.
+    lost = analyze.run(spark, conf.with_overrides(["analyze.propensity.champion_margin=1.0"]), END)
+    assert lost["propensity"]["version"] == "2" and lost["propensity"]["champion_moved"] is False
+    assert lost["propensity"]["champion_decision"].startswith("champion v1 kept: challenger v2")
+    assert lost["segmentation"]["reused"] is True   # its data and conf did not change
+    assert registry()["crmlake-propensity"] == (["1", "2"], "1")
+    assert scores() == before
+    # The same date again, same data and conf as the fixture's run: nothing new anywhere.
+    again = analyze.run(spark, conf, END)
+    assert again["propensity"]["reused"] is True and again["propensity"]["version"] == "1"
+    assert registry() == {**registered, "crmlake-propensity": (["1", "2"], "1")}
+    assert scores() == before
 
 
 def test_propensity_beats_the_declared_income_band_the_generator_plants_as_a_baseline(pipeline):
@@ -117,7 +151,7 @@ def test_lifetime_value_segments_tiers_ladder_and_reports(pipeline):
     conf, lake = pipeline["conf"], pipeline["lake"]
     client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"))
     experiment = client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id
-    (clv_run,) = client.search_runs([experiment], "tags.mlflow.runName LIKE 'lifetime-value-%'")
+    clv_run = client.search_runs([experiment], "tags.mlflow.runName LIKE 'lifetime-value-%'", order_by=["attributes.start_time ASC"])[0]
     assert {"r", "alpha", "a", "b", "p", "q", "v"} <= set(clv_run.data.metrics) and clv_run.data.params["time_unit_days"] == "7.0"
     assert clv_run.data.tags["parameters_at_bounds"] == "none", clv_run.data.metrics   # the generated buyers fit the model
     scores = lake.read("gold.customer_scores").collect()

@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.analyze import clv, models, reports
+from crmlake.analyze import categories, clv, models, reports
 from crmlake.analyze.features import (
     FEATURE_COLUMNS, customer_behaviour, in_holdout, members_as_of, order_lines_as_of, with_deciles, with_purchase_label, with_rfm_scores,
 )
@@ -44,6 +44,7 @@ from crmlake.people import with_order_person_id, with_session_person_id
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
+NEXT_BEST_CATEGORY = "gold.next_best_category"
 PARETO = "gold.pareto"
 
 
@@ -171,6 +172,69 @@ def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: 
             "champion_moved": moved, "champion_decision": reason}
 
 
+def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, run_date: dt.date, inputs_fingerprint: str) -> dict:
+    """Fit the next-best-category model on persons outside the holdout, measure its top-1 and
+    top-3 hit rates on the held-out persons against the most-popular-category ranking,
+    register it, and move ``champion`` to it when its top-3 hit rate beats the champion's by
+    ``champion_margin``.
+
+    Takes labelled person × category pairs as of the cutoff (:func:`categories.person_categories`)
+    and the categories each person bought in the label window. Returns version, metrics,
+    champion_moved and champion_decision; or, when a version was trained from
+    ``inputs_fingerprint`` already, that version and ``reused``.
+    """
+    import mlflow
+
+    c = conf.get("analyze.next_best_category")
+    reused = reused_version(c["model_name"], inputs_fingerprint)
+    if reused:
+        return reused
+    split = pairs.withColumn("_holdout", in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share"))))
+    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
+
+    def hit_rates_of(model) -> dict:
+        return categories.hit_rates(categories.with_category_rank(models.with_category_score(model, holdout), "score"), bought)
+
+    with tracking.tracked_run(conf, f"next-best-category-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
+        model = models.category_pipeline(int(c.get("max_iter", 50))).fit(train)
+        metrics = hit_rates_of(model)
+        baseline = categories.hit_rates(categories.with_category_rank(holdout, "category_popularity"), bought)
+        mlflow.log_params({"label_days": conf.get("analyze.propensity.label_days"), "features": ",".join(categories.CATEGORY_FEATURES), "holdout": "hash of person_id",
+                           "baseline": "most popular categories first"})
+        mlflow.log_metrics({**{f"hit_rate_{k}": v for k, v in metrics.items()}, **{f"baseline_hit_rate_{k}": v for k, v in baseline.items()}})
+        sample = train.select(*categories.CATEGORY_FEATURES).limit(5)
+        version = tracking.log_spark_model(
+            model, "model", c["model_name"], sample.toPandas(), models.with_category_score(model, sample).select("score").toPandas(), inputs_fingerprint
+        )
+        champion_top_3 = None
+        if tracking.champion_version(c["model_name"]) is not None:
+            champion_top_3 = hit_rates_of(tracking.load_champion(c["model_name"])[0])["top_3"]
+        moved, reason = tracking.promote_if_better(c["model_name"], version, metrics["top_3"], champion_top_3, float(c.get("champion_margin", 0.005)))
+        mlflow.set_tag("champion_decision", reason)
+    train.unpersist()
+    holdout.unpersist()
+    return {"version": version, "hit_rates": {k: round(v, 4) for k, v in metrics.items()}, "baseline_hit_rates": {k: round(v, 4) for k, v in baseline.items()},
+            "champion_moved": moved, "champion_decision": reason}
+
+
+def next_best_categories(lake: Lake, conf: Conf, behaviour: DataFrame, order_lines: DataFrame, run_date: dt.date) -> tuple[DataFrame, dict]:
+    """Rank every person's categories with the champion, write their ``top_n`` best to
+    gold.next_best_category for ``run_date``; return (person_id, top_category,
+    top_category_score) and the facts."""
+    c = conf.get("analyze.next_best_category")
+    model, version = tracking.load_champion(c["model_name"])
+    ranked = categories.with_category_rank(models.with_category_score(model, categories.person_categories(behaviour, order_lines, run_date)), "score")
+    table = ranked.where(F.col("rank") <= int(c.get("top_n", 3))).select(
+        "person_id", "category", "score", F.col("rank").cast("int").alias("rank"),
+        F.lit(f"{c['model_name']}/{version}").alias("category_model"), F.lit(run_date).alias("score_date"),
+    )
+    rows = lake.overwrite_where(NEXT_BEST_CATEGORY, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
+    top = lake.read(NEXT_BEST_CATEGORY).where(f"score_date = DATE'{run_date}' AND rank = 1").select(
+        "person_id", F.col("category").alias("top_category"), F.col("score").alias("top_category_score"), "category_model"
+    )
+    return top, {"champion": version, "rows": rows}
+
+
 def _silhouette_chart(silhouettes: dict, path: str) -> str:
     import matplotlib
 
@@ -290,7 +354,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         with timed(log, f"train propensity for {run_date}") as f:
             cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
             lines_then = with_order_person_id(order_lines_as_of(bronze_orders, cutoff, tz), identity_map)
-            labelled = with_purchase_label(customer_behaviour(members(cutoff), lines_then, sessions, cutoff, tz), order_lines, cutoff, int(p["label_days"]))
+            behaviour_then = customer_behaviour(members(cutoff), lines_then, sessions, cutoff, tz).cache()
+            labelled = with_purchase_label(behaviour_then, order_lines, cutoff, int(p["label_days"]))
             trained = train_propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, "timezone": tz}))
             f.update({k: v for k, v in trained.items() if k in ("version", "candidate", "champion_moved", "reused")})
             if "metrics" in trained:
@@ -299,7 +364,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     except NotTrainable as reason:
         # Early dates of a backfill: nothing to learn from yet. Not a failure of the job.
         log.warning("analyze skipped: %s", reason)
-        for cached in (people, order_lines, sessions):
+        for cached in (people, order_lines, sessions, behaviour_then):
             cached.unpersist()
         return {**facts, "skipped": str(reason)}
     behaviour = customer_behaviour(members(run_date), order_lines, sessions, run_date, tz)
@@ -307,6 +372,14 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     with timed(log, f"train segments for {run_date}") as f:
         f.update(train_segments(conf, frame, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, "timezone": tz})))
     facts["segmentation"] = dict(f)
+    with timed(log, f"train next best category for {run_date}") as f:
+        # The propensity's label window: features as of its cutoff, the categories bought after it.
+        c = conf.get("analyze.next_best_category")
+        bought = categories.categories_bought(order_lines, cutoff, int(p["label_days"]))
+        pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
+        settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz}
+        f.update(train_next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
+    facts["next_best_category"] = dict(f)
     with timed(log, f"lifetime value for {run_date}") as f:
         horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
         valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
@@ -317,6 +390,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         segment_model, segment_version = tracking.load_champion(s["model_name"])
         f.update(propensity_champion=propensity_version, segmentation_champion=segment_version)
         segmented = named_segments(segment_model, frame, behaviour.columns)[0]
+        top_categories, f["next_best_category"] = next_best_categories(lake, conf, behaviour, order_lines, run_date)
         rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
         recent = order_lines.where(
             (F.col("status") == "completed") & (F.col("order_date") > F.lit(run_date - dt.timedelta(days=horizon))) & (F.col("order_date") <= F.lit(run_date))
@@ -326,6 +400,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         scored = with_rfm_scores(scored, int(conf.get("analyze.rfm_quantiles", 5)))
         table = (
             scored.join(valued, "person_id", "left")
+            .join(top_categories, "person_id", "left")
             .join(recent, "person_id", "left")
             .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
@@ -343,6 +418,6 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f["loyalty_ladder"] = {r["loyalty_level"]: r["count"] for r in scores.groupBy("loyalty_level").count().collect()}
         f.update(pareto(lake, report_dir, scores, run_date))
     facts["scores"] = dict(f)
-    for cached in (people, order_lines, sessions, frame):
+    for cached in (people, order_lines, sessions, behaviour_then, frame):
         cached.unpersist()
     return facts
