@@ -178,7 +178,7 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
             "persons_with_several_accounts": people.where("accounts > 1").count(),
             "truth": "persons/part-*.csv: latent daily purchase rate and lapse hazard per person; declared income_band "
             "and occupation are independent of behaviour (a baseline that should not predict); favourite_category holds "
-            "60% of the person's visits and of their orders' first lines.",
+            "60% of the person's visits and order lines.",
         }
         with open(os.path.join(truth_dir, "summary.json"), "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)

@@ -7,8 +7,8 @@ same records. The planted truth, per person:
 * ``daily_purchase_rate``: latent purchases per active day, lognormal (a few members do
   most of the buying), a quarter of members nearly dormant;
 * ``daily_lapse_hazard``: the chance per day of lapsing for good (0 for most);
-* ``favourite_category``: 60% of a member's visits, and so of the first lines of their
-  orders, are in it (the others in any category): what a next-best-category model finds;
+* ``favourite_category``: 60% of a member's visits and of their order lines are in it
+  (the others in any category): what a next-best-category model finds;
 * some persons hold two accounts (same email with other case and spaces, or the same
   phone in another format);
 * declared income band and occupation are drawn independently of behaviour (a baseline
@@ -251,7 +251,13 @@ def order_lines(visits: DataFrame, plan: Plan) -> DataFrame:
     buying = _steps(visits.where("buys"))
     lines = buying.select("*", F.explode(F.sequence(F.lit(1), (1 + F.floor(uniform(s, "lines", "session_key") * 3)).cast("int"))).alias("line_no"))
     l_ids = ("session_key", "line_no")
-    category = F.when(F.col("line_no") == 1, F.col("category")).otherwise(choice(uniform(s, "line_category", *l_ids), CATEGORIES))
+    # Later lines follow the member's taste as their visits do: the favourite 60% of the time.
+    favourite = F.col("favourite_category").isNotNull() & (uniform(s, "line_in_favourite", *l_ids) < 0.6)
+    category = (
+        F.when(F.col("line_no") == 1, F.col("category"))
+        .when(favourite, F.col("favourite_category"))
+        .otherwise(choice(uniform(s, "line_category", *l_ids), CATEGORIES))
+    )
     unit_price = F.round(_price(category) * F.exp(0.4 * normal(s, "unit_price", *l_ids)), 0)
     quantity = (1 + F.floor(uniform(s, "quantity", *l_ids) * 2)).cast("int")
     order_time = F.timestamp_seconds(F.unix_timestamp("session_start") + (F.size("steps") - 1) * 90 + 60)
