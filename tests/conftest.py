@@ -57,7 +57,8 @@ def spark():
 @pytest.fixture(scope="session")
 def model_overrides():
     """Smaller model searches for tiny test data (the stages' logic is the same; fewer fits)."""
-    return ["analyze.segmentation.k_range=[3,4]", "analyze.propensity.trees=10", "analyze.propensity.max_iter=20"]
+    return ["analyze.segmentation.k_range=[3,4]", "analyze.propensity.trees=10", "analyze.propensity.max_iter=20",
+            "analyze.next_best_category.max_iter=20"]
 
 
 @pytest.fixture

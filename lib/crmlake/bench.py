@@ -233,13 +233,15 @@ def bench_lifetime_value(spark: SparkSession, person_counts: list[int]) -> list[
     return lines
 
 
-# How bench_analyze scales a generated sample: per silver table, the partition columns and
+# How bench_analyze scales a generated sample: per table analyze reads, the partition columns and
 # the columns that name a person, an account, a cookie, an order or a session (made unique
 # per replica); hashed identifiers and guest emails are rewritten so that the joins of
 # crmlake.people still match inside each replica.
 SCALED_TABLES = {
     "silver.customer_360": ((), ("person_id", "primary_account_id")),
     "silver.customers": ((), ("account_id", "referred_by")),
+    "silver.customer_history": ((), ("account_id", "referred_by")),
+    "bronze.orders": (("order_date",), ("order_id", "account_id")),
     "silver.order_lines": (("order_date",), ("order_id", "account_id")),
     "silver.sessions": (("session_date",), ("session_id", "anonymous_id", "account_id")),
     "silver.identity_map": (("identifier_type",), ("person_id",)),

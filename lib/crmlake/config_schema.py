@@ -111,6 +111,7 @@ class Segmentation(Section):
     model_name: str
     k_range: tuple[int, int]
     seed: int
+    champion_margin: float = Field(ge=0)
 
     @field_validator("k_range")
     @classmethod
@@ -118,6 +119,13 @@ class Segmentation(Section):
         if not 2 <= value[0] <= value[1]:
             raise ValueError(f"{list(value)} must be [low, high] with 2 <= low <= high")
         return value
+
+
+class NextBestCategory(Section):
+    model_name: str
+    max_iter: int = PositiveInt
+    top_n: int = PositiveInt
+    champion_margin: float = Field(ge=0)
 
 
 class LifetimeValue(Section):
@@ -143,6 +151,7 @@ class Analyze(Section):
     rfm_quantiles: int = Field(ge=2)
     propensity: Propensity
     segmentation: Segmentation
+    next_best_category: NextBestCategory
     lifetime_value: LifetimeValue
     value: Value
     loyalty: Loyalty

@@ -1,7 +1,10 @@
-"""MLflow at the edge: the tracking store from conf, model logging and registration."""
+"""MLflow at the edge: the tracking store from conf, model logging and registration, the
+champion alias, and the fingerprints that make a rerun of a date register nothing new."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from contextlib import contextmanager
 from typing import Iterator
@@ -13,6 +16,8 @@ log = get_logger("tracking")
 # Written into each logged model, so serving it elsewhere installs what scoring needs.
 MODEL_REQUIREMENTS = ["pyspark==4.2.0", "mlflow==3.17.2"]
 CHAMPION = "champion"
+# Model version tag: what the version was trained from (see :func:`fingerprint`).
+FINGERPRINT_TAG = "inputs_fingerprint"
 
 
 def configure(conf: Conf) -> str:
@@ -50,9 +55,27 @@ def tracked_run(conf: Conf, run_name: str, tags: dict | None = None) -> Iterator
         yield run
 
 
-def log_spark_model(model, name: str, registered_name: str, sample_input, sample_output) -> str:
-    """Log a fitted Spark ML pipeline with its signature, register it; return the new version."""
+def fingerprint(inputs: dict, settings: dict) -> str:
+    """Return a hash of what a model is trained from: ``inputs`` (for example each input
+    table's Delta version and the run date) and ``settings`` (its conf section)."""
+    blob = json.dumps({"inputs": inputs, "settings": settings}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def version_with_fingerprint(registered_name: str, inputs_fingerprint: str) -> str | None:
+    """Return the latest registered version of ``registered_name`` trained from exactly
+    ``inputs_fingerprint``, or None: a rerun that finds one has nothing new to learn."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().search_model_versions(f"name = '{registered_name}' AND tags.{FINGERPRINT_TAG} = '{inputs_fingerprint}'")
+    return str(max(int(v.version) for v in found)) if found else None
+
+
+def log_spark_model(model, name: str, registered_name: str, sample_input, sample_output, inputs_fingerprint: str) -> str:
+    """Log a fitted Spark ML pipeline with its signature, register it with its inputs'
+    fingerprint as a version tag; return the new version."""
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     signature = infer_signature(sample_input, sample_output)
@@ -64,6 +87,8 @@ def log_spark_model(model, name: str, registered_name: str, sample_input, sample
         pip_requirements=MODEL_REQUIREMENTS,
     )
     version = str(info.registered_model_version)
+    MlflowClient().set_model_version_tag(registered_name, version, FINGERPRINT_TAG, inputs_fingerprint)
+    mlflow.set_tag(FINGERPRINT_TAG, inputs_fingerprint)
     log.info("registered %s version %s", registered_name, version)
     return version
 
@@ -76,6 +101,21 @@ def champion_version(registered_name: str) -> str | None:
         return str(MlflowClient().get_model_version_by_alias(registered_name, CHAMPION).version)
     except Exception:  # noqa: BLE001 - MLflow raises a generic error for a missing alias or model
         return None
+
+
+def load_champion(registered_name: str):
+    """Return (fitted Spark pipeline, version) of the version the ``champion`` alias points to.
+
+    The alias is resolved once and that version loaded (``models:/name/<version>``), so the
+    version recorded beside the scores is the one that made them even if another run moves
+    the alias meanwhile. Raises LookupError when the model has no champion.
+    """
+    import mlflow
+
+    version = champion_version(registered_name)
+    if version is None:
+        raise LookupError(f"registered model {registered_name!r} has no {CHAMPION!r} alias")
+    return mlflow.spark.load_model(f"models:/{registered_name}/{version}"), version
 
 
 def promote_if_better(registered_name: str, challenger: str, challenger_score: float, champion_score: float | None, margin: float) -> tuple[bool, str]:

@@ -51,3 +51,77 @@ def test_label_is_a_completed_purchase_inside_the_horizon(spark):
     cutoff = dt.date(2026, 11, 15)
     labels = {r["person_id"]: r["label"] for r in with_purchase_label(customer_behaviour(customers, lines, sessions, cutoff, "UTC"), lines, cutoff, 7).collect()}
     assert labels == {"A": 1.0, "B": 0.0, "C": 0.0}   # B's order in the window was returned; C's is after it
+
+
+ORDER_SCHEMA = (
+    "order_id string, line_no int, order_time timestamp, order_date date, account_id string, guest_email string, channel string, "
+    "store_id string, product_id string, category string, quantity int, unit_price decimal(18,2), discount decimal(18,2), "
+    "currency string, status string, updated_time timestamp, ingested_at timestamp"
+)
+
+
+def order_version(order_id, account, day, status, updated, amount="100.00"):
+    """One bronze order line version, hand-built (quantity 1, no discount)."""
+    at = dt.datetime.combine(day, dt.time(10), tzinfo=UTC)
+    return (order_id, 1, at, day, account, None, "web", None, "p", "books", 1, Decimal(amount), None, "TWD", status, updated, updated)
+
+
+def test_a_line_returned_after_the_cutoff_still_counts_as_a_purchase_at_the_cutoff(spark):
+    from crmlake.analyze.features import order_lines_as_of
+
+    bought = dt.date(2026, 11, 10)
+    orders = spark.createDataFrame(
+        [
+            order_version("o1", "A", bought, "completed", dt.datetime(2026, 11, 10, 10, tzinfo=UTC)),
+            order_version("o1", "A", bought, "returned", dt.datetime(2026, 11, 18, 9, tzinfo=UTC)),   # after the cutoff
+            order_version("o2", "B", bought, "completed", dt.datetime(2026, 11, 10, 10, tzinfo=UTC)),
+            order_version("o2", "B", bought, "cancelled", dt.datetime(2026, 11, 15, 23, 30, tzinfo=UTC)),  # the cutoff's last half hour
+        ],
+        ORDER_SCHEMA,
+    )
+    customers = spark.createDataFrame([(p, dt.datetime(2026, 1, 1, tzinfo=UTC)) for p in ("A", "B")], "person_id string, signup_time timestamp")
+    sessions = spark.createDataFrame([], "person_id string, session_date date, product_views long, adds_to_cart long")
+    cutoff = dt.date(2026, 11, 15)
+
+    def bought_by(day):
+        lines = order_lines_as_of(orders, day, "UTC").withColumnRenamed("account_id", "person_id")
+        return {r["person_id"]: (r["frequency"], r["monetary"]) for r in customer_behaviour(customers, lines, sessions, day, "UTC").collect()}
+
+    assert bought_by(cutoff) == {"A": (1, 100.0), "B": (0, 0.0)}   # A's return was still to come; B's cancel came that day
+    assert bought_by(AS_OF) == {"A": (0, 0.0), "B": (0, 0.0)}
+
+
+def test_members_as_of_take_the_profiles_valid_then_and_the_earliest_signup(spark):
+    from crmlake.analyze.features import members_as_of
+
+    def at(day):
+        return dt.datetime.combine(day, dt.time(12), tzinfo=UTC)
+
+    history = spark.createDataFrame(
+        [
+            ("X", "upsert", at(dt.date(2026, 11, 1)), at(dt.date(2026, 11, 20)), at(dt.date(2026, 11, 1))),
+            ("X", "erase", at(dt.date(2026, 11, 20)), None, None),
+            ("Z", "upsert", at(dt.date(2025, 1, 1)), None, at(dt.date(2025, 1, 1))),   # a second, older account of P1
+            ("Y", "upsert", at(dt.date(2026, 11, 18)), None, at(dt.date(2026, 11, 18))),  # joined after the cutoff
+        ],
+        "account_id string, op string, valid_from timestamp, valid_to timestamp, signup_time timestamp",
+    )
+    identity_map = spark.createDataFrame(
+        [("account_id", "X", "P1"), ("account_id", "Z", "P1"), ("account_id", "Y", "P2")], "identifier_type string, identifier string, person_id string"
+    )
+    then = {r["person_id"]: r["signup_time"].date() for r in members_as_of(history, identity_map, dt.date(2026, 11, 15), "UTC").collect()}
+    assert then == {"P1": dt.date(2025, 1, 1)}
+    now = {r["person_id"] for r in members_as_of(history, identity_map, AS_OF, "UTC").collect()}
+    assert now == {"P1", "P2"}   # P1 lives on through Z after X's erasure
+
+
+def test_the_holdout_is_the_same_quarter_of_persons_on_every_run(spark):
+    from pyspark.sql import functions as F
+
+    from crmlake.analyze.features import in_holdout
+
+    persons = spark.range(20_000).select(F.format_string("person-%d", "id").alias("person_id"))
+    first = {r["person_id"] for r in persons.where(in_holdout(F.col("person_id"), 0.25)).collect()}
+    again = {r["person_id"] for r in persons.repartition(7).where(in_holdout(F.col("person_id"), 0.25)).collect()}
+    assert first == again
+    assert abs(len(first) / 20_000 - 0.25) < 0.015

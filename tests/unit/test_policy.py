@@ -4,6 +4,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError
 from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
@@ -113,3 +114,15 @@ def test_lift_is_the_difference_of_conversion_rates_with_a_confidence_interval(s
     assert row["lift_ci_low"] == pytest.approx(0.1 - 1.959964 * se, abs=1e-6)
     assert row["lift_ci_high"] == pytest.approx(0.1 + 1.959964 * se, abs=1e-6)
     assert (row["revenue_per_contact"], row["revenue_per_control"], row["window_complete"]) == (30.0, 10.0, True)
+
+
+def test_an_audience_selects_and_orders_by_the_next_best_category(spark):
+    scored = spark.createDataFrame(
+        [("P1", 0.9, "toys", 0.2), ("P2", 0.1, "books", 0.9), ("P3", 0.5, "books", 0.4), ("P4", 0.8, "books", 0.6)],
+        "person_id string, propensity_score double, top_category string, top_category_score double",
+    ).withColumn("marketing_consent", F.lit(True))
+    books = Audience.from_conf({"name": "books", "rule": "top_category = 'books'", "order_by": "top_category_score DESC", "channel": "email",
+                                "limit": 2, "control_share": 0.0})
+    selected, counts = apply_policy(scored, spark.createDataFrame([], "person_id string, suppression_reason string"), no_prior(spark), books, POLICY)
+    assert {r["person_id"] for r in selected.collect()} == {"P2", "P4"}   # the two likeliest book buyers, not the likeliest buyers
+    assert (counts["matched"], counts["over_limit"], counts["exported"]) == (3, 1, 2)

@@ -2,14 +2,27 @@
 
 Behaviour is what customers did, never what they declared: declared demographics go
 stale, purchases and visits do not.
+
+Point in time: a model trained on features "as of the cutoff" must see the lake as it
+stood at the end of that day, or it learns from the future. ``silver.order_lines`` keeps
+only each line's latest status (a line returned after the cutoff is already "returned"
+there), so :func:`order_lines_as_of` rebuilds the lines from ``bronze.orders``, which
+keeps every status change, taking for each line its latest version updated by the end of
+the day; :func:`members_as_of` takes the profiles valid then from ``silver.customer_history``
+(SCD type 2).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import DataFrame, Window
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from crmlake.orders import latest_order_lines
+from crmlake.people import ACCOUNT, with_person_id
 
 FEATURE_COLUMNS = (
     "recency_days", "frequency", "monetary", "tenure_days", "sessions_30d", "product_views_30d", "adds_to_cart_30d", "active_days_30d",
@@ -18,6 +31,45 @@ FEATURE_COLUMNS = (
 
 def _date_of(ts_col: str, timezone: str):
     return F.to_date(F.from_utc_timestamp(ts_col, timezone))
+
+
+def end_of_day(day: dt.date, timezone: str) -> dt.datetime:
+    """Return the instant the business day ``day`` ends (next local midnight in ``timezone``)."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=ZoneInfo(timezone))
+
+
+def order_lines_as_of(orders: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
+    """Return the order lines as they stood at the end of business day ``as_of``.
+
+    Takes bronze.orders (every version of every line, ``updated_time`` when its status
+    changed). Each line keeps its latest version updated by then, so a line completed
+    before and returned after ``as_of`` is still completed; columns as silver.order_lines.
+    """
+    return latest_order_lines(orders.where(F.col("updated_time") < F.lit(end_of_day(as_of, timezone))))
+
+
+def members_as_of(history: DataFrame, identity_map: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
+    """Return (person_id, signup_time): the persons with a member profile at the end of ``as_of``.
+
+    Takes silver.customer_history (account_id, op, valid_from, valid_to, signup_time) and
+    silver.identity_map. A person counts when one of their accounts had an ``upsert``
+    version valid then and had signed up; signup_time is their earliest account's.
+    """
+    end = F.lit(end_of_day(as_of, timezone))
+    valid = history.where(
+        (F.col("op") == "upsert") & (F.col("valid_from") < end) & (F.col("valid_to").isNull() | (F.col("valid_to") >= end)) & (F.col("signup_time") < end)
+    )
+    owned = with_person_id(valid.select("account_id", "signup_time"), identity_map, (ACCOUNT, F.col("account_id")))
+    return owned.where(F.col("person_id").isNotNull()).groupBy("person_id").agg(F.min("signup_time").alias("signup_time"))
+
+
+def in_holdout(person_id: Column, share: float) -> Column:
+    """Column: True for the ``share`` of persons held out of every model's training.
+
+    A hash of the person, not a random draw: the same persons are held out on every run, so
+    a champion trained on an earlier day never saw the persons it is judged on.
+    """
+    return F.pmod(F.xxhash64(person_id, F.lit("holdout")), F.lit(10_000)) < F.lit(int(round(share * 10_000)))
 
 
 def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:

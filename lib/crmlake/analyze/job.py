@@ -1,12 +1,21 @@
 """The analyze stage: value, loyalty, lifetime value, segments and propensity per person, and reports.
 
-* Propensity is trained on a time split: features as of ``cutoff = date - label_days``,
-  label = a completed order in the ``label_days`` after the cutoff (orders that follow
-  our contacts included: campaign outcomes are labels). Logistic regression and
-  gradient-boosted trees compete on one holdout; the winner is registered, and the alias
-  ``champion`` moves to it only when it beats the current champion on the same holdout by
-  ``champion_margin`` (the reason is logged as the run's ``champion_decision`` tag).
-* Segments: KMeans with k chosen by silhouette over ``k_range``, named from centroids.
+* Propensity is trained point in time: features as of ``cutoff = date - label_days`` from
+  the lake as it stood then (order lines rebuilt from bronze's status history, profiles from
+  ``silver.customer_history``: :mod:`crmlake.analyze.features`), label = a completed order
+  in the ``label_days`` after the cutoff (the most recent complete label window; orders that
+  follow our contacts included: campaign outcomes are labels). A stable hash of the person
+  holds the same persons out on every run. Logistic regression and gradient-boosted trees
+  compete on that holdout; the winner is registered, and the alias ``champion`` moves to it
+  only when it beats the current champion on the same holdout by ``champion_margin`` (the
+  reason is logged as the run's ``champion_decision`` tag).
+* Segments: KMeans with k chosen by silhouette over ``k_range``, named from centroids; the
+  champion moves by the same rule (silhouette on today's persons, ``champion_margin``).
+* Persons are scored by each model's ``champion``, not by today's challenger; the versions
+  used are columns of the scores.
+* A model version carries a fingerprint of its inputs (run date, input tables' Delta
+  versions) and conf section: a rerun of a date with unchanged data and conf fits,
+  registers and moves nothing.
 * Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`).
 * Value tiers and the loyalty ladder (:mod:`crmlake.analyze.value`); the Pareto curve.
 
@@ -23,8 +32,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.analyze import clv, models, reports
-from crmlake.analyze.features import FEATURE_COLUMNS, customer_behaviour, with_deciles, with_purchase_label, with_rfm_scores
+from crmlake.analyze import categories, clv, models, reports
+from crmlake.analyze.features import (
+    FEATURE_COLUMNS, customer_behaviour, in_holdout, members_as_of, order_lines_as_of, with_deciles, with_purchase_label, with_rfm_scores,
+)
 from crmlake.analyze.value import ValueRules, pareto_curve, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
 from crmlake.lake import Lake
@@ -33,29 +44,51 @@ from crmlake.people import with_order_person_id, with_session_person_id
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
+NEXT_BEST_CATEGORY = "gold.next_best_category"
 PARETO = "gold.pareto"
+
+
+INPUT_TABLES = ("bronze.orders", "silver.customer_history", "silver.identity_map", "silver.sessions", "silver.customer_360")
 
 
 class NotTrainable(RuntimeError):
     """The data up to the run date cannot train a model (for example: no buyers yet)."""
 
 
-def train_propensity(conf: Conf, people, order_lines, sessions, run_date: dt.date, tz: str) -> dict:
-    """Fit the candidates, evaluate on one holdout, register the winner, decide the champion.
+def reused_version(registered_name: str, inputs_fingerprint: str) -> dict | None:
+    """Return the facts of a rerun when a version of ``registered_name`` was already trained
+    from ``inputs_fingerprint`` (same data, same conf): nothing is fitted, registered or moved."""
+    version = tracking.version_with_fingerprint(registered_name, inputs_fingerprint)
+    if version is None:
+        return None
+    reason = f"version {version} was trained from the same inputs and conf ({inputs_fingerprint}): nothing registered, champion unchanged"
+    log.info("%s: %s", registered_name, reason)
+    return {"version": version, "reused": True, "champion_moved": False, "champion_decision": reason}
 
-    Returns model (the winner), version, candidate, metrics and champion decision.
+
+def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_fingerprint: str) -> dict:
+    """Fit the candidates on persons outside the holdout, pick the winner on the held-out persons,
+    register it, and move ``champion`` to it only if it beats the champion there.
+
+    Takes members with point-in-time features as of ``run_date - label_days`` and ``label``
+    (a purchase in the label window up to ``run_date``: the most recent complete one). The
+    holdout is a stable hash of the person (:func:`in_holdout`), so no model ever trained on
+    it. Returns version, candidate, metrics, champion_moved and champion_decision; or, when
+    a version was trained from ``inputs_fingerprint`` already, that version and ``reused``.
     """
     import mlflow
 
     p = conf.get("analyze.propensity")
-    cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
-    labelled = with_purchase_label(customer_behaviour(people, order_lines, sessions, cutoff, tz), order_lines, cutoff, int(p["label_days"]))
+    reused = reused_version(p["model_name"], inputs_fingerprint)
+    if reused:
+        return reused
     counts = labelled.agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives")).first()
     positives, rows = int(counts["positives"] or 0), int(counts["rows"])
+    cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
     if positives == 0 or positives == rows:
         raise NotTrainable(f"propensity for {run_date}: {positives} of {rows} members bought between {cutoff} and {run_date}; training needs buyers and non-buyers")
-    train, holdout = labelled.randomSplit([1 - float(p["holdout_share"]), float(p["holdout_share"])], seed=int(p["seed"]))
-    train, holdout = train.cache(), holdout.cache()
+    split = labelled.withColumn("_holdout", in_holdout(F.col("person_id"), float(p["holdout_share"])))
+    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
     candidates = models.propensity_candidates(int(p["max_iter"]), int(p.get("trees", 40)), int(p.get("tree_depth", 4)), int(p["seed"]))
     with tracking.tracked_run(conf, f"propensity-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
         results = {}
@@ -66,41 +99,60 @@ def train_propensity(conf: Conf, people, order_lines, sessions, run_date: dt.dat
         winner = max(results, key=lambda n: results[n][1]["auc"])
         model, metrics, calibration = results[winner]
         mlflow.log_params({"cutoff": str(cutoff), "label_days": p["label_days"], "features": ",".join(FEATURE_COLUMNS),
-                           "holdout_share": p["holdout_share"], "candidates": ",".join(candidates), "winner": winner})
+                           "holdout_share": p["holdout_share"], "holdout": "hash of person_id", "candidates": ",".join(candidates), "winner": winner})
         mlflow.log_metrics({**{f"{k}_holdout": v for k, v in metrics.items()}, "rows": float(rows), "base_rate": positives / rows})
         mlflow.log_dict({"calibration": calibration}, "calibration.json")
         sample = train.select(*FEATURE_COLUMNS).limit(5)
         version = tracking.log_spark_model(
-            model, "model", p["model_name"], sample.toPandas(), models.with_propensity_score(model, sample).select("propensity_score").toPandas()
+            model, "model", p["model_name"], sample.toPandas(), models.with_propensity_score(model, sample).select("propensity_score").toPandas(),
+            inputs_fingerprint,
         )
-        champion = tracking.champion_version(p["model_name"])
         champion_auc = None
-        if champion is not None:
-            champion_auc = models.propensity_metrics(mlflow.spark.load_model(f"models:/{p['model_name']}@{tracking.CHAMPION}"), holdout)[0]["auc"]
+        if tracking.champion_version(p["model_name"]) is not None:
+            champion_auc = models.propensity_metrics(tracking.load_champion(p["model_name"])[0], holdout)[0]["auc"]
         moved, reason = tracking.promote_if_better(p["model_name"], version, metrics["auc"], champion_auc, float(p.get("champion_margin", 0.005)))
         mlflow.set_tag("champion_decision", reason)
     train.unpersist()
     holdout.unpersist()
-    return {"model": model, "version": version, "candidate": winner, "metrics": metrics, "champion_moved": moved, "champion_decision": reason}
+    return {"version": version, "candidate": winner, "metrics": metrics, "champion_moved": moved, "champion_decision": reason}
 
 
-def train_segments(conf: Conf, behaviour: DataFrame, run_date: dt.date, report_dir: str):
-    """Choose k by silhouette, name the segments, log and register; return (frame with segment names, facts)."""
+def named_segments(model, frame: DataFrame, columns: list[str]) -> tuple[DataFrame, list[dict], dict]:
+    """Assign segments with a fitted segmentation and name them from their profile.
+
+    Takes the model, persons with the log features, and the columns to keep. Returns (the
+    persons with segment_id and segment name, the per-segment profile, the overall means).
+    """
+    assigned = model.transform(frame).select(*columns, F.col("segment").alias("segment_id"))
+    measures = ("recency_days", "frequency", "monetary", "tenure_days", "sessions_30d")
+    # Safe to collect: one row per segment, and one overall row.
+    profile = [r.asDict() for r in assigned.groupBy("segment_id").agg(F.count(F.lit(1)).alias("persons"), *[F.avg(c).alias(c) for c in measures]).collect()]
+    overall = assigned.agg(*[F.avg(c).alias(c) for c in measures]).first().asDict()
+    names = models.name_segments([{**r, "segment": r["segment_id"]} for r in profile], overall)
+    for row in profile:
+        row["segment"] = names[row["segment_id"]]
+    mapping = F.create_map(*[x for sid, name in names.items() for x in (F.lit(sid), F.lit(name))])
+    return assigned.withColumn("segment", mapping[F.col("segment_id")]), profile, overall
+
+
+def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: str, inputs_fingerprint: str) -> dict:
+    """Choose k by silhouette, log and register the segmentation; move ``champion`` to it only
+    when its silhouette on today's persons beats the champion's by ``champion_margin``.
+
+    Takes persons with the log features (:func:`models.with_log_features`). Returns version,
+    k, silhouette, segments, champion_moved and champion_decision; or, when a version was
+    trained from ``inputs_fingerprint`` already, that version and ``reused``.
+    """
     import mlflow
 
     s = conf.get("analyze.segmentation")
+    reused = reused_version(s["model_name"], inputs_fingerprint)
+    if reused:
+        return reused
     low, high = (int(v) for v in s.get("k_range", [s.get("k", 5), s.get("k", 5)]))
-    frame = models.with_log_features(behaviour).cache()
     with tracking.tracked_run(conf, f"segmentation-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
         model, k, silhouettes = models.choose_segmentation(frame, list(range(low, high + 1)), int(s["seed"]))
-        assigned = model.transform(frame).select(*behaviour.columns, F.col("segment").alias("segment_id")).cache()
-        measures = ("recency_days", "frequency", "monetary", "tenure_days", "sessions_30d")
-        # Safe to collect: one row per segment, and one overall row.
-        profile = [r.asDict() for r in assigned.groupBy("segment_id").agg(F.count(F.lit(1)).alias("persons"), *[F.avg(c).alias(c) for c in measures]).collect()]
-        overall = assigned.agg(*[F.avg(c).alias(c) for c in measures]).first().asDict()
-        names = models.name_segments([{**r, "segment": r["segment_id"]} for r in profile], overall)
-        for row in profile:
-            row["segment"] = names[row["segment_id"]]
+        _, profile, overall = named_segments(model, frame, frame.columns)
         mlflow.log_params({"k_range": f"{low}-{high}", "k": k, "features": ",".join(models.SEGMENT_FEATURES)})
         for candidate_k, score in silhouettes.items():
             mlflow.log_metric("silhouette", score, step=candidate_k)
@@ -110,12 +162,77 @@ def train_segments(conf: Conf, behaviour: DataFrame, run_date: dt.date, report_d
         mlflow.log_artifact(chart)
         inputs = [f"log_{c}" for c in models.SEGMENT_FEATURES]
         sample = frame.select(*inputs).limit(5)
-        version = tracking.log_spark_model(model, "model", s["model_name"], sample.toPandas(), model.transform(sample).select("segment").toPandas())
-        tracking.set_champion(s["model_name"], version, "segments are refitted on every run's behaviour")
-    frame.unpersist()
-    mapping = F.create_map(*[x for sid, name in names.items() for x in (F.lit(sid), F.lit(name))])
-    named = assigned.withColumn("segment", mapping[F.col("segment_id")])
-    return named, {"version": version, "k": k, "silhouette": round(silhouettes[k], 4), "segments": sorted(names.values())}
+        version = tracking.log_spark_model(model, "model", s["model_name"], sample.toPandas(), model.transform(sample).select("segment").toPandas(), inputs_fingerprint)
+        champion_silhouette = None
+        if tracking.champion_version(s["model_name"]) is not None:
+            champion_silhouette = models.silhouette(tracking.load_champion(s["model_name"])[0], frame)
+        moved, reason = tracking.promote_if_better(s["model_name"], version, silhouettes[k], champion_silhouette, float(s.get("champion_margin", 0.01)))
+        mlflow.set_tag("champion_decision", reason)
+    return {"version": version, "k": k, "silhouette": round(silhouettes[k], 4), "segments": sorted(r["segment"] for r in profile),
+            "champion_moved": moved, "champion_decision": reason}
+
+
+def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, run_date: dt.date, inputs_fingerprint: str) -> dict:
+    """Fit the next-best-category model on persons outside the holdout, measure its top-1 and
+    top-3 hit rates on the held-out persons against the most-popular-category ranking,
+    register it, and move ``champion`` to it when its top-3 hit rate beats the champion's by
+    ``champion_margin``.
+
+    Takes labelled person × category pairs as of the cutoff (:func:`categories.person_categories`)
+    and the categories each person bought in the label window. Returns version, metrics,
+    champion_moved and champion_decision; or, when a version was trained from
+    ``inputs_fingerprint`` already, that version and ``reused``.
+    """
+    import mlflow
+
+    c = conf.get("analyze.next_best_category")
+    reused = reused_version(c["model_name"], inputs_fingerprint)
+    if reused:
+        return reused
+    split = pairs.withColumn("_holdout", in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share"))))
+    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
+
+    def hit_rates_of(model) -> dict:
+        return categories.hit_rates(categories.with_category_rank(models.with_category_score(model, holdout), "score"), bought)
+
+    with tracking.tracked_run(conf, f"next-best-category-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
+        model = models.category_pipeline(int(c.get("max_iter", 50))).fit(train)
+        metrics = hit_rates_of(model)
+        baseline = categories.hit_rates(categories.with_category_rank(holdout, "category_popularity"), bought)
+        mlflow.log_params({"label_days": conf.get("analyze.propensity.label_days"), "features": ",".join(categories.CATEGORY_FEATURES), "holdout": "hash of person_id",
+                           "baseline": "most popular categories first"})
+        mlflow.log_metrics({**{f"hit_rate_{k}": v for k, v in metrics.items()}, **{f"baseline_hit_rate_{k}": v for k, v in baseline.items()}})
+        sample = train.select(*categories.CATEGORY_FEATURES).limit(5)
+        version = tracking.log_spark_model(
+            model, "model", c["model_name"], sample.toPandas(), models.with_category_score(model, sample).select("score").toPandas(), inputs_fingerprint
+        )
+        champion_top_3 = None
+        if tracking.champion_version(c["model_name"]) is not None:
+            champion_top_3 = hit_rates_of(tracking.load_champion(c["model_name"])[0])["top_3"]
+        moved, reason = tracking.promote_if_better(c["model_name"], version, metrics["top_3"], champion_top_3, float(c.get("champion_margin", 0.005)))
+        mlflow.set_tag("champion_decision", reason)
+    train.unpersist()
+    holdout.unpersist()
+    return {"version": version, "hit_rates": {k: round(v, 4) for k, v in metrics.items()}, "baseline_hit_rates": {k: round(v, 4) for k, v in baseline.items()},
+            "champion_moved": moved, "champion_decision": reason}
+
+
+def next_best_categories(lake: Lake, conf: Conf, behaviour: DataFrame, order_lines: DataFrame, run_date: dt.date) -> tuple[DataFrame, dict]:
+    """Rank every person's categories with the champion, write their ``top_n`` best to
+    gold.next_best_category for ``run_date``; return (person_id, top_category,
+    top_category_score) and the facts."""
+    c = conf.get("analyze.next_best_category")
+    model, version = tracking.load_champion(c["model_name"])
+    ranked = categories.with_category_rank(models.with_category_score(model, categories.person_categories(behaviour, order_lines, run_date)), "score")
+    table = ranked.where(F.col("rank") <= int(c.get("top_n", 3))).select(
+        "person_id", "category", "score", F.col("rank").cast("int").alias("rank"),
+        F.lit(f"{c['model_name']}/{version}").alias("category_model"), F.lit(run_date).alias("score_date"),
+    )
+    rows = lake.overwrite_where(NEXT_BEST_CATEGORY, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
+    top = lake.read(NEXT_BEST_CATEGORY).where(f"score_date = DATE'{run_date}' AND rank = 1").select(
+        "person_id", F.col("category").alias("top_category"), F.col("score").alias("top_category_score"), "category_model"
+    )
+    return top, {"champion": version, "rows": rows}
 
 
 def _silhouette_chart(silhouettes: dict, path: str) -> str:
@@ -205,15 +322,30 @@ def pareto(lake: Lake, report_dir: str, persons: DataFrame, run_date: dt.date) -
     return {"revenue_share_of_top_20pct": top20}
 
 
+def inputs_of(lake: Lake, run_date: dt.date) -> dict:
+    """Return what today's models are trained from: the run date and each input table's Delta version."""
+    return {"run_date": str(run_date), **{table: lake.version(table) for table in INPUT_TABLES}}
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
-    """Score every person for ``run_date`` and write the reports; return versions and metrics."""
+    """Train (or, on a rerun with the same inputs and conf, reuse) the models, score every person
+    for ``run_date`` with each model's champion, and write the reports; return versions and metrics."""
     lake = Lake(spark, conf)
     tz = conf.get("business.timezone")
     report_dir = os.path.join(conf.exports_root, "reports")
+    p, s = conf.get("analyze.propensity"), conf.get("analyze.segmentation")
     people = lake.read("silver.customer_360").cache()
     identity_map = lake.read("silver.identity_map")
-    order_lines = with_order_person_id(lake.read("silver.order_lines"), identity_map).cache()
+    history, bronze_orders = lake.read("silver.customer_history"), lake.read("bronze.orders")
+    # Everything as it stood at the end of run_date (a backfill of an old date sees that day's lake).
+    order_lines = with_order_person_id(order_lines_as_of(bronze_orders, run_date, tz), identity_map).cache()
     sessions = with_session_person_id(lake.read("silver.sessions"), identity_map).cache()
+    inputs = inputs_of(lake, run_date)
+
+    def members(as_of: dt.date) -> DataFrame:
+        # Profiles valid then, of persons still live now (an erased person is never scored nor learnt from).
+        return members_as_of(history, identity_map, as_of, tz).join(people.select("person_id"), "person_id", "left_semi")
+
     facts: dict = {}
     if lake.read("silver.sessions").isEmpty():  # every source is optional: say what the features lack
         facts["missing_inputs"] = ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
@@ -223,44 +355,63 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
         facts["reports"] = f["reports"]
         with timed(log, f"train propensity for {run_date}") as f:
-            trained = train_propensity(conf, people, order_lines, sessions, run_date, tz)
-            f.update(version=trained["version"], candidate=trained["candidate"], auc_holdout=round(trained["metrics"]["auc"], 4),
-                     champion_moved=trained["champion_moved"])
+            cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
+            lines_then = with_order_person_id(order_lines_as_of(bronze_orders, cutoff, tz), identity_map)
+            behaviour_then = customer_behaviour(members(cutoff), lines_then, sessions, cutoff, tz).cache()
+            labelled = with_purchase_label(behaviour_then, order_lines, cutoff, int(p["label_days"]))
+            trained = train_propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, "timezone": tz}))
+            f.update({k: v for k, v in trained.items() if k in ("version", "candidate", "champion_moved", "reused")})
+            if "metrics" in trained:
+                f["auc_holdout"] = round(trained["metrics"]["auc"], 4)
         facts["propensity"] = {**dict(f), "champion_decision": trained["champion_decision"]}
     except NotTrainable as reason:
         # Early dates of a backfill: nothing to learn from yet. Not a failure of the job.
         log.warning("analyze skipped: %s", reason)
-        for cached in (people, order_lines, sessions):
+        for cached in (people, order_lines, sessions, behaviour_then):
             cached.unpersist()
         return {**facts, "skipped": str(reason)}
-    behaviour = customer_behaviour(people, order_lines, sessions, run_date, tz).cache()
+    behaviour = customer_behaviour(members(run_date), order_lines, sessions, run_date, tz)
+    frame = models.with_log_features(behaviour).cache()
     with timed(log, f"train segments for {run_date}") as f:
-        segmented, seg_facts = train_segments(conf, behaviour, run_date, report_dir)
-        f.update(seg_facts)
+        f.update(train_segments(conf, frame, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, "timezone": tz})))
     facts["segmentation"] = dict(f)
+    with timed(log, f"train next best category for {run_date}") as f:
+        # The propensity's label window: features as of its cutoff, the categories bought after it.
+        c = conf.get("analyze.next_best_category")
+        bought = categories.categories_bought(order_lines, cutoff, int(p["label_days"]))
+        pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
+        settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz}
+        f.update(train_next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
+    facts["next_best_category"] = dict(f)
     with timed(log, f"lifetime value for {run_date}") as f:
         horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
         valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
         f.update(f_clv)
     facts["lifetime_value"] = dict(f)
     with timed(log, f"score persons for {run_date}") as f:
+        propensity_model, propensity_version = tracking.load_champion(p["model_name"])
+        segment_model, segment_version = tracking.load_champion(s["model_name"])
+        f.update(propensity_champion=propensity_version, segmentation_champion=segment_version)
+        segmented = named_segments(segment_model, frame, behaviour.columns)[0]
+        top_categories, f["next_best_category"] = next_best_categories(lake, conf, behaviour, order_lines, run_date)
         rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
         recent = order_lines.where(
             (F.col("status") == "completed") & (F.col("order_date") > F.lit(run_date - dt.timedelta(days=horizon))) & (F.col("order_date") <= F.lit(run_date))
         ).groupBy("person_id").agg(F.sum("line_amount").cast("double").alias("current_value"))
-        scored = models.with_propensity_score(trained["model"], segmented)
+        scored = models.with_propensity_score(propensity_model, segmented)
         scored = with_deciles(scored, "propensity_score", "propensity_decile")
         scored = with_rfm_scores(scored, int(conf.get("analyze.rfm_quantiles", 5)))
-        p, s = conf.get("analyze.propensity"), conf.get("analyze.segmentation")
         table = (
             scored.join(valued, "person_id", "left")
+            .join(top_categories, "person_id", "left")
             .join(recent, "person_id", "left")
             .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
             .transform(lambda df: with_value_tier(df, rules))
             .transform(lambda df: with_loyalty_level(df, rules))
-            .withColumn("propensity_model", F.lit(f"{p['model_name']}/{trained['version']}"))
-            .withColumn("segment_model", F.lit(f"{s['model_name']}/{seg_facts['version']}"))
+            # The versions that made these scores: each model's champion, whatever today's challenger did.
+            .withColumn("propensity_model", F.lit(f"{p['model_name']}/{propensity_version}"))
+            .withColumn("segment_model", F.lit(f"{s['model_name']}/{segment_version}"))
             .withColumn("score_date", F.lit(run_date))
         )
         f["persons_scored"] = lake.overwrite_where(SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
@@ -270,6 +421,6 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f["loyalty_ladder"] = {r["loyalty_level"]: r["count"] for r in scores.groupBy("loyalty_level").count().collect()}
         f.update(pareto(lake, report_dir, scores, run_date))
     facts["scores"] = dict(f)
-    for cached in (people, order_lines, sessions, behaviour):
+    for cached in (people, order_lines, sessions, behaviour_then, frame):
         cached.unpersist()
     return facts

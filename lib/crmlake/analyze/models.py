@@ -1,5 +1,6 @@
-"""Spark MLlib models: purchase propensity (logistic regression or gradient-boosted trees) and
-behavioural segments (KMeans, k chosen by silhouette, segments named from their centroids).
+"""Spark MLlib models: purchase propensity (logistic regression or gradient-boosted trees),
+next best category (logistic regression over person × category pairs) and behavioural
+segments (KMeans, k chosen by silhouette, segments named from their centroids).
 
 Feature engineering is a pipeline stage, so the exact steps used at training run again at
 scoring time and travel with the model into MLflow.
@@ -16,27 +17,42 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmlake.analyze.categories import CATEGORY_FEATURES
 from crmlake.analyze.features import FEATURE_COLUMNS
 
 SEGMENT_FEATURES = ("recency_days", "frequency", "monetary", "sessions_30d", "active_days_30d")
 
 
-def propensity_candidates(max_iter: int = 50, trees: int = 40, depth: int = 4, seed: int = 42) -> dict[str, Pipeline]:
-    """Return the untrained propensity candidates by name: assemble, standardise, then a
-    logistic regression or gradient-boosted trees on ``label``."""
-    def pipeline(classifier) -> Pipeline:
-        return Pipeline(
-            stages=[
-                VectorAssembler(inputCols=list(FEATURE_COLUMNS), outputCol="raw_features", handleInvalid="keep"),
-                StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
-                classifier,
-            ]
-        )
+def classifier_pipeline(columns, classifier) -> Pipeline:
+    """Return an untrained pipeline: assemble ``columns``, standardise, then ``classifier`` on ``label``."""
+    return Pipeline(
+        stages=[
+            VectorAssembler(inputCols=list(columns), outputCol="raw_features", handleInvalid="keep"),
+            StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
+            classifier,
+        ]
+    )
 
+
+def propensity_candidates(max_iter: int = 50, trees: int = 40, depth: int = 4, seed: int = 42) -> dict[str, Pipeline]:
+    """Return the untrained propensity candidates by name: a logistic regression or
+    gradient-boosted trees over FEATURE_COLUMNS."""
     return {
-        "logistic_regression": pipeline(LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01)),
-        "gradient_boosted_trees": pipeline(GBTClassifier(featuresCol="features", labelCol="label", maxIter=trees, maxDepth=depth, seed=seed)),
+        "logistic_regression": classifier_pipeline(FEATURE_COLUMNS, LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01)),
+        "gradient_boosted_trees": classifier_pipeline(
+            FEATURE_COLUMNS, GBTClassifier(featuresCol="features", labelCol="label", maxIter=trees, maxDepth=depth, seed=seed)
+        ),
     }
+
+
+def category_pipeline(max_iter: int = 50) -> Pipeline:
+    """Return the untrained next-best-category model: a logistic regression over CATEGORY_FEATURES."""
+    return classifier_pipeline(CATEGORY_FEATURES, LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01))
+
+
+def with_category_score(model: PipelineModel, pairs: DataFrame) -> DataFrame:
+    """Score person × category ``pairs`` with a fitted category model; add ``score`` (P(buys the category))."""
+    return model.transform(pairs).select(*pairs.columns, vector_to_array("probability")[1].alias("score"))
 
 
 def with_propensity_score(model: PipelineModel, behaviour: DataFrame) -> DataFrame:

@@ -43,9 +43,10 @@ MANIFEST = "manifest.json"
 def export_rows(selected: DataFrame, default_phone_region: str, raw_contact: bool) -> DataFrame:
     """Return the rows of an audience file from the policy's treatment group.
 
-    Takes persons with email, phone, propensity_score, propensity_decile, segment, rfm_cell.
-    Columns: person_id, email_sha256, phone_sha256, score, decile, segment, reason_codes
-    (why this person is here), and email and phone only when ``raw_contact``.
+    Takes persons with email, phone, propensity_score, propensity_decile, segment, rfm_cell,
+    top_category. Columns: person_id, email_sha256, phone_sha256, score, decile, segment,
+    top_category (the person's next best category: one file drives personalised messages),
+    reason_codes (why this person is here), and email and phone only when ``raw_contact``.
     """
     reasons = F.concat_ws(
         "|",
@@ -60,6 +61,7 @@ def export_rows(selected: DataFrame, default_phone_region: str, raw_contact: boo
         F.round("propensity_score", 6).alias("score"),
         F.col("propensity_decile").alias("decile"),
         "segment",
+        "top_category",
         reasons.alias("reason_codes"),
     ]
     if raw_contact:

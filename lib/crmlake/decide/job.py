@@ -87,7 +87,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     inputs = lake.pin(INPUTS)
     scores = inputs.read("gold.customer_scores").where(F.col("score_date") == F.lit(run_date)).cache() if "gold.customer_scores" in inputs.versions else None
     # One row: the models that scored this date.
-    models = scores.select("propensity_model", "segment_model").limit(1).collect() if scores is not None else []
+    models = scores.select("propensity_model", "segment_model", "category_model").limit(1).collect() if scores is not None else []
     if not models:
         log.warning("decide skipped: no scores for %s (analyze skipped or has not run)", run_date)
         return {"exports": [], "skipped": f"no scores for {run_date}"}
@@ -104,7 +104,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     model_refs = models[0].asDict()
     model_manifest = {
         kind: {"name": ref.split("/")[0], "version": ref.split("/")[1]}
-        for kind, ref in (("propensity", model_refs.get("propensity_model")), ("segmentation", model_refs.get("segment_model")))
+        for kind, ref in (("propensity", model_refs.get("propensity_model")), ("segmentation", model_refs.get("segment_model")),
+                          ("next_best_category", model_refs.get("category_model")))
         if ref
     }
     exports, contacts, counts_by_audience = [], None, {}

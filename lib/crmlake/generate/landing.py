@@ -166,7 +166,7 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
         moved_row = moved.select("account_id").first()
         truth_dir = os.path.join(landing, "_truth")
         truth = people.join(accounts.groupBy("person").agg(F.concat_ws(";", F.sort_array(F.collect_list("account_id"))).alias("account_ids")), "person", "left").select(
-            "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year"
+            "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year", "favourite_category"
         )
         truth.coalesce(1).write.option("header", True).csv("file://" + os.path.join(truth_dir, "persons"))
         summary = {
@@ -181,7 +181,8 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
             "moved_after_unsubscribing": moved_row["account_id"] if moved_row else None,
             "persons_with_several_accounts": people.where("accounts > 1").count(),
             "truth": "persons/part-*.csv: latent daily purchase rate and lapse hazard per person; declared income_band "
-            "and occupation are independent of behaviour (a baseline that should not predict).",
+            "and occupation are independent of behaviour (a baseline that should not predict); favourite_category holds "
+            "60% of the person's visits and order lines.",
         }
         with open(os.path.join(truth_dir, "summary.json"), "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)

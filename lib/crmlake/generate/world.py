@@ -7,6 +7,8 @@ same records. The planted truth, per person:
 * ``daily_purchase_rate``: latent purchases per active day, lognormal (a few members do
   most of the buying), a quarter of members nearly dormant;
 * ``daily_lapse_hazard``: the chance per day of lapsing for good (0 for most);
+* ``favourite_category``: 60% of a member's visits and of their order lines are in it
+  (the others in any category): what a next-best-category model finds;
 * some persons hold two accounts (same email with other case and spaces, or the same
   phone in another format);
 * declared income band and occupation are drawn independently of behaviour (a baseline
@@ -83,6 +85,7 @@ def persons(spark: SparkSession, plan: Plan) -> DataFrame:
         F.format_string("P%07d", F.col(p)).alias("person"),
         rate.alias("daily_purchase_rate"),
         hazard.cast("double").alias("daily_lapse_hazard"),
+        choice(uniform(s, "favourite_category", p), CATEGORIES).alias("favourite_category"),
         signup_day.alias("signup_day"),
         (F.greatest(signup_day, F.lit(0)) + lifetime).cast("int").alias("alive_until"),
         (rate * 6 + 0.05 * F.exp(0.5 * normal(s, "browse", p))).alias("daily_visit_rate"),
@@ -134,7 +137,7 @@ def member_days(people: DataFrame, plan: Plan) -> DataFrame:
     first = F.greatest(F.col("signup_day"), F.lit(0))
     last = F.least(F.col("alive_until"), F.lit(plan.days - 1))
     return people.where(first <= last).select(
-        "person_no", "accounts", "daily_purchase_rate", "daily_visit_rate", F.explode(F.sequence(first, last)).alias("day")
+        "person_no", "accounts", "daily_purchase_rate", "daily_visit_rate", "favourite_category", F.explode(F.sequence(first, last)).alias("day")
     )
 
 
@@ -159,6 +162,7 @@ def sessions(spark: SparkSession, people: DataFrame, plan: Plan) -> DataFrame:
         F.format_string("ck-A%08d-%d", account_no, F.floor(uniform(s, "cookie", *vid) * 3).cast("int")).alias("anonymous_id"),
         (buys | (uniform(s, "login", *vid) < 0.6)).alias("logged_in"),
         buys.alias("buys"),
+        "favourite_category",
     )
     anonymous = spark.range(int(plan.customers * 0.05) * plan.days).select(
         F.format_string("a%d", "id").alias("session_key"),
@@ -167,6 +171,7 @@ def sessions(spark: SparkSession, people: DataFrame, plan: Plan) -> DataFrame:
         F.format_string("ck-anon-%d", "id").alias("anonymous_id"),
         F.lit(False).alias("logged_in"),
         (uniform(s, "anon_buys", "id") < 0.05).alias("buys"),
+        F.lit(None).cast("string").alias("favourite_category"),
     )
     both = member.unionByName(anonymous)
     k = ("session_key",)
@@ -181,7 +186,8 @@ def sessions(spark: SparkSession, people: DataFrame, plan: Plan) -> DataFrame:
         (uniform(s, "consent", *k) < 0.9).alias("tracking_consent"),
         device.alias("device"),
         F.when(tagged, F.format_string("c-%s", F.date_format(_day_date(plan, F.col("day")), "yyyyMMdd"))).alias("utm_campaign"),
-        choice(uniform(s, "category", *k), CATEGORIES).alias("category"),
+        F.when(F.col("favourite_category").isNotNull() & (uniform(s, "in_favourite", *k) < 0.6), F.col("favourite_category"))
+        .otherwise(choice(uniform(s, "category", *k), CATEGORIES)).alias("category"),
         (1 + F.floor(uniform(s, "views", *k) * 4)).cast("int").alias("product_views"),
         (uniform(s, "search", *k) < 0.4).alias("searched"),
         carts.alias("carted"),
@@ -246,7 +252,13 @@ def order_lines(visits: DataFrame, plan: Plan) -> DataFrame:
     buying = _steps(visits.where("buys"))
     lines = buying.select("*", F.explode(F.sequence(F.lit(1), (1 + F.floor(uniform(s, "lines", "session_key") * 3)).cast("int"))).alias("line_no"))
     l_ids = ("session_key", "line_no")
-    category = F.when(F.col("line_no") == 1, F.col("category")).otherwise(choice(uniform(s, "line_category", *l_ids), CATEGORIES))
+    # Later lines follow the member's taste as their visits do: the favourite 60% of the time.
+    favourite = F.col("favourite_category").isNotNull() & (uniform(s, "line_in_favourite", *l_ids) < 0.6)
+    category = (
+        F.when(F.col("line_no") == 1, F.col("category"))
+        .when(favourite, F.col("favourite_category"))
+        .otherwise(choice(uniform(s, "line_category", *l_ids), CATEGORIES))
+    )
     unit_price = F.round(_price(category) * F.exp(0.4 * normal(s, "unit_price", *l_ids)), 0)
     quantity = (1 + F.floor(uniform(s, "quantity", *l_ids) * 2)).cast("int")
     order_time = F.timestamp_seconds(F.unix_timestamp("session_start") + (F.size("steps") - 1) * 90 + 60)

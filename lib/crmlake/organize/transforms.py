@@ -6,26 +6,12 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from crmlake.lake import latest_per_key
+from crmlake.orders import latest_order_lines  # noqa: F401 - shared with analyze (point-in-time lines); organize's job imports it here
 
 # Personal fields of a profile: gone from every silver table once the account asks to be erased.
 PERSONAL_FIELDS = ("email", "phone", "name", "gender", "birth_year", "occupation", "city", "income_band", "referred_by", "company_id")
 PROFILE_FIELDS = ("signup_time", *PERSONAL_FIELDS, "marketing_consent", "marketing_consent_time", "account_type")
 CONSENT_WITHDRAWING_EVENTS = ("unsubscribed", "complained")
-
-
-def latest_order_lines(orders: DataFrame) -> DataFrame:
-    """Return one row per (order_id, line_no): the latest ``updated_time`` wins, whichever file it came in.
-
-    Adds ``line_amount = quantity * unit_price - discount`` (decimal).
-    """
-    latest = latest_per_key(orders, ["order_id", "line_no"], "updated_time", tie_breaker="ingested_at")
-    return latest.select(
-        "order_id", "line_no", "order_time", "order_date", "account_id", "guest_email", "channel", "store_id",
-        "product_id", "category", "quantity", "unit_price",
-        F.coalesce("discount", F.lit(0).cast("decimal(18,2)")).alias("discount"),
-        "currency", "status", "updated_time",
-        (F.col("quantity") * F.col("unit_price") - F.coalesce("discount", F.lit(0))).cast("decimal(18,2)").alias("line_amount"),
-    )
 
 
 def latest_profiles(profile_changes: DataFrame) -> DataFrame:
