@@ -17,12 +17,12 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from crmlake.decide.export import CHART, DATA_FILES, MANIFEST
+from crmlake.decide.export import CHART, DATA_FILES, MANIFEST, PLATFORM_FILES
 from crmlake.log import get_logger
 
 log = get_logger("serve")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-CONTENT_TYPES = {".gz": "application/gzip", ".parquet": "application/vnd.apache.parquet", ".png": "image/png", ".json": "application/json"}
+CONTENT_TYPES = {".gz": "application/gzip", ".parquet": "application/vnd.apache.parquet", ".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
 
 def published_exports(exports_root: str) -> list[dict]:
@@ -83,7 +83,7 @@ def resolve_download(exports_root: str, url_path: str) -> str | None:
     if len(parts) != 5 or parts[:2] != ["", "files"] or not all(NAME.match(p) for p in parts[2:]):
         return None
     audience, day, name = parts[2:]
-    if name not in (*DATA_FILES, CHART, MANIFEST):
+    if name not in (*DATA_FILES, *PLATFORM_FILES, CHART, MANIFEST):
         return None
     root = os.path.realpath(exports_root)
     path = os.path.realpath(os.path.join(root, audience, day, name))

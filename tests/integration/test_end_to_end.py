@@ -67,6 +67,11 @@ def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
         assert manifest["models"]["propensity"]["name"] == "crmlake-propensity"
         assert all(consent[m["person_id"]] is True for m in members)
         assert set(members[0]) == {"person_id", "email_sha256", "phone_sha256", "score", "decile", "segment", "reason_codes"}
+        if manifest["audience"] == "win_back":   # conf: platform_format google_customer_match
+            assert manifest["platform_format"] == "google_customer_match"
+            with open(os.path.join(folder, "google_customer_match.csv"), newline="") as fh:
+                upload = list(csv.reader(fh))
+            assert upload[0] == ["Email", "Phone"] and 0 < len(upload) - 1 <= len(members)
     history = lake.read("gold.contact_history").collect()
     assert sum(1 for r in history if r["group"] == "treatment") == sum(pipeline["decide"]["audiences"][a]["exported"] for a in ("likely_buyers", "win_back"))
     assert {r["audience"] for r in lake.read("gold.campaign_results").collect()} == {"likely_buyers", "win_back"}

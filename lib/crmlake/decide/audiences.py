@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError, settings_from
+from crmlake.decide.export import PLATFORM_FORMATS
 
 CHANNELS = ("email", "sms", "ads")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
@@ -43,6 +44,7 @@ class Audience:
     priority: int
     control_share: float
     raw_contact: bool
+    platform_format: str | None = None
 
     @classmethod
     def from_conf(cls, entry: dict, internal_channels: tuple[str, ...] = ()) -> "Audience":
@@ -62,6 +64,11 @@ class Audience:
                 f"decide.audiences entry {name!r}: raw_contact is allowed only for an internal channel "
                 f"(decide.policy.internal_channels = {list(internal_channels)})"
             )
+        platform = entry.get("platform_format")
+        if platform is not None and platform not in PLATFORM_FORMATS:
+            raise ConfigError(f"decide.audiences entry {name!r}: platform_format {platform!r} is not one of {', '.join(PLATFORM_FORMATS)}")
+        if platform is not None and entry["channel"] != "ads":
+            raise ConfigError(f"decide.audiences entry {name!r}: platform_format is for an ads audience (channel is {entry['channel']!r})")
         return cls(
             name=str(entry["name"]),
             description=str(entry.get("description", "")),
@@ -72,6 +79,7 @@ class Audience:
             priority=int(entry.get("priority", 100)),
             control_share=share,
             raw_contact=raw,
+            platform_format=platform,
         )
 
 

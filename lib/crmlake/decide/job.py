@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from crmlake import tracking
 from crmlake.config import Conf
 from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
-from crmlake.decide.export import export_rows, publish_audience
+from crmlake.decide.export import export_rows, platform_rows, publish_audience
 from crmlake.decide.results import campaign_results
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
@@ -102,15 +102,18 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         with timed(log, f"audience {audience.name} for {run_date}") as facts:
             selected, counts = apply_policy(scored, suppressed, prior, audience, policy)
             facts.update(counts)
+            treatment = selected.where("group = 'treatment'")
+            platform = (audience.platform_format, platform_rows(treatment, region, audience.platform_format)) if audience.platform_format else None
             folder = publish_audience(
-                export_rows(selected.where("group = 'treatment'"), region, audience.raw_contact),
+                export_rows(treatment, region, audience.raw_contact),
                 conf.exports_root, audience.name, run_date,
                 {
-                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share")},
+                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share", "platform_format")},
                     "policy": {**policy.__dict__, "order": ["consent", "suppression", "frequency_cap", "limit", "control"]},
                     "counts": counts,
                     "models": model_manifest,
                 },
+                platform,
             )
             exports.append(folder)
             counts_by_audience[audience.name] = counts
