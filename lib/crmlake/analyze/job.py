@@ -167,12 +167,16 @@ def write_reports(lake: Lake, conf: Conf, order_lines: DataFrame, people: DataFr
     """Write the daily sales page and the month's member page; log them to MLflow; return the pages."""
     import mlflow
 
-    sales = reports.daily_sales(order_lines, run_date)
-    members = reports.member_report(people, lake.read("silver.customers"), run_date)
+    r = conf.get("analyze.reports") or {}
+    accounts = lake.read("silver.customers")
+    sales = reports.daily_sales(order_lines, accounts, run_date, conf.get("business.timezone"),
+                                int(r.get("trend_days", 56)), int(r.get("trailing_weeks", 4)), int(r.get("top_n", 5)))
+    members = reports.member_report(people, accounts, run_date)
     files = reports.write_daily_sales(sales, os.path.join(report_dir, "daily_sales"), str(conf.get("business.currency", "")))
     files += reports.write_member_report(members, os.path.join(report_dir, "members"))
+    figures = {f["figure"]: f["value"] for f in sales["figures"] if f["value"] is not None}
     with tracking.tracked_run(conf, f"reports-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
-        mlflow.log_metrics({"revenue": sales["revenue"], "orders": sales["orders"], "active_members_90d": members["active_90d"]})
+        mlflow.log_metrics({**{k: float(v) for k, v in figures.items()}, "unusual_figures": len(sales["unusual"]), "active_members": members["active_members"]})
         for path in files:
             mlflow.log_artifact(path, artifact_path="reports")
     return [f for f in files if f.endswith(".html")]
