@@ -25,11 +25,12 @@ from pyspark.sql import functions as F
 from crmlake import tracking
 from crmlake.analyze import clv, models, reports
 from crmlake.analyze.features import FEATURE_COLUMNS, customer_behaviour, with_deciles, with_purchase_label, with_rfm_scores
-from crmlake.analyze.value import ValueRules, pareto_curve, with_loyalty_level, with_value_tier
+from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
 from crmlake.people import with_order_person_id, with_session_person_id
+from crmlake.summaries import REPORTS_DIR, SEGMENTS_JSON, VALUE_TIERS_JSON, write_summary
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
@@ -209,11 +210,19 @@ def pareto(lake: Lake, report_dir: str, persons: DataFrame, run_date: dt.date) -
     return {"revenue_share_of_top_20pct": top20}
 
 
+def write_profiles(exports_root: str, scores: DataFrame, run_date: dt.date) -> None:
+    """Write the segment and value-tier summaries of ``run_date``'s scores for the marketers' page."""
+    for name, group in ((SEGMENTS_JSON, "segment"), (VALUE_TIERS_JSON, "value_tier")):
+        # Safe to collect: one row per segment or tier.
+        rows = [r.asDict() for r in revenue_share_by(scores, group).collect()]
+        write_summary(exports_root, name, {"score_date": run_date.isoformat(), "rows": rows})
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Score every person for ``run_date`` and write the reports; return versions and metrics."""
     lake = Lake(spark, conf)
     tz = conf.get("business.timezone")
-    report_dir = os.path.join(conf.exports_root, "reports")
+    report_dir = os.path.join(conf.exports_root, REPORTS_DIR)
     people = lake.read("silver.customer_360").cache()
     identity_map = lake.read("silver.identity_map")
     order_lines = with_order_person_id(lake.read("silver.order_lines"), identity_map).cache()
@@ -270,6 +279,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f["value_tiers"] = {r["value_tier"]: r["count"] for r in scores.groupBy("value_tier").count().collect()}
         f["loyalty_ladder"] = {r["loyalty_level"]: r["count"] for r in scores.groupBy("loyalty_level").count().collect()}
         f.update(pareto(lake, report_dir, scores, run_date))
+        write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
     for cached in (people, order_lines, sessions, behaviour):
         cached.unpersist()

@@ -26,8 +26,10 @@ from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError, settings_from
 from crmlake.decide.export import PLATFORM_FORMATS
+from crmlake.summaries import REPORTS_DIR, SUMMARY_DIR
 
 CHANNELS = ("email", "sms", "ads")
+RESERVED_FOLDERS = (REPORTS_DIR, SUMMARY_DIR)   # other folders under the exports root
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
 
 
@@ -53,6 +55,8 @@ class Audience:
         missing = [k for k in ("name", "rule", "channel") if not entry.get(k)]
         if missing:
             raise ConfigError(f"decide.audiences entry {name!r}: missing {', '.join(missing)}")
+        if entry["name"] in RESERVED_FOLDERS:
+            raise ConfigError(f"decide.audiences entry {name!r}: the name is taken by the exports' {entry['name']}/ folder")
         if entry["channel"] not in CHANNELS:
             raise ConfigError(f"decide.audiences entry {name!r}: channel {entry['channel']!r} is not one of {', '.join(CHANNELS)}")
         share = float(entry.get("control_share", 0.1))

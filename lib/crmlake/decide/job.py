@@ -19,10 +19,11 @@ from crmlake import tracking
 from crmlake.config import Conf
 from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
 from crmlake.decide.export import export_rows, platform_rows, publish_audience
-from crmlake.decide.results import campaign_results
+from crmlake.decide.results import campaign_results, lift_chart
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
+from crmlake.summaries import CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, publish_summary, staging_path, write_summary
 
 log = get_logger("decide")
 CONTACT_HISTORY = "gold.contact_history"
@@ -53,7 +54,8 @@ def prior_contacts(lake: Lake, identity_map: DataFrame, run_date: dt.date, windo
 
 
 def measure(lake: Lake, conf: Conf, identity_map: DataFrame, run_date: dt.date) -> int:
-    """Rebuild gold.campaign_results from contact history and orders; log them to MLflow; return rows."""
+    """Rebuild gold.campaign_results from contact history and orders; log them to MLflow and
+    leave them (JSON and a lift chart) under the exports' summaries for the page; return rows."""
     import mlflow
 
     days = int(conf.get("decide.attribution_days", 14))
@@ -63,6 +65,10 @@ def measure(lake: Lake, conf: Conf, identity_map: DataFrame, run_date: dt.date) 
     # Safe to collect: one row per audience and contact date.
     rows = [r.asDict() for r in results.orderBy("audience", "contact_date").collect()]
     results.unpersist()
+    write_summary(conf.exports_root, CAMPAIGN_RESULTS_JSON, {"run_date": run_date.isoformat(), "attribution_days": days, "rows": rows})
+    staged = staging_path(conf.exports_root, CAMPAIGN_RESULTS_PNG)
+    lift_chart(rows, staged, days)
+    publish_summary(staged, conf.exports_root, CAMPAIGN_RESULTS_PNG)
     with tracking.tracked_run(conf, f"campaign-results-{run_date}", {"stage": "decide", "run_date": str(run_date)}):
         mlflow.log_param("attribution_days", days)
         mlflow.log_dict({"results": rows}, "campaign_results.json")
