@@ -60,3 +60,12 @@ def test_an_unknown_platform_format_or_one_on_a_non_ads_audience_is_a_config_err
         Audience.from_conf({"name": "a", "rule": "true", "channel": "ads", "platform_format": "tiktok"})
     with pytest.raises(ConfigError, match="ads audience"):
         Audience.from_conf({"name": "a", "rule": "true", "channel": "email", "platform_format": "meta_custom_audience"})
+
+
+def test_an_empty_audience_is_published_with_headers_only(persons, tmp_path):
+    nobody = persons.where("false")
+    folder = publish_audience(export_rows(nobody, "TW", False), str(tmp_path), "win_back", DAY, {},
+                              ("meta_custom_audience", platform_rows(nobody, "TW", "meta_custom_audience")))
+    with open(os.path.join(folder, "meta_custom_audience.csv"), newline="", encoding="utf-8") as fh:
+        assert list(csv.reader(fh)) == [["EMAIL", "PHONE"]]
+    assert json.load(open(os.path.join(folder, "manifest.json")))["row_count"] == 0

@@ -24,16 +24,19 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.analyze import clv, models, reports
+from crmlake.analyze.companies import company_members, company_scores
 from crmlake.analyze.features import FEATURE_COLUMNS, customer_behaviour, with_deciles, with_purchase_label, with_rfm_scores
 from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
-from crmlake.people import with_order_person_id, with_session_person_id
+from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
 from crmlake.summaries import REPORTS_DIR, SEGMENTS_JSON, VALUE_TIERS_JSON, write_summary
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
+COMPANY_SCORES = "gold.company_scores"
+COMPANIES = "silver.companies"
 PARETO = "gold.pareto"
 
 
@@ -218,6 +221,19 @@ def write_profiles(exports_root: str, scores: DataFrame, run_date: dt.date) -> N
         write_summary(exports_root, name, {"score_date": run_date.isoformat(), "rows": rows})
 
 
+def score_companies(lake: Lake, conf: Conf, order_lines: DataFrame, identity_map: DataFrame, scores: DataFrame, run_date: dt.date) -> int:
+    """Write gold.company_scores for ``run_date`` (partition score_date) from silver.companies and
+    the persons' scores; return the companies scored."""
+    rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
+    companies = lake.read(COMPANIES)
+    members = with_person_id(company_members(companies), identity_map, (ACCOUNT, F.col("account_id")))
+    horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
+    table = company_scores(
+        companies, order_lines, members, scores.select("person_id", "predicted_value"), run_date, horizon, int(conf.get("analyze.rfm_quantiles", 5)), rules
+    ).withColumn("score_date", F.lit(run_date))
+    return lake.overwrite_where(COMPANY_SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Score every person for ``run_date`` and write the reports; return versions and metrics."""
     lake = Lake(spark, conf)
@@ -281,6 +297,10 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f.update(pareto(lake, report_dir, scores, run_date))
         write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
+    if lake.exists(COMPANIES):
+        with timed(log, f"company scores for {run_date}") as f:
+            f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)
+        facts["companies"] = dict(f)
     for cached in (people, order_lines, sessions, behaviour):
         cached.unpersist()
     return facts

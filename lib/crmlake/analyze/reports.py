@@ -246,9 +246,10 @@ def _trend_chart(trend: list[dict], run_date: str, currency: str) -> str:
     top.set_ylabel(f"revenue ({currency})")
     top.set_title(f"Daily sales, {len(trend) // 7} weeks to {run_date}")
     below = [0] * len(trend)
-    for kind, color in (("new_customer_orders", "#5aa469"), ("returning_customer_orders", "#3b6ea5"), ("guest_orders", "#aaaaaa")):
+    for kind, color, label in (("new_customer_orders", "#5aa469", "new customers"), ("returning_customer_orders", "#3b6ea5", "returning customers"),
+                               ("guest_orders", "#aaaaaa", "guests")):
         values = [d[kind] for d in trend]
-        bottom.bar(dates, values, bottom=below, color=color, label=DAILY_FIGURES[kind].replace("Orders from ", ""))
+        bottom.bar(dates, values, bottom=below, color=color, label=label)
         below = [b + v for b, v in zip(below, values)]
     bottom.set_ylabel("orders")
     bottom.legend(loc="upper left", fontsize=8)
@@ -359,8 +360,9 @@ def write_member_report(report: dict, folder: str) -> list[str]:
     for name, entry in report["inferred"].items():
         sections.append(
             f"<section class='inferred'><h3>{html.escape(name.capitalize())} <small>(inferred from behaviour)</small></h3>"
-            f"<p>Inferred for {entry['inferred']:,} of {active:,} active members; the others have not bought or visited enough to tell.</p>"
-            f"<img alt='{html.escape(name)}' src='{_bar_chart(entry['values'], f'{name} (inferred), active members', 'persons')}'></section>"
+            f"<p>Inferred for {entry['inferred']:,} of {active:,} active members"
+            + ("; the others have not bought or visited enough to tell.</p>" if entry["inferred"] < active else ".</p>")
+            + f"<img alt='{html.escape(name)}' src='{_bar_chart(entry['values'], f'{name} (inferred), active members', 'persons')}'></section>"
         )
         rows += [["inferred", name, value, persons] for value, persons in entry["values"]]
     body = (

@@ -47,11 +47,12 @@ class ValueRules:
         return settings_from(cls, *sections)
 
 
-def with_value_tier(persons: DataFrame, rules: ValueRules) -> DataFrame:
-    """Add ``value_tier``. Takes person_id, ``current_value`` and ``predicted_value`` (doubles, null = 0)."""
+def with_value_tier(persons: DataFrame, rules: ValueRules, key: str = "person_id") -> DataFrame:
+    """Add ``value_tier``. Takes ``key`` (person_id, or company_id for companies),
+    ``current_value`` and ``predicted_value`` (doubles, null = 0)."""
     current = F.coalesce(F.col("current_value"), F.lit(0.0))
     predicted = F.coalesce(F.col("predicted_value"), F.lit(0.0))
-    buyers_by_value = Window.partitionBy(current > 0).orderBy(current.desc(), F.col("person_id"))
+    buyers_by_value = Window.partitionBy(current > 0).orderBy(current.desc(), F.col(key))
     top = (current > 0) & (F.percent_rank().over(buyers_by_value) < rules.most_valuable_top_share)
     tier = (
         F.when(top, "most_valuable")

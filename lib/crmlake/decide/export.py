@@ -56,7 +56,8 @@ def export_rows(selected: DataFrame, default_phone_region: str, raw_contact: boo
 
     Takes persons with email, phone, propensity_score, propensity_decile, segment, rfm_cell.
     Columns: person_id, email_sha256, phone_sha256, score, decile, segment, reason_codes
-    (why this person is here), and email and phone only when ``raw_contact``.
+    (why this person is here), company_id when the persons stand for companies, and email
+    and phone only when ``raw_contact``.
     """
     reasons = F.concat_ws(
         "|",
@@ -73,6 +74,8 @@ def export_rows(selected: DataFrame, default_phone_region: str, raw_contact: boo
         "segment",
         reasons.alias("reason_codes"),
     ]
+    if "company_id" in selected.columns:   # an audience of companies: the company each contact stands for
+        columns.append("company_id")
     if raw_contact:
         columns += ["email", "phone"]
     return selected.select(*columns)

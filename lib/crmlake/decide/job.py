@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.config import Conf
-from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
+from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, company_contacts, suppression_reasons
 from crmlake.decide.export import export_rows, platform_rows, publish_audience
 from crmlake.decide.results import campaign_results, lift_chart
 from crmlake.lake import Lake
@@ -28,6 +28,7 @@ from crmlake.summaries import CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, publi
 log = get_logger("decide")
 CONTACT_HISTORY = "gold.contact_history"
 CAMPAIGN_RESULTS = "gold.campaign_results"
+COMPANY_SCORES = "gold.company_scores"
 CONTACT_SCHEMA = "contact_date date, audience string, channel string, priority int, person_id string, account_id string, group string, score double"
 
 
@@ -103,10 +104,17 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         for kind, ref in (("propensity", model_refs.get("propensity_model")), ("segmentation", model_refs.get("segment_model")))
         if ref
     }
+    companies = None
+    if any(a.target == "companies" for a in audiences_of(conf)) and lake.exists(COMPANY_SCORES):
+        company_scores = lake.read(COMPANY_SCORES).where(F.col("score_date") == F.lit(run_date))
+        companies = scored.join(company_contacts(company_scores, identity_map), "person_id").cache()
     exports, contacts, counts_by_audience = [], None, {}
     for audience in audiences_of(conf):
+        if audience.target == "companies" and companies is None:
+            log.warning("audience %s skipped: no company scores for %s", audience.name, run_date)
+            continue
         with timed(log, f"audience {audience.name} for {run_date}") as facts:
-            selected, counts = apply_policy(scored, suppressed, prior, audience, policy)
+            selected, counts = apply_policy(companies if audience.target == "companies" else scored, suppressed, prior, audience, policy)
             facts.update(counts)
             treatment = selected.where("group = 'treatment'")
             platform = (audience.platform_format, platform_rows(treatment, region, audience.platform_format)) if audience.platform_format else None
@@ -114,7 +122,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
                 export_rows(treatment, region, audience.raw_contact),
                 conf.exports_root, audience.name, run_date,
                 {
-                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share", "platform_format")},
+                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share", "platform_format", "target")},
                     "policy": {**policy.__dict__, "order": ["consent", "suppression", "frequency_cap", "limit", "control"]},
                     "counts": counts,
                     "models": model_manifest,
@@ -138,6 +146,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date}'", partition_by=["contact_date"])
     with timed(log, f"campaign results up to {run_date}") as facts:
         facts["campaign_results"] = measure(lake, conf, identity_map, run_date)
-    for cached in (scores, suppressed, scored):
-        cached.unpersist()
+    for cached in (scores, suppressed, scored, companies):
+        if cached is not None:
+            cached.unpersist()
     return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"]}

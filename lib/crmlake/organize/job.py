@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from crmlake.config import Conf
 from crmlake.lake import Lake, latest_per_key
 from crmlake.log import get_logger, timed
+from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
 from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges, identity_quality
 from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
@@ -45,6 +46,7 @@ PERSONAL_TABLES = {
     "silver.customers": "account_id IN ({ids})",
     "silver.customer_history": "account_id IN ({ids})",
     "silver.customer_360": "arrays_overlap(account_ids, array({ids}))",
+    "silver.companies": "arrays_overlap(account_ids, array({ids}))",
 }
 
 
@@ -198,6 +200,13 @@ def organize_people(lake: Lake, conf: Conf, run_date: dt.date, graph_changed: bo
     return facts
 
 
+def organize_companies(lake: Lake) -> dict:
+    """Rebuild silver.companies (B2B customer companies) from silver.customers and
+    silver.order_lines; return its row count."""
+    rows = companies(lake.read("silver.customers"), lake.read("silver.order_lines"))
+    return {"companies": lake.overwrite("silver.companies", rows).rows_written}
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Bring silver up to date with bronze for ``run_date``; return row counts and quality figures."""
     lake = Lake(spark, conf)
@@ -213,6 +222,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
         # written nor erased from (an erased account's hashed email and phone must leave the map).
         ("people", lambda: organize_people(lake, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]))),
+        ("companies", lambda: organize_companies(lake)),
     ]
     for name, step in steps:
         with timed(log, f"organize {name} for {run_date}") as f:
