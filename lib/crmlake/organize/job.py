@@ -12,7 +12,8 @@ watermarks kept in ``silver.organize_state``) and merges what they change:
 
 ``silver.identity_map`` and ``silver.customer_360`` are then rebuilt from silver: the
 identity graph is global, and person ids stay stable across runs (see
-:mod:`crmlake.organize.identity`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
+:mod:`crmlake.organize.identity`); ``silver.companies`` (B2B) is rebuilt last
+(:mod:`crmlake.organize.companies`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
 every table from all of bronze and gives the same tables.
 
 Erase requests are applied first: the account's rows go from every table that holds its
