@@ -128,7 +128,7 @@ def cmd_serve(args) -> int:
 
     conf = load_conf(args.conf, args.overrides)
     server = serve(conf.exports_root, args.host, args.port)
-    print(f"audience catalog: http://{args.host}:{server.server_address[1]}/  (exports: {conf.exports_root}; Ctrl-C stops)", flush=True)
+    print(f"crmlake page: http://{args.host}:{server.server_address[1]}/  (exports: {conf.exports_root}; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="stage to run (default: all, in order)")
     backfill.set_defaults(func=cmd_backfill)
 
-    catalog = commands.add_parser("serve", help="serve the read-only audience catalog to marketers",
-                                  description="Serve the audience exports under paths.exports as a read-only web catalog: audiences by date with their counts at every contact-policy step, definition, score histogram and download links. Binds to 127.0.0.1 unless --host says otherwise; Ctrl-C stops it.")
+    catalog = commands.add_parser("serve", help="serve the read-only page marketers and managers open",
+                                  description="Serve what is under paths.exports as one read-only web page: audiences by date with their counts at every contact-policy step, definition, score histogram and downloads; campaign results (lift with its 95% interval) as a table and a chart; segments and value tiers; links to every report. Reads files only (no Spark). Binds to 127.0.0.1 unless --host says otherwise; Ctrl-C stops it.")
     add_conf_arguments(catalog)
     catalog.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     catalog.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")

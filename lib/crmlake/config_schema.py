@@ -142,6 +142,12 @@ class Value(Section):
     cost_to_serve: float = Field(ge=0)
 
 
+class Reports(Section):
+    trend_days: int = PositiveInt
+    trailing_weeks: int = PositiveInt
+    top_n: int = PositiveInt
+
+
 class Loyalty(Section):
     repeat_min_orders: int = PositiveInt
     advocate_min_referred_buyers: int = PositiveInt
@@ -154,6 +160,7 @@ class Analyze(Section):
     next_best_category: NextBestCategory
     lifetime_value: LifetimeValue
     value: Value
+    reports: Reports
     loyalty: Loyalty
 
 
@@ -177,6 +184,8 @@ class AudienceEntry(Section):
     priority: Optional[int] = None
     control_share: Optional[float] = Field(default=None, ge=0, lt=1)
     raw_contact: Optional[bool] = None
+    platform_format: Optional[Literal["google_customer_match", "meta_custom_audience"]] = None
+    target: Optional[Literal["persons", "companies"]] = None
 
 
 class Decide(Section):

@@ -1,10 +1,20 @@
-"""``crmlake serve``: a read-only audience catalog for marketers.
+"""``crmlake serve``: the one read-only page marketers and managers open every morning.
 
-Lists every published audience export under ``paths.exports`` by date, with its counts at
-each contact-policy step, its definition, its score histogram and download links. Only
-published exports are visible (the hidden staging folders of exports in progress are not),
-only files an export's manifest names can be downloaded, and nothing outside the exports
-root can be reached. Bound to 127.0.0.1 unless told otherwise.
+Sections, each read from files under ``paths.exports`` (no Spark at request time):
+
+* audiences: every published audience export by date, with its counts at each
+  contact-policy step, its definition, its score histogram and download links (the neutral
+  files and the ad platform's upload file);
+* campaign results: per audience and contact date, contacted vs control conversion, lift
+  with its 95% interval, revenue per contact and whether the window is complete, as a
+  table and a chart (:mod:`crmlake.summaries`, written by decide);
+* segments and value tiers with their counts and revenue share (written by analyze);
+* links to every report page and its CSV.
+
+Only published exports are visible (the hidden staging folders of exports in progress are
+not), only files an export's manifest can name, the summaries and the report pages can be
+fetched, and nothing outside the exports root can be reached. Bound to 127.0.0.1 unless
+told otherwise.
 """
 
 from __future__ import annotations
@@ -17,12 +27,20 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from crmlake.decide.export import CHART, DATA_FILES, MANIFEST
+from crmlake.decide.export import CHART, DATA_FILES, MANIFEST, PLATFORM_FILES
 from crmlake.log import get_logger
+from crmlake.summaries import (
+    CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, REPORTS_DIR, SEGMENTS_JSON, SUMMARY_DIR, SUMMARY_FILES, VALUE_TIERS_JSON, read_summary,
+)
 
 log = get_logger("serve")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-CONTENT_TYPES = {".gz": "application/gzip", ".parquet": "application/vnd.apache.parquet", ".png": "image/png", ".json": "application/json"}
+CONTENT_TYPES = {
+    ".gz": "application/gzip", ".parquet": "application/vnd.apache.parquet", ".png": "image/png", ".json": "application/json",
+    ".csv": "text/csv; charset=utf-8", ".html": "text/html; charset=utf-8",
+}
+REPORT_EXTENSIONS = (".html", ".csv", ".png")
+SHOWN_INLINE = (".png", ".html")   # everything else downloads as an attachment
 
 
 def published_exports(exports_root: str) -> list[dict]:
@@ -42,6 +60,23 @@ def published_exports(exports_root: str) -> list[dict]:
     return sorted(found, key=lambda m: (m["date"], m["audience"]), reverse=True)
 
 
+def report_pages(exports_root: str) -> list[dict]:
+    """Return every report page under ``<exports>/reports/<kind>/``: kind, name, url and the
+    urls of the CSV files beside it that share its name; newest first within a kind."""
+    root = os.path.join(exports_root, REPORTS_DIR)
+    pages = []
+    for kind in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        folder = os.path.join(root, kind)
+        if not NAME.match(kind) or not os.path.isdir(folder):
+            continue
+        files = sorted(f for f in os.listdir(folder) if NAME.match(f))
+        for page in sorted((f for f in files if f.endswith(".html")), reverse=True):
+            stem = page[: -len(".html")]
+            csvs = [f for f in files if f.endswith(".csv") and (f == f"{stem}.csv" or f.startswith(f"{stem}_"))]
+            pages.append({"kind": kind, "name": stem, "url": f"/{REPORTS_DIR}/{kind}/{page}", "csv": [f"/{REPORTS_DIR}/{kind}/{c}" for c in csvs]})
+    return pages
+
+
 def _counts_text(counts: dict) -> str:
     suppressed = counts.get("suppressed", {})
     parts = [f"matched {counts.get('matched', 0):,}", f"no consent {counts.get('no_consent', 0):,}"]
@@ -50,52 +85,140 @@ def _counts_text(counts: dict) -> str:
     return " · ".join(parts)
 
 
-def catalog_page(exports: list[dict]) -> str:
-    """Return the catalog's HTML for the manifests in ``exports``."""
+def _audiences_section(exports: list[dict]) -> str:
+    esc = html.escape
     rows = []
     for m in exports:
-        esc = html.escape
         definition = m.get("definition", {})
         links = " ".join(f'<a class="download" href="/files/{esc(m["folder"])}/{esc(name)}" download>{esc(name)}</a>' for name in m.get("files", {}))
+        platform = f'<br><small>upload format: {esc(m["platform_format"])}</small>' if m.get("platform_format") else ""
         rows.append(
             f'<tr class="export" data-audience="{esc(m["audience"])}"><td>{esc(m["date"])}</td>'
             f'<td><b>{esc(m["audience"])}</b><br><small>{esc(definition.get("description", ""))}</small></td>'
-            f'<td>{esc(definition.get("channel", ""))}</td><td class="exported">{m["row_count"]:,}</td>'
+            f'<td>{esc(definition.get("channel", ""))}{platform}</td><td class="exported num">{m["row_count"]:,}</td>'
             f'<td><small>{esc(_counts_text(m.get("counts", {})))}</small><br><code>{esc(definition.get("rule", ""))}</code></td>'
             f'<td><img alt="score histogram" src="/files/{esc(m["folder"])}/{CHART}" width="300"></td><td>{links}</td></tr>'
         )
     body = "\n".join(rows) or '<tr><td colspan="7">No audience has been exported yet.</td></tr>'
+    return (
+        '<section id="audiences"><h2>Audiences</h2>'
+        "<p>Exported persons are keyed by person id and SHA-256 of email and phone; control groups are held out to measure lift.</p>"
+        "<table><thead><tr><th>Date</th><th>Audience</th><th>Channel</th><th>Exported</th><th>Contact policy</th><th>Scores</th><th>Download</th></tr></thead>"
+        f"<tbody>{body}</tbody></table></section>"
+    )
+
+
+def _percent(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}%}"
+
+
+def _money(value) -> str:
+    return "–" if value is None else f"{value:,.2f}"
+
+
+def _campaigns_section(results: dict | None) -> str:
+    if not results or not results.get("rows"):
+        return '<section id="campaigns"><h2>Campaign results</h2><p>No campaign has been measured yet.</p></section>'
+    esc = html.escape
+    rows = "".join(
+        f'<tr class="result" data-audience="{esc(r["audience"])}" data-contact-date="{esc(str(r["contact_date"]))}">'
+        f'<td>{esc(r["audience"])}</td><td>{esc(str(r["contact_date"]))}</td>'
+        f'<td class="num">{r["contacted"]:,}</td><td class="num">{_percent(r["conversion_contacted"])}</td>'
+        f'<td class="num">{r["control"]:,}</td><td class="num">{_percent(r["conversion_control"])}</td>'
+        f'<td class="num lift">{_percent(r["lift"])}</td><td class="num">{_percent(r["lift_ci_low"])} to {_percent(r["lift_ci_high"])}</td>'
+        f'<td class="num">{_money(r["revenue_per_contact"])}</td><td class="num">{_money(r["revenue_per_control"])}</td>'
+        f'<td>{"complete" if r["window_complete"] else "still open"}</td></tr>'
+        for r in results["rows"]
+    )
+    return (
+        '<section id="campaigns"><h2>Campaign results</h2>'
+        f"<p>A contacted or control person converts with a completed order in the {results['attribution_days']} days after the contact date; "
+        "lift is the contacted conversion minus the control conversion, with its 95% interval. A window still open may yet change.</p>"
+        f'<img alt="campaign lift" src="/{SUMMARY_DIR}/{CAMPAIGN_RESULTS_PNG}" width="700">'
+        "<table><thead><tr><th>Audience</th><th>Contact date</th><th>Contacted</th><th>Conversion</th><th>Control</th><th>Conversion</th>"
+        "<th>Lift</th><th>95% interval</th><th>Revenue per contact</th><th>Revenue per control</th><th>Window</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section>"
+    )
+
+
+def _profiles_section(segments: dict | None, tiers: dict | None) -> str:
+    def table(summary: dict | None, group: str, title: str) -> str:
+        if not summary:
+            return f"<h3>{title}</h3><p>Not scored yet.</p>"
+        rows = "".join(
+            f'<tr class="{group}" data-name="{html.escape(str(r[group]))}"><td>{html.escape(str(r[group]).replace("_", " "))}</td>'
+            f'<td class="num">{r["persons"]:,}</td><td class="num">{r["buyers"]:,}</td><td class="num">{_money(r["revenue"])}</td>'
+            f'<td class="num share">{_percent(r["revenue_share"])}</td><td class="num">{_money(r["current_value"])}</td>'
+            f'<td class="num">{"–" if r["mean_recency_days"] is None else r["mean_recency_days"]}</td><td class="num">{_percent(r["mean_propensity"])}</td></tr>'
+            for r in summary["rows"]
+        )
+        return (
+            f"<h3>{title} <small>(scores of {html.escape(summary['score_date'])})</small></h3>"
+            "<table><thead><tr><th></th><th>Persons</th><th>Buyers</th><th>Revenue to date</th><th>Revenue share</th>"
+            f"<th>Revenue, last horizon</th><th>Days since last purchase</th><th>Mean propensity</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+
+    return f'<section id="segments"><h2>Segments and value tiers</h2>{table(segments, "segment", "Segments")}{table(tiers, "value_tier", "Value tiers")}</section>'
+
+
+def _reports_section(pages: list[dict]) -> str:
+    if not pages:
+        return '<section id="reports"><h2>Reports</h2><p>No report has been written yet.</p></section>'
+    items = "".join(
+        f'<li class="report"><a href="{html.escape(p["url"])}">{html.escape(p["kind"].replace("_", " "))} {html.escape(p["name"])}</a> '
+        + " ".join(f'<a class="csv" href="{html.escape(c)}">{html.escape(os.path.basename(c))}</a>' for c in p["csv"])
+        + "</li>"
+        for p in pages
+    )
+    return f'<section id="reports"><h2>Reports</h2><ul>{items}</ul></section>'
+
+
+def catalog_page(exports_root: str) -> str:
+    """Return the page's HTML for what is under ``exports_root`` now."""
+    sections = (
+        _audiences_section(published_exports(exports_root))
+        + _campaigns_section(read_summary(exports_root, CAMPAIGN_RESULTS_JSON))
+        + _profiles_section(read_summary(exports_root, SEGMENTS_JSON), read_summary(exports_root, VALUE_TIERS_JSON))
+        + _reports_section(report_pages(exports_root))
+    )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>crmlake audiences</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.5em;vertical-align:top;text-align:left}}</style>
-</head><body><h1>Audiences</h1>
-<p>Exported persons are keyed by person id and SHA-256 of email and phone; control groups are held out to measure lift.</p>
-<table><thead><tr><th>Date</th><th>Audience</th><th>Channel</th><th>Exported</th><th>Contact policy</th><th>Scores</th><th>Download</th></tr></thead>
-<tbody>
-{body}
-</tbody></table></body></html>"""
+<html lang="en"><head><meta charset="utf-8"><title>crmlake</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border-bottom:1px solid #ddd;padding:.4em;vertical-align:top;text-align:left}}
+.num{{text-align:right}}nav a{{margin-right:1em}}section{{margin-bottom:2.5em}}</style>
+</head><body><h1>crmlake</h1>
+<nav><a href="#audiences">Audiences</a><a href="#campaigns">Campaign results</a><a href="#segments">Segments and value tiers</a><a href="#reports">Reports</a></nav>
+{sections}
+</body></html>"""
 
 
 def resolve_download(exports_root: str, url_path: str) -> str | None:
-    """Return the file for ``/files/<audience>/<date>/<name>``, or None unless it is a file that
-    a published export's manifest names, inside the exports root."""
+    """Return the file a URL names, or None unless it is one the page may serve, inside the exports root:
+
+    * ``/files/<audience>/<date>/<name>``: a file a published export's manifest can name;
+    * ``/summaries/<name>``: one of the summaries;
+    * ``/reports/<kind>/<name>``: a report page, its CSV or a chart.
+    """
     parts = urllib.parse.unquote(url_path).split("/")
-    if len(parts) != 5 or parts[:2] != ["", "files"] or not all(NAME.match(p) for p in parts[2:]):
+    if parts[0] != "" or not all(NAME.match(p) for p in parts[2:]):
         return None
-    audience, day, name = parts[2:]
-    if name not in (*DATA_FILES, CHART, MANIFEST):
+    if len(parts) == 5 and parts[1] == "files" and parts[4] in (*DATA_FILES, *PLATFORM_FILES, CHART, MANIFEST):
+        if not os.path.isfile(os.path.join(exports_root, parts[2], parts[3], MANIFEST)):
+            return None
+    elif len(parts) == 3 and parts[1] == SUMMARY_DIR and parts[2] in SUMMARY_FILES:
+        pass
+    elif len(parts) == 4 and parts[1] == REPORTS_DIR and parts[3].endswith(REPORT_EXTENSIONS):
+        pass
+    else:
         return None
     root = os.path.realpath(exports_root)
-    path = os.path.realpath(os.path.join(root, audience, day, name))
+    path = os.path.realpath(os.path.join(root, *parts[2 if parts[1] == "files" else 1:]))
     if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
-        return None
-    if not os.path.isfile(os.path.join(root, audience, day, MANIFEST)):
         return None
     return path
 
 
 def make_handler(exports_root: str):
-    """Return a request handler class serving the catalog of ``exports_root`` (GET and HEAD only)."""
+    """Return a request handler class serving the page of ``exports_root`` (GET and HEAD only)."""
 
     class CatalogHandler(BaseHTTPRequestHandler):
         server_version = "crmlake-serve"
@@ -117,17 +240,18 @@ def make_handler(exports_root: str):
         def do_GET(self):  # noqa: N802 (http.server's naming)
             path = urllib.parse.urlparse(self.path).path
             if path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, catalog_page(published_exports(exports_root)).encode(), "text/html; charset=utf-8")
+                self._send(HTTPStatus.OK, catalog_page(exports_root).encode(), "text/html; charset=utf-8")
                 return
-            file_path = resolve_download(exports_root, path) if path.startswith("/files/") else None
+            file_path = resolve_download(exports_root, path)
             if file_path is None:
                 self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
                 return
             with open(file_path, "rb") as fh:
                 body = fh.read()
             name = os.path.basename(file_path)
-            disposition = {} if name == CHART else {"Content-Disposition": f'attachment; filename="{name}"'}
-            self._send(HTTPStatus.OK, body, CONTENT_TYPES.get(os.path.splitext(name)[1], "application/octet-stream"), disposition)
+            extension = os.path.splitext(name)[1]
+            disposition = {} if extension in SHOWN_INLINE else {"Content-Disposition": f'attachment; filename="{name}"'}
+            self._send(HTTPStatus.OK, body, CONTENT_TYPES.get(extension, "application/octet-stream"), disposition)
 
         do_HEAD = do_GET
 
@@ -135,7 +259,7 @@ def make_handler(exports_root: str):
 
 
 def serve(exports_root: str, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """Return a started-but-not-serving catalog server on ``host:port`` (call serve_forever)."""
+    """Return a started-but-not-serving server of the page on ``host:port`` (call serve_forever)."""
     server = ThreadingHTTPServer((host, port), make_handler(exports_root))
-    log.info("audience catalog of %s on http://%s:%d/", exports_root, host, server.server_address[1])
+    log.info("crmlake page of %s on http://%s:%d/", exports_root, host, server.server_address[1])
     return server

@@ -57,9 +57,9 @@ def test_rerunning_acquire_for_the_same_date_adds_nothing(spark, pipeline):
 def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
     lake = pipeline["lake"]
     exports = pipeline["decide"]["exports"]
-    assert [os.path.basename(os.path.dirname(f)) for f in exports] == ["likely_buyers", "win_back"]   # by priority
+    assert [os.path.basename(os.path.dirname(f)) for f in exports] == ["likely_buyers", "win_back", "key_accounts"]   # by priority
     consent = {r["person_id"]: r["marketing_consent"] for r in lake.read("silver.customer_360").collect()}
-    for folder in exports:
+    for folder in exports[:2]:   # the persons' audiences (key_accounts: test_companies_are_built_scored_and_contacted_once)
         manifest = json.load(open(os.path.join(folder, "manifest.json")))
         with gzip.open(os.path.join(folder, "audience.csv.gz"), "rt", newline="") as fh:
             members = list(csv.DictReader(fh))
@@ -72,9 +72,35 @@ def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
         assert all(consent[m["person_id"]] is True for m in members)
         assert set(members[0]) == {"person_id", "email_sha256", "phone_sha256", "score", "decile", "segment", "top_category", "reason_codes"}
         assert all(m["top_category"] for m in members)
+        if manifest["audience"] == "win_back":   # conf: platform_format google_customer_match
+            assert manifest["platform_format"] == "google_customer_match"
+            with open(os.path.join(folder, "google_customer_match.csv"), newline="") as fh:
+                upload = list(csv.reader(fh))
+            assert upload[0] == ["Email", "Phone"] and 0 < len(upload) - 1 <= len(members)
     history = lake.read("gold.contact_history").collect()
-    assert sum(1 for r in history if r["group"] == "treatment") == sum(pipeline["decide"]["audiences"][a]["exported"] for a in ("likely_buyers", "win_back"))
-    assert {r["audience"] for r in lake.read("gold.campaign_results").collect()} == {"likely_buyers", "win_back"}
+    assert sum(1 for r in history if r["group"] == "treatment") == sum(pipeline["decide"]["audiences"][a]["exported"] for a in ("likely_buyers", "win_back", "key_accounts"))
+    assert {r["audience"] for r in lake.read("gold.campaign_results").collect()} >= {"likely_buyers", "win_back"}
+
+
+def test_companies_are_built_scored_and_contacted_once(pipeline):
+    lake = pipeline["lake"]
+    business = {}
+    for r in lake.read("silver.customers").where("account_type = 'business' AND NOT erased AND company_id IS NOT NULL").collect():
+        business.setdefault(r["company_id"], []).append(r["account_id"])
+    companies = {r["company_id"]: r for r in lake.read("silver.companies").collect()}
+    assert {c: sorted(a) for c, a in business.items()} == {c: r["account_ids"] for c, r in companies.items()}
+    assert len(companies) >= 2 and any(r["accounts"] >= 2 for r in companies.values())   # the generator makes a few companies
+    scores = {r["company_id"]: r for r in lake.read("gold.company_scores").where(f"score_date = DATE'{END}'").collect()}
+    assert set(scores) == set(companies)
+    assert all((r["frequency"] > 0) == (companies[c]["buyers"] > 0) and r["value_tier"] for c, r in scores.items())
+    folder = os.path.join(pipeline["conf"].exports_root, "key_accounts", str(END))
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    with gzip.open(os.path.join(folder, "audience.csv.gz"), "rt", newline="") as fh:
+        members = list(csv.DictReader(fh))
+    assert manifest["definition"]["target"] == "companies" and manifest["row_count"] == len(members) == manifest["counts"]["exported"]
+    buying = [c for c, r in companies.items() if r["buyers"] > 0]
+    assert manifest["counts"]["matched"] <= len(buying)
+    assert len({m["company_id"] for m in members}) == len(members) and {m["company_id"] for m in members} <= set(buying)   # one contact per company
 
 
 def test_no_raw_email_or_phone_in_any_exported_file(pipeline):

@@ -1,4 +1,5 @@
-"""The audience catalog in a real headless Chromium (Debian's), over a real published export."""
+"""The marketers' page in a real headless Chromium (Debian's): over a hand-published export, and
+over the shared pipeline's lake, where every section renders and screenshots are taken."""
 
 import datetime as dt
 import os
@@ -10,6 +11,7 @@ import pytest
 
 from crmlake.decide.export import publish_audience
 from crmlake.serve import serve
+from crmlake.summaries import CAMPAIGN_RESULTS_JSON, write_summary
 
 CHROMIUM = "/usr/bin/chromium"
 DAY = dt.date(2026, 11, 21)
@@ -21,8 +23,15 @@ def catalog(spark, tmp_path):
         [("P1", "a" * 64, None, 0.91, 10, "champions", "propensity_decile_10"), ("P2", "b" * 64, "c" * 64, 0.55, 6, "new", "propensity_decile_6")],
         "person_id string, email_sha256 string, phone_sha256 string, score double, decile int, segment string, reason_codes string",
     )
-    folder = publish_audience(rows, str(tmp_path / "exports"), "likely_buyers", DAY, {"definition": {"channel": "email", "rule": "propensity_decile >= 8"}, "counts": {"matched": 5, "control": 1}})
-    server = serve(str(tmp_path / "exports"), "127.0.0.1", 0)
+    exports = tmp_path / "exports"
+    folder = publish_audience(rows, str(exports), "likely_buyers", DAY, {"definition": {"channel": "email", "rule": "propensity_decile >= 8"}, "counts": {"matched": 5, "control": 1}})
+    write_summary(str(exports), CAMPAIGN_RESULTS_JSON, {"attribution_days": 14, "rows": []})
+    (exports / "summaries" / "other.json").write_text("{}")   # in the folder, but not a summary the page serves
+    (exports / "reports" / "daily_sales").mkdir(parents=True)
+    (exports / "reports" / "daily_sales" / "2026-11-21.html").write_text("<p>sales</p>")
+    (exports / "reports" / "daily_sales" / ".draft.html").write_text("<p>hidden</p>")
+    (tmp_path / "secret").write_text("do not serve")
+    server = serve(str(exports), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", folder
     server.shutdown()
@@ -50,10 +59,68 @@ def test_catalog_lists_the_export_and_a_download_returns_the_file(catalog, tmp_p
     assert saved.read_bytes() == open(os.path.join(folder, "audience.csv.gz"), "rb").read()
 
 
-@pytest.mark.parametrize("path", ["/files/../../etc/passwd", "/files/likely_buyers/2026-11-21/..%2F..%2Fsecret", "/files/likely_buyers/.hidden/audience.csv.gz", "/etc/passwd"])
+def test_summaries_and_report_pages_are_served(catalog):
+    url, _ = catalog
+    with urllib.request.urlopen(url + "/reports/daily_sales/2026-11-21.html") as reply:
+        assert reply.read() == b"<p>sales</p>" and reply.headers["Content-Type"].startswith("text/html")
+    with urllib.request.urlopen(url + "/summaries/campaign_results.json") as reply:
+        assert b'"attribution_days": 14' in reply.read()
+
+
+@pytest.mark.parametrize("path", [
+    "/files/../../etc/passwd", "/files/likely_buyers/2026-11-21/..%2F..%2Fsecret", "/files/likely_buyers/.hidden/audience.csv.gz", "/etc/passwd",
+    "/files/likely_buyers/2026-11-21/..%2F..%2F..%2Fsecret", "/summaries/..%2F..%2Fsecret", "/summaries/other.json", "/summaries/../../secret",
+    "/reports/daily_sales/..%2F..%2F..%2Fsecret", "/reports/../../secret", "/reports/daily_sales/.draft.html", "/reports/%2E%2E/%2E%2E/secret",
+    "/reports/daily_sales/2026-11-21.html/..%2F..%2F..%2F..%2Fsecret",
+])
 def test_nothing_outside_the_published_exports_is_served(catalog, path):
-    url, folder = catalog
-    (open(os.path.join(os.path.dirname(os.path.dirname(folder)), "secret"), "w")).write("do not serve")
+    url, _ = catalog
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(url + path)
     assert err.value.code == 404
+
+
+@pytest.fixture
+def lake_page(pipeline):
+    server = serve(str(pipeline["root"] / "exports"), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make browser installs it)")
+def test_every_section_renders_from_the_lake_and_screenshots_are_taken(pipeline, lake_page, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    exports = pipeline["root"] / "exports"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": 900})
+        page.goto(lake_page)
+        for audience in ("likely_buyers", "win_back"):
+            assert page.locator(f"tr.export[data-audience={audience}]").count() >= 1
+        assert page.locator("tr.result").count() >= 2   # one per audience and contact date
+        lift_chart = page.locator("img[alt='campaign lift']")
+        assert lift_chart.evaluate("img => img.complete && img.naturalWidth") > 0
+        segments = page.locator("tr.segment")
+        assert segments.count() == pipeline["analyze"]["segmentation"]["k"]
+        tiers = page.locator("tr.value_tier td.share").all_inner_texts()
+        assert tiers and abs(sum(float(t.rstrip("%")) for t in tiers) - 100) < 0.5   # shares of all revenue
+        assert page.locator("li.report").count() >= 2
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        win_back = page.locator("tr.export[data-audience=win_back]").first
+        folder = exports / "win_back" / win_back.locator("td").first.inner_text()
+        with page.expect_download() as info:
+            win_back.locator("a.download", has_text="google_customer_match.csv").click()
+        info.value.save_as(tmp_path / "upload.csv")
+        assert (tmp_path / "upload.csv").read_bytes() == (folder / "google_customer_match.csv").read_bytes()
+        for kind in ("daily_sales", "members"):
+            page.goto(lake_page)
+            page.locator(f"li.report a[href^='/reports/{kind}/']").first.click()
+            page.wait_for_load_state()
+            charts = page.locator("img")
+            assert charts.count() >= 1 and all(charts.nth(i).evaluate("img => img.naturalWidth") > 0 for i in range(charts.count()))
+            page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
+        browser.close()
+    print("screenshots:", tmp_path)

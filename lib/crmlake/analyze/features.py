@@ -117,16 +117,18 @@ def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: Data
     )
 
 
-def with_rfm_scores(behaviour: DataFrame, quantiles: int = 5) -> DataFrame:
+def with_rfm_scores(behaviour: DataFrame, quantiles: int = 5, key: str = "person_id") -> DataFrame:
     """Add r_score, f_score, m_score (1 = worst .. ``quantiles`` = best) and rfm_cell ("555").
 
-    Scores rank buyers only (frequency > 0); a member who never bought gets 0 for all three.
+    Takes one row per ``key`` (person_id, or company_id for companies) with recency_days,
+    frequency and monetary. Scores rank buyers only (frequency > 0); one who never bought
+    gets 0 for all three.
     """
     buyers = F.col("frequency") > 0
     scores = {
-        "r_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy(F.col("recency_days").desc(), "person_id")),
-        "f_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("frequency", "person_id")),
-        "m_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("monetary", "person_id")),
+        "r_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy(F.col("recency_days").desc(), key)),
+        "f_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("frequency", key)),
+        "m_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("monetary", key)),
     }
     scored = behaviour
     for name, expr in scores.items():

@@ -33,18 +33,22 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.analyze import categories, clv, models, reports
+from crmlake.analyze.companies import company_members, company_scores
 from crmlake.analyze.features import (
     FEATURE_COLUMNS, customer_behaviour, in_holdout, members_as_of, order_lines_as_of, with_deciles, with_purchase_label, with_rfm_scores,
 )
-from crmlake.analyze.value import ValueRules, pareto_curve, with_loyalty_level, with_value_tier
+from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
-from crmlake.people import with_order_person_id, with_session_person_id
+from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
+from crmlake.summaries import REPORTS_DIR, SEGMENTS_JSON, VALUE_TIERS_JSON, write_summary
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
 NEXT_BEST_CATEGORY = "gold.next_best_category"
+COMPANY_SCORES = "gold.company_scores"
+COMPANIES = "silver.companies"
 PARETO = "gold.pareto"
 
 
@@ -284,12 +288,16 @@ def write_reports(lake: Lake, conf: Conf, order_lines: DataFrame, people: DataFr
     """Write the daily sales page and the month's member page; log them to MLflow; return the pages."""
     import mlflow
 
-    sales = reports.daily_sales(order_lines, run_date)
-    members = reports.member_report(people, lake.read("silver.customers"), run_date)
+    r = conf.get("analyze.reports") or {}
+    accounts = lake.read("silver.customers")
+    sales = reports.daily_sales(order_lines, accounts, run_date, conf.get("business.timezone"),
+                                int(r.get("trend_days", 56)), int(r.get("trailing_weeks", 4)), int(r.get("top_n", 5)))
+    members = reports.member_report(people, accounts, run_date)
     files = reports.write_daily_sales(sales, os.path.join(report_dir, "daily_sales"), str(conf.get("business.currency", "")))
     files += reports.write_member_report(members, os.path.join(report_dir, "members"))
+    figures = {f["figure"]: f["value"] for f in sales["figures"] if f["value"] is not None}
     with tracking.tracked_run(conf, f"reports-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
-        mlflow.log_metrics({"revenue": sales["revenue"], "orders": sales["orders"], "active_members_90d": members["active_90d"]})
+        mlflow.log_metrics({**{k: float(v) for k, v in figures.items()}, "unusual_figures": len(sales["unusual"]), "active_members": members["active_members"]})
         for path in files:
             mlflow.log_artifact(path, artifact_path="reports")
     return [f for f in files if f.endswith(".html")]
@@ -327,12 +335,33 @@ def inputs_of(lake: Lake, run_date: dt.date) -> dict:
     return {"run_date": str(run_date), **{table: lake.version(table) for table in INPUT_TABLES}}
 
 
+def write_profiles(exports_root: str, scores: DataFrame, run_date: dt.date) -> None:
+    """Write the segment and value-tier summaries of ``run_date``'s scores for the marketers' page."""
+    for name, group in ((SEGMENTS_JSON, "segment"), (VALUE_TIERS_JSON, "value_tier")):
+        # Safe to collect: one row per segment or tier.
+        rows = [r.asDict() for r in revenue_share_by(scores, group).collect()]
+        write_summary(exports_root, name, {"score_date": run_date.isoformat(), "rows": rows})
+
+
+def score_companies(lake: Lake, conf: Conf, order_lines: DataFrame, identity_map: DataFrame, scores: DataFrame, run_date: dt.date) -> int:
+    """Write gold.company_scores for ``run_date`` (partition score_date) from silver.companies and
+    the persons' scores; return the companies scored."""
+    rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
+    companies = lake.read(COMPANIES)
+    members = with_person_id(company_members(companies), identity_map, (ACCOUNT, F.col("account_id")))
+    horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
+    table = company_scores(
+        companies, order_lines, members, scores.select("person_id", "predicted_value"), run_date, horizon, int(conf.get("analyze.rfm_quantiles", 5)), rules
+    ).withColumn("score_date", F.lit(run_date))
+    return lake.overwrite_where(COMPANY_SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Train (or, on a rerun with the same inputs and conf, reuse) the models, score every person
     for ``run_date`` with each model's champion, and write the reports; return versions and metrics."""
     lake = Lake(spark, conf)
     tz = conf.get("business.timezone")
-    report_dir = os.path.join(conf.exports_root, "reports")
+    report_dir = os.path.join(conf.exports_root, REPORTS_DIR)
     p, s = conf.get("analyze.propensity"), conf.get("analyze.segmentation")
     people = lake.read("silver.customer_360").cache()
     identity_map = lake.read("silver.identity_map")
@@ -420,7 +449,12 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f["value_tiers"] = {r["value_tier"]: r["count"] for r in scores.groupBy("value_tier").count().collect()}
         f["loyalty_ladder"] = {r["loyalty_level"]: r["count"] for r in scores.groupBy("loyalty_level").count().collect()}
         f.update(pareto(lake, report_dir, scores, run_date))
+        write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
+    if lake.exists(COMPANIES):
+        with timed(log, f"company scores for {run_date}") as f:
+            f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)
+        facts["companies"] = dict(f)
     for cached in (people, order_lines, sessions, behaviour_then, frame):
         cached.unpersist()
     return facts

@@ -1,64 +1,169 @@
-"""The reports a manager reads: yesterday's sales every run, and who our members are each month.
+"""The reports a manager reads: how yesterday went, every run, and who our members are each month.
 
-Figures are aggregated in Spark (small results are collected); pages are plain HTML with
-PNG charts under ``<paths.exports>/reports/``: ``daily_sales/<date>.html`` and
+Figures are aggregated in Spark and only small results reach the driver (one row per day of
+the trend, a few top sellers, one row per attribute value). Pages are single HTML files with
+their charts inlined as base64 PNG, so a page can be mailed as it is, each beside its figures
+as CSV, under ``<paths.exports>/reports/``: ``daily_sales/<date>.html`` and
 ``members/<YYYY-MM>.html`` (rewritten each run of the month: month to date, final on its
-last day). Member figures count *active* persons (a visit or purchase in 90 days), not
-registrations, and show declared attributes beside the share that is stale.
+last day).
+
+Daily sales compare every figure with the same weekday a week before and with the average of
+the trailing weeks, and list as *unusual* a figure outside the range (lowest to highest) of
+those trailing days. The member report has one definition of an active member
+(:data:`ACTIVE_MEMBER`) and keeps registrations, persons and active members apart.
 """
 
 from __future__ import annotations
 
+import base64
+import csv
 import datetime as dt
 import html
+import io
 import os
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 AGE_BANDS = ((0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 55, "45-54"), (55, 65, "55-64"), (65, 200, "65+"))
+# The figures of a day, in the order the page shows them, with their labels.
+DAILY_FIGURES = {
+    "revenue": "Revenue",
+    "orders": "Orders",
+    "average_order_value": "Average order value",
+    "new_customer_orders": "Orders from new customers",
+    "returning_customer_orders": "Orders from returning customers",
+    "guest_orders": "Guest orders",
+    "first_purchases": "First purchases (persons)",
+    "new_members": "New registrations",
+}
+ACTIVE_MEMBER = "a person (all their registrations together) with a visit or a completed purchase in the last 90 days"
 
 
-def daily_sales(order_lines: DataFrame, run_date: dt.date) -> dict:
-    """Return the sales of ``run_date`` and of the same weekday a week before.
+def daily_figures(order_lines: DataFrame, accounts: DataFrame, run_date: dt.date, days: int, timezone: str) -> DataFrame:
+    """Return one row per business date of the ``days`` days ending on ``run_date`` (zeros on a day without sales).
 
-    Takes order lines with person_id, order_id, order_date, channel, status, line_amount.
-    Returns revenue, orders, average_order_value, new/returning/guest orders, by_channel
-    (list of dicts) and revenue_week_before.
+    Takes order lines with person_id, order_id, order_date, status, line_amount (all history:
+    a customer is *new* on the date of their first completed order) and silver.customers
+    (signup_time). Columns: order_date and the :data:`DAILY_FIGURES` (average_order_value is
+    null on a day without orders).
     """
+    start = run_date - dt.timedelta(days=days - 1)
     completed = order_lines.where(F.col("status") == "completed")
     firsts = completed.where(F.col("person_id").isNotNull()).groupBy("person_id").agg(F.min("order_date").alias("first_order_date"))
-    day = completed.where(F.col("order_date") == F.lit(run_date)).join(firsts, "person_id", "left")
+    in_range = completed.where(F.col("order_date").between(F.lit(start), F.lit(run_date))).join(firsts, "person_id", "left")
     kind = F.when(F.col("person_id").isNull(), "guest").when(F.col("first_order_date") == F.col("order_date"), "new").otherwise("returning")
-    orders = day.groupBy("order_id", "channel").agg(F.sum("line_amount").cast("double").alias("amount"), F.first(kind).alias("customer"))
-    # Safe to collect: a handful of channels and customer kinds.
-    by_channel = [r.asDict() for r in orders.groupBy("channel").agg(F.count(F.lit(1)).alias("orders"), F.round(F.sum("amount"), 2).alias("revenue")).orderBy(F.desc("revenue")).collect()]
-    by_kind = {r["customer"]: r["orders"] for r in orders.groupBy("customer").agg(F.count(F.lit(1)).alias("orders")).collect()}
-    week_before = completed.where(F.col("order_date") == F.lit(run_date - dt.timedelta(days=7))).agg(F.sum("line_amount").cast("double")).first()[0]
-    revenue = sum(c["revenue"] for c in by_channel)
-    count = sum(c["orders"] for c in by_channel)
+    orders = in_range.groupBy("order_date", "order_id").agg(
+        F.sum("line_amount").cast("double").alias("amount"), F.first(kind).alias("customer"), F.first("person_id").alias("person_id")
+    )
+    per_day = orders.groupBy("order_date").agg(
+        F.round(F.sum("amount"), 2).alias("revenue"),
+        F.count(F.lit(1)).alias("orders"),
+        *[F.sum(F.when(F.col("customer") == k, 1).otherwise(0)).alias(f"{name}") for k, name in
+          (("new", "new_customer_orders"), ("returning", "returning_customer_orders"), ("guest", "guest_orders"))],
+        F.countDistinct(F.when(F.col("customer") == "new", F.col("person_id"))).alias("first_purchases"),
+    )
+    signup_date = F.to_date(F.from_utc_timestamp("signup_time", timezone))
+    signups = accounts.where(signup_date.between(F.lit(start), F.lit(run_date))).groupBy(signup_date.alias("order_date")).agg(
+        F.count(F.lit(1)).alias("new_members")
+    )
+    spine = order_lines.sparkSession.range(1).select(F.explode(F.sequence(F.lit(start), F.lit(run_date))).alias("order_date"))
+    counts = [c for c in DAILY_FIGURES if c not in ("revenue", "average_order_value")]
+    joined = spine.join(per_day, "order_date", "left").join(signups, "order_date", "left")
+    return joined.select(
+        "order_date",
+        F.coalesce("revenue", F.lit(0.0)).alias("revenue"),
+        *[F.coalesce(c, F.lit(0)).cast("long").alias(c) for c in counts],
+        F.round(F.when(F.col("orders") > 0, F.col("revenue") / F.col("orders")), 2).alias("average_order_value"),
+    ).select("order_date", *DAILY_FIGURES)
+
+
+def top_sellers(order_lines: DataFrame, run_date: dt.date, column: str, n: int) -> DataFrame:
+    """Return the ``n`` best ``column`` values (category, product_id) of ``run_date`` by revenue.
+
+    Columns: name, revenue, orders, revenue_share (of the day's revenue).
+    """
+    day = order_lines.where((F.col("status") == "completed") & (F.col("order_date") == F.lit(run_date)))
+    per_value = day.groupBy(F.coalesce(F.col(column), F.lit("(unknown)")).alias("name")).agg(
+        F.sum("line_amount").cast("double").alias("revenue"), F.countDistinct("order_id").alias("orders")
+    )
+    total = day.agg(F.sum("line_amount").cast("double").alias("_total"))
+    return (
+        per_value.crossJoin(total)
+        .select("name", F.round("revenue", 2).alias("revenue"), "orders", F.round(F.col("revenue") / F.col("_total"), 4).alias("revenue_share"))
+        .orderBy(F.desc("revenue"), "name")
+        .limit(n)
+    )
+
+
+def compare_figures(days: list[dict], run_date: dt.date, trailing_weeks: int) -> list[dict]:
+    """Return, per figure of :data:`DAILY_FIGURES`, the run date's value beside its comparisons.
+
+    Takes the rows of :func:`daily_figures` (as dicts). Each result has figure, label, value,
+    same_weekday_last_week, trailing_average, trailing_low, trailing_high (over the
+    ``trailing_weeks`` x 7 days before the run date) and unusual (the value is outside
+    [trailing_low, trailing_high]).
+    """
+    by_date = {d["order_date"]: d for d in days}
+    trailing = [by_date[run_date - dt.timedelta(days=k)] for k in range(1, trailing_weeks * 7 + 1) if run_date - dt.timedelta(days=k) in by_date]
+    today, week_before = by_date.get(run_date, {}), by_date.get(run_date - dt.timedelta(days=7), {})
+    compared = []
+    for figure, label in DAILY_FIGURES.items():
+        history = [d[figure] for d in trailing if d[figure] is not None]
+        value = today.get(figure)
+        low, high = (min(history), max(history)) if history else (None, None)
+        compared.append({
+            "figure": figure,
+            "label": label,
+            "value": value,
+            "same_weekday_last_week": week_before.get(figure),
+            "trailing_average": round(sum(history) / len(history), 2) if history else None,
+            "trailing_low": low,
+            "trailing_high": high,
+            "unusual": value is not None and low is not None and not low <= value <= high,
+        })
+    return compared
+
+
+def daily_sales(order_lines: DataFrame, accounts: DataFrame, run_date: dt.date, timezone: str,
+                trend_days: int = 56, trailing_weeks: int = 4, top_n: int = 5) -> dict:
+    """Return how ``run_date`` went: figures with comparisons, the daily trend, top sellers, channels.
+
+    Takes order lines with person_id (see :func:`daily_figures`) and silver.customers.
+    Returns date, figures (:func:`compare_figures`), unusual (the figures outside their
+    trailing range), trend (one dict per day), top_categories, top_products, by_channel.
+    """
+    # Safe to collect: one row per day of the trend, a few top sellers, a handful of channels.
+    days = max(trend_days, trailing_weeks * 7 + 1)
+    trend = [r.asDict() for r in daily_figures(order_lines, accounts, run_date, days, timezone).orderBy("order_date").collect()]
+    figures = compare_figures(trend, run_date, trailing_weeks)
+    day = order_lines.where((F.col("status") == "completed") & (F.col("order_date") == F.lit(run_date)))
+    by_channel = day.groupBy("channel").agg(F.countDistinct("order_id").alias("orders"), F.round(F.sum("line_amount").cast("double"), 2).alias("revenue"))
     return {
         "date": run_date.isoformat(),
-        "revenue": round(revenue, 2),
-        "orders": count,
-        "average_order_value": round(revenue / count, 2) if count else 0.0,
-        "new_customer_orders": by_kind.get("new", 0),
-        "returning_customer_orders": by_kind.get("returning", 0),
-        "guest_orders": by_kind.get("guest", 0),
-        "revenue_week_before": round(week_before or 0.0, 2),
-        "by_channel": by_channel,
+        "trailing_weeks": trailing_weeks,
+        "figures": figures,
+        "unusual": [f for f in figures if f["unusual"]],
+        "trend": trend[-trend_days:],
+        "top_categories": [r.asDict() for r in top_sellers(order_lines, run_date, "category", top_n).collect()],
+        "top_products": [r.asDict() for r in top_sellers(order_lines, run_date, "product_id", top_n).collect()],
+        "by_channel": [r.asDict() for r in by_channel.orderBy(F.desc("revenue")).collect()],
     }
 
 
-def _distribution(frame: DataFrame, column) -> list[tuple[str, int]]:
+def _distribution(frame: DataFrame, column, missing: str | None) -> list[tuple[str, int]]:
+    """Persons per value of ``column``; nulls are labelled ``missing``, or left out when it is None."""
+    if missing is None:
+        frame = frame.where(column.isNotNull())
     # Safe to collect: one row per attribute value.
-    rows = frame.groupBy(column.alias("value")).count().orderBy(F.desc("count")).collect()
-    return [(str(r["value"]) if r["value"] is not None else "(not declared)", r["count"]) for r in rows]
+    rows = frame.groupBy(column.alias("value")).count().orderBy(F.desc("count"), "value").collect()
+    return [(str(r["value"]) if r["value"] is not None else missing, r["count"]) for r in rows]
 
 
 def member_report(people: DataFrame, accounts: DataFrame, run_date: dt.date) -> dict:
-    """Return who our members are: registrations vs persons vs active persons, and among
-    the active, declared attributes (with the share flagged stale) and inferred ones.
+    """Return who our members are: registrations, persons and active members (:data:`ACTIVE_MEMBER`);
+    among the active, each declared attribute with how many declared it and how many of those
+    declarations are stale, and each inferred attribute over the members it could be inferred for.
 
     Takes silver.customer_360 and silver.customers.
     """
@@ -67,105 +172,210 @@ def member_report(people: DataFrame, accounts: DataFrame, run_date: dt.date) -> 
     for low, high, label in reversed(AGE_BANDS):
         band = F.when((age >= low) & (age < high), label).otherwise(band)
     band = F.when(F.col("implausible_birth_year"), "(implausible)").otherwise(band)
+    stale_profile = F.coalesce(F.col("stale_profile"), F.lit(False))
+    # Which declarations of an attribute are no longer believable.
+    declared = {
+        "gender": (F.col("gender"), stale_profile),
+        "age band": (band, stale_profile | F.coalesce(F.col("implausible_birth_year"), F.lit(False))),
+        "occupation": (F.col("occupation"), stale_profile | F.coalesce(F.col("stale_occupation"), F.lit(False))),
+    }
+    inferred = {"preferred category": F.col("preferred_category"), "preferred device": F.col("preferred_device"), "price band": F.col("price_band")}
     active = people.where("active_90d").cache()
     # Safe to collect: single-row aggregates.
-    totals = people.agg(
-        F.count(F.lit(1)).alias("persons"), F.sum(F.col("active_30d").cast("int")).alias("active_30d"),
-        F.sum(F.col("active_90d").cast("int")).alias("active_90d"),
+    totals = people.agg(F.count(F.lit(1)).alias("persons"), F.sum(F.col("active_90d").cast("int")).alias("active")).first()
+    coverage = active.agg(
+        *[F.count(value).alias(f"declared {name}") for name, (value, _) in declared.items()],
+        *[F.sum(F.when(value.isNotNull() & stale, 1).otherwise(0)).alias(f"stale {name}") for name, (value, stale) in declared.items()],
+        *[F.count(value).alias(f"inferred {name}") for name, value in inferred.items()],
     ).first()
-    stale = active.agg(
-        F.avg(F.col("declared_stale").cast("double")).alias("stale"), F.avg(F.col("stale_occupation").cast("double")).alias("stale_occupation")
-    ).first()
+    registrations = accounts.agg(F.count(F.lit(1)).alias("all"), F.sum(F.when(~F.col("erased"), 1).otherwise(0)).alias("live")).first()
     report = {
         "month": run_date.strftime("%Y-%m"),
         "as_of": run_date.isoformat(),
-        "registrations": accounts.count(),
-        "live_registrations": accounts.where("NOT erased").count(),
+        "active_definition": ACTIVE_MEMBER,
+        "registrations": registrations["all"],
+        "live_registrations": registrations["live"] or 0,
         "persons": totals["persons"],
-        "active_30d": totals["active_30d"] or 0,
-        "active_90d": totals["active_90d"] or 0,
-        "stale_declared_share": round(stale["stale"] or 0.0, 4),
-        "stale_occupation_share": round(stale["stale_occupation"] or 0.0, 4),
+        "active_members": totals["active"] or 0,
         "declared": {
-            "gender": _distribution(active, F.col("gender")),
-            "age band": _distribution(active, band),
-            "occupation": _distribution(active, F.col("occupation")),
+            name: {"declared": coverage[f"declared {name}"], "stale": coverage[f"stale {name}"], "values": _distribution(active, value, "(not declared)")}
+            for name, (value, _) in declared.items()
         },
-        "inferred": {
-            "preferred category": _distribution(active, F.col("preferred_category")),
-            "preferred device": _distribution(active, F.col("preferred_device")),
-            "price band": _distribution(active, F.col("price_band")),
-        },
+        "inferred": {name: {"inferred": coverage[f"inferred {name}"], "values": _distribution(active, value, None)} for name, value in inferred.items()},
     }
     active.unpersist()
     return report
 
 
-def _bar_chart(path: str, items: list[tuple[str, float]], title: str, xlabel: str) -> str:
+def _inline_png(fig) -> str:
+    """Return a matplotlib figure as a ``data:`` URI (and close it), so the page needs no other file."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _bar_chart(items: list[tuple[str, float]], title: str, xlabel: str) -> str:
+    plt = _pyplot()
     labels, values = [i[0] for i in items][:12], [i[1] for i in items][:12]
     fig, ax = plt.subplots(figsize=(6, 0.4 * max(3, len(labels)) + 1), dpi=100)
     ax.barh(labels[::-1], values[::-1], color="#3b6ea5")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return os.path.basename(path)
+    return _inline_png(fig)
+
+
+def _trend_chart(trend: list[dict], run_date: str, currency: str) -> str:
+    """Daily revenue (the run date highlighted) over orders by kind of customer."""
+    plt = _pyplot()
+    dates = [d["order_date"] for d in trend]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), dpi=100, sharex=True)
+    top.bar(dates, [d["revenue"] for d in trend], color=["#d9822b" if str(d) == run_date else "#3b6ea5" for d in dates])
+    top.set_ylabel(f"revenue ({currency})")
+    top.set_title(f"Daily sales, {len(trend) // 7} weeks to {run_date}")
+    below = [0] * len(trend)
+    for kind, color, label in (("new_customer_orders", "#5aa469", "new customers"), ("returning_customer_orders", "#3b6ea5", "returning customers"),
+                               ("guest_orders", "#aaaaaa", "guests")):
+        values = [d[kind] for d in trend]
+        bottom.bar(dates, values, bottom=below, color=color, label=label)
+        below = [b + v for b, v in zip(below, values)]
+    bottom.set_ylabel("orders")
+    bottom.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    return _inline_png(fig)
 
 
 def _page(title: str, body: str) -> str:
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        "<style>body{font-family:sans-serif;margin:2em;max-width:60em}td,th{padding:.3em .8em;text-align:left}"
-        ".figure{font-size:1.6em;font-weight:bold}</style></head>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:62em}td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #eee}"
+        "td.num,th.num{text-align:right}.figure{font-size:1.6em;font-weight:bold}.unusual{color:#b3261e;font-weight:bold}"
+        ".definition{background:#f4f6f8;padding:.6em 1em}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
     )
 
 
+def _number(value, money: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.2f}" if money or isinstance(value, float) else f"{value:,}"
+
+
+def _change(value, base) -> str:
+    return f"{value / base - 1:+.0%}" if value is not None and base else "–"
+
+
+def _write_csv(path: str, header: list[str], rows: list[list]) -> str:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
 def write_daily_sales(report: dict, folder: str, currency: str) -> list[str]:
-    """Write the daily sales page and its chart into ``folder``; return the files written."""
+    """Write the daily sales page (charts inline) and its figures as CSV into ``folder``; return
+    the files written: ``<date>.html``, ``<date>.csv`` (figures and comparisons),
+    ``<date>_trend.csv`` (one row per day) and ``<date>_top.csv`` (top categories and products)."""
     os.makedirs(folder, exist_ok=True)
-    day = report["date"]
-    chart = _bar_chart(os.path.join(folder, f"{day}_by_channel.png"), [(c["channel"], c["revenue"]) for c in report["by_channel"]], f"Revenue by channel, {day}", currency)
-    change = (report["revenue"] / report["revenue_week_before"] - 1) if report["revenue_week_before"] else None
-    rows = "".join(f"<tr><td>{html.escape(str(c['channel']))}</td><td>{c['orders']:,}</td><td>{c['revenue']:,.2f}</td></tr>" for c in report["by_channel"])
+    day, weeks = report["date"], report["trailing_weeks"]
+    by_name = {f["figure"]: f for f in report["figures"]}
+    rows = "".join(
+        f"<tr class='{'unusual' if f['unusual'] else ''}' data-figure='{f['figure']}'><td>{html.escape(f['label'])}</td>"
+        f"<td class='num'>{_number(f['value'])}</td><td class='num'>{_number(f['same_weekday_last_week'])}</td>"
+        f"<td class='num'>{_change(f['value'], f['same_weekday_last_week'])}</td><td class='num'>{_number(f['trailing_average'])}</td>"
+        f"<td class='num'>{_change(f['value'], f['trailing_average'])}</td>"
+        f"<td class='num'>{_number(f['trailing_low'])} – {_number(f['trailing_high'])}</td></tr>"
+        for f in report["figures"]
+    )
+    unusual = "".join(
+        f"<li>{html.escape(f['label'])}: {_number(f['value'])}, {'above' if f['value'] > f['trailing_high'] else 'below'} "
+        f"its range of the last {weeks} weeks ({_number(f['trailing_low'])} – {_number(f['trailing_high'])})</li>"
+        for f in report["unusual"]
+    ) or f"<li>Nothing: every figure is within its range of the last {weeks} weeks.</li>"
+
+    def top_table(items: list[dict], what: str) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(str(i['name']))}</td><td class='num'>{_number(i['revenue'], True)}</td><td class='num'>{i['orders']:,}</td>"
+            f"<td class='num'>{i['revenue_share']:.0%}</td></tr>" for i in items
+        ) or "<tr><td colspan='4'>No sales.</td></tr>"
+        return f"<table class='top'><tr><th>{what}</th><th class='num'>Revenue</th><th class='num'>Orders</th><th class='num'>Share</th></tr>{body}</table>"
+
+    channels = "".join(f"<tr><td>{html.escape(str(c['channel']))}</td><td class='num'>{c['orders']:,}</td><td class='num'>{_number(c['revenue'], True)}</td></tr>" for c in report["by_channel"])
+    revenue = by_name["revenue"]
     body = (
-        f'<p class="figure">Revenue {report["revenue"]:,.2f} {html.escape(currency)}</p>'
-        f"<p>{report['orders']:,} orders · average order value {report['average_order_value']:,.2f} · "
-        + (f"{change:+.1%} against the same weekday last week" if change is not None else "no sales the same weekday last week")
-        + f"</p><p>Orders from new customers {report['new_customer_orders']:,}, returning {report['returning_customer_orders']:,}, guests {report['guest_orders']:,}.</p>"
-        f"<table><tr><th>Channel</th><th>Orders</th><th>Revenue</th></tr>{rows}</table><img alt='revenue by channel' src='{chart}'>"
+        f'<p class="figure">Revenue {_number(revenue["value"], True)} {html.escape(currency)} · {_number(by_name["orders"]["value"])} orders</p>'
+        f"<p>{_change(revenue['value'], revenue['same_weekday_last_week'])} against the same weekday last week, "
+        f"{_change(revenue['value'], revenue['trailing_average'])} against the average day of the last {weeks} weeks.</p>"
+        f"<h2>Unusual today</h2><ul class='unusual-list'>{unusual}</ul>"
+        f"<h2>Figures</h2><table class='figures'><tr><th>Figure</th><th class='num'>{day}</th><th class='num'>Same weekday last week</th><th class='num'>Change</th>"
+        f"<th class='num'>Average day, last {weeks} weeks</th><th class='num'>Change</th><th class='num'>Range, last {weeks} weeks</th></tr>{rows}</table>"
+        f"<h2>Trend</h2><img alt='daily trend' src='{_trend_chart(report['trend'], day, currency)}'>"
+        f"<h2>Top categories</h2>{top_table(report['top_categories'], 'Category')}"
+        f"<h2>Top products</h2>{top_table(report['top_products'], 'Product')}"
+        f"<h2>By channel</h2><table><tr><th>Channel</th><th class='num'>Orders</th><th class='num'>Revenue</th></tr>{channels}</table>"
+        f"<p><small>A new customer's order is their first completed order; guests order without an account. Figures as CSV: "
+        f"<a href='{day}.csv'>{day}.csv</a>, <a href='{day}_trend.csv'>{day}_trend.csv</a>, <a href='{day}_top.csv'>{day}_top.csv</a>.</small></p>"
     )
     page = os.path.join(folder, f"{day}.html")
     with open(page, "w", encoding="utf-8") as fh:
         fh.write(_page(f"Sales of {day}", body))
-    return [page, os.path.join(folder, chart)]
+    columns = ["figure", "value", "same_weekday_last_week", "trailing_average", "trailing_low", "trailing_high", "unusual"]
+    return [
+        page,
+        _write_csv(os.path.join(folder, f"{day}.csv"), columns, [[f[c] for c in columns] for f in report["figures"]]),
+        _write_csv(os.path.join(folder, f"{day}_trend.csv"), ["order_date", *DAILY_FIGURES], [[d["order_date"], *[d[c] for c in DAILY_FIGURES]] for d in report["trend"]]),
+        _write_csv(os.path.join(folder, f"{day}_top.csv"), ["kind", "name", "revenue", "orders", "revenue_share"],
+                   [[kind, i["name"], i["revenue"], i["orders"], i["revenue_share"]] for kind in ("category", "product") for i in report[f"top_{'categories' if kind == 'category' else 'products'}"]]),
+    ]
 
 
 def write_member_report(report: dict, folder: str) -> list[str]:
-    """Write the monthly member page and its charts into ``folder``; return the files written."""
+    """Write the monthly member page (charts inline) and its distributions as CSV into ``folder``;
+    return the files written: ``<month>.html`` and ``<month>.csv``."""
     os.makedirs(folder, exist_ok=True)
-    month = report["month"]
-    files, sections = [], []
-    for kind in ("declared", "inferred"):
-        for name, items in report[kind].items():
-            chart = _bar_chart(os.path.join(folder, f"{month}_{kind}_{name.replace(' ', '_')}.png"), items, f"{name} ({kind}), active members", "persons")
-            files.append(os.path.join(folder, chart))
-            sections.append(f"<h3>{html.escape(name.capitalize())} <small>({kind})</small></h3><img alt='{html.escape(name)}' src='{chart}'>")
+    month, active = report["month"], report["active_members"]
+    sections, rows = [], []
+    for name, entry in report["declared"].items():
+        share = entry["declared"] / active if active else 0.0
+        stale = entry["stale"] / entry["declared"] if entry["declared"] else 0.0
+        sections.append(
+            f"<section class='declared'><h3>{html.escape(name.capitalize())} <small>(declared)</small></h3>"
+            f"<p>Declared by {entry['declared']:,} of {active:,} active members ({share:.0%}); {stale:.0%} of those declarations are stale or implausible.</p>"
+            f"<img alt='{html.escape(name)}' src='{_bar_chart(entry['values'], f'{name} (declared), active members', 'persons')}'></section>"
+        )
+        rows += [["declared", name, value, persons] for value, persons in entry["values"]]
+    for name, entry in report["inferred"].items():
+        sections.append(
+            f"<section class='inferred'><h3>{html.escape(name.capitalize())} <small>(inferred from behaviour)</small></h3>"
+            f"<p>Inferred for {entry['inferred']:,} of {active:,} active members"
+            + ("; the others have not bought or visited enough to tell.</p>" if entry["inferred"] < active else ".</p>")
+            + f"<img alt='{html.escape(name)}' src='{_bar_chart(entry['values'], f'{name} (inferred), active members', 'persons')}'></section>"
+        )
+        rows += [["inferred", name, value, persons] for value, persons in entry["values"]]
     body = (
-        f'<p class="figure">{report["active_90d"]:,} active members</p>'
-        f"<p>Active in 30 days: {report['active_30d']:,}; persons: {report['persons']:,}; registrations: {report['registrations']:,} "
-        f"({report['live_registrations']:,} not erased). One person may hold several registrations; only activity makes a member count.</p>"
-        f"<p>Declared attributes are what members said, often long ago: {report['stale_declared_share']:.1%} of active members have a stale or "
-        f"implausible declaration ({report['stale_occupation_share']:.1%} still declared as students past student age). Prefer the inferred ones.</p>"
+        f'<p class="figure">{active:,} active members</p>'
+        f"<p class='definition'>An <b>active member</b> is {html.escape(report['active_definition'])}. Every figure below is about active members.</p>"
+        f"<table class='counts'><tr><th>Registrations</th><td class='num'>{report['registrations']:,}</td><td>accounts ever opened ({report['live_registrations']:,} not erased)</td></tr>"
+        f"<tr><th>Persons</th><td class='num'>{report['persons']:,}</td><td>live registrations of one person (same email or phone) counted once</td></tr>"
+        f"<tr><th>Active members</th><td class='num'>{active:,}</td><td>persons active as defined above</td></tr></table>"
+        "<p>Declared attributes are what members said, often long ago; inferred ones come from what they do. Prefer the inferred ones.</p>"
         + "".join(sections)
+        + f"<p><small>Distributions as CSV: <a href='{month}.csv'>{month}.csv</a>.</small></p>"
     )
     page = os.path.join(folder, f"{month}.html")
     with open(page, "w", encoding="utf-8") as fh:
         fh.write(_page(f"Members, {month} (as of {report['as_of']})", body))
-    return [page, *files]
+    return [page, _write_csv(os.path.join(folder, f"{month}.csv"), ["kind", "attribute", "value", "persons"], rows)]

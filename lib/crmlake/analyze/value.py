@@ -47,11 +47,12 @@ class ValueRules:
         return settings_from(cls, *sections)
 
 
-def with_value_tier(persons: DataFrame, rules: ValueRules) -> DataFrame:
-    """Add ``value_tier``. Takes person_id, ``current_value`` and ``predicted_value`` (doubles, null = 0)."""
+def with_value_tier(persons: DataFrame, rules: ValueRules, key: str = "person_id") -> DataFrame:
+    """Add ``value_tier``. Takes ``key`` (person_id, or company_id for companies),
+    ``current_value`` and ``predicted_value`` (doubles, null = 0)."""
     current = F.coalesce(F.col("current_value"), F.lit(0.0))
     predicted = F.coalesce(F.col("predicted_value"), F.lit(0.0))
-    buyers_by_value = Window.partitionBy(current > 0).orderBy(current.desc(), F.col("person_id"))
+    buyers_by_value = Window.partitionBy(current > 0).orderBy(current.desc(), F.col(key))
     top = (current > 0) & (F.percent_rank().over(buyers_by_value) < rules.most_valuable_top_share)
     tier = (
         F.when(top, "most_valuable")
@@ -92,3 +93,28 @@ def pareto_curve(persons: DataFrame, value_col: str, points: int = 100) -> DataF
     return steps.groupBy("point").agg(
         (F.max("point") / points).alias("top_share"), (F.max("cumulative") / F.first("total")).alias("value_share")
     ).select(F.round("top_share", 4).alias("top_share"), F.round("value_share", 6).alias("value_share")).orderBy("top_share")
+
+
+def revenue_share_by(persons: DataFrame, group: str) -> DataFrame:
+    """Return one row per value of ``group`` (segment, value_tier) of a scored person table.
+
+    Takes persons with ``group``, frequency, monetary (revenue to date), current_value
+    (revenue in the last horizon) and propensity_score. Columns: ``group``, persons, buyers,
+    revenue, revenue_share (of all persons' revenue), current_value, mean_recency_days
+    (buyers), mean_propensity; largest revenue first.
+    """
+    total = persons.agg(F.sum("monetary").alias("_total"))
+    per_group = persons.groupBy(group).agg(
+        F.count(F.lit(1)).alias("persons"),
+        F.sum(F.when(F.col("frequency") > 0, 1).otherwise(0)).alias("buyers"),
+        F.sum("monetary").alias("revenue"),
+        F.sum(F.coalesce("current_value", F.lit(0.0))).alias("current_value"),
+        F.avg(F.when(F.col("frequency") > 0, F.col("recency_days"))).alias("mean_recency_days"),
+        F.avg("propensity_score").alias("mean_propensity"),
+    )
+    return per_group.crossJoin(total).select(
+        group, "persons", "buyers", F.round("revenue", 2).alias("revenue"),
+        F.round(F.when(F.col("_total") > 0, F.col("revenue") / F.col("_total")), 4).alias("revenue_share"),
+        F.round("current_value", 2).alias("current_value"), F.round("mean_recency_days", 1).alias("mean_recency_days"),
+        F.round("mean_propensity", 4).alias("mean_propensity"),
+    ).orderBy(F.desc("revenue"), group)

@@ -1,7 +1,10 @@
 """Audiences and the contact policy: who may be contacted, in which audience, and who is held out.
 
-An audience is a rule (Spark SQL) over the scored person table. The policy is applied in
-this order, and every step is counted for the manifest:
+An audience is a rule (Spark SQL) over the scored person table; an audience with ``target:
+companies`` selects customer companies instead (B2B): its rule also sees the company's
+scores as ``company_*`` columns, and each company is contacted once, through the person of
+its most recent buyer (:func:`company_contacts`). The policy is applied in this order, and
+every step is counted for the manifest:
 
 1. ``matched``: persons the rule selects;
 2. consent: marketing consent is required whatever the rule says (``no_consent``);
@@ -21,12 +24,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError, settings_from
+from crmlake.decide.export import PLATFORM_FORMATS
+from crmlake.people import ACCOUNT, with_person_id
+from crmlake.summaries import REPORTS_DIR, SUMMARY_DIR
 
 CHANNELS = ("email", "sms", "ads")
+TARGETS = ("persons", "companies")
+# gold.company_scores columns an audience targeting companies sees, as company_<column>.
+COMPANY_COLUMNS = ("accounts", "buyers", "recency_days", "frequency", "monetary", "current_value", "predicted_value",
+                   "r_score", "f_score", "m_score", "rfm_cell", "value_tier")
+RESERVED_FOLDERS = (REPORTS_DIR, SUMMARY_DIR)   # other folders under the exports root
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
 
 
@@ -43,6 +54,8 @@ class Audience:
     priority: int
     control_share: float
     raw_contact: bool
+    platform_format: str | None = None
+    target: str = "persons"
 
     @classmethod
     def from_conf(cls, entry: dict, internal_channels: tuple[str, ...] = ()) -> "Audience":
@@ -51,6 +64,8 @@ class Audience:
         missing = [k for k in ("name", "rule", "channel") if not entry.get(k)]
         if missing:
             raise ConfigError(f"decide.audiences entry {name!r}: missing {', '.join(missing)}")
+        if entry["name"] in RESERVED_FOLDERS:
+            raise ConfigError(f"decide.audiences entry {name!r}: the name is taken by the exports' {entry['name']}/ folder")
         if entry["channel"] not in CHANNELS:
             raise ConfigError(f"decide.audiences entry {name!r}: channel {entry['channel']!r} is not one of {', '.join(CHANNELS)}")
         share = float(entry.get("control_share", 0.1))
@@ -62,6 +77,14 @@ class Audience:
                 f"decide.audiences entry {name!r}: raw_contact is allowed only for an internal channel "
                 f"(decide.policy.internal_channels = {list(internal_channels)})"
             )
+        platform = entry.get("platform_format")
+        if platform is not None and platform not in PLATFORM_FORMATS:
+            raise ConfigError(f"decide.audiences entry {name!r}: platform_format {platform!r} is not one of {', '.join(PLATFORM_FORMATS)}")
+        if platform is not None and entry["channel"] != "ads":
+            raise ConfigError(f"decide.audiences entry {name!r}: platform_format is for an ads audience (channel is {entry['channel']!r})")
+        target = str(entry.get("target", "persons"))
+        if target not in TARGETS:
+            raise ConfigError(f"decide.audiences entry {name!r}: target {target!r} is not one of {', '.join(TARGETS)}")
         return cls(
             name=str(entry["name"]),
             description=str(entry.get("description", "")),
@@ -72,6 +95,8 @@ class Audience:
             priority=int(entry.get("priority", 100)),
             control_share=share,
             raw_contact=raw,
+            platform_format=platform,
+            target=target,
         )
 
 
@@ -88,6 +113,24 @@ class ContactPolicy:
         """Build the policy from ``decide.policy`` (missing keys keep their defaults)."""
         policy = settings_from(cls, section)
         return cls(**{k: int(v) for k, v in policy.__dict__.items()})
+
+
+def company_contacts(company_scores: DataFrame, identity_map: DataFrame) -> DataFrame:
+    """Return one row per contact person of a customer company: person_id, company_id and the
+    :data:`COMPANY_COLUMNS` as ``company_<column>``.
+
+    Takes one date of gold.company_scores and silver.identity_map. A company's contact is the
+    person holding its most recent buyer account; a company without a buyer has no contact.
+    A person who is the contact of several companies is kept once, for the company with the
+    most revenue.
+    """
+    contacts = with_person_id(
+        company_scores.where(F.col("last_buyer_account_id").isNotNull()), identity_map, (ACCOUNT, F.col("last_buyer_account_id"))
+    ).where(F.col("person_id").isNotNull())
+    best_company = Window.partitionBy("person_id").orderBy(F.col("monetary").desc(), "company_id")
+    return contacts.withColumn("_rank", F.row_number().over(best_company)).where("_rank = 1").select(
+        "person_id", "company_id", *[F.col(c).alias(f"company_{c}") for c in COMPANY_COLUMNS]
+    )
 
 
 def order_columns(order_by: str) -> list:

@@ -6,9 +6,11 @@ policy step, models, checksums). Everything is written into a hidden sibling fol
 and renamed into place, so a reader never sees half an export; a rerun replaces the
 previous export of that date whole, and the leftovers of a killed export are removed.
 
-Contact keys are the upload format of the big ad platforms: the SHA-256 of the trimmed,
-lower-cased email and of the E.164 phone. Raw email and phone are written only for an
-audience whose conf allows it on an internal channel.
+The neutral files key contacts by the SHA-256 of the trimmed, lower-cased email and of the
+E.164 phone. An audience whose conf names a ``platform_format`` also gets the upload file
+that platform documents (:data:`PLATFORM_FORMATS`), with its column names and its own
+normalisation before hashing. Raw email and phone are written only for an audience whose
+conf allows it on an internal channel.
 
 An erasure amends the exports already published (:func:`amend_exports`): each export that
 holds the person is rewritten without them, the same atomic way, and its manifest records
@@ -29,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.files import file_sha256
@@ -39,6 +41,24 @@ DATA_FILES = ("audience.csv.gz", "audience.parquet")
 CHART = "score_histogram.png"
 MANIFEST = "manifest.json"
 
+# The customer-list upload files of the ad platforms, as their public documentation describes them
+# (looked up 2026-11):
+# * google_customer_match: Google Ads, "Format your customer data file"
+#   (https://support.google.com/google-ads/answer/7659867) and its template: a UTF-8 CSV with the
+#   English headers "Email" and "Phone"; for hashed data, lower-case and trim the email and format
+#   the phone as E.164 ("+" and country code) before SHA-256. Google's normalisation for hashed
+#   emails (Google Ads API and Campaign Manager 360 "Enhanced conversions" guides) also removes
+#   every "." before "@gmail.com" / "@googlemail.com"; a "+tag" is not removed (not documented).
+# * meta_custom_audience: Meta Marketing API, "Custom Audiences" / "Hashing and normalizing data"
+#   (https://developers.facebook.com/docs/marketing-api/custom-audience-api): schema keys EMAIL and
+#   PHONE; email trimmed and lower-cased; phone digits only with the country code, no "+", no symbols
+#   or leading zeros ("447123456", not "+447123456"), then SHA-256 as lower-case hex.
+PLATFORM_FORMATS = {
+    "google_customer_match": {"file": "google_customer_match.csv", "columns": ("Email", "Phone")},
+    "meta_custom_audience": {"file": "meta_custom_audience.csv", "columns": ("EMAIL", "PHONE")},
+}
+PLATFORM_FILES = tuple(f["file"] for f in PLATFORM_FORMATS.values())
+
 
 def export_rows(selected: DataFrame, default_phone_region: str, raw_contact: bool) -> DataFrame:
     """Return the rows of an audience file from the policy's treatment group.
@@ -46,7 +66,8 @@ def export_rows(selected: DataFrame, default_phone_region: str, raw_contact: boo
     Takes persons with email, phone, propensity_score, propensity_decile, segment, rfm_cell,
     top_category. Columns: person_id, email_sha256, phone_sha256, score, decile, segment,
     top_category (the person's next best category: one file drives personalised messages),
-    reason_codes (why this person is here), and email and phone only when ``raw_contact``.
+    reason_codes (why this person is here), company_id when the persons stand for companies,
+    and email and phone only when ``raw_contact``.
     """
     reasons = F.concat_ws(
         "|",
@@ -64,9 +85,37 @@ def export_rows(selected: DataFrame, default_phone_region: str, raw_contact: boo
         "top_category",
         reasons.alias("reason_codes"),
     ]
+    if "company_id" in selected.columns:   # an audience of companies: the company each contact stands for
+        columns.append("company_id")
     if raw_contact:
         columns += ["email", "phone"]
     return selected.select(*columns)
+
+
+def google_email(email: Column) -> Column:
+    """Return the email as Google normalises it before hashing: trimmed, lower-cased, and for
+    gmail.com / googlemail.com addresses without the dots of the part before the ``@``."""
+    cleaned = normalised_email(email)
+    local, domain = F.substring_index(cleaned, "@", 1), F.substring_index(cleaned, "@", -1)
+    gmail = domain.isin("gmail.com", "googlemail.com") & cleaned.contains("@")
+    return F.when(gmail, F.concat(F.regexp_replace(local, r"\.", ""), F.lit("@"), domain)).otherwise(cleaned)
+
+
+def platform_rows(selected: DataFrame, default_phone_region: str, platform_format: str) -> DataFrame:
+    """Return the upload rows of ``platform_format`` (a key of :data:`PLATFORM_FORMATS`).
+
+    Takes persons with email and phone. Columns: the platform's documented headers for email
+    and phone, each the lower-case hex SHA-256 of the value normalised the platform's way;
+    persons with neither are left out (the platform could not match them).
+    """
+    email_column, phone_column = PLATFORM_FORMATS[platform_format]["columns"]
+    e164 = e164_phone(F.col("phone"), default_phone_region)
+    if platform_format == "google_customer_match":
+        email, phone = google_email(F.col("email")), e164
+    else:
+        email, phone = normalised_email(F.col("email")), F.regexp_replace(e164, r"^\+", "")
+    rows = selected.select(sha256_hex(email).alias(email_column), sha256_hex(phone).alias(phone_column))
+    return rows.where(F.col(email_column).isNotNull() | F.col(phone_column).isNotNull())
 
 
 def _single_file(df: DataFrame, folder: str, name: str, fmt: str) -> str:
@@ -74,7 +123,7 @@ def _single_file(df: DataFrame, folder: str, name: str, fmt: str) -> str:
     spark_out = os.path.join(folder, f"_spark_{fmt}")
     writer = df.coalesce(1).write
     if fmt == "csv":
-        writer.option("header", True).option("compression", "gzip").csv("file://" + spark_out)
+        writer.option("header", True).option("compression", "gzip" if name.endswith(".gz") else "none").csv("file://" + spark_out)
     else:
         writer.parquet("file://" + spark_out)
     (part,) = [p for p in glob.glob(os.path.join(spark_out, "part-*")) if not p.endswith(".crc")]
@@ -100,11 +149,13 @@ def _score_histogram(scores: list[float], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date: dt.date, manifest: dict) -> str:
+def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date: dt.date, manifest: dict,
+                     platform: tuple[str, DataFrame] | None = None) -> str:
     """Publish an audience's files and manifest for ``run_date``; return the published folder.
 
-    Takes the export rows (see :func:`export_rows`). The manifest gets audience, date,
-    row_count, files with their sha256, created_at on top of ``manifest``.
+    Takes the export rows (see :func:`export_rows`) and optionally ``(platform_format, rows)``
+    from :func:`platform_rows`. The manifest gets audience, date, row_count, files with their
+    sha256, platform_format (or null), created_at on top of ``manifest``.
     """
     final = os.path.join(exports_root, audience, run_date.isoformat())
     parent = os.path.dirname(final)
@@ -115,6 +166,8 @@ def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date
     os.makedirs(staging)
     rows = rows.cache()
     paths = [_single_file(rows, staging, DATA_FILES[0], "csv"), _single_file(rows, staging, DATA_FILES[1], "parquet")]
+    if platform is not None:
+        paths.append(_single_file(platform[1], staging, PLATFORM_FORMATS[platform[0]]["file"], "csv"))
     # Safe to collect: one score per exported person, bounded by the audience's limit.
     scores = [r["score"] for r in rows.select("score").collect()]
     rows.unpersist()
@@ -125,6 +178,7 @@ def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date
         "row_count": len(scores),
         "files": {os.path.basename(p): _file_entry(p) for p in paths},
         "chart": CHART,
+        "platform_format": platform[0] if platform is not None else None,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **manifest,
     }

@@ -20,16 +20,18 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.config import Conf
-from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
-from crmlake.decide.export import export_rows, publish_audience
-from crmlake.decide.results import campaign_results
+from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, company_contacts, suppression_reasons
+from crmlake.decide.export import export_rows, platform_rows, publish_audience
+from crmlake.decide.results import campaign_results, lift_chart
 from crmlake.lake import Lake, Snapshot
 from crmlake.log import get_logger, timed
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
+from crmlake.summaries import CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, publish_summary, staging_path, write_summary
 
 log = get_logger("decide")
 CONTACT_HISTORY = "gold.contact_history"
 CAMPAIGN_RESULTS = "gold.campaign_results"
+COMPANY_SCORES = "gold.company_scores"
 CONTACT_SCHEMA = "contact_date date, audience string, channel string, priority int, person_id string, account_id string, group string, score double"
 
 
@@ -40,7 +42,7 @@ def audiences_of(conf: Conf) -> list[Audience]:
 
 
 INPUTS = ("gold.customer_scores", "silver.identity_map", "silver.customer_360", "silver.customers", "silver.order_lines",
-          "bronze.campaign_events", CONTACT_HISTORY)
+          "bronze.campaign_events", CONTACT_HISTORY, COMPANY_SCORES)
 
 
 def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date, window_days: int) -> DataFrame:
@@ -62,7 +64,8 @@ def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date,
 
 def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFrame, run_date: dt.date) -> int:
     """Rebuild gold.campaign_results from contact history (as this run left it) and ``order_lines``;
-    log them to MLflow; return rows."""
+    log them to MLflow and leave them (JSON and a lift chart) under the exports' summaries for
+    the page; return rows."""
     import mlflow
 
     days = int(conf.get("decide.attribution_days", 14))
@@ -72,6 +75,10 @@ def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFr
     # Safe to collect: one row per audience and contact date.
     rows = [r.asDict() for r in results.orderBy("audience", "contact_date").collect()]
     results.unpersist()
+    write_summary(conf.exports_root, CAMPAIGN_RESULTS_JSON, {"run_date": run_date.isoformat(), "attribution_days": days, "rows": rows})
+    staged = staging_path(conf.exports_root, CAMPAIGN_RESULTS_PNG)
+    lift_chart(rows, staged, days)
+    publish_summary(staged, conf.exports_root, CAMPAIGN_RESULTS_PNG)
     with tracking.tracked_run(conf, f"campaign-results-{run_date}", {"stage": "decide", "run_date": str(run_date)}):
         mlflow.log_param("attribution_days", days)
         mlflow.log_dict({"results": rows}, "campaign_results.json")
@@ -108,20 +115,30 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
                           ("next_best_category", model_refs.get("category_model")))
         if ref
     }
+    companies = None
+    if any(a.target == "companies" for a in audiences_of(conf)) and COMPANY_SCORES in inputs.versions:
+        company_scores = inputs.read(COMPANY_SCORES).where(F.col("score_date") == F.lit(run_date))
+        companies = scored.join(company_contacts(company_scores, identity_map), "person_id").cache()
     exports, contacts, counts_by_audience = [], None, {}
     for audience in audiences_of(conf):
+        if audience.target == "companies" and companies is None:
+            log.warning("audience %s skipped: no company scores for %s", audience.name, run_date)
+            continue
         with timed(log, f"audience {audience.name} for {run_date}") as facts:
-            selected, counts = apply_policy(scored, suppressed, prior, audience, policy)
+            selected, counts = apply_policy(companies if audience.target == "companies" else scored, suppressed, prior, audience, policy)
             facts.update(counts)
+            treatment = selected.where("group = 'treatment'")
+            platform = (audience.platform_format, platform_rows(treatment, region, audience.platform_format)) if audience.platform_format else None
             folder = publish_audience(
-                export_rows(selected.where("group = 'treatment'"), region, audience.raw_contact),
+                export_rows(treatment, region, audience.raw_contact),
                 conf.exports_root, audience.name, run_date,
                 {
-                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share")},
+                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share", "platform_format", "target")},
                     "policy": {**policy.__dict__, "order": ["consent", "suppression", "frequency_cap", "limit", "control"]},
                     "counts": counts,
                     "models": model_manifest,
                 },
+                platform,
             )
             exports.append(folder)
             counts_by_audience[audience.name] = counts
@@ -140,6 +157,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date}'", partition_by=["contact_date"])
     with timed(log, f"campaign results up to {run_date}") as facts:
         facts["campaign_results"] = measure(lake, conf, identity_map, inputs.read("silver.order_lines"), run_date)
-    for cached in (scores, suppressed, scored):
-        cached.unpersist()
+    for cached in (scores, suppressed, scored, companies):
+        if cached is not None:
+            cached.unpersist()
     return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"], "inputs_read": inputs.versions}

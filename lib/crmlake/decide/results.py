@@ -67,3 +67,42 @@ def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attributi
         F.round(F.when(F.col("contacted") > 0, F.col("_contacted_revenue") / F.col("contacted")), 2).alias("revenue_per_contact"),
         F.round(F.when(F.col("control") > 0, F.col("_control_revenue") / F.col("control")), 2).alias("revenue_per_control"),
     )
+
+
+def lift_chart(rows: list[dict], path: str, attribution_days: int) -> None:
+    """Draw the lift (contacted minus control conversion) with its 95% interval per audience and
+    contact date into the PNG ``path``; a window still open is drawn hollow.
+
+    Takes rows of :func:`campaign_results` as dicts.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    audiences = sorted({r["audience"] for r in rows})
+    dates = sorted({r["contact_date"] for r in rows})
+    position = {d: i for i, d in enumerate(dates)}   # contact dates as categories, audiences side by side
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=100)
+    for n, audience in enumerate(audiences):
+        measured = [r for r in rows if r["audience"] == audience and r["lift"] is not None]
+        for complete in (True, False):
+            points = [r for r in measured if bool(r["window_complete"]) == complete]
+            if not points:
+                continue
+            lifts = [r["lift"] for r in points]
+            errors = [[r["lift"] - (r["lift_ci_low"] if r["lift_ci_low"] is not None else r["lift"]) for r in points],
+                      [(r["lift_ci_high"] if r["lift_ci_high"] is not None else r["lift"]) - r["lift"] for r in points]]
+            ax.errorbar([position[r["contact_date"]] + 0.15 * (n - (len(audiences) - 1) / 2) for r in points], lifts, yerr=errors, fmt="o", capsize=3, color=f"C{n}",
+                        mfc=f"C{n}" if complete else "white", label=f"{audience}{'' if complete else ' (window open)'}")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylabel("lift in conversion")
+    ax.set_title(f"Contacted vs control, {attribution_days}-day window, 95% interval")
+    ax.set_xticks(range(len(dates)), [str(d) for d in dates])
+    ax.set_xlim(-0.5, len(dates) - 0.5)
+    if audiences:
+        ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -95,6 +95,10 @@ def persons(spark: SparkSession, plan: Plan) -> DataFrame:
     )
 
 
+BUSINESS_SHARE = 0.03       # of accounts: business accounts of customer companies
+ACCOUNTS_PER_COMPANY = 4    # on average: a few buyers and decision makers per company (at least 3 companies)
+
+
 def accounts(people: DataFrame, plan: Plan) -> DataFrame:
     """One row per account (the customers source's upserts), with signup time and profile."""
     s = plan.seed
@@ -105,7 +109,8 @@ def accounts(people: DataFrame, plan: Plan) -> DataFrame:
     email = F.format_string("member%d@example.com", F.col("person_no"))
     phone = F.format_string("09%08d", (F.col("person_no") * 7919 + 10_000_000) % 100_000_000)
     same_email = (F.col("k") == 0) | (uniform(s, "same_email", *ids) < 0.6)
-    business = uniform(s, "business", *ids) < 0.03
+    business = uniform(s, "business", *ids) < BUSINESS_SHARE
+    companies = max(3, int(plan.customers * BUSINESS_SHARE / ACCOUNTS_PER_COMPANY))
     referred = (F.col("person_no") > 0) & (uniform(s, "referred", *ids) < 0.15)
     referrer = F.format_string("A%08d", F.floor(uniform(s, "referrer", *ids) * F.col("person_no")).cast("long") * 2)
     return exploded.where(signup_day <= plan.days - 1).select(
@@ -128,7 +133,7 @@ def accounts(people: DataFrame, plan: Plan) -> DataFrame:
         _at(plan, _day_date(plan, signup_day), seconds).alias("marketing_consent_time"),  # set at signup
         F.when(referred, referrer).alias("referred_by"),
         F.when(business, "business").otherwise("consumer").alias("account_type"),
-        F.when(business, F.format_string("C%04d", (1 + F.floor(uniform(s, "company", *ids) * 30)).cast("int"))).alias("company_id"),
+        F.when(business, F.format_string("C%04d", (1 + F.floor(uniform(s, "company", *ids) * companies)).cast("int"))).alias("company_id"),
     )
 
 

@@ -14,7 +14,8 @@ reads only the bronze files committed after the versions the last run read (kept
 
 ``silver.identity_map`` and ``silver.customer_360`` are then rebuilt from silver: the
 identity graph is global, and person ids stay stable across runs (see
-:mod:`crmlake.organize.identity`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
+:mod:`crmlake.organize.identity`); ``silver.companies`` (B2B) is rebuilt last
+(:mod:`crmlake.organize.companies`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
 every table from all of bronze and gives the same tables.
 
 Erase requests are applied first (:mod:`crmlake.privacy`): the account's personal data goes
@@ -34,6 +35,7 @@ from pyspark.sql import functions as F
 from crmlake.config import Conf
 from crmlake.lake import Lake, Snapshot, latest_per_key
 from crmlake.log import get_logger, timed
+from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
 from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges, identity_quality
 from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
@@ -195,6 +197,13 @@ def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date,
     return facts
 
 
+def organize_companies(lake: Lake) -> dict:
+    """Rebuild silver.companies (B2B customer companies) from silver.customers and
+    silver.order_lines; return its row count."""
+    rows = companies(lake.read("silver.customers"), lake.read("silver.order_lines"))
+    return {"companies": lake.overwrite("silver.companies", rows).rows_written}
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Bring silver up to date with bronze for ``run_date``; return row counts and quality figures."""
     lake = Lake(spark, conf)
@@ -215,6 +224,7 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
         # written nor erased from (an erased account's hashed email and phone must leave the map).
         ("people", lambda: organize_people(lake, changes, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]))),
+        ("companies", lambda: organize_companies(lake)),
     ]
     for name, step in steps:
         with timed(log, f"organize {name} for {run_date}") as f:
