@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.config import Conf
-from crmlake.decide.export import amend_exports
+from crmlake.decide.export import PLATFORM_FORMATS, amend_exports, platform_rows
 from crmlake.lake import Lake
 from crmlake.log import get_logger
 from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex, with_session_person_id
@@ -77,6 +77,7 @@ class Subject:
     phone_hashes: tuple
     cookies: tuple          # anonymous ids linked to the account with tracking consent
     person_ids: tuple
+    platform_hashes: tuple  # its email and phone hashed the way each ad platform's upload file has them
 
     def placeholders(self) -> dict:
         """Return the SQL lists the catalog's ``erase_where`` predicates are written over."""
@@ -117,7 +118,12 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
         _values(lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & (F.col("identifier") == account_id)), "person_id")
         if lake.exists("silver.identity_map") else ()
     )
-    subject = Subject((account_id,), _values(contacts, "email"), _values(contacts, "email_hash"), _values(contacts, "phone_hash"), cookies, persons)
+    platform: set = set()
+    for platform_format in PLATFORM_FORMATS:  # each platform hashes its own normalisation of the contacts
+        uploaded = platform_rows(profiles.select("email", "phone"), default_phone_region, platform_format)
+        for column in uploaded.columns:
+            platform.update(_values(uploaded, column))
+    subject = Subject((account_id,), _values(contacts, "email"), _values(contacts, "email_hash"), _values(contacts, "phone_hash"), cookies, persons, tuple(sorted(platform)))
     contacts.unpersist()
     return subject
 
@@ -135,7 +141,7 @@ def erase_subject(lake: Lake, subject: Subject, exports_root: str, request: str)
         if result.rows:
             rows[spec.name] = result.rows
             files += [f"{spec.name.replace('.', '/')}/{path}" for path in result.files_removed]
-    amended = amend_exports(exports_root, subject.person_ids, subject.email_hashes, subject.phone_hashes, request)
+    amended = amend_exports(exports_root, subject.person_ids, subject.email_hashes, subject.phone_hashes, subject.platform_hashes, request)
     return {"tables": sorted(rows), "rows_removed": rows, "files_removed": sorted(files), "exports_amended": amended}
 
 

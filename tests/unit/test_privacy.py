@@ -48,7 +48,7 @@ def test_amended_export_drops_the_person_and_records_the_amendment(spark, tmp_pa
     )
     folder = publish_audience(rows, str(tmp_path), "likely_buyers", dt.date(2026, 11, 20), {"definition": "test"})
     # P2 by person id, P3 by phone hash; P1 stays.
-    amended = amend_exports(str(tmp_path), ["P2"], ["no-such-hash"], ["p3"], "req-1")
+    amended = amend_exports(str(tmp_path), ["P2"], ["no-such-hash"], ["p3"], [], "req-1")
     assert amended == [os.path.join("likely_buyers", "2026-11-20")]
     assert pq.read_table(os.path.join(folder, "audience.parquet")).column("person_id").to_pylist() == ["P1"]
     csv_text = gzip.open(os.path.join(folder, "audience.csv.gz"), "rt").read()
@@ -59,4 +59,25 @@ def test_amended_export_drops_the_person_and_records_the_amendment(spark, tmp_pa
     assert (amendment["reason"], amendment["request_id"], amendment["rows_removed"]) == ("erasure", "req-1", 2)
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == file_sha256(os.path.join(folder, name))
-    assert amend_exports(str(tmp_path), ["P2"], [], [], "req-2") == []   # nothing left to remove: untouched
+    assert amend_exports(str(tmp_path), ["P2"], [], [], [], "req-2") == []   # nothing left to remove: untouched
+
+
+def test_an_amended_platform_upload_file_drops_the_person_by_the_platforms_hash(spark, tmp_path):
+    from crmlake.decide.export import platform_rows
+
+    people = spark.createDataFrame([("P1", "Ann.Lee@Gmail.com", "0912 345 678"), ("P2", "bob@example.com", None)],
+                                   "person_id string, email string, phone string")
+    neutral = spark.createDataFrame([("P1", "x1", "y1", 0.9, 10, "s", "r"), ("P2", "x2", None, 0.8, 9, "s", "r")],
+                                    "person_id string, email_sha256 string, phone_sha256 string, score double, decile int, segment string, reason_codes string")
+    upload = platform_rows(people, "TW", "google_customer_match")
+    folder = publish_audience(neutral, str(tmp_path), "win_back", dt.date(2026, 11, 20), {}, ("google_customer_match", upload))
+    # Google's hash of P1's address: lower case, and the dots of a gmail local part removed (worked out by hand).
+    google_hash = hashlib.sha256(b"annlee@gmail.com").hexdigest()
+    assert google_hash in open(os.path.join(folder, "google_customer_match.csv")).read()
+    amended = amend_exports(str(tmp_path), ["P1"], [], [], [google_hash], "req-3")
+    assert amended == [os.path.join("win_back", "2026-11-20")]
+    upload_text = open(os.path.join(folder, "google_customer_match.csv")).read()
+    assert google_hash not in upload_text and hashlib.sha256(b"bob@example.com").hexdigest() in upload_text
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    assert manifest["amendments"][0]["rows_removed"] == 2   # one neutral row, one upload row
+    assert manifest["files"]["google_customer_match.csv"]["sha256"] == file_sha256(os.path.join(folder, "google_customer_match.csv"))

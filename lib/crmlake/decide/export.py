@@ -203,26 +203,43 @@ def _file_entry(path: str) -> dict:
     return {"sha256": file_sha256(path), "bytes": os.path.getsize(path)}
 
 
-def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: Collection[str], phone_hashes: Collection[str], request_id: str) -> list[str]:
+def _without_subject(table: pa.Table, columns: dict) -> tuple[pa.Table, int]:
+    """Return ``table`` without the rows whose value in any of ``columns`` (name -> values) is
+    listed, and how many rows went."""
+    held = pa.array([False] * table.num_rows)
+    for name, values in columns.items():
+        if name in table.column_names:
+            held = pc.or_(held, pc.fill_null(pc.is_in(table[name], pa.array(list(values), pa.string())), False))
+    return table.filter(pc.invert(held)), pc.sum(pc.cast(held, pa.int64())).as_py() or 0
+
+
+def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: Collection[str], phone_hashes: Collection[str],
+                  platform_hashes: Collection[str], request_id: str) -> list[str]:
     """Rewrite every published export holding one of ``person_ids`` or contact hashes without
     those rows; return the amended folders relative to ``exports_root``.
 
-    Each amended manifest gets the new row_count and checksums and an ``amendments`` entry
-    (reason erasure, request_id, at, rows_removed). Export files are bounded by their
-    audience's limit, so they are read on the driver.
+    The neutral files are matched on person_id and the neutral hashes; a platform upload file
+    (which has no person_id) on ``platform_hashes``, the subject's contacts hashed each
+    platform's way. Each amended manifest gets the new row_count and checksums and an
+    ``amendments`` entry (reason erasure, request_id, at, rows_removed). Export files are
+    bounded by their audience's limit, so they are read on the driver.
     """
     amended = []
     for manifest_path in sorted(glob.glob(os.path.join(exports_root, "*", "*", MANIFEST))):
         final = os.path.dirname(manifest_path)
-        rows = pq.read_table(os.path.join(final, DATA_FILES[1]))
-        held = pc.or_(
-            pc.or_(pc.is_in(rows["person_id"], pa.array(list(person_ids), pa.string())), pc.is_in(rows["email_sha256"], pa.array(list(email_hashes), pa.string()))),
-            pc.is_in(rows["phone_sha256"], pa.array(list(phone_hashes), pa.string())),
+        kept, removed = _without_subject(
+            pq.read_table(os.path.join(final, DATA_FILES[1])),
+            {"person_id": person_ids, "email_sha256": email_hashes, "phone_sha256": phone_hashes},
         )
-        removed = pc.sum(pc.cast(pc.fill_null(held, False), pa.int64())).as_py() or 0
+        uploads = {}
+        for name in PLATFORM_FILES:
+            if os.path.exists(os.path.join(final, name)):
+                rows = pa_csv.read_csv(os.path.join(final, name), convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
+                rows = rows.cast(pa.schema([(c, pa.string()) for c in rows.column_names]))  # a column of empty fields reads as null type
+                uploads[name], gone = _without_subject(rows, {c: platform_hashes for c in rows.column_names})
+                removed += gone
         if not removed:
             continue
-        kept = rows.filter(pc.invert(pc.fill_null(held, False)))
         with open(manifest_path, encoding="utf-8") as fh:
             document = json.load(fh)
         staging = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}")
@@ -231,9 +248,11 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
         pq.write_table(kept, parquet_path)
         with pa.CompressedOutputStream(csv_path, "gzip") as out:
             pa_csv.write_csv(kept, out)
+        for name, rows in uploads.items():
+            pa_csv.write_csv(rows, os.path.join(staging, name))
         _score_histogram(kept["score"].to_pylist(), os.path.join(staging, CHART), f"{document['audience']} {document['date']}: {kept.num_rows:,} persons")
         document["row_count"] = kept.num_rows
-        document["files"] = {name: _file_entry(os.path.join(staging, name)) for name in DATA_FILES}
+        document["files"] = {name: _file_entry(os.path.join(staging, name)) for name in (*DATA_FILES, *uploads)}
         document.setdefault("amendments", []).append(
             {"reason": "erasure", "request_id": request_id, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows_removed": removed}
         )
