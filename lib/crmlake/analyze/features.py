@@ -75,7 +75,7 @@ def in_holdout(person_id: Column, share: float) -> Column:
 def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
     """Return one row per person with behaviour up to and including ``as_of``.
 
-    Takes silver.customer_360 (person_id, signup_time: only persons with a live account),
+    Takes members (person_id, signup_time: :func:`members_as_of`, or silver.customer_360),
     and order lines and sessions carrying ``person_id``. Columns: person_id, the
     FEATURE_COLUMNS, last_purchase_date. Persons who signed up after ``as_of`` are left out.
     Only completed order lines count as purchases; recency for a customer who never
