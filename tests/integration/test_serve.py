@@ -17,8 +17,9 @@ CHROMIUM = "/usr/bin/chromium"
 DAY = dt.date(2026, 11, 21)
 
 
-@pytest.fixture
-def catalog(spark, tmp_path):
+@pytest.fixture(scope="module")   # read-only for its tests: published once
+def catalog(spark, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("catalog")
     rows = spark.createDataFrame(
         [("P1", "a" * 64, None, 0.91, 10, "champions", "propensity_decile_10"), ("P2", "b" * 64, "c" * 64, 0.55, 6, "new", "propensity_decile_6")],
         "person_id string, email_sha256 string, phone_sha256 string, score double, decile int, segment string, reason_codes string",
