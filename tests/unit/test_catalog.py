@@ -72,3 +72,10 @@ def test_readme_table_list_is_the_catalog():
     block = re.search(r"<!-- catalog:begin -->\n(.*?)<!-- catalog:end -->", text, re.S)
     assert block, "README.md has no catalog block"
     assert block.group(1) == readme_table_list(load_catalog()), "regenerate with: python -m crmlake.lake.catalog >> README block"
+
+
+def test_a_table_never_written_reads_empty_with_its_declared_columns(spark, conf):
+    lake = Lake(spark, conf)
+    receipts = lake.read_or_empty("gold.erasure_log")
+    assert receipts.count() == 0
+    assert [(f.name, f.dataType.simpleString()) for f in receipts.schema] == list(load_catalog().spec("gold.erasure_log").columns.items())
