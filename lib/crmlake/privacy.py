@@ -32,10 +32,6 @@ from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex, wi
 
 log = get_logger("privacy")
 ERASURE_LOG = "gold.erasure_log"
-ERASURE_LOG_SCHEMA = (
-    "request_id string, reason string, requested_at timestamp, erased_at timestamp, tables array<string>, "
-    "rows_removed map<string,bigint>, files_removed array<string>, exports_amended array<string>, refused_upserts bigint"
-)
 
 
 def erasures_due(profile_changes: DataFrame, receipts: DataFrame) -> DataFrame:
@@ -151,7 +147,7 @@ def apply_erasures(lake: Lake, conf: Conf) -> dict:
     spark = lake.spark
     if not lake.exists("bronze.customers"):
         return {"erased_accounts": 0, "refused_upserts": 0}
-    receipts = lake.read_or_empty(ERASURE_LOG, ERASURE_LOG_SCHEMA)
+    receipts = lake.read_or_empty(ERASURE_LOG)
     # Safe to collect: one row per erase request due now (rare).
     due = erasures_due(lake.read("bronze.customers"), receipts).collect()
     region = str(conf.get("organize.identity.default_phone_region", "TW"))
@@ -165,7 +161,7 @@ def apply_erasures(lake: Lake, conf: Conf) -> dict:
         rows.append((request["request_id"], reason, request["requested_at"], dt.datetime.now(dt.timezone.utc), touched["tables"],
                      touched["rows_removed"], touched["files_removed"], touched["exports_amended"], int(request["refused_upserts"])))
     if rows:
-        lake.append(ERASURE_LOG, spark.createDataFrame(rows, ERASURE_LOG_SCHEMA))
+        lake.append(ERASURE_LOG, spark.createDataFrame(rows, lake.catalog.spec(ERASURE_LOG).ddl))
     return {"erased_accounts": len(due), "refused_upserts": sum(int(r["refused_upserts"]) for r in due)}
 
 

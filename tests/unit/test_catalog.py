@@ -72,3 +72,22 @@ def test_readme_table_list_is_the_catalog():
     block = re.search(r"<!-- catalog:begin -->\n(.*?)<!-- catalog:end -->", text, re.S)
     assert block, "README.md has no catalog block"
     assert block.group(1) == readme_table_list(load_catalog()), "regenerate with: python -m crmlake.lake.catalog >> README block"
+
+
+def test_a_table_never_written_reads_empty_with_its_declared_columns(spark, conf):
+    lake = Lake(spark, conf)
+    receipts = lake.read_or_empty("gold.erasure_log")
+    assert receipts.count() == 0
+    assert [(f.name, f.dataType.simpleString()) for f in receipts.schema] == list(load_catalog().spec("gold.erasure_log").columns.items())
+
+
+def test_maintain_keeps_only_what_the_layer_s_retention_allows(spark, conf):
+    lake = Lake(spark, conf.with_overrides(["lake.retention_days.silver=0"]))
+    for source in ("bronze.orders", "bronze.customers"):
+        lake.overwrite("silver.organize_state", spark.createDataFrame([(source, None, None, None)], load_catalog().spec("silver.organize_state").ddl).coalesce(1))
+    table = lake.path("silver.organize_state")
+    assert len(glob.glob(os.path.join(table, "*.parquet"))) == 2
+    done = lake.maintain("silver.organize_state")
+    assert done["files_deleted"] == 1 and lake.retention_hours("silver.organize_state") == 0
+    assert [os.path.basename(p) for p in glob.glob(os.path.join(table, "*.parquet"))] == [os.path.basename(f["path"]) for f in lake.files("silver.organize_state")]
+    assert [r["source"] for r in lake.read("silver.organize_state").collect()] == ["bronze.customers"]

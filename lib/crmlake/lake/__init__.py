@@ -118,8 +118,7 @@ class Lake:
         when it has never been written."""
         if self.exists(table):
             return self.read(table)
-        declared = ", ".join(f"`{c}` {t}" for c, t in self.catalog.spec(table).columns.items())
-        return self.spark.createDataFrame([], schema or declared)
+        return self.spark.createDataFrame([], schema or self.catalog.spec(table).ddl)
 
     def version(self, table: str) -> int:
         """Return the table's current version."""

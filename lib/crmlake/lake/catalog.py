@@ -55,6 +55,11 @@ class TableSpec:
         return self.name.split(".", 1)[0]
 
     @property
+    def ddl(self) -> str:
+        """The declared columns as a Spark DDL schema string (for an empty frame or new rows)."""
+        return ", ".join(f"`{c}` {t}" for c, t in self.columns.items())
+
+    @property
     def stats_columns(self) -> tuple:
         """The columns Delta keeps file statistics for: every column but the personal ones."""
         return tuple(c for c in self.columns if c not in self.personal)

@@ -131,8 +131,11 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     and the consented cookie-account links; return row counts."""
     new_clicks = changes.new("bronze.clickstream")
     clicks = changes.all("bronze.clickstream")
+    # An erased account is linked to no cookie again, whether its clicks are new or replayed by a full refresh.
+    erased = changes.all("bronze.customers").where("op = 'erase'").select("account_id")
     links = (
         new_clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
+        .join(erased, "account_id", "left_anti")
         .groupBy("anonymous_id", "account_id")
         .agg(F.max("event_time").alias("last_seen_at"))
     )
