@@ -141,15 +141,18 @@ def erase_subject(lake: Lake, subject: Subject, exports_root: str, request: str)
     return {"tables": sorted(rows), "rows_removed": rows, "files_removed": sorted(files), "exports_amended": amended}
 
 
-def apply_erasures(lake: Lake, conf: Conf) -> dict:
-    """Apply every erase request due (see :func:`erasures_due`) and write one receipt each
-    to gold.erasure_log; return the number of accounts erased and of upserts refused."""
+def apply_erasures(lake: Lake, conf: Conf, profile_changes: DataFrame | None = None) -> dict:
+    """Apply every erase request due (see :func:`erasures_due`) in ``profile_changes`` (default:
+    bronze.customers as it is now; organize passes the snapshot it pinned) and write one
+    receipt each to gold.erasure_log; return the number of accounts erased and of upserts refused."""
     spark = lake.spark
-    if not lake.exists("bronze.customers"):
-        return {"erased_accounts": 0, "refused_upserts": 0}
+    if profile_changes is None:
+        if not lake.exists("bronze.customers"):
+            return {"erased_accounts": 0, "refused_upserts": 0}
+        profile_changes = lake.read("bronze.customers")
     receipts = lake.read_or_empty(ERASURE_LOG)
     # Safe to collect: one row per erase request due now (rare).
-    due = erasures_due(lake.read("bronze.customers"), receipts).collect()
+    due = erasures_due(profile_changes, receipts).collect()
     region = str(conf.get("organize.identity.default_phone_region", "TW"))
     rows = []
     for request in due:

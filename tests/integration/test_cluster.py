@@ -1,8 +1,11 @@
-"""The whole daily run (jobs/all.py) spark-submitted to a real standalone cluster on 127.0.0.1, with the packaged library."""
+"""The whole daily run (jobs/all.py) spark-submitted to a real standalone cluster on 127.0.0.1, with
+the packaged library, on the landing zone of a retailer without a service desk (no
+``interactions`` folder: every source is optional)."""
 
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +31,7 @@ def submitted(spark, tmp_path_factory, model_overrides):
                  f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/artifacts", *model_overrides,
                  "spark.conf.spark.sql.shuffle.partitions=2"]  # tiny data: two tasks per shuffle, not eight
     write_landing(spark, f"{root}/landing", customers=100, days=35, end=END, seed=4, timezone="Asia/Taipei")
+    shutil.rmtree(root / "landing" / "interactions")  # no service desk
     library = package_zip(str(root / "dist" / "crmlake.zip"))
     cluster = start(str(root / "cluster"), cores=2, memory="2g")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
@@ -54,7 +58,15 @@ def test_every_stage_succeeds_on_the_cluster(submitted):
     assert any(submitted["app_dir"].iterdir()), "the worker ran executors for the application"
 
 
-def test_cluster_run_leaves_the_same_outputs_as_a_local_run(submitted):
+def test_the_source_never_delivered_is_an_empty_table_named_in_every_run_record(submitted):
+    lake = submitted["lake"]
+    assert lake.exists("bronze.interactions") and lake.read("bronze.interactions").count() == 0
+    records = {r["job"]: json.loads(r["counts"]) for r in lake.read("gold.job_runs").collect()}
+    assert {job: counts["sources_not_seen"] for job, counts in records.items()} == {stage: ["interactions"] for stage in STAGES}
+    assert lake.read("silver.customer_360").where("service_contacts > 0").count() == 0
+
+
+def test_the_cluster_run_scores_exports_and_registers_models(submitted):
     lake, conf = submitted["lake"], submitted["conf"]
     assert lake.read("gold.customer_scores").count() > 0
     manifest = json.load(open(os.path.join(conf.exports_root, "likely_buyers", str(END), "manifest.json")))

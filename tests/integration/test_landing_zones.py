@@ -47,61 +47,83 @@ def landing_with(generated, root, sources):
         shutil.copytree(generated / source, root / "landing" / source)
 
 
-@pytest.mark.parametrize(
-    "delivered",
-    [("orders", "customers"), ("clickstream", "orders", "customers", "campaign_events"), ("orders", "customers", "interactions", "campaign_events")],
-    ids=["store-only", "no-service-desk", "no-clickstream"],
-)
-def test_every_stage_runs_on_a_landing_zone_with_only_some_sources(spark, generated, tmp_path, model_overrides, delivered):
+def run_every_stage(spark, conf) -> dict:
+    """Run the four stages for END as a scheduler would; return their summaries."""
     from crmlake.runs import run_stage
 
-    landing_with(generated, tmp_path, delivered)
-    conf = zone_conf(tmp_path, model_overrides)
+    return {stage: run_stage(spark, conf, stage, END) for stage in ("acquire", "organize", "analyze", "decide")}
+
+
+def assert_every_stage_ran_without(lake, summaries, delivered):
     missing = sorted(set(SOURCES) - set(delivered))
-    summaries = {stage: run_stage(spark, conf, stage, END) for stage in ("acquire", "organize", "analyze", "decide")}
-    lake = Lake(spark, conf)
     for source in missing:  # an empty table of the source's schema, not an error
         assert lake.exists(f"bronze.{source}") and lake.read(f"bronze.{source}").count() == 0, source
     assert all(summary["sources_not_seen"] == missing for summary in summaries.values())
-    runs = {r["job"]: r for r in lake.read("gold.job_runs").collect()}
-    assert {job: r["outcome"] for job, r in runs.items()} == dict.fromkeys(("acquire", "organize", "analyze", "decide"), "succeeded")
-    assert json.loads(runs["decide"]["counts"])["sources_not_seen"] == missing
+    runs = lake.read("gold.job_runs").collect()
+    assert {r["job"] for r in runs} == {"acquire", "organize", "analyze", "decide"} and {r["outcome"] for r in runs} == {"succeeded"}
+    assert all(json.loads(r["counts"])["sources_not_seen"] == missing for r in runs)
     assert lake.read("silver.order_lines").count() > 0
     assert lake.read("gold.customer_scores").where(f"score_date = DATE'{END}'").count() > 0
-    if "clickstream" not in delivered:
-        assert lake.read("silver.sessions").count() == 0
-        assert summaries["analyze"]["missing_inputs"] == ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
     assert summaries["decide"]["exports"]  # audiences are still selected from what there is
 
 
-def test_organize_reads_the_snapshot_it_pinned_and_loses_nothing_a_concurrent_acquire_commits(spark, generated, tmp_path, model_overrides):
-    landing_with(generated, tmp_path, SOURCES)
+def test_a_store_only_retailer_runs_every_stage(spark, generated, tmp_path, model_overrides):
+    delivered = ("orders", "customers")
+    landing_with(generated, tmp_path, delivered)
     conf = zone_conf(tmp_path, model_overrides)
+    summaries = run_every_stage(spark, conf)
+    lake = Lake(spark, conf)
+    assert_every_stage_ran_without(lake, summaries, delivered)
+    assert lake.read("silver.sessions").count() == 0
+    assert summaries["analyze"]["missing_inputs"] == ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
+
+
+NO_CLICKSTREAM = ("orders", "customers", "interactions", "campaign_events")
+
+
+@pytest.fixture(scope="module")
+def without_clickstream(spark, generated, tmp_path_factory, model_overrides):
+    """A retailer without clickstream: ten days acquired and organized; then organize pins its
+    snapshot while a second process acquires the last ten days; then every stage for END."""
+    root = tmp_path_factory.mktemp("no-clickstream")
+    landing_with(generated, root, NO_CLICKSTREAM)
+    conf = zone_conf(root, model_overrides)
     lake = Lake(spark, conf)
     first_day = END - dt.timedelta(days=10)
     acquire.run(spark, conf, first_day)
     organize.run(spark, conf, first_day)
     changes = organize.Changes(lake, full_refresh=False)  # this run's snapshot is pinned here
     pinned = dict(changes.snapshot.versions)
-    # A second process commits ten more days of every source while the run is under way.
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "lib")}
     second = subprocess.run(
         [sys.executable, "-m", "crmlake.cli", "run", "--stage", "acquire", "--conf", os.path.join(ROOT, "conf/local.yaml"),
-         "--date", str(END), "--set", f"paths.landing={tmp_path}/landing", "--set", f"paths.lake={tmp_path}/lake",
-         "--set", "spark.master=local[1]"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+         "--date", str(END), *[a for pair in (f"paths.landing={root}/landing", f"paths.lake={root}/lake", "spark.master=local[1]") for a in ("--set", pair)]],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
     )
     assert second.returncode == 0, second.stderr[-2000:]
-    assert lake.version("bronze.orders") > pinned["bronze.orders"]
+    committed_meanwhile = lake.version("bronze.orders") > pinned["bronze.orders"]
     organize.organize(lake, conf, END, changes)
     state = {r["source"]: r["version_read"] for r in lake.read(organize.STATE).collect()}
-    assert state == pinned  # the versions it read, not the live ones
-    late_lines = lake.read("bronze.orders").where(f"order_date > DATE'{first_day}'").count()
-    assert late_lines > 0
-    assert lake.read("silver.order_lines").where(f"order_date > DATE'{first_day}'").count() == 0  # not in its snapshot
+    late_lines_organized = lake.read("silver.order_lines").where(f"order_date > DATE'{first_day}'").count()
+    summaries = run_every_stage(spark, conf)  # the next runs pick up what was committed meanwhile
+    return {"lake": lake, "summaries": summaries, "pinned": pinned, "state": state, "first_day": first_day,
+            "committed_meanwhile": committed_meanwhile, "late_lines_organized": late_lines_organized}
 
-    organize.run(spark, conf, END)  # the next run picks up what was committed meanwhile
+
+def test_a_retailer_without_clickstream_runs_every_stage(without_clickstream):
+    lake, summaries = without_clickstream["lake"], without_clickstream["summaries"]
+    assert_every_stage_ran_without(lake, summaries, NO_CLICKSTREAM)
+    assert lake.read("silver.sessions").count() == 0
+    assert "missing_inputs" in summaries["analyze"]
+
+
+def test_organize_reads_the_snapshot_it_pinned_and_loses_nothing_a_concurrent_acquire_commits(without_clickstream):
+    lake, first_day = without_clickstream["lake"], without_clickstream["first_day"]
+    assert without_clickstream["committed_meanwhile"]
+    assert without_clickstream["state"] == without_clickstream["pinned"]  # the versions it read, not the live ones
+    assert without_clickstream["late_lines_organized"] == 0  # what was committed meanwhile was not in its snapshot
+    assert lake.read("bronze.orders").where(f"order_date > DATE'{first_day}'").count() > 0
     bronze_lines = lake.read("bronze.orders").select("order_id", "line_no").distinct().count()
-    assert lake.read("silver.order_lines").count() == bronze_lines  # every line, once
+    assert lake.read("silver.order_lines").count() == bronze_lines  # every line, once, after the next run
     # every account, once (an erased one keeps its blanked row, which suppresses it)
     assert lake.read("silver.customers").count() == lake.read("bronze.customers").select("account_id").distinct().count()

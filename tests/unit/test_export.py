@@ -13,7 +13,7 @@ from crmlake.decide.audiences import Audience
 from crmlake.decide.export import export_rows, platform_rows, publish_audience
 
 DAY = dt.date(2026, 11, 21)
-PERSONS = "person_id string, email string, phone string, propensity_score double, propensity_decile int, segment string, rfm_cell string"
+PERSONS = "person_id string, email string, phone string, propensity_score double, propensity_decile int, segment string, rfm_cell string, top_category string"
 
 
 def sha(text: str) -> str:
@@ -24,9 +24,9 @@ def sha(text: str) -> str:
 def persons(spark):
     return spark.createDataFrame(
         [
-            ("P1", "  John.Doe+news@GMail.com ", "0912-345-678", 0.9, 10, "champions", "555"),
-            ("P2", "Ann.Lee@Example.COM", None, 0.7, 8, "new", "511"),
-            ("P3", None, "not a phone", 0.6, 7, "new", "411"),   # nothing a platform could match
+            ("P1", "  John.Doe+news@GMail.com ", "0912-345-678", 0.9, 10, "champions", "555", "books"),
+            ("P2", "Ann.Lee@Example.COM", None, 0.7, 8, "new", "511", "toys"),
+            ("P3", None, "not a phone", 0.6, 7, "new", "411", None),   # nothing a platform could match
         ],
         PERSONS,
     )

@@ -84,10 +84,11 @@ class Changes:
 def erase_due_accounts(lake: Lake, conf: Conf, changes: Changes) -> dict:
     """Apply the erase requests due (:func:`crmlake.privacy.apply_erasures`); return its counts.
 
-    An erasure rewrites bronze files and removes the old ones at once, so the bronze
-    snapshot is pinned again at the versions the erasure left.
+    Only requests in the pinned snapshot are applied. An erasure rewrites bronze files and
+    removes the old ones at once, so the bronze snapshot is then pinned again at the current
+    versions (what acquire committed meanwhile is then read in this run, not lost).
     """
-    facts = apply_erasures(lake, conf)
+    facts = apply_erasures(lake, conf, changes.all("bronze.customers"))
     if facts["erased_accounts"]:
         changes.repin(BRONZE_SOURCES)
     return facts
