@@ -165,7 +165,7 @@ def test_the_champion_scores_a_losing_challenger_changes_no_score_and_a_rerun_re
     assert scores() == before
 
 
-def test_next_best_category_ranks_each_person_and_beats_the_most_popular_baseline(pipeline):
+def test_next_best_category_ranks_each_persons_top_categories_and_logs_its_hit_rates_beside_the_baseline(pipeline):
     conf, lake = pipeline["conf"], pipeline["lake"]
     top_n = int(conf.get("analyze.next_best_category.top_n"))
     ranked = lake.read("gold.next_best_category").where(f"score_date = DATE'{END}'").collect()

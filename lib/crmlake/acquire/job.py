@@ -46,6 +46,7 @@ INGEST_LOG_SCHEMA = (
 )
 # Ingest-log statuses of a file that is done with: never read again (by path) nor ingested again (by checksum).
 DONE_STATUSES = ("ingested", "unreadable", "duplicate_file")
+EPOCH = dt.datetime(1970, 1, 1)  # modification times are kept as naive UTC, as Spark reads them back
 
 
 class BalanceError(RuntimeError):
@@ -90,8 +91,8 @@ def discover(landing: str, source: str, run_date: dt.date) -> list[LandingFile]:
             for item in sorted(folder, key=lambda e: e.name):
                 if item.is_file() and not item.name.startswith((".", "_")):
                     info = item.stat()
-                    # Microseconds: what a Delta timestamp keeps, so the key compares equal after a round trip.
-                    modified = dt.datetime.fromtimestamp(info.st_mtime_ns // 1000 / 1e6, dt.timezone.utc).replace(tzinfo=None)
+                    # Whole microseconds, exactly (no float): what a Delta timestamp keeps, so the key compares equal after a round trip.
+                    modified = EPOCH + dt.timedelta(microseconds=info.st_mtime_ns // 1000)
                     found.append(LandingFile(source, os.path.abspath(item.path), day, info.st_size, modified))
     return found
 
