@@ -56,14 +56,14 @@ log = get_logger("lake")
 ENGINES = ("auto", "rs", "spark")
 
 
-def make_engine(spark: SparkSession, engine: str = "auto", target_file_rows: int = 1_000_000, retention_hours: int = 168):
+def make_engine(spark: SparkSession, engine: str = "auto", target_file_rows: int = 1_000_000):
     """Return the Delta engine named ``engine`` (auto, rs or spark) bound to ``spark``."""
     if engine not in ENGINES:
         raise EngineUnavailableError(f"lake.engine={engine!r}: expected one of {', '.join(ENGINES)}")
     if engine == "auto":
         engine = "spark" if delta_spark_available(spark) else "rs"
     cls = SparkDeltaEngine if engine == "spark" else RsEngine
-    return cls(spark, target_file_rows=target_file_rows, retention_hours=retention_hours)
+    return cls(spark, target_file_rows=target_file_rows)
 
 
 class Snapshot:

@@ -92,10 +92,9 @@ class RsEngine:
 
     name = "rs"
 
-    def __init__(self, spark: SparkSession, target_file_rows: int = 1_000_000, retention_hours: int = 168):
+    def __init__(self, spark: SparkSession, target_file_rows: int = 1_000_000):
         self.spark = spark
         self.target_file_rows = int(target_file_rows)
-        self.retention_hours = int(retention_hours)
 
     # ----------------------------------------------------------------- reading
     def exists(self, location: str) -> bool:
@@ -475,14 +474,14 @@ class RsEngine:
         table.create_checkpoint()
         return table.cleanup_metadata() or 0
 
-    def vacuum(self, location: str, retention_hours: int | None = None, full: bool = True) -> list[str]:
+    def vacuum(self, location: str, retention_hours: int, full: bool = True) -> list[str]:
         """Delete files no longer in the table older than the retention; return their paths.
 
         ``full`` also deletes files never committed (left by killed writers). Erase passes
         False with a zero retention, so that it cannot delete a concurrent writer's files
         that are in place but not yet committed.
         """
-        hours = self.retention_hours if retention_hours is None else int(retention_hours)
+        hours = int(retention_hours)  # the table's layer's retention (Lake.vacuum), 0 for an erase
         table = self._table(location)
         deleted = table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=full)
         staging = os.path.join(_local_path(location), STAGING)

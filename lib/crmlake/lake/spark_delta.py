@@ -35,7 +35,7 @@ class SparkDeltaEngine:
 
     name = "spark"
 
-    def __init__(self, spark: SparkSession, target_file_rows: int = 1_000_000, retention_hours: int = 168):
+    def __init__(self, spark: SparkSession, target_file_rows: int = 1_000_000):
         if not delta_spark_available(spark):
             raise EngineUnavailableError(
                 "lake.engine=spark needs Delta's jars on the classpath "
@@ -46,7 +46,6 @@ class SparkDeltaEngine:
         self.spark = spark
         self.DeltaTable = DeltaTable
         self.target_file_rows = int(target_file_rows)
-        self.retention_hours = int(retention_hours)
 
     @contextmanager
     def _txn(self, txn: WriteId | None) -> Iterator[None]:
@@ -200,8 +199,8 @@ class SparkDeltaEngine:
         writes a checkpoint: nothing to do here; returns 0."""
         return 0
 
-    def vacuum(self, location: str, retention_hours: int | None = None, full: bool = True) -> list[str]:
+    def vacuum(self, location: str, retention_hours: int, full: bool = True) -> list[str]:
         """Delete files no longer in the table older than the retention (Delta's VACUUM is always full)."""
-        hours = self.retention_hours if retention_hours is None else int(retention_hours)
+        hours = int(retention_hours)  # the table's layer's retention (Lake.vacuum), 0 for an erase
         self._table(location).vacuum(float(hours))
         return []
