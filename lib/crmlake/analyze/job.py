@@ -193,6 +193,10 @@ def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, ru
     reused = reused_version(c["model_name"], inputs_fingerprint)
     if reused:
         return reused
+    counts = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum("label").alias("bought")).first()  # one aggregate row
+    if not counts["bought"] or counts["bought"] == counts["pairs"]:
+        raise NotTrainable(f"next best category for {run_date}: {int(counts['bought'] or 0)} of {counts['pairs']} person x category pairs "
+                           "bought in the label window; training needs both (too little history before the cutoff)")
     split = pairs.withColumn("_holdout", in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share"))))
     train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
 
@@ -393,6 +397,14 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             if "metrics" in trained:
                 f["auc_holdout"] = round(trained["metrics"]["auc"], 4)
         facts["propensity"] = {**dict(f), "champion_decision": trained["champion_decision"]}
+        with timed(log, f"train next best category for {run_date}") as f:
+            # The propensity's label window: features as of its cutoff, the categories bought after it.
+            c = conf.get("analyze.next_best_category")
+            bought = categories.categories_bought(order_lines, cutoff, int(p["label_days"]))
+            pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
+            settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz}
+            f.update(train_next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
+        facts["next_best_category"] = dict(f)
     except NotTrainable as reason:
         # Early dates of a backfill: nothing to learn from yet. Not a failure of the job.
         log.warning("analyze skipped: %s", reason)
@@ -404,14 +416,6 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     with timed(log, f"train segments for {run_date}") as f:
         f.update(train_segments(conf, frame, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, "timezone": tz})))
     facts["segmentation"] = dict(f)
-    with timed(log, f"train next best category for {run_date}") as f:
-        # The propensity's label window: features as of its cutoff, the categories bought after it.
-        c = conf.get("analyze.next_best_category")
-        bought = categories.categories_bought(order_lines, cutoff, int(p["label_days"]))
-        pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
-        settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz}
-        f.update(train_next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
-    facts["next_best_category"] = dict(f)
     with timed(log, f"lifetime value for {run_date}") as f:
         horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
         valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
