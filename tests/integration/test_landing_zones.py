@@ -11,9 +11,7 @@ import sys
 import pytest
 
 from crmlake.acquire import job as acquire
-from crmlake.analyze import job as analyze
 from crmlake.config import load_conf
-from crmlake.decide import job as decide
 from crmlake.generate.landing import write_landing
 from crmlake.lake import Lake
 from crmlake.organize import job as organize
@@ -67,26 +65,16 @@ def assert_every_stage_ran_without(lake, summaries, delivered):
     assert summaries["decide"]["exports"]  # audiences are still selected from what there is
 
 
-def test_a_store_only_retailer_runs_every_stage(spark, generated, tmp_path, model_overrides):
-    delivered = ("orders", "customers")
-    landing_with(generated, tmp_path, delivered)
-    conf = zone_conf(tmp_path, model_overrides)
-    summaries = run_every_stage(spark, conf)
-    lake = Lake(spark, conf)
-    assert_every_stage_ran_without(lake, summaries, delivered)
-    assert lake.read("silver.sessions").count() == 0
-    assert summaries["analyze"]["missing_inputs"] == ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
-
-
-NO_CLICKSTREAM = ("orders", "customers", "interactions", "campaign_events")
+STORE_ONLY = ("orders", "customers")
 
 
 @pytest.fixture(scope="module")
-def without_clickstream(spark, generated, tmp_path_factory, model_overrides):
-    """A retailer without clickstream: ten days acquired and organized; then organize pins its
-    snapshot while a second process acquires the last ten days; then every stage for END."""
-    root = tmp_path_factory.mktemp("no-clickstream")
-    landing_with(generated, root, NO_CLICKSTREAM)
+def store_only(spark, generated, tmp_path_factory, model_overrides):
+    """A retailer that sells only in stores and has no service desk nor campaigns (orders and
+    profiles only): ten days acquired and organized; then organize pins its snapshot while a
+    second process acquires the last ten days; then every stage for END."""
+    root = tmp_path_factory.mktemp("store-only")
+    landing_with(generated, root, STORE_ONLY)
     conf = zone_conf(root, model_overrides)
     lake = Lake(spark, conf)
     first_day = END - dt.timedelta(days=10)
@@ -110,18 +98,18 @@ def without_clickstream(spark, generated, tmp_path_factory, model_overrides):
             "committed_meanwhile": committed_meanwhile, "late_lines_organized": late_lines_organized}
 
 
-def test_a_retailer_without_clickstream_runs_every_stage(without_clickstream):
-    lake, summaries = without_clickstream["lake"], without_clickstream["summaries"]
-    assert_every_stage_ran_without(lake, summaries, NO_CLICKSTREAM)
+def test_a_store_only_retailer_runs_every_stage(store_only):
+    lake, summaries = store_only["lake"], store_only["summaries"]
+    assert_every_stage_ran_without(lake, summaries, STORE_ONLY)
     assert lake.read("silver.sessions").count() == 0
-    assert "missing_inputs" in summaries["analyze"]
+    assert summaries["analyze"]["missing_inputs"] == ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
 
 
-def test_organize_reads_the_snapshot_it_pinned_and_loses_nothing_a_concurrent_acquire_commits(without_clickstream):
-    lake, first_day = without_clickstream["lake"], without_clickstream["first_day"]
-    assert without_clickstream["committed_meanwhile"]
-    assert without_clickstream["state"] == without_clickstream["pinned"]  # the versions it read, not the live ones
-    assert without_clickstream["late_lines_organized"] == 0  # what was committed meanwhile was not in its snapshot
+def test_organize_reads_the_snapshot_it_pinned_and_loses_nothing_a_concurrent_acquire_commits(store_only):
+    lake, first_day = store_only["lake"], store_only["first_day"]
+    assert store_only["committed_meanwhile"]
+    assert store_only["state"] == store_only["pinned"]  # the versions it read, not the live ones
+    assert store_only["late_lines_organized"] == 0  # what was committed meanwhile was not in its snapshot
     assert lake.read("bronze.orders").where(f"order_date > DATE'{first_day}'").count() > 0
     bronze_lines = lake.read("bronze.orders").select("order_id", "line_no").distinct().count()
     assert lake.read("silver.order_lines").count() == bronze_lines  # every line, once, after the next run

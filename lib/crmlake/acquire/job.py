@@ -21,16 +21,16 @@ bronze table of its schema, so later stages read an empty source, not a missing 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import os
 import re
 from dataclasses import dataclass, replace
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from crmlake.acquire.contract import SOURCES, Source
-from crmlake.acquire.records import FACTS_SCHEMA, RECORD_SCHEMA, file_facts, file_records
+from crmlake.acquire.facts import FACTS_SCHEMA, file_facts
+from crmlake.acquire.reader import FileToRead, read_records
 from crmlake.acquire.validate import with_validation
 from crmlake.config import Conf
 from crmlake.lake import Lake
@@ -55,7 +55,7 @@ class BalanceError(RuntimeError):
 
 @dataclass(frozen=True)
 class LandingFile:
-    """A file found in the landing zone; ``sha256`` and ``data_lines`` once it has been read."""
+    """A file found in the landing zone; ``sha256``, ``data_lines`` (or why it is ``unreadable``) once it has been read."""
 
     source: str
     path: str
@@ -64,6 +64,7 @@ class LandingFile:
     modified_at: dt.datetime
     sha256: str | None = None
     data_lines: int | None = None
+    unreadable: str | None = None
 
     @property
     def listing_key(self) -> tuple:
@@ -100,8 +101,9 @@ def discover(landing: str, source: str, run_date: dt.date) -> list[LandingFile]:
 def read_file_facts(spark: SparkSession, files: list[LandingFile], fmt: str) -> list[LandingFile]:
     """Checksum ``files`` and count their data lines on the executors, one task per file.
 
-    Returns the files with ``sha256`` and ``data_lines`` set (``data_lines`` None when the
-    content cannot be read). The executors open the files by path (see :func:`read_records`).
+    Returns the files with ``sha256`` and ``data_lines`` set (or ``unreadable``, the reason
+    the content cannot be read). The executors open the files by path: the landing zone is a
+    file system the driver and the executors all see.
     """
     if not files:
         return []
@@ -118,7 +120,7 @@ def read_file_facts(spark: SparkSession, files: list[LandingFile], fmt: str) -> 
     listing = listing.repartition(min(len(files), spark.sparkContext.defaultParallelism * 4))
     # Safe to collect: one row per new file.
     found = {r["path"]: r for r in listing.mapInArrow(facts, FACTS_SCHEMA).collect()}
-    return [replace(f, sha256=found[f.path]["sha256"], data_lines=found[f.path]["data_lines"]) for f in files]
+    return [replace(f, sha256=found[f.path]["sha256"], data_lines=found[f.path]["data_lines"], unreadable=found[f.path]["unreadable"]) for f in files]
 
 
 def partition_column(source: Source) -> str | None:
@@ -126,40 +128,26 @@ def partition_column(source: Source) -> str | None:
     return source.partition_time.replace("_time", "_date") if source.partition_time else None
 
 
-def read_records(spark: SparkSession, files: list[LandingFile], source: Source, conf: Conf) -> DataFrame:
-    """Read ``files`` into one record per row: source_file, file_sha256, source_line, raw_text, record_json, error.
+def partition_date(source: Source, timezone: str) -> Column:
+    """The business date (in ``timezone``) of a record's partition time: its bronze partition."""
+    return F.to_date(F.from_utc_timestamp(source.partition_time, timezone))
 
-    Each executor opens its files by path, so the landing zone must be a file system the
-    driver and the executors all see (local disk, NFS, a mounted bucket). Records travel
-    to the JVM as Arrow batches.
+
+def keys_seen(lake: Lake, source: Source, validated: DataFrame) -> DataFrame | None:
+    """Return the record keys already in ``source``'s bronze table that ``validated`` could repeat.
+
+    A repeated record is the same record, so it has the same partition date: only the
+    bronze partitions of the batch's dates are read, however long the history.
     """
-    fmt = source.format
-    max_line = int(conf.get("acquire.max_line_bytes", 1 << 20))
-    raw_max = int(conf.get("acquire.raw_text_max_chars", 65536))
-    batch_rows = 50_000
-
-    def split(batches):
-        import pyarrow as pa
-
-        for batch in batches:
-            for path, sha in zip(batch.column("path").to_pylist(), batch.column("sha256").to_pylist()):
-                with open(path, "rb") as fh:
-                    content = fh.read()
-                records = file_records(path, content, fmt, max_line, raw_max)
-                while True:
-                    chunk = list(itertools.islice(records, batch_rows))
-                    if not chunk:
-                        break
-                    lines, counts, raws, jsons, errors = zip(*chunk)
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array([path] * len(chunk)), pa.array([sha] * len(chunk)), pa.array(lines, pa.int64()), pa.array(counts, pa.int32()),
-                         pa.array(raws, pa.string()), pa.array(jsons, pa.string()), pa.array(errors, pa.string())],
-                        names=["source_file", "file_sha256", "source_line", "line_count", "raw_text", "record_json", "error"],
-                    )
-
-    listing = spark.createDataFrame([(f.path, f.sha256) for f in files], "path string, sha256 string")
-    listing = listing.repartition(max(1, min(len(files), spark.sparkContext.defaultParallelism * 2)))
-    return listing.mapInArrow(split, "source_file string, file_sha256 string, " + RECORD_SCHEMA)
+    if not lake.exists(source.bronze_table):
+        return None
+    existing = lake.read(source.bronze_table)
+    part = partition_column(source)
+    if part is None:
+        return existing.select("record_key")
+    # One row per business date in the batch: small.
+    dates = [r[0] for r in validated.where("reason IS NULL").select(partition_date(source, lake.conf.get("business.timezone"))).distinct().collect()]
+    return existing.where(F.col(part).isin(*dates)).select("record_key")
 
 
 def classify(validated: DataFrame, existing_keys: DataFrame | None) -> DataFrame:
@@ -186,7 +174,7 @@ def bronze_rows(classified: DataFrame, source: Source, timezone: str, ingested_a
     rows = classified.where("ingest_outcome = 'accepted'").select(*columns, F.lit(ingested_at).alias("ingested_at"))
     part = partition_column(source)
     if part:
-        rows = rows.withColumn(part, F.to_date(F.from_utc_timestamp(source.partition_time, timezone)))
+        rows = rows.withColumn(part, partition_date(source, timezone))
     return rows
 
 
@@ -244,10 +232,12 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
     ingest log. With no files it still creates the source's empty bronze table.
     """
     ingested_at = dt.datetime.now(dt.timezone.utc)
-    records = read_records(spark, files, source, conf)
-    existing = lake.read(source.bronze_table).select("record_key") if lake.exists(source.bronze_table) else None
-    # Cached: the classified records feed the per-file counts and two writes.
-    classified = classify(with_validation(records, source), existing).cache()
+    records = read_records(spark, [FileToRead(f.path, f.sha256, f.unreadable) for f in files], source.format,
+                           int(conf.get("acquire.max_line_bytes")), int(conf.get("acquire.raw_text_max_chars")))
+    # Cached: the validated records give the batch's dates, then the classified ones feed the
+    # per-file counts and two writes (the files are read and parsed once).
+    validated = with_validation(records, source).cache()
+    classified = classify(validated, keys_seen(lake, source, validated)).cache()
     try:
         per_file = per_file_outcomes(classified)
         unbalanced = {f.path: problem for f in files if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
@@ -259,11 +249,13 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
         part = partition_column(source)
         written = lake.append(source.bronze_table, bronze_rows(kept, source, conf.get("business.timezone"), ingested_at), partition_by=[part] if part else [])
         quarantined = quarantine_rows(kept, source, ingested_at)
-        if lake.exists(QUARANTINE):
-            quarantined = quarantined.join(lake.read(QUARANTINE).select("quarantine_key"), "quarantine_key", "left_anti")
+        if lake.exists(QUARANTINE):  # a rerun after a crash between the two writes: this batch's files only
+            held_before = lake.read(QUARANTINE).where((F.col("source") == source.name) & F.col("file_sha256").isin(*{f.sha256 for f in files}))
+            quarantined = quarantined.join(held_before.select("quarantine_key"), "quarantine_key", "left_anti")
         held = lake.append(QUARANTINE, quarantined, partition_by=["source"])
     finally:
         classified.unpersist()
+        validated.unpersist()
     if written.rows_written != totals["accepted"]:
         raise BalanceError(f"{source.bronze_table}: committed {written.rows_written} rows but {totals['accepted']} were accepted")
     if held.rows_written > totals["quarantined"]:

@@ -1,0 +1,110 @@
+"""Landing files into records: Spark's reader (line numbers across splits, CSV) and the independent facts pass."""
+
+import gzip
+import hashlib
+import json
+
+import pytest
+
+from crmlake.acquire.facts import file_facts
+from crmlake.acquire.reader import FileToRead, read_records
+
+
+@pytest.fixture
+def records(spark, tmp_path):
+    """Write one landing file and return its records as (source_line, line_count, raw_text, record_json, error), by line."""
+
+    def read(name: str, content: bytes, fmt: str, max_line: int = 1 << 20):
+        path = tmp_path / name
+        path.write_bytes(content)
+        _, sha, _, unreadable = file_facts(str(path), fmt)
+        rows = read_records(spark, [FileToRead(str(path), sha, unreadable)], fmt, max_line, 100).collect()
+        assert {r["source_file"] for r in rows} <= {str(path)} and {r["file_sha256"] for r in rows} <= {sha}
+        return sorted((r["source_line"], r["line_count"], r["raw_text"], r["record_json"], r["error"]) for r in rows)
+
+    return read
+
+
+def test_json_lines_keep_line_numbers_and_skip_blank_lines(records):
+    out = records("a.jsonl", b'{"a": 1}\n\n{"b": 2}\r\n', "json")
+    assert [(r[0], r[1], r[3], r[4]) for r in out] == [(1, 1, '{"a": 1}', None), (3, 1, '{"b": 2}', None)]
+
+
+def test_line_numbers_count_across_the_splits_of_a_big_file(spark, tmp_path, records):
+    lines = [b'{"n": %d}' % n if n % 7 else b"" for n in range(1, 20001)]  # every 7th line blank
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "16k")  # about 20 splits, read by different tasks
+    try:
+        out = records("big.jsonl", b"\n".join(lines) + b"\n", "json")
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert [r[0] for r in out] == [n for n in range(1, 20001) if n % 7]
+    assert all(json.loads(r[3])["n"] == r[0] for r in out)
+
+
+def test_invalid_utf8_is_a_bad_record_not_a_stop(records):
+    out = records("a.jsonl", b'{"a": "\xff"}\n{"b": 2}\n', "json")
+    assert (out[0][3], out[0][4]) == (None, "invalid_utf8") and "\ufffd" in out[0][2]
+    assert out[1][4] is None
+
+
+def test_oversize_line_is_bad_and_raw_text_is_truncated(records):
+    out = records("a.jsonl", b'{"a": "' + b"x" * 500 + b'"}\n', "json", max_line=100)
+    assert out[0][4] == "oversize_line"
+    assert len(out[0][2]) == 100
+
+
+def test_gzip_is_read_whole_and_a_truncated_gzip_is_one_unreadable_record(records):
+    data = gzip.compress(b'{"a": 1}\n' * 100)
+    assert len(records("a.jsonl.gz", data, "json")) == 100
+    broken = records("b.jsonl.gz", data[: len(data) // 2], "json")
+    assert len(broken) == 1 and broken[0][4].startswith("unreadable_file")
+
+
+def test_a_file_name_with_glob_characters_is_read_as_named(records):
+    assert len(records("events [1] {a}*.jsonl", b'{"a": 1}\n', "json")) == 1
+
+
+def test_csv_rows_become_json_objects_with_empty_as_null(records):
+    out = records("o.csv", b"id,name,amount\r\n1,,9.50\r\n", "csv")
+    assert [(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in out] == [(2, 1, "1,,9.50", {"id": "1", "amount": "9.50"}, None)]
+
+
+def test_csv_quoted_field_may_span_lines(records):
+    out = records("o.csv", b'id,note\n1,"two\n\nlines, ""quoted"""\n2,x\n', "csv")
+    assert [(r[0], r[1], json.loads(r[3])) for r in out] == [(2, 2, {"id": "1", "note": 'two\nlines, "quoted"'}), (5, 1, {"id": "2", "note": "x"})]
+
+
+def test_a_stray_quote_is_one_bad_line_and_the_rest_are_read(records):
+    body = b"id,note\n" + b'1,"open\n' + b"".join(b"%d,x\n" % n for n in range(2, 60))
+    out = records("o.csv", body, "csv")
+    assert (out[0][0], out[0][4]) == (2, "csv_unterminated_quote")
+    assert [r[4] for r in out[1:]] == [None] * 58
+
+
+def test_csv_wrong_field_count_is_bad(records):
+    out = records("o.csv", b'a,b,c\n1,2\n1,"2,3",4,5\n', "csv")
+    assert [r[4] for r in out] == ["csv_field_count: expected 3, found 2", "csv_field_count: expected 3, found 4"]
+
+
+def test_a_bad_csv_header_quarantines_every_line_instead_of_dropping_them(records):
+    out = records("o.csv", b"id,\xff\n1,2\n3,4\n", "csv")
+    assert [(r[0], r[1], r[4].split(":")[0]) for r in out] == [(1, 0, "bad_header"), (2, 1, "bad_header"), (3, 1, "bad_header")]
+
+
+def test_file_facts_count_data_lines_independently_of_the_reader(tmp_path):
+    plain = tmp_path / "e.jsonl"
+    plain.write_bytes(b'{"a": 1}\n\n  \n{"b": 2}\r\n{"c": 3}')  # blank lines are no data; no final newline
+    path, sha, lines, unreadable = file_facts(str(plain), "json")
+    assert (lines, unreadable) == (3, None)
+    assert sha == hashlib.sha256(plain.read_bytes()).hexdigest()
+    table = tmp_path / "o.csv.gz"
+    table.write_bytes(gzip.compress(b'id,note\n1,"two\nlines"\n2,x\n'))
+    assert file_facts(str(table), "csv")[2] == 3  # the header is not data; the quoted newline's two lines are
+    broken = tmp_path / "b.jsonl.gz"
+    broken.write_bytes(gzip.compress(b"".join(b"{\"a\": %d}\n" % i for i in range(100)))[:60])
+    assert file_facts(str(broken), "json")[2:] == (None, "unreadable_file: EOFError: Compressed file ended before the end-of-stream marker was reached")
+
+
+def test_every_gzip_member_is_read_by_both_counters(tmp_path, records):
+    content = gzip.compress(b'{"a": 1}\n') + gzip.compress(b'{"a": 2}\n{"a": 3}\n')
+    assert len(records("two.jsonl.gz", content, "json")) == 3 == file_facts(str(tmp_path / "two.jsonl.gz"), "json")[2]
