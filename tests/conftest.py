@@ -20,7 +20,9 @@ if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"]
 # Expensive fixtures shared by several tests, longest first: under ``pytest -n`` (make test)
 # the tests using one of them form one xdist group, so the fixture is built once, and the
 # groups are queued first, so that each starts on its own worker before the small tests.
-SHARED_FIXTURES = ("submitted", "pipeline")
+# Module fixtures count too: without a group, their tests could be spread over both workers,
+# each building the fixture.
+SHARED_FIXTURES = ("submitted", "pipeline", "store_only", "landings", "acquired")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
