@@ -7,7 +7,7 @@ import json
 import pytest
 
 from crmlake.acquire.facts import file_facts
-from crmlake.acquire.reader import FileToRead, read_records
+from crmlake.acquire.reader import FileToRead, raw_lines, read_records
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def test_line_numbers_count_across_the_splits_of_a_big_file(spark, tmp_path, rec
     spark.conf.set("spark.sql.files.maxPartitionBytes", "16k")  # about 20 splits, read by different tasks
     try:
         out = records("big.jsonl", b"\n".join(lines) + b"\n", "json")
+        assert raw_lines(spark, [str(tmp_path / "big.jsonl")]).select("_block").distinct().count() > 10  # it was split
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
     assert [r[0] for r in out] == [n for n in range(1, 20001) if n % 7]
