@@ -16,6 +16,27 @@ from pyspark.sql import functions as F
 Z_95 = 1.959964
 
 
+def contact_outcomes(contacts: DataFrame, orders: DataFrame, attribution_days: int, carry: tuple = ()) -> DataFrame:
+    """Return one row per audience, contact date, group and person: ``converted`` (a completed
+    order in the ``attribution_days`` after the contact date) and ``revenue`` in that window.
+
+    Takes contact rows (contact_date, audience, person_id, group, and the ``carry`` columns,
+    one value per contact, kept as they are) and completed order lines with ``person_id``,
+    ``order_date`` and ``line_amount``. The one definition of a conversion: campaign results
+    and the uplift model's labels are both made of it.
+    """
+    in_window = (F.col("order_date") > F.col("contact_date")) & (F.col("order_date") <= F.date_add("contact_date", attribution_days))
+    return (
+        contacts.join(orders.select("person_id", "order_date", "line_amount"), "person_id", "left")
+        .groupBy("audience", "contact_date", "group", "person_id")
+        .agg(
+            F.max(F.coalesce(in_window, F.lit(False))).alias("converted"),
+            F.sum(F.when(in_window, F.col("line_amount")).otherwise(0)).cast("double").alias("revenue"),
+            *[F.first(c).alias(c) for c in carry],
+        )
+    )
+
+
 def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attribution_days: int) -> DataFrame:
     """Return one row per audience and contact date.
 
@@ -25,15 +46,7 @@ def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attributi
     control_converted, conversion_contacted, conversion_control, lift, lift_ci_low,
     lift_ci_high, relative_lift, revenue_per_contact, revenue_per_control.
     """
-    in_window = (F.col("order_date") > F.col("contact_date")) & (F.col("order_date") <= F.date_add("contact_date", attribution_days))
-    per_person = (
-        contacts.join(orders.select("person_id", "order_date", "line_amount"), "person_id", "left")
-        .groupBy("audience", "contact_date", "group", "person_id")
-        .agg(
-            F.max(F.coalesce(in_window, F.lit(False))).alias("converted"),
-            F.sum(F.when(in_window, F.col("line_amount")).otherwise(0)).cast("double").alias("revenue"),
-        )
-    )
+    per_person = contact_outcomes(contacts, orders, attribution_days)
     per_group = per_person.groupBy("audience", "contact_date").agg(
         *[
             expr
