@@ -8,6 +8,9 @@ without offset, an unknown enum, a missing required field, invalid UTF-8, CSV ro
 the wrong field count or a bad quantity, a file re-delivered under another name, order
 lines whose status changes in a later file, persons with two accounts, an erase
 request, unsubscribes (one member moves after unsubscribing). Records dated after ``end`` have not happened yet and are not written.
+
+:func:`write_campaign_responses` later adds the orders that contacts (decide's contact
+history) caused, by the planted campaign effects of :mod:`crmlake.generate.world`.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ def _formatted(df: DataFrame, time_columns: list, dt_from: str, end: dt.date, mo
     return out
 
 
-def _write(df: DataFrame, landing: str, source: str, fmt: str, sort_by: list) -> None:
-    writer = df.repartition("dt").sortWithinPartitions(*sort_by).write.partitionBy("dt")
+def _write(df: DataFrame, landing: str, source: str, fmt: str, sort_by: list, mode: str = "errorifexists") -> None:
+    writer = df.repartition("dt").sortWithinPartitions(*sort_by).write.mode(mode).partitionBy("dt")
     path = "file://" + os.path.join(landing, source)
     if fmt == "json":
         writer.option("compression", "gzip" if source == "clickstream" else "none").json(path)
@@ -189,4 +192,44 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
         for cached in (people, visits, accounts, campaign_events, moved):
             cached.unpersist()
         facts.update(sessions=summary["sessions"], accounts=summary["accounts"])
+    return summary
+
+
+def write_campaign_responses(spark: SparkSession, landing: str, contacts: DataFrame, timezone: str) -> dict:
+    """Write the orders our contacts caused into the generated landing zone ``landing``; return
+    the contacts by planted response type and group, and the responses written.
+
+    Takes contact rows (account_id, contact_date, group), e.g. gold.contact_history. The
+    simulated persons and visits are rebuilt from ``<landing>/_truth/summary.json`` (seed,
+    customers, start, end): contacted persuadables buy (:func:`world.campaign_responses`),
+    sure things and control persons buy as they would anyway. The orders land as new files
+    in the ``orders`` source's ``dt`` folders (a later delivery, which acquire takes like
+    any new file), following the contract; orders after the zone's end are not written.
+    Each contact's response type goes to ``_truth/response_types/``.
+    """
+    with open(os.path.join(landing, "_truth", "summary.json"), encoding="utf-8") as fh:
+        truth = json.load(fh)
+    start, end = dt.date.fromisoformat(truth["start"]), dt.date.fromisoformat(truth["end"])
+    plan = world.Plan(int(truth["customers"]), (end - start).days + 1, end, int(truth["seed"]), timezone)
+    with _session_time_zone(spark, timezone), timed(log, f"campaign responses to {landing}") as facts:
+        people = world.persons(spark, plan).cache()
+        visits = world.sessions(spark, people, plan).cache()
+        contacted = contacts.select(
+            F.floor(F.col("account_id").substr(2, 20).cast("long") / 2).alias("person_no"), F.datediff("contact_date", F.lit(plan.start)).alias("day"), "group"
+        ).distinct()
+        types = world.response_types(people, visits, contacted.select("person_no", "day").distinct()).join(contacted, ["person_no", "day"]).cache()
+        responses = world.campaign_responses(people, visits, contacts, plan).cache()
+        lines = _formatted(responses, ["order_time", "updated_time"], "updated_time", end, money=("unit_price", "discount"))
+        _write(lines.select(*ORDER_COLUMNS, "dt"), landing, "orders", "csv", ["updated_time", "order_id", "line_no"], mode="append")
+        types.select(F.format_string("P%07d", "person_no").alias("person"), F.date_add(F.lit(plan.start), F.col("day")).alias("contact_date"), "group", "response_type") \
+            .coalesce(1).write.mode("overwrite").option("header", True).csv("file://" + os.path.join(landing, "_truth", "response_types"))
+        _drop_writer_files(landing)
+        # Safe to collect: a few types and groups.
+        summary = {
+            "contacts": {f"{r['response_type']}/{r['group']}": r["count"] for r in types.groupBy("response_type", "group").count().collect()},
+            "responses": responses.count(),
+        }
+        facts.update(responses=summary["responses"])
+        for cached in (people, visits, types, responses):
+            cached.unpersist()
     return summary

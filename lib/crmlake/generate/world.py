@@ -18,6 +18,12 @@ same records. The planted truth, per person:
 Weekends lift visits and orders by 25%; hours follow a day curve peaking in the evening;
 campaign days (every 7th day) bring utm-tagged visits and campaign responses whose
 conversion rises with the member's purchase rate.
+
+Heterogeneous campaign effects (:func:`response_types`, :func:`campaign_responses`): how our
+own contacts move each person is planted too, so that an uplift model has something to find:
+frequent buyers buy anyway (sure things), rarer buyers browsing at the time of a contact buy
+because of it (persuadables), the rest do not buy either way. Nothing of it is generated
+unless contacts are given.
 """
 
 from __future__ import annotations
@@ -380,4 +386,89 @@ def moved_after_unsubscribing(accts: DataFrame, events: DataFrame, plan: Plan) -
         *[c for c in accts.columns if c != "city"],
         F.lit("Hualien").alias("city"),
         (F.col("_unsubscribed_at") + F.expr("INTERVAL 1 DAY")).alias("updated_time"),
+    )
+
+
+# How a contact (an exported audience member, not its control group) moves each person.
+RESPONSE_TYPES = ("persuadable", "sure_thing", "lost_cause")
+SURE_THING_RATE = 0.03      # daily purchase rate from which a member buys whether contacted or not
+BROWSING_DAYS = 30          # a rarer buyer who visited on at least ...
+PERSUADABLE_VISIT_DAYS = 3  # ... this many of the BROWSING_DAYS up to a contact is persuadable by it
+RESPONSE_RATE = 0.7         # a contacted persuadable buys because of it with this probability ...
+RESPONSE_DAYS = 7           # ... on one of the days after the contact
+
+
+def _person_no_of_account(account: Column) -> Column:
+    # Account ids are "A" and person_no * 2 + k (k: the person's first or second account).
+    return F.floor(account.substr(2, 20).cast("long") / 2)
+
+
+def response_types(people: DataFrame, visits: DataFrame, on: DataFrame) -> DataFrame:
+    """Return (person_no, day, response_type): how a contact on ``day`` moves the person,
+    planted from their latent purchase rate and their visits then.
+
+    Takes persons (:func:`persons`), visits (:func:`sessions`) and (person_no, day) pairs.
+
+    * ``sure_thing``: buys often (``daily_purchase_rate`` >= SURE_THING_RATE): converts as
+      much contacted or not: a high propensity and no uplift;
+    * ``persuadable``: a rarer buyer browsing now: visited on at least
+      PERSUADABLE_VISIT_DAYS of the BROWSING_DAYS up to ``day`` (in the market, not buying);
+      contacted, buys with RESPONSE_RATE in the RESPONSE_DAYS after
+      (:func:`campaign_responses`); not contacted, only at their own rate;
+    * ``lost_cause``: everyone else; a contact changes nothing.
+    """
+    visited = visits.where(F.col("account").isNotNull()).select(_person_no_of_account(F.col("account")).alias("person_no"), F.col("day").alias("_visit_day"))
+    recent = (F.col("_visit_day") <= F.col("day")) & (F.col("_visit_day") > F.col("day") - BROWSING_DAYS)
+    browsing = on.join(visited, "person_no").where(recent).groupBy("person_no", "day").agg(F.countDistinct("_visit_day").alias("_visit_days"))
+    kind = (
+        F.when(F.col("daily_purchase_rate") >= SURE_THING_RATE, F.lit("sure_thing"))
+        .when(F.coalesce("_visit_days", F.lit(0)) >= PERSUADABLE_VISIT_DAYS, F.lit("persuadable"))
+        .otherwise(F.lit("lost_cause"))
+    )
+    return on.join(people.select("person_no", "daily_purchase_rate"), "person_no").join(browsing, ["person_no", "day"], "left").select(
+        "person_no", "day", kind.alias("response_type")
+    )
+
+
+def campaign_responses(people: DataFrame, visits: DataFrame, contacts: DataFrame, plan: Plan) -> DataFrame:
+    """Return the order lines our contacts caused, as :func:`order_lines` (one line per order).
+
+    Takes persons (:func:`persons`), visits (:func:`sessions`) and contact rows (account_id,
+    contact_date, group: treatment or control), e.g. gold.contact_history. A persuadable
+    (:func:`response_types`) contacted on a date (in the treatment group of any audience)
+    buys with RESPONSE_RATE on one of the RESPONSE_DAYS after it, in their favourite
+    category, from the contacted account. Control persons, sure things and lost causes buy
+    nothing more than they would anyway; responses after ``plan.end`` have not happened and
+    are left out.
+    """
+    s = plan.seed
+    contacted = contacts.where(F.col("group") == "treatment").select(
+        _person_no_of_account(F.col("account_id")).alias("person_no"), "account_id", F.datediff("contact_date", F.lit(plan.start)).alias("day"),
+    ).groupBy("person_no", "day").agg(F.min("account_id").alias("account_id"))
+    persuadable = response_types(people, visits, contacted.select("person_no", "day")).where(F.col("response_type") == "persuadable")
+    ids = ("person_no", "contact_day")
+    responding = (
+        contacted.join(persuadable, ["person_no", "day"]).join(people.select("person_no", "favourite_category"), "person_no")
+        .withColumnRenamed("day", "contact_day").where(uniform(s, "responds", *ids) < RESPONSE_RATE)
+        .withColumn("day", F.col("contact_day") + 1 + F.floor(uniform(s, "response_day", *ids) * RESPONSE_DAYS).cast("int"))
+    )
+    order_time = _at(plan, _day_date(plan, F.col("day")), choice(uniform(s, "response_hour", *ids), HOURS, HOUR_WEIGHTS) * 3600
+                     + F.floor(uniform(s, "response_second", *ids) * 3600))
+    unit_price = F.round(_price(F.col("favourite_category")) * F.exp(0.4 * normal(s, "response_price", *ids)), 0)
+    return responding.where(F.col("day") <= plan.days - 1).select(
+        F.format_string("O-r%d-%d", "person_no", "contact_day").alias("order_id"),
+        F.lit(1).alias("line_no"),
+        order_time.alias("order_time"),
+        "account_id",
+        F.lit(None).cast("string").alias("guest_email"),
+        F.lit("web").alias("channel"),
+        F.lit(None).cast("string").alias("store_id"),
+        F.format_string("%s-%d", F.col("favourite_category").substr(1, 3), F.floor(uniform(s, "response_product", *ids) * 500).cast("int")).alias("product_id"),
+        F.col("favourite_category").alias("category"),
+        F.lit(1).alias("quantity"),
+        unit_price.alias("unit_price"),
+        F.lit(0.0).alias("discount"),
+        F.lit("TWD").alias("currency"),
+        F.lit("completed").alias("status"),
+        order_time.alias("updated_time"),
     )
