@@ -128,6 +128,14 @@ class NextBestCategory(Section):
     champion_margin: float = Field(ge=0)
 
 
+class Uplift(Section):
+    model_name: str
+    contact_dates: int = PositiveInt
+    min_group_persons: int = PositiveInt
+    max_iter: int = PositiveInt
+    champion_margin: float = Field(ge=0)
+
+
 class LifetimeValue(Section):
     time_unit_days: int = PositiveInt
     horizon_days: int = PositiveInt
@@ -158,6 +166,7 @@ class Analyze(Section):
     propensity: Propensity
     segmentation: Segmentation
     next_best_category: NextBestCategory
+    uplift: Uplift
     lifetime_value: LifetimeValue
     value: Value
     reports: Reports

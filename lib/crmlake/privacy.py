@@ -202,6 +202,7 @@ def _subject_frames(lake: Lake, accounts: list[str], email: str) -> dict:
         "sessions": with_session_person_id(read("silver.sessions"), read("silver.identity_map")).join(persons, "person_id", "left_semi"),
         "service_contacts": read("bronze.interactions").where(by_account),
         "scores_and_segments": read("gold.customer_scores").join(persons, "person_id", "left_semi"),
+        "uplift_scores": read("gold.audience_uplift").join(persons, "person_id", "left_semi"),
         "audiences": read("gold.contact_history").join(persons, "person_id", "left_semi"),
     }
     return frames
@@ -210,7 +211,7 @@ def _subject_frames(lake: Lake, accounts: list[str], email: str) -> dict:
 def subject_access(lake: Lake, email: str, out_dir: str) -> dict:
     """Write everything held about the person with ``email`` under ``out_dir``: one JSON and
     one CSV file per dataset (profile, history, person, orders, sessions, service contacts,
-    scores and segments, audiences) and ``index.json``; return the rows per dataset.
+    scores and segments, uplift scores, audiences) and ``index.json``; return the rows per dataset.
 
     A person's rows are few: each dataset is collected on the driver.
     """

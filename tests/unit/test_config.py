@@ -73,6 +73,7 @@ def test_misspelt_environment_variable_is_named():
         (["--set", "business.timezone=Mars/Olympus"], "'business.timezone' = 'Mars/Olympus'"),
         (["--set", "analyze.propensity.label_days=thirty"], "'analyze.propensity.label_days' = 'thirty'"),
         (["--set", "decide.audiences=[{name: a, rule: 'frequency > 0', channel: fax}]"], "'decide.audiences.0.channel' = 'fax'"),
+        (["--set", "analyze.uplift.min_group_persons=0"], "'analyze.uplift.min_group_persons' = 0"),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_key(capsys, arguments, named):

@@ -16,6 +16,11 @@
 * A model version carries a fingerprint of its inputs (run date, input tables' Delta
   versions) and conf section: a rerun of a date with unchanged data and conf fits,
   registers and moves nothing.
+* Uplift, per audience of ``decide.audiences`` (:mod:`crmlake.analyze.uplift`): once contact
+  dates of the audience have a complete attribution window, a T-learner on its contacted vs
+  control persons, judged by its holdout Qini against the propensity ranking, registered as
+  ``<analyze.uplift.model_name>-<audience>`` under the same champion rule; its champion
+  scores every person into ``gold.audience_uplift`` (decide orders by it on request).
 * Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`).
 * Value tiers and the loyalty ladder (:mod:`crmlake.analyze.value`); the Pareto curve.
 
@@ -26,13 +31,14 @@ a date replaces that date only). Reports are written every run, models permittin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.analyze import categories, clv, models, reports
+from crmlake.analyze import categories, clv, models, reports, uplift
 from crmlake.analyze.companies import company_members, company_scores
 from crmlake.analyze.features import (
     FEATURE_COLUMNS, customer_behaviour, in_holdout, members_as_of, order_lines_as_of, with_deciles, with_purchase_label, with_rfm_scores,
@@ -50,6 +56,8 @@ NEXT_BEST_CATEGORY = "gold.next_best_category"
 COMPANY_SCORES = "gold.company_scores"
 COMPANIES = "silver.companies"
 PARETO = "gold.pareto"
+UPLIFT = "gold.audience_uplift"
+CONTACT_HISTORY = "gold.contact_history"
 
 
 INPUT_TABLES = ("bronze.orders", "silver.customer_history", "silver.identity_map", "silver.sessions", "silver.customer_360")
@@ -243,6 +251,145 @@ def next_best_categories(lake: Lake, conf: Conf, behaviour: DataFrame, order_lin
     return top, {"champion": version, "rows": rows}
 
 
+def uplift_model_name(conf: Conf, audience: str) -> str:
+    """Return the registered name of ``audience``'s uplift model: ``<analyze.uplift.model_name>-<audience>``."""
+    return f"{conf.get('analyze.uplift.model_name')}-{audience}"
+
+
+def train_uplift(conf: Conf, audience: str, examples: DataFrame, run_date: dt.date, report_dir: str, inputs_fingerprint: str) -> dict:
+    """Fit ``audience``'s uplift model (a T-learner) on persons outside the holdout; measure on
+    the held-out persons its Qini coefficient and uplift by decile against the propensity
+    ranking (the propensity score each person had when contacted); log both to MLflow,
+    register it as :func:`uplift_model_name`, and move ``champion`` to it when its Qini beats
+    the champion's by ``champion_margin``.
+
+    Takes the audience's labelled contacts (:func:`uplift.uplift_examples`). Raises
+    NotTrainable when either group has fewer than ``min_group_persons`` persons, or none or
+    all of a group converted. Returns version, metrics (``qini``, ``baseline_qini``, ...),
+    champion_moved and champion_decision; or, when a version was trained from
+    ``inputs_fingerprint`` already, that version and ``reused``.
+    """
+    import mlflow
+
+    u = conf.get("analyze.uplift")
+    name = uplift_model_name(conf, audience)
+    reused = reused_version(name, inputs_fingerprint)
+    if reused:
+        return reused
+    # Safe to collect: two rows, one per group.
+    groups = {r["group"]: (int(r["persons"]), int(r["converted"] or 0))
+              for r in examples.groupBy("group").agg(F.countDistinct("person_id").alias("persons"), F.sum("label").alias("converted")).collect()}
+    minimum = int(u["min_group_persons"])
+    for group in ("treatment", "control"):
+        persons, converted = groups.get(group, (0, 0))
+        if persons < minimum or converted in (0, persons):
+            raise NotTrainable(f"uplift of {audience} for {run_date}: {persons} {group} persons, {converted} converted, in its contact dates with a "
+                               f"complete attribution window; training needs at least {minimum} (analyze.uplift.min_group_persons) and both outcomes")
+    split = models.with_group_weights(examples).withColumn("_holdout", in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share"))))
+    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
+
+    def qini_of(model) -> dict:
+        return uplift.qini(uplift.decile_outcomes(models.with_uplift(model, holdout), "uplift"))
+
+    with tracking.tracked_run(conf, f"uplift-{audience}-{run_date}", {"stage": "analyze", "run_date": str(run_date), "audience": audience}):
+        model = models.uplift_pipeline(int(u["max_iter"])).fit(train)
+        measured, baseline = qini_of(model), uplift.qini(uplift.decile_outcomes(holdout, "score"))
+        # Safe to collect: the audience's few contact dates.
+        dates = sorted(str(r["contact_date"]) for r in examples.select("contact_date").distinct().collect())
+        mlflow.log_params({"audience": audience, "contact_dates": ",".join(dates), "attribution_days": conf.get("decide.attribution_days"),
+                           "features": ",".join(FEATURE_COLUMNS), "learner": "T-learner: logistic regression on contacted, on control persons",
+                           "holdout": "hash of person_id", "baseline": "propensity score when contacted"})
+        top_deciles = {"uplift_top_decile": measured["uplift_by_decile"][0], "baseline_uplift_top_decile": baseline["uplift_by_decile"][0]}
+        mlflow.log_metrics({"qini": measured["qini"], "baseline_qini": baseline["qini"], "average_uplift_holdout": measured["curve"][-1],
+                            **{k: v for k, v in top_deciles.items() if v is not None},   # None: no contacted or no control person there
+                            **{f"{group}_persons": float(persons) for group, (persons, _) in groups.items()}})
+        for ranking, result in (("uplift_by_decile", measured), ("baseline_uplift_by_decile", baseline)):
+            for decile, value in enumerate(result["uplift_by_decile"], start=1):
+                if value is not None:
+                    mlflow.log_metric(ranking, value, step=decile)
+        mlflow.log_dict({"uplift": measured, "baseline_propensity": baseline}, "qini.json")
+        os.makedirs(report_dir, exist_ok=True)
+        mlflow.log_artifact(uplift.qini_chart({"uplift": measured["curve"], "propensity": baseline["curve"]},
+                                              os.path.join(report_dir, f"qini_{audience}.png"), f"Qini, {audience}, {run_date}"))
+        sample = train.select(*FEATURE_COLUMNS).limit(5)
+        version = tracking.log_spark_model(model, "model", name, sample.toPandas(), models.with_uplift(model, sample).select("uplift").toPandas(), inputs_fingerprint)
+        champion_qini = None
+        if tracking.champion_version(name) is not None:
+            champion_qini = qini_of(tracking.load_champion(name)[0])["qini"]
+        moved, reason = tracking.promote_if_better(name, version, measured["qini"], champion_qini, float(u["champion_margin"]))
+        mlflow.set_tag("champion_decision", reason)
+    train.unpersist()
+    holdout.unpersist()
+    return {"version": version, "qini": round(measured["qini"], 4), "baseline_qini": round(baseline["qini"], 4),
+            "champion_moved": moved, "champion_decision": reason}
+
+
+def audience_uplift(lake: Lake, conf: Conf, behaviour_as_of, order_lines: DataFrame, persons: DataFrame, run_date: dt.date, inputs: dict,
+                    report_dir: str) -> dict:
+    """Train every audience's uplift model from its learnable contacts (or say why not), score
+    ``persons`` with each audience's champion into gold.audience_uplift for ``run_date``; return
+    the facts per audience.
+
+    Takes ``behaviour_as_of`` (a date -> persons with FEATURE_COLUMNS as of its end), order
+    lines with person_id as of the run date, and today's persons with FEATURE_COLUMNS. An
+    audience without a champion yet has no rows; decide then orders it by the rest of its
+    ``order_by``.
+    """
+    tracking.configure(conf)   # the registry is read before any run starts
+    u = conf.get("analyze.uplift")
+    days = int(conf.get("decide.attribution_days"))
+    audiences = [entry["name"] for entry in conf.get("decide.audiences") or []]
+    settings = {"uplift": u, "attribution_days": days, "holdout_share": conf.get("analyze.propensity.holdout_share"), "timezone": conf.get("business.timezone")}
+    reason = f"no contact date with a complete {days}-day attribution window (decide.attribution_days) up to {run_date}"
+    facts: dict = {audience: {"skipped": reason} for audience in audiences}
+    learnable, digests = None, {}
+    if lake.exists(CONTACT_HISTORY):
+        learnable = uplift.learnable_contacts(lake.read(CONTACT_HISTORY), run_date, days, int(u["contact_dates"])).where(F.col("audience").isin(audiences)).cache()
+        # One row per audience: the contacts its model would learn from (with the input tables'
+        # versions in ``inputs``, what its fingerprint is made of). Safe to collect.
+        digests = {r["audience"]: {"contacts": r["contacts"], "digest": r["digest"], "dates": sorted(str(d) for d in r["dates"])} for r in learnable.groupBy("audience").agg(
+            F.count(F.lit(1)).alias("contacts"), F.sum(F.pmod(F.xxhash64("contact_date", "person_id", "group"), F.lit(2**31))).alias("digest"),
+            F.collect_set("contact_date").alias("dates")).collect()}
+    fingerprints = {a: tracking.fingerprint({**inputs, "contacts": digests[a]}, {**settings, "audience": a}) for a in digests}
+    to_train = []
+    for audience in fingerprints:
+        reused = reused_version(uplift_model_name(conf, audience), fingerprints[audience])
+        if reused:
+            facts[audience] = reused
+        else:
+            to_train.append(audience)
+    if to_train:
+        # Features as of each contact date the models learn from: the point-in-time builder, once a date.
+        dates = sorted({dt.date.fromisoformat(day) for audience in to_train for day in digests[audience]["dates"]})
+        behaviour = functools.reduce(DataFrame.unionByName, [behaviour_as_of(day).withColumn("contact_date", F.lit(day)) for day in dates])
+        examples = uplift.uplift_examples(learnable.where(F.col("audience").isin(to_train)), order_lines.where(F.col("status") == "completed"), days, behaviour).cache()
+        for audience in to_train:
+            with timed(log, f"train uplift of {audience} for {run_date}") as f:
+                try:
+                    f.update(train_uplift(conf, audience, examples.where(F.col("audience") == audience), run_date, report_dir, fingerprints[audience]))
+                except NotTrainable as skipped:
+                    log.warning("%s", skipped)
+                    f["skipped"] = str(skipped)
+            facts[audience] = dict(f)
+        examples.unpersist()
+    if learnable is not None:
+        learnable.unpersist()
+    scored = []
+    for audience in audiences:
+        name = uplift_model_name(conf, audience)
+        if tracking.champion_version(name) is None:
+            continue
+        model, version = tracking.load_champion(name)
+        facts[audience]["champion"] = version
+        scored.append(models.with_uplift(model, persons.select("person_id", *FEATURE_COLUMNS)).select(
+            "person_id", F.lit(audience).alias("audience"), "p_contacted", "p_control", "uplift", F.lit(f"{name}/{version}").alias("uplift_model"),
+        ))
+    if scored or lake.exists(UPLIFT):
+        table = functools.reduce(DataFrame.unionByName, scored).withColumn("score_date", F.lit(run_date)) if scored else lake.spark.createDataFrame([], lake.catalog.spec(UPLIFT).ddl)
+        facts["persons_scored"] = lake.overwrite_where(UPLIFT, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
+    return facts
+
+
 def _silhouette_chart(silhouettes: dict, path: str) -> str:
     import matplotlib
 
@@ -370,14 +517,22 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     people = lake.read("silver.customer_360").cache()
     identity_map = lake.read("silver.identity_map")
     history, bronze_orders = lake.read("silver.customer_history"), lake.read("bronze.orders")
-    # Everything as it stood at the end of run_date (a backfill of an old date sees that day's lake).
-    order_lines = with_order_person_id(order_lines_as_of(bronze_orders, run_date, tz), identity_map).cache()
     sessions = with_session_person_id(lake.read("silver.sessions"), identity_map).cache()
     inputs = inputs_of(lake, run_date)
 
     def members(as_of: dt.date) -> DataFrame:
         # Profiles valid then, of persons still live now (an erased person is never scored nor learnt from).
         return members_as_of(history, identity_map, as_of, tz).join(people.select("person_id"), "person_id", "left_semi")
+
+    def lines_as_of(as_of: dt.date) -> DataFrame:
+        return with_order_person_id(order_lines_as_of(bronze_orders, as_of, tz), identity_map)
+
+    def behaviour_as_of(as_of: dt.date, lines: DataFrame | None = None) -> DataFrame:
+        # Point in time: the members and their order lines as they stood at the end of as_of.
+        return customer_behaviour(members(as_of), lines if lines is not None else lines_as_of(as_of), sessions, as_of, tz)
+
+    # Everything as it stood at the end of run_date (a backfill of an old date sees that day's lake).
+    order_lines = lines_as_of(run_date).cache()
 
     facts: dict = {}
     if lake.read("silver.sessions").isEmpty():  # every source is optional: say what the features lack
@@ -389,8 +544,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         facts["reports"] = f["reports"]
         with timed(log, f"train propensity for {run_date}") as f:
             cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
-            lines_then = with_order_person_id(order_lines_as_of(bronze_orders, cutoff, tz), identity_map)
-            behaviour_then = customer_behaviour(members(cutoff), lines_then, sessions, cutoff, tz).cache()
+            lines_then = lines_as_of(cutoff)
+            behaviour_then = behaviour_as_of(cutoff, lines_then).cache()
             labelled = with_purchase_label(behaviour_then, order_lines, cutoff, int(p["label_days"]))
             trained = train_propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, "timezone": tz}))
             f.update({k: v for k, v in trained.items() if k in ("version", "candidate", "champion_moved", "reused")})
@@ -411,7 +566,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         for cached in (people, order_lines, sessions, behaviour_then):
             cached.unpersist()
         return {**facts, "skipped": str(reason)}
-    behaviour = customer_behaviour(members(run_date), order_lines, sessions, run_date, tz)
+    behaviour = behaviour_as_of(run_date, order_lines)
     frame = models.with_log_features(behaviour).cache()
     with timed(log, f"train segments for {run_date}") as f:
         f.update(train_segments(conf, frame, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, "timezone": tz})))
@@ -455,6 +610,9 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f.update(pareto(lake, report_dir, scores, run_date))
         write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
+    with timed(log, f"uplift for {run_date}") as f:
+        f.update(audience_uplift(lake, conf, behaviour_as_of, order_lines, frame, run_date, inputs, report_dir))
+    facts["uplift"] = dict(f)
     if lake.exists(COMPANIES):
         with timed(log, f"company scores for {run_date}") as f:
             f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)

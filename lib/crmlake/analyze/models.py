@@ -1,6 +1,7 @@
 """Spark MLlib models: purchase propensity (logistic regression or gradient-boosted trees),
-next best category (logistic regression over person × category pairs) and behavioural
-segments (KMeans, k chosen by silhouette, segments named from their centroids).
+next best category (logistic regression over person × category pairs), uplift (a
+T-learner: one logistic regression on contacted persons, one on control persons) and
+behavioural segments (KMeans, k chosen by silhouette, segments named from their centroids).
 
 Feature engineering is a pipeline stage, so the exact steps used at training run again at
 scoring time and travel with the model into MLflow.
@@ -53,6 +54,41 @@ def category_pipeline(max_iter: int = 50) -> Pipeline:
 def with_category_score(model: PipelineModel, pairs: DataFrame) -> DataFrame:
     """Score person × category ``pairs`` with a fitted category model; add ``score`` (P(buys the category))."""
     return model.transform(pairs).select(*pairs.columns, vector_to_array("probability")[1].alias("score"))
+
+
+# Instance weights of the uplift pipeline's two classifiers (1 for their own group, 0 for the other).
+CONTACTED_WEIGHT, CONTROL_WEIGHT = "_contacted_weight", "_control_weight"
+
+
+def uplift_pipeline(max_iter: int = 50) -> Pipeline:
+    """Return the untrained uplift model: a T-learner in one pipeline over FEATURE_COLUMNS.
+
+    Two logistic regressions on ``label`` share the assembled, standardised features; one
+    weighs only the contacted persons (``CONTACTED_WEIGHT``), the other only the control
+    persons (``CONTROL_WEIGHT``): a weight of 0 leaves a row out of a classifier's fit, so
+    each is fitted on its own group, as two separate models would be, and the pair travels
+    as one model. Fit it on :func:`with_group_weights` rows; score with :func:`with_uplift`.
+    """
+    def classifier(weight: str, prefix: str) -> LogisticRegression:
+        return LogisticRegression(featuresCol="features", labelCol="label", weightCol=weight, maxIter=max_iter, regParam=0.01,
+                                  probabilityCol=f"{prefix}_probability", rawPredictionCol=f"{prefix}_raw", predictionCol=f"{prefix}_prediction")
+
+    pipeline = classifier_pipeline(FEATURE_COLUMNS, classifier(CONTACTED_WEIGHT, "contacted"))
+    return pipeline.setStages([*pipeline.getStages(), classifier(CONTROL_WEIGHT, "control")])
+
+
+def with_group_weights(contacts: DataFrame) -> DataFrame:
+    """Add the uplift pipeline's instance weights from ``group`` (treatment or control)."""
+    treated = (F.col("group") == "treatment").cast("double")
+    return contacts.withColumn(CONTACTED_WEIGHT, treated).withColumn(CONTROL_WEIGHT, 1.0 - treated)
+
+
+def with_uplift(model: PipelineModel, persons: DataFrame) -> DataFrame:
+    """Score ``persons`` (FEATURE_COLUMNS) with a fitted uplift model; add ``p_contacted`` and
+    ``p_control`` (P(convert) if contacted, if not) and ``uplift`` = their difference."""
+    scored = model.transform(persons)
+    p_contacted, p_control = vector_to_array("contacted_probability")[1], vector_to_array("control_probability")[1]
+    return scored.select(*persons.columns, p_contacted.alias("p_contacted"), p_control.alias("p_control"), (p_contacted - p_control).alias("uplift"))
 
 
 def with_propensity_score(model: PipelineModel, behaviour: DataFrame) -> DataFrame:
