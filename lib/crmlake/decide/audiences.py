@@ -14,7 +14,8 @@ every step is counted for the manifest:
 4. frequency cap: at most ``max_contacts`` per person in any ``window_days`` rolling days
    across all audiences; audiences are served by ``priority`` (1 first), so the
    higher-priority audience keeps the person (``capped``);
-5. ``limit``: the best persons by ``order_by``;
+5. ``limit``: the best persons by ``order_by`` (which, like the rule, may use ``uplift``:
+   the person's estimated uplift for this audience, :func:`with_audience_uplift`);
 6. control group: ``control_share`` of them, chosen by a hash of person and audience (the
    same person stays in the control of an audience from run to run), are held out and
    recorded but not exported (``control``); the rest are ``exported``.
@@ -22,6 +23,7 @@ every step is counted for the manifest:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, Window
@@ -39,6 +41,7 @@ COMPANY_COLUMNS = ("accounts", "buyers", "recency_days", "frequency", "monetary"
                    "r_score", "f_score", "m_score", "rfm_cell", "value_tier")
 RESERVED_FOLDERS = (REPORTS_DIR, SUMMARY_DIR)   # other folders under the exports root
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
+UPLIFT_COLUMN = re.compile(r"\buplift\b")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ class Audience:
     raw_contact: bool
     platform_format: str | None = None
     target: str = "persons"
+
+    @property
+    def uses_uplift(self) -> bool:
+        """True when the rule or ``order_by`` reads the ``uplift`` column."""
+        return bool(UPLIFT_COLUMN.search(f"{self.rule} {self.order_by}"))
 
     @classmethod
     def from_conf(cls, entry: dict, internal_channels: tuple[str, ...] = ()) -> "Audience":
@@ -172,6 +180,17 @@ def suppression_reasons(people: DataFrame, account_persons: DataFrame, campaign_
     flags = complaints.join(by_event, "person_id", "left").join(erased, "person_id", "left")
     reason = F.coalesce(*[F.when(F.coalesce(F.col(r), F.lit(False)), F.lit(r)) for r in SUPPRESSION_REASONS])
     return flags.select("person_id", reason.alias("suppression_reason")).where(F.col("suppression_reason").isNotNull())
+
+
+def with_audience_uplift(scored: DataFrame, uplift: DataFrame, audience: str) -> DataFrame:
+    """Add ``uplift`` and ``uplift_model`` to persons: their estimated uplift for ``audience``
+    (null when its model has not scored them: ``order_by: "uplift DESC, propensity_score DESC"``
+    then falls back to propensity).
+
+    Takes persons with person_id and one score date of gold.audience_uplift.
+    """
+    mine = uplift.where(F.col("audience") == audience).select("person_id", "uplift", "uplift_model")
+    return scored.join(mine, "person_id", "left")
 
 
 def in_control_group(person_id, audience: Audience):

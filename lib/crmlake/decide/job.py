@@ -1,9 +1,11 @@
 """The decide stage: audiences under the contact policy, exported, recorded, and measured.
 
 For the run date's scores: every audience of ``decide.audiences``, by priority, goes
-through the contact policy (:mod:`crmlake.decide.audiences`); its treatment group is
-exported (:mod:`crmlake.decide.export`); treatment and control land in
-``gold.contact_history`` (partition ``contact_date``: a rerun of a date replaces it).
+through the contact policy (:mod:`crmlake.decide.audiences`; an audience whose rule or
+``order_by`` reads ``uplift`` sees its own estimated uplift, from analyze's
+``gold.audience_uplift``); its treatment group is exported (:mod:`crmlake.decide.export`);
+treatment and control land in ``gold.contact_history`` (partition ``contact_date``: a
+rerun of a date replaces it).
 Then every past contact date is measured against its control group into
 ``gold.campaign_results`` and MLflow (:mod:`crmlake.decide.results`).
 
@@ -20,7 +22,7 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.config import Conf
-from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, company_contacts, suppression_reasons
+from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, company_contacts, suppression_reasons, with_audience_uplift
 from crmlake.decide.export import export_rows, platform_rows, publish_audience
 from crmlake.decide.results import campaign_results, lift_chart
 from crmlake.lake import Lake, Snapshot
@@ -32,6 +34,7 @@ log = get_logger("decide")
 CONTACT_HISTORY = "gold.contact_history"
 CAMPAIGN_RESULTS = "gold.campaign_results"
 COMPANY_SCORES = "gold.company_scores"
+AUDIENCE_UPLIFT = "gold.audience_uplift"
 CONTACT_SCHEMA = "contact_date date, audience string, channel string, priority int, person_id string, account_id string, group string, score double"
 
 
@@ -42,7 +45,7 @@ def audiences_of(conf: Conf) -> list[Audience]:
 
 
 INPUTS = ("gold.customer_scores", "silver.identity_map", "silver.customer_360", "silver.customers", "silver.order_lines",
-          "bronze.campaign_events", CONTACT_HISTORY, COMPANY_SCORES)
+          "bronze.campaign_events", CONTACT_HISTORY, COMPANY_SCORES, AUDIENCE_UPLIFT)
 
 
 def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date, window_days: int) -> DataFrame:
@@ -60,6 +63,25 @@ def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date,
     )
     current = with_person_id(history.withColumnRenamed("person_id", "_then"), identity_map, (ACCOUNT, F.col("account_id")))
     return current.select(F.coalesce("person_id", "_then").alias("person_id")).groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
+
+
+def with_uplift_of(audience: Audience, candidates: DataFrame, uplift: DataFrame | None, model_manifest: dict) -> tuple[DataFrame, dict]:
+    """Return what ``audience`` selects from, and the models behind it for its manifest.
+
+    An audience whose rule or ``order_by`` reads ``uplift`` gets its own estimated uplift
+    (:func:`with_audience_uplift`, from the run date's gold.audience_uplift) and the uplift
+    model that made it in the manifest; when no model has scored it yet the column is null,
+    a warning says so, and the rest of ``order_by`` decides. Other audiences: unchanged.
+    """
+    if not audience.uses_uplift:
+        return candidates, model_manifest
+    # One row: the uplift model that scored this audience, if any.
+    ref = uplift.where(F.col("audience") == audience.name).select("uplift_model").limit(1).collect()
+    if not ref:
+        log.warning("audience %s reads uplift but no uplift model has scored it (analyze.uplift): ordered by the rest of %r", audience.name, audience.order_by)
+        return with_audience_uplift(candidates, uplift, audience.name), model_manifest
+    name, version = ref[0]["uplift_model"].rsplit("/", 1)
+    return with_audience_uplift(candidates, uplift, audience.name), {**model_manifest, "uplift": {"name": name, "version": version}}
 
 
 def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFrame, run_date: dt.date) -> int:
@@ -119,13 +141,18 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     if any(a.target == "companies" for a in audiences_of(conf)) and COMPANY_SCORES in inputs.versions:
         company_scores = inputs.read(COMPANY_SCORES).where(F.col("score_date") == F.lit(run_date))
         companies = scored.join(company_contacts(company_scores, identity_map), "person_id").cache()
+    uplift = None
+    if any(a.uses_uplift for a in audiences_of(conf)):
+        uplift = inputs.read(AUDIENCE_UPLIFT) if AUDIENCE_UPLIFT in inputs.versions else spark.createDataFrame([], lake.catalog.spec(AUDIENCE_UPLIFT).ddl)
+        uplift = uplift.where(F.col("score_date") == F.lit(run_date)).cache()
     exports, contacts, counts_by_audience = [], None, {}
     for audience in audiences_of(conf):
         if audience.target == "companies" and companies is None:
             log.warning("audience %s skipped: no company scores for %s", audience.name, run_date)
             continue
         with timed(log, f"audience {audience.name} for {run_date}") as facts:
-            selected, counts = apply_policy(companies if audience.target == "companies" else scored, suppressed, prior, audience, policy)
+            candidates, models_used = with_uplift_of(audience, companies if audience.target == "companies" else scored, uplift, model_manifest)
+            selected, counts = apply_policy(candidates, suppressed, prior, audience, policy)
             facts.update(counts)
             treatment = selected.where("group = 'treatment'")
             platform = (audience.platform_format, platform_rows(treatment, region, audience.platform_format)) if audience.platform_format else None
@@ -136,7 +163,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
                     "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share", "platform_format", "target")},
                     "policy": {**policy.__dict__, "order": ["consent", "suppression", "frequency_cap", "limit", "control"]},
                     "counts": counts,
-                    "models": model_manifest,
+                    "models": models_used,
                 },
                 platform,
             )
@@ -157,7 +184,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date}'", partition_by=["contact_date"])
     with timed(log, f"campaign results up to {run_date}") as facts:
         facts["campaign_results"] = measure(lake, conf, identity_map, inputs.read("silver.order_lines"), run_date)
-    for cached in (scores, suppressed, scored, companies):
+    for cached in (scores, suppressed, scored, companies, uplift):
         if cached is not None:
             cached.unpersist()
     return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"], "inputs_read": inputs.versions}
