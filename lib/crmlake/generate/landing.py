@@ -215,14 +215,14 @@ def write_campaign_responses(spark: SparkSession, landing: str, contacts: DataFr
         people = world.persons(spark, plan).cache()
         visits = world.sessions(spark, people, plan).cache()
         contacted = contacts.select(
-            F.floor(F.col("account_id").substr(2, 20).cast("long") / 2).alias("person_no"), F.datediff("contact_date", F.lit(plan.start)).alias("day"), "group"
+            world.person_no_of_account(F.col("account_id")).alias("person_no"), F.datediff("contact_date", F.lit(plan.start)).alias("day"), "group"
         ).distinct()
         types = world.response_types(people, visits, contacted.select("person_no", "day").distinct()).join(contacted, ["person_no", "day"]).cache()
         responses = world.campaign_responses(people, visits, contacts, plan).cache()
         lines = _formatted(responses, ["order_time", "updated_time"], "updated_time", end, money=("unit_price", "discount"))
         _write(lines.select(*ORDER_COLUMNS, "dt"), landing, "orders", "csv", ["updated_time", "order_id", "line_no"], mode="append")
-        types.select(F.format_string("P%07d", "person_no").alias("person"), F.date_add(F.lit(plan.start), F.col("day")).alias("contact_date"), "group", "response_type") \
-            .coalesce(1).write.mode("overwrite").option("header", True).csv("file://" + os.path.join(landing, "_truth", "response_types"))
+        planted = types.select(F.format_string("P%07d", "person_no").alias("person"), F.date_add(F.lit(plan.start), F.col("day")).alias("contact_date"), "group", "response_type")
+        planted.coalesce(1).write.mode("overwrite").option("header", True).csv("file://" + os.path.join(landing, "_truth", "response_types"))
         _drop_writer_files(landing)
         # Safe to collect: a few types and groups.
         summary = {

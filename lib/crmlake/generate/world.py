@@ -398,8 +398,8 @@ RESPONSE_RATE = 0.7         # a contacted persuadable buys because of it with th
 RESPONSE_DAYS = 7           # ... on one of the days after the contact
 
 
-def _person_no_of_account(account: Column) -> Column:
-    # Account ids are "A" and person_no * 2 + k (k: the person's first or second account).
+def person_no_of_account(account: Column) -> Column:
+    """Column: the simulated person holding ``account`` (ids are "A" and person_no * 2 + k, k = 0 or 1)."""
     return F.floor(account.substr(2, 20).cast("long") / 2)
 
 
@@ -417,7 +417,7 @@ def response_types(people: DataFrame, visits: DataFrame, on: DataFrame) -> DataF
       (:func:`campaign_responses`); not contacted, only at their own rate;
     * ``lost_cause``: everyone else; a contact changes nothing.
     """
-    visited = visits.where(F.col("account").isNotNull()).select(_person_no_of_account(F.col("account")).alias("person_no"), F.col("day").alias("_visit_day"))
+    visited = visits.where(F.col("account").isNotNull()).select(person_no_of_account(F.col("account")).alias("person_no"), F.col("day").alias("_visit_day"))
     recent = (F.col("_visit_day") <= F.col("day")) & (F.col("_visit_day") > F.col("day") - BROWSING_DAYS)
     browsing = on.join(visited, "person_no").where(recent).groupBy("person_no", "day").agg(F.countDistinct("_visit_day").alias("_visit_days"))
     kind = (
@@ -443,7 +443,7 @@ def campaign_responses(people: DataFrame, visits: DataFrame, contacts: DataFrame
     """
     s = plan.seed
     contacted = contacts.where(F.col("group") == "treatment").select(
-        _person_no_of_account(F.col("account_id")).alias("person_no"), "account_id", F.datediff("contact_date", F.lit(plan.start)).alias("day"),
+        person_no_of_account(F.col("account_id")).alias("person_no"), "account_id", F.datediff("contact_date", F.lit(plan.start)).alias("day"),
     ).groupBy("person_no", "day").agg(F.min("account_id").alias("account_id"))
     persuadable = response_types(people, visits, contacted.select("person_no", "day")).where(F.col("response_type") == "persuadable")
     ids = ("person_no", "contact_day")
