@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from crmlake.acquire.contract import SOURCES
 from crmlake.acquire.job import discover
-from crmlake.acquire.records import file_records
+from crmlake.acquire.reader import FileToRead, read_records
 from crmlake.acquire.validate import with_validation
 from crmlake.analyze import job as analyze
 from crmlake.analyze.features import customer_behaviour, in_holdout
@@ -168,8 +168,8 @@ def test_campaign_responses_land_as_contract_orders_files_of_contacted_persuadab
 
     files = discover(str(landing), "orders", END + dt.timedelta(days=30))   # what acquire lists: the orders source's dt folders
     assert files and all(day < f.dt <= day + dt.timedelta(days=world.RESPONSE_DAYS) for f in files)
-    records = [r for f in files for r in file_records(f.path, open(f.path, "rb").read(), "csv", 1 << 20, 65536)]
-    validated = with_validation(spark.createDataFrame([(r[2], r[3], r[4]) for r in records], "raw_text string, record_json string, error string"), SOURCES["orders"])
+    records = read_records(spark, [FileToRead(f.path, sha256="-") for f in files], "csv", 1 << 20, 65536)
+    validated = with_validation(records, SOURCES["orders"])
     assert validated.where("reason IS NOT NULL").count() == 0 and validated.count() == summary["responses"]
     assert {r["account_id"] for r in validated.select("account_id").collect()} <= {f"A{n * 2:08d}" for n in persuadable}
     assert not glob.glob(os.path.join(landing, "**", "_SUCCESS"), recursive=True)
