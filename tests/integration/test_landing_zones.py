@@ -25,7 +25,7 @@ NOT_DELIVERED = ("clickstream", "interactions", "campaign_events")
 def test_organize_reads_the_snapshot_it_pinned_and_loses_nothing_a_concurrent_acquire_commits(spark, tmp_path):
     """Ten days acquired and organized; then organize pins its snapshot while a second process
     acquires the last ten days; then organize's next run for END picks up what was committed meanwhile."""
-    write_landing(spark, str(tmp_path / "landing"), customers=120, days=40, end=END, seed=11, timezone="Asia/Taipei")
+    write_landing(spark, str(tmp_path / "landing"), customers=80, days=20, end=END, seed=11, timezone="Asia/Taipei")
     for source in NOT_DELIVERED:
         shutil.rmtree(tmp_path / "landing" / source)
     paths = [f"paths.landing={tmp_path}/landing", f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports"]
