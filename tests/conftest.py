@@ -9,7 +9,7 @@ import pytest
 
 from crmlake.config import load_conf
 from crmlake.log import setup_logging
-from crmlake.session import build_session
+from crmlake.session import build_session, remove_checkpoints
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
@@ -48,11 +48,13 @@ def pytest_collection_finish(session):
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
     setup_logging("INFO")
-    conf = load_conf(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=2"])
+    checkpoints = tmp_path_factory.mktemp("checkpoints")
+    conf = load_conf(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=2", f"paths.checkpoints={checkpoints}"])
     session = build_session(conf, "tests")
     yield session
+    remove_checkpoints(session)
     session.stop()
 
 

@@ -262,6 +262,11 @@ class Conf:
     def exports_root(self) -> str:
         return self.require("paths.exports")
 
+    @property
+    def checkpoint_root(self) -> str:
+        """Where Spark checkpoints go: ``paths.checkpoints``, else ``<lake>/_checkpoints``."""
+        return self.get("paths.checkpoints") or f"{self.lake_root.rstrip('/')}/_checkpoints"
+
     def table(self, name: str) -> str:
         """Return the location of table ``layer.table`` (e.g. ``bronze.orders``)."""
         layer, _, table = name.partition(".")
@@ -315,6 +320,8 @@ def load_conf(
     paths = data["paths"]
     for key in PATH_KEYS:
         paths[key] = _absolute(str(paths[key]), base_dir)
+    if paths.get("checkpoints"):
+        paths["checkpoints"] = _absolute(str(paths["checkpoints"]), base_dir)
     mlflow_conf = data["mlflow"]
     uri = str(mlflow_conf.get("tracking_uri") or "")
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):

@@ -28,6 +28,7 @@ class Paths(Section):
     landing: str
     lake: str
     exports: str
+    checkpoints: str | None = None
 
 
 class Business(Section):

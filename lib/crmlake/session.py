@@ -19,6 +19,8 @@ REQUIRED_SPARK_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.sources.partitionOverwriteMode": "static",
     "spark.sql.ansi.enabled": "false",
+    # Checkpointed rounds (identity resolution) are removed once no longer referenced.
+    "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
 }
 DELTA_SPARK_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -65,7 +67,19 @@ def build_session(conf: Conf, app: str) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(str(conf.get("spark.log_level", "ERROR")))
+    if spark.sparkContext._jsc.sc().getCheckpointDir().isEmpty():
+        # Reliable checkpoints (unlike localCheckpoint) survive a lost executor; Spark adds a
+        # directory of its own per application under the root.
+        spark.sparkContext.setCheckpointDir(conf.checkpoint_root)
     return spark
+
+
+def remove_checkpoints(spark: SparkSession) -> None:
+    """Delete this application's checkpoint directory (on any Hadoop file system), if it has one."""
+    directory = spark.sparkContext._jsc.sc().getCheckpointDir()
+    if directory.isDefined():
+        path = spark._jvm.org.apache.hadoop.fs.Path(directory.get())
+        path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 
 
 @contextmanager
@@ -78,4 +92,5 @@ def spark_session(conf: Conf, app: str, stop: bool = True) -> Iterator[SparkSess
         yield spark
     finally:
         if stop and not already_running:
+            remove_checkpoints(spark)
             spark.stop()

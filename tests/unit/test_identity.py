@@ -3,7 +3,7 @@
 import datetime as dt
 import random
 
-from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges
+from crmlake.organize.identity import assign_person_ids, connected_components, grow_identity_map, identity_edges
 
 MAP_SCHEMA = "identifier_type string, identifier string, person_id string"
 CLICK_SCHEMA = "anonymous_id string, account_id string, tracking_consent boolean"
@@ -106,3 +106,46 @@ def test_a_key_shared_by_too_many_accounts_is_not_evidence(spark):
     accounts = [(f"A{i}", "shop@example.com", None, False) for i in range(3)]
     people = resolve(spark, [], accounts, max_per_key=2)
     assert len({people[("account_id", f"A{i}")] for i in range(3)}) == 3
+
+
+def full_and_grown(spark, old_pairs, new_pairs, extra_nodes=()):
+    """Maps of the new graph: rebuilt whole, and grown from the old graph's map."""
+    def graph(pairs):
+        nodes = spark.createDataFrame([(n,) for n in {*extra_nodes, *[n for p in pairs for n in p]}], "node string")
+        return nodes, spark.createDataFrame(pairs, "src string, dst string")
+
+    empty = spark.createDataFrame([], MAP_SCHEMA)
+    previous = assign_person_ids(connected_components(*graph(old_pairs)), empty).checkpoint()
+    nodes, edges = graph(new_pairs)
+    removed = set(old_pairs) - set(new_pairs)
+    touched = spark.createDataFrame([(n,) for pair in removed for n in pair] or [("account_id:none",)], "node string")
+    rebuilt = assign_person_ids(connected_components(nodes, edges), previous)
+    grown = grow_identity_map(nodes, edges, previous, touched)
+    as_dict = lambda df: {(r["identifier_type"], r["identifier"]): r["person_id"] for r in df.collect()}
+    return as_dict(previous), as_dict(rebuilt), as_dict(grown)
+
+
+def test_growing_the_map_gives_the_full_rebuild_under_additions_and_removals(spark):
+    rng = random.Random(11)
+    old = sorted({(f"account_id:a{rng.randrange(300):03d}", f"anonymous_id:c{rng.randrange(300):03d}") for _ in range(250)})
+    removed = set(rng.sample(old, 15))  # may split persons
+    added = {(f"account_id:a{rng.randrange(330):03d}", f"anonymous_id:c{rng.randrange(330):03d}") for _ in range(20)}  # merges, new nodes
+    new = sorted((set(old) - removed) | added)
+    previous, rebuilt, grown = full_and_grown(spark, old, new)
+    assert grown == rebuilt
+    # The partition into persons is the graph's connected components.
+    components = union_find(new)
+    assert {frozenset(k for k, p in grown.items() if p == pid) for pid in set(grown.values())} == {
+        frozenset(tuple(n.split(":", 1)) for n, c in components.items() if c == root) for root in set(components.values())
+    }
+    # Persons no change reached keep their ids: most of them, here.
+    unchanged = [k for k in previous if k in grown and grown[k] == previous[k]]
+    assert len(unchanged) > len(previous) / 2
+
+
+def test_a_node_gone_from_the_graph_leaves_the_map(spark):
+    old = [("account_id:a1", "anonymous_id:c1"), ("account_id:a2", "anonymous_id:c2")]
+    new = [("account_id:a2", "anonymous_id:c2")]
+    previous, rebuilt, grown = full_and_grown(spark, old, new)
+    assert ("account_id", "a1") in previous and ("account_id", "a1") not in grown
+    assert grown == rebuilt and grown[("account_id", "a2")] == previous[("account_id", "a2")]

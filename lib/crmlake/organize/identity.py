@@ -13,17 +13,18 @@ belong to one person:
 
 Connected components are found with the alternating large-star / small-star algorithm of
 Kiveris et al. (2014), entirely in Spark: O(log^2 n) rounds on any graph, long chains and
-large stars included, with no collect of the graph to the driver.
+large stars included, with no collect of the graph to the driver. The rounds run on long
+node ids and are written to reliable checkpoints (``paths.checkpoints``).
 
 Person ids are stable. A component keeps the id that most of its identifiers held in the
 previous map; **when two persons merge, the id held by more identifiers survives, ties going
 to the smaller id**. A component with no previous id (new, or the smaller part of a split)
-gets ``P`` + 16 hex digits of the SHA-256 of its smallest node.
+gets ``P`` + 16 hex digits of the SHA-256 of its smallest node (and of the ids its nodes held).
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from crmlake.log import get_logger
@@ -36,6 +37,26 @@ def _node(identifier_type: str, identifier) -> F.Column:
     return F.concat(F.lit(identifier_type + ":"), identifier)
 
 
+def _contact_keys(accounts: DataFrame, default_phone_region: str) -> DataFrame:
+    """Return ``(account_id, key)``: the node of each account's normalised email and phone hash."""
+    return accounts.select(
+        "account_id",
+        F.explode(
+            F.array(
+                _node(EMAIL, sha256_hex(normalised_email(F.col("email")))),
+                _node(PHONE, sha256_hex(e164_phone(F.col("phone"), default_phone_region))),
+            )
+        ).alias("key"),
+    ).where(F.col("key").isNotNull())
+
+
+def account_nodes(accounts: DataFrame, default_phone_region: str) -> DataFrame:
+    """Return ``node`` for each of ``accounts`` (account_id, email, phone) and each contact key
+    it holds, trusted or not: every node whose edges a change of these accounts can add or remove."""
+    keys = _contact_keys(accounts, default_phone_region).select(F.col("key").alias("node"))
+    return accounts.select(_node(ACCOUNT, F.col("account_id")).alias("node")).unionByName(keys)
+
+
 def identity_edges(
     clicks: DataFrame, accounts: DataFrame, default_phone_region: str, max_accounts_per_key: int
 ) -> tuple[DataFrame, DataFrame]:
@@ -45,21 +66,12 @@ def identity_edges(
     (account_id, email, phone, erased). ``nodes`` has one ``node`` per identifier (every
     account, consented cookies, contact keys); ``edges`` has ``src``, ``dst`` node pairs.
     """
-    live = accounts.where(~F.col("erased"))
     cookie_edges = (
         clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
         .select(_node(COOKIE, F.col("anonymous_id")).alias("src"), _node(ACCOUNT, F.col("account_id")).alias("dst"))
         .distinct()
     )
-    keys = live.select(
-        "account_id",
-        F.explode(
-            F.array(
-                _node(EMAIL, sha256_hex(normalised_email(F.col("email")))),
-                _node(PHONE, sha256_hex(e164_phone(F.col("phone"), default_phone_region))),
-            )
-        ).alias("key"),
-    ).where(F.col("key").isNotNull())
+    keys = _contact_keys(accounts.where(~F.col("erased")), default_phone_region)
     per_key = Window.partitionBy("key")
     trusted = keys.withColumn("_accounts", F.count(F.lit(1)).over(per_key)).where(F.col("_accounts") <= max_accounts_per_key)
     key_edges = trusted.select(_node(ACCOUNT, F.col("account_id")).alias("src"), F.col("key").alias("dst"))
@@ -73,25 +85,39 @@ def identity_edges(
     return nodes, edges
 
 
-def _large_star(edges: DataFrame) -> DataFrame:
-    # Each node links its larger neighbours to the smallest node of its neighbourhood.
+def _numbered(nodes: DataFrame) -> DataFrame:
+    """Return ``(node, id)``: a long per node, in the nodes' string order (a range-partitioned
+    sort numbered per partition), so that the smallest id of a component is its smallest node.
+    Checkpointed: the numbering must not change if a lost partition is recomputed."""
+    return nodes.distinct().orderBy("node").withColumn("id", F.monotonically_increasing_id()).checkpoint()
+
+
+def _star_round(edges: DataFrame) -> DataFrame:
+    """One large-star then one small-star step over ``(child, parent)`` edges, parent < child."""
+    # Large star: each node links its larger neighbours to the smallest node of its neighbourhood.
     neighbours = edges.select(F.col("child").alias("node"), F.col("parent").alias("nbr")).unionByName(
         edges.select(F.col("parent").alias("node"), F.col("child").alias("nbr"))
     )
     smallest = neighbours.groupBy("node").agg(F.least(F.col("node"), F.min("nbr")).alias("smallest"))
-    return (
+    large = (
         edges.join(smallest, edges["parent"] == smallest["node"])
         .select("child", F.col("smallest").alias("parent"))
         .where(F.col("child") != F.col("parent"))
-    )  # duplicates are removed by the small-star step that follows
-
-
-def _small_star(edges: DataFrame) -> DataFrame:
-    # Each node and its smaller neighbours are linked to the smallest of those neighbours.
-    smallest = edges.groupBy("child").agg(F.min("parent").alias("smallest"))
-    siblings = edges.join(smallest, "child").select(F.col("parent").alias("child"), F.col("smallest").alias("parent"))
-    itself = smallest.select("child", F.col("smallest").alias("parent"))
+    )
+    # Small star: each node and its smaller neighbours are linked to the smallest of those.
+    smallest_parent = large.groupBy("child").agg(F.min("parent").alias("smallest"))
+    siblings = large.join(smallest_parent, "child").select(F.col("parent").alias("child"), F.col("smallest").alias("parent"))
+    itself = smallest_parent.select("child", F.col("smallest").alias("parent"))
     return siblings.unionByName(itself).where(F.col("child") != F.col("parent")).distinct()
+
+
+def _checkpointed(edges: DataFrame) -> tuple[DataFrame, tuple]:
+    """Checkpoint ``edges`` (one Spark job) and return it with its (count, sum of parents),
+    observed while it is written: two rounds with the same figures have most likely converged."""
+    observed = Observation("identity_round")
+    edges = edges.observe(observed, F.count(F.lit(1)).alias("edges"), F.sum(F.col("parent").cast("decimal(38,0)")).alias("parents")).checkpoint()
+    figures = observed.get
+    return edges, (figures["edges"], figures["parents"])
 
 
 def _is_union_of_stars(edges: DataFrame) -> bool:
@@ -107,26 +133,34 @@ def _is_union_of_stars(edges: DataFrame) -> bool:
 def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64) -> DataFrame:
     """Return ``(node, component)`` for every node: ``component`` is the smallest node of its component.
 
-    Takes ``nodes`` (node) and undirected ``edges`` (src, dst). Raises RuntimeError if the
-    graph has not converged after ``max_rounds`` rounds (never seen: rounds grow as log^2 n).
+    Takes ``nodes`` (node) and undirected ``edges`` (src, dst). Nodes are numbered (longs
+    join and sort faster than strings); each round is one large-star and one small-star step
+    written to a reliable checkpoint (the session's checkpoint directory, which a lost
+    executor's data survives, and which cuts the plan), with its edge count and parent sum
+    observed on the way: when a round leaves both unchanged, one check confirms the graph is
+    a union of stars. Raises RuntimeError if it has not converged after ``max_rounds``
+    rounds (never seen: rounds grow as log^2 n).
     """
-    current = (
-        edges.where(F.col("src") != F.col("dst"))
-        .select(F.greatest("src", "dst").alias("child"), F.least("src", "dst").alias("parent"))
+    numbered = _numbered(nodes)
+    ids = numbered.select(F.col("node").alias("_node"), F.col("id").alias("_id"))
+    linked = (
+        edges.join(ids.withColumnRenamed("_id", "src_id"), edges["src"] == F.col("_node")).drop("_node")
+        .join(ids.withColumnRenamed("_id", "dst_id"), edges["dst"] == F.col("_node"))
+        .where(F.col("src_id") != F.col("dst_id"))
+        .select(F.greatest("src_id", "dst_id").alias("child"), F.least("src_id", "dst_id").alias("parent"))
         .distinct()
-        .localCheckpoint()
     )
-    for round_no in range(max_rounds):
-        if _is_union_of_stars(current):
+    current, figures = _checkpointed(linked)
+    for round_no in range(1, max_rounds + 1):
+        previous_figures = figures
+        current, figures = _checkpointed(_star_round(current))
+        if figures == previous_figures and _is_union_of_stars(current):
             log.info("identity graph: components found after %d rounds", round_no)
             break
-        # Checkpointing each round keeps the plan from growing with the number of rounds.
-        current = _small_star(_large_star(current)).localCheckpoint()
     else:
         raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
-    return nodes.join(current, nodes["node"] == current["child"], "left").select(
-        "node", F.coalesce("parent", "node").alias("component")
-    )
+    components = numbered.join(current, numbered["id"] == current["child"], "left").select("node", F.coalesce("parent", "id").alias("_component_id"))
+    return components.join(ids, components["_component_id"] == ids["_id"]).select("node", F.col("_node").alias("component"))
 
 
 def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFrame:
@@ -135,7 +169,9 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
     Takes ``(node, component)`` and the previous identity map (empty on a first run). Each
     component keeps the previous person id held by most of its nodes (ties: the smaller
     id); when components compete for one id (a split), the component holding it more often
-    keeps it (ties: the smaller component) and the others get new ids.
+    keeps it (ties: the smaller component) and the others get new ids: ``P`` + 16 hex digits
+    of the SHA-256 of the component's smallest node and the previous ids it held, so that
+    a new id is never one a component of the previous map still holds.
     """
     previous = previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id"))
     votes = components.join(previous, "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
@@ -148,14 +184,55 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
         .where("_owner = 1")
         .select("component", F.col("previous_id").alias("kept_id"))
     )
-    minted = F.concat(F.lit("P"), F.sha2(F.col("component"), 256).substr(1, 16))
-    person = components.join(kept, "component", "left").withColumn("person_id", F.coalesce("kept_id", minted))
+    held = votes.groupBy("component").agg(F.array_join(F.sort_array(F.collect_list("previous_id")), ",").alias("_held"))
+    # A component that held ids and kept none mints from them too: never the id it lost.
+    minted = F.concat(F.lit("P"), F.sha2(F.concat_ws("|", "component", "_held"), 256).substr(1, 16))
+    person = (
+        components.join(kept, "component", "left").join(held, "component", "left").withColumn("person_id", F.coalesce("kept_id", minted))
+    )
     identifier_type = F.substring_index("node", ":", 1)
     return person.select(
         identifier_type.alias("identifier_type"),
         F.expr("substring(node, length(substring_index(node, ':', 1)) + 2)").alias("identifier"),
         "person_id",
     )
+
+
+def grow_identity_map(nodes: DataFrame, edges: DataFrame, previous_map: DataFrame, touched: DataFrame) -> DataFrame:
+    """Return the identity map of the graph ``(nodes, edges)``, recomputing only the persons a change reaches.
+
+    Takes the graph as :func:`identity_edges` returns it, the previous identity map and
+    ``touched`` (node): nodes whose edges may have been removed since (:func:`account_nodes`
+    of the accounts changed). Nodes touched besides: both ends of an edge that joins two
+    persons of the previous map or reaches a node it lacks, nodes new to it and nodes gone
+    from it. Every person holding a touched node is recomputed (components of its nodes and
+    the touched ones, then :func:`assign_person_ids` against the ids they held); every other
+    row of the previous map is kept as it is. An unchanged edge lies within one previous
+    person and a new one has touched ends, so the recomputed nodes' edges reach no other
+    node: the result is that of a full rebuild with the same previous map.
+    """
+    previous = previous_map.select(_node_of_map().alias("node"), "person_id")
+    ends = edges.join(previous.select(F.col("node").alias("src"), F.col("person_id").alias("_src_person")), "src", "left").join(
+        previous.select(F.col("node").alias("dst"), F.col("person_id").alias("_dst_person")), "dst", "left"
+    )
+    crossing = ends.where(F.col("_src_person").isNull() | F.col("_dst_person").isNull() | (F.col("_src_person") != F.col("_dst_person")))
+    all_touched = (
+        touched.select("node")
+        .unionByName(crossing.select(F.col("src").alias("node")))
+        .unionByName(crossing.select(F.col("dst").alias("node")))
+        .unionByName(nodes.select("node").join(previous, "node", "left_anti"))
+        .unionByName(previous.select("node").join(nodes, "node", "left_anti"))
+    )
+    persons_reached = previous.join(all_touched, "node", "left_semi").select("person_id").distinct().checkpoint()
+    recomputed_nodes = (
+        previous.join(persons_reached, "person_id", "left_semi").select("node").unionByName(all_touched).join(nodes, "node", "left_semi").distinct()
+    ).checkpoint()
+    recomputed_edges = edges.join(recomputed_nodes.select(F.col("node").alias("src")), "src", "left_semi")
+    recomputed = assign_person_ids(
+        connected_components(recomputed_nodes, recomputed_edges), previous_map.join(persons_reached, "person_id", "left_semi")
+    )
+    kept = previous_map.join(persons_reached, "person_id", "left_anti")
+    return kept.unionByName(recomputed)
 
 
 def _node_of_map() -> F.Column:

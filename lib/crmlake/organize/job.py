@@ -37,7 +37,7 @@ from crmlake.lake import Lake, Snapshot, latest_per_key
 from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
-from crmlake.organize.identity import assign_person_ids, connected_components, identity_edges, identity_quality
+from crmlake.organize.identity import account_nodes, assign_person_ids, connected_components, grow_identity_map, identity_edges, identity_quality
 from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
 from crmlake.privacy import apply_erasures
@@ -166,23 +166,30 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
 
 
 def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, graph_changed: bool) -> dict:
-    """Rebuild silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
-    cookie links written this run) or when there is none yet, then silver.customer_360 for
-    ``run_date``; return quality figures and whether the map was rebuilt."""
+    """Update silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
+    cookie links written this run) or when there is none yet: grown incrementally from the
+    previous map (:func:`grow_identity_map`), rebuilt whole on a full refresh. Then rebuild
+    silver.customer_360 for ``run_date``; return quality figures and how the map was updated."""
     spark = lake.spark
     accounts = lake.read("silver.customers")
     rebuild = graph_changed or not lake.exists("silver.identity_map")
+    grow = rebuild and not changes.full and lake.exists("silver.identity_map")
     if rebuild:
         links = lake.read("silver.identity_links").withColumn("tracking_consent", F.lit(True))
-        nodes, edges = identity_edges(
-            links, accounts, str(conf.get("organize.identity.default_phone_region", "TW")), int(conf.get("organize.identity.max_accounts_per_key", 5))
-        )
+        region = str(conf.get("organize.identity.default_phone_region", "TW"))
+        nodes, edges = identity_edges(links, accounts, region, int(conf.get("organize.identity.max_accounts_per_key", 5)))
         previous = lake.read("silver.identity_map") if lake.exists("silver.identity_map") else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
         # The previous map is read before the overwrite replaces it: materialise it first.
-        identity_map = assign_person_ids(connected_components(nodes, edges), previous.localCheckpoint()).localCheckpoint()
+        previous = previous.checkpoint()
+        if grow:
+            touched = account_nodes(accounts.join(_accounts_touched(changes), "account_id", "left_semi"), region)
+            identity_map = grow_identity_map(nodes, edges, previous, touched).checkpoint()
+        else:
+            identity_map = assign_person_ids(connected_components(nodes, edges), previous).checkpoint()
         lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
     identity_map = lake.read("silver.identity_map")
-    facts = {**identity_quality(identity_map, changes.all("bronze.clickstream")), "identity_rebuilt": rebuild}
+    # identity_rebuilt: the map was written; identity_grown: only the persons a change reached were recomputed.
+    facts = {**identity_quality(identity_map, changes.all("bronze.clickstream")), "identity_rebuilt": rebuild, "identity_grown": grow}
     log.info("identity: %s", facts)
 
     interactions = latest_per_key(
