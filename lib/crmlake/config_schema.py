@@ -162,8 +162,14 @@ class Loyalty(Section):
     advocate_min_referred_buyers: int = PositiveInt
 
 
+class Ranking(Section):
+    quantile_accuracy: int = PositiveInt
+    pareto_ranges: int = Field(ge=2)
+
+
 class Analyze(Section):
     rfm_quantiles: int = Field(ge=2)
+    ranking: Ranking
     propensity: Propensity
     segmentation: Segmentation
     next_best_category: NextBestCategory

@@ -56,7 +56,7 @@ def test_companies_are_valued_as_one_customer_each(spark):
         "company_id string, account_id string, person_id string",
     )
     values = spark.createDataFrame([("P1", 1000.0), ("P2", 500.0), ("P3", 100.0), ("P5", 0.0)], "person_id string, predicted_value double")
-    scored = company_scores(firms, lines, members, values, RUN, 90, 2, ValueRules())
+    scored = company_scores(firms, lines, members, values, RUN, 90, 2, ValueRules(), 10_000)
     rows = {r["company_id"]: (r["recency_days"], r["frequency"], r["monetary"], r["current_value"], r["predicted_value"], r["rfm_cell"], r["value_tier"])
             for r in scored.collect()}
     assert rows == {

@@ -7,6 +7,7 @@ from crmlake.analyze.features import customer_behaviour, with_purchase_label, wi
 
 AS_OF = dt.date(2026, 11, 21)
 UTC = dt.timezone.utc
+ACCURACY = 10_000   # percentile_approx's: exact on a few rows
 
 
 def frames(spark):
@@ -41,9 +42,23 @@ def test_behaviour_counts_completed_orders_up_to_the_date_and_skips_later_signup
 
 def test_rfm_scores_rank_buyers_and_give_non_buyers_zero(spark):
     customers, lines, sessions = frames(spark)
-    scored = {r["person_id"]: r["rfm_cell"] for r in with_rfm_scores(customer_behaviour(customers, lines, sessions, AS_OF, "UTC"), 2).collect()}
+    scored = {r["person_id"]: r["rfm_cell"] for r in with_rfm_scores(customer_behaviour(customers, lines, sessions, AS_OF, "UTC"), 2, ACCURACY).collect()}
     # Two buyers, two quantiles: A is more recent and more frequent, B spent more.
     assert scored == {"A": "221", "B": "112", "C": "000"}
+
+
+def test_rfm_scores_give_tied_buyers_the_same_score(spark):
+    # Six one-order buyers, then 2, 3, 4 and 5 orders; one who never bought. Quintiles of ten
+    # buyers: a buyer's score is 1 + floor(5 x buyers with fewer orders / 10). The six with one
+    # order share score 1 (not 1, 1, 2, 2, 3, 3 by person as ntile split them), so scores 2
+    # and 3 are empty; 2 orders: 6 below -> 4; 3: 7 below -> 4; 4: 8 -> 5; 5: 9 -> 5.
+    orders = [1] * 6 + [2, 3, 4, 5]
+    behaviour = spark.createDataFrame(
+        [(f"P{i}", 10, n, 100.0) for i, n in enumerate(orders)] + [("NEVER", 400, 0, 0.0)],
+        "person_id string, recency_days int, frequency long, monetary double",
+    )
+    scores = {r["person_id"]: r["f_score"] for r in with_rfm_scores(behaviour, 5, ACCURACY).collect()}
+    assert scores == {**{f"P{i}": 1 for i in range(6)}, "P6": 4, "P7": 4, "P8": 5, "P9": 5, "NEVER": 0}
 
 
 def test_label_is_a_completed_purchase_inside_the_horizon(spark):

@@ -12,6 +12,7 @@ from crmlake.analyze.uplift import decile_outcomes, learnable_contacts, qini, up
 from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, with_audience_uplift
 
 RUN = dt.date(2026, 11, 21)
+ACCURACY = 10_000   # percentile_approx's: exact on a few rows
 CONTACTS = "contact_date date, audience string, person_id string, group string, score double"
 
 
@@ -67,7 +68,7 @@ def ranked_contacts(spark):
 
 def test_qini_of_a_ranking_that_puts_the_moved_persons_first_and_of_its_reverse(spark):
     scored = ranked_contacts(spark).withColumn("reverse", -F.col("score"))
-    deciles = decile_outcomes(scored, "score")
+    deciles = decile_outcomes(scored, "score", ACCURACY)
     assert [(d["decile"], d["contacted"], d["contacted_converted"], d["control"], d["control_converted"]) for d in deciles[:3]] == [
         (1, 5, 4, 5, 1), (2, 5, 3, 5, 1), (3, 5, 1, 5, 1),
     ]
@@ -78,10 +79,20 @@ def test_qini_of_a_ranking_that_puts_the_moved_persons_first_and_of_its_reverse(
     assert best["curve"] == pytest.approx([0, 0.06] + [0.1] * 9)
     assert best["qini"] == pytest.approx(0.041)
     assert best["uplift_by_decile"] == pytest.approx([0.6, 0.4] + [0.0] * 8)
-    worst = qini(decile_outcomes(scored, "reverse"))
+    worst = qini(decile_outcomes(scored, "reverse", ACCURACY))
     # Reversed: nothing added over eight deciles, then 2 and 3 more: .002 + .007 - .05.
     assert worst["curve"] == pytest.approx([0] * 9 + [0.04, 0.1])
     assert worst["qini"] == pytest.approx(-0.041)
+
+
+def test_contacts_without_a_score_share_the_decile_after_all_scored_ones(spark):
+    # 16 distinct scores and 4 nulls: a contact's decile is 1 + floor(10 x contacts ranked
+    # before / 20), so the scored ones fill deciles 1..8 two by two, the 4 nulls (16 before)
+    # all land in decile 9 and decile 10 is empty.
+    rows = [(f"P{i:02d}", RUN, "treatment", 0.0, float(100 - i)) for i in range(16)] + [(f"N{i}", RUN, "control", 1.0, None) for i in range(4)]
+    scored = spark.createDataFrame(rows, "person_id string, contact_date date, group string, label double, score double")
+    deciles = decile_outcomes(scored, "score", ACCURACY)
+    assert [(d["contacted"], d["control"], d["control_converted"]) for d in deciles] == [(2, 0, 0)] * 8 + [(0, 4, 4), (0, 0, 0)]
 
 
 def test_a_decile_without_control_persons_has_no_uplift_and_adds_nothing_to_the_curve():

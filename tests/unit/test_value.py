@@ -2,6 +2,7 @@
 
 from crmlake.analyze.value import ValueRules, pareto_curve, with_loyalty_level, with_value_tier
 
+ACCURACY = 10_000   # percentile_approx's: exact on a few rows
 RULES = ValueRules(most_valuable_top_share=0.25, growth_ratio=1.5, growth_min_value=500, margin=0.3, cost_to_serve=60, repeat_min_orders=2, advocate_min_referred_buyers=1)
 
 
@@ -10,10 +11,22 @@ def test_value_tiers_first_match_wins(spark):
         [("TOP", 9000.0, 100.0), ("B", 1000.0, 1200.0), ("C", 800.0, 600.0), ("GROW", 300.0, 900.0), ("POOR", 50.0, 100.0), ("NEVER", None, None)],
         "person_id string, current_value double, predicted_value double",
     )
-    tiers = {r["person_id"]: r["value_tier"] for r in with_value_tier(persons, RULES).collect()}
-    # 5 buyers, top 25%: only TOP (percent_rank 0); GROW: 900 >= 1.5 x 300 and >= 500;
+    tiers = {r["person_id"]: r["value_tier"] for r in with_value_tier(persons, RULES, ACCURACY).collect()}
+    # 5 buyers, top 25%: only TOP (percent_rank 0; B's is 1/4); GROW: 900 >= 1.5 x 300 and >= 500;
     # POOR: 100 x 0.3 = 30 < 60; NEVER: 0 < 60; B and C keep their value.
     assert tiers == {"TOP": "most_valuable", "B": "maintain", "C": "maintain", "GROW": "most_growth_potential", "POOR": "not_worth_developing", "NEVER": "not_worth_developing"}
+
+
+def test_tied_buyers_at_the_top_share_boundary_are_most_valuable_together(spark):
+    # 10 buyers, top 20%: percent rank below 0.2, i.e. fewer than 1.8 buyers worth more. 900
+    # has none ahead, each 800 has one (ties share a rank): all three are in; 700 has three.
+    persons = spark.createDataFrame(
+        [(f"P{v}{suffix}", float(v), 0.0) for v, suffix in ((900, ""), (800, "a"), (800, "b"), (700, ""), (600, ""), (500, ""), (400, ""), (300, ""), (200, ""), (100, ""))],
+        "person_id string, current_value double, predicted_value double",
+    )
+    rules = ValueRules(most_valuable_top_share=0.2)
+    top = {r["person_id"] for r in with_value_tier(persons, rules, ACCURACY).where("value_tier = 'most_valuable'").collect()}
+    assert top == {"P900", "P800a", "P800b"}
 
 
 def test_loyalty_ladder_highest_rung_reached(spark):
@@ -28,5 +41,19 @@ def test_loyalty_ladder_highest_rung_reached(spark):
 def test_pareto_curve_shares(spark):
     # Revenue 60, 20, 10, 5, 5 (total 100) and a non-buyer.
     persons = spark.createDataFrame([(v,) for v in (60.0, 20.0, 10.0, 5.0, 5.0, 0.0)], "revenue double")
-    curve = [(r["top_share"], r["value_share"]) for r in pareto_curve(persons, "revenue", points=5).collect()]
+    curve = [(r["top_share"], r["value_share"]) for r in pareto_curve(persons, "revenue", 2, ACCURACY, points=5).collect()]
     assert curve == [(0.2, 0.6), (0.4, 0.8), (0.6, 0.9), (0.8, 0.95), (1.0, 1.0)]
+
+
+def test_pareto_curve_equals_the_exact_running_share_of_sorted_values(spark):
+    # 300 customers with many ties, cut into 4 value ranges summed apart: the curve must be the
+    # one of a plain sort and running sum, done here in Python.
+    values = [float((i * 37) % 23 + 1) for i in range(300)]
+    persons = spark.createDataFrame([(v,) for v in values] + [(0.0,), (None,)], "revenue double")
+    points, ranked = 10, sorted(values, reverse=True)
+    total, expected = sum(ranked), []
+    for point in range(1, points + 1):
+        last = point * len(ranked) // points   # ranks r with ceil(r x points / n) <= point
+        expected.append((round(point / points, 4), round(sum(ranked[:last]) / total, 6)))
+    curve = [(r["top_share"], r["value_share"]) for r in pareto_curve(persons, "revenue", 4, ACCURACY, points=points).collect()]
+    assert curve == expected

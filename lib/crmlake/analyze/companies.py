@@ -24,7 +24,7 @@ def company_members(companies: DataFrame) -> DataFrame:
 
 
 def company_scores(companies: DataFrame, order_lines: DataFrame, members: DataFrame, person_values: DataFrame,
-                   run_date: dt.date, horizon_days: int, quantiles: int, rules: ValueRules) -> DataFrame:
+                   run_date: dt.date, horizon_days: int, quantiles: int, rules: ValueRules, accuracy: int) -> DataFrame:
     """Return one row per company as of ``run_date`` (gold.company_scores without score_date).
 
     Takes silver.companies, order lines (account_id, order_id, order_date, status,
@@ -32,7 +32,8 @@ def company_scores(companies: DataFrame, order_lines: DataFrame, members: DataFr
     predicted_value). Columns: company_id, accounts, buyers, first_order_at, last_order_at,
     last_buyer_account_id, recency_days (null before a first order), frequency (orders),
     monetary (revenue to date), current_value (revenue in the last ``horizon_days``),
-    predicted_value, r_score, f_score, m_score, rfm_cell, value_tier.
+    predicted_value, r_score, f_score, m_score, rfm_cell, value_tier (RFM ``quantiles`` and
+    the most valuable share from percentile_approx cut points of ``accuracy``).
     """
     since = run_date - dt.timedelta(days=horizon_days)
     lines = order_lines.where((F.col("status") == "completed") & (F.col("order_date") <= F.lit(run_date))).join(
@@ -60,6 +61,6 @@ def company_scores(companies: DataFrame, order_lines: DataFrame, members: DataFr
             F.coalesce("current_value", F.lit(0.0)).alias("current_value"),
             F.coalesce("predicted_value", F.lit(0.0)).alias("predicted_value"),
         )
-        .transform(lambda df: with_rfm_scores(df, quantiles, key="company_id"))
-        .transform(lambda df: with_value_tier(df, rules, key="company_id"))
+        .transform(lambda df: with_rfm_scores(df, quantiles, accuracy))
+        .transform(lambda df: with_value_tier(df, rules, accuracy))
     )

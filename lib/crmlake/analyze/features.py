@@ -18,9 +18,10 @@ import datetime as dt
 
 from zoneinfo import ZoneInfo
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from crmlake.analyze.ranking import with_quantile_buckets
 from crmlake.orders import latest_order_lines
 from crmlake.people import ACCOUNT, with_person_id
 
@@ -117,22 +118,30 @@ def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: Data
     )
 
 
-def with_rfm_scores(behaviour: DataFrame, quantiles: int = 5, key: str = "person_id") -> DataFrame:
+def with_rfm_scores(behaviour: DataFrame, quantiles: int, accuracy: int) -> DataFrame:
     """Add r_score, f_score, m_score (1 = worst .. ``quantiles`` = best) and rfm_cell ("555").
 
-    Takes one row per ``key`` (person_id, or company_id for companies) with recency_days,
-    frequency and monetary. Scores rank buyers only (frequency > 0); one who never bought
-    gets 0 for all three.
+    Takes one row per person (or company) with recency_days, frequency and monetary. Scores
+    rank buyers only (frequency > 0); one who never bought gets 0 for all three. A score is
+    the buyer's quantile bucket (:func:`crmlake.analyze.ranking.with_quantile_buckets`,
+    percentile_approx ``accuracy``): 1 + floor(quantiles x the share of buyers strictly
+    worse), recency worse when longer. Tied buyers share a score (the lowest their ranks
+    reach): with many one-order buyers, all of them get f_score 1 and the scores above
+    are fewer.
     """
     buyers = F.col("frequency") > 0
-    scores = {
-        "r_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy(F.col("recency_days").desc(), key)),
-        "f_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("frequency", key)),
-        "m_score": F.ntile(quantiles).over(Window.partitionBy(buyers).orderBy("monetary", key)),
-    }
-    scored = behaviour
-    for name, expr in scores.items():
-        scored = scored.withColumn(name, F.when(buyers, expr).otherwise(F.lit(0)).cast("int"))
+    scored = with_quantile_buckets(
+        behaviour,
+        {
+            "r_score": F.when(buyers, -F.col("recency_days")),
+            "f_score": F.when(buyers, F.col("frequency")),
+            "m_score": F.when(buyers, F.col("monetary")),
+        },
+        quantiles,
+        accuracy,
+    )
+    for name in ("r_score", "f_score", "m_score"):
+        scored = scored.withColumn(name, F.coalesce(F.col(name), F.lit(0)))
     return scored.withColumn("rfm_cell", F.concat_ws("", "r_score", "f_score", "m_score"))
 
 
@@ -150,6 +159,12 @@ def with_purchase_label(behaviour: DataFrame, order_lines: DataFrame, cutoff: dt
     return behaviour.join(buyers, "person_id", "left").withColumn("label", F.coalesce("label", F.lit(0.0)))
 
 
-def with_deciles(scored: DataFrame, score_col: str, decile_col: str) -> DataFrame:
-    """Add ``decile_col``: 10 for the highest tenth of ``score_col`` .. 1 for the lowest."""
-    return scored.withColumn(decile_col, F.ntile(10).over(Window.orderBy(F.col(score_col).asc(), "person_id")))
+def with_deciles(scored: DataFrame, score_col: str, decile_col: str, accuracy: int) -> DataFrame:
+    """Add ``decile_col``: 10 for the highest tenth of ``score_col`` .. 1 for the lowest.
+
+    The decile is 1 + floor(10 x the share of rows with a strictly lower score), from
+    percentile_approx cut points of ``accuracy``
+    (:func:`crmlake.analyze.ranking.with_quantile_buckets`): tied scores share a decile, the
+    lowest their ranks reach; a null score gets a null decile.
+    """
+    return with_quantile_buckets(scored, {decile_col: F.col(score_col)}, 10, accuracy)

@@ -41,7 +41,8 @@ from crmlake import tracking
 from crmlake.analyze import categories, clv, models, reports, uplift
 from crmlake.analyze.companies import company_members, company_scores
 from crmlake.analyze.features import (
-    FEATURE_COLUMNS, customer_behaviour, in_holdout, members_as_of, order_lines_as_of, with_deciles, with_purchase_label, with_rfm_scores,
+    FEATURE_COLUMNS, customer_behaviour, in_holdout, members_as_of, order_lines_as_of, with_deciles, with_purchase_label,
+    with_rfm_scores,
 )
 from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
@@ -61,6 +62,12 @@ CONTACT_HISTORY = "gold.contact_history"
 
 
 INPUT_TABLES = ("bronze.orders", "silver.customer_history", "silver.identity_map", "silver.sessions", "silver.customer_360")
+
+
+def quantile_accuracy(conf: Conf) -> int:
+    """Return the percentile_approx accuracy of every decile, score and share among persons
+    (``analyze.ranking.quantile_accuracy``: :mod:`crmlake.analyze.ranking`)."""
+    return int(conf.get("analyze.ranking.quantile_accuracy"))
 
 
 class NotTrainable(RuntimeError):
@@ -106,7 +113,7 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
         results = {}
         for name, pipeline in candidates.items():
             fitted = pipeline.fit(train)
-            results[name] = (fitted, *models.propensity_metrics(fitted, holdout))
+            results[name] = (fitted, *models.propensity_metrics(fitted, holdout, quantile_accuracy(conf)))
             mlflow.log_metrics({f"{name}.{k}": v for k, v in results[name][1].items()})
         winner = max(results, key=lambda n: results[n][1]["auc"])
         model, metrics, calibration = results[winner]
@@ -121,7 +128,7 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
         )
         champion_auc = None
         if tracking.champion_version(p["model_name"]) is not None:
-            champion_auc = models.propensity_metrics(tracking.load_champion(p["model_name"])[0], holdout)[0]["auc"]
+            champion_auc = models.propensity_metrics(tracking.load_champion(p["model_name"])[0], holdout, quantile_accuracy(conf))[0]["auc"]
         moved, reason = tracking.promote_if_better(p["model_name"], version, metrics["auc"], champion_auc, float(p.get("champion_margin", 0.005)))
         mlflow.set_tag("champion_decision", reason)
     train.unpersist()
@@ -289,11 +296,11 @@ def train_uplift(conf: Conf, audience: str, examples: DataFrame, run_date: dt.da
     train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
 
     def qini_of(model) -> dict:
-        return uplift.qini(uplift.decile_outcomes(models.with_uplift(model, holdout), "uplift"))
+        return uplift.qini(uplift.decile_outcomes(models.with_uplift(model, holdout), "uplift", quantile_accuracy(conf)))
 
     with tracking.tracked_run(conf, f"uplift-{audience}-{run_date}", {"stage": "analyze", "run_date": str(run_date), "audience": audience}):
         model = models.uplift_pipeline(int(u["max_iter"])).fit(train)
-        measured, baseline = qini_of(model), uplift.qini(uplift.decile_outcomes(holdout, "score"))
+        measured, baseline = qini_of(model), uplift.qini(uplift.decile_outcomes(holdout, "score", quantile_accuracy(conf)))
         # Safe to collect: the audience's few contact dates.
         dates = sorted(str(r["contact_date"]) for r in examples.select("contact_date").distinct().collect())
         mlflow.log_params({"audience": audience, "contact_dates": ",".join(dates), "attribution_days": conf.get("decide.attribution_days"),
@@ -454,9 +461,13 @@ def write_reports(lake: Lake, conf: Conf, order_lines: DataFrame, people: DataFr
     return [f for f in files if f.endswith(".html")]
 
 
-def pareto(lake: Lake, report_dir: str, persons: DataFrame, run_date: dt.date) -> dict:
-    """Write gold.pareto for ``run_date`` and its chart; return the headline shares."""
-    curve = pareto_curve(persons, "monetary").withColumn("score_date", F.lit(run_date))
+def pareto(lake: Lake, conf: Conf, report_dir: str, persons: DataFrame, run_date: dt.date) -> dict:
+    """Write gold.pareto for ``run_date`` and its chart; return the headline shares.
+
+    Takes ``persons`` as read from a table: the curve's running sum reads it more than once.
+    """
+    ranges = int(conf.get("analyze.ranking.pareto_ranges"))
+    curve = pareto_curve(persons, "monetary", ranges, quantile_accuracy(conf)).withColumn("score_date", F.lit(run_date))
     lake.overwrite_where(PARETO, curve, f"score_date = DATE'{run_date}'", partition_by=["score_date"])
     # Safe to collect: 100 points.
     points = [(r["top_share"], r["value_share"]) for r in lake.read(PARETO).where(f"score_date = DATE'{run_date}'").orderBy("top_share").collect()]
@@ -502,7 +513,8 @@ def score_companies(lake: Lake, conf: Conf, order_lines: DataFrame, identity_map
     members = with_person_id(company_members(companies), identity_map, (ACCOUNT, F.col("account_id")))
     horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
     table = company_scores(
-        companies, order_lines, members, scores.select("person_id", "predicted_value"), run_date, horizon, int(conf.get("analyze.rfm_quantiles", 5)), rules
+        companies, order_lines, members, scores.select("person_id", "predicted_value"), run_date, horizon, int(conf.get("analyze.rfm_quantiles")), rules,
+        quantile_accuracy(conf),
     ).withColumn("score_date", F.lit(run_date))
     return lake.overwrite_where(COMPANY_SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
 
@@ -586,16 +598,18 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         recent = order_lines.where(
             (F.col("status") == "completed") & (F.col("order_date") > F.lit(run_date - dt.timedelta(days=horizon))) & (F.col("order_date") <= F.lit(run_date))
         ).groupBy("person_id").agg(F.sum("line_amount").cast("double").alias("current_value"))
-        scored = models.with_propensity_score(propensity_model, segmented)
-        scored = with_deciles(scored, "propensity_score", "propensity_decile")
-        scored = with_rfm_scores(scored, int(conf.get("analyze.rfm_quantiles", 5)))
+        # Cached: the deciles and the RFM scores each aggregate it before its rows are written.
+        propensity = models.with_propensity_score(propensity_model, segmented).cache()
+        scored = with_rfm_scores(
+            with_deciles(propensity, "propensity_score", "propensity_decile", quantile_accuracy(conf)), int(conf.get("analyze.rfm_quantiles")), quantile_accuracy(conf)
+        )
         table = (
             scored.join(valued, "person_id", "left")
             .join(top_categories, "person_id", "left")
             .join(recent, "person_id", "left")
             .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
-            .transform(lambda df: with_value_tier(df, rules))
+            .transform(lambda df: with_value_tier(df, rules, quantile_accuracy(conf)))
             .transform(lambda df: with_loyalty_level(df, rules))
             # The versions that made these scores: each model's champion, whatever today's challenger did.
             .withColumn("propensity_model", F.lit(f"{p['model_name']}/{propensity_version}"))
@@ -607,7 +621,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         # Safe to collect: a handful of tiers and rungs.
         f["value_tiers"] = {r["value_tier"]: r["count"] for r in scores.groupBy("value_tier").count().collect()}
         f["loyalty_ladder"] = {r["loyalty_level"]: r["count"] for r in scores.groupBy("loyalty_level").count().collect()}
-        f.update(pareto(lake, report_dir, scores, run_date))
+        f.update(pareto(lake, conf, report_dir, scores, run_date))
         write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
     with timed(log, f"uplift for {run_date}") as f:
@@ -617,6 +631,6 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         with timed(log, f"company scores for {run_date}") as f:
             f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)
         facts["companies"] = dict(f)
-    for cached in (people, order_lines, sessions, behaviour_then, frame):
+    for cached in (people, order_lines, sessions, behaviour_then, frame, propensity):
         cached.unpersist()
     return facts

@@ -15,11 +15,11 @@ from pyspark.ml.clustering import KMeans
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, ClusteringEvaluator
 from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.analyze.categories import CATEGORY_FEATURES
-from crmlake.analyze.features import FEATURE_COLUMNS
+from crmlake.analyze.features import FEATURE_COLUMNS, with_deciles
 
 SEGMENT_FEATURES = ("recency_days", "frequency", "monetary", "sessions_30d", "active_days_30d")
 
@@ -97,19 +97,22 @@ def with_propensity_score(model: PipelineModel, behaviour: DataFrame) -> DataFra
     return scored.select(*behaviour.columns, vector_to_array("probability")[1].alias("propensity_score"))
 
 
-def propensity_metrics(model: PipelineModel, labelled: DataFrame) -> tuple[dict, list[dict]]:
+def propensity_metrics(model: PipelineModel, labelled: DataFrame, accuracy: int) -> tuple[dict, list[dict]]:
     """Evaluate a propensity model on ``labelled`` (which holds ``label``).
 
     Returns (metrics, calibration): auc, pr_auc, top_decile_lift (positive rate in the top
     tenth of scores over the base rate) and brier; calibration is one row per score decile
-    with its mean score and observed purchase rate.
+    with its mean score and observed purchase rate. Deciles come from percentile_approx
+    cut points of ``accuracy`` (:func:`~crmlake.analyze.features.with_deciles`): tied scores
+    share a decile, so a decile may hold more or fewer than a tenth of the persons (a
+    decile left empty by a tie block has no row) and the top decile is the highest one present.
     """
     scored = model.transform(labelled).withColumn("_score", vector_to_array("probability")[1]).cache()
     metrics = {
         name: float(BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction", metricName=metric).evaluate(scored))
         for name, metric in (("auc", "areaUnderROC"), ("pr_auc", "areaUnderPR"))
     }
-    deciles = scored.withColumn("decile", F.ntile(10).over(Window.orderBy("_score")))
+    deciles = with_deciles(scored, "_score", "decile", accuracy)
     # Safe to collect: ten rows.
     calibration = [
         r.asDict()

@@ -29,6 +29,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from crmlake.analyze.features import FEATURE_COLUMNS
+from crmlake.analyze.ranking import with_quantile_buckets
 from crmlake.decide.results import contact_outcomes
 
 DECILES = 10
@@ -63,17 +64,21 @@ def uplift_examples(contacts: DataFrame, orders: DataFrame, attribution_days: in
     )
 
 
-def decile_outcomes(scored: DataFrame, score_col: str) -> list[dict]:
-    """Rank contacts by ``score_col`` (highest first) into ten deciles of equal size and count,
-    per decile, the contacted and control persons and how many of each converted.
+def decile_outcomes(scored: DataFrame, score_col: str, accuracy: int) -> list[dict]:
+    """Rank contacts by ``score_col`` (highest first) into ten deciles and count, per decile,
+    the contacted and control persons and how many of each converted.
 
-    Takes rows with person_id, contact_date, group (treatment or control), label and
-    ``score_col``; ties are broken by person and date, a null score ranks last. Returns ten
-    dicts (decile 1 = the highest scores): decile, contacted, contacted_converted, control,
-    control_converted.
+    Takes rows with group (treatment or control), label and ``score_col``. A contact's
+    decile is 1 + floor(10 x the share of contacts with a strictly higher score), a null
+    score ranking last, from percentile_approx cut points of ``accuracy``
+    (:func:`crmlake.analyze.ranking.with_quantile_buckets`): distinct scores make deciles of
+    equal size (within one); tied scores share the decile ranked first, so a tie block
+    spanning deciles leaves the ones after it smaller or empty (an empty decile counts 0).
+    Returns ten dicts (decile 1 = the highest scores): decile, contacted,
+    contacted_converted, control, control_converted.
     """
-    order = Window.orderBy(F.col(score_col).desc_nulls_last(), "person_id", "contact_date")
-    ranked = scored.withColumn("decile", F.ntile(DECILES).over(order))
+    descending = F.coalesce(-F.col(score_col).cast("double"), F.lit(float("inf")))
+    ranked = with_quantile_buckets(scored, {"decile": descending}, DECILES, accuracy)
     treated, converted = F.col("group") == "treatment", F.col("label") > 0
     counts = ranked.groupBy("decile").agg(
         F.sum(treated.cast("long")).alias("contacted"),

@@ -3,7 +3,8 @@
 Value tiers (thresholds in conf ``analyze.value``), first match wins:
 
 * ``most_valuable``: current value (revenue in the last ``horizon_days``) in the top
-  ``most_valuable_top_share`` of buyers;
+  ``most_valuable_top_share`` of buyers (percent rank among buyers below it, ties sharing
+  a rank);
 * ``most_growth_potential``: predicted value (expected value over the next
   ``horizon_days``, from the lifetime-value model) at least ``growth_ratio`` times the
   current value and at least ``growth_min_value``;
@@ -20,13 +21,15 @@ completed order), ``unsatisfied`` (bought, has an unresolved complaint), ``satis
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from crmlake.analyze.ranking import cut_points, with_running_totals
 from crmlake.config import settings_from
-
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,30 @@ class ValueRules:
         return settings_from(cls, *sections)
 
 
-def with_value_tier(persons: DataFrame, rules: ValueRules, key: str = "person_id") -> DataFrame:
-    """Add ``value_tier``. Takes ``key`` (person_id, or company_id for companies),
-    ``current_value`` and ``predicted_value`` (doubles, null = 0)."""
+def with_value_tier(persons: DataFrame, rules: ValueRules, accuracy: int) -> DataFrame:
+    """Add ``value_tier``. Takes one row per person (or company) with ``current_value`` and
+    ``predicted_value`` (doubles, null = 0).
+
+    Most valuable: a buyer (current value > 0) with fewer than ``most_valuable_top_share`` x
+    (buyers - 1) buyers worth more: Spark's percent_rank below the share, with tied buyers
+    sharing a rank (a tie block at the boundary is in or out together; a single buyer is
+    in). Counts the buyers (one job), then takes the value threshold, the value of the
+    buyer ranked just after the ones allowed ahead, from percentile_approx of ``accuracy``
+    (:mod:`crmlake.analyze.ranking`): exact on a few buyers, its rank off by at most about
+    buyers / ``accuracy`` on many.
+    """
     current = F.coalesce(F.col("current_value"), F.lit(0.0))
     predicted = F.coalesce(F.col("predicted_value"), F.lit(0.0))
-    buyers_by_value = Window.partitionBy(current > 0).orderBy(current.desc(), F.col(key))
-    top = (current > 0) & (F.percent_rank().over(buyers_by_value) < rules.most_valuable_top_share)
+    buyers = persons.where(current > 0)
+    count = buyers.count()
+    top = F.lit(False)
+    if count:
+        # At most this many buyers may be worth more (exact fractions: 0.7 x 10 must not round up to 7.000000000000001).
+        ahead = max(math.ceil(Fraction(repr(rules.most_valuable_top_share)) * (count - 1)) - 1, 0)
+        # The (ahead + 1)-th highest value: the quantile of the negated values at that rank,
+        # asked for half a rank below it so that rounding cannot move it. Safe to collect: one number.
+        cut = cut_points(buyers, {"cut": -current}, [(ahead + 0.5) / count], accuracy).first()["cut"][0]
+        top = (current > 0) & (current >= F.lit(-cut))
     tier = (
         F.when(top, "most_valuable")
         .when((predicted >= rules.growth_ratio * current) & (predicted >= rules.growth_min_value), "most_growth_potential")
@@ -77,21 +97,21 @@ def with_loyalty_level(persons: DataFrame, rules: ValueRules) -> DataFrame:
     return persons.withColumn("loyalty_level", level)
 
 
-def pareto_curve(persons: DataFrame, value_col: str, points: int = 100) -> DataFrame:
+def pareto_curve(persons: DataFrame, value_col: str, ranges: int, accuracy: int, points: int = 100) -> DataFrame:
     """Return the Pareto curve: ``top_share`` (of customers, best first) and ``value_share``
     (of all value they bring), at ``points`` evenly spaced shares. Customers are persons
-    with a positive ``value_col``."""
+    with a positive ``value_col``.
+
+    Exact: the running sum is a distributed prefix sum over ``ranges`` value ranges
+    (:func:`crmlake.analyze.ranking.with_running_totals`; ``accuracy`` only sets where the
+    ranges are cut), so ``persons`` must give the same rows each time it is read. The share
+    at a point is the value of the customers ranked up to it, ties taking consecutive ranks.
+    """
     customers = persons.where(F.col(value_col) > 0).select(F.col(value_col).cast("double").alias("value"))
-    # One partition: the ranking is global (persons of one retailer, not events).
-    ranked = Window.orderBy(F.col("value").desc())
-    cumulative = customers.select(
-        F.row_number().over(ranked).alias("rank"),
-        F.sum("value").over(ranked.rowsBetween(Window.unboundedPreceding, 0)).alias("cumulative"),
-    )
-    totals = customers.agg(F.count(F.lit(1)).alias("n"), F.sum("value").alias("total"))
-    steps = cumulative.crossJoin(totals).withColumn("point", F.ceil(F.col("rank") * points / F.col("n")))
+    ranked, customers_n, total = with_running_totals(customers, "value", ranges, accuracy)
+    steps = ranked.withColumn("point", F.ceil(F.col("rank") * points / F.lit(customers_n)))
     return steps.groupBy("point").agg(
-        (F.max("point") / points).alias("top_share"), (F.max("cumulative") / F.first("total")).alias("value_share")
+        (F.max("point") / points).alias("top_share"), (F.max("cumulative") / F.lit(total)).alias("value_share")
     ).select(F.round("top_share", 4).alias("top_share"), F.round("value_share", 6).alias("value_share")).orderBy("top_share")
 
 
