@@ -61,6 +61,16 @@ def test_rfm_scores_give_tied_buyers_the_same_score(spark):
     assert scores == {**{f"P{i}": 1 for i in range(6)}, "P6": 4, "P7": 4, "P8": 5, "P9": 5, "NEVER": 0}
 
 
+def test_only_the_visit_window_of_sessions_counts(spark):
+    from pyspark.sql import functions as F
+
+    from crmlake.analyze.features import in_session_window
+
+    days = spark.createDataFrame([(AS_OF - dt.timedelta(days=n),) for n in (-1, 0, 29, 30)], "session_date date")
+    kept = sorted(r["session_date"] for r in days.where(in_session_window(F.col("session_date"), AS_OF)).collect())
+    assert kept == [AS_OF - dt.timedelta(days=29), AS_OF]   # 30 days up to and including as_of
+
+
 def test_label_is_a_completed_purchase_inside_the_horizon(spark):
     customers, lines, sessions = frames(spark)
     cutoff = dt.date(2026, 11, 15)

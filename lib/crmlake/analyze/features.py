@@ -28,6 +28,8 @@ from crmlake.people import ACCOUNT, with_person_id
 FEATURE_COLUMNS = (
     "recency_days", "frequency", "monetary", "tenure_days", "sessions_30d", "product_views_30d", "adds_to_cart_30d", "active_days_30d",
 )
+# The visit features (the ``_30d`` columns) count the sessions of the 30 days up to and including the date.
+SESSION_DAYS = 30
 
 
 def _date_of(ts_col: str, timezone: str):
@@ -64,6 +66,16 @@ def members_as_of(history: DataFrame, identity_map: DataFrame, as_of: dt.date, t
     return owned.where(F.col("person_id").isNotNull()).groupBy("person_id").agg(F.min("signup_time").alias("signup_time"))
 
 
+def in_session_window(session_date: Column, as_of: dt.date) -> Column:
+    """Column: True for a ``session_date`` the visit features of ``as_of`` count (the
+    SESSION_DAYS days up to and including it).
+
+    Filter silver.sessions with it as it is read: the table is partitioned by session_date,
+    so only those days' files are opened, not the whole clickstream history.
+    """
+    return session_date.between(F.lit(as_of - dt.timedelta(days=SESSION_DAYS - 1)), F.lit(as_of))
+
+
 def in_holdout(person_id: Column, share: float) -> Column:
     """Column: True for the ``share`` of persons held out of every model's training.
 
@@ -92,9 +104,8 @@ def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: Data
             F.max("order_date").alias("last_purchase_date"),
         )
     )
-    window_start = F.date_sub(as_of_lit, 29)
     recent = (
-        sessions.where(F.col("person_id").isNotNull() & F.col("session_date").between(window_start, as_of_lit))
+        sessions.where(F.col("person_id").isNotNull() & in_session_window(F.col("session_date"), as_of))
         .groupBy("person_id")
         .agg(
             F.count(F.lit(1)).alias("sessions_30d"),

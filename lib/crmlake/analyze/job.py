@@ -41,7 +41,7 @@ from crmlake import tracking
 from crmlake.analyze import categories, clv, models, reports, uplift
 from crmlake.analyze.companies import company_members, company_scores
 from crmlake.analyze.features import (
-    FEATURE_COLUMNS, customer_behaviour, in_holdout, members_as_of, order_lines_as_of, with_deciles, with_purchase_label,
+    FEATURE_COLUMNS, customer_behaviour, in_holdout, in_session_window, members_as_of, order_lines_as_of, with_deciles, with_purchase_label,
     with_rfm_scores,
 )
 from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by, with_loyalty_level, with_value_tier
@@ -529,7 +529,6 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     people = lake.read("silver.customer_360").cache()
     identity_map = lake.read("silver.identity_map")
     history, bronze_orders = lake.read("silver.customer_history"), lake.read("bronze.orders")
-    sessions = with_session_person_id(lake.read("silver.sessions"), identity_map).cache()
     inputs = inputs_of(lake, run_date)
 
     def members(as_of: dt.date) -> DataFrame:
@@ -539,9 +538,14 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     def lines_as_of(as_of: dt.date) -> DataFrame:
         return with_order_person_id(order_lines_as_of(bronze_orders, as_of, tz), identity_map)
 
+    def sessions_as_of(as_of: dt.date) -> DataFrame:
+        # Only the days the visit features count, filtered at the read: silver.sessions is
+        # partitioned by session_date, so the rest of the clickstream's history is never opened.
+        return with_session_person_id(lake.read("silver.sessions").where(in_session_window(F.col("session_date"), as_of)), identity_map)
+
     def behaviour_as_of(as_of: dt.date, lines: DataFrame | None = None) -> DataFrame:
         # Point in time: the members and their order lines as they stood at the end of as_of.
-        return customer_behaviour(members(as_of), lines if lines is not None else lines_as_of(as_of), sessions, as_of, tz)
+        return customer_behaviour(members(as_of), lines if lines is not None else lines_as_of(as_of), sessions_as_of(as_of), as_of, tz)
 
     # Everything as it stood at the end of run_date (a backfill of an old date sees that day's lake).
     order_lines = lines_as_of(run_date).cache()
@@ -575,7 +579,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     except NotTrainable as reason:
         # Early dates of a backfill: nothing to learn from yet. Not a failure of the job.
         log.warning("analyze skipped: %s", reason)
-        for cached in (people, order_lines, sessions, behaviour_then):
+        for cached in (people, order_lines, behaviour_then):
             cached.unpersist()
         return {**facts, "skipped": str(reason)}
     behaviour = behaviour_as_of(run_date, order_lines)
@@ -631,6 +635,6 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         with timed(log, f"company scores for {run_date}") as f:
             f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)
         facts["companies"] = dict(f)
-    for cached in (people, order_lines, sessions, behaviour_then, frame, propensity):
+    for cached in (people, order_lines, behaviour_then, frame, propensity):
         cached.unpersist()
     return facts
