@@ -5,7 +5,8 @@ acquired into bronze, against plain copies measured in the same run (Spark readi
 same files as JSON with the contract's fields, and as text, writing Parquet with no checks).
 
 Organize section: identity resolution (connected components in Spark) on synthetic
-cookie-account graphs of about 1M and 5M edges; sessionization of the same events by
+graphs of 1M and 5M edges (persons of two accounts sharing an email, two cookies each), then a day adding 1% new edges grown
+into the map against a full rebuild of the same graph; sessionization of the same events by
 crmlake's Spark transform and by DuckDB running the same sessionization SQL on the same
 Parquet, both writing Parquet.
 
@@ -165,22 +166,44 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
     """Time identity resolution against edge count and sessionization against DuckDB."""
     import duckdb
 
-    from crmlake.organize.identity import connected_components
+    from crmlake.organize.identity import assign_person_ids, connected_components, grow_identity_map
     from crmlake.organize.transforms import sessionize
 
+    def identity_graph(first_id: int, count: int, day_of: int = 0) -> tuple[DataFrame, DataFrame]:
+        # Persons of 6 edges: two accounts sharing an email, two cookies each. A day's edges
+        # (day_of = the history's size) are new cookies of existing accounts.
+        edge = F.col("id")
+        person = F.floor(edge / 6)
+        if day_of:
+            src = F.concat(F.lit("anonymous_id:c"), edge.cast("string"))
+            dst = F.concat(F.lit("account_id:a"), F.pmod(F.xxhash64(edge), F.lit(day_of // 3)).cast("string"))
+        else:
+            email_edge = edge % 6 >= 4
+            src = F.when(email_edge, F.concat(F.lit("email:e"), person.cast("string"))).otherwise(F.concat(F.lit("anonymous_id:c"), edge.cast("string")))
+            dst = F.concat(F.lit("account_id:a"), (person * 2 + edge % 2).cast("string"))
+        edges = spark.range(first_id, first_id + count).select(src.alias("src"), dst.alias("dst"))
+        return edges.select(F.col("src").alias("node")).union(edges.select(F.col("dst").alias("node"))).distinct(), edges
+
     lines = []
+    no_map = spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
     for edges_wanted in edge_counts:
-        accounts = max(1, edges_wanted // 4)
-        edges = spark.range(edges_wanted).select(
-            F.concat(F.lit("anonymous_id:c"), (F.col("id") % int(edges_wanted * 0.8)).cast("string")).alias("src"),
-            F.concat(F.lit("account_id:a"), F.pmod(F.xxhash64("id"), F.lit(accounts)).cast("string")).alias("dst"),
-        ).cache()
-        nodes = edges.select(F.col("src").alias("node")).union(edges.select(F.col("dst").alias("node"))).distinct().cache()
+        nodes, edges = (frame.cache() for frame in identity_graph(0, edges_wanted))
         node_count = nodes.count()
-        took = _seconds(lambda: connected_components(nodes, edges).write.format("noop").mode("overwrite").save())
+        took = _seconds(lambda: assign_person_ids(connected_components(nodes, edges), no_map).write.format("noop").mode("overwrite").save())
         lines.append(f"identity resolution         : {edges_wanted:,} edges, {node_count:,} nodes in {took:.1f}s = {edges_wanted / took:,.0f} edges/s")
-        edges.unpersist()
-        nodes.unpersist()
+        # A day adding 1% new edges: new cookies of existing and new accounts.
+        previous = assign_person_ids(connected_components(nodes, edges), no_map)
+        previous.write.parquet(f"file://{tmp}/identity-map-{edges_wanted}")
+        previous = spark.read.parquet(f"file://{tmp}/identity-map-{edges_wanted}")
+        day_nodes, day_edges = identity_graph(edges_wanted, edges_wanted // 100, day_of=edges_wanted)
+        grown_nodes, grown_edges = nodes.union(day_nodes).distinct().cache(), edges.union(day_edges).cache()
+        grown_nodes.count()
+        no_touch = spark.createDataFrame([], "node string")
+        grown = _seconds(lambda: grow_identity_map(grown_nodes, grown_edges, previous, no_touch).write.format("noop").mode("overwrite").save())
+        rebuilt = _seconds(lambda: assign_person_ids(connected_components(grown_nodes, grown_edges), previous).write.format("noop").mode("overwrite").save())
+        lines.append(f"identity, a day of 1% edges : grown {grown:.1f}s, full rebuild {rebuilt:.1f}s (ratio {grown / rebuilt:.2f})")
+        for frame in (nodes, edges, grown_nodes, grown_edges):
+            frame.unpersist()
 
     visitors = max(1, session_events // 40)
     source = f"{tmp}/session-events"
