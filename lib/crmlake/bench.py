@@ -21,13 +21,18 @@ distinct ids to each size; the peer is a plain Spark copy of the same inputs.
 Lake section: the configured engine's append against a plain ``df.write.parquet`` of the
 same cached DataFrame (the copy limit), each timed several times alternately and
 compared by median; a merge that changes 1% of the keys against a full rewrite of the
-table; files per partition after the append.
+table; files per partition after the append. Then all the rows in one day: the append
+against a plain ``df.write.partitionBy(...).parquet`` of the same frame, with the tasks
+that wrote the day (cores used) and the files it got.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import glob
+import os
+import re
 import statistics
 import tempfile
 import time
@@ -107,6 +112,35 @@ def bench_lake(spark: SparkSession, conf_file: str | None, tmp: str, rows: int, 
         f"full rewrite of the table   : {rows:,} rows in {rewrite:.2f}s",
         f"merge, 1% keys in all days  : {spread_rows:,} rows in {merged_spread:.2f}s (merge / rewrite = {merged_spread / rewrite:.2f})",
         f"merge, 1% keys in few days  : {clustered_rows:,} rows in {merged_clustered:.2f}s (merge / rewrite = {merged_clustered / rewrite:.2f})",
+    ]
+
+
+def writer_tasks(paths: list[str]) -> int:
+    """Return how many Spark tasks wrote the data files ``paths``: each task names its files
+    ``part-<task's partition>-...`` (``.c000``, ``.c001`` past ``maxRecordsPerFile``)."""
+    return len({re.match(r"part-(\d+)", os.path.basename(p)).group(1) for p in paths})
+
+
+def bench_one_day(spark: SparkSession, conf_file: str | None, tmp: str, rows: int, repeats: int) -> list[str]:
+    """Time an append of ``rows`` events all in one date partition against a plain partitioned
+    ``df.write.parquet`` of the same cached frame; return printable lines with the tasks and files
+    that wrote the day."""
+    frame = events(spark, rows, 1, first_id=rows).cache()
+    frame.count()
+    plain_times, lake_times = [], []
+    for attempt in range(repeats):
+        lake = Lake(spark, load_conf(conf_file, [f"paths.lake={tmp}/one-day{attempt}"]), load_catalog().with_tables(BENCH_TABLES))
+        plain_path = f"{tmp}/one-day-plain{attempt}"
+        plain_times.append(_seconds(lambda: frame.write.partitionBy("event_date").parquet(f"file://{plain_path}")))
+        lake_times.append(_seconds(lambda: lake.append("bronze.bench", frame, partition_by=["event_date"])))
+    frame.unpersist()
+    plain, appended = statistics.median(plain_times), statistics.median(lake_times)
+    lake_files = [f["path"] for f in lake.files("bronze.bench")]
+    plain_files = glob.glob(f"{plain_path}/event_date=*/*.parquet")
+    return [
+        f"one day, lake append        : {rows:,} rows, median {appended:.2f}s, {writer_tasks(lake_files)} tasks wrote {len(lake_files)} files",
+        f"one day, plain partitioned  : {rows:,} rows, median {plain:.2f}s, {writer_tasks(plain_files)} tasks wrote {len(plain_files)} files",
+        f"ratio append / plain        : {appended / plain:.2f} for one day ({spark.sparkContext.defaultParallelism} cores)",
     ]
 
 
@@ -367,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         with spark_session(conf, "bench") as spark:
             if args.only in (None, "lake"):
                 print("\n".join(["", "crmlake bench: lake", *bench_lake(spark, args.conf, tmp, args.rows, args.days, args.repeats)]), flush=True)
+                print("\n".join(["", "crmlake bench: lake, every row in one day", *bench_one_day(spark, args.conf, tmp, args.rows, args.repeats)]), flush=True)
             if args.only in (None, "acquire"):
                 for events in (int(e) for e in args.events.split(",") if e.strip()):
                     print("\n".join(["", f"crmlake bench: acquire, about {events:,} events", *bench_acquire(spark, args.conf, tmp, events)]), flush=True)
