@@ -62,6 +62,7 @@ class LakeSettings(Section):
     engine: Literal["auto", "rs", "spark"]
     resolve_delta_jars: bool
     target_file_rows: int = PositiveInt
+    small_file_bytes: int = PositiveInt
     retention_days: RetentionDays
 
 

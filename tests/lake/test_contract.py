@@ -7,22 +7,38 @@ no Maven registry, so spark.jars.packages cannot resolve them).
 import datetime as dt
 import glob
 import os
+import re
 
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
+from pyspark.sql import functions as F
 
 from crmlake.lake import Lake, PredicateError, WriteId
 from crmlake.lake.spark_delta import delta_spark_available
 from tables import catalog_with_test_tables
 
+ADVISORY_SIZE = "spark.sql.adaptive.advisoryPartitionSizeInBytes"
 
+
+def configured(spark, conf, **lake_settings):
+    """Return a Lake of the test tables whose ``lake.*`` conf is ``conf``'s with ``lake_settings``."""
+    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], **lake_settings}}), catalog_with_test_tables())
 
 @pytest.fixture(params=["rs", "spark"])
 def lake(request, spark, conf):
     if request.param == "spark" and not delta_spark_available(spark):
         pytest.skip("delta-spark engine: Delta's jars are not on the JVM classpath (no Maven here to resolve io.delta:delta-spark_4.2_2.13)")
-    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], "engine": request.param}}), catalog_with_test_tables())
+    return configured(spark, conf, engine=request.param)
+
+
+@pytest.fixture
+def small_shuffle_partitions(spark):
+    """AQE's advisory partition size at 64 KiB for one test, so a day of a few MB is big."""
+    before = spark.conf.get(ADVISORY_SIZE)
+    spark.conf.set(ADVISORY_SIZE, "64k")
+    yield
+    spark.conf.set(ADVISORY_SIZE, before)
 
 
 SCHEMA = "account_id string, email string, day date, updated_time timestamp, amount long"
@@ -37,6 +53,22 @@ def rows(spark, *items):
 
 def table_rows(lake, name):
     return sorted((r["account_id"], r["amount"]) for r in lake.read(name).collect())
+
+
+def parquet_files(lake, name):
+    """The table's data files on disk (every test table here has only committed files)."""
+    return sorted(glob.glob(os.path.join(lake.path(name), "day=*", "*.parquet")))
+
+
+def writer_tasks(paths):
+    """How many Spark tasks wrote ``paths``: a task names its files part-<its partition>-…"""
+    return len({re.match(r"part-(\d+)", os.path.basename(p)).group(1) for p in paths})
+
+
+def events(spark, rows, days, input_partitions):
+    return spark.range(0, rows, 1, input_partitions).select(
+        F.col("id").alias("event_id"), F.date_format(F.date_add(F.lit("2026-11-01"), (F.col("id") % days).cast("int")), "yyyy-MM-dd").alias("day")
+    )
 
 
 def test_replayed_idempotent_write_commits_nothing(spark, lake):
@@ -104,13 +136,56 @@ def test_stray_uncommitted_files_are_invisible(spark, lake):
     assert table_rows(lake, "bronze.t") == [("a", 1)]
 
 
-def test_optimize_compacts_a_partition_into_one_file(spark, lake):
+def test_a_big_partition_value_is_written_by_several_tasks(spark, lake, small_shuffle_partitions):
+    lake.append("bronze.events", events(spark, 200_000, 1, 4), partition_by=["day"])
+    files = parquet_files(lake, "bronze.events")
+    assert writer_tasks(files) > 1, f"one task wrote the whole day: {files}"
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 200_000
+    assert lake.read("bronze.events").count() == 200_000
+
+
+def test_small_partition_values_get_one_file_each(spark, lake):
+    lake.append("bronze.events", events(spark, 3_000, 30, 6), partition_by=["day"])  # 6 input partitions hold every day
+    assert len(parquet_files(lake, "bronze.events")) == 30
+    assert lake.read("bronze.events").count() == 3_000
+
+
+def test_no_file_holds_more_than_target_file_rows(spark, lake):
+    capped = configured(spark, lake.conf, target_file_rows=100)
+    capped.append("bronze.events", events(spark, 1_000, 1, 1), partition_by=["day"])
+    counts = [pq.read_metadata(f).num_rows for f in parquet_files(capped, "bronze.events")]
+    assert max(counts) == 100 and sum(counts) == 1_000
+
+
+def test_optimize_compacts_the_small_files_of_each_partition(spark, lake):
     for amount in range(3):
         lake.append("silver.t", rows(spark, (f"a{amount}", 1, 0, amount)), partition_by=["day"])
-    assert len(lake.files("silver.t")) == 3
-    lake.optimize("silver.t")
-    assert len(lake.files("silver.t")) == 1
-    assert table_rows(lake, "silver.t") == [("a0", 0), ("a1", 1), ("a2", 2)]
+    lake.append("silver.t", rows(spark, ("b", 2, 0, 9)), partition_by=["day"])
+    day_2 = [f for f in parquet_files(lake, "silver.t") if "day=2026-11-02" in f]
+    result = lake.optimize("silver.t")
+    table = DeltaTable(lake.path("silver.t"))  # deltalake alone reads the compacted table
+    assert result.committed and result.files_removed == 3 and table.version() == 4
+    assert sorted(table.to_pyarrow_table().column("amount").to_pylist()) == [0, 1, 2, 9]
+    lake.vacuum("silver.t", retention_hours=0)
+    files = parquet_files(lake, "silver.t")
+    assert len(files) == 2 and day_2[0] in files  # day 1's three files in one; day 2's only file untouched
+    assert not lake.optimize("silver.t").committed  # nothing small left to pair
+
+
+def test_optimize_leaves_files_of_the_small_size_or_more_alone(spark, lake):
+    many = [(f"big{i}", 1, 0, i) for i in range(2_000)]
+    lake.append("silver.t", rows(spark, *many), partition_by=["day"])
+    lake.append("silver.t", rows(spark, ("a", 1, 0, -1)), partition_by=["day"])
+    lake.append("silver.t", rows(spark, ("b", 1, 0, -2)), partition_by=["day"])
+    sizes = {f: os.path.getsize(f) for f in parquet_files(lake, "silver.t")}
+    big = max(sizes, key=sizes.get)
+    threshold = max(size for f, size in sizes.items() if f != big) + 1
+    assert sizes[big] >= threshold
+    configured(spark, lake.conf, small_file_bytes=threshold).optimize("silver.t")
+    lake.vacuum("silver.t", retention_hours=0)
+    files = parquet_files(lake, "silver.t")
+    assert len(files) == 2 and big in files
+    assert len(table_rows(lake, "silver.t")) == 2_002
 
 
 def test_erase_with_blank_nulls_the_columns_keeps_the_rows_and_reports_the_files(spark, lake):

@@ -56,14 +56,17 @@ log = get_logger("lake")
 ENGINES = ("auto", "rs", "spark")
 
 
-def make_engine(spark: SparkSession, engine: str = "auto", target_file_rows: int = 1_000_000):
-    """Return the Delta engine named ``engine`` (auto, rs or spark) bound to ``spark``."""
+def make_engine(spark: SparkSession, conf: Conf, engine: str | None = None):
+    """Return the Delta engine named ``engine`` (auto, rs or spark; default: conf's
+    ``lake.engine``) bound to ``spark``, sized by conf's ``lake.target_file_rows`` and
+    ``lake.small_file_bytes``."""
+    engine = str(conf.get("lake.engine")) if engine is None else engine
     if engine not in ENGINES:
         raise EngineUnavailableError(f"lake.engine={engine!r}: expected one of {', '.join(ENGINES)}")
     if engine == "auto":
         engine = "spark" if delta_spark_available(spark) else "rs"
     cls = SparkDeltaEngine if engine == "spark" else RsEngine
-    return cls(spark, target_file_rows=target_file_rows)
+    return cls(spark, target_file_rows=int(conf.get("lake.target_file_rows")), small_file_bytes=int(conf.get("lake.small_file_bytes")))
 
 
 class Snapshot:
@@ -95,11 +98,7 @@ class Lake:
         self.spark = spark
         self.conf = conf
         self.catalog = catalog or load_catalog()
-        self.engine = make_engine(
-            spark,
-            str(conf.get("lake.engine", "auto")),
-            int(conf.get("lake.target_file_rows", 1_000_000)),
-        )
+        self.engine = make_engine(spark, conf)
 
     def path(self, table: str) -> str:
         """Return the location of ``layer.table``."""
@@ -205,7 +204,9 @@ class Lake:
         return ErasureResult(table, rows, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
 
     def optimize(self, table: str) -> WriteResult:
-        """Compact small files, partition by partition."""
+        """Compact small files, partition by partition: a partition's files under
+        ``lake.small_file_bytes``, when it has two or more, are rewritten together into files
+        a write would make; larger files are left alone."""
         return self._logged("optimize", table, self.engine.optimize(self.path(table)))
 
     def retention_hours(self, table: str) -> int:

@@ -33,6 +33,20 @@ def with_delete_flag(df: DataFrame, delete_when: str | None) -> DataFrame:
     return flagged.drop(*[c for c in df.columns if c.startswith("_")])
 
 
+def balanced_for_write(df: DataFrame, partition_by: Sequence[str]) -> DataFrame:
+    """Return ``df`` laid out for a write partitioned by ``partition_by`` (``df`` itself when
+    there are no partition columns).
+
+    Spark's REBALANCE hint shuffles the rows by the partition columns and lets adaptive query
+    execution size the write's tasks: a partition value bigger than
+    ``spark.sql.adaptive.advisoryPartitionSizeInBytes`` is split over several tasks (each
+    writes its own file), small ones share a task, one file each. So a big day is written by
+    every core and a small day still gets one file. A plain repartition by the partition
+    columns would give each value one task, however big.
+    """
+    return df.hint("rebalance", *partition_by) if partition_by else df
+
+
 def nullable_schema(schema: StructType) -> StructType:
     """Return ``schema`` with every field, array element and map value nullable.
 

@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from crmlake.lake.errors import LakeError, PredicateError, TableNotFoundError
-from crmlake.lake.frames import conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
+from crmlake.lake.frames import balanced_for_write, conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
 from crmlake.lake.stats import STATS_COLUMNS, parquet_file_stats
 from crmlake.lake.types import WriteId, WriteResult
 from crmlake.log import get_logger
@@ -92,9 +92,10 @@ class RsEngine:
 
     name = "rs"
 
-    def __init__(self, spark: SparkSession, target_file_rows: int = 1_000_000):
+    def __init__(self, spark: SparkSession, target_file_rows: int, small_file_bytes: int):
         self.spark = spark
         self.target_file_rows = int(target_file_rows)
+        self.small_file_bytes = int(small_file_bytes)
 
     # ----------------------------------------------------------------- reading
     def exists(self, location: str) -> bool:
@@ -175,11 +176,14 @@ class RsEngine:
         return False
 
     def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str]) -> list[_StagedFile]:
-        """Write ``df`` as Parquet under the table's staging area and move the files in place."""
+        """Write ``df`` as Parquet under the table's staging area and move the files in place.
+
+        A partition value is written by as many tasks as its size calls for (see
+        :func:`balanced_for_write`), each file holding at most ``target_file_rows`` rows.
+        """
         root = _local_path(location)
         staging = os.path.join(root, STAGING, uuid.uuid4().hex)
-        writer_df = df.repartition(*partition_by) if partition_by else df
-        writer = writer_df.write.mode("overwrite").option("maxRecordsPerFile", self.target_file_rows)
+        writer = balanced_for_write(df, partition_by).write.mode("overwrite").option("maxRecordsPerFile", self.target_file_rows)
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(_file_uri(staging))
@@ -456,12 +460,16 @@ class RsEngine:
         wanted = {tuple(_partition_text(r[c]) for c in partitions) for r in source.select(*partitions).distinct().collect()}
         return [f for f in files if tuple(f["partition_values"].get(c) for c in partitions) in wanted]
 
-    def optimize(self, location: str, min_files: int = 2) -> WriteResult:
-        """Compact each partition that has ``min_files`` or more files into as few as the target size allows."""
-        by_partition: dict = {}
+    def optimize(self, location: str) -> WriteResult:
+        """Compact small files: in each partition holding two or more files under
+        ``small_file_bytes``, those files are rewritten together, as a write lays them out (one
+        file for a small day); larger files are left alone. Commits nothing when no partition
+        has two small files."""
+        small_by_partition: dict = {}
         for f in self.files(location):
-            by_partition.setdefault(tuple(sorted(f["partition_values"].items())), []).append(f)
-        small = [f for group in by_partition.values() if len(group) >= min_files for f in group]
+            if f["size_bytes"] < self.small_file_bytes:
+                small_by_partition.setdefault(tuple(sorted(f["partition_values"].items())), []).append(f)
+        small = [f for group in small_by_partition.values() if len(group) >= 2 for f in group]
         if not small:
             return WriteResult(False, self.version(location), 0, 0, 0)
         return self._rewrite(location, small, self.read_files(location, small), None, "optimize")

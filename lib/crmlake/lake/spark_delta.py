@@ -14,11 +14,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from crmlake.lake.errors import EngineUnavailableError, TableNotFoundError
-from crmlake.lake.frames import latest_per_key, with_delete_flag
+from crmlake.lake.frames import balanced_for_write, latest_per_key, with_delete_flag
 from crmlake.lake.types import WriteId, WriteResult
 
 TXN_APP = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+OPTIMIZE_MIN_FILE_SIZE = "spark.databricks.delta.optimize.minFileSize"  # OPTIMIZE compacts files smaller than this
 
 
 def delta_spark_available(spark: SparkSession) -> bool:
@@ -35,7 +36,7 @@ class SparkDeltaEngine:
 
     name = "spark"
 
-    def __init__(self, spark: SparkSession, target_file_rows: int = 1_000_000):
+    def __init__(self, spark: SparkSession, target_file_rows: int, small_file_bytes: int):
         if not delta_spark_available(spark):
             raise EngineUnavailableError(
                 "lake.engine=spark needs Delta's jars on the classpath "
@@ -46,19 +47,21 @@ class SparkDeltaEngine:
         self.spark = spark
         self.DeltaTable = DeltaTable
         self.target_file_rows = int(target_file_rows)
+        self.small_file_bytes = int(small_file_bytes)
 
     @contextmanager
-    def _txn(self, txn: WriteId | None) -> Iterator[None]:
-        if txn is None:
-            yield
-            return
-        self.spark.conf.set(TXN_APP, txn.app_id)
-        self.spark.conf.set(TXN_VERSION, str(txn.version))
+    def _session_conf(self, settings: Mapping[str, str]) -> Iterator[None]:
+        """Set Delta's session ``settings`` for one operation, then unset them."""
+        for key, value in settings.items():
+            self.spark.conf.set(key, value)
         try:
             yield
         finally:
-            self.spark.conf.unset(TXN_APP)
-            self.spark.conf.unset(TXN_VERSION)
+            for key in settings:
+                self.spark.conf.unset(key)
+
+    def _txn(self, txn: WriteId | None):
+        return self._session_conf({TXN_APP: txn.app_id, TXN_VERSION: str(txn.version)} if txn else {})
 
     def _result(self, location: str, before: int | None) -> WriteResult:
         after = self.version(location)
@@ -131,8 +134,7 @@ class SparkDeltaEngine:
 
     def _write(self, df: DataFrame, location: str, mode: str, partition_by: Sequence[str], txn: WriteId | None, **options) -> WriteResult:
         before = self.version(location) if self.exists(location) else None
-        frame = df.repartition(*partition_by) if partition_by else df
-        writer = frame.write.format("delta").mode(mode).option("maxRecordsPerFile", self.target_file_rows)
+        writer = balanced_for_write(df, partition_by).write.format("delta").mode(mode).option("maxRecordsPerFile", self.target_file_rows)
         for key, value in options.items():
             writer = writer.option(key, value)
         if partition_by:
@@ -188,10 +190,12 @@ class SparkDeltaEngine:
             )
         return self._result(location, before)
 
-    def optimize(self, location: str, min_files: int = 2) -> WriteResult:
-        """Compact small files (Delta's OPTIMIZE)."""
+    def optimize(self, location: str) -> WriteResult:
+        """Compact small files (Delta's OPTIMIZE, bin-packing each partition's files under
+        ``small_file_bytes``; larger files are left alone, as on the rs engine)."""
         before = self.version(location)
-        self._table(location).optimize().executeCompaction()
+        with self._session_conf({OPTIMIZE_MIN_FILE_SIZE: str(self.small_file_bytes)}):
+            self._table(location).optimize().executeCompaction()
         return self._result(location, before)
 
     def expire_log(self, location: str) -> int:
