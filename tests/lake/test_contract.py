@@ -21,15 +21,11 @@ from tables import catalog_with_test_tables
 ADVISORY_SIZE = "spark.sql.adaptive.advisoryPartitionSizeInBytes"
 
 
-def configured(spark, conf, **lake_settings):
-    """Return a Lake of the test tables whose ``lake.*`` conf is ``conf``'s with ``lake_settings``."""
-    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], **lake_settings}}), catalog_with_test_tables())
-
 @pytest.fixture(params=["rs", "spark"])
 def lake(request, spark, conf):
     if request.param == "spark" and not delta_spark_available(spark):
         pytest.skip("delta-spark engine: Delta's jars are not on the JVM classpath (no Maven here to resolve io.delta:delta-spark_4.2_2.13)")
-    return configured(spark, conf, engine=request.param)
+    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], "engine": request.param}}), catalog_with_test_tables())
 
 
 @pytest.fixture
@@ -151,7 +147,7 @@ def test_small_partition_values_get_one_file_each(spark, lake):
 
 
 def test_no_file_holds_more_than_target_file_rows(spark, lake):
-    capped = configured(spark, lake.conf, target_file_rows=100)
+    capped = Lake(spark, lake.conf.with_overrides(["lake.target_file_rows=100"]), lake.catalog)
     capped.append("bronze.events", events(spark, 1_000, 1, 1), partition_by=["day"])
     counts = [pq.read_metadata(f).num_rows for f in parquet_files(capped, "bronze.events")]
     assert max(counts) == 100 and sum(counts) == 1_000
@@ -181,7 +177,7 @@ def test_optimize_leaves_files_of_the_small_size_or_more_alone(spark, lake):
     big = max(sizes, key=sizes.get)
     threshold = max(size for f, size in sizes.items() if f != big) + 1
     assert sizes[big] >= threshold
-    configured(spark, lake.conf, small_file_bytes=threshold).optimize("silver.t")
+    Lake(spark, lake.conf.with_overrides([f"lake.small_file_bytes={threshold}"]), lake.catalog).optimize("silver.t")
     lake.vacuum("silver.t", retention_hours=0)
     files = parquet_files(lake, "silver.t")
     assert len(files) == 2 and big in files
