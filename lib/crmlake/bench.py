@@ -196,7 +196,7 @@ COPY (
 """
 
 
-def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], session_events: int) -> list[str]:
+def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], session_events: int, broadcast_max_rows: int) -> list[str]:
     """Time identity resolution against edge count and sessionization against DuckDB."""
     import duckdb
 
@@ -233,7 +233,7 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
         grown_nodes, grown_edges = nodes.union(day_nodes).distinct().cache(), edges.union(day_edges).cache()
         grown_nodes.count()
         no_touch = spark.createDataFrame([], "node string")
-        grown = _seconds(lambda: grow_identity_map(grown_nodes, grown_edges, previous, no_touch).write.format("noop").mode("overwrite").save())
+        grown = _seconds(lambda: grow_identity_map(grown_nodes, grown_edges, previous, no_touch, broadcast_max_rows).write.format("noop").mode("overwrite").save())
         rebuilt = _seconds(lambda: assign_person_ids(connected_components(grown_nodes, grown_edges), previous).write.format("noop").mode("overwrite").save())
         lines.append(f"identity, a day of 1% edges : grown {grown:.1f}s, full rebuild {rebuilt:.1f}s (ratio {grown / rebuilt:.2f})")
         for frame in (nodes, edges, grown_nodes, grown_edges):
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("\n".join(["", f"crmlake bench: acquire, about {events:,} events", *bench_acquire(spark, args.conf, tmp, events)]), flush=True)
             if args.only in (None, "organize"):
                 edge_counts = [int(e) for e in args.edges.split(",") if e.strip()]
-                print("\n".join(["", "crmlake bench: organize", *bench_organize(spark, tmp, edge_counts, args.session_events)]), flush=True)
+                print("\n".join(["", "crmlake bench: organize", *bench_organize(spark, tmp, edge_counts, args.session_events, int(conf.get("organize.identity.broadcast_max_rows")))]), flush=True)
             if args.only in (None, "analyze"):
                 persons = [int(p) for p in args.ltv_persons.split(",") if p.strip()]
                 print("\n".join(["", "crmlake bench: analyze, lifetime-value fit", *bench_lifetime_value(spark, persons)]), flush=True)

@@ -80,6 +80,7 @@ class Acquire(Section):
 class Identity(Section):
     default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
     max_accounts_per_key: int = PositiveInt
+    broadcast_max_rows: int = PositiveInt
 
 
 class Customer360(Section):

@@ -386,6 +386,8 @@ def _text_of(path: str) -> bytes:
 
 def test_organize_ran_full_then_incremental(pipeline):
     assert [run["mode"] for run in pipeline["organize"]] == ["full_refresh", "incremental"]
+    # The second run grew the identity map from the first one's instead of rebuilding it.
+    assert [run["identity_grown"] for run in pipeline["organize"]] == [False, True]
 
 
 def test_accounts_of_one_planted_person_are_one_person_and_no_two_persons_mix(pipeline):

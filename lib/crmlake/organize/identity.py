@@ -198,41 +198,68 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
     )
 
 
-def grow_identity_map(nodes: DataFrame, edges: DataFrame, previous_map: DataFrame, touched: DataFrame) -> DataFrame:
+def grow_identity_map(
+    nodes: DataFrame, edges: DataFrame, previous_map: DataFrame, touched: DataFrame, broadcast_max_rows: int
+) -> DataFrame:
     """Return the identity map of the graph ``(nodes, edges)``, recomputing only the persons a change reaches.
 
-    Takes the graph as :func:`identity_edges` returns it, the previous identity map and
+    Takes the graph as :func:`identity_edges` returns it, the previous identity map,
     ``touched`` (node): nodes whose edges may have been removed since (:func:`account_nodes`
-    of the accounts changed). Nodes touched besides: both ends of an edge that joins two
-    persons of the previous map or reaches a node it lacks, nodes new to it and nodes gone
-    from it. Every person holding a touched node is recomputed (components of its nodes and
-    the touched ones, then :func:`assign_person_ids` against the ids they held); every other
-    row of the previous map is kept as it is. An unchanged edge lies within one previous
-    person and a new one has touched ends, so the recomputed nodes' edges reach no other
-    node: the result is that of a full rebuild with the same previous map.
+    of the accounts changed), and the most identifiers to recompute with broadcast joins
+    (no shuffle of the unchanged rest). Nodes touched besides: both ends of an edge that
+    joins two persons of the previous map or reaches a node it lacks, nodes new to it and
+    nodes gone from it. Every person holding a touched node is recomputed (components of
+    its nodes and the touched ones, then :func:`assign_person_ids` against the ids they
+    held); every other row of the previous map is kept as it is. An unchanged edge lies
+    within one previous person and a new one has touched ends, so the recomputed nodes'
+    edges reach no other node: the result is that of a full rebuild with the same map.
+    Three shuffles cross the whole graph (nodes against the map, each edge end against it).
     """
     previous = previous_map.select(_node_of_map().alias("node"), "person_id")
-    ends = edges.join(previous.select(F.col("node").alias("src"), F.col("person_id").alias("_src_person")), "src", "left").join(
-        previous.select(F.col("node").alias("dst"), F.col("person_id").alias("_dst_person")), "dst", "left"
+    # One pass over nodes and map: each node's previous person; new (no person) and gone (no node).
+    node_person = (
+        nodes.select("node", F.lit(True).alias("_current"))
+        .join(previous, "node", "full_outer")
+        .select("node", "person_id", F.coalesce("_current", F.lit(False)).alias("_current"))
+    ).checkpoint()
+    person_of = node_person.where("_current").select("node", "person_id")
+    ends = edges.join(person_of.select(F.col("node").alias("src"), F.col("person_id").alias("_src_person")), "src", "left").join(
+        person_of.select(F.col("node").alias("dst"), F.col("person_id").alias("_dst_person")), "dst", "left"
     )
     crossing = ends.where(F.col("_src_person").isNull() | F.col("_dst_person").isNull() | (F.col("_src_person") != F.col("_dst_person")))
     all_touched = (
         touched.select("node")
         .unionByName(crossing.select(F.col("src").alias("node")))
         .unionByName(crossing.select(F.col("dst").alias("node")))
-        .unionByName(nodes.select("node").join(previous, "node", "left_anti"))
-        .unionByName(previous.select("node").join(nodes, "node", "left_anti"))
+        .unionByName(node_person.where(F.col("person_id").isNull() | ~F.col("_current")).select("node"))
+        .distinct()
     )
-    persons_reached = previous.join(all_touched, "node", "left_semi").select("person_id").distinct().checkpoint()
-    recomputed_nodes = (
-        previous.join(persons_reached, "person_id", "left_semi").select("node").unionByName(all_touched).join(nodes, "node", "left_semi").distinct()
-    ).checkpoint()
-    recomputed_edges = edges.join(recomputed_nodes.select(F.col("node").alias("src")), "src", "left_semi")
+    all_touched, touched_count = _counted(all_touched)
+    small = touched_count <= broadcast_max_rows
+    persons_reached = node_person.join(_maybe_broadcast(all_touched, small), "node", "left_semi").where(F.col("person_id").isNotNull()).select("person_id").distinct()
+    persons_reached, reached_count = _counted(persons_reached)
+    held = node_person.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi")
+    recomputed_nodes = held.select("node", "_current").unionByName(all_touched.join(node_person, "node").select("node", "_current"))
+    recomputed_nodes, node_count = _counted(recomputed_nodes.where("_current").select("node").distinct())
+    small = small and node_count <= broadcast_max_rows
+    recomputed_edges = edges.join(_maybe_broadcast(recomputed_nodes.select(F.col("node").alias("src")), small), "src", "left_semi")
+    log.info("identity map grown: %d identifiers touched, %d persons and %d identifiers recomputed", touched_count, reached_count, node_count)
     recomputed = assign_person_ids(
-        connected_components(recomputed_nodes, recomputed_edges), previous_map.join(persons_reached, "person_id", "left_semi")
+        connected_components(recomputed_nodes, recomputed_edges), previous_map.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi")
     )
-    kept = previous_map.join(persons_reached, "person_id", "left_anti")
+    kept = previous_map.join(_maybe_broadcast(persons_reached, small), "person_id", "left_anti")
     return kept.unionByName(recomputed)
+
+
+def _counted(frame: DataFrame) -> tuple[DataFrame, int]:
+    """Checkpoint ``frame`` and return it with its row count, observed while it is written."""
+    observed = Observation("identity_rows")
+    frame = frame.observe(observed, F.count(F.lit(1)).alias("rows")).checkpoint()
+    return frame, int(observed.get["rows"])
+
+
+def _maybe_broadcast(frame: DataFrame, small: bool) -> DataFrame:
+    return F.broadcast(frame) if small else frame
 
 
 def _node_of_map() -> F.Column:

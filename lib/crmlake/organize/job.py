@@ -183,7 +183,7 @@ def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date,
         previous = previous.checkpoint()
         if grow:
             touched = account_nodes(accounts.join(_accounts_touched(changes), "account_id", "left_semi"), region)
-            identity_map = grow_identity_map(nodes, edges, previous, touched).checkpoint()
+            identity_map = grow_identity_map(nodes, edges, previous, touched, int(conf.get("organize.identity.broadcast_max_rows"))).checkpoint()
         else:
             identity_map = assign_person_ids(connected_components(nodes, edges), previous).checkpoint()
         lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
