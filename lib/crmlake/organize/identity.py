@@ -24,7 +24,7 @@ gets ``P`` + 16 hex digits of the SHA-256 of its smallest node (and of the ids i
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Observation, Window
+from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from crmlake.log import get_logger
@@ -111,13 +111,18 @@ def _star_round(edges: DataFrame) -> DataFrame:
     return siblings.unionByName(itself).where(F.col("child") != F.col("parent")).distinct()
 
 
-def _checkpointed(edges: DataFrame) -> tuple[DataFrame, tuple]:
-    """Checkpoint ``edges`` (one Spark job) and return it with its (count, sum of parents),
-    observed while it is written: two rounds with the same figures have most likely converged."""
-    observed = Observation("identity_round")
-    edges = edges.observe(observed, F.count(F.lit(1)).alias("edges"), F.sum(F.col("parent").cast("decimal(38,0)")).alias("parents")).checkpoint()
-    figures = observed.get
-    return edges, (figures["edges"], figures["parents"])
+def _checkpointed(frame: DataFrame, **figures: Column) -> tuple[DataFrame, dict]:
+    """Checkpoint ``frame`` (reliably: the session's checkpoint directory) and return it with
+    ``figures`` (name -> aggregate), observed while it is written: no second pass to count."""
+    observed = Observation("identity")
+    frame = frame.observe(observed, *[aggregate.alias(name) for name, aggregate in figures.items()]).checkpoint()
+    return frame, observed.get
+
+
+def _round_checkpointed(edges: DataFrame) -> tuple[DataFrame, dict]:
+    """Checkpoint a round's ``edges`` with its edge count and sum of parents: two rounds with
+    the same figures have most likely converged."""
+    return _checkpointed(edges, edges=F.count(F.lit(1)), parents=F.sum(F.col("parent").cast("decimal(38,0)")))
 
 
 def _is_union_of_stars(edges: DataFrame) -> bool:
@@ -150,10 +155,10 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
         .select(F.greatest("src_id", "dst_id").alias("child"), F.least("src_id", "dst_id").alias("parent"))
         .distinct()
     )
-    current, figures = _checkpointed(linked)
+    current, figures = _round_checkpointed(linked)
     for round_no in range(1, max_rounds + 1):
         previous_figures = figures
-        current, figures = _checkpointed(_star_round(current))
+        current, figures = _round_checkpointed(_star_round(current))
         if figures == previous_figures and _is_union_of_stars(current):
             log.info("identity graph: components found after %d rounds", round_no)
             break
@@ -253,9 +258,8 @@ def grow_identity_map(
 
 def _counted(frame: DataFrame) -> tuple[DataFrame, int]:
     """Checkpoint ``frame`` and return it with its row count, observed while it is written."""
-    observed = Observation("identity_rows")
-    frame = frame.observe(observed, F.count(F.lit(1)).alias("rows")).checkpoint()
-    return frame, int(observed.get["rows"])
+    frame, figures = _checkpointed(frame, rows=F.count(F.lit(1)))
+    return frame, int(figures["rows"])
 
 
 def _maybe_broadcast(frame: DataFrame, small: bool) -> DataFrame:
