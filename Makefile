@@ -43,7 +43,7 @@ $(BROWSER_BIN):
 # Two workers: the cluster test and the shared generated pipeline run side by side.
 TEST_WORKERS ?= 2
 test: setup browser
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit

@@ -10,6 +10,12 @@ into the map against a full rebuild of the same graph; sessionization of the sam
 crmlake's Spark transform and by DuckDB running the same sessionization SQL on the same
 Parquet, both writing Parquet.
 
+Daily section: one scheduled day at a constant daily volume after a short and a long history
+(30 and 120 days by default). The same customers are simulated over each history plus one
+day; the history is acquired and organized in one catch-up run (not timed), then the last
+day is acquired and organized as the daily schedule would, each stage timed. The ratio
+long / short says whether a day's cost follows the day's data or the lake's age.
+
 Analyze section: the lifetime-value fit (grouping in Spark + maximum likelihood) on
 purchase histories of 10k, 100k and 1M persons simulated from known BG/NBD and Gamma-Gamma
 parameters: its time should stay nearly flat, and the fitted parameters approach the
@@ -173,6 +179,35 @@ def bench_acquire(spark: SparkSession, conf_file: str | None, tmp: str, events: 
         f"ratio acquire / JSON copy   : {took / as_json:.2f} (aim <= 3); acquire / text copy {took / as_text:.2f}",
         f"bronze files per partition  : {len(written) / max(1, len(partitions)):.1f} ({len(written)} files, {len(partitions)} days)",
     ]
+
+
+def bench_daily(spark: SparkSession, conf_file: str | None, tmp: str, daily_events: int, history_days: list[int]) -> list[str]:
+    """Time one day's acquire and organize after each length of history in ``history_days``
+    (about ``daily_events`` clickstream events that day); return printable lines with the
+    ratio of each stage's time after the longest history to after the shortest."""
+    from crmlake.acquire import job as acquire
+    from crmlake.generate.landing import write_landing
+    from crmlake.organize import job as organize
+
+    end = dt.date(2026, 11, 21)
+    customers = max(100, daily_events * 60 // 75)  # the simulation: about 75 events per person over 60 days
+    lines, took = [], {}
+    for days in history_days:
+        root = f"{tmp}/daily-{days}"
+        conf = load_conf(conf_file, [f"paths.landing={root}/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports"])
+        write_landing(spark, conf.landing_root, customers, days + 1, end, 13, conf.get("business.timezone"))
+        acquire.run(spark, conf, end - dt.timedelta(days=1))  # the history, caught up in one run
+        organize.run(spark, conf, end - dt.timedelta(days=1))
+        acquired: dict = {}
+        took[days] = (_seconds(lambda: acquired.update(acquire.run(spark, conf, end))), _seconds(lambda: organize.run(spark, conf, end)))
+        day_events = acquired["clickstream"]["accepted"] + acquired["clickstream"]["quarantined"] + acquired["clickstream"]["duplicates"]
+        history_events = Lake(spark, conf).read("bronze.clickstream").count() - acquired["clickstream"]["accepted"]
+        lines.append(f"day after {days:>3} days history : {day_events:,} events that day ({history_events:,} in the history); "
+                     f"acquire {took[days][0]:.1f}s, organize {took[days][1]:.1f}s")
+    short, long = min(history_days), max(history_days)
+    if short != long:
+        lines.append(f"{f'ratio {long} / {short} days':<28}: acquire {took[long][0] / took[short][0]:.2f}, organize {took[long][1] / took[short][1]:.2f} (aim <= 1.15)")
+    return lines
 
 
 SESSION_SQL = """
@@ -385,10 +420,12 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", default="1000000,10000000", help="clickstream sizes for the acquire bench, comma-separated (default 1M and 10M)")
     parser.add_argument("--edges", default="1000000,5000000", help="identity graph sizes for the organize bench, comma-separated (default 1M and 5M)")
     parser.add_argument("--session-events", type=int, default=2_000_000, help="events sessionized in the organize bench (default 2,000,000)")
+    parser.add_argument("--daily-events", type=int, default=300_000, help="clickstream events on the timed day of the daily-run bench (default 300,000)")
+    parser.add_argument("--history-days", default="30,120", help="days of history before the timed day, comma-separated (default 30 and 120)")
     parser.add_argument("--ltv-persons", default="10000,100000,1000000", help="persons for the lifetime-value fit bench, comma-separated")
     parser.add_argument("--analyze-persons", default="100000,1000000", help="persons for the analyze-stage bench, comma-separated (default 100k and 1M)")
     parser.add_argument("--analyze-sample", type=int, default=2_000, help="customers generated for the analyze-stage bench before scaling (default 2,000)")
-    parser.add_argument("--only", choices=("lake", "acquire", "organize", "analyze"), default=None, help="run one section only")
+    parser.add_argument("--only", choices=("lake", "acquire", "daily", "organize", "analyze"), default=None, help="run one section only")
     return parser
 
 
@@ -405,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "acquire"):
                 for events in (int(e) for e in args.events.split(",") if e.strip()):
                     print("\n".join(["", f"crmlake bench: acquire, about {events:,} events", *bench_acquire(spark, args.conf, tmp, events)]), flush=True)
+            if args.only in (None, "daily"):
+                histories = [int(d) for d in args.history_days.split(",") if d.strip()]
+                print("\n".join(["", f"crmlake bench: a daily run of about {args.daily_events:,} events", *bench_daily(spark, args.conf, tmp, args.daily_events, histories)]), flush=True)
             if args.only in (None, "organize"):
                 edge_counts = [int(e) for e in args.edges.split(",") if e.strip()]
                 print("\n".join(["", "crmlake bench: organize", *bench_organize(spark, tmp, edge_counts, args.session_events, int(conf.get("organize.identity.broadcast_max_rows")))]), flush=True)
