@@ -272,7 +272,8 @@ def _node_of_map() -> F.Column:
 
 def identity_quality(identity_map: DataFrame, clicks: DataFrame) -> dict:
     """Return the run's quality figures: persons, accounts per person (mean, max), and the share
-    of distinct cookies linked to a person (cookies that refused tracking count as unlinked)."""
+    of the distinct cookies of ``clicks`` (the run's) linked to a person (cookies that refused
+    tracking count as unlinked)."""
     per_person = identity_map.where(F.col("identifier_type") == ACCOUNT).groupBy("person_id").count()
     # Safe to collect: single-row aggregates.
     accounts = per_person.agg(F.count(F.lit(1)).alias("persons"), F.avg("count").alias("mean"), F.max("count").alias("max")).first()

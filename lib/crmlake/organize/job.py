@@ -189,7 +189,8 @@ def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date,
         lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
     identity_map = lake.read("silver.identity_map")
     # identity_rebuilt: the map was written; identity_grown: only the persons a change reached were recomputed.
-    facts = {**identity_quality(identity_map, changes.all("bronze.clickstream")), "identity_rebuilt": rebuild, "identity_grown": grow}
+    # The cookies' share is of this run's clicks (all of them on a full refresh): no scan of the history.
+    facts = {**identity_quality(identity_map, changes.new("bronze.clickstream")), "identity_rebuilt": rebuild, "identity_grown": grow}
     log.info("identity: %s", facts)
 
     interactions = latest_per_key(
