@@ -20,6 +20,9 @@ from crmlake.lake.types import WriteId, WriteResult
 TXN_APP = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 OPTIMIZE_MIN_FILE_SIZE = "spark.databricks.delta.optimize.minFileSize"  # OPTIMIZE compacts files smaller than this
+# MERGE: Delta's optimized write shuffles the rows into bins by partition before writing (a big
+# partition over several tasks, small ones sharing one) instead of one task per partition value.
+OPTIMIZE_WRITE = "spark.databricks.delta.optimizeWrite.enabled"
 
 
 def delta_spark_available(spark: SparkSession) -> bool:
@@ -51,17 +54,22 @@ class SparkDeltaEngine:
 
     @contextmanager
     def _session_conf(self, settings: Mapping[str, str]) -> Iterator[None]:
-        """Set Delta's session ``settings`` for one operation, then unset them."""
+        """Set Delta's session ``settings`` for one operation, then put back what was there."""
+        before = {key: self.spark.conf.get(key, None) for key in settings}
         for key, value in settings.items():
             self.spark.conf.set(key, value)
         try:
             yield
         finally:
-            for key in settings:
-                self.spark.conf.unset(key)
+            for key, value in before.items():
+                if value is None:
+                    self.spark.conf.unset(key)
+                else:
+                    self.spark.conf.set(key, value)
 
-    def _txn(self, txn: WriteId | None):
-        return self._session_conf({TXN_APP: txn.app_id, TXN_VERSION: str(txn.version)} if txn else {})
+    def _txn(self, txn: WriteId | None, settings: Mapping[str, str] | None = None):
+        """Session settings of one idempotent write ``txn`` (none when None), plus ``settings``."""
+        return self._session_conf({**({TXN_APP: txn.app_id, TXN_VERSION: str(txn.version)} if txn else {}), **(settings or {})})
 
     def _result(self, location: str, before: int | None) -> WriteResult:
         after = self.version(location)
@@ -180,7 +188,7 @@ class SparkDeltaEngine:
         newer = f"s.`{order_by}` >= t.`{order_by}` OR t.`{order_by}` IS NULL"
         assignments = {f"`{c}`": f"s.`{c}`" for c in columns}
         before = self.version(location)
-        with self._txn(txn):
+        with self._txn(txn, {OPTIMIZE_WRITE: "true"}):
             (
                 self._table(location).alias("t").merge(source.alias("s"), on)
                 .whenMatchedDelete(condition=f"s._delete AND ({newer})")
