@@ -4,8 +4,9 @@ Acquire section: a generated landing zone of about 1M and 10M clickstream events
 acquired into bronze, against plain copies measured in the same run (Spark reading the
 same files as JSON with the contract's fields, and as text, writing Parquet with no checks).
 
-Organize section: identity resolution (connected components in Spark) on synthetic
-graphs of 1M and 5M edges (persons of two accounts sharing an email, two cookies each), then a day adding 1% new edges grown
+Organize section: identity resolution as organize runs it (the graph contracted by account,
+then connected components in Spark) on synthetic graphs of 1M and 5M edges (persons of two
+accounts sharing an email, two cookies each), then a day adding 1% new edges grown
 into the map against a full rebuild of the same graph; sessionization of the same events by
 crmlake's Spark transform and by DuckDB running the same sessionization SQL on the same
 Parquet, both writing Parquet.
@@ -235,7 +236,7 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
     """Time identity resolution against edge count and sessionization against DuckDB."""
     import duckdb
 
-    from crmlake.organize.identity import assign_person_ids, connected_components, grow_identity_map
+    from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components
     from crmlake.organize.transforms import sessionize
 
     def identity_graph(first_id: int, count: int, day_of: int = 0) -> tuple[DataFrame, DataFrame]:
@@ -258,10 +259,10 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
     for edges_wanted in edge_counts:
         nodes, edges = (frame.cache() for frame in identity_graph(0, edges_wanted))
         node_count = nodes.count()
-        took = _seconds(lambda: assign_person_ids(connected_components(nodes, edges), no_map).write.format("noop").mode("overwrite").save())
+        took = _seconds(lambda: assign_person_ids(identity_components(nodes, edges), no_map).write.format("noop").mode("overwrite").save())
         lines.append(f"identity resolution         : {edges_wanted:,} edges, {node_count:,} nodes in {took:.1f}s = {edges_wanted / took:,.0f} edges/s")
         # A day adding 1% new edges: new cookies of existing and new accounts.
-        previous = assign_person_ids(connected_components(nodes, edges), no_map)
+        previous = assign_person_ids(identity_components(nodes, edges), no_map)
         previous.write.parquet(f"file://{tmp}/identity-map-{edges_wanted}")
         previous = spark.read.parquet(f"file://{tmp}/identity-map-{edges_wanted}")
         day_nodes, day_edges = identity_graph(edges_wanted, edges_wanted // 100, day_of=edges_wanted)
@@ -269,7 +270,7 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
         grown_nodes.count()
         no_touch = spark.createDataFrame([], "node string")
         grown = _seconds(lambda: grow_identity_map(grown_nodes, grown_edges, previous, no_touch, broadcast_max_rows).write.format("noop").mode("overwrite").save())
-        rebuilt = _seconds(lambda: assign_person_ids(connected_components(grown_nodes, grown_edges), previous).write.format("noop").mode("overwrite").save())
+        rebuilt = _seconds(lambda: assign_person_ids(identity_components(grown_nodes, grown_edges), previous).write.format("noop").mode("overwrite").save())
         lines.append(f"identity, a day of 1% edges : grown {grown:.1f}s, full rebuild {rebuilt:.1f}s (ratio {grown / rebuilt:.2f})")
         for frame in (nodes, edges, grown_nodes, grown_edges):
             frame.unpersist()

@@ -3,7 +3,9 @@
 import datetime as dt
 import random
 
-from crmlake.organize.identity import assign_person_ids, connected_components, grow_identity_map, identity_edges
+import pytest
+
+from crmlake.organize.identity import assign_person_ids, connected_components, grow_identity_map, identity_components, identity_edges
 
 MAP_SCHEMA = "identifier_type string, identifier string, person_id string"
 CLICK_SCHEMA = "anonymous_id string, account_id string, tracking_consent boolean"
@@ -53,6 +55,55 @@ def test_random_graph_matches_union_find(spark):
     assert components_of(spark, pairs) == expected
 
 
+def persons_of(spark, pairs, extra_nodes=()):
+    nodes = spark.createDataFrame([(n,) for n in {*extra_nodes, *[n for p in pairs for n in p]}], "node string")
+    edges = spark.createDataFrame(pairs, "src string, dst string")
+    return {r["node"]: r["component"] for r in identity_components(nodes, edges).collect()}
+
+
+def test_identity_components_of_a_random_account_cookie_email_graph_match_union_find(spark):
+    rng = random.Random(5)
+    # As identity_edges orients them: cookie -> account, account -> email key.
+    cookies = [(f"anonymous_id:c{rng.randrange(300):03d}", f"account_id:a{rng.randrange(200):03d}") for _ in range(250)]
+    emails = [(f"account_id:a{rng.randrange(200):03d}", f"email_sha256:e{rng.randrange(60):02d}") for _ in range(80)]
+    pairs = cookies + emails
+    found = persons_of(spark, pairs)
+    expected = union_find(pairs)
+    members = lambda labels: {frozenset(n for n in labels if labels[n] == label) for label in set(labels.values())}
+    assert members(found) == members(expected)
+    for component in members(found):
+        accounts = [n for n in component if n.startswith("account_id:")]
+        assert {found[n] for n in component} == {min(accounts)}
+
+
+def test_identity_components_keep_nodes_without_edges_as_their_own_component(spark):
+    found = persons_of(spark, [("anonymous_id:c1", "account_id:a1")], extra_nodes=["account_id:a0", "anonymous_id:c0", "email_sha256:e0"])
+    assert found == {
+        "account_id:a1": "account_id:a1",
+        "anonymous_id:c1": "account_id:a1",
+        "account_id:a0": "account_id:a0",
+        "anonymous_id:c0": "anonymous_id:c0",
+        "email_sha256:e0": "email_sha256:e0",
+    }
+
+
+def test_a_cookie_linked_to_two_accounts_merges_them(spark):
+    pairs = [("anonymous_id:c1", "account_id:a2"), ("anonymous_id:c1", "account_id:a1"), ("anonymous_id:c2", "account_id:a2")]
+    assert set(persons_of(spark, pairs).values()) == {"account_id:a1"}
+
+
+def test_a_key_shared_by_two_accounts_merges_them_and_their_cookies(spark):
+    pairs = [("account_id:a2", "email_sha256:e1"), ("account_id:a1", "email_sha256:e1"), ("anonymous_id:c9", "account_id:a2"), ("anonymous_id:c8", "account_id:a3")]
+    found = persons_of(spark, pairs)
+    assert {found[n] for n in ("account_id:a1", "account_id:a2", "email_sha256:e1", "anonymous_id:c9")} == {"account_id:a1"}
+    assert found["anonymous_id:c8"] == found["account_id:a3"] == "account_id:a3"
+
+
+def test_identity_components_refuse_an_edge_without_an_account_end(spark):
+    with pytest.raises(ValueError, match="1 edges have no account_id end"):
+        persons_of(spark, [("anonymous_id:c1", "email_sha256:e1"), ("anonymous_id:c1", "account_id:a1")])
+
+
 def person_map(spark, components, previous=()):
     comps = spark.createDataFrame(list(components.items()), "node string, component string")
     return {
@@ -85,7 +136,7 @@ def test_a_split_leaves_the_id_with_the_larger_part_and_mints_one_for_the_other(
 
 def resolve(spark, clicks, accounts, max_per_key=5):
     nodes, edges = identity_edges(spark.createDataFrame(clicks, CLICK_SCHEMA), spark.createDataFrame(accounts, ACCOUNT_SCHEMA), "TW", max_per_key)
-    return person_map(spark, {r["node"]: r["component"] for r in connected_components(nodes, edges).collect()})
+    return person_map(spark, {r["node"]: r["component"] for r in identity_components(nodes, edges).collect()})
 
 
 def test_email_case_and_phone_format_link_accounts_but_refused_tracking_does_not(spark):
@@ -115,11 +166,11 @@ def full_and_grown(spark, old_pairs, new_pairs, extra_nodes=(), broadcast_max_ro
         return nodes, spark.createDataFrame(pairs, "src string, dst string")
 
     empty = spark.createDataFrame([], MAP_SCHEMA)
-    previous = assign_person_ids(connected_components(*graph(old_pairs)), empty).checkpoint()
+    previous = assign_person_ids(identity_components(*graph(old_pairs)), empty).checkpoint()
     nodes, edges = graph(new_pairs)
     removed = set(old_pairs) - set(new_pairs)
     touched = spark.createDataFrame([(n,) for pair in removed for n in pair] or [("account_id:none",)], "node string")
-    rebuilt = assign_person_ids(connected_components(nodes, edges), previous)
+    rebuilt = assign_person_ids(identity_components(nodes, edges), previous)
     grown = grow_identity_map(nodes, edges, previous, touched, broadcast_max_rows)
     as_dict = lambda df: {(r["identifier_type"], r["identifier"]): r["person_id"] for r in df.collect()}
     return as_dict(previous), as_dict(rebuilt), as_dict(grown)

@@ -11,15 +11,20 @@ belong to one person:
   holding it. A key shared by more than ``max_accounts_per_key`` accounts (a shop's shared
   mailbox, a dummy ``0000000000``) is not evidence and is dropped.
 
-Connected components are found with the alternating large-star / small-star algorithm of
-Kiveris et al. (2014), entirely in Spark: O(log^2 n) rounds on any graph, long chains and
-large stars included, with no collect of the graph to the driver. The rounds run on long
-node ids and are written to reliable checkpoints (``paths.checkpoints``).
+Every edge has an account end, so the graph is first contracted by account: each other
+identifier hangs on its smallest adjacent account (its anchor), found in one shuffle of the
+edges, and an identifier reaching several accounts links them to its anchor. Connected
+components are found on these links only (few: most accounts are alone) with the alternating
+large-star / small-star algorithm of Kiveris et al. (2014), entirely in Spark: O(log^2 n)
+rounds on any graph, long chains and large stars included, with no collect of the graph to
+the driver. The rounds run on long node ids and are written to reliable checkpoints
+(``paths.checkpoints``). Every identifier then takes its anchor's component.
 
 Person ids are stable. A component keeps the id that most of its identifiers held in the
 previous map; **when two persons merge, the id held by more identifiers survives, ties going
 to the smaller id**. A component with no previous id (new, or the smaller part of a split)
-gets ``P`` + 16 hex digits of the SHA-256 of its smallest node (and of the ids its nodes held).
+gets ``P`` + 16 hex digits of the SHA-256 of its smallest account (of the identifier itself when
+it has none; and of the ids its nodes held).
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ def identity_edges(
     Takes bronze clickstream (anonymous_id, account_id, tracking_consent) and silver customers
     (account_id, email, phone, erased). ``nodes`` has one ``node`` per identifier (every
     account, consented cookies, contact keys); ``edges`` has ``src``, ``dst`` node pairs.
+    Every edge joins an account (``src`` for a contact key, ``dst`` for a cookie) to another
+    identifier: :func:`identity_components` relies on it.
     """
     cookie_edges = (
         clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
@@ -168,15 +175,66 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
     return components.join(ids, components["_component_id"] == ids["_id"]).select("node", F.col("_node").alias("component"))
 
 
+def _is_account(node: Column) -> Column:
+    return node.startswith(ACCOUNT + ":")
+
+
+def identity_components(nodes: DataFrame, edges: DataFrame) -> DataFrame:
+    """Return ``(node, component)`` for every node of the identity graph: ``component`` is the
+    smallest account of the node's component, or the node itself when the component has none
+    (a node with no edge). As ``account_id:`` sorts before the other identifier types, that
+    is also the component's smallest node.
+
+    Takes ``nodes`` (node) and undirected ``edges`` (src, dst) between them, and relies on
+    every edge having an account end, as :func:`identity_edges` guarantees; raises ValueError
+    when one has none. The graph is contracted by account before the rounds: each other node's
+    anchor is its smallest adjacent account (an account is its own anchor), found by one
+    shuffle of the edges and nodes; every other account a node reaches is linked to its anchor.
+    :func:`connected_components` runs on these links only, and every node takes the
+    component of its anchor (its anchor when that has no link): one more shuffle of the nodes,
+    none when Spark finds the links' components small enough to broadcast.
+    """
+    src_is_account = _is_account(F.col("src"))
+    ends = edges.select(
+        F.when(src_is_account, F.col("dst")).otherwise(F.col("src")).alias("node"),
+        F.when(src_is_account, F.col("src")).otherwise(F.col("dst")).alias("account"),
+    )
+    # One row per node (account null), then one per edge: its account end beside the other end.
+    rows = nodes.select("node", F.lit(None).cast("string").alias("account")).unionByName(ends)
+    nearest = F.coalesce(F.min("account").over(Window.partitionBy("node")), F.col("node"))
+    account, anchor = F.col("account"), F.col("anchor")
+    no_account_end = account.isNotNull() & ~_is_account(account)
+    anchored, figures = _checkpointed(
+        rows.withColumn("anchor", F.when(_is_account(F.col("node")), F.col("node")).otherwise(nearest))
+        # An edge to the node's anchor is no link: kept are the nodes, the links, and the edges
+        # without an account end (counted on the way; observed here, at the top of the plan,
+        # where an empty input cannot prune the observation away).
+        .where(account.isNull() | (account != anchor) | no_account_end),
+        edges_without_account=F.count_if(no_account_end),
+    )
+    if figures["edges_without_account"]:
+        raise ValueError(f"identity graph: {figures['edges_without_account']} edges have no account_id end (identity_edges gives none)")
+    # Not made distinct here: connected_components numbers the nodes and keeps distinct edges.
+    links = anchored.where(F.col("account").isNotNull()).select(F.col("account").alias("src"), F.col("anchor").alias("dst"))
+    linked_accounts = links.select(F.col("src").alias("node")).unionByName(links.select(F.col("dst").alias("node")))
+    of_anchor = connected_components(linked_accounts, links).select(F.col("node").alias("anchor"), "component")
+    return (
+        anchored.where(F.col("account").isNull())
+        .join(of_anchor, "anchor", "left")
+        .select("node", F.coalesce("component", "anchor").alias("component"))
+    )
+
+
 def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFrame:
     """Return the identity map (identifier_type, identifier, person_id) for ``components``.
 
-    Takes ``(node, component)`` and the previous identity map (empty on a first run). Each
+    Takes ``(node, component)`` (the component's label, e.g. from :func:`identity_components`:
+    only a grouping key and the seed of new ids) and the previous identity map (empty on a first run). Each
     component keeps the previous person id held by most of its nodes (ties: the smaller
     id); when components compete for one id (a split), the component holding it more often
     keeps it (ties: the smaller component) and the others get new ids: ``P`` + 16 hex digits
-    of the SHA-256 of the component's smallest node and the previous ids it held, so that
-    a new id is never one a component of the previous map still holds.
+    of the SHA-256 of the component's label and the previous ids it held, so that a new id
+    is never one a component of the previous map still holds.
     """
     previous = previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id"))
     votes = components.join(previous, "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
@@ -250,7 +308,7 @@ def grow_identity_map(
     recomputed_edges = edges.join(_maybe_broadcast(recomputed_nodes.select(F.col("node").alias("src")), small), "src", "left_semi")
     log.info("identity map grown: %d identifiers touched, %d persons and %d identifiers recomputed", touched_count, reached_count, node_count)
     recomputed = assign_person_ids(
-        connected_components(recomputed_nodes, recomputed_edges), previous_map.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi")
+        identity_components(recomputed_nodes, recomputed_edges), previous_map.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi")
     )
     kept = previous_map.join(_maybe_broadcast(persons_reached, small), "person_id", "left_anti")
     return kept.unionByName(recomputed)

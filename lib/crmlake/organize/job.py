@@ -37,7 +37,7 @@ from crmlake.lake import Lake, Snapshot, latest_per_key
 from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
-from crmlake.organize.identity import account_nodes, assign_person_ids, connected_components, grow_identity_map, identity_edges, identity_quality
+from crmlake.organize.identity import account_nodes, assign_person_ids, grow_identity_map, identity_components, identity_edges, identity_quality
 from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
 from crmlake.privacy import apply_erasures
@@ -185,7 +185,7 @@ def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date,
             touched = account_nodes(accounts.join(_accounts_touched(changes), "account_id", "left_semi"), region)
             identity_map = grow_identity_map(nodes, edges, previous, touched, int(conf.get("organize.identity.broadcast_max_rows"))).checkpoint()
         else:
-            identity_map = assign_person_ids(connected_components(nodes, edges), previous).checkpoint()
+            identity_map = assign_person_ids(identity_components(nodes, edges), previous).checkpoint()
         lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
     identity_map = lake.read("silver.identity_map")
     # identity_rebuilt: the map was written; identity_grown: only the persons a change reached were recomputed.
