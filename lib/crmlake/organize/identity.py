@@ -99,23 +99,30 @@ def _numbered(nodes: DataFrame) -> DataFrame:
     return nodes.distinct().orderBy("node").withColumn("id", F.monotonically_increasing_id()).checkpoint()
 
 
-def _star_round(edges: DataFrame) -> DataFrame:
-    """One large-star then one small-star step over ``(child, parent)`` edges, parent < child."""
+def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
+    """Return one large-star then one small-star step over ``(child, parent)`` edges, parent <
+    child, written to a reliable checkpoint, and whether ``edges`` already was a union of stars
+    (no node with a parent has another neighbour), which the step returns unchanged: observed
+    on the way, so convergence costs no job of its own. Three shuffles: two windows, one distinct."""
     # Large star: each node links its larger neighbours to the smallest node of its neighbourhood.
     neighbours = edges.select(F.col("child").alias("node"), F.col("parent").alias("nbr")).unionByName(
         edges.select(F.col("parent").alias("node"), F.col("child").alias("nbr"))
     )
-    smallest = neighbours.groupBy("node").agg(F.least(F.col("node"), F.min("nbr")).alias("smallest"))
+    around = Window.partitionBy("node")
+    stars = Observation("star round")
     large = (
-        edges.join(smallest, edges["parent"] == smallest["node"])
-        .select("child", F.col("smallest").alias("parent"))
-        .where(F.col("child") != F.col("parent"))
+        neighbours.withColumn("smallest", F.least(F.col("node"), F.min("nbr").over(around)))
+        .withColumn("degree", F.count(F.lit(1)).over(around))
+        .observe(stars, F.count_if((F.col("smallest") < F.col("node")) & (F.col("degree") > 1)).alias("not_star"))
+        .where(F.col("nbr") > F.col("node"))
+        .select(F.col("nbr").alias("child"), F.col("smallest").alias("parent"))
     )
     # Small star: each node and its smaller neighbours are linked to the smallest of those.
-    smallest_parent = large.groupBy("child").agg(F.min("parent").alias("smallest"))
-    siblings = large.join(smallest_parent, "child").select(F.col("parent").alias("child"), F.col("smallest").alias("parent"))
-    itself = smallest_parent.select("child", F.col("smallest").alias("parent"))
-    return siblings.unionByName(itself).where(F.col("child") != F.col("parent")).distinct()
+    small = large.withColumn("smallest", F.min("parent").over(Window.partitionBy("child")))
+    siblings = small.select(F.col("parent").alias("child"), F.col("smallest").alias("parent"))
+    itself = small.select("child", F.col("smallest").alias("parent"))
+    stepped = siblings.unionByName(itself).where(F.col("child") != F.col("parent")).distinct().checkpoint()
+    return stepped, stars.get["not_star"] == 0
 
 
 def _checkpointed(frame: DataFrame, **figures: Column) -> tuple[DataFrame, dict]:
@@ -126,32 +133,16 @@ def _checkpointed(frame: DataFrame, **figures: Column) -> tuple[DataFrame, dict]
     return frame, observed.get
 
 
-def _round_checkpointed(edges: DataFrame) -> tuple[DataFrame, dict]:
-    """Checkpoint a round's ``edges`` with its edge count and sum of parents: two rounds with
-    the same figures have most likely converged."""
-    return _checkpointed(edges, edges=F.count(F.lit(1)), parents=F.sum(F.col("parent").cast("decimal(38,0)")))
-
-
-def _is_union_of_stars(edges: DataFrame) -> bool:
-    """True when every child has one parent and no parent is itself a child (one Spark job)."""
-    parents_per_child = edges.groupBy("child").agg(F.count(F.lit(1)).alias("parents"))
-    parents = edges.select(F.col("parent").alias("child")).distinct().withColumn("is_parent", F.lit(True))
-    not_yet = parents_per_child.join(parents, "child").unionByName(
-        parents_per_child.where("parents > 1").withColumn("is_parent", F.lit(False))
-    )
-    return not_yet.isEmpty()
-
-
 def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64) -> DataFrame:
     """Return ``(node, component)`` for every node: ``component`` is the smallest node of its component.
 
     Takes ``nodes`` (node) and undirected ``edges`` (src, dst). Nodes are numbered (longs
     join and sort faster than strings); each round is one large-star and one small-star step
     written to a reliable checkpoint (the session's checkpoint directory, which a lost
-    executor's data survives, and which cuts the plan), with its edge count and parent sum
-    observed on the way: when a round leaves both unchanged, one check confirms the graph is
-    a union of stars. Raises RuntimeError if it has not converged after ``max_rounds``
-    rounds (never seen: rounds grow as log^2 n).
+    executor's data survives, and which cuts the plan). A round observes on the way whether
+    the edges it took already were a union of stars (the components): then it is the last.
+    Raises RuntimeError if it has not converged after ``max_rounds`` rounds (never seen:
+    rounds grow as log^2 n).
     """
     numbered = _numbered(nodes)
     ids = numbered.select(F.col("node").alias("_node"), F.col("id").alias("_id"))
@@ -162,15 +153,15 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
         .select(F.greatest("src_id", "dst_id").alias("child"), F.least("src_id", "dst_id").alias("parent"))
         .distinct()
     )
-    current, figures = _round_checkpointed(linked)
-    for round_no in range(1, max_rounds + 1):
-        previous_figures = figures
-        current, figures = _round_checkpointed(_star_round(current))
-        if figures == previous_figures and _is_union_of_stars(current):
-            log.info("identity graph: components found after %d rounds", round_no)
-            break
-    else:
-        raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
+    current, figures = _checkpointed(linked, edges=F.count(F.lit(1)))
+    # No edge: every node is its own component (and a round over nothing would observe nothing).
+    converged, rounds = figures["edges"] == 0, 0
+    while not converged:
+        if rounds == max_rounds:
+            raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
+        current, converged = _star_round(current)
+        rounds += 1
+    log.info("identity graph: components found after %d rounds", rounds)
     components = numbered.join(current, numbered["id"] == current["child"], "left").select("node", F.coalesce("parent", "id").alias("_component_id"))
     return components.join(ids, components["_component_id"] == ids["_id"]).select("node", F.col("_node").alias("component"))
 
