@@ -99,8 +99,15 @@ def test_a_key_shared_by_two_accounts_merges_them_and_their_cookies(spark):
     assert found["anonymous_id:c8"] == found["account_id:a3"] == "account_id:a3"
 
 
+def test_an_edge_between_two_accounts_links_them(spark):
+    pairs = [("account_id:a3", "account_id:a2"), ("anonymous_id:c1", "account_id:a3"), ("account_id:a1", "email_sha256:e1")]
+    found = persons_of(spark, pairs)
+    assert {found[n] for n in ("account_id:a2", "account_id:a3", "anonymous_id:c1")} == {"account_id:a2"}
+    assert found["email_sha256:e1"] == "account_id:a1"
+
+
 def test_identity_components_refuse_an_edge_without_an_account_end(spark):
-    with pytest.raises(ValueError, match="1 edges have no account_id end"):
+    with pytest.raises(ValueError, match="1 edges lack an account_id end"):
         persons_of(spark, [("anonymous_id:c1", "email_sha256:e1"), ("anonymous_id:c1", "account_id:a1")])
 
 

@@ -176,44 +176,44 @@ def identity_components(nodes: DataFrame, edges: DataFrame) -> DataFrame:
     (a node with no edge). As ``account_id:`` sorts before the other identifier types, that
     is also the component's smallest node.
 
-    Takes ``nodes`` (node) and undirected ``edges`` (src, dst) between them, and relies on
-    every edge having an account end, as :func:`identity_edges` guarantees; raises ValueError
-    when one has none. The graph is contracted by account before the rounds: each other node's
-    anchor is its smallest adjacent account (an account is its own anchor), found by one
-    shuffle of the edges and nodes; every other account a node reaches is linked to its anchor.
-    :func:`connected_components` runs on these links only, and every node takes the
-    component of its anchor (its anchor when that has no link): one more shuffle of the nodes,
-    none when Spark finds the links' components small enough to broadcast.
+    Takes ``nodes`` (node, one row each) and undirected ``edges`` (src, dst) between them, and
+    relies on every edge having an account end, as :func:`identity_edges` guarantees; raises
+    ValueError when one has none, or a null end. The graph is contracted by account before the
+    rounds: each other node's anchor is its smallest adjacent account (an account is its own
+    anchor), found by one shuffle of the edges and nodes; every other account a node reaches is
+    linked to its anchor. :func:`connected_components` runs on these links only, and every node
+    takes the component of its anchor (its anchor when that has no link): one more shuffle of
+    the nodes, none when Spark finds the links' components small enough to broadcast.
     """
     src_is_account = _is_account(F.col("src"))
     ends = edges.select(
         F.when(src_is_account, F.col("dst")).otherwise(F.col("src")).alias("node"),
         F.when(src_is_account, F.col("src")).otherwise(F.col("dst")).alias("account"),
+        F.lit(True).alias("_edge"),
     )
-    # One row per node (account null), then one per edge: its account end beside the other end.
-    rows = nodes.select("node", F.lit(None).cast("string").alias("account")).unionByName(ends)
-    nearest = F.coalesce(F.min("account").over(Window.partitionBy("node")), F.col("node"))
-    account, anchor = F.col("account"), F.col("anchor")
-    no_account_end = account.isNotNull() & ~_is_account(account)
+    node, account, anchor, edge = F.col("node"), F.col("account"), F.col("anchor"), F.col("_edge")
+    no_edge = [F.lit(None).cast("string").alias("account"), F.lit(False).alias("_edge")]
+    # Grouped by node: a row per other node and one per edge (its account end beside the other
+    # end). An account node is its own anchor and needs no grouping.
+    rows = nodes.where(~_is_account(node)).select("node", *no_edge).unionByName(ends)
+    nearest = F.coalesce(F.min("account").over(Window.partitionBy("node")), node)
+    invalid = edge & (node.isNull() | ~F.coalesce(_is_account(account), F.lit(False)))
     anchored, figures = _checkpointed(
-        rows.withColumn("anchor", F.when(_is_account(F.col("node")), F.col("node")).otherwise(nearest))
-        # An edge to the node's anchor is no link: kept are the nodes, the links, and the edges
-        # without an account end (counted on the way; observed here, at the top of the plan,
-        # where an empty input cannot prune the observation away).
-        .where(account.isNull() | (account != anchor) | no_account_end),
-        edges_without_account=F.count_if(no_account_end),
+        rows.withColumn("anchor", F.when(_is_account(node), node).otherwise(nearest))
+        # An edge to its node's anchor is no link: kept are the nodes, the links and the invalid
+        # edges, counted here (at the top of the plan, where no empty input prunes the count away).
+        .where(~edge | (account != anchor) | invalid)
+        .unionByName(nodes.where(_is_account(node)).select("node", *no_edge, node.alias("anchor"))),
+        invalid_edges=F.count_if(invalid),
     )
-    if figures["edges_without_account"]:
-        raise ValueError(f"identity graph: {figures['edges_without_account']} edges have no account_id end (identity_edges gives none)")
-    # Not made distinct here: connected_components numbers the nodes and keeps distinct edges.
-    links = anchored.where(F.col("account").isNotNull()).select(F.col("account").alias("src"), F.col("anchor").alias("dst"))
+    if figures["invalid_edges"]:
+        raise ValueError(f"identity graph: {figures['invalid_edges']} edges lack an account_id end or have a null end (identity_edges makes none)")
+    # Checkpointed (few rows) so that the rounds read the whole graph's anchors no more. Not made
+    # distinct here: connected_components numbers the nodes and keeps distinct edges.
+    links = anchored.where(edge).select(account.alias("src"), anchor.alias("dst")).checkpoint()
     linked_accounts = links.select(F.col("src").alias("node")).unionByName(links.select(F.col("dst").alias("node")))
     of_anchor = connected_components(linked_accounts, links).select(F.col("node").alias("anchor"), "component")
-    return (
-        anchored.where(F.col("account").isNull())
-        .join(of_anchor, "anchor", "left")
-        .select("node", F.coalesce("component", "anchor").alias("component"))
-    )
+    return anchored.where(~edge).join(of_anchor, "anchor", "left").select("node", F.coalesce("component", "anchor").alias("component"))
 
 
 def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFrame:
