@@ -151,6 +151,11 @@ def bench_one_day(spark: SparkSession, conf_file: str | None, tmp: str, rows: in
     ]
 
 
+def _records_read(facts: dict) -> int:
+    """Records one source's acquire read, from its facts: accepted, quarantined and duplicates."""
+    return facts["accepted"] + facts["quarantined"] + facts["duplicates"]
+
+
 def bench_acquire(spark: SparkSession, conf_file: str | None, tmp: str, events: int) -> list[str]:
     """Generate about ``events`` clickstream events, then time acquire against two plain copies:
     the same files read as text, and read as JSON with the contract's fields, written as Parquet."""
@@ -170,7 +175,7 @@ def bench_acquire(spark: SparkSession, conf_file: str | None, tmp: str, events: 
     lake = Lake(spark, conf)
     facts: dict = {}
     took = _seconds(lambda: facts.update(acquire.acquire_source(spark, lake, conf, SOURCES["clickstream"], end, acquire.IngestLog(frozenset(), frozenset()))))
-    read = facts["accepted"] + facts["quarantined"] + facts["duplicates"]
+    read = _records_read(facts)
     written = lake.files("bronze.clickstream")
     partitions = {tuple(sorted(f["partition_values"].items())) for f in written}
     return [
@@ -201,7 +206,7 @@ def bench_daily(spark: SparkSession, conf_file: str | None, tmp: str, daily_even
         organize.run(spark, conf, end - dt.timedelta(days=1))
         acquired: dict = {}
         took[days] = (_seconds(lambda: acquired.update(acquire.run(spark, conf, end))), _seconds(lambda: organize.run(spark, conf, end)))
-        day_events = acquired["clickstream"]["accepted"] + acquired["clickstream"]["quarantined"] + acquired["clickstream"]["duplicates"]
+        day_events = _records_read(acquired["clickstream"])
         history_events = Lake(spark, conf).read("bronze.clickstream").count() - acquired["clickstream"]["accepted"]
         lines.append(f"day after {days:>3} days history : {day_events:,} events that day ({history_events:,} in the history); "
                      f"acquire {took[days][0]:.1f}s, organize {took[days][1]:.1f}s")

@@ -183,7 +183,8 @@ def identity_components(nodes: DataFrame, edges: DataFrame) -> DataFrame:
     anchor), found by one shuffle of the edges and nodes; every other account a node reaches is
     linked to its anchor. :func:`connected_components` runs on these links only, and every node
     takes the component of its anchor (its anchor when that has no link): one more shuffle of
-    the nodes, none when Spark finds the links' components small enough to broadcast.
+    the nodes to their anchors (a checkpoint's size estimate is its plan's, so Spark seldom
+    broadcasts the links' components; nothing forces it, as they grow with the data).
     """
     src_is_account = _is_account(F.col("src"))
     ends = edges.select(
