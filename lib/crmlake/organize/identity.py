@@ -93,10 +93,9 @@ def identity_edges(
 
 
 def _numbered(nodes: DataFrame) -> DataFrame:
-    """Return ``(node, id)``: a long per node, in the nodes' string order (a range-partitioned
-    sort numbered per partition), so that the smallest id of a component is its smallest node.
+    """Return ``(node, id)``: a distinct long per node, in no particular order (no sort).
     Checkpointed: the numbering must not change if a lost partition is recomputed."""
-    return nodes.distinct().orderBy("node").withColumn("id", F.monotonically_increasing_id()).checkpoint()
+    return nodes.distinct().withColumn("id", F.monotonically_increasing_id()).checkpoint()
 
 
 def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
@@ -142,7 +141,7 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
     executor's data survives, and which cuts the plan). A round observes on the way whether
     the edges it took already were a union of stars (the components): then it is the last.
     Raises RuntimeError if it has not converged after ``max_rounds`` rounds (never seen:
-    rounds grow as log^2 n).
+    rounds grow as log^2 n). Each component is then labelled with its smallest node.
     """
     numbered = _numbered(nodes)
     ids = numbered.select(F.col("node").alias("_node"), F.col("id").alias("_id"))
@@ -163,7 +162,7 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
         rounds += 1
     log.info("identity graph: components found after %d rounds", rounds)
     components = numbered.join(current, numbered["id"] == current["child"], "left").select("node", F.coalesce("parent", "id").alias("_component_id"))
-    return components.join(ids, components["_component_id"] == ids["_id"]).select("node", F.col("_node").alias("component"))
+    return components.select("node", F.min("node").over(Window.partitionBy("_component_id")).alias("component"))
 
 
 def _is_account(node: Column) -> Column:
