@@ -20,6 +20,10 @@ rounds on any graph, long chains and large stars included, with no collect of th
 the driver. The rounds run on long node ids and are written to reliable checkpoints
 (``paths.checkpoints``). Every identifier then takes its anchor's component.
 
+A day's change need not recompute the whole graph: :func:`grow_identity_map` recomputes only
+the persons of the previous map that the change reaches, from their accounts' links and keys,
+and gives what a full rebuild would.
+
 Person ids are stable. A component keeps the id that most of its identifiers held in the
 previous map; **when two persons merge, the id held by more identifiers survives, ties going
 to the smaller id**. A component with no previous id (new, or the smaller part of a split)
@@ -62,25 +66,64 @@ def account_nodes(accounts: DataFrame, default_phone_region: str) -> DataFrame:
     return accounts.select(_node(ACCOUNT, F.col("account_id")).alias("node")).unionByName(keys)
 
 
-def identity_edges(
-    clicks: DataFrame, accounts: DataFrame, default_phone_region: str, max_accounts_per_key: int
-) -> tuple[DataFrame, DataFrame]:
-    """Return ``(nodes, edges)`` of the identity graph.
+def link_nodes(links: DataFrame) -> DataFrame:
+    """Return ``node`` for both ends of each of ``links`` (anonymous_id, account_id): the cookie and the account."""
+    return links.select(_node(COOKIE, F.col("anonymous_id")).alias("node")).unionByName(links.select(_node(ACCOUNT, F.col("account_id")).alias("node")))
 
-    Takes bronze clickstream (anonymous_id, account_id, tracking_consent) and silver customers
-    (account_id, email, phone, erased). ``nodes`` has one ``node`` per identifier (every
-    account, consented cookies, contact keys); ``edges`` has ``src``, ``dst`` node pairs.
-    Every edge joins an account (``src`` for a contact key, ``dst`` for a cookie) to another
-    identifier: :func:`identity_components` relies on it.
-    """
-    cookie_edges = (
+
+def live_contact_keys(accounts: DataFrame, default_phone_region: str) -> DataFrame:
+    """Return ``(account_id, key)``: the contact keys of every live (not erased) account of
+    ``accounts`` (account_id, email, phone, erased), which the key rule counts accounts over."""
+    return _contact_keys(accounts.where(~F.col("erased")), default_phone_region)
+
+
+def _cookie_edges(clicks: DataFrame) -> DataFrame:
+    """Return ``(src, dst)``: a cookie node and an account node seen together with tracking
+    consent in ``clicks`` (anonymous_id, account_id, tracking_consent), once each."""
+    return (
         clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
         .select(_node(COOKIE, F.col("anonymous_id")).alias("src"), _node(ACCOUNT, F.col("account_id")).alias("dst"))
         .distinct()
     )
-    keys = _contact_keys(accounts.where(~F.col("erased")), default_phone_region)
-    per_key = Window.partitionBy("key")
-    trusted = keys.withColumn("_accounts", F.count(F.lit(1)).over(per_key)).where(F.col("_accounts") <= max_accounts_per_key)
+
+
+def _trusted_keys(keys: DataFrame, max_accounts_per_key: int) -> DataFrame:
+    """Return the rows of ``keys`` (account_id, key) whose key at most ``max_accounts_per_key``
+    accounts hold. ``keys`` must hold every live account of each key it has (one shuffle: a
+    window by key)."""
+    held_by = F.count(F.lit(1)).over(Window.partitionBy("key"))
+    return keys.withColumn("_accounts", held_by).where(F.col("_accounts") <= max_accounts_per_key).drop("_accounts")
+
+
+def identity_edges(
+    clicks: DataFrame,
+    accounts: DataFrame,
+    default_phone_region: str,
+    max_accounts_per_key: int,
+    key_holders: DataFrame | None = None,
+    broadcast_keys: bool = False,
+) -> tuple[DataFrame, DataFrame]:
+    """Return ``(nodes, edges)`` of the identity graph.
+
+    Takes bronze clickstream or silver identity links (anonymous_id, account_id,
+    tracking_consent) and silver customers (account_id, email, phone, erased). ``nodes`` has
+    one ``node`` per identifier (every account, consented cookies, contact keys); ``edges`` has
+    ``src``, ``dst`` node pairs. Every edge joins an account (``src`` for a contact key, ``dst``
+    for a cookie) to another identifier: :func:`identity_components` relies on it.
+
+    A key's accounts are counted over ``accounts``; when that is a subset of the live accounts
+    (the subgraph :func:`grow_identity_map` recomputes), pass ``key_holders``: the
+    :func:`live_contact_keys` of all of them. Its rows of the subset's keys (semi-joined with
+    a broadcast of them when ``broadcast_keys``) are then counted, so that a key keeps or loses
+    its edges as it would in the whole graph.
+    """
+    cookie_edges = _cookie_edges(clicks)
+    keys = live_contact_keys(accounts, default_phone_region)
+    if key_holders is None:
+        trusted = _trusted_keys(keys, max_accounts_per_key)
+    else:
+        wanted = key_holders.join(_maybe_broadcast(keys.select("key").distinct(), broadcast_keys), "key", "left_semi")
+        trusted = _trusted_keys(wanted, max_accounts_per_key).join(_maybe_broadcast(keys, broadcast_keys), ["account_id", "key"], "left_semi")
     key_edges = trusted.select(_node(ACCOUNT, F.col("account_id")).alias("src"), F.col("key").alias("dst"))
     edges = cookie_edges.unionByName(key_edges)
     nodes = (
@@ -252,57 +295,115 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
     )
 
 
-def grow_identity_map(
-    nodes: DataFrame, edges: DataFrame, previous_map: DataFrame, touched: DataFrame, broadcast_max_rows: int
+def touched_nodes(
+    new_links: DataFrame, changed_accounts: DataFrame, profiles_before: DataFrame, profiles_after: DataFrame, default_phone_region: str, broadcast_max_rows: int
 ) -> DataFrame:
-    """Return the identity map of the graph ``(nodes, edges)``, recomputing only the persons a change reaches.
+    """Return ``node``: what :func:`grow_identity_map` takes as ``touched`` after a change.
 
-    Takes the graph as :func:`identity_edges` returns it, the previous identity map,
-    ``touched`` (node): nodes whose edges may have been removed since (:func:`account_nodes`
-    of the accounts changed), and the most identifiers to recompute with broadcast joins
-    (no shuffle of the unchanged rest). Nodes touched besides: both ends of an edge that
-    joins two persons of the previous map or reaches a node it lacks, nodes new to it and
-    nodes gone from it. Every person holding a touched node is recomputed (components of
-    its nodes and the touched ones, then :func:`assign_person_ids` against the ids they
-    held); every other row of the previous map is kept as it is. An unchanged edge lies
-    within one previous person and a new one has touched ends, so the recomputed nodes'
-    edges reach no other node: the result is that of a full rebuild with the same map.
-    Three shuffles cross the whole graph (nodes against the map, each edge end against it).
+    Takes the links added (anonymous_id, account_id), the accounts whose profile changed
+    (account_id), and silver customers as they were before the change and as they are now
+    (account_id, email, phone; semi-joined with a broadcast of the changed accounts when at
+    most ``broadcast_max_rows``). Returns both ends of each link and :func:`account_nodes` of
+    each changed account before and after: the key an account leaves too, as the accounts
+    still holding it may now be few enough for the key to link them.
     """
+    changed, changed_count = _counted(changed_accounts.select("account_id").distinct())
+    changed = _maybe_broadcast(changed, changed_count <= broadcast_max_rows)
+    profiles = [account_nodes(p.join(changed, "account_id", "left_semi"), default_phone_region) for p in (profiles_before, profiles_after)]
+    return link_nodes(new_links).unionByName(profiles[0]).unionByName(profiles[1]).distinct()
+
+
+def unmapped_nodes(links: DataFrame, accounts: DataFrame, identity_map: DataFrame, default_phone_region: str, max_accounts_per_key: int) -> DataFrame:
+    """Return ``node``: the nodes of the graph of ``links`` and ``accounts`` (as
+    :func:`identity_edges` takes them) that ``identity_map`` lacks.
+
+    What :func:`grow_identity_map` must touch after an erasure deleted rows from the map (the
+    erased account's keys and cookies, which other accounts may still hold). A pass over the
+    whole graph: the key rule's count by key, the nodes made distinct, an anti-join with the map.
+    """
+    nodes, _ = identity_edges(links, accounts, default_phone_region, max_accounts_per_key)
+    return nodes.join(identity_map.select(_node_of_map().alias("node")), "node", "left_anti")
+
+
+def grow_identity_map(
+    links: DataFrame,
+    accounts: DataFrame,
+    previous_map: DataFrame,
+    touched: DataFrame,
+    default_phone_region: str,
+    max_accounts_per_key: int,
+    broadcast_max_rows: int,
+) -> DataFrame:
+    """Return the identity map of the graph of ``links`` and ``accounts``, recomputing only the
+    persons a change reaches.
+
+    Takes the graph's sources as :func:`identity_edges` does (silver identity links:
+    anonymous_id, account_id, tracking_consent; silver customers: account_id, email, phone,
+    erased), the previous identity map (the map of the graph before the change, as a full
+    rebuild made it or this function grew it), ``touched`` (node) and the most rows to send to
+    every task in a broadcast join. ``touched`` must hold every node added to the graph since
+    the previous map (or that the map lacks), an end of every edge removed, and the cookie or
+    key end of every edge added: :func:`touched_nodes` gives them for links added and profiles
+    changed, :func:`unmapped_nodes` after an erasure deleted rows from the map.
+
+    The other end of each edge of a touched cookie or key in the new graph (the accounts
+    linked to the cookie, the accounts holding the key when the key rule trusts it) is touched
+    too. The persons of the previous map holding a touched node are reached; their nodes and
+    the touched ones are recomputed: the edges whose account end is one of them are read from
+    the sources (a key's accounts counted over every live account), then
+    :func:`identity_components` and :func:`assign_person_ids` against the ids those persons
+    held. Every other row of the previous map is kept as it is.
+
+    Why this is the full rebuild's map (same previous map): an edge of the new graph either
+    lay within one previous person, or is added and has both ends touched; an edge removed
+    has an end touched. So a person no change reached keeps exactly its edges and is a whole
+    component of the new graph, which a full rebuild leaves its id; the recomputed nodes are
+    the other components, whole, voting for ids that no kept person holds.
+
+    Whole-graph work, all narrow (no shuffle of the whole graph while what is sent is at most
+    ``broadcast_max_rows`` rows; plain shuffle joins beyond): the live accounts' contact keys
+    twice (the holders of the touched keys, then of the recomputed accounts' keys), the links
+    twice (linked to the touched cookies, then to the recomputed accounts), the accounts once,
+    and the previous map, each semi-joined with a broadcast of the few rows wanted.
+    """
+    node = F.col("node")
     previous = previous_map.select(_node_of_map().alias("node"), "person_id")
-    # One pass over nodes and map: each node's previous person; new (no person) and gone (no node).
-    node_person = (
-        nodes.select("node", F.lit(True).alias("_current"))
-        .join(previous, "node", "full_outer")
-        .select("node", "person_id", F.coalesce("_current", F.lit(False)).alias("_current"))
-    ).checkpoint()
-    person_of = node_person.where("_current").select("node", "person_id")
-    ends = edges.join(person_of.select(F.col("node").alias("src"), F.col("person_id").alias("_src_person")), "src", "left").join(
-        person_of.select(F.col("node").alias("dst"), F.col("person_id").alias("_dst_person")), "dst", "left"
-    )
-    crossing = ends.where(F.col("_src_person").isNull() | F.col("_dst_person").isNull() | (F.col("_src_person") != F.col("_dst_person")))
-    all_touched = (
-        touched.select("node")
-        .unionByName(crossing.select(F.col("src").alias("node")))
-        .unionByName(crossing.select(F.col("dst").alias("node")))
-        .unionByName(node_person.where(F.col("person_id").isNull() | ~F.col("_current")).select("node"))
+    holders = live_contact_keys(accounts, default_phone_region)
+    touched, touched_count = _counted(touched.select("node").distinct())
+    small = touched_count <= broadcast_max_rows
+    is_cookie = node.startswith(COOKIE + ":")
+    touched_keys = touched.where(~_is_account(node) & ~is_cookie).select(F.col("node").alias("key"))
+    touched_cookies = touched.where(is_cookie).select(F.expr(f"substring(node, {len(COOKIE) + 2})").alias("anonymous_id"))
+    held_keys = _trusted_keys(holders.join(_maybe_broadcast(touched_keys, small), "key", "left_semi"), max_accounts_per_key)
+    linked_cookies = _cookie_edges(links.join(_maybe_broadcast(touched_cookies, small), "anonymous_id", "left_semi"))
+    reaching = (
+        touched.unionByName(held_keys.select(_node(ACCOUNT, F.col("account_id")).alias("node")))
+        .unionByName(linked_cookies.select(F.col("dst").alias("node")))
         .distinct()
     )
-    all_touched, touched_count = _counted(all_touched)
-    small = touched_count <= broadcast_max_rows
-    persons_reached = node_person.join(_maybe_broadcast(all_touched, small), "node", "left_semi").where(F.col("person_id").isNotNull()).select("person_id").distinct()
-    persons_reached, reached_count = _counted(persons_reached)
-    held = node_person.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi")
-    recomputed_nodes = held.select("node", "_current").unionByName(all_touched.join(node_person, "node").select("node", "_current"))
-    recomputed_nodes, node_count = _counted(recomputed_nodes.where("_current").select("node").distinct())
-    small = small and node_count <= broadcast_max_rows
-    recomputed_edges = edges.join(_maybe_broadcast(recomputed_nodes.select(F.col("node").alias("src")), small), "src", "left_semi")
-    log.info("identity map grown: %d identifiers touched, %d persons and %d identifiers recomputed", touched_count, reached_count, node_count)
-    recomputed = assign_person_ids(
-        identity_components(recomputed_nodes, recomputed_edges), previous_map.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi")
+    reaching, reaching_count = _counted(reaching)
+    small = reaching_count <= broadcast_max_rows
+    persons_reached, reached_count = _counted(previous.join(_maybe_broadcast(reaching, small), "node", "left_semi").select("person_id").distinct())
+    small = small and reached_count <= broadcast_max_rows
+    held = previous.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi").select("node")
+    recomputed_accounts = held.unionByName(reaching).where(_is_account(node)).select(F.expr(f"substring(node, {len(ACCOUNT) + 2})").alias("account_id")).distinct()
+    recomputed_accounts, account_count = _counted(recomputed_accounts)
+    small = small and account_count <= broadcast_max_rows
+    nodes, edges = identity_edges(
+        links.join(_maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi"),
+        accounts.join(_maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi"),
+        default_phone_region,
+        max_accounts_per_key,
+        key_holders=holders,
+        broadcast_keys=small,
     )
-    kept = previous_map.join(_maybe_broadcast(persons_reached, small), "person_id", "left_anti")
-    return kept.unionByName(recomputed)
+    log.info(
+        "identity map grown: %d identifiers touched (%d with the accounts of their edges), %d persons reached, %d accounts recomputed",
+        touched_count, reaching_count, reached_count, account_count,
+    )
+    reached_ids = _maybe_broadcast(persons_reached, small)
+    recomputed = assign_person_ids(identity_components(nodes, edges), previous_map.join(reached_ids, "person_id", "left_semi"))
+    return previous_map.join(reached_ids, "person_id", "left_anti").unionByName(recomputed)
 
 
 def _counted(frame: DataFrame) -> tuple[DataFrame, int]:

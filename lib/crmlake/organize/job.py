@@ -37,7 +37,7 @@ from crmlake.lake import Lake, Snapshot, latest_per_key
 from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
-from crmlake.organize.identity import account_nodes, assign_person_ids, grow_identity_map, identity_components, identity_edges, identity_quality
+from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components, identity_edges, identity_quality, touched_nodes, unmapped_nodes
 from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
 from crmlake.privacy import apply_erasures
@@ -94,10 +94,30 @@ def erase_due_accounts(lake: Lake, conf: Conf, changes: Changes) -> dict:
     return facts
 
 
+def _erase_requested(changes: Changes) -> bool:
+    """Return True when the run's new bronze.customers rows hold an erase request."""
+    # Safe to collect: one row at most.
+    return bool(changes.new("bronze.customers").where("op = 'erase'").limit(1).collect())
+
+
 def _accounts_touched(changes: Changes) -> DataFrame:
     profile_changes = changes.new("bronze.customers").select("account_id")
     withdrawals = changes.new("bronze.campaign_events").where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS)).select("account_id")
     return profile_changes.unionByName(withdrawals).where(F.col("account_id").isNotNull()).distinct()
+
+
+def _new_identity_links(changes: Changes) -> DataFrame:
+    """Return the cookie-account pairs seen together with tracking consent in the run's new
+    clicks, with the last time seen: the rows merged into silver.identity_links."""
+    # An erased account is linked to no cookie again, whether its clicks are new or replayed by a full refresh.
+    erased = changes.all("bronze.customers").where("op = 'erase'").select("account_id")
+    return (
+        changes.new("bronze.clickstream")
+        .where(F.col("tracking_consent") & F.col("account_id").isNotNull())
+        .join(erased, "account_id", "left_anti")
+        .groupBy("anonymous_id", "account_id")
+        .agg(F.max("event_time").alias("last_seen_at"))
+    )
 
 
 def _write(lake: Lake, table: str, rows: DataFrame, full: bool, keys: list[str], order_by: str, partition_by=()) -> int:
@@ -132,14 +152,7 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     and the consented cookie-account links; return row counts."""
     new_clicks = changes.new("bronze.clickstream")
     clicks = changes.all("bronze.clickstream")
-    # An erased account is linked to no cookie again, whether its clicks are new or replayed by a full refresh.
-    erased = changes.all("bronze.customers").where("op = 'erase'").select("account_id")
-    links = (
-        new_clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
-        .join(erased, "account_id", "left_anti")
-        .groupBy("anonymous_id", "account_id")
-        .agg(F.max("event_time").alias("last_seen_at"))
-    )
+    links = _new_identity_links(changes)
     facts = {"identity_links": _write(lake, "silver.identity_links", links, changes.full, ["anonymous_id", "account_id"], "last_seen_at")}
     if changes.full:
         sessions = with_session_date(sessionize(clicks, gap_minutes), timezone)
@@ -165,11 +178,22 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     return facts
 
 
-def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, graph_changed: bool) -> dict:
+def organize_people(
+    lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, graph_changed: bool, erased_accounts: int, profiles_before: int | None
+) -> dict:
     """Update silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
-    cookie links written this run) or when there is none yet: grown incrementally from the
-    previous map (:func:`grow_identity_map`), rebuilt whole on a full refresh. Then rebuild
-    silver.customer_360 for ``run_date``; return quality figures and how the map was updated."""
+    cookie links written this run, or an account erased) or when there is none yet; then
+    rebuild silver.customer_360 for ``run_date``; return quality figures and how the map was updated.
+
+    The map is grown from the previous one (:func:`grow_identity_map`) from what this run
+    changed: the links it wrote and the accounts it merged, as silver.customers held them at
+    version ``profiles_before`` (before this run wrote it) and holds them now. After an
+    erasure (``erased_accounts`` erased by this run, or an erase request new in this run:
+    ``crmlake erase`` applies one at once, before organize sees it) the previous map lacks the
+    erased account's keys and cookies that other accounts may still hold, and the erasure
+    vacuumed the profiles as they were: the graph's nodes the map lacks are touched instead
+    (:func:`unmapped_nodes`, one pass over the whole graph). It is rebuilt whole on a full refresh.
+    """
     spark = lake.spark
     accounts = lake.read("silver.customers")
     rebuild = graph_changed or not lake.exists("silver.identity_map")
@@ -177,14 +201,22 @@ def organize_people(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date,
     if rebuild:
         links = lake.read("silver.identity_links").withColumn("tracking_consent", F.lit(True))
         region = str(conf.get("organize.identity.default_phone_region", "TW"))
-        nodes, edges = identity_edges(links, accounts, region, int(conf.get("organize.identity.max_accounts_per_key", 5)))
+        max_per_key = int(conf.get("organize.identity.max_accounts_per_key", 5))
+        broadcast_max_rows = int(conf.get("organize.identity.broadcast_max_rows"))
         previous = lake.read("silver.identity_map") if lake.exists("silver.identity_map") else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
         # The previous map is read before the overwrite replaces it: materialise it first.
         previous = previous.checkpoint()
         if grow:
-            touched = account_nodes(accounts.join(_accounts_touched(changes), "account_id", "left_semi"), region)
-            identity_map = grow_identity_map(nodes, edges, previous, touched, int(conf.get("organize.identity.broadcast_max_rows"))).checkpoint()
+            if erased_accounts or profiles_before is None or _erase_requested(changes):
+                touched = touched_nodes(_new_identity_links(changes), _accounts_touched(changes), accounts.limit(0), accounts, region, broadcast_max_rows).unionByName(
+                    unmapped_nodes(links, accounts, previous, region, max_per_key)
+                )
+            else:
+                before = lake.read("silver.customers", profiles_before)
+                touched = touched_nodes(_new_identity_links(changes), _accounts_touched(changes), before, accounts, region, broadcast_max_rows)
+            identity_map = grow_identity_map(links, accounts, previous, touched, region, max_per_key, broadcast_max_rows).checkpoint()
         else:
+            nodes, edges = identity_edges(links, accounts, region, max_per_key)
             identity_map = assign_person_ids(identity_components(nodes, edges), previous).checkpoint()
         lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
     identity_map = lake.read("silver.identity_map")
@@ -228,6 +260,8 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
     tz = conf.get("business.timezone")
     facts: dict = {"mode": "full_refresh" if changes.full else "incremental", "bronze_versions_read": changes.snapshot.versions}
     log.info("organize for %s: %s", run_date, facts["mode"])
+    # The profiles as the last run left them: the identity map grows from what this run changes in them.
+    profiles_before = lake.version("silver.customers") if lake.exists("silver.customers") else None
     steps = [
         ("erase", lambda: erase_due_accounts(lake, conf, changes)),
         ("customers", lambda: organize_accounts(lake, changes)),
@@ -235,7 +269,9 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
         ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
         # written nor erased from (an erased account's hashed email and phone must leave the map).
-        ("people", lambda: organize_people(lake, changes, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]))),
+        ("people", lambda: organize_people(
+            lake, changes, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]), facts["erased_accounts"], profiles_before
+        )),
         ("companies", lambda: organize_companies(lake)),
     ]
     for name, step in steps:
