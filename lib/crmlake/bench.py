@@ -241,43 +241,60 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
     """Time identity resolution against edge count and sessionization against DuckDB."""
     import duckdb
 
-    from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components
+    from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components, identity_edges, touched_nodes
     from crmlake.organize.transforms import sessionize
 
-    def identity_graph(first_id: int, count: int, day_of: int = 0) -> tuple[DataFrame, DataFrame]:
-        # Persons of 6 edges: two accounts sharing an email, two cookies each. A day's edges
-        # (day_of = the history's size) are new cookies of existing accounts.
-        edge = F.col("id")
-        person = F.floor(edge / 6)
-        if day_of:
-            src = F.concat(F.lit("anonymous_id:c"), edge.cast("string"))
-            dst = F.concat(F.lit("account_id:a"), F.pmod(F.xxhash64(edge), F.lit(day_of // 3)).cast("string"))
-        else:
-            email_edge = edge % 6 >= 4
-            src = F.when(email_edge, F.concat(F.lit("email:e"), person.cast("string"))).otherwise(F.concat(F.lit("anonymous_id:c"), edge.cast("string")))
-            dst = F.concat(F.lit("account_id:a"), (person * 2 + edge % 2).cast("string"))
-        edges = spark.range(first_id, first_id + count).select(src.alias("src"), dst.alias("dst"))
-        return edges.select(F.col("src").alias("node")).union(edges.select(F.col("dst").alias("node"))).distinct(), edges
+    region, max_per_key = "TW", 5
+
+    def identity_sources(edges_wanted: int) -> tuple[DataFrame, DataFrame]:
+        # Persons of 6 edges: two accounts sharing an email (no phone), two cookies each, as
+        # silver.customers and silver.identity_links hold them.
+        persons = edges_wanted // 6
+        accounts = spark.range(2 * persons).select(
+            F.concat(F.lit("a"), F.col("id").cast("string")).alias("account_id"),
+            F.format_string("member%d@example.com", F.floor(F.col("id") / 2)).alias("email"),
+            F.lit(None).cast("string").alias("phone"),
+            F.lit(False).alias("erased"),
+        )
+        links = spark.range(4 * persons).select(
+            F.concat(F.lit("c"), F.col("id").cast("string")).alias("anonymous_id"), F.concat(F.lit("a"), F.floor(F.col("id") / 2).cast("string")).alias("account_id")
+        )
+        return accounts, links
+
+    def day_links(edges_wanted: int) -> DataFrame:
+        # A day's 1% of edges: new cookies of existing accounts.
+        accounts = 2 * (edges_wanted // 6)
+        return spark.range(edges_wanted // 100).select(
+            F.concat(F.lit("d"), F.col("id").cast("string")).alias("anonymous_id"), F.concat(F.lit("a"), F.pmod(F.xxhash64("id"), F.lit(accounts)).cast("string")).alias("account_id")
+        )
+
+    def resolved(links: DataFrame, accounts: DataFrame, previous: DataFrame) -> DataFrame:
+        return assign_person_ids(identity_components(*identity_edges(links.withColumn("tracking_consent", F.lit(True)), accounts, region, max_per_key)), previous)
+
+    def noop(frame: DataFrame) -> None:
+        frame.write.format("noop").mode("overwrite").save()
 
     lines = []
     no_map = spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
     for edges_wanted in edge_counts:
-        nodes, edges = (frame.cache() for frame in identity_graph(0, edges_wanted))
-        node_count = nodes.count()
-        took = _seconds(lambda: assign_person_ids(identity_components(nodes, edges), no_map).write.format("noop").mode("overwrite").save())
-        lines.append(f"identity resolution         : {edges_wanted:,} edges, {node_count:,} nodes in {took:.1f}s = {edges_wanted / took:,.0f} edges/s")
-        # A day adding 1% new edges: new cookies of existing and new accounts.
-        previous = assign_person_ids(identity_components(nodes, edges), no_map)
-        previous.write.parquet(f"file://{tmp}/identity-map-{edges_wanted}")
+        accounts, links = (frame.cache() for frame in identity_sources(edges_wanted))
+        nodes, edges = (frame.cache() for frame in identity_edges(links.withColumn("tracking_consent", F.lit(True)), accounts, region, max_per_key))
+        node_count, edge_count = nodes.count(), edges.count()
+        took = _seconds(lambda: noop(assign_person_ids(identity_components(nodes, edges), no_map)))
+        lines.append(f"identity resolution         : {edge_count:,} edges, {node_count:,} nodes in {took:.1f}s = {edge_count / took:,.0f} edges/s")
+        # A day adding 1% new edges, grown into the map from the day's links against a full
+        # rebuild of the same graph; both read the same cached sources (as organize reads silver).
+        resolved(links, accounts, no_map).write.parquet(f"file://{tmp}/identity-map-{edges_wanted}")
         previous = spark.read.parquet(f"file://{tmp}/identity-map-{edges_wanted}")
-        day_nodes, day_edges = identity_graph(edges_wanted, edges_wanted // 100, day_of=edges_wanted)
-        grown_nodes, grown_edges = nodes.union(day_nodes).distinct().cache(), edges.union(day_edges).cache()
-        grown_nodes.count()
-        no_touch = spark.createDataFrame([], "node string")
-        grown = _seconds(lambda: grow_identity_map(grown_nodes, grown_edges, previous, no_touch, broadcast_max_rows).write.format("noop").mode("overwrite").save())
-        rebuilt = _seconds(lambda: assign_person_ids(identity_components(grown_nodes, grown_edges), previous).write.format("noop").mode("overwrite").save())
+        new_links = day_links(edges_wanted).cache()
+        grown_links = links.unionByName(new_links).cache()
+        grown_links.count()
+        no_account = spark.createDataFrame([], "account_id string")
+        touched = lambda: touched_nodes(new_links, no_account, accounts, accounts, region, broadcast_max_rows)  # noqa: E731
+        grown = _seconds(lambda: noop(grow_identity_map(grown_links.withColumn("tracking_consent", F.lit(True)), accounts, previous, touched(), region, max_per_key, broadcast_max_rows)))
+        rebuilt = _seconds(lambda: noop(resolved(grown_links, accounts, previous)))
         lines.append(f"identity, a day of 1% edges : grown {grown:.1f}s, full rebuild {rebuilt:.1f}s (ratio {grown / rebuilt:.2f})")
-        for frame in (nodes, edges, grown_nodes, grown_edges):
+        for frame in (accounts, links, nodes, edges, new_links, grown_links):
             frame.unpersist()
 
     visitors = max(1, session_events // 40)
