@@ -199,9 +199,10 @@ def full_and_grown(spark, old_links, new_links, old_accounts, new_accounts, max_
     def sources(links, accounts):
         return spark.createDataFrame(links, "anonymous_id string, account_id string").withColumn("tracking_consent", F.lit(True)), spark.createDataFrame(accounts, ACCOUNT_SCHEMA)
 
-    empty = spark.createDataFrame([], MAP_SCHEMA)
-    previous = assign_person_ids(identity_components(*identity_edges(*sources(old_links, old_accounts), "TW", max_per_key)), empty)
-    previous = previous.where(~F.col("identifier").isin(list(erased))).checkpoint()
+    # The old graph's map, found in Python: a person id per union-find component.
+    old_persons = sorted(sorted(person) for person in union_find_persons(old_links, old_accounts, max_per_key))
+    rows = [(*node, f"P{n:03d}") for n, person in enumerate(old_persons) for node in person if node[1] not in erased]
+    previous = spark.createDataFrame(rows, MAP_SCHEMA)
     links, accounts = sources(new_links, new_accounts)
     rebuilt = assign_person_ids(identity_components(*identity_edges(links, accounts, "TW", max_per_key)), previous)
     linked_or_unlinked = sorted(set(old_links) ^ set(new_links))

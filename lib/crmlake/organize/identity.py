@@ -96,12 +96,7 @@ def _trusted_keys(keys: DataFrame, max_accounts_per_key: int) -> DataFrame:
 
 
 def identity_edges(
-    clicks: DataFrame,
-    accounts: DataFrame,
-    default_phone_region: str,
-    max_accounts_per_key: int,
-    key_holders: DataFrame | None = None,
-    broadcast_keys: bool = False,
+    clicks: DataFrame, accounts: DataFrame, default_phone_region: str, max_accounts_per_key: int, trusted_keys: DataFrame | None = None
 ) -> tuple[DataFrame, DataFrame]:
     """Return ``(nodes, edges)`` of the identity graph.
 
@@ -111,28 +106,26 @@ def identity_edges(
     ``src``, ``dst`` node pairs. Every edge joins an account (``src`` for a contact key, ``dst``
     for a cookie) to another identifier: :func:`identity_components` relies on it.
 
-    A key's accounts are counted over ``accounts``; when that is a subset of the live accounts
-    (the subgraph :func:`grow_identity_map` recomputes), pass ``key_holders``: the
-    :func:`live_contact_keys` of all of them. Its rows of the subset's keys (semi-joined with
-    a broadcast of them when ``broadcast_keys``) are then counted, so that a key keeps or loses
-    its edges as it would in the whole graph.
+    A key's accounts are counted over ``accounts``. When that is a subset of the live accounts
+    (the persons :func:`grow_identity_map` recomputes), which cannot count them, pass
+    ``trusted_keys`` (key): the keys the rule trusts in the whole graph; the subset's keys
+    among them give its key edges.
     """
-    cookie_edges = _cookie_edges(clicks)
     keys = live_contact_keys(accounts, default_phone_region)
-    if key_holders is None:
-        trusted = _trusted_keys(keys, max_accounts_per_key)
-    else:
-        wanted = key_holders.join(_maybe_broadcast(keys.select("key").distinct(), broadcast_keys), "key", "left_semi")
-        trusted = _trusted_keys(wanted, max_accounts_per_key).join(_maybe_broadcast(keys, broadcast_keys), ["account_id", "key"], "left_semi")
+    trusted = _trusted_keys(keys, max_accounts_per_key) if trusted_keys is None else keys.join(trusted_keys, "key", "left_semi")
     key_edges = trusted.select(_node(ACCOUNT, F.col("account_id")).alias("src"), F.col("key").alias("dst"))
-    edges = cookie_edges.unionByName(key_edges)
-    nodes = (
+    edges = _cookie_edges(clicks).unionByName(key_edges)
+    return _graph_nodes(accounts, edges), edges
+
+
+def _graph_nodes(accounts: DataFrame, edges: DataFrame) -> DataFrame:
+    """Return ``node``, once each: every account of ``accounts`` and both ends of every edge."""
+    return (
         accounts.select(_node(ACCOUNT, F.col("account_id")).alias("node"))
         .unionByName(edges.select(F.col("src").alias("node")))
         .unionByName(edges.select(F.col("dst").alias("node")))
         .distinct()
     )
-    return nodes, edges
 
 
 def _numbered(nodes: DataFrame) -> DataFrame:
@@ -347,10 +340,11 @@ def grow_identity_map(
     changed, :func:`unmapped_nodes` after an erasure deleted rows from the map.
 
     The other end of each edge of a touched cookie or key in the new graph (the accounts
-    linked to the cookie, the accounts holding the key when the key rule trusts it) is touched
-    too. The persons of the previous map holding a touched node are reached; their nodes and
-    the touched ones are recomputed: the edges whose account end is one of them are read from
-    the sources (a key's accounts counted over every live account), then
+    linked to the cookie, the accounts holding the key when the key rule trusts it, counted
+    over every live account) is touched too. The persons of the previous map holding a touched
+    node are reached; their nodes and the touched ones are recomputed: the edges whose account
+    end is one of them are read from the sources (a key no change touched keeps the trust it
+    had, which the previous map shows: it had an edge, so it is a reached person's node), then
     :func:`identity_components` and :func:`assign_person_ids` against the ids those persons
     held. Every other row of the previous map is kept as it is.
 
@@ -361,49 +355,57 @@ def grow_identity_map(
     the other components, whole, voting for ids that no kept person holds.
 
     Whole-graph work, all narrow (no shuffle of the whole graph while what is sent is at most
-    ``broadcast_max_rows`` rows; plain shuffle joins beyond): the live accounts' contact keys
-    twice (the holders of the touched keys, then of the recomputed accounts' keys), the links
-    twice (linked to the touched cookies, then to the recomputed accounts), the accounts once,
-    and the previous map, each semi-joined with a broadcast of the few rows wanted.
+    ``broadcast_max_rows`` rows; plain shuffle joins beyond): the accounts' contact keys once
+    when a key is touched (its holders), the links twice (linked to the touched cookies, then
+    to the recomputed accounts), the accounts twice (profiles and nodes of the recomputed
+    ones) and the previous map four times (persons reached, their nodes, their ids, the rows
+    kept), each semi-joined with a broadcast of the rows wanted.
     """
     node = F.col("node")
+    is_cookie, is_key = node.startswith(COOKIE + ":"), ~_is_account(node) & ~node.startswith(COOKIE + ":")
     previous = previous_map.select(_node_of_map().alias("node"), "person_id")
-    holders = live_contact_keys(accounts, default_phone_region)
-    touched, touched_count = _counted(touched.select("node").distinct())
-    small = touched_count <= broadcast_max_rows
-    is_cookie = node.startswith(COOKIE + ":")
-    touched_keys = touched.where(~_is_account(node) & ~is_cookie).select(F.col("node").alias("key"))
-    touched_cookies = touched.where(is_cookie).select(F.expr(f"substring(node, {len(COOKIE) + 2})").alias("anonymous_id"))
-    held_keys = _trusted_keys(holders.join(_maybe_broadcast(touched_keys, small), "key", "left_semi"), max_accounts_per_key)
-    linked_cookies = _cookie_edges(links.join(_maybe_broadcast(touched_cookies, small), "anonymous_id", "left_semi"))
-    reaching = (
-        touched.unionByName(held_keys.select(_node(ACCOUNT, F.col("account_id")).alias("node")))
-        .unionByName(linked_cookies.select(F.col("dst").alias("node")))
-        .distinct()
-    )
-    reaching, reaching_count = _counted(reaching)
+    touched, figures = _checkpointed(touched.select("node").distinct(), rows=F.count(F.lit(1)), keys=F.count_if(is_key), cookies=F.count_if(is_cookie))
+    small = figures["rows"] <= broadcast_max_rows
+    # The touched keys the rule trusts, with every account holding them: counted over every
+    # live account's keys (a narrow scan of the accounts, skipped when no key is touched).
+    touched_keys = touched.where(is_key).select(F.col("node").alias("key"))
+    held_keys = touched_keys.select(F.lit(None).cast("string").alias("account_id"), "key")  # none when no key is touched
+    if figures["keys"]:
+        holders = live_contact_keys(accounts, default_phone_region).join(_maybe_broadcast(touched_keys, small), "key", "left_semi")
+        held_keys, _ = _counted(_trusted_keys(holders, max_accounts_per_key))
+    reaching = touched.unionByName(held_keys.select(_node(ACCOUNT, F.col("account_id")).alias("node")))
+    if figures["cookies"]:
+        touched_cookies = touched.where(is_cookie).select(F.expr(f"substring(node, {len(COOKIE) + 2})").alias("anonymous_id"))
+        reaching = reaching.unionByName(_cookie_edges(links.join(_maybe_broadcast(touched_cookies, small), "anonymous_id", "left_semi")).select(F.col("dst").alias("node")))
+    reaching, reaching_count = _counted(reaching.distinct())
     small = reaching_count <= broadcast_max_rows
     persons_reached, reached_count = _counted(previous.join(_maybe_broadcast(reaching, small), "node", "left_semi").select("person_id").distinct())
     small = small and reached_count <= broadcast_max_rows
-    held = previous.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi").select("node")
+    held, _ = _counted(previous.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi").select("node"))
     recomputed_accounts = held.unionByName(reaching).where(_is_account(node)).select(F.expr(f"substring(node, {len(ACCOUNT) + 2})").alias("account_id")).distinct()
     recomputed_accounts, account_count = _counted(recomputed_accounts)
     small = small and account_count <= broadcast_max_rows
-    nodes, edges = identity_edges(
+    # A key of a recomputed account that no change touched is trusted as before: then it had
+    # an edge to that account, so it is one of the reached persons' nodes.
+    trusted = held.where(is_key).join(touched, "node", "left_anti").select(F.col("node").alias("key")).unionByName(held_keys.select("key"))
+    recomputed_profiles = accounts.join(_maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi")
+    _, edges = identity_edges(
         links.join(_maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi"),
-        accounts.join(_maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi"),
+        recomputed_profiles,
         default_phone_region,
         max_accounts_per_key,
-        key_holders=holders,
-        broadcast_keys=small,
+        trusted_keys=_maybe_broadcast(trusted.distinct(), small),
     )
+    edges, edge_count = _counted(edges)
+    nodes, node_count = _counted(_graph_nodes(recomputed_profiles, edges))
     log.info(
-        "identity map grown: %d identifiers touched (%d with the accounts of their edges), %d persons reached, %d accounts recomputed",
-        touched_count, reaching_count, reached_count, account_count,
+        "identity map grown: %d identifiers touched (%d with the accounts of their edges), %d persons reached, %d identifiers and %d edges recomputed",
+        figures["rows"], reaching_count, reached_count, node_count, edge_count,
     )
     reached_ids = _maybe_broadcast(persons_reached, small)
     recomputed = assign_person_ids(identity_components(nodes, edges), previous_map.join(reached_ids, "person_id", "left_semi"))
-    return previous_map.join(reached_ids, "person_id", "left_anti").unionByName(recomputed)
+    kept = previous_map.join(reached_ids, "person_id", "left_anti").select("identifier_type", "identifier", "person_id")
+    return kept.unionByName(recomputed)
 
 
 def _counted(frame: DataFrame) -> tuple[DataFrame, int]:
