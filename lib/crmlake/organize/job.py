@@ -12,9 +12,10 @@ reads only the bronze files committed after the versions the last run read (kept
   late event joins or splits the right session) and ``silver.funnel`` for the dates touched;
 * ``silver.identity_links`` (cookie and account seen together with tracking consent).
 
-``silver.identity_map`` and ``silver.customer_360`` are then rebuilt from silver: the
-identity graph is global, and person ids stay stable across runs (see
-:mod:`crmlake.organize.identity`); ``silver.companies`` (B2B) is rebuilt last
+``silver.identity_map`` is then grown from silver: the persons the run's links and
+accounts reach are recomputed, the rest kept, and person ids stay stable across runs (see
+:mod:`crmlake.organize.identity`); ``silver.customer_360`` is rebuilt from silver and
+``silver.companies`` (B2B) last
 (:mod:`crmlake.organize.companies`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
 every table from all of bronze and gives the same tables.
 
