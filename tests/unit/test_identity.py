@@ -143,6 +143,17 @@ def test_a_split_leaves_the_id_with_the_larger_part_and_mints_one_for_the_other(
     assert now[("account_id", "A3")].startswith("P") and now[("account_id", "A3")] != "P_1"
 
 
+def test_an_erased_account_alone_again_never_takes_the_id_it_once_minted_for_the_person_it_left(spark):
+    # A1 and A2 share an email: their person's id was minted from A1, its smallest account.
+    # A1 is erased: its rows leave the map and its blank profile is a node alone again.
+    first = person_map(spark, {"account_id:A1": "account_id:A1", "account_id:A2": "account_id:A1"})
+    assert first[("account_id", "A1")] == first[("account_id", "A2")]
+    previous = [("account_id", "A2", first[("account_id", "A2")])]
+    now = person_map(spark, {"account_id:A1": "account_id:A1", "account_id:A2": "account_id:A2"}, previous)
+    assert now[("account_id", "A2")] == first[("account_id", "A2")]  # the live account keeps its person
+    assert now[("account_id", "A1")].startswith("P") and now[("account_id", "A1")] != now[("account_id", "A2")]
+
+
 def resolve(spark, clicks, accounts, max_per_key=5):
     nodes, edges = identity_edges(spark.createDataFrame(clicks, CLICK_SCHEMA), spark.createDataFrame(accounts, ACCOUNT_SCHEMA), "TW", max_per_key)
     return person_map(spark, {r["node"]: r["component"] for r in identity_components(nodes, edges).collect()})

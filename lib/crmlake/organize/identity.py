@@ -260,8 +260,8 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
     component keeps the previous person id held by most of its nodes (ties: the smaller
     id); when components compete for one id (a split), the component holding it more often
     keeps it (ties: the smaller component) and the others get new ids: ``P`` + 16 hex digits
-    of the SHA-256 of the component's label and the previous ids it held, so that a new id
-    is never one a component of the previous map still holds.
+    of the SHA-256 of the component's label and the previous ids it held (and, should that
+    give a previous id, of that id too), so that a new id is never one the previous map holds.
     """
     previous = previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id"))
     votes = components.join(previous, "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
@@ -275,11 +275,22 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
         .select("component", F.col("previous_id").alias("kept_id"))
     )
     held = votes.groupBy("component").agg(F.array_join(F.sort_array(F.collect_list("previous_id")), ",").alias("_held"))
-    # A component that held ids and kept none mints from them too: never the id it lost.
-    minted = F.concat(F.lit("P"), F.sha2(F.concat_ws("|", "component", "_held"), 256).substr(1, 16))
-    person = (
-        components.join(kept, "component", "left").join(held, "component", "left").withColumn("person_id", F.coalesce("kept_id", minted))
+
+    def mint(*seed: str) -> Column:
+        return F.concat(F.lit("P"), F.sha2(F.concat_ws("|", *seed), 256).substr(1, 16))
+
+    # A component that held ids and kept none mints from them too: never the id it lost. One
+    # that held none may still be the seed of a previous id (an erased account, its rows gone
+    # from the map, alone again with the label that minted its old person's id): it mints again
+    # from that id too. Per new component, not per identifier.
+    taken = previous.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True))
+    new_ids = (
+        components.select("component").distinct().join(kept, "component", "left_anti").join(held, "component", "left")
+        .withColumn("_minted", mint("component", "_held"))
+        .join(taken, "_minted", "left")
+        .select("component", F.when(F.col("_taken"), mint("component", "_held", "_minted")).otherwise(F.col("_minted")).alias("_new_id"))
     )
+    person = components.join(kept, "component", "left").join(new_ids, "component", "left").withColumn("person_id", F.coalesce("kept_id", "_new_id"))
     identifier_type = F.substring_index("node", ":", 1)
     return person.select(
         identifier_type.alias("identifier_type"),
