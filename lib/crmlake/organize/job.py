@@ -148,11 +148,12 @@ def organize_order_lines(lake: Lake, changes: Changes) -> dict:
     return {"order_lines": _write(lake, "silver.order_lines", lines, changes.full, ["order_id", "line_no"], "updated_time", ["order_date"])}
 
 
-def organize_sessions(lake: Lake, changes: Changes, links: DataFrame, gap_minutes: int, timezone: str) -> dict:
+def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: str) -> dict:
     """Rebuild the sessions of visitors with new events, the funnel of the dates they touch,
-    and merge ``links`` (:func:`_new_identity_links`) into silver.identity_links; return row counts."""
+    and the consented cookie-account links; return row counts."""
     new_clicks = changes.new("bronze.clickstream")
     clicks = changes.all("bronze.clickstream")
+    links = _new_identity_links(changes)
     facts = {"identity_links": _write(lake, "silver.identity_links", links, changes.full, ["anonymous_id", "account_id"], "last_seen_at")}
     if changes.full:
         sessions = with_session_date(sessionize(clicks, gap_minutes), timezone)
@@ -179,15 +180,14 @@ def organize_sessions(lake: Lake, changes: Changes, links: DataFrame, gap_minute
 
 
 def organize_people(
-    lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, graph_changed: bool, erased_accounts: int, profiles_before: int | None,
-    new_links: DataFrame,
+    lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, graph_changed: bool, erased_accounts: int, profiles_before: int | None
 ) -> dict:
     """Update silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
     cookie links written this run, or an account erased) or when there is none yet; then
     rebuild silver.customer_360 for ``run_date``; return quality figures and how the map was updated.
 
     The map is grown from the previous one (:func:`grow_identity_map`) from what this run
-    changed: the links it wrote (``new_links``) and the accounts it merged, as silver.customers held them at
+    changed: the links it wrote and the accounts it merged, as silver.customers held them at
     version ``profiles_before`` (before this run wrote it) and holds them now. After an
     erasure (``erased_accounts`` erased by this run, or an erase request new in this run:
     ``crmlake erase`` applies one at once, before organize sees it) the previous map lacks the
@@ -208,11 +208,13 @@ def organize_people(
         # The previous map is read before the overwrite replaces it: materialise it first.
         previous = previous.checkpoint()
         if grow:
-            erased = erased_accounts or profiles_before is None or _erase_requested(changes)
-            before = accounts.limit(0) if erased else lake.read("silver.customers", profiles_before)
-            touched = touched_nodes(new_links, _accounts_touched(changes), before, accounts, region, broadcast_max_rows)
-            if erased:
-                touched = touched.unionByName(unmapped_nodes(links, accounts, previous, region, max_per_key))
+            if erased_accounts or profiles_before is None or _erase_requested(changes):
+                touched = touched_nodes(_new_identity_links(changes), _accounts_touched(changes), accounts.limit(0), accounts, region, broadcast_max_rows).unionByName(
+                    unmapped_nodes(links, accounts, previous, region, max_per_key)
+                )
+            else:
+                before = lake.read("silver.customers", profiles_before)
+                touched = touched_nodes(_new_identity_links(changes), _accounts_touched(changes), before, accounts, region, broadcast_max_rows)
             identity_map = grow_identity_map(links, accounts, previous, touched, region, max_per_key, broadcast_max_rows).checkpoint()
         else:
             nodes, edges = identity_edges(links, accounts, region, max_per_key)
@@ -261,17 +263,15 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
     log.info("organize for %s: %s", run_date, facts["mode"])
     # The profiles as the last run left them: the identity map grows from what this run changes in them.
     profiles_before = lake.version("silver.customers") if lake.exists("silver.customers") else None
-    # The run's new links: merged by the sessions step, touched by the people step (read once).
-    new_links = _new_identity_links(changes).cache()
     steps = [
         ("erase", lambda: erase_due_accounts(lake, conf, changes)),
         ("customers", lambda: organize_accounts(lake, changes)),
         ("order lines", lambda: organize_order_lines(lake, changes)),
-        ("sessions", lambda: organize_sessions(lake, changes, new_links, int(conf.get("organize.session_gap_minutes", 30)), tz)),
+        ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
         # written nor erased from (an erased account's hashed email and phone must leave the map).
         ("people", lambda: organize_people(
-            lake, changes, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]), facts["erased_accounts"], profiles_before, new_links
+            lake, changes, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]), facts["erased_accounts"], profiles_before
         )),
         ("companies", lambda: organize_companies(lake)),
     ]
@@ -279,6 +279,5 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
         with timed(log, f"organize {name} for {run_date}") as f:
             f.update(step())
         facts.update(f)
-    new_links.unpersist()
     lake.overwrite(STATE, changes.state(run_date))
     return facts
