@@ -61,6 +61,7 @@ class Changes:
             r["source"]: r["version_read"] for r in lake.read(STATE).collect()
         }
         self.full = not self.previous
+        self._identity_links: DataFrame | None = None
 
     def all(self, table: str) -> DataFrame:
         """Return every row of ``table`` as pinned."""
@@ -74,6 +75,31 @@ class Changes:
         """Pin ``tables`` again at their current version: an erase rewrote them and removed the
         files the old version read."""
         self.snapshot.versions.update({t: self.lake.version(t) for t in tables if t in self.snapshot.versions})
+        self.release()
+
+    def new_identity_links(self) -> DataFrame:
+        """Return the cookie-account pairs seen together with tracking consent in the new
+        clicks, with the last time seen: the rows merged into silver.identity_links, whose ends
+        the identity map grows from. Built once and cached (the sessions and people steps both
+        read it) from the snapshot as pinned when first asked: after the erase step's repin."""
+        if self._identity_links is None:
+            # An erased account is linked to no cookie again, whether its clicks are new or replayed by a full refresh.
+            erased = self.all("bronze.customers").where("op = 'erase'").select("account_id")
+            self._identity_links = (
+                self.new("bronze.clickstream")
+                .where(F.col("tracking_consent") & F.col("account_id").isNotNull())
+                .join(erased, "account_id", "left_anti")
+                .groupBy("anonymous_id", "account_id")
+                .agg(F.max("event_time").alias("last_seen_at"))
+                .cache()
+            )
+        return self._identity_links
+
+    def release(self) -> None:
+        """Drop what the run cached from the snapshot (its files may be gone after a repin)."""
+        if self._identity_links is not None:
+            self._identity_links.unpersist()
+            self._identity_links = None
 
     def state(self, run_date: dt.date) -> DataFrame:
         """Return what to store after this run: the version of each bronze table it read."""
@@ -105,20 +131,6 @@ def _accounts_touched(changes: Changes) -> DataFrame:
     profile_changes = changes.new("bronze.customers").select("account_id")
     withdrawals = changes.new("bronze.campaign_events").where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS)).select("account_id")
     return profile_changes.unionByName(withdrawals).where(F.col("account_id").isNotNull()).distinct()
-
-
-def _new_identity_links(changes: Changes) -> DataFrame:
-    """Return the cookie-account pairs seen together with tracking consent in the run's new
-    clicks, with the last time seen: the rows merged into silver.identity_links."""
-    # An erased account is linked to no cookie again, whether its clicks are new or replayed by a full refresh.
-    erased = changes.all("bronze.customers").where("op = 'erase'").select("account_id")
-    return (
-        changes.new("bronze.clickstream")
-        .where(F.col("tracking_consent") & F.col("account_id").isNotNull())
-        .join(erased, "account_id", "left_anti")
-        .groupBy("anonymous_id", "account_id")
-        .agg(F.max("event_time").alias("last_seen_at"))
-    )
 
 
 def _write(lake: Lake, table: str, rows: DataFrame, full: bool, keys: list[str], order_by: str, partition_by=()) -> int:
@@ -153,7 +165,7 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     and the consented cookie-account links; return row counts."""
     new_clicks = changes.new("bronze.clickstream")
     clicks = changes.all("bronze.clickstream")
-    links = _new_identity_links(changes)
+    links = changes.new_identity_links()
     facts = {"identity_links": _write(lake, "silver.identity_links", links, changes.full, ["anonymous_id", "account_id"], "last_seen_at")}
     if changes.full:
         sessions = with_session_date(sessionize(clicks, gap_minutes), timezone)
@@ -208,13 +220,12 @@ def organize_people(
         # The previous map is read before the overwrite replaces it: materialise it first.
         previous = previous.checkpoint()
         if grow:
-            if erased_accounts or profiles_before is None or _erase_requested(changes):
-                touched = touched_nodes(_new_identity_links(changes), _accounts_touched(changes), accounts.limit(0), accounts, region, broadcast_max_rows).unionByName(
-                    unmapped_nodes(links, accounts, previous, region, max_per_key)
-                )
-            else:
-                before = lake.read("silver.customers", profiles_before)
-                touched = touched_nodes(_new_identity_links(changes), _accounts_touched(changes), before, accounts, region, broadcast_max_rows)
+            erased = bool(erased_accounts or profiles_before is None or _erase_requested(changes))
+            # After an erasure the profiles as they were are vacuumed: the unmapped nodes stand in for them.
+            before = accounts.limit(0) if erased else lake.read("silver.customers", profiles_before)
+            touched = touched_nodes(changes.new_identity_links(), _accounts_touched(changes), before, accounts, region, broadcast_max_rows)
+            if erased:
+                touched = touched.unionByName(unmapped_nodes(links, accounts, previous, region, max_per_key))
             identity_map = grow_identity_map(links, accounts, previous, touched, region, max_per_key, broadcast_max_rows).checkpoint()
         else:
             nodes, edges = identity_edges(links, accounts, region, max_per_key)
@@ -275,9 +286,12 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
         )),
         ("companies", lambda: organize_companies(lake)),
     ]
-    for name, step in steps:
-        with timed(log, f"organize {name} for {run_date}") as f:
-            f.update(step())
-        facts.update(f)
+    try:
+        for name, step in steps:
+            with timed(log, f"organize {name} for {run_date}") as f:
+                f.update(step())
+            facts.update(f)
+    finally:
+        changes.release()
     lake.overwrite(STATE, changes.state(run_date))
     return facts
