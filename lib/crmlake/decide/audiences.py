@@ -208,28 +208,28 @@ def apply_policy(scored: DataFrame, suppressed: DataFrame, prior_contacts: DataF
     ``(selected, counts)``: the persons kept after the limit with ``group`` = treatment or
     control, and the count at every policy step.
     """
-    matched = scored.where(F.expr(audience.rule)).cache()
-    consenting = matched.where(F.coalesce(F.col("marketing_consent"), F.lit(False)))
-    flagged = consenting.join(suppressed, "person_id", "left")
-    eligible = flagged.where(F.col("suppression_reason").isNull()).drop("suppression_reason")
-    with_prior = eligible.join(prior_contacts, "person_id", "left").withColumn("_prior", F.coalesce("contacts", F.lit(0)))
-    uncapped = with_prior.where(F.col("_prior") < policy.max_contacts).drop("contacts", "_prior")
+    consenting = F.coalesce(F.col("marketing_consent"), F.lit(False))
+    prior = F.coalesce(F.col("contacts"), F.lit(0))
+    # Each matched person with the steps that stop them: consent, a suppression reason, the cap.
+    staged = scored.where(F.expr(audience.rule)).join(suppressed, "person_id", "left").join(prior_contacts, "person_id", "left")
+    uncapped = staged.where(consenting & F.col("suppression_reason").isNull() & (prior < policy.max_contacts)).drop("suppression_reason", "contacts")
     limited = uncapped.orderBy(*order_columns(audience.order_by), "person_id").limit(audience.limit)
     selected = limited.withColumn("group", F.when(in_control_group(F.col("person_id"), audience), "control").otherwise("treatment")).cache()
-    # Safe to collect: small aggregates, one row each.
-    suppressed_by = {r["suppression_reason"]: r["count"] for r in flagged.groupBy("suppression_reason").count().collect() if r["suppression_reason"]}
+    # Safe to collect: one row per suppression reason (and one without), one per group.
+    steps = staged.groupBy("suppression_reason").agg(
+        F.count(F.lit(1)).alias("matched"), F.count_if(consenting).alias("consenting"), F.count_if(consenting & (prior < policy.max_contacts)).alias("uncapped"),
+    ).collect()
     by_group = {r["group"]: r["count"] for r in selected.groupBy("group").count().collect()}
-    matched_count, consenting_count = matched.count(), consenting.count()
-    eligible_count = matched_count - (matched_count - consenting_count) - sum(suppressed_by.values())
-    uncapped_count = uncapped.count()
+    matched, consenting_count = sum(r["matched"] for r in steps), sum(r["consenting"] for r in steps)
+    suppressed_by = {r["suppression_reason"]: r["consenting"] for r in steps if r["suppression_reason"] is not None}
+    uncapped_count = sum(r["uncapped"] for r in steps if r["suppression_reason"] is None)
     counts = {
-        "matched": matched_count,
-        "no_consent": matched_count - consenting_count,
+        "matched": matched,
+        "no_consent": matched - consenting_count,
         "suppressed": {r: int(suppressed_by.get(r, 0)) for r in SUPPRESSION_REASONS},
-        "capped": eligible_count - uncapped_count,
+        "capped": consenting_count - sum(suppressed_by.values()) - uncapped_count,
         "over_limit": uncapped_count - sum(by_group.values()),
         "control": int(by_group.get("control", 0)),
         "exported": int(by_group.get("treatment", 0)),
     }
-    matched.unpersist()
     return selected, counts
