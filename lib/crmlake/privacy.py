@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.config import Conf
-from crmlake.decide.export import PLATFORM_FORMATS, amend_exports, platform_rows
+from crmlake.decide.export import PLATFORM_FORMATS, amend_exports, platform_hashes
 from crmlake.lake import Lake
 from crmlake.log import get_logger
 from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex, with_session_person_id
@@ -101,11 +101,17 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
     """Return the identifiers of ``account_id``: its emails and phones (as held in bronze, any
     version) with their hashes, the cookies linked to it, the persons the identity map gives it."""
     profiles = lake.read("bronze.customers").where((F.col("account_id") == account_id) & (F.col("op") == "upsert"))
-    contacts = profiles.select(
-        normalised_email(F.col("email")).alias("email"),
-        sha256_hex(normalised_email(F.col("email"))).alias("email_hash"),
-        sha256_hex(e164_phone(F.col("phone"), default_phone_region)).alias("phone_hash"),
-    ).cache()
+    uploaded = [hashed for platform_format in PLATFORM_FORMATS for hashed in platform_hashes(default_phone_region, platform_format)]
+    # One scan of bronze.customers for every value (each platform hashes its own normalisation).
+    # Safe to collect: one row, the distinct values of one account.
+    held = profiles.agg(
+        *[F.collect_set(column).alias(name) for name, column in (
+            ("email", normalised_email(F.col("email"))),
+            ("email_hash", sha256_hex(normalised_email(F.col("email")))),
+            ("phone_hash", sha256_hex(e164_phone(F.col("phone"), default_phone_region))),
+        )],
+        *[F.collect_set(column).alias(f"_platform_{i}") for i, column in enumerate(uploaded)],
+    ).first()
     cookies = (
         _values(lake.read("silver.identity_links").where(F.col("account_id") == account_id), "anonymous_id")
         if lake.exists("silver.identity_links") else ()
@@ -114,14 +120,9 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
         _values(lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & (F.col("identifier") == account_id)), "person_id")
         if lake.exists("silver.identity_map") else ()
     )
-    platform: set = set()
-    for platform_format in PLATFORM_FORMATS:  # each platform hashes its own normalisation of the contacts
-        uploaded = platform_rows(profiles.select("email", "phone"), default_phone_region, platform_format)
-        for column in uploaded.columns:
-            platform.update(_values(uploaded, column))
-    subject = Subject((account_id,), _values(contacts, "email"), _values(contacts, "email_hash"), _values(contacts, "phone_hash"), cookies, persons, tuple(sorted(platform)))
-    contacts.unpersist()
-    return subject
+    platform = {value for i in range(len(uploaded)) for value in held[f"_platform_{i}"]}
+    return Subject((account_id,), tuple(sorted(held["email"])), tuple(sorted(held["email_hash"])), tuple(sorted(held["phone_hash"])), cookies, persons,
+                   tuple(sorted(platform)))
 
 
 def erase_subject(lake: Lake, subject: Subject, exports_root: str, request: str) -> dict:

@@ -81,3 +81,32 @@ def test_an_amended_platform_upload_file_drops_the_person_by_the_platforms_hash(
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
     assert manifest["amendments"][0]["rows_removed"] == 2   # one neutral row, one upload row
     assert manifest["files"]["google_customer_match.csv"]["sha256"] == file_sha256(os.path.join(folder, "google_customer_match.csv"))
+
+
+def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as_each_upload_has_them(spark, lake):
+    from crmlake.decide.export import PLATFORM_FORMATS, platform_rows
+    from crmlake.privacy import subject_of
+
+    def table(name, rows, ddl):
+        declared = spark.createDataFrame([], lake.catalog.spec(name).ddl)
+        lake.overwrite(name, declared.unionByName(spark.createDataFrame(rows, ddl), allowMissingColumns=True))
+
+    versions = [("A1", "upsert", " Old.Name@Gmail.com ", "0912345678"), ("A1", "upsert", "new@example.com", None)]
+    table("bronze.customers", [*versions, ("A1", "erase", None, None), ("A2", "upsert", "other@example.com", "0987654321")],
+          "account_id string, op string, email string, phone string")
+    table("silver.identity_links", [("c1", "A1"), ("c2", "A2")], "anonymous_id string, account_id string")
+    table("silver.identity_map", [("account_id", "A1", "P1"), ("account_id", "A2", "P2"), ("anonymous_id", "c1", "P1")],
+          "identifier_type string, identifier string, person_id string")
+
+    subject = subject_of(lake, "A1", "TW")
+
+    def sha(text):
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    assert subject.account_ids == ("A1",) and subject.cookies == ("c1",) and subject.person_ids == ("P1",)
+    assert subject.emails == ("new@example.com", "old.name@gmail.com")
+    assert subject.email_hashes == tuple(sorted(map(sha, subject.emails))) and subject.phone_hashes == (sha("+886912345678"),)
+    # What the platform upload files of both versions hold, as decide writes them (gmail's dots dropped for Google).
+    own = spark.createDataFrame([v[2:] for v in versions], "email string, phone string")
+    uploaded = {value for f in PLATFORM_FORMATS for row in platform_rows(own, "TW", f).collect() for value in row if value}
+    assert set(subject.platform_hashes) == uploaded and sha("oldname@gmail.com") in uploaded and sha("886912345678") in uploaded

@@ -109,13 +109,20 @@ def platform_rows(selected: DataFrame, default_phone_region: str, platform_forma
     persons with neither are left out (the platform could not match them).
     """
     email_column, phone_column = PLATFORM_FORMATS[platform_format]["columns"]
+    email, phone = platform_hashes(default_phone_region, platform_format)
+    rows = selected.select(email.alias(email_column), phone.alias(phone_column))
+    return rows.where(F.col(email_column).isNotNull() | F.col(phone_column).isNotNull())
+
+
+def platform_hashes(default_phone_region: str, platform_format: str) -> tuple[Column, Column]:
+    """Return the columns ``(email hash, phone hash)`` that ``platform_format`` uploads of the
+    ``email`` and ``phone`` columns: lower-case hex SHA-256 of each, normalised the platform's way."""
     e164 = e164_phone(F.col("phone"), default_phone_region)
     if platform_format == "google_customer_match":
         email, phone = google_email(F.col("email")), e164
     else:
         email, phone = normalised_email(F.col("email")), F.regexp_replace(e164, r"^\+", "")
-    rows = selected.select(sha256_hex(email).alias(email_column), sha256_hex(phone).alias(phone_column))
-    return rows.where(F.col(email_column).isNotNull() | F.col(phone_column).isNotNull())
+    return sha256_hex(email), sha256_hex(phone)
 
 
 def _single_file(df: DataFrame, folder: str, name: str, fmt: str) -> str:
