@@ -17,7 +17,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # measured with the JVM's per-thread times), while C1 alone changes no result. C1 alone gets a
 # 48 MB code cache by default, which Spark fills within the pipeline's first stages ("CodeCache
 # is full. Compiler has been disabled."): the rest then runs interpreted. With 256 MB, the
-# pipeline's four stages took 376 JVM CPU-s, against 486 with the full cache and 510 with C2.
+# pipeline fixture (generator and six stage runs) took 376 JVM CPU-s, against 486 with the full
+# cache and 510 with C2.
 os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m")
 if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
     # An xdist worker's __main__ is "python -c": pyspark.sql.connect (imported by MLflow's

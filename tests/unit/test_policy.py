@@ -64,6 +64,21 @@ def test_policy_counts_every_step_and_never_lets_a_non_consenting_person_through
     }
 
 
+def test_each_person_is_counted_at_the_first_step_that_stops_them(spark):
+    # P2 has no consent and a bounce: counted as no consent only. P3 is suppressed and over the
+    # cap: counted as suppressed only. P4 is over the cap alone.
+    scored = spark.createDataFrame(
+        [("P1", 0.9, 9, "s", "555", True), ("P2", 0.8, 8, "s", "555", False), ("P3", 0.7, 7, "s", "555", True), ("P4", 0.6, 6, "s", "555", True)],
+        SCORED,
+    )
+    suppressed = spark.createDataFrame([("P2", "bounced"), ("P3", "unsubscribed")], "person_id string, suppression_reason string")
+    prior = spark.createDataFrame([("P3", 5), ("P4", 2)], "person_id string, contacts long")
+    selected, counts = apply_policy(scored, suppressed, prior, audience(), POLICY)
+    assert [r["person_id"] for r in selected.collect()] == ["P1"]
+    assert (counts["matched"], counts["no_consent"], counts["capped"], counts["exported"]) == (4, 1, 1, 1)
+    assert counts["suppressed"] == {"unsubscribed": 1, "bounced": 0, "complained": 0, "erased": 0, "service_complaint": 0}
+
+
 def test_the_cap_spans_audiences_and_the_higher_priority_keeps_the_person(spark):
     scored = spark.createDataFrame([("P1", 0.9, 9, "s", "555", True)], SCORED)
     suppressed = spark.createDataFrame([], "person_id string, suppression_reason string")
