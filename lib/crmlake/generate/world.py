@@ -270,11 +270,15 @@ def order_lines(visits: DataFrame, plan: Plan) -> DataFrame:
         .when(favourite, F.col("favourite_category"))
         .otherwise(choice(uniform(s, "line_category", *l_ids), CATEGORIES))
     )
-    unit_price = F.round(_price(category) * F.exp(0.4 * normal(s, "unit_price", *l_ids)), 0)
-    quantity = (1 + F.floor(uniform(s, "quantity", *l_ids) * 2)).cast("int")
+    # Drawn once as columns: the price (a branch per category) and the columns below refer to
+    # them, so no expression repeats the category's draw (a plan a tenth the size to optimise).
+    drawn = lines.withColumn("_category", category).withColumn(
+        "_unit_price", F.round(_price(F.col("_category")) * F.exp(0.4 * normal(s, "unit_price", *l_ids)), 0)
+    ).withColumn("_quantity", (1 + F.floor(uniform(s, "quantity", *l_ids) * 2)).cast("int"))
+    category, unit_price, quantity = F.col("_category"), F.col("_unit_price"), F.col("_quantity")
     order_time = F.timestamp_seconds(F.unix_timestamp("session_start") + (F.size("steps") - 1) * 90 + 60)
     guest = F.col("account").isNull()
-    first = lines.select(
+    first = drawn.select(
         F.concat(F.lit("O-"), F.col("session_key")).alias("order_id"),
         "line_no",
         order_time.alias("order_time"),
