@@ -151,13 +151,21 @@ def daily_sales(order_lines: DataFrame, accounts: DataFrame, run_date: dt.date, 
     }
 
 
-def _distribution(frame: DataFrame, column, missing: str | None) -> list[tuple[str, int]]:
-    """Persons per value of ``column``; nulls are labelled ``missing``, or left out when it is None."""
-    if missing is None:
-        frame = frame.where(column.isNotNull())
+def _distributions(frame: DataFrame, attributes: dict, missing: dict) -> dict[str, list[tuple[str, int]]]:
+    """Persons per value of each of ``attributes`` (name -> column), in one pass over ``frame``;
+    an attribute's nulls are labelled ``missing[name]``, or left out when that is None. Each
+    list is most persons first, then by value (nulls first)."""
+    pairs = frame.select(F.explode(F.array(*[
+        F.struct(F.lit(name).alias("attribute"), column.cast("string").alias("value")) for name, column in attributes.items()
+    ])).alias("pair")).select("pair.*")
+    found: dict = {name: [] for name in attributes}
     # Safe to collect: one row per attribute value.
-    rows = frame.groupBy(column.alias("value")).count().orderBy(F.desc("count"), "value").collect()
-    return [(str(r["value"]) if r["value"] is not None else missing, r["count"]) for r in rows]
+    for r in pairs.groupBy("attribute", "value").count().collect():
+        if r["value"] is not None or missing[r["attribute"]] is not None:
+            found[r["attribute"]].append((r["value"], r["count"]))
+    return {name: [(value if value is not None else missing[name], count)
+                   for value, count in sorted(rows, key=lambda vc: (-vc[1], vc[0] is not None, vc[0] or ""))]
+            for name, rows in found.items()}
 
 
 def member_report(people: DataFrame, accounts: DataFrame, run_date: dt.date) -> dict:
@@ -180,15 +188,17 @@ def member_report(people: DataFrame, accounts: DataFrame, run_date: dt.date) -> 
         "occupation": (F.col("occupation"), stale_profile | F.coalesce(F.col("stale_occupation"), F.lit(False))),
     }
     inferred = {"preferred category": F.col("preferred_category"), "preferred device": F.col("preferred_device"), "price band": F.col("price_band")}
-    active = people.where("active_90d").cache()
+    active = F.coalesce(F.col("active_90d"), F.lit(False))
     # Safe to collect: single-row aggregates.
-    totals = people.agg(F.count(F.lit(1)).alias("persons"), F.sum(F.col("active_90d").cast("int")).alias("active")).first()
-    coverage = active.agg(
-        *[F.count(value).alias(f"declared {name}") for name, (value, _) in declared.items()],
-        *[F.sum(F.when(value.isNotNull() & stale, 1).otherwise(0)).alias(f"stale {name}") for name, (value, stale) in declared.items()],
-        *[F.count(value).alias(f"inferred {name}") for name, value in inferred.items()],
+    totals = people.agg(
+        F.count(F.lit(1)).alias("persons"), F.sum(active.cast("int")).alias("active"),
+        *[F.count(F.when(active, value)).alias(f"declared {name}") for name, (value, _) in declared.items()],
+        *[F.sum(F.when(active & value.isNotNull() & stale, 1).otherwise(0)).alias(f"stale {name}") for name, (value, stale) in declared.items()],
+        *[F.count(F.when(active, value)).alias(f"inferred {name}") for name, value in inferred.items()],
     ).first()
     registrations = accounts.agg(F.count(F.lit(1)).alias("all"), F.sum(F.when(~F.col("erased"), 1).otherwise(0)).alias("live")).first()
+    values = _distributions(people.where(active), {**{name: value for name, (value, _) in declared.items()}, **inferred},
+                            {**{name: "(not declared)" for name in declared}, **{name: None for name in inferred}})
     report = {
         "month": run_date.strftime("%Y-%m"),
         "as_of": run_date.isoformat(),
@@ -197,13 +207,9 @@ def member_report(people: DataFrame, accounts: DataFrame, run_date: dt.date) -> 
         "live_registrations": registrations["live"] or 0,
         "persons": totals["persons"],
         "active_members": totals["active"] or 0,
-        "declared": {
-            name: {"declared": coverage[f"declared {name}"], "stale": coverage[f"stale {name}"], "values": _distribution(active, value, "(not declared)")}
-            for name, (value, _) in declared.items()
-        },
-        "inferred": {name: {"inferred": coverage[f"inferred {name}"], "values": _distribution(active, value, None)} for name, value in inferred.items()},
+        "declared": {name: {"declared": totals[f"declared {name}"], "stale": totals[f"stale {name}"], "values": values[name]} for name in declared},
+        "inferred": {name: {"inferred": totals[f"inferred {name}"], "values": values[name]} for name in inferred},
     }
-    active.unpersist()
     return report
 
 
