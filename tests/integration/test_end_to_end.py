@@ -1,5 +1,6 @@
 """All four stages over tiny generated data, with the checks a data engineer would make."""
 
+import collections
 import csv
 import datetime as dt
 import glob
@@ -217,6 +218,9 @@ def test_lifetime_value_segments_tiers_ladder_and_reports(pipeline):
     assert {r["value_tier"] for r in scores} <= {"most_valuable", "most_growth_potential", "not_worth_developing", "maintain"}
     assert {"most_valuable", "not_worth_developing"} <= {r["value_tier"] for r in scores}
     assert {r["loyalty_level"] for r in scores if r["frequency"] == 0} <= {"prospect", "advocate"}
+    today = [r for r in scores if r["score_date"] == END]   # the run's summary counts each tier and rung over them
+    assert pipeline["analyze"]["scores"]["value_tiers"] == collections.Counter(r["value_tier"] for r in today)
+    assert pipeline["analyze"]["scores"]["loyalty_ladder"] == collections.Counter(r["loyalty_level"] for r in today)
     segmentation = pipeline["analyze"]["segmentation"]
     assert 3 <= segmentation["k"] <= 6 and len(segmentation["segments"]) == segmentation["k"]
     assert pipeline["analyze"]["scores"]["revenue_share_of_top_20pct"] > 0.2   # heavy-tailed buying, as planted
