@@ -90,7 +90,7 @@ def test_member_report_states_one_active_definition_and_never_shows_not_declared
             ("P1", True, "f", 1990, "student", False, False, True, "shoes", "app", "mid"),    # student past student age: stale
             ("P2", True, None, None, None, None, True, None, None, "web", None),             # nothing declared, nothing bought
             ("P3", True, "m", 1980, "engineer", False, False, False, "bags", None, "high"),
-            ("P4", False, "f", 1970, "teacher", False, False, False, "hats", "app", "low"),   # not active
+            ("P4", False, "f", 1970, "teacher", False, True, False, "hats", "app", "low"),    # not active (its stale profile counts nowhere)
         ],
         "person_id string, active_90d boolean, gender string, birth_year int, occupation string, implausible_birth_year boolean, "
         "stale_profile boolean, stale_occupation boolean, preferred_category string, preferred_device string, price_band string",

@@ -30,6 +30,7 @@ a date replaces that date only). Reports are written every run, models permittin
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import os
@@ -623,10 +624,11 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f["persons_scored"] = lake.overwrite_where(SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
         scores = lake.read(SCORES).where(f"score_date = DATE'{run_date}'")
         # Safe to collect: a handful of tiers times rungs, counted in one pass.
-        f["value_tiers"], f["loyalty_ladder"] = {}, {}
+        tiers, rungs = collections.Counter(), collections.Counter()
         for r in scores.groupBy("value_tier", "loyalty_level").count().collect():
-            f["value_tiers"][r["value_tier"]] = f["value_tiers"].get(r["value_tier"], 0) + r["count"]
-            f["loyalty_ladder"][r["loyalty_level"]] = f["loyalty_ladder"].get(r["loyalty_level"], 0) + r["count"]
+            tiers[r["value_tier"]] += r["count"]
+            rungs[r["loyalty_level"]] += r["count"]
+        f["value_tiers"], f["loyalty_ladder"] = dict(tiers), dict(rungs)
         f.update(pareto(lake, conf, report_dir, scores, run_date))
         write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
