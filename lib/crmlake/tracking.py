@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -109,13 +110,18 @@ def load_champion(registered_name: str):
     The alias is resolved once and that version loaded (``models:/name/<version>``), so the
     version recorded beside the scores is the one that made them even if another run moves
     the alias meanwhile. Raises LookupError when the model has no champion.
+
+    The model's files are downloaded into a temporary folder that is removed once Spark has
+    loaded them (Spark ML reads a model's data when it loads it): left to itself, MLflow
+    downloads each load into a new folder under /tmp and never removes it.
     """
     import mlflow
 
     version = champion_version(registered_name)
     if version is None:
         raise LookupError(f"registered model {registered_name!r} has no {CHAMPION!r} alias")
-    return mlflow.spark.load_model(f"models:/{registered_name}/{version}"), version
+    with tempfile.TemporaryDirectory(prefix="crmlake-model-") as local:
+        return mlflow.spark.load_model(f"models:/{registered_name}/{version}", dst_path=local), version
 
 
 def promote_if_better(registered_name: str, challenger: str, challenger_score: float, champion_score: float | None, margin: float) -> tuple[bool, str]:

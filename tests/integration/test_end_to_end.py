@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import pytest
 from mlflow import MlflowClient
@@ -132,7 +133,7 @@ def test_models_are_registered_with_a_champion_and_beat_chance(pipeline):
     assert {"logistic_regression.auc", "gradient_boosted_trees.auc", "pr_auc_holdout", "top_decile_lift_holdout", "brier_holdout"} <= set(run.data.metrics)
 
 
-def test_the_champion_scores_a_losing_challenger_changes_no_score_and_a_rerun_registers_nothing(spark, pipeline):
+def test_the_champion_scores_a_losing_challenger_changes_no_score_and_a_rerun_registers_nothing(spark, pipeline, monkeypatch, tmp_path):
     conf, lake = pipeline["conf"], pipeline["lake"]
     client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"), registry_uri=conf.get("mlflow.tracking_uri"))
 
@@ -152,7 +153,9 @@ def test_the_champion_scores_a_losing_challenger_changes_no_score_and_a_rerun_re
     assert {r[4] for r in before} == {"crmlake-segmentation/" + registered["crmlake-segmentation"][1]}
     assert {r[6] for r in before} == {"crmlake-next-best-category/" + registered["crmlake-next-best-category"][1]}
     # A second run of the day whose challenger cannot win: registered, judged, and it changes no score.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # where MLflow downloads the champions it loads
     lost = analyze.run(spark, conf.with_overrides(["analyze.propensity.champion_margin=1.0"]), END)
+    assert list(tmp_path.iterdir()) == []   # the champions were loaded (to judge and to score) and their files removed
     assert lost["propensity"]["version"] == "2" and lost["propensity"]["champion_moved"] is False
     assert lost["propensity"]["champion_decision"].startswith("champion v1 kept: challenger v2")
     assert lost["segmentation"]["reused"] is True and lost["next_best_category"]["reused"] is True   # their data and conf did not change
