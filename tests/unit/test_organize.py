@@ -1,9 +1,10 @@
 """Organize's transforms on a few hand-built rows with answers worked out by hand."""
 
 import datetime as dt
+import random
 from decimal import Decimal
 
-from crmlake.organize.transforms import latest_order_lines, latest_profiles, sessionize, with_consent_state
+from crmlake.organize.transforms import latest_order_lines, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
 
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.timezone.utc)
 CLICK_SCHEMA = "event_id string, event_time timestamp, event_type string, anonymous_id string, account_id string, tracking_consent boolean, page_url string, device string, utm_campaign string"
@@ -52,6 +53,40 @@ def test_a_cookie_s_refused_and_consented_events_never_share_a_session(spark):
         False: (2, None, True),
         True: (1, "A1", False),
     }
+
+
+def test_new_clicks_rebuild_only_the_sessions_within_a_gap_and_give_the_full_sessionization(spark):
+    """Old clicks sessionized; then new ones arrive, late ones among them: a click that joins
+    two old sessions, one that extends a session past midnight, one a gap and a fraction of a
+    second after a session (the gap is counted in whole seconds: same session), and clicks on
+    a new day of visitors with older sessions. Rebuilding the sessions inside the spans and
+    keeping the others gives the sessionization of every click."""
+    rng = random.Random(11)
+    old, new = [], []
+    for n in range(40):  # bursts of clicks 0-40 minutes apart, with microseconds, over four days
+        cookie, consent = f"ck{n}", n % 5 != 0
+        for day in range(4):
+            t = day * 1440 + rng.randrange(0, 1200)
+            for k in range(rng.randrange(1, 6)):
+                t += rng.choice((0.5, 5, 29, 30, 40)) + rng.random() / 1000
+                (new if day == 3 and k % 2 else old).append((f"{cookie}-{day}-{k}", t, cookie, consent and k != 3))
+    for event_id, minutes in (("a1", 100), ("a2", 160), ("b1", 1430), ("c1", 2000)):
+        click(old, event_id, minutes, anonymous_id="planted")
+    for event_id, minutes in (("a-bridge", 130), ("b-midnight", 1455), ("c-fraction", 2030.0099), ("d-later", 5000)):
+        click(new, event_id, minutes, anonymous_id="planted")
+    old_rows, new_rows = ([r if len(r) == 9 else (r[0], T0 + dt.timedelta(minutes=r[1]), "page_view", r[2], None, r[3], "/p", "app", None) for r in rows] for rows in (old, new))
+    before = sessionize(spark.createDataFrame(old_rows, CLICK_SCHEMA)).cache()
+    clicks, new_clicks = spark.createDataFrame(old_rows + new_rows, CLICK_SCHEMA), spark.createDataFrame(new_rows, CLICK_SCHEMA)
+
+    spans = session_spans(new_clicks, before).cache()
+    rebuilt = sessionize(within_spans(clicks, spans, "event_time", "event_time")).cache()
+    gone = within_spans(before, spans, "session_start", "session_end").select("session_id")
+    kept = before.join(gone.unionByName(rebuilt.select("session_id")), "session_id", "left_anti")
+    assert sorted(map(tuple, kept.unionByName(rebuilt).collect())) == sorted(map(tuple, sessionize(clicks).collect()))
+    planted = sorted((s["entry_page"], s["exit_page"], s["events"]) for s in rebuilt.where("anonymous_id = 'planted'").collect())
+    # a1 and a2 are joined by the bridge; b1 runs past midnight; c1 takes the click 30 minutes and 0.6 s later; d stands alone.
+    assert planted == [("/a1", "/a2", 3), ("/b1", "/b-midnight", 2), ("/c1", "/c-fraction", 2), ("/d-later", "/d-later", 1)]
+    assert rebuilt.count() < before.count() / 2   # the other sessions were not rebuilt
 
 
 def test_a_session_without_tracking_consent_is_never_joined_to_a_person(spark):

@@ -8,8 +8,8 @@ reads only the bronze files committed after the versions the last run read (kept
 * ``silver.customers`` (latest profile and consent per account) and
   ``silver.customer_history`` (SCD type 2) for the accounts touched;
 * ``silver.order_lines`` (latest status per line) by merge on the line key;
-* ``silver.sessions`` for the visitors with new events (their sessions are rebuilt, so a
-  late event joins or splits the right session) and ``silver.funnel`` for the dates touched;
+* ``silver.sessions`` within a gap of the new events (those sessions are rebuilt whole, so
+  a late event joins or splits the right session) and ``silver.funnel`` for the dates touched;
 * ``silver.identity_links`` (cookie and account seen together with tracking consent).
 
 ``silver.identity_map`` is then grown from silver: the persons the run's links and
@@ -39,7 +39,9 @@ from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
 from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components, identity_edges, identity_quality, touched_nodes, unmapped_nodes
-from crmlake.organize.transforms import CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, sessionize, with_consent_state, with_session_date
+from crmlake.organize.transforms import (
+    CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
+)
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
 from crmlake.privacy import apply_erasures
 
@@ -161,23 +163,33 @@ def organize_order_lines(lake: Lake, changes: Changes) -> dict:
 
 
 def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: str) -> dict:
-    """Rebuild the sessions of visitors with new events, the funnel of the dates they touch,
-    and the consented cookie-account links; return row counts."""
+    """Rebuild the sessions that new clicks can change (inside the spans of
+    :func:`~crmlake.organize.transforms.session_spans`: a day's clicks read that day's
+    sessions and clicks, not the visitors' whole history), the funnel of the dates they
+    touch, and the consented cookie-account links; return row counts."""
     new_clicks = changes.new("bronze.clickstream")
-    clicks = changes.all("bronze.clickstream")
     links = changes.new_identity_links()
     facts = {"identity_links": _write(lake, "silver.identity_links", links, changes.full, ["anonymous_id", "account_id"], "last_seen_at")}
     if changes.full:
-        sessions = with_session_date(sessionize(clicks, gap_minutes), timezone)
+        sessions = with_session_date(sessionize(changes.all("bronze.clickstream"), gap_minutes), timezone)
         facts["sessions"] = lake.overwrite("silver.sessions", sessions, partition_by=["session_date"]).rows_written
         facts["funnel_rows"] = lake.overwrite("silver.funnel", funnel_by_day(sessions), partition_by=["session_date"]).rows_written
         return facts
-    visitors = new_clicks.select("anonymous_id").distinct().cache()
-    rebuilt = with_session_date(sessionize(clicks.join(visitors, "anonymous_id", "left_semi"), gap_minutes), timezone).cache()
-    # Sessions of these visitors that no longer exist (a late event merged or split them) are deleted.
-    vanished = (
-        lake.read("silver.sessions").join(visitors, "anonymous_id", "left_semi").join(rebuilt.select("session_id"), "session_id", "left_anti")
-    )
+    # Safe to collect: one value (in microseconds: exact, whatever the driver's time zone).
+    first_new = new_clicks.agg(F.min(F.unix_micros("event_time"))).first()[0]
+    if first_new is None:
+        return {**facts, "sessions": 0}
+    # Only sessions ending after a gap before the first new click can change: the rest of the
+    # table is skipped by its files' statistics.
+    before = lake.read("silver.sessions").where(F.col("session_end") >= F.timestamp_micros(F.lit(first_new)) - session_reach(gap_minutes))
+    spans = session_spans(new_clicks, before, gap_minutes).cache()
+    # Safe to collect: one row per business date the spans cover. Only those partitions of the clicks are read.
+    span_days = F.sequence(*(F.to_date(F.from_utc_timestamp(edge, timezone)) for edge in ("span_start", "span_end")))
+    click_dates = [r["day"] for r in spans.select(F.explode(span_days).alias("day")).distinct().collect()]
+    clicks = changes.all("bronze.clickstream").where(F.col("event_date").isin(*click_dates))
+    rebuilt = with_session_date(sessionize(within_spans(clicks, spans, "event_time", "event_time"), gap_minutes), timezone).cache()
+    # Sessions inside the spans that no longer exist (a late click joined them to another or changed their id) are deleted.
+    vanished = within_spans(before, spans, "session_start", "session_end").join(rebuilt.select("session_id"), "session_id", "left_anti")
     upserts = rebuilt.withColumn("_gone", F.lit(False)).unionByName(vanished.withColumn("_gone", F.lit(True)))
     facts["sessions"] = lake.merge("silver.sessions", upserts, keys=["session_id"], order_by="session_end", delete_when="_gone", partition_by=["session_date"]).rows_written
     # Safe to collect: one row per business date touched.
@@ -186,7 +198,7 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
         predicate = "session_date IN (" + ", ".join(f"DATE'{d}'" for d in dates) + ")"
         day_sessions = lake.read("silver.sessions").where(predicate)
         facts["funnel_rows"] = lake.overwrite_where("silver.funnel", funnel_by_day(day_sessions), predicate, partition_by=["session_date"]).rows_written
-    visitors.unpersist()
+    spans.unpersist()
     rebuilt.unpersist()
     return facts
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from crmlake.lake import latest_per_key
@@ -88,6 +88,48 @@ def sessionize(clicks: DataFrame, gap_minutes: int = 30) -> DataFrame:
         "anonymous_id", "tracking_consent", "account_id", "session_start", "session_end", "entry_page", "exit_page", "events",
         "pages", "product_views", "adds_to_cart", "checkouts", "converted", "device", "utm_campaign",
     )
+
+
+def session_reach(gap_minutes: int) -> Column:
+    """Return how far from a click a session it can join may end or start: the gap, and one
+    second more (the gap is counted in whole seconds), as an interval column."""
+    return F.expr(f"INTERVAL {gap_minutes * 60 + 1} SECONDS")
+
+
+def session_spans(new_clicks: DataFrame, sessions: DataFrame, gap_minutes: int = 30) -> DataFrame:
+    """Return the time spans whose clicks must be sessionized again once ``new_clicks`` arrive.
+
+    Takes the new clicks and the sessions built before them (anonymous_id, tracking_consent,
+    session_start, session_end). Returns anonymous_id, tracking_consent, span_start and
+    span_end: for each visitor, consent and UTC day of new clicks, from the first to the last
+    of them, widened to the whole of every older session within a gap of them (a late click
+    can extend such a session or join two). An older session of the visitor and consent
+    lies wholly inside a span or wholly outside (one visitor's sessions of one consent never
+    overlap), so sessionizing the clicks inside the spans rebuilds whole sessions, and the
+    sessions outside stay as they are.
+    """
+    reach = session_reach(gap_minutes)
+    new_spans = new_clicks.withColumn("tracking_consent", F.coalesce("tracking_consent", F.lit(False))).groupBy(
+        "anonymous_id", "tracking_consent", F.to_date("event_time").alias("day")
+    ).agg(F.min("event_time").alias("first_new"), F.max("event_time").alias("last_new"))
+    near = (
+        (F.col("n.anonymous_id") == F.col("o.anonymous_id")) & (F.col("n.tracking_consent") == F.col("o.tracking_consent"))
+        & (F.col("o.session_end") >= F.col("n.first_new") - reach) & (F.col("o.session_start") <= F.col("n.last_new") + reach)
+    )
+    return new_spans.alias("n").join(sessions.alias("o"), near, "left").groupBy("n.anonymous_id", "n.tracking_consent", "n.day").agg(
+        F.least(F.min("n.first_new"), F.min("o.session_start")).alias("span_start"),
+        F.greatest(F.max("n.last_new"), F.max("o.session_end")).alias("span_end"),
+    ).drop("day")
+
+
+def within_spans(rows: DataFrame, spans: DataFrame, start: str, end: str) -> DataFrame:
+    """Return the ``rows`` (clicks or sessions: anonymous_id, tracking_consent, and the times
+    ``start`` and ``end``) that lie inside one of ``spans`` (see :func:`session_spans`)."""
+    inside = (
+        (F.col("r.anonymous_id") == F.col("s.anonymous_id")) & (F.coalesce(F.col("r.tracking_consent"), F.lit(False)) == F.col("s.tracking_consent"))
+        & (F.col(f"r.{start}") >= F.col("s.span_start")) & (F.col(f"r.{end}") <= F.col("s.span_end"))
+    )
+    return rows.alias("r").join(spans.alias("s"), inside, "left_semi")
 
 
 def with_session_date(sessions: DataFrame, timezone: str) -> DataFrame:
