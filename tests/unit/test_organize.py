@@ -69,14 +69,13 @@ def test_new_clicks_rebuild_only_the_sessions_within_a_gap_and_give_the_full_ses
             t = day * 1440 + rng.randrange(0, 1200)
             for k in range(rng.randrange(1, 6)):
                 t += rng.choice((0.5, 5, 29, 30, 40)) + rng.random() / 1000
-                (new if day == 3 and k % 2 else old).append((f"{cookie}-{day}-{k}", t, cookie, consent and k != 3))
+                click(new if day == 3 and k % 2 else old, f"{cookie}-{day}-{k}", t, anonymous_id=cookie, consent=consent and k != 3)
     for event_id, minutes in (("a1", 100), ("a2", 160), ("b1", 1430), ("c1", 2000)):
         click(old, event_id, minutes, anonymous_id="planted")
     for event_id, minutes in (("a-bridge", 130), ("b-midnight", 1455), ("c-fraction", 2030.0099), ("d-later", 5000)):
         click(new, event_id, minutes, anonymous_id="planted")
-    old_rows, new_rows = ([r if len(r) == 9 else (r[0], T0 + dt.timedelta(minutes=r[1]), "page_view", r[2], None, r[3], "/p", "app", None) for r in rows] for rows in (old, new))
-    before = sessionize(spark.createDataFrame(old_rows, CLICK_SCHEMA)).cache()
-    clicks, new_clicks = spark.createDataFrame(old_rows + new_rows, CLICK_SCHEMA), spark.createDataFrame(new_rows, CLICK_SCHEMA)
+    before = sessionize(spark.createDataFrame(old, CLICK_SCHEMA)).cache()
+    clicks, new_clicks = spark.createDataFrame(old + new, CLICK_SCHEMA), spark.createDataFrame(new, CLICK_SCHEMA)
 
     spans = session_spans(new_clicks, before).cache()
     rebuilt = sessionize(within_spans(clicks, spans, "event_time", "event_time")).cache()
