@@ -12,6 +12,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
+from crmlake.lake.frames import maybe_broadcast
+
 # identifier_type values of silver.identity_map
 ACCOUNT = "account_id"
 COOKIE = "anonymous_id"
@@ -73,6 +75,21 @@ def with_person_id(df: DataFrame, identity_map: DataFrame, *identifiers: tuple[s
             .drop(f"_identifier{n}", f"_person{n}")
         )
     return out
+
+
+def rows_holding(rows: DataFrame, identifiers: DataFrame, *columns: tuple[str, Column], broadcast: bool = False) -> DataFrame:
+    """Return the rows of ``rows`` where any of ``columns`` ((identifier_type, column) pairs)
+    holds one of ``identifiers`` (identifier_type, identifier; each once, as in
+    ``silver.identity_map``). With ``broadcast`` the identifiers are sent whole to every task,
+    so ``rows`` are filtered where they are read, without a shuffle."""
+    hit = F.lit(False)
+    for n, (identifier_type, identifier) in enumerate(columns):
+        wanted = identifiers.where(F.col("identifier_type") == identifier_type).select(
+            F.col("identifier").alias(f"_held{n}"), F.lit(True).alias(f"_hit{n}")
+        )
+        rows = rows.withColumn(f"_held{n}", identifier).join(maybe_broadcast(wanted, broadcast), f"_held{n}", "left")
+        hit = hit | F.col(f"_hit{n}").isNotNull()
+    return rows.where(hit).drop(*[f"_{part}{n}" for n in range(len(columns)) for part in ("held", "hit")])
 
 
 def with_order_person_id(order_lines: DataFrame, identity_map: DataFrame) -> DataFrame:

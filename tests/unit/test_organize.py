@@ -4,6 +4,8 @@ import datetime as dt
 import random
 from decimal import Decimal
 
+from pyspark.sql import functions as F
+
 from crmlake.organize.transforms import latest_order_lines, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
 
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.timezone.utc)
@@ -175,19 +177,16 @@ RUN_DATE = dt.date(2026, 11, 21)
 
 
 def people_360(spark, accounts, lines=(), sessions=()):
-    from crmlake.organize.customer360 import StaleRules, customer_360
+    from crmlake.organize.customer360 import StaleRules, customer_360, person_behaviour
 
     line_schema = "order_id string, person_id string, order_time timestamp, status string, category string, unit_price decimal(18,2), line_amount decimal(18,2)"
     session_schema = "person_id string, session_start timestamp, session_end timestamp, device string"
     interaction_schema = "person_id string, type string, opened_time timestamp, closed_time timestamp, satisfaction int"
-    return {
-        r["person_id"]: r
-        for r in customer_360(
-            spark.createDataFrame(accounts, ACCOUNT_360_SCHEMA), spark.createDataFrame(list(lines), line_schema),
-            spark.createDataFrame(list(sessions), session_schema), spark.createDataFrame([], interaction_schema),
-            RUN_DATE, "UTC", StaleRules(),
-        ).collect()
-    }
+    behaviour = person_behaviour(
+        spark.createDataFrame(list(lines), line_schema), spark.createDataFrame(list(sessions), session_schema),
+        spark.createDataFrame([], interaction_schema), "UTC",
+    )
+    return {r["person_id"]: r for r in customer_360(spark.createDataFrame(accounts, ACCOUNT_360_SCHEMA), behaviour, RUN_DATE, "UTC", StaleRules()).collect()}
 
 
 def account(account_id, person_id, updated, birth_year=1990, occupation="nurse", consent=True, referred_by=None, erased=False):
@@ -225,3 +224,84 @@ def test_a_person_counts_once_with_every_account_consenting_and_referrals_that_b
     assert (one["members_referred"], one["referred_buyers"]) == (2, 1)
     assert (one["active_30d"], one["active_90d"], one["preferred_device"]) == (False, True, "app")
     assert (people["P2"]["orders"], people["P2"]["preferred_category"], people["P2"]["active_30d"]) == (1, "books", True)
+
+
+def test_refreshing_only_the_persons_a_day_reached_gives_the_full_customer_360(spark):
+    import hashlib
+
+    from crmlake.organize.customer360 import Refresh, StaleRules, behaviour_from_history, customer_360, identifiers_touched, persons_to_refresh
+    from crmlake.people import with_person_id
+
+    email_hash = lambda email: hashlib.sha256(email.encode()).hexdigest()  # noqa: E731
+    day = dt.timedelta(days=1)
+    now = dt.datetime(2026, 11, 21, 12, tzinfo=dt.timezone.utc)
+    recent = T0 - 10 * day
+    members = [account(f"A{n}", None, recent, referred_by="A12" if n == 10 else None) for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)]
+    accounts_before = spark.createDataFrame([m for m in members if m[0] != "A10"], ACCOUNT_360_SCHEMA).drop("person_id")
+    accounts_after = spark.createDataFrame(members, ACCOUNT_360_SCHEMA).drop("person_id")
+    held = {
+        "P1": ["account_id:A1", "anonymous_id:ck1"], "P2": ["account_id:A2", "anonymous_id:ck2", f"email_sha256:{email_hash('e2@x.com')}"],
+        "P3": ["account_id:A3", "anonymous_id:ck3"], "P4": ["account_id:A4"], "P5": ["account_id:A5", "anonymous_id:ck5"],
+        "P6": ["account_id:A6", "anonymous_id:ck6"], "P7": ["account_id:A7", "anonymous_id:ck7"],
+        "P8": ["account_id:A8", "account_id:A9", f"email_sha256:{email_hash('e8@x.com')}"], "P11": ["account_id:A11"],
+        "P12": ["account_id:A12", "anonymous_id:ck12"], "P13": ["account_id:A13"],
+    }
+    map_schema = "identifier_type string, identifier string, person_id string"
+    map_before = [(*node.split(":", 1), person) for person, nodes in held.items() for node in nodes]
+    # The day: a new link merges P7 into P6, an email change splits A9 from P8, A10 joins.
+    moved = {"account_id:A7": "P6", "anonymous_id:ck7": "P6", "account_id:A9": "P9"}
+    map_after = [(kind, value, moved.get(f"{kind}:{value}", person)) for kind, value, person in map_before] + [("account_id", "A10", "P10")]
+
+    line_schema = "order_id string, line_no int, account_id string, guest_email string, order_time timestamp, status string, category string, unit_price decimal(18,2), line_amount decimal(18,2)"
+
+    def line(order_id, account_id, days_ago, amount, category="books", status="completed", guest=None):
+        return (order_id, 1, account_id, guest, now - days_ago * day, status, category, Decimal(amount), Decimal(amount))
+
+    old_lines = [line("O1", "A1", 40, "100.00"), line("O2", "A2", 20, "50.00", "toys"), line("O3", "A7", 10, "900.00", "garden"),
+                 line("O4", "A6", 60, "20.00"), line("O5", "A9", 5, "3000.00", "music"), line("O6", "A8", 7, "10.00", "music"),
+                 line("O7", "A12", 3, "40.00"), line("O8", "A11", 2, "5.00", "toys"), line("O9", "A5", 100, "30.00"), line("O13", "A13", 9, "60.00")]
+    new_lines = [line("O10", "A1", 0.1, "700.00", "toys"), line("O11", None, 0.2, "80.00", "garden", guest=" E2@x.com"),
+                 line("O12", "A10", 0.3, "15.00"), line("O13", "A13", 9, "60.00", status="returned")]
+    lines_after = [row for row in old_lines if row[0] != "O13"] + new_lines
+    session_schema = "anonymous_id string, account_id string, tracking_consent boolean, session_start timestamp, session_end timestamp, device string"
+    old_sessions = [("ck1", "A1", True, now - 3 * day, now - 3 * day, "app"), ("ck3", None, True, now - 10 * day, now - 10 * day, "web"),
+                    # P5's last visit: 29 days before the day before (active), 30 before the day (not any more).
+                    ("ck5", None, True, dt.datetime(2026, 10, 22, 12, tzinfo=dt.timezone.utc), dt.datetime(2026, 10, 22, 12, 5, tzinfo=dt.timezone.utc), "web"),
+                    ("ck7", "A7", True, now - 10 * day, now - 10 * day, "app"), ("ck12", None, True, now - 4 * day, now - 4 * day, "web"),
+                    ("ck5", None, False, now - 2 * day, now - 2 * day, "web")]
+    new_session = ("ck3", None, True, now - 0.1 * day, now - 0.1 * day, "app")
+    interaction_schema = "account_id string, type string, opened_time timestamp, closed_time timestamp, satisfaction int"
+    old_interactions = [("A4", "complaint", now - 5 * day, None, None), ("A12", "question", now - 6 * day, now - 5 * day, 4)]
+    new_interaction = ("A4", "question", now - 0.1 * day, now - 0.05 * day, 5)
+
+    frame = spark.createDataFrame
+    identities_before, identities_after = frame(map_before, map_schema), frame(map_after, map_schema)
+    people_before, people_after = (with_person_id(a, m, ("account_id", F.col("account_id"))) for a, m in ((accounts_before, identities_before), (accounts_after, identities_after)))
+    history_before = (frame(old_lines, line_schema), frame(old_sessions, session_schema), frame(old_interactions, interaction_schema))
+    history_after = (frame(lines_after, line_schema), frame([*old_sessions, new_session], session_schema), frame([*old_interactions, new_interaction], interaction_schema))
+    rules = StaleRules()
+    before = customer_360(people_before, behaviour_from_history(*history_before, identities_before, "UTC"), RUN_DATE - day, "UTC", rules)
+    before = before.where("person_id != 'P11'").cache()  # an erasure deleted P11's row; A11 stays a member
+    touched = identifiers_touched(
+        frame([(r[2], r[3]) for r in new_lines], "account_id string, guest_email string"),
+        frame([("ck3", None, True), ("ck5", None, False)], "anonymous_id string, account_id string, tracking_consent boolean"),
+        frame([("A4",)], "account_id string"),
+    )
+    live = people_after.where(~F.col("erased"))
+    persons = persons_to_refresh(identities_after, touched, live, before, identities_before).cache()
+    refresh = Refresh(before, persons, identities_after.join(persons, "person_id", "left_semi"), broadcast=True)
+
+    incremental = customer_360(people_after, behaviour_from_history(*history_after, identities_after, "UTC", refresh), RUN_DATE, "UTC", rules).collect()
+    full = customer_360(people_after, behaviour_from_history(*history_after, identities_after, "UTC"), RUN_DATE, "UTC", rules).collect()
+
+    assert sorted(map(repr, incremental)) == sorted(map(repr, full))
+    # Each refreshed for one reason: P1 an order, P2 a guest order with its email, P3 a consented
+    # click, P4 a service contact, P6 and P7 merged, P8 and P9 split, P10 new, P11 no row, P13 a return.
+    assert sorted(r["person_id"] for r in persons.collect()) == ["P1", "P10", "P11", "P13", "P2", "P3", "P4", "P6", "P7", "P8", "P9"]
+    after = {r["person_id"]: r for r in incremental}
+    was = {r["person_id"]: r for r in before.collect()}
+    # Kept persons: P5's behaviour is as it was, but it is no longer active; P12 referred A10, who bought.
+    assert (was["P5"]["active_30d"], after["P5"]["active_30d"], after["P5"]["last_visit_at"]) == (True, False, was["P5"]["last_visit_at"])
+    assert (was["P12"]["referred_buyers"], after["P12"]["referred_buyers"], after["P12"]["service_contacts"]) == (0, 1, 1)
+    assert (after["P6"]["orders"], after["P6"]["preferred_category"], after["P2"]["orders"], after["P13"]["returned_lines"]) == (2, "garden", 2, 1)
+    assert (after["P3"]["sessions"], after["P4"]["service_contacts"], after["P11"]["orders"]) == (2, 2, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -89,3 +89,22 @@ def conform_to_schema(df: DataFrame, schema: StructType, table: str, keep: Seque
         ],
         *keep,
     )
+
+
+def checkpointed(frame: DataFrame, **figures: Column) -> tuple[DataFrame, dict]:
+    """Checkpoint ``frame`` (reliably: the session's checkpoint directory) and return it with
+    ``figures`` (name -> aggregate), observed while it is written: no second pass to count."""
+    observed = Observation("checkpointed")
+    frame = frame.observe(observed, *[aggregate.alias(name) for name, aggregate in figures.items()]).checkpoint()
+    return frame, observed.get
+
+
+def counted(frame: DataFrame) -> tuple[DataFrame, int]:
+    """Checkpoint ``frame`` and return it with its row count, observed while it is written."""
+    frame, figures = checkpointed(frame, rows=F.count(F.lit(1)))
+    return frame, int(figures["rows"])
+
+
+def maybe_broadcast(frame: DataFrame, small: bool) -> DataFrame:
+    """Return ``frame`` marked to be sent whole to every task of a join when ``small``, else as it is."""
+    return F.broadcast(frame) if small else frame

@@ -36,6 +36,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
+from crmlake.lake.frames import checkpointed, counted, maybe_broadcast
 from crmlake.log import get_logger
 from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE, e164_phone, normalised_email, sha256_hex
 
@@ -160,14 +161,6 @@ def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
     return stepped, stars.get["not_star"] == 0
 
 
-def _checkpointed(frame: DataFrame, **figures: Column) -> tuple[DataFrame, dict]:
-    """Checkpoint ``frame`` (reliably: the session's checkpoint directory) and return it with
-    ``figures`` (name -> aggregate), observed while it is written: no second pass to count."""
-    observed = Observation("identity")
-    frame = frame.observe(observed, *[aggregate.alias(name) for name, aggregate in figures.items()]).checkpoint()
-    return frame, observed.get
-
-
 def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64) -> DataFrame:
     """Return ``(node, component)`` for every node: ``component`` is the smallest node of its component.
 
@@ -188,7 +181,7 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
         .select(F.greatest("src_id", "dst_id").alias("child"), F.least("src_id", "dst_id").alias("parent"))
         .distinct()
     )
-    current, figures = _checkpointed(linked, edges=F.count(F.lit(1)))
+    current, figures = checkpointed(linked, edges=F.count(F.lit(1)))
     # No edge: every node is its own component (and a round over nothing would observe nothing).
     converged, rounds = figures["edges"] == 0, 0
     while not converged:
@@ -234,7 +227,7 @@ def identity_components(nodes: DataFrame, edges: DataFrame) -> DataFrame:
     rows = nodes.where(~_is_account(node)).select("node", *no_edge).unionByName(ends)
     nearest = F.coalesce(F.min("account").over(Window.partitionBy("node")), node)
     invalid = edge & (node.isNull() | ~F.coalesce(_is_account(account), F.lit(False)))
-    anchored, figures = _checkpointed(
+    anchored, figures = checkpointed(
         rows.withColumn("anchor", F.when(_is_account(node), node).otherwise(nearest))
         # An edge to its node's anchor is no link: kept are the nodes, the links and the invalid
         # edges, counted here (at the top of the plan, where no empty input prunes the count away).
@@ -311,8 +304,8 @@ def touched_nodes(
     each changed account before and after: the key an account leaves too, as the accounts
     still holding it may now be few enough for the key to link them.
     """
-    changed, changed_count = _counted(changed_accounts.select("account_id").distinct())
-    changed = _maybe_broadcast(changed, changed_count <= broadcast_max_rows)
+    changed, changed_count = counted(changed_accounts.select("account_id").distinct())
+    changed = maybe_broadcast(changed, changed_count <= broadcast_max_rows)
     profiles = [account_nodes(p.join(changed, "account_id", "left_semi"), default_phone_region) for p in (profiles_before, profiles_after)]
     return link_nodes(new_links).unionByName(profiles[0]).unionByName(profiles[1]).distinct()
 
@@ -375,58 +368,48 @@ def grow_identity_map(
     node = F.col("node")
     is_cookie, is_key = node.startswith(COOKIE + ":"), ~_is_account(node) & ~node.startswith(COOKIE + ":")
     previous = previous_map.select(_node_of_map().alias("node"), "person_id")
-    touched, figures = _checkpointed(touched.select("node").distinct(), rows=F.count(F.lit(1)), keys=F.count_if(is_key), cookies=F.count_if(is_cookie))
+    touched, figures = checkpointed(touched.select("node").distinct(), rows=F.count(F.lit(1)), keys=F.count_if(is_key), cookies=F.count_if(is_cookie))
     small = figures["rows"] <= broadcast_max_rows
     # The touched keys the rule trusts, with every account holding them: counted over every
     # live account's keys (a narrow scan of the accounts, skipped when no key is touched).
     touched_keys = touched.where(is_key).select(F.col("node").alias("key"))
     held_keys = touched_keys.select(F.lit(None).cast("string").alias("account_id"), "key")  # none when no key is touched
     if figures["keys"]:
-        holders = live_contact_keys(accounts, default_phone_region).join(_maybe_broadcast(touched_keys, small), "key", "left_semi")
-        held_keys, _ = _counted(_trusted_keys(holders, max_accounts_per_key))
+        holders = live_contact_keys(accounts, default_phone_region).join(maybe_broadcast(touched_keys, small), "key", "left_semi")
+        held_keys, _ = counted(_trusted_keys(holders, max_accounts_per_key))
     reaching = touched.unionByName(held_keys.select(_node(ACCOUNT, F.col("account_id")).alias("node")))
     if figures["cookies"]:
         touched_cookies = touched.where(is_cookie).select(F.expr(f"substring(node, {len(COOKIE) + 2})").alias("anonymous_id"))
-        reaching = reaching.unionByName(_cookie_edges(links.join(_maybe_broadcast(touched_cookies, small), "anonymous_id", "left_semi")).select(F.col("dst").alias("node")))
-    reaching, reaching_count = _counted(reaching.distinct())
+        reaching = reaching.unionByName(_cookie_edges(links.join(maybe_broadcast(touched_cookies, small), "anonymous_id", "left_semi")).select(F.col("dst").alias("node")))
+    reaching, reaching_count = counted(reaching.distinct())
     small = reaching_count <= broadcast_max_rows
-    persons_reached, reached_count = _counted(previous.join(_maybe_broadcast(reaching, small), "node", "left_semi").select("person_id").distinct())
+    persons_reached, reached_count = counted(previous.join(maybe_broadcast(reaching, small), "node", "left_semi").select("person_id").distinct())
     small = small and reached_count <= broadcast_max_rows
-    held, _ = _counted(previous.join(_maybe_broadcast(persons_reached, small), "person_id", "left_semi").select("node"))
+    held, _ = counted(previous.join(maybe_broadcast(persons_reached, small), "person_id", "left_semi").select("node"))
     recomputed_accounts = held.unionByName(reaching).where(_is_account(node)).select(F.expr(f"substring(node, {len(ACCOUNT) + 2})").alias("account_id")).distinct()
-    recomputed_accounts, account_count = _counted(recomputed_accounts)
+    recomputed_accounts, account_count = counted(recomputed_accounts)
     small = small and account_count <= broadcast_max_rows
     # A key of a recomputed account that no change touched is trusted as before: then it had
     # an edge to that account, so it is one of the reached persons' nodes.
     trusted = held.where(is_key).join(touched, "node", "left_anti").select(F.col("node").alias("key")).unionByName(held_keys.select("key"))
-    recomputed_profiles = accounts.join(_maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi")
+    recomputed_profiles = accounts.join(maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi")
     _, edges = identity_edges(
-        links.join(_maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi"),
+        links.join(maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi"),
         recomputed_profiles,
         default_phone_region,
         max_accounts_per_key,
-        trusted_keys=_maybe_broadcast(trusted.distinct(), small),
+        trusted_keys=maybe_broadcast(trusted.distinct(), small),
     )
-    edges, edge_count = _counted(edges)
-    nodes, node_count = _counted(_graph_nodes(recomputed_profiles, edges))
+    edges, edge_count = counted(edges)
+    nodes, node_count = counted(_graph_nodes(recomputed_profiles, edges))
     log.info(
         "identity map grown: %d identifiers touched (%d with the accounts of their edges), %d persons reached, %d identifiers and %d edges recomputed",
         figures["rows"], reaching_count, reached_count, node_count, edge_count,
     )
-    reached_ids = _maybe_broadcast(persons_reached, small)
+    reached_ids = maybe_broadcast(persons_reached, small)
     recomputed = assign_person_ids(identity_components(nodes, edges), previous_map.join(reached_ids, "person_id", "left_semi"))
     kept = previous_map.join(reached_ids, "person_id", "left_anti").select("identifier_type", "identifier", "person_id")
     return kept.unionByName(recomputed)
-
-
-def _counted(frame: DataFrame) -> tuple[DataFrame, int]:
-    """Checkpoint ``frame`` and return it with its row count, observed while it is written."""
-    frame, figures = _checkpointed(frame, rows=F.count(F.lit(1)))
-    return frame, int(figures["rows"])
-
-
-def _maybe_broadcast(frame: DataFrame, small: bool) -> DataFrame:
-    return F.broadcast(frame) if small else frame
 
 
 def _node_of_map() -> F.Column:

@@ -14,8 +14,8 @@ reads only the bronze files committed after the versions the last run read (kept
 
 ``silver.identity_map`` is then grown from silver: the persons the run's links and
 accounts reach are recomputed, the rest kept, and person ids stay stable across runs (see
-:mod:`crmlake.organize.identity`); ``silver.customer_360`` is rebuilt from silver and
-``silver.companies`` (B2B) last
+:mod:`crmlake.organize.identity`); ``silver.customer_360`` is written from silver, its
+behaviour recomputed for the persons the run reached only, and ``silver.companies`` (B2B) last
 (:mod:`crmlake.organize.companies`). ``organize.full_refresh`` (``--full-refresh``) rebuilds
 every table from all of bronze and gives the same tables.
 
@@ -35,14 +35,17 @@ from pyspark.sql import functions as F
 
 from crmlake.config import Conf
 from crmlake.lake import Lake, Snapshot, latest_per_key
+from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
-from crmlake.organize.customer360 import StaleRules, customer_360, customer_history, funnel_by_day
+from crmlake.organize.customer360 import (
+    Refresh, StaleRules, behaviour_from_history, customer_360, customer_history, funnel_by_day, identifiers_touched, persons_to_refresh,
+)
 from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components, identity_edges, identity_quality, touched_nodes, unmapped_nodes
 from crmlake.organize.transforms import (
     CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
 )
-from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
+from crmlake.people import ACCOUNT, with_person_id
 from crmlake.privacy import apply_erasures
 
 log = get_logger("organize")
@@ -208,7 +211,8 @@ def organize_people(
 ) -> dict:
     """Update silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
     cookie links written this run, or an account erased) or when there is none yet; then
-    rebuild silver.customer_360 for ``run_date``; return quality figures and how the map was updated.
+    write silver.customer_360 for ``run_date`` (:func:`organize_customer_360`); return quality
+    figures, how the map was updated and the persons written.
 
     The map is grown from the previous one (:func:`grow_identity_map`) from what this run
     changed: the links it wrote and the accounts it merged, as silver.customers held them at
@@ -248,21 +252,39 @@ def organize_people(
     # The cookies' share is of this run's clicks (all of them on a full refresh): no scan of the history.
     facts = {**identity_quality(identity_map, changes.new("bronze.clickstream")), "identity_rebuilt": rebuild, "identity_grown": grow}
     log.info("identity: %s", facts)
+    return {**facts, **organize_customer_360(lake, changes, conf, run_date, identity_map, previous if rebuild else None)}
 
+
+def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, identity_map: DataFrame, previous_map: DataFrame | None) -> dict:
+    """Write silver.customer_360 for ``run_date``; return the persons written and those whose
+    behaviour was recomputed.
+
+    Declared attributes, consent and referrals come from silver.customers for every person.
+    The behaviour columns (from the whole history of order lines, sessions and service
+    contacts) are recomputed for everyone on a full refresh or when the table's columns are not
+    the catalog's; else only for the persons
+    :func:`~crmlake.organize.customer360.persons_to_refresh` gives (``previous_map``: the
+    identity map before this run, None when the run left it as it was), whose history is read
+    through a broadcast of their identifiers; every other person keeps its behaviour.
+    """
+    timezone = conf.get("business.timezone")
+    broadcast_max_rows = int(conf.get("organize.identity.broadcast_max_rows"))
+    accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id")))
     interactions = latest_per_key(
         changes.all("bronze.interactions").withColumn("_as_of", F.coalesce("closed_time", "opened_time")), ["interaction_id"], "_as_of", tie_breaker="ingested_at"
     )
-    people = customer_360(
-        with_person_id(accounts, identity_map, (ACCOUNT, F.col("account_id"))),
-        with_order_person_id(lake.read("silver.order_lines"), identity_map),
-        with_session_person_id(lake.read("silver.sessions"), identity_map),
-        with_person_id(interactions, identity_map, (ACCOUNT, F.col("account_id"))),
-        run_date,
-        conf.get("business.timezone"),
-        StaleRules.from_conf(conf.get("organize.customer_360")),
-    )
-    facts["persons_360"] = lake.overwrite("silver.customer_360", people).rows_written
-    return facts
+    refresh = None
+    if not changes.full and lake.exists("silver.customer_360") and lake.read("silver.customer_360").columns == list(lake.catalog.spec("silver.customer_360").columns):
+        before = lake.read("silver.customer_360")
+        touched = identifiers_touched(changes.new("bronze.orders"), changes.new("bronze.clickstream"), changes.new("bronze.interactions"))
+        live_persons = accounts.where(~F.col("erased") & F.col("person_id").isNotNull())
+        persons, refreshed = counted(persons_to_refresh(identity_map, touched, live_persons, before, previous_map))
+        held, held_count = counted(identity_map.join(maybe_broadcast(persons, refreshed <= broadcast_max_rows), "person_id", "left_semi"))
+        refresh = Refresh(before, persons, held, held_count <= broadcast_max_rows)
+    behaviour = behaviour_from_history(lake.read("silver.order_lines"), lake.read("silver.sessions"), interactions, identity_map, timezone, refresh)
+    people = customer_360(accounts, behaviour, run_date, timezone, StaleRules.from_conf(conf.get("organize.customer_360")))
+    written = lake.overwrite("silver.customer_360", people).rows_written
+    return {"persons_360": written, "persons_360_refreshed": written if refresh is None else refreshed}
 
 
 def organize_companies(lake: Lake) -> dict:
