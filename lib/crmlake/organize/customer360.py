@@ -195,23 +195,20 @@ def person_behaviour(order_lines: DataFrame, sessions: DataFrame, interactions: 
         F.max(F.when(F.col("status") == "completed", F.col("order_time"))).alias("last_purchase_at"),
         F.percentile_approx(F.when(F.col("status") == "completed", F.col("unit_price").cast("double")), 0.5).alias("median_unit_price"),
     )
-    visits = sessions.where(F.col("person_id").isNotNull())
-    visit_stats = visits.groupBy("person_id").agg(F.max("session_end").alias("last_visit_at"), F.count(F.lit(1)).alias("sessions"))
-    hours = visits.withColumn("active_hour", F.hour(F.from_utc_timestamp("session_start", timezone)))
+    # One pass over the sessions: the favourite device and hour are the most frequent (ties: the smaller value).
+    visits = sessions.where(F.col("person_id").isNotNull()).groupBy("person_id").agg(
+        F.max("session_end").alias("last_visit_at"),
+        F.count(F.lit(1)).alias("sessions"),
+        F.mode("device", deterministic=True).alias("preferred_device"),
+        F.mode(F.hour(F.from_utc_timestamp("session_start", timezone)), deterministic=True).alias("active_hour"),
+    )
     service = interactions.where(F.col("person_id").isNotNull()).groupBy("person_id").agg(
         F.count(F.lit(1)).alias("service_contacts"),
         F.sum(F.when((F.col("type") == "complaint") & F.col("closed_time").isNull(), 1).otherwise(0)).alias("open_complaints"),
         F.max(F.when(F.col("type") == "complaint", F.col("opened_time"))).alias("last_complaint_at"),
         F.round(F.avg("satisfaction"), 2).alias("mean_satisfaction"),
     )
-    parts = [
-        orders,
-        visit_stats,
-        _favourite(completed, "category", F.col("line_amount")).withColumnRenamed("category", "preferred_category"),
-        _favourite(visits, "device", F.lit(1)).withColumnRenamed("device", "preferred_device"),
-        _favourite(hours, "active_hour", F.lit(1)),
-        service,
-    ]
+    parts = [orders, visits, _favourite(completed, "category", F.col("line_amount")).withColumnRenamed("category", "preferred_category"), service]
     return reduce(lambda joined, part: joined.join(part, "person_id", "full"), parts).select("person_id", *BEHAVIOUR)
 
 
