@@ -21,8 +21,8 @@ from pyspark.sql import functions as F
 
 from crmlake.config import settings_from
 from crmlake.lake import latest_per_key
-from crmlake.organize.transforms import PROFILE_FIELDS
 from crmlake.lake.frames import maybe_broadcast
+from crmlake.organize.transforms import PROFILE_FIELDS
 from crmlake.people import (
     ACCOUNT, COOKIE, EMAIL, normalised_email, rows_holding, sha256_hex, with_order_person_id, with_person_id, with_session_person_id,
 )
