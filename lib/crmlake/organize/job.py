@@ -269,13 +269,14 @@ def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt
     """
     timezone = conf.get("business.timezone")
     broadcast_max_rows = int(conf.get("organize.identity.broadcast_max_rows"))
-    accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id")))
+    # Read twice (whom to refresh, then the rows written): joined to the map once.
+    accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id"))).cache()
     interactions = latest_per_key(
         changes.all("bronze.interactions").withColumn("_as_of", F.coalesce("closed_time", "opened_time")), ["interaction_id"], "_as_of", tie_breaker="ingested_at"
     )
     refresh = None
-    if not changes.full and lake.exists("silver.customer_360") and lake.read("silver.customer_360").columns == list(lake.catalog.spec("silver.customer_360").columns):
-        before = lake.read("silver.customer_360")
+    before = None if changes.full or not lake.exists("silver.customer_360") else lake.read("silver.customer_360")
+    if before is not None and before.columns == list(lake.catalog.spec("silver.customer_360").columns):
         touched = identifiers_touched(changes.new("bronze.orders"), changes.new("bronze.clickstream"), changes.new("bronze.interactions"))
         live_persons = accounts.where(~F.col("erased") & F.col("person_id").isNotNull())
         persons, refreshed = counted(persons_to_refresh(identity_map, touched, live_persons, before, previous_map))
@@ -284,6 +285,7 @@ def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt
     behaviour = behaviour_from_history(lake.read("silver.order_lines"), lake.read("silver.sessions"), interactions, identity_map, timezone, refresh)
     people = customer_360(accounts, behaviour, run_date, timezone, StaleRules.from_conf(conf.get("organize.customer_360")))
     written = lake.overwrite("silver.customer_360", people).rows_written
+    accounts.unpersist()
     return {"persons_360": written, "persons_360_refreshed": written if refresh is None else refreshed}
 
 
