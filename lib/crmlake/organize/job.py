@@ -269,7 +269,7 @@ def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt
     """
     timezone = conf.get("business.timezone")
     broadcast_max_rows = int(conf.get("organize.identity.broadcast_max_rows"))
-    # Read twice (whom to refresh, then the rows written): joined to the map once.
+    # An incremental run reads these twice (whom to refresh, then the rows written): joined to the map once.
     accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id"))).cache()
     interactions = latest_per_key(
         changes.all("bronze.interactions").withColumn("_as_of", F.coalesce("closed_time", "opened_time")), ["interaction_id"], "_as_of", tie_breaker="ingested_at"
