@@ -113,7 +113,8 @@ def test_overwrite_where_replaces_only_that_partition(spark, lake):
 def test_erase_leaves_no_parquet_file_holding_the_key(spark, lake):
     lake.append("bronze.t", rows(spark, ("a", 1, 0, 1), ("b", 1, 0, 2)), partition_by=["day"])
     lake.append("bronze.t", rows(spark, ("a", 2, 0, 3)), partition_by=["day"])
-    lake.erase("bronze.t", "account_id = 'a'")
+    assert lake.erase("bronze.t", "account_id = 'a'").rows == 2   # counted by the scan that finds their files
+    assert lake.erase("bronze.t", "account_id = 'a'").rows == 0   # none left: nothing rewritten
     assert table_rows(lake, "bronze.t") == [("b", 2)]
     files = glob.glob(os.path.join(lake.path("bronze.t"), "**", "*.parquet"), recursive=True)
     assert files, "the table still has b's file"
@@ -121,6 +122,21 @@ def test_erase_leaves_no_parquet_file_holding_the_key(spark, lake):
         assert "a" not in pq.read_table(path).column("account_id").to_pylist()
     for log_file in glob.glob(os.path.join(lake.path("bronze.t"), "_delta_log", "*.json")):
         assert "a@x" not in open(log_file).read()  # no string statistics in the log
+
+
+def test_a_merge_of_no_rows_commits_nothing_and_a_table_written_empty_reads_empty(spark, lake):
+    lake.append("bronze.t", rows(spark, ("a", 1, 0, 1)), partition_by=["day"])
+    version, files = lake.version("bronze.t"), lake.files("bronze.t")
+    assert not lake.merge("bronze.t", rows(spark), keys=["account_id"], order_by="updated_time", partition_by=["day"]).committed  # a day that changes nothing
+    assert lake.version("bronze.t") == version and lake.files("bronze.t") == files
+    lake.overwrite("silver.t", rows(spark), partition_by=["day"])  # a source never delivered: its schema, no rows
+    assert lake.read("silver.t").count() == 0 and lake.read("silver.t").columns == lake.read("bronze.t").columns
+
+
+def test_erase_by_partition_counts_the_rows_of_the_files_it_removes(spark, lake):
+    lake.append("bronze.t", rows(spark, ("a", 1, 0, 1), ("b", 1, 0, 2), ("c", 2, 0, 3)), partition_by=["day"])
+    assert lake.erase("bronze.t", "day = DATE'2026-11-01'").rows == 2
+    assert table_rows(lake, "bronze.t") == [("c", 3)]
 
 
 def test_stray_uncommitted_files_are_invisible(spark, lake):

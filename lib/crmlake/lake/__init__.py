@@ -194,14 +194,13 @@ class Lake:
         if not self.exists(table):
             return ErasureResult(table, 0)
         location = self.path(table)
-        # Erase requests are rare and this counts one table's matching rows.
-        rows = self.read(table).where(f"coalesce(({predicate}), false)").count()
-        if not rows:
-            return ErasureResult(table, 0)
+        # One scan of the table finds the rows, and the files holding them, which are rewritten.
         result = self.engine.blank(location, predicate, blank) if blank else self.engine.delete(location, predicate)
+        if not result.committed or not result.rows_matched:
+            return ErasureResult(table, 0)
         removed = self.engine.vacuum(location, 0, full=False)
         self._logged("erase", table, result)
-        return ErasureResult(table, rows, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
+        return ErasureResult(table, result.rows_matched, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
 
     def optimize(self, table: str) -> WriteResult:
         """Compact small files, partition by partition: a partition's files under

@@ -24,7 +24,7 @@ import shutil
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import pyarrow as pa
@@ -219,10 +219,16 @@ class RsEngine:
 
     @staticmethod
     def _add_actions(staged: list[_StagedFile], stats_columns: set | None) -> tuple[list[AddAction], int]:
+        """Return the add actions of the staged files that hold rows, and their rows. A file
+        without rows (Spark writes one for an empty DataFrame) is deleted: the schema is in the
+        log, and a day that changes nothing adds no file."""
         actions, rows = [], 0
         now_ms = int(time.time() * 1000)
         for f in staged:
             num_rows, stats = parquet_file_stats(f.absolute_path, stats_columns)
+            if not num_rows:
+                os.remove(f.absolute_path)
+                continue
             rows += num_rows
             actions.append(
                 AddAction(f.relative_path, os.path.getsize(f.absolute_path), f.partition_values, now_ms, True, stats)
@@ -324,19 +330,20 @@ class RsEngine:
         return self.read(location).withColumn("_file", F.input_file_name())
 
     def _file_entries(self, location: str, hits: DataFrame) -> list[dict]:
-        """Map the distinct ``_file`` URIs of ``hits`` back to the table's file entries."""
+        """Map the ``_file`` URIs of ``hits`` back to the table's file entries, each with the
+        number of rows of ``hits`` it holds in ``rows_hit``."""
         root = _local_path(location)
         by_abs = {os.path.realpath(os.path.join(root, urllib.parse.unquote(f["path"]))): f for f in self.files(location)}
         # Safe to collect: one row per data file hit, never per record.
-        uris = [r["_file"] for r in hits.select("_file").distinct().collect()]
-        paths = {os.path.realpath(urllib.parse.unquote(urllib.parse.urlparse(u).path)) for u in uris}
-        return [by_abs[p] for p in sorted(paths) if p in by_abs]
+        hit_counts = {os.path.realpath(urllib.parse.unquote(urllib.parse.urlparse(r["_file"]).path)): r["count"] for r in hits.groupBy("_file").count().collect()}
+        return [{**by_abs[p], "rows_hit": hit_counts[p]} for p in sorted(hit_counts) if p in by_abs]
 
     def _files_matching(self, location: str, predicate: str) -> list[dict]:
-        """Return the current files holding at least one row that matches ``predicate``.
+        """Return the current files holding at least one row that matches ``predicate``, each
+        with the number of those rows in ``rows_hit``.
 
-        A predicate over partition columns only is answered from the log alone; any other
-        is answered by scanning the table.
+        A predicate over partition columns only is answered from the log alone (every row of
+        a matching file matches: its ``num_records``); any other by one scan of the table.
         """
         files = self.files(location)
         partition_cols = sorted({k for f in files for k in f["partition_values"]})
@@ -348,7 +355,7 @@ class RsEngine:
             )
             # Safe to collect: one row per file of the table's log.
             matched = {r["_path"] for r in by_partition.where(predicate).select("_path").collect()}
-            return [f for f in files if f["path"] in matched]
+            return [{**f, "rows_hit": f["num_records"]} for f in files if f["path"] in matched]
         if not files:
             return []
         return self._file_entries(location, self._read_with_file(location).where(predicate))
@@ -396,7 +403,7 @@ class RsEngine:
         if not affected:
             return WriteResult(False, self.version(location), 0, 0, 0)
         kept = self.read_files(location, affected).where(f"NOT coalesce(({predicate}), false)")
-        return self._rewrite(location, affected, kept, txn, "delete")
+        return replace(self._rewrite(location, affected, kept, txn, "delete"), rows_matched=self._rows_hit(location, affected, predicate))
 
     def blank(self, location: str, predicate: str, columns: Sequence[str]) -> WriteResult:
         """Set ``columns`` to null on the rows matching ``predicate``, by rewriting the files
@@ -407,7 +414,14 @@ class RsEngine:
         matches = F.coalesce(F.expr(predicate), F.lit(False))
         rows = self.read_files(location, affected)
         blanked = rows.select(*[F.when(matches, F.lit(None)).otherwise(F.col(c)).alias(c) if c in columns else F.col(c) for c in rows.columns])
-        return self._rewrite(location, affected, blanked, None, "blank")
+        return replace(self._rewrite(location, affected, blanked, None, "blank"), rows_matched=self._rows_hit(location, affected, predicate))
+
+    def _rows_hit(self, location: str, affected: list[dict], predicate: str) -> int:
+        """Return the rows of ``affected`` (from :meth:`_files_matching`) that match ``predicate``:
+        their ``rows_hit``, or a count of those files' matches when the log lacks a file's row count."""
+        if all(f["rows_hit"] is not None for f in affected):
+            return sum(f["rows_hit"] for f in affected)
+        return self.read_files(location, affected).where(predicate).count()
 
     def merge(
         self,

@@ -82,6 +82,7 @@ class SparkDeltaEngine:
             int(metrics.get("numOutputRows", 0) or 0),
             int(metrics.get("numFiles", metrics.get("numAddedFiles", 0)) or 0),
             int(metrics.get("numRemovedFiles", 0) or 0),
+            int(metrics.get("numDeletedRows", metrics.get("numUpdatedRows", 0)) or 0),
         )
 
     def exists(self, location: str) -> bool:

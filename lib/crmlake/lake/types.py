@@ -28,13 +28,15 @@ class WriteId:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a write did: committed or not, the table version after it, rows and files."""
+    """What a write did: committed or not, the table version after it, rows and files, and
+    for a delete or blank the rows its predicate matched (removed or blanked)."""
 
     committed: bool
     version: int | None
     rows_written: int
     files_added: int
     files_removed: int
+    rows_matched: int = 0
 
     @classmethod
     def skipped(cls) -> "WriteResult":
