@@ -75,6 +75,7 @@ class Mlflow(Section):
 class Acquire(Section):
     max_line_bytes: int = PositiveInt
     raw_text_max_chars: int = PositiveInt
+    repeats_broadcast_max_rows: int = PositiveInt
 
 
 class Identity(Section):

@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake.acquire.contract import SOURCES, Source
@@ -34,6 +34,7 @@ from crmlake.acquire.reader import FileToRead, read_records
 from crmlake.acquire.validate import with_validation
 from crmlake.config import Conf
 from crmlake.lake import Lake
+from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger, timed
 
 log = get_logger("acquire")
@@ -150,22 +151,27 @@ def keys_seen(lake: Lake, source: Source, validated: DataFrame) -> DataFrame | N
     return existing.where(F.col(part).isin(*dates)).select("record_key")
 
 
-def classify(validated: DataFrame, existing_keys: DataFrame | None) -> DataFrame:
-    """Add ``ingest_outcome``: quarantined (bad), duplicate (key seen before or earlier in this batch) or accepted."""
-    first = Window.partitionBy("record_key").orderBy("source_file", "source_line")
-    ranked = validated.withColumn(
-        "_first_in_batch", F.when(F.col("reason").isNull(), F.row_number().over(first) == 1).otherwise(False)
-    )
+def classify(validated: DataFrame, existing_keys: DataFrame | None, broadcast_max_rows: int) -> DataFrame:
+    """Add ``ingest_outcome``: quarantined (bad), duplicate (key seen before, or held by an
+    earlier good record of this batch: by file, then line) or accepted.
+
+    Only the keys, files and lines move: the keys held twice in the batch or already seen are
+    found by an aggregation and a join of those narrow columns, and joined back to the records,
+    sent to every task when there are at most ``broadcast_max_rows`` of them (usually a few),
+    so that the wide records are neither shuffled nor sorted.
+    """
+    good = validated.where("reason IS NULL").select("record_key", F.struct("source_file", "source_line").alias("_at"))
+    keys = good.groupBy("record_key").agg(F.min("_at").alias("_first"), F.count(F.lit(1)).alias("_held"))
     if existing_keys is not None:
-        ranked = ranked.join(existing_keys.select("record_key").distinct().withColumn("_seen", F.lit(True)), "record_key", "left")
+        seen = existing_keys.select("record_key").distinct().withColumn("_seen", F.lit(True))
+        keys = keys.join(seen, "record_key", "left")
     else:
-        ranked = ranked.withColumn("_seen", F.lit(None).cast("boolean"))
-    outcome = (
-        F.when(F.col("reason").isNotNull(), "quarantined")
-        .when(F.col("_first_in_batch") & F.col("_seen").isNull(), "accepted")
-        .otherwise("duplicate")
-    )
-    return ranked.withColumn("ingest_outcome", outcome).drop("_first_in_batch", "_seen")
+        keys = keys.withColumn("_seen", F.lit(None).cast("boolean"))
+    repeated, count = counted(keys.where(F.col("_seen").isNotNull() | (F.col("_held") > 1)).select("record_key", "_first", "_seen"))
+    marked = validated.join(maybe_broadcast(repeated, count <= broadcast_max_rows), "record_key", "left")
+    first_unseen = F.col("_seen").isNull() & (F.col("_first").isNull() | (F.struct("source_file", "source_line") == F.col("_first")))
+    outcome = F.when(F.col("reason").isNotNull(), "quarantined").when(first_unseen, "accepted").otherwise("duplicate")
+    return marked.withColumn("ingest_outcome", outcome).drop("_first", "_seen")
 
 
 def bronze_rows(classified: DataFrame, source: Source, timezone: str, ingested_at: dt.datetime) -> DataFrame:
@@ -237,7 +243,7 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
     # Cached: the validated records give the batch's dates, then the classified ones feed the
     # per-file counts and two writes (the files are read and parsed once).
     validated = with_validation(records, source).cache()
-    classified = classify(validated, keys_seen(lake, source, validated)).cache()
+    classified = classify(validated, keys_seen(lake, source, validated), int(conf.get("acquire.repeats_broadcast_max_rows"))).cache()
     try:
         per_file = per_file_outcomes(classified)
         unbalanced = {f.path: problem for f in files if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
