@@ -35,6 +35,12 @@ def _value(field: Field) -> Column:
     return F.col(f"_v_{field.name}")
 
 
+def _typed_column(field: Field) -> Column:
+    """The field as its bronze type, from the column the second projection made (converted once:
+    the checks and the typed output both read it)."""
+    return F.col(f"_t_{field.name}")
+
+
 def _field_problem(field: Field, source: Source) -> Column:
     """Return a reason code when ``field`` is wrong in this record, else null."""
     value = _value(field)
@@ -82,14 +88,10 @@ def _typed_value(field: Field) -> Column:
 
 def _cast_keeps_value(field: Field) -> Column:
     """True when the field's text converts to its bronze type without loss (money: every digit kept)."""
-    typed = _typed_value(field)
+    typed = _typed_column(field)
     if field.kind == MONEY:
         return F.coalesce(typed.cast(EXACT_TYPE) == _value(field).try_cast(EXACT_TYPE), F.lit(False))
     return typed.isNotNull()
-
-
-def _typed(field: Field) -> Column:
-    return _typed_value(field).alias(field.name)
 
 
 def with_validation(records: DataFrame, source: Source) -> DataFrame:
@@ -113,6 +115,7 @@ def with_validation(records: DataFrame, source: Source) -> DataFrame:
         F.col("_keys").isNull().alias("_unparsable"),
         *[F.when(F.trim(F.col("_record")[f.name]) != "", F.col("_record")[f.name]).alias(f"_v_{f.name}") for f in source.fields],
     )
+    typed = fields.select("*", *[_typed_value(f).alias(f"_t_{f.name}") for f in source.fields])
     reason = F.coalesce(
         F.col("error"),
         F.when(F.col("_unparsable"), F.lit("unparsable_json")),
@@ -124,13 +127,13 @@ def with_validation(records: DataFrame, source: Source) -> DataFrame:
         F.map_filter(F.from_json("record_json", MapType(StringType(), StringType())), lambda k, v: F.array_contains("_unknown", k)),
     )
     lineage = [c for c in records.columns if c not in ("raw_text", "record_json", "error")]
-    checked = fields.withColumn("reason", reason)
+    checked = typed.withColumn("reason", reason)
     return checked.select(
         *lineage,
         # The raw line is kept for the quarantine only: good records do not carry it twice.
         F.when(F.col("reason").isNotNull(), F.col("raw_text")).alias("raw_text"),
         "reason",
-        *[_typed(f) for f in source.fields],
+        *[_typed_column(f).alias(f.name) for f in source.fields],
         extra.alias("extra_fields"),
         F.sha2(F.concat_ws("\u0001", *key_parts), 256).alias("record_key"),
     )
