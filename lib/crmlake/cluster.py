@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         cluster = start(args.state)
         print(f"master {cluster.master_url}, UI http://127.0.0.1:{cluster.master_ui_port}")
-        print(f"submit: {SPARK_SUBMIT} --master {cluster.master_url} --py-files dist/crmlake.zip jobs/acquire.py --conf conf/local.yaml")
+        print(f"submit: {SPARK_SUBMIT} --master {cluster.master_url} --py-files dist/crmlake.zip --driver-java-options -XX:-DontCompileHugeMethods jobs/acquire.py --conf conf/local.yaml")
     elif args.command == "down":
         stop(args.state)
     else:

@@ -42,7 +42,7 @@ def submitted(spark, tmp_path_factory, model_overrides):
     # The whole daily run as one application (jobs/all.py): each stage's executor-side code
     # runs from the zip, and the cluster's start-up is paid once rather than per stage.
     command = [SPARK_SUBMIT, "--master", cluster.master_url, "--driver-memory", "1g", "--executor-memory", "1g",
-               "--py-files", library, os.path.join(ROOT, "jobs", "all.py"),
+               "--driver-java-options", "-XX:-DontCompileHugeMethods", "--py-files", library, os.path.join(ROOT, "jobs", "all.py"),
                "--conf", os.path.join(ROOT, "conf", "local.yaml"), "--date", str(END)]
     for pair in overrides:
         command += ["--set", pair]

@@ -168,7 +168,7 @@ def test_campaign_responses_land_as_contract_orders_files_of_contacted_persuadab
 
     files = discover(str(landing), "orders", END + dt.timedelta(days=30))   # what acquire lists: the orders source's dt folders
     assert files and all(day < f.dt <= day + dt.timedelta(days=world.RESPONSE_DAYS) for f in files)
-    records = read_records(spark, [FileToRead(f.path, sha256="-") for f in files], "csv", 1 << 20, 65536)
+    records = read_records(spark, [FileToRead(f.path, sha256="-") for f in files], "csv", 1 << 20)
     validated = with_validation(records, SOURCES["orders"])
     assert validated.where("reason IS NOT NULL").count() == 0 and validated.count() == summary["responses"]
     assert {r["account_id"] for r in validated.select("account_id").collect()} <= {f"A{n * 2:08d}" for n in persuadable}

@@ -1,6 +1,12 @@
-"""Each record of a batch is accepted once, counted a duplicate or quarantined (acquire.job.classify)."""
+"""Each record of a batch is accepted once, counted a duplicate or quarantined (acquire.job.classify),
+and a quarantined record's row holds its raw text readable (acquire.job.quarantine_rows)."""
 
-from crmlake.acquire.job import classify
+import datetime as dt
+
+from pyspark.sql import functions as F
+
+from crmlake.acquire.contract import SOURCES
+from crmlake.acquire.job import classify, quarantine_rows
 
 COLUMNS = "record_key string, source_file string, source_line long, reason string, payload string"
 
@@ -33,3 +39,16 @@ def test_the_first_good_record_of_a_key_by_file_then_line_is_accepted_the_rest_a
 def test_with_no_bronze_table_yet_only_repeats_within_the_batch_are_duplicates(spark):
     records = [("k1", "a.csv", 2, None, "x"), ("k1", "a.csv", 5, None, "x"), ("k2", "a.csv", 3, None, "y")]
     assert outcomes(spark, records) == {("a.csv", 2): "accepted", ("a.csv", 5): "duplicate", ("a.csv", 3): "accepted"}
+
+
+def test_a_quarantine_row_holds_the_raw_text_as_valid_utf8_and_truncated(spark):
+    lines = [(1, b'{"x": "\xff"}', "invalid_utf8", "quarantined"), (2, b"x" * 500, "oversize_line", "quarantined"), (3, b"{}", None, "accepted")]
+    classified = spark.createDataFrame([("a.jsonl", "f1", n, text.hex(), reason, outcome) for n, text, reason, outcome in lines],
+                                       "source_file string, file_sha256 string, source_line long, raw_hex string, reason string, ingest_outcome string")
+    classified = classified.withColumn("raw_text", F.unhex("raw_hex").cast("string"))   # the bytes as read, an invalid one included
+    quarantined = quarantine_rows(classified, SOURCES["clickstream"], dt.datetime(2026, 12, 1), 100)
+    # Checked in Spark: a Python string of the row would show the bad byte replaced either way.
+    rows = quarantined.withColumn("valid", F.is_valid_utf8("raw_text")).orderBy("source_line").collect()
+    assert [(r["source_line"], r["raw_text"], r["valid"], r["reason"]) for r in rows] == [
+        (1, '{"x": "\ufffd"}', True, "invalid_utf8"), (2, "x" * 100, True, "oversize_line")]
+    assert all(r["source"] == "clickstream" and len(r["quarantine_key"]) == 64 for r in rows)

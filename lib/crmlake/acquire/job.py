@@ -184,14 +184,15 @@ def bronze_rows(classified: DataFrame, source: Source, timezone: str, ingested_a
     return rows
 
 
-def quarantine_rows(classified: DataFrame, source: Source, ingested_at: dt.datetime) -> DataFrame:
-    """Return the bad records as quarantine rows (source, file, line, raw text, reason)."""
+def quarantine_rows(classified: DataFrame, source: Source, ingested_at: dt.datetime, raw_max_chars: int) -> DataFrame:
+    """Return the bad records as quarantine rows (source, file, line, reason and the raw text,
+    as valid UTF-8 (bad bytes replaced) of at most ``raw_max_chars`` characters)."""
     return classified.where("ingest_outcome = 'quarantined'").select(
         F.lit(source.name).alias("source"),
         "source_file",
         "file_sha256",
         "source_line",
-        "raw_text",
+        F.left(F.make_valid_utf8("raw_text"), F.lit(raw_max_chars)).alias("raw_text"),
         "reason",
         F.sha2(F.concat_ws(":", "file_sha256", F.col("source_line").cast("string")), 256).alias("quarantine_key"),
         F.lit(ingested_at).alias("ingested_at"),
@@ -238,12 +239,12 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
     ingest log. With no files it still creates the source's empty bronze table.
     """
     ingested_at = dt.datetime.now(dt.timezone.utc)
-    records = read_records(spark, [FileToRead(f.path, f.sha256, f.unreadable) for f in files], source.format,
-                           int(conf.get("acquire.max_line_bytes")), int(conf.get("acquire.raw_text_max_chars")))
-    # Cached: the validated records give the batch's dates, then the classified ones feed the
-    # per-file counts and two writes (the files are read and parsed once).
+    records = read_records(spark, [FileToRead(f.path, f.sha256, f.unreadable) for f in files], source.format, int(conf.get("acquire.max_line_bytes")))
+    # Cached: the validated records give the batch's dates and repeated keys, then, classified
+    # (a join with the few repeated keys: not worth a second cache), the per-file counts and
+    # two writes (the files are read and parsed once).
     validated = with_validation(records, source).cache()
-    classified = classify(validated, keys_seen(lake, source, validated), int(conf.get("acquire.repeats_broadcast_max_rows"))).cache()
+    classified = classify(validated, keys_seen(lake, source, validated), int(conf.get("acquire.repeats_broadcast_max_rows")))
     try:
         per_file = per_file_outcomes(classified)
         unbalanced = {f.path: problem for f in files if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
@@ -254,13 +255,12 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
         totals = {k: sum(int(r[k]) for r in counted) for k in ("accepted", "quarantined", "duplicates")}
         part = partition_column(source)
         written = lake.append(source.bronze_table, bronze_rows(kept, source, conf.get("business.timezone"), ingested_at), partition_by=[part] if part else [])
-        quarantined = quarantine_rows(kept, source, ingested_at)
+        quarantined = quarantine_rows(kept, source, ingested_at, int(conf.get("acquire.raw_text_max_chars")))
         if lake.exists(QUARANTINE):  # a rerun after a crash between the two writes: this batch's files only
             held_before = lake.read(QUARANTINE).where((F.col("source") == source.name) & F.col("file_sha256").isin(*{f.sha256 for f in files}))
             quarantined = quarantined.join(held_before.select("quarantine_key"), "quarantine_key", "left_anti")
         held = lake.append(QUARANTINE, quarantined, partition_by=["source"])
     finally:
-        classified.unpersist()
         validated.unpersist()
     if written.rows_written != totals["accepted"]:
         raise BalanceError(f"{source.bronze_table}: committed {written.rows_written} rows but {totals['accepted']} were accepted")

@@ -15,6 +15,8 @@ without a shuffle, in two passes over the files:
 
 A record is ``(source_file, file_sha256, source_line, line_count, raw_text, record_json,
 error)``: ``line_count`` is how many data lines it spans (a CSV header is not data),
+``raw_text`` its text as read (the quarantine makes it valid UTF-8 and truncates it, for
+the bad records only),
 ``record_json`` the record as a JSON object (a CSV row becomes ``{"column": "value"}``,
 so both formats are validated by the same code) and ``error`` a reason code when the
 record is bad before any field is looked at: ``invalid_utf8``, ``oversize_line``,
@@ -51,7 +53,7 @@ class FileToRead:
     unreadable: str | None = None
 
 
-def read_records(spark: SparkSession, files: list[FileToRead], fmt: str, max_line_bytes: int, raw_max_chars: int) -> DataFrame:
+def read_records(spark: SparkSession, files: list[FileToRead], fmt: str, max_line_bytes: int) -> DataFrame:
     """Return every record of ``files`` (``fmt`` ``json`` or ``csv``) as rows of :data:`RECORD_SCHEMA`.
 
     An unreadable file (a truncated gzip) is one record holding its reason; the others are
@@ -70,12 +72,11 @@ def read_records(spark: SparkSession, files: list[FileToRead], fmt: str, max_lin
     lines = numbered_lines(raw, spark.createDataFrame(index, INDEX_SCHEMA), max_line_bytes)
     if fmt == "json":
         records = lines.select(
-            "source_file", "file_sha256", "source_line", F.lit(1).alias("line_count"),
-            F.left(F.make_valid_utf8("value"), F.lit(raw_max_chars)).alias("raw_text"),
+            "source_file", "file_sha256", "source_line", F.lit(1).alias("line_count"), F.col("value").alias("raw_text"),
             F.when(F.col("error").isNull(), F.col("value")).alias("record_json"), "error")
     else:
         spans = _multi_line_spans(splits, index)
-        records = csv_records(lines, spark.createDataFrame(spans, SPAN_SCHEMA) if spans else None, headers, raw_max_chars)
+        records = csv_records(lines, spark.createDataFrame(spans, SPAN_SCHEMA) if spans else None, headers)
     return records.unionByName(unreadable)
 
 
@@ -99,12 +100,12 @@ def numbered_lines(raw: DataFrame, index: DataFrame, max_line_bytes: int) -> Dat
     return raw.where(~_blank(value)).join(F.broadcast(index), ["_uri", "_block"]).select(
         *[c for c in index.columns if not c.startswith(("_uri", "_block", "_first"))],
         (F.col("_first_line") + F.col("_row") - F.col("_first_row")).alias("source_line"),
-        F.regexp_replace(value, "\r$", "").alias("value"),
+        _without_cr(value).alias("value"),
         F.when(line_bytes > max_line_bytes, F.lit("oversize_line")).when(~F.is_valid_utf8(value), F.lit("invalid_utf8")).alias("error"),
     )
 
 
-def csv_records(lines: DataFrame, spans: DataFrame | None, headers: list[list[str]], raw_max_chars: int) -> DataFrame:
+def csv_records(lines: DataFrame, spans: DataFrame | None, headers: list[list[str]]) -> DataFrame:
     """Return the records of numbered CSV ``lines``: one per line, except the lines that
     ``spans`` (source_file, source_line, record_start, span_error) joins into one record or
     marks bad; the header line is no record unless the header is bad."""
@@ -145,7 +146,7 @@ def csv_records(lines: DataFrame, spans: DataFrame | None, headers: list[list[st
     )
     return records.select(
         "source_file", "file_sha256", "source_line", "line_count",
-        F.left(F.make_valid_utf8("text"), F.lit(raw_max_chars)).alias("raw_text"),
+        F.col("text").alias("raw_text"),
         F.when(error.isNull(), parsed).alias("record_json"),
         error.alias("error"),
     )
@@ -166,6 +167,11 @@ def _blank(value: Column) -> Column:
     return value.rlike(r"^\s*$")
 
 
+def _without_cr(value: Column) -> Column:
+    # The line without the CR of a CRLF ending (a suffix test: a regular expression costs a search per line).
+    return F.when(value.endswith("\r"), value.substr(F.lit(1), F.length(value) - 1)).otherwise(value)
+
+
 def _splits(raw: DataFrame, fmt: str) -> list:
     """Pass 1: one row per split of ``raw`` (collected: a few per file)."""
     aggregates = [F.min("_row").alias("first_row"), F.count(F.lit(1)).alias("lines")]
@@ -175,7 +181,7 @@ def _splits(raw: DataFrame, fmt: str) -> list:
         aggregates += [
             F.min(F.when(nonblank, F.col("_row"))).alias("first_nonblank_row"),
             F.min_by(
-                F.struct(F.regexp_replace("value", "\r$", "").alias("text"), F.is_valid_utf8("value").alias("valid"), F.octet_length("value").alias("bytes")),
+                F.struct(_without_cr(F.col("value")).alias("text"), F.is_valid_utf8("value").alias("valid"), F.octet_length("value").alias("bytes")),
                 F.when(nonblank, F.col("_row")),
             ).alias("first_nonblank"),
             F.collect_list(F.when(odd, F.col("_row"))).alias("odd_rows"),
