@@ -67,6 +67,7 @@ def test_overflowing_integer_is_quarantined(spark):
 
 
 def test_timestamp_without_seconds_is_read_not_nulled(spark):
-    row = next(iter(validated(spark, [{**GOOD_CLICK, "event_time": "2026-11-21T13:45+08:00"}]).values()))
-    assert row["reason"] is None
-    assert row["event_time"].isoformat() == "2026-11-21T05:45:00"
+    forms = {"2026-11-21T13:45+08:00": "2026-11-21T05:45:00", "2026-11-21 13:45Z": "2026-11-21T13:45:00",
+             "2026-11-21T13:45-0130": "2026-11-21T15:15:00", "2026-11-21T13:45:07.5+08": "2026-11-21T05:45:07.500000"}
+    rows = validated(spark, [{**GOOD_CLICK, "event_time": text} for text in forms]).values()
+    assert [(r["reason"], r["event_time"].isoformat()) for r in rows] == [(None, utc) for utc in forms.values()]
