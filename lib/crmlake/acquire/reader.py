@@ -96,15 +96,15 @@ def numbered_lines(raw: DataFrame, index: DataFrame, max_line_bytes: int) -> Dat
     invalid_utf8 or null)."""
     value = F.col("value")
     # Checked on the bytes as read: a string function (the CR's removal) would replace bad bytes.
-    line_bytes = F.octet_length(value) - F.when(value.endswith("\r"), 1).otherwise(0)
+    oversize = F.octet_length(value) - F.when(value.endswith("\r"), 1).otherwise(0) > max_line_bytes
     # An oversize line is a bad record: its text is cut to the limit (in characters) before it
     # is carried further; the quarantine keeps less still.
-    text = F.when(line_bytes > max_line_bytes, F.left(value, F.lit(max_line_bytes))).otherwise(_without_cr(value))
+    text = F.when(oversize, F.left(value, F.lit(max_line_bytes))).otherwise(_without_cr(value))
     return raw.where(~_blank(value)).join(F.broadcast(index), ["_uri", "_block"]).select(
         *[c for c in index.columns if not c.startswith(("_uri", "_block", "_first"))],
         (F.col("_first_line") + F.col("_row") - F.col("_first_row")).alias("source_line"),
         text.alias("value"),
-        F.when(line_bytes > max_line_bytes, F.lit("oversize_line")).when(~F.is_valid_utf8(value), F.lit("invalid_utf8")).alias("error"),
+        F.when(oversize, F.lit("oversize_line")).when(~F.is_valid_utf8(value), F.lit("invalid_utf8")).alias("error"),
     )
 
 
