@@ -92,8 +92,8 @@ def raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
 
 def numbered_lines(raw: DataFrame, index: DataFrame, max_line_bytes: int) -> DataFrame:
     """Return the non-blank lines of ``raw`` with source_file, file_sha256, source_line, the
-    index's CSV header columns, ``value`` (without a trailing CR) and ``error`` (oversize_line,
-    invalid_utf8 or null)."""
+    index's CSV header columns, ``value`` (without a trailing CR; an oversize line's cut to
+    ``max_line_bytes`` characters) and ``error`` (oversize_line, invalid_utf8 or null)."""
     value = F.col("value")
     # Checked on the bytes as read: a string function (the CR's removal) would replace bad bytes.
     oversize = F.octet_length(value) - F.when(value.endswith("\r"), 1).otherwise(0) > max_line_bytes
