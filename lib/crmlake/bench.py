@@ -7,15 +7,16 @@ same files as JSON with the contract's fields, and as text, writing Parquet with
 Organize section: identity resolution as organize runs it (the graph contracted by account,
 then connected components in Spark) on synthetic graphs of 1M and 5M edges (persons of two
 accounts sharing an email, two cookies each), then a day adding 1% new edges grown
-into the map against a full rebuild of the same graph; sessionization of the same events by
-crmlake's Spark transform and by DuckDB running the same sessionization SQL on the same
-Parquet, both writing Parquet.
+into the map against a full rebuild of the same graph; sessionization of 10M events by
+crmlake's Spark transform and by DuckDB computing the same sessions in SQL on the same
+Parquet, both writing Parquet (the rows of either output missing from the other are counted).
 
 Daily section: one scheduled day at a constant daily volume after a short and a long history
 (30 and 120 days by default). The same customers are simulated over each history plus one
 day; the history is acquired and organized in one catch-up run (not timed), then the last
 day is acquired and organized as the daily schedule would, each stage timed. The ratio
-long / short says whether a day's cost follows the day's data or the lake's age.
+long / short says whether a day's cost follows the day's data or the lake's age; each
+stage's steps are printed with their seconds.
 
 Analyze section: the lifetime-value fit (grouping in Spark + maximum likelihood) on
 purchase histories of 10k, 100k and 1M persons simulated from known BG/NBD and Gamma-Gamma
@@ -51,16 +52,22 @@ from pyspark.sql import functions as F
 
 from crmlake.config import load_conf
 from crmlake.lake import Lake, load_catalog
-from crmlake.log import setup_logging
+from crmlake.log import setup_logging, step_times
 from crmlake.session import spark_session
 
 FIRST_DAY = dt.date(2026, 10, 1)
+RUN_DATE_SUFFIX = re.compile(r" (for|up to) \d{4}-\d{2}-\d{2}$")  # a step's name ends with its run date
 
 
 def _seconds(action) -> float:
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
+
+
+def _steps(steps: list[tuple[str, float]]) -> str:
+    """The steps a stage logged (see :func:`crmlake.log.step_times`), each with its seconds, without the run date."""
+    return ", ".join(f"{RUN_DATE_SUFFIX.sub('', step)} {seconds:.1f}s" for step, seconds in steps)
 
 
 def events(spark: SparkSession, rows: int, days: int, first_id: int = 0) -> DataFrame:
@@ -212,35 +219,52 @@ def bench_daily(spark: SparkSession, conf_file: str | None, tmp: str, daily_even
         acquire.run(spark, conf, end - dt.timedelta(days=1))  # the history, caught up in one run
         organize.run(spark, conf, end - dt.timedelta(days=1))
         acquired: dict = {}
-        took[days] = (_seconds(lambda: acquired.update(acquire.run(spark, conf, end))), _seconds(lambda: organize.run(spark, conf, end)))
+        with step_times() as steps:
+            took[days] = (_seconds(lambda: acquired.update(acquire.run(spark, conf, end))), _seconds(lambda: organize.run(spark, conf, end)))
         day_events = _records_read(acquired["clickstream"])
         history_events = Lake(spark, conf).read("bronze.clickstream").count() - acquired["clickstream"]["accepted"]
-        lines.append(f"day after {days:>3} days history : {day_events:,} events that day ({history_events:,} in the history); "
-                     f"acquire {took[days][0]:.1f}s, organize {took[days][1]:.1f}s")
+        lines += [f"day after {days:>3} days history : {day_events:,} events that day ({history_events:,} in the history); "
+                  f"acquire {took[days][0]:.1f}s, organize {took[days][1]:.1f}s",
+                  f"{'  its steps':<28}: {_steps(steps)}"]
     short, long = min(history_days), max(history_days)
     if short != long:
         lines.append(f"{f'ratio {long} / {short} days':<28}: acquire {took[long][0] / took[short][0]:.2f}, organize {took[long][1] / took[short][1]:.2f} (aim <= 1.15)")
     return lines
 
 
+# What crmlake.organize.transforms.sessionize computes, column for column (the bench checks that
+# both give the same sessions): a visitor's events with and without tracking consent apart,
+# entry and exit pages by (event_time, event_id), the session id from its first event.
 SESSION_SQL = """
 COPY (
-  WITH marked AS (
+  WITH clicks AS (
+    SELECT * REPLACE (coalesce(tracking_consent, false) AS tracking_consent) FROM read_parquet('{source}/*.parquet')
+  ), marked AS (
     SELECT *, CASE WHEN lag(event_time) OVER w IS NULL
-                     OR epoch(event_time) - epoch(lag(event_time) OVER w) > {gap} THEN 1 ELSE 0 END AS new_session
-    FROM read_parquet('{source}/*.parquet') WINDOW w AS (PARTITION BY anonymous_id ORDER BY event_time, event_id)
+                     OR epoch_ms(event_time) // 1000 - epoch_ms(lag(event_time) OVER w) // 1000 > {gap} THEN 1 ELSE 0 END AS new_session
+    FROM clicks WINDOW w AS (PARTITION BY anonymous_id, tracking_consent ORDER BY event_time, event_id)
   ), numbered AS (
-    SELECT *, sum(new_session) OVER (PARTITION BY anonymous_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no
+    SELECT *, sum(new_session) OVER (PARTITION BY anonymous_id, tracking_consent ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no
     FROM marked
   )
-  SELECT anonymous_id, session_no, min(event_time) AS session_start, max(event_time) AS session_end,
-         arg_min(page_url, event_time) AS entry_page, arg_max(page_url, event_time) AS exit_page, count(*) AS events,
-         sum(CASE WHEN event_type = 'product_view' THEN 1 ELSE 0 END) AS product_views,
-         sum(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END) AS adds_to_cart,
+  SELECT substr(sha256(anonymous_id || ':' || min(event_id)), 1, 32) AS session_id, anonymous_id, tracking_consent,
+         max(CASE WHEN tracking_consent THEN account_id END) AS account_id,
+         min(event_time) AS session_start, max(event_time) AS session_end,
+         arg_min(page_url, (event_time, event_id)) AS entry_page, arg_max(page_url, (event_time, event_id)) AS exit_page,
+         count(*) AS events,
+         sum(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END)::BIGINT AS pages,
+         sum(CASE WHEN event_type = 'product_view' THEN 1 ELSE 0 END)::BIGINT AS product_views,
+         sum(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END)::BIGINT AS adds_to_cart,
+         sum(CASE WHEN event_type = 'checkout_start' THEN 1 ELSE 0 END)::BIGINT AS checkouts,
          bool_or(event_type = 'purchase') AS converted,
-         max(CASE WHEN tracking_consent THEN account_id END) AS account_id
-  FROM numbered GROUP BY anonymous_id, session_no
+         arg_min(device, event_time) AS device, max(utm_campaign) AS utm_campaign
+  FROM numbered GROUP BY anonymous_id, tracking_consent, session_no
 ) TO '{target}' (FORMAT parquet)
+"""
+SESSIONS_DIFFER_SQL = """
+WITH spark AS (SELECT * FROM read_parquet('{spark}')), duck AS (SELECT * FROM read_parquet('{duckdb}'))
+SELECT (SELECT count(*) FROM (SELECT * FROM spark EXCEPT ALL SELECT * FROM duck))
+     + (SELECT count(*) FROM (SELECT * FROM duck EXCEPT ALL SELECT * FROM spark))
 """
 
 
@@ -323,9 +347,11 @@ def bench_organize(spark: SparkSession, tmp: str, edge_counts: list[int], sessio
     with duckdb.connect() as db:
         duck_took = _seconds(lambda: db.execute(SESSION_SQL.format(gap=30 * 60, source=source, target=f"{tmp}/sessions-duckdb.parquet")))
         duck_sessions = db.execute(f"SELECT count(*) FROM read_parquet('{tmp}/sessions-duckdb.parquet')").fetchone()[0]
+        differ = db.execute(SESSIONS_DIFFER_SQL.format(spark=f"{tmp}/sessions-spark/*.parquet", duckdb=f"{tmp}/sessions-duckdb.parquet")).fetchone()[0]
     lines += [
         f"sessionize (Spark)          : {session_events:,} events -> {sessions:,} sessions in {spark_took:.1f}s = {session_events / spark_took:,.0f} events/s",
         f"sessionize (DuckDB, same SQL): {session_events:,} events -> {duck_sessions:,} sessions in {duck_took:.1f}s = {session_events / duck_took:,.0f} events/s",
+        f"sessions differing          : {differ:,} (rows of either output not in the other)",
         f"ratio Spark / DuckDB        : {spark_took / duck_took:.2f} (one machine; Spark's edge is the cluster, not 2 cores)",
     ]
     return lines
@@ -431,10 +457,12 @@ def bench_analyze(spark: SparkSession, conf_file: str | None, tmp: str, person_c
             lake.overwrite(table, replicated(base_lake.read(table), replicas, id_columns), partition_by=partition_by)
         rows = {table: lake.read(table).count() for table in SCALED_TABLES}
         copy = _seconds(lambda: [lake.read(t).write.mode("overwrite").parquet(f"file://{tmp}/copy-{persons}/{t}") for t in SCALED_TABLES])
-        took = _seconds(lambda: analyze.run(spark, scaled, end))
+        with step_times() as steps:
+            took = _seconds(lambda: analyze.run(spark, scaled, end))
         lines += [
             f"analyze                     : {rows['silver.customer_360']:,} persons, {rows['silver.sessions']:,} sessions, "
             f"{rows['silver.order_lines']:,} order lines in {took:.1f}s = {rows['silver.customer_360'] / took:,.0f} persons/s",
+            f"  its steps                 : {_steps(steps)}",
             f"copy limit (same inputs)    : {copy:.1f}s; ratio analyze / copy {took / copy:.1f}",
         ]
     return lines
@@ -449,7 +477,7 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each write (default 3)")
     parser.add_argument("--events", default="1000000,10000000", help="clickstream sizes for the acquire bench, comma-separated (default 1M and 10M)")
     parser.add_argument("--edges", default="1000000,5000000", help="identity graph sizes for the organize bench, comma-separated (default 1M and 5M)")
-    parser.add_argument("--session-events", type=int, default=2_000_000, help="events sessionized in the organize bench (default 2,000,000)")
+    parser.add_argument("--session-events", type=int, default=10_000_000, help="events sessionized in the organize bench (default 10,000,000)")
     parser.add_argument("--daily-events", type=int, default=300_000, help="clickstream events on the timed day of the daily-run bench (default 300,000)")
     parser.add_argument("--history-days", default="30,120", help="days of history before the timed day, comma-separated (default 30 and 120)")
     parser.add_argument("--ltv-persons", default="10000,100000,1000000", help="persons for the lifetime-value fit bench, comma-separated")

@@ -39,4 +39,33 @@ def timed(log: logging.Logger, what: str) -> Iterator[dict]:
         log.error("%s: failed after %.1fs", what, time.monotonic() - started)
         raise
     details = " ".join(f"{k}={v}" for k, v in facts.items())
-    log.info("%s: done in %.1fs %s", what, time.monotonic() - started, details)
+    took = time.monotonic() - started
+    # Tagged, so that a caller can collect the steps' times (the bench does) whatever level is shown.
+    log.info("%s: done in %.1fs %s", what, took, details, extra={"step": what, "step_seconds": took})
+
+
+@contextmanager
+def step_times() -> Iterator[list[tuple[str, float]]]:
+    """Collect ``(step, seconds)`` of every :func:`timed` step that ends inside the block, in
+    order, whatever log level is shown (the handlers keep showing what they showed)."""
+    steps: list[tuple[str, float]] = []
+
+    class Collector(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if hasattr(record, "step_seconds"):
+                steps.append((record.step, record.step_seconds))
+
+    root = logging.getLogger("crmlake")
+    level, shown = root.getEffectiveLevel(), [(h, h.level) for h in root.handlers]
+    for handler, handler_level in shown:
+        handler.setLevel(max(handler_level, level))
+    collector = Collector(logging.INFO)
+    root.addHandler(collector)
+    root.setLevel(min(level, logging.INFO))
+    try:
+        yield steps
+    finally:
+        root.removeHandler(collector)
+        root.setLevel(level)
+        for handler, handler_level in shown:
+            handler.setLevel(handler_level)
