@@ -172,6 +172,7 @@ class Ranking(Section):
 
 class Analyze(Section):
     rfm_quantiles: int = Field(ge=2)
+    training_max_persons: int = PositiveInt
     ranking: Ranking
     propensity: Propensity
     segmentation: Segmentation

@@ -150,3 +150,27 @@ def test_the_holdout_is_the_same_quarter_of_persons_on_every_run(spark):
     again = {r["person_id"] for r in persons.repartition(7).where(in_holdout(F.col("person_id"), 0.25)).collect()}
     assert first == again
     assert abs(len(first) / 20_000 - 0.25) < 0.015
+
+
+def test_models_train_on_a_bounded_sample_of_persons_the_same_on_every_run_and_apart_from_the_holdout(spark):
+    from pyspark.sql import functions as F
+
+    from crmlake.analyze.features import in_holdout, training_sample
+
+    # Two rows per person, as the next-best-category pairs have several per person.
+    persons = spark.range(20_000).select(F.format_string("person-%d", "id").alias("person_id"))
+    rows = persons.crossJoin(spark.range(2).withColumnRenamed("id", "category"))
+    sampled, share = training_sample(rows, 20_000, 5_000)
+    assert share == 0.25
+    chosen = {r["person_id"] for r in sampled.select("person_id").distinct().collect()}
+    assert abs(len(chosen) - 5_000) < 300
+    assert sampled.count() == 2 * len(chosen)   # a chosen person keeps all of its rows
+    again, _ = training_sample(rows.repartition(7), 20_000, 5_000)
+    assert {r["person_id"] for r in again.select("person_id").distinct().collect()} == chosen
+    # Another hash than the holdout's: the sample takes about its share of the holdout too,
+    # so holding out and sampling do not pick the same persons.
+    held = {r["person_id"] for r in persons.where(in_holdout(F.col("person_id"), 0.25)).collect()}
+    assert abs(len(chosen & held) / len(held) - 0.25) < 0.03
+    # Fewer persons than the bound: every row, unfiltered.
+    whole, share = training_sample(rows, 20_000, 20_000)
+    assert whole is rows and share == 1.0

@@ -76,13 +76,33 @@ def in_session_window(session_date: Column, as_of: dt.date) -> Column:
     return session_date.between(F.lit(as_of - dt.timedelta(days=SESSION_DAYS - 1)), F.lit(as_of))
 
 
+def _in_hashed_share(person_id: Column, salt: str, share: float) -> Column:
+    """Column: True for about ``share`` of persons, the same persons on every run (a hash of the
+    person and ``salt``, in steps of 1/10,000)."""
+    return F.pmod(F.xxhash64(person_id, F.lit(salt)), F.lit(10_000)) < F.lit(int(round(share * 10_000)))
+
+
 def in_holdout(person_id: Column, share: float) -> Column:
     """Column: True for the ``share`` of persons held out of every model's training.
 
     A hash of the person, not a random draw: the same persons are held out on every run, so
     a champion trained on an earlier day never saw the persons it is judged on.
     """
-    return F.pmod(F.xxhash64(person_id, F.lit("holdout")), F.lit(10_000)) < F.lit(int(round(share * 10_000)))
+    return _in_hashed_share(person_id, "holdout", share)
+
+
+def training_sample(train: DataFrame, persons: int, max_persons: int) -> tuple[DataFrame, float]:
+    """Return the rows of ``train`` (rows carrying ``person_id``, of ``persons`` persons) of
+    about ``max_persons`` of them, and the share of persons kept (1.0: all, ``train`` itself).
+
+    A model's fit grows with the rows it sees while its quality levels off long before a
+    million persons: training is bounded, scoring still covers every person. The persons
+    are chosen by a hash of the person (another than the holdout's): the same on every run.
+    """
+    share = min(1.0, max_persons / persons) if persons else 1.0
+    if share >= 1.0:
+        return train, 1.0
+    return train.where(_in_hashed_share(F.col("person_id"), "training", share)), share
 
 
 def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:

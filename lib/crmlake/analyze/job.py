@@ -42,8 +42,8 @@ from crmlake import tracking
 from crmlake.analyze import categories, clv, models, reports, uplift
 from crmlake.analyze.companies import company_members, company_scores
 from crmlake.analyze.features import (
-    FEATURE_COLUMNS, customer_behaviour, in_holdout, in_session_window, members_as_of, order_lines_as_of, with_deciles, with_purchase_label,
-    with_rfm_scores,
+    FEATURE_COLUMNS, customer_behaviour, in_holdout, in_session_window, members_as_of, order_lines_as_of, training_sample, with_deciles,
+    with_purchase_label, with_rfm_scores,
 )
 from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
@@ -63,6 +63,12 @@ CONTACT_HISTORY = "gold.contact_history"
 
 
 INPUT_TABLES = ("bronze.orders", "silver.customer_history", "silver.identity_map", "silver.sessions", "silver.customer_360")
+
+
+def training_max_persons(conf: Conf) -> int:
+    """Return how many persons at most a model trains on (``analyze.training_max_persons``:
+    :func:`crmlake.analyze.features.training_sample`)."""
+    return int(conf.get("analyze.training_max_persons"))
 
 
 def quantile_accuracy(conf: Conf) -> int:
@@ -93,8 +99,9 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
     Takes members with point-in-time features as of ``run_date - label_days`` and ``label``
     (a purchase in the label window up to ``run_date``: the most recent complete one). The
     holdout is a stable hash of the person (:func:`in_holdout`), so no model ever trained on
-    it. Returns version, candidate, metrics, champion_moved and champion_decision; or, when
-    a version was trained from ``inputs_fingerprint`` already, that version and ``reused``.
+    it; the candidates train on at most ``analyze.training_max_persons`` of the others.
+    Returns version, candidate, metrics, champion_moved and champion_decision; or, when a
+    version was trained from ``inputs_fingerprint`` already, that version and ``reused``.
     """
     import mlflow
 
@@ -108,7 +115,8 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
     if positives == 0 or positives == rows:
         raise NotTrainable(f"propensity for {run_date}: {positives} of {rows} members bought between {cutoff} and {run_date}; training needs buyers and non-buyers")
     split = labelled.withColumn("_holdout", in_holdout(F.col("person_id"), float(p["holdout_share"])))
-    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
+    train, share = training_sample(split.where(~F.col("_holdout")).drop("_holdout"), round(rows * (1 - float(p["holdout_share"]))), training_max_persons(conf))
+    train, holdout = train.cache(), split.where("_holdout").drop("_holdout").cache()
     candidates = models.propensity_candidates(int(p["max_iter"]), int(p.get("trees", 40)), int(p.get("tree_depth", 4)), int(p["seed"]))
     with tracking.tracked_run(conf, f"propensity-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
         results = {}
@@ -119,7 +127,8 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
         winner = max(results, key=lambda n: results[n][1]["auc"])
         model, metrics, calibration = results[winner]
         mlflow.log_params({"cutoff": str(cutoff), "label_days": p["label_days"], "features": ",".join(FEATURE_COLUMNS),
-                           "holdout_share": p["holdout_share"], "holdout": "hash of person_id", "candidates": ",".join(candidates), "winner": winner})
+                           "holdout_share": p["holdout_share"], "holdout": "hash of person_id", "candidates": ",".join(candidates), "winner": winner,
+                           "training_max_persons": training_max_persons(conf), "training_share": round(share, 4)})
         mlflow.log_metrics({**{f"{k}_holdout": v for k, v in metrics.items()}, "rows": float(rows), "base_rate": positives / rows})
         mlflow.log_dict({"calibration": calibration}, "calibration.json")
         sample = train.select(*FEATURE_COLUMNS).limit(5)
@@ -157,7 +166,8 @@ def named_segments(model, frame: DataFrame, columns: list[str]) -> tuple[DataFra
 
 def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: str, inputs_fingerprint: str) -> dict:
     """Choose k by silhouette, log and register the segmentation; move ``champion`` to it only
-    when its silhouette on today's persons beats the champion's by ``champion_margin``.
+    when its silhouette on today's persons beats the champion's by ``champion_margin``. Fits and
+    silhouettes are computed on at most ``analyze.training_max_persons`` of them.
 
     Takes persons with the log features (:func:`models.with_log_features`). Returns version,
     k, silhouette, segments, champion_moved and champion_decision; or, when a version was
@@ -170,10 +180,12 @@ def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: 
     if reused:
         return reused
     low, high = (int(v) for v in s.get("k_range", [s.get("k", 5), s.get("k", 5)]))
+    trained_on, share = training_sample(frame, frame.count(), training_max_persons(conf))
     with tracking.tracked_run(conf, f"segmentation-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
-        model, k, silhouettes = models.choose_segmentation(frame, list(range(low, high + 1)), int(s["seed"]))
+        model, k, silhouettes = models.choose_segmentation(trained_on, list(range(low, high + 1)), int(s["seed"]))
         _, profile, overall = named_segments(model, frame, frame.columns)
-        mlflow.log_params({"k_range": f"{low}-{high}", "k": k, "features": ",".join(models.SEGMENT_FEATURES)})
+        mlflow.log_params({"k_range": f"{low}-{high}", "k": k, "features": ",".join(models.SEGMENT_FEATURES),
+                           "training_max_persons": training_max_persons(conf), "training_share": round(share, 4)})
         for candidate_k, score in silhouettes.items():
             mlflow.log_metric("silhouette", score, step=candidate_k)
         mlflow.log_metric("silhouette_best", silhouettes[k])
@@ -185,7 +197,7 @@ def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: 
         version = tracking.log_spark_model(model, "model", s["model_name"], sample.toPandas(), model.transform(sample).select("segment").toPandas(), inputs_fingerprint)
         champion_silhouette = None
         if tracking.champion_version(s["model_name"]) is not None:
-            champion_silhouette = models.silhouette(tracking.load_champion(s["model_name"])[0], frame)
+            champion_silhouette = models.silhouette(tracking.load_champion(s["model_name"])[0], trained_on)
         moved, reason = tracking.promote_if_better(s["model_name"], version, silhouettes[k], champion_silhouette, float(s.get("champion_margin", 0.01)))
         mlflow.set_tag("champion_decision", reason)
     return {"version": version, "k": k, "silhouette": round(silhouettes[k], 4), "segments": sorted(r["segment"] for r in profile),
@@ -194,7 +206,8 @@ def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: 
 
 def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, run_date: dt.date, inputs_fingerprint: str) -> dict:
     """Fit the next-best-category model on persons outside the holdout, measure its top-1 and
-    top-3 hit rates on the held-out persons against the most-popular-category ranking,
+    top-3 hit rates on the held-out persons against the most-popular-category ranking (it
+    trains on at most ``analyze.training_max_persons`` of the persons outside the holdout),
     register it, and move ``champion`` to it when its top-3 hit rate beats the champion's by
     ``champion_margin``.
 
@@ -209,12 +222,14 @@ def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, ru
     reused = reused_version(c["model_name"], inputs_fingerprint)
     if reused:
         return reused
-    counts = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum("label").alias("bought")).first()  # one aggregate row
+    counts = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum("label").alias("bought"), F.approx_count_distinct("person_id").alias("persons")).first()  # one row
     if not counts["bought"] or counts["bought"] == counts["pairs"]:
         raise NotTrainable(f"next best category for {run_date}: {int(counts['bought'] or 0)} of {counts['pairs']} person x category pairs "
                            "bought in the label window; training needs both (too little history before the cutoff)")
-    split = pairs.withColumn("_holdout", in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share"))))
-    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
+    holdout_share = float(conf.get("analyze.propensity.holdout_share"))
+    split = pairs.withColumn("_holdout", in_holdout(F.col("person_id"), holdout_share))
+    train, share = training_sample(split.where(~F.col("_holdout")).drop("_holdout"), round(counts["persons"] * (1 - holdout_share)), training_max_persons(conf))
+    train, holdout = train.cache(), split.where("_holdout").drop("_holdout").cache()
 
     def hit_rates_of(model) -> dict:
         return categories.hit_rates(categories.with_category_rank(models.with_category_score(model, holdout), "score"), bought)
@@ -224,7 +239,7 @@ def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, ru
         metrics = hit_rates_of(model)
         baseline = categories.hit_rates(categories.with_category_rank(holdout, "category_popularity"), bought)
         mlflow.log_params({"label_days": conf.get("analyze.propensity.label_days"), "features": ",".join(categories.CATEGORY_FEATURES), "holdout": "hash of person_id",
-                           "baseline": "most popular categories first"})
+                           "baseline": "most popular categories first", "training_max_persons": training_max_persons(conf), "training_share": round(share, 4)})
         mlflow.log_metrics({**{f"hit_rate_{k}": v for k, v in metrics.items()}, **{f"baseline_hit_rate_{k}": v for k, v in baseline.items()}})
         sample = train.select(*categories.CATEGORY_FEATURES).limit(5)
         version = tracking.log_spark_model(
@@ -564,7 +579,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             lines_then = lines_as_of(cutoff)
             behaviour_then = behaviour_as_of(cutoff, lines_then).cache()
             labelled = with_purchase_label(behaviour_then, order_lines, cutoff, int(p["label_days"]))
-            trained = train_propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, "timezone": tz}))
+            trained = train_propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, "timezone": tz, "training_max_persons": training_max_persons(conf)}))
             f.update({k: v for k, v in trained.items() if k in ("version", "candidate", "champion_moved", "reused")})
             if "metrics" in trained:
                 f["auc_holdout"] = round(trained["metrics"]["auc"], 4)
@@ -574,7 +589,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             c = conf.get("analyze.next_best_category")
             bought = categories.categories_bought(order_lines, cutoff, int(p["label_days"]))
             pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
-            settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz}
+            settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz,
+                        "training_max_persons": training_max_persons(conf)}
             f.update(train_next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
         facts["next_best_category"] = dict(f)
     except NotTrainable as reason:
@@ -586,7 +602,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     behaviour = behaviour_as_of(run_date, order_lines)
     frame = models.with_log_features(behaviour).cache()
     with timed(log, f"train segments for {run_date}") as f:
-        f.update(train_segments(conf, frame, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, "timezone": tz})))
+        f.update(train_segments(conf, frame, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, "timezone": tz, "training_max_persons": training_max_persons(conf)})))
     facts["segmentation"] = dict(f)
     with timed(log, f"lifetime value for {run_date}") as f:
         horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
