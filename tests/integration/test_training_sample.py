@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.analyze import job as analyze
-from crmlake.analyze.models import SEGMENT_FEATURES, with_log_features
+from crmlake.analyze.features import training_sample
+from crmlake.analyze.models import SEGMENT_FEATURES, silhouette, with_log_features
 
 
 def test_segments_are_fitted_on_a_bounded_sample_and_every_person_is_named(spark, conf, tmp_path):
@@ -23,13 +25,20 @@ def test_segments_are_fitted_on_a_bounded_sample_and_every_person_is_named(spark
         (F.when(heavy, 5.0).otherwise(200.0) * (1 + spread("recency"))).alias("recency_days"),
     )
     frame = with_log_features(persons).cache()
+    tracking.configure(conf)  # as analyze.run does first: the registry is read before any run starts
     facts = analyze.train_segments(conf, frame, dt.date(2026, 11, 21), str(tmp_path / "reports"), "fingerprint-1")
     assert facts["k"] == 3 and len(facts["segments"]) == 3
     client = MlflowClient(conf.get("mlflow.tracking_uri"))
     (run,) = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], "attributes.run_name = 'segmentation-2026-11-21'")
     assert run.data.params["training_max_persons"] == "500" and run.data.params["training_share"] == "0.25"
-    # The champion scores everyone, sampled or not: every person gets one of the named segments.
+    # k was judged on the sampled persons, not on all: the logged silhouette is the model's on the
+    # persons training_sample picks (about 500), and not its silhouette on all 2,000.
     model, _ = tracking.load_champion(conf.get("analyze.segmentation.model_name"))
+    sampled, _ = training_sample(frame, 2_000, 500)
+    assert abs(sampled.count() - 500) < 100
+    assert run.data.metrics["silhouette_best"] == pytest.approx(silhouette(model, sampled), abs=1e-9)
+    assert run.data.metrics["silhouette_best"] != pytest.approx(silhouette(model, frame), abs=1e-9)
+    # The champion scores everyone, sampled or not: every person gets one of the named segments.
     named = analyze.named_segments(model, frame, frame.columns)[0]
     assert named.count() == 2_000 and {r["segment"] for r in named.select("segment").distinct().collect()} == set(facts["segments"])
     frame.unpersist()
