@@ -1,7 +1,8 @@
 """The ``crmlake`` command: generate sample data, run stages, print where outputs are.
 
 Exit codes: 0 success, 1 a job failed (the reason on one line), 2 misuse (bad arguments,
-configuration or input that names the file or key).
+configuration or input that names the file or key), 3 another writer held the lake's lease
+longer than ``lake.lease.wait_seconds`` (named on stderr).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import datetime as dt
 import json
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 from zoneinfo import ZoneInfo
 
 from crmlake.config import Conf, ConfigError, load_conf
 from crmlake.generate.landing import LandingExistsError, write_landing
+from crmlake.lease import LeaseHeldError, lake_lease
 from crmlake.log import get_logger, setup_logging
 
 STAGES = ("acquire", "organize", "analyze", "decide")
@@ -71,10 +75,23 @@ def run_stages(conf: Conf, stages: list[str], run_dates: list[dt.date] | dt.date
 
     dates = run_dates if isinstance(run_dates, list) else [run_dates]
     summaries = {}
-    with spark_session(conf, app) as spark:
+    with spark_session(conf, app) as spark, writing(spark, conf, f"run {','.join(stages)}"):
         for run_date in dates:
             summaries = {stage: run_stage(spark, conf, stage, run_date) for stage in stages}
     return summaries
+
+
+@contextmanager
+def writing(spark, conf: Conf, owner: str) -> Iterator[None]:
+    """Hold the lake's lease (:mod:`crmlake.lease`) while the block writes, after removing
+    what killed runs left (staged files, checkpoints): the start of every writing command."""
+    from crmlake.lake import Lake
+
+    with lake_lease(conf, owner):
+        removed = Lake(spark, conf).remove_leftovers()
+        if any(removed.values()):
+            log.info("removed the leftovers of killed runs: %s", removed)
+        yield
 
 
 def print_outputs(conf: Conf, summaries: dict) -> None:
@@ -140,13 +157,14 @@ def cmd_serve(args) -> int:
 
 def cmd_erase(args) -> int:
     from crmlake.lake import Lake
-    from crmlake.privacy import accounts_with_email, apply_erasures, request_erasure
+    from crmlake.privacy import accounts_with_email, apply_erasures, pending_accounts_with_email, request_erasure
     from crmlake.session import spark_session
 
     conf = load_conf(args.conf, args.overrides)
-    with spark_session(conf, "erase") as spark:
+    with spark_session(conf, "erase") as spark, writing(spark, conf, "erase"):
         lake = Lake(spark, conf)
-        accounts = [args.account] if args.account else accounts_with_email(lake, args.email)
+        # An erasure a killed run left half done no longer shows in the tables; its plan does.
+        accounts = [args.account] if args.account else accounts_with_email(lake, args.email) or pending_accounts_with_email(conf.lake_root, args.email)
         if not accounts:
             raise UsageError(f"no account in bronze.customers holds the email {args.email!r}")
         request_erasure(lake, accounts, dt.datetime.now(dt.timezone.utc))
@@ -177,7 +195,7 @@ def cmd_maintain(args) -> int:
     from crmlake.session import spark_session
 
     conf = load_conf(args.conf, args.overrides)
-    with spark_session(conf, "maintain") as spark:
+    with spark_session(conf, "maintain") as spark, writing(spark, conf, "maintain"):
         lake = Lake(spark, conf)
         done = {table: lake.maintain(table) for table in lake.catalog.tables if lake.exists(table)}
     print(json.dumps(done, indent=2))
@@ -250,12 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def exit_code_of(action, label: str = "crmlake") -> int:
-    """Run ``action``; map misuse to exit 2 and failures to exit 1 with the reason on one line."""
+    """Run ``action``; map misuse to exit 2, a lake held by another writer to exit 3 and
+    failures to exit 1 with the reason on one line."""
     try:
         return action()
     except (ConfigError, UsageError, LandingExistsError) as exc:
         print(f"{label}: error: {exc}", file=sys.stderr)
         return 2
+    except LeaseHeldError as exc:
+        print(f"{label}: busy: {exc}", file=sys.stderr)
+        return 3
     except Exception as exc:  # noqa: BLE001 - a job failure: one line for the scheduler, the trace in the log
         log.exception("failed")
         first_line = str(exc).splitlines()[0] if str(exc) else ""

@@ -58,12 +58,19 @@ class RetentionDays(Section):
     gold: int = Field(ge=0)
 
 
+class Lease(Section):
+    wait_seconds: float = Field(ge=0)
+    expiry_seconds: float = Field(gt=0)
+    heartbeat_seconds: float = Field(gt=0)
+
+
 class LakeSettings(Section):
     engine: Literal["auto", "rs", "spark"]
     resolve_delta_jars: bool
     target_file_rows: int = PositiveInt
     small_file_bytes: int = PositiveInt
     retention_days: RetentionDays
+    lease: Lease
 
 
 class Mlflow(Section):
@@ -191,11 +198,17 @@ class Policy(Section):
     internal_channels: list[str]
 
 
+# An audience's name is a folder under the exports (and part of model names): a slug, so it can
+# neither climb out of the exports (``../x``, ``a/b``) nor hide from the page and from erasure
+# amendments (``.x``). crmlake.decide.export checks it again before publishing.
+AUDIENCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
 class AudienceEntry(Section):
     """One audience of ``decide.audiences``; keys left out take the defaults of
     :meth:`crmlake.decide.audiences.Audience.from_conf`."""
 
-    name: str
+    name: str = Field(pattern=AUDIENCE_NAME_PATTERN)
     description: Optional[str] = None
     rule: str
     order_by: Optional[str] = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import urllib.parse
 
 
 def file_sha256(path: str) -> str:
@@ -12,3 +14,14 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def local_path(location: str) -> str | None:
+    """Return the absolute local path of ``location`` (a plain path or a ``file:`` URI), or
+    None when it names another file system (``hdfs://``, ``s3a://``)."""
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme == "file":
+        return os.path.abspath(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:   # a relative path, or a Windows drive letter
+        return os.path.abspath(location)
+    return None

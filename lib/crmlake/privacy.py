@@ -2,12 +2,26 @@
 
 An erase request (``op = 'erase'`` in bronze.customers, from the landing zone or from
 ``crmlake erase``) removes the account's personal data from every table the catalog says
-holds it (each entry's ``erase`` rule), from the quarantine's raw text and from every
-audience export on disk, then deletes at once the files that held it. Erasure is final:
-the request stays in bronze (it holds no personal data), and any later upsert of that
-account is erased again on arrival and counted as refused. Each erasure leaves a receipt
-in ``gold.erasure_log``: request id, time, tables, files removed, rows removed, exports
-amended; no personal data.
+holds it (each entry's ``erase`` and ``subject`` rules), from the quarantine's raw text,
+from every audience export on disk and from what killed runs left behind (staging files,
+checkpoints), then deletes at once the files that held it. Erasure is final: the request
+stays in bronze (it holds no personal data), and any later upsert of that account is erased
+again on arrival and counted as refused.
+
+An erasure is a durable workflow, so that a process killed at any step is finished by the
+next run from where it stopped, never receipted early:
+
+1. **plan**: the subject's identifiers (accounts, emails, their hashes, every ad platform's
+   hashes, cookies, persons) are looked up while the tables still hold them and written to
+   ``<lake>/_erasures/<request_id>.json`` before anything is deleted;
+2. **apply**: table by table, then the exports; each step is idempotent and recorded in the
+   plan when done, so a resumed run skips it;
+3. **receipt**: one row in ``gold.erasure_log`` (request id, time, tables, files removed,
+   rows removed, exports amended; no personal data), written last;
+4. the plan, the only other place holding the subject's values, is deleted.
+
+No value of the subject is ever written into SQL text: each table's rows are found by
+comparing its columns with a one-row frame of the subject's values (:meth:`Subject.frame`).
 
 Shared by organize (its first step) and the ``crmlake erase`` command. A subject-access
 request (``crmlake subject-access``) writes everything held about a person as JSON and CSV.
@@ -16,22 +30,29 @@ request (``crmlake subject-access``) writes everything held about a person as JS
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import os
 from dataclasses import dataclass
+from functools import reduce
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType
 
 from crmlake.config import Conf
+from crmlake.csv_cells import safe_rows
 from crmlake.decide.export import PLATFORM_FORMATS, amend_exports, platform_hashes
-from crmlake.lake import Lake
+from crmlake.faults import crash_point
+from crmlake.files import local_path
+from crmlake.lake import Lake, TableSpec
 from crmlake.log import get_logger
 from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex, with_session_person_id
 
 log = get_logger("privacy")
 ERASURE_LOG = "gold.erasure_log"
+PLANS_FOLDER = "_erasures"
 
 
 def erasures_due(profile_changes: DataFrame, receipts: DataFrame) -> DataFrame:
@@ -44,11 +65,11 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame) -> DataFrame:
     still in bronze), refused_upserts (those that arrived after the request), request_id.
     """
     requests = (
-        profile_changes.where("op = 'erase'")
+        profile_changes.where(F.col("op") == "erase")
         .groupBy("account_id")
         .agg(F.min("updated_time").alias("requested_at"), F.min("ingested_at").alias("_request_ingested_at"))
     )
-    upserts = profile_changes.where("op = 'upsert'").join(requests, "account_id").groupBy("account_id").agg(
+    upserts = profile_changes.where(F.col("op") == "upsert").join(requests, "account_id").groupBy("account_id").agg(
         F.count(F.lit(1)).alias("upserts"),
         F.sum(F.when(F.col("ingested_at") > F.col("_request_ingested_at"), 1).otherwise(0)).alias("refused_upserts"),
     )
@@ -60,7 +81,7 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame) -> DataFrame:
         F.sha2(F.concat_ws("|", "account_id", F.date_format(F.col("requested_at"), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")), 256).substr(1, 32).alias("request_id"),
     )
     unreceipted = with_id.join(receipts.select("request_id").distinct(), "request_id", "left_anti").select("account_id")
-    return with_id.join(unreceipted.unionByName(with_id.where("upserts > 0").select("account_id")).distinct(), "account_id", "left_semi")
+    return with_id.join(unreceipted.unionByName(with_id.where(F.col("upserts") > 0).select("account_id")).distinct(), "account_id", "left_semi")
 
 
 @dataclass(frozen=True)
@@ -75,21 +96,39 @@ class Subject:
     person_ids: tuple
     platform_hashes: tuple  # its email and phone hashed the way each ad platform's upload file has them
 
-    def placeholders(self) -> dict:
-        """Return the SQL lists the catalog's ``erase_where`` predicates are written over."""
+    def frame(self, spark) -> DataFrame:
+        """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
+        compare a table's columns with (:func:`subject_condition`): ``_subject_accounts``,
+        ``_subject_emails``, ``_subject_identifiers`` (accounts, email and phone hashes,
+        cookies) and ``_subject_needles`` (quoted account ids and emails, lower case, as
+        they appear in a raw record's text)."""
         needles = [f'"{a.lower()}"' for a in self.account_ids] + list(self.emails)
-        return {
-            "accounts": _sql_list(self.account_ids),
-            "email_hashes": _sql_list(self.email_hashes),
-            "phone_hashes": _sql_list(self.phone_hashes),
-            "identifiers": _sql_list((*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies)),
-            "needles": _sql_list(needles),
-        }
+        identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
+        return spark.createDataFrame(
+            [(list(self.account_ids), list(self.emails), identifiers, needles)],
+            "_subject_accounts array<string>, _subject_emails array<string>, _subject_identifiers array<string>, _subject_needles array<string>",
+        )
 
 
-def _sql_list(values) -> str:
-    """Render values as a SQL list body; an empty list matches nothing (``NULL``)."""
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+def subject_condition(spec: TableSpec) -> Column:
+    """Return the condition selecting the subject's rows of ``spec``'s table, over its columns
+    and those of :meth:`Subject.frame`: a row matching any of the ``subject.match`` columns
+    (each by what it holds), and the fixed ``subject.where`` condition when there is one."""
+    accounts, identifiers = F.col("_subject_accounts"), F.col("_subject_identifiers")
+
+    def holds(column: str, kind: str) -> Column:
+        value = F.col(column)
+        if kind == "account":
+            is_array = spec.columns[column].lower().startswith("array")
+            return F.arrays_overlap(value, accounts) if is_array else F.array_contains(accounts, value)
+        if kind == "email":
+            return F.array_contains(F.col("_subject_emails"), normalised_email(value))
+        if kind == "identifier":
+            return F.array_contains(identifiers, value)
+        return F.exists(F.col("_subject_needles"), lambda needle: F.lower(value).contains(needle))  # text
+
+    condition = reduce(lambda a, b: a | b, [F.coalesce(holds(c, k), F.lit(False)) for c, k in spec.subject_match.items()])
+    return condition & F.expr(spec.subject_where) if spec.subject_where else condition
 
 
 def _values(df: DataFrame, column: str) -> tuple:
@@ -125,49 +164,141 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
                    tuple(sorted(platform)))
 
 
-def erase_subject(lake: Lake, subject: Subject, exports_root: str, request: str) -> dict:
-    """Erase ``subject`` from every table the catalog says holds it and from every export;
+def plans_folder(lake_root: str) -> str:
+    """Return the local folder of the erasures' plans, ``<lake>/_erasures`` (the lake root is
+    a local or mounted path, as for the lake's lease)."""
+    return os.path.join(local_path(lake_root) or lake_root, PLANS_FOLDER)
+
+
+class ErasurePlan:
+    """One erasure's durable state, ``<lake>/_erasures/<request_id>.json``: the subject's
+    identifiers (looked up before anything is deleted) and the steps already done with what
+    each removed. Written whole to a temporary file and renamed over the last state, so a
+    kill leaves the previous state or the next, never half a file. It holds personal data,
+    and is deleted as soon as the erasure's receipt is written."""
+
+    def __init__(self, lake_root: str, request_id: str):
+        self.path = os.path.join(plans_folder(lake_root), f"{request_id}.json")
+        self.subject: Subject | None = None
+        self.done: dict = {}   # step ("table:<name>" or "exports") -> what it removed
+
+    @classmethod
+    def load(cls, lake_root: str, request_id: str) -> "ErasurePlan":
+        """Return the plan of ``request_id`` as last saved, or an empty one (no subject yet)."""
+        plan = cls(lake_root, request_id)
+        if os.path.exists(plan.path):
+            with open(plan.path, encoding="utf-8") as fh:
+                state = json.load(fh)
+            plan.subject = Subject(**{k: tuple(v) for k, v in state["subject"].items()})
+            plan.done = state["done"]
+        return plan
+
+    def save(self) -> None:
+        """Write the plan's state durably (temporary file, fsync, rename)."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as fh:
+            json.dump({"subject": dataclasses.asdict(self.subject), "done": self.done}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, self.path)
+
+    def step(self, name: str, outcome) -> None:
+        """Record step ``name`` as done with ``outcome`` (durably)."""
+        self.done[name] = outcome
+        self.save()
+
+    def remove(self) -> None:
+        """Delete the plan (the erasure is receipted)."""
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def pending_accounts_with_email(lake_root: str, email: str) -> list[str]:
+    """Return the accounts of the erasures left half done (a plan on disk) whose subject held
+    ``email`` (trimmed, any case): their tables may no longer hold it, their plan does."""
+    folder, wanted = plans_folder(lake_root), email.strip().lower()
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+    plans = [ErasurePlan.load(lake_root, name[: -len(".json")]).subject for name in names]
+    return sorted({a for subject in plans if wanted in subject.emails for a in subject.account_ids})
+
+
+def remove_receipted_plans(lake: Lake, receipts: DataFrame) -> int:
+    """Delete the plans whose erasure already has a receipt (a run killed between the receipt
+    and the plan's removal); return how many."""
+    folder = plans_folder(lake.conf.lake_root)
+    pending = [name[: -len(".json")] for name in os.listdir(folder) if name.endswith(".json")] if os.path.isdir(folder) else []
+    if not pending:
+        return 0
+    # Safe to collect: among the few plans on disk, those receipted.
+    receipted = [r["request_id"] for r in receipts.where(F.col("request_id").isin(pending)).select("request_id").distinct().collect()]
+    for request_id in receipted:
+        ErasurePlan(lake.conf.lake_root, request_id).remove()
+    return len(receipted)
+
+
+def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: str) -> dict:
+    """Apply ``plan``'s erasure to every table whose catalog entry has a ``subject`` rule, the
+    leftovers of killed runs and every export, skipping the steps the plan records as done;
     return what was touched: tables, rows removed per table, files removed, exports amended."""
-    values = subject.placeholders()
-    rows, files = {}, []
+    subject = plan.subject
+    frame = subject.frame(lake.spark).cache()
     for spec in lake.catalog.tables.values():
-        if not spec.erase:
+        step = f"table:{spec.name}"
+        if not spec.erase or step in plan.done:
             continue
         blank = spec.personal if spec.erase == "blank" else ()
-        result = lake.erase(spec.name, spec.erase_where.format(**values), blank=blank)
-        if result.rows:
-            rows[spec.name] = result.rows
-            files += [f"{spec.name.replace('.', '/')}/{path}" for path in result.files_removed]
-    amended = amend_exports(exports_root, subject.person_ids, subject.email_hashes, subject.phone_hashes, subject.platform_hashes, request)
-    return {"tables": sorted(rows), "rows_removed": rows, "files_removed": sorted(files), "exports_amended": amended}
+        result = lake.erase(spec.name, frame, subject_condition(spec), blank=blank)
+        plan.step(step, {"rows": result.rows, "files": [f"{spec.name.replace('.', '/')}/{path}" for path in result.files_removed]})
+        crash_point("erase.table_erased")
+    frame.unpersist()
+    if "leftovers" not in plan.done:
+        plan.step("leftovers", lake.remove_leftovers())
+    if "exports" not in plan.done:
+        amended = amend_exports(exports_root, subject.person_ids, subject.email_hashes, subject.phone_hashes, subject.platform_hashes, request_id)
+        plan.step("exports", amended)
+        crash_point("erase.exports_amended")
+    tables = {step.split(":", 1)[1]: done for step, done in plan.done.items() if step.startswith("table:") and done["rows"]}
+    return {
+        "tables": sorted(tables),
+        "rows_removed": {name: done["rows"] for name, done in tables.items()},
+        "files_removed": sorted(path for done in tables.values() for path in done["files"]),
+        "exports_amended": plan.done["exports"],
+    }
 
 
 def apply_erasures(lake: Lake, conf: Conf, profile_changes: DataFrame | None = None) -> dict:
     """Apply every erase request due (see :func:`erasures_due`) in ``profile_changes`` (default:
-    bronze.customers as it is now; organize passes the snapshot it pinned) and write one
-    receipt each to gold.erasure_log; return the number of accounts erased and of upserts refused."""
+    bronze.customers as it is now; organize passes the snapshot it pinned), resuming any
+    erasure a killed run left half done from its plan, and write one receipt each to
+    gold.erasure_log; return the number of accounts erased and of upserts refused."""
     spark = lake.spark
+    receipts = lake.read_or_empty(ERASURE_LOG)
+    remove_receipted_plans(lake, receipts)
     if profile_changes is None:
         if not lake.exists("bronze.customers"):
             return {"erased_accounts": 0, "refused_upserts": 0}
         profile_changes = lake.read("bronze.customers")
-    receipts = lake.read_or_empty(ERASURE_LOG)
     # Safe to collect: one row per erase request due now (rare).
     due = erasures_due(profile_changes, receipts).collect()
-    region = str(conf.get("organize.identity.default_phone_region", "TW"))
-    rows = []
+    region = conf.get("organize.identity.default_phone_region", "TW")
     for request in due:
-        subject = subject_of(lake, request["account_id"], region)
-        touched = erase_subject(lake, subject, conf.exports_root, request["request_id"])
+        request_id = request["request_id"]
+        plan = ErasurePlan.load(conf.lake_root, request_id)
+        if plan.subject is None:   # first attempt: look the subject up while the tables still hold it
+            plan.subject = subject_of(lake, request["account_id"], region)
+            plan.save()
+            crash_point("erase.planned")
+        touched = erase_subject(lake, plan, conf.exports_root, request_id)
         reason = "refused_upsert" if request["refused_upserts"] else "request"
-        log.info("erasure %s (%s): rows %s, %d files removed, exports amended %s", request["request_id"], reason,
+        log.info("erasure %s (%s): rows %s, %d files removed, exports amended %s", request_id, reason,
                  touched["rows_removed"], len(touched["files_removed"]), touched["exports_amended"])
-        rows.append((request["request_id"], reason, request["requested_at"], dt.datetime.now(dt.timezone.utc), touched["tables"],
-                     touched["rows_removed"], touched["files_removed"], touched["exports_amended"], int(request["refused_upserts"])))
-    if rows:
-        lake.append(ERASURE_LOG, spark.createDataFrame(rows, lake.catalog.spec(ERASURE_LOG).ddl))
+        receipt = (request_id, reason, request["requested_at"], dt.datetime.now(dt.timezone.utc), touched["tables"],
+                   touched["rows_removed"], touched["files_removed"], touched["exports_amended"], int(request["refused_upserts"]))
+        lake.append(ERASURE_LOG, spark.createDataFrame([receipt], lake.catalog.spec(ERASURE_LOG).ddl))
+        crash_point("erase.receipted")
+        plan.remove()
     return {"erased_accounts": len(due), "refused_upserts": sum(int(r["refused_upserts"]) for r in due)}
-
 
 
 def accounts_with_email(lake: Lake, email: str) -> list[str]:
@@ -228,7 +359,7 @@ def subject_access(lake: Lake, email: str, out_dir: str) -> dict:
         with open(os.path.join(out_dir, f"{name}.csv"), "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(frame.columns)
-            writer.writerows([[row[c] for c in frame.columns] for row in rows])
+            writer.writerows(safe_rows([row[c] for c in frame.columns] for row in rows))
         counts[name] = len(rows)
     with open(os.path.join(out_dir, "index.json"), "w", encoding="utf-8") as fh:
         json.dump({"accounts": accounts, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": counts}, fh, indent=2)

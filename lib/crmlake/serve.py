@@ -11,10 +11,10 @@ Sections, each read from files under ``paths.exports`` (no Spark at request time
 * segments and value tiers with their counts and revenue share (written by analyze);
 * links to every report page and its CSV.
 
-Only published exports are visible (the hidden staging folders of exports in progress are
-not), only files an export's manifest can name, the summaries and the report pages can be
-fetched, and nothing outside the exports root can be reached. Bound to 127.0.0.1 unless
-told otherwise.
+Only published exports are visible (not the hidden version folders their links name, nor
+those of exports in progress), only files an export's manifest can name, the summaries and
+the report pages can be fetched, and nothing outside the exports root can be reached. Bound
+to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -210,11 +210,14 @@ def resolve_download(exports_root: str, url_path: str) -> str | None:
         pass
     else:
         return None
-    root = os.path.realpath(exports_root)
-    path = os.path.realpath(os.path.join(root, *parts[2 if parts[1] == "files" else 1:]))
+    requested = os.path.join(exports_root, *parts[2 if parts[1] == "files" else 1:])
+    root, path = os.path.realpath(exports_root), os.path.realpath(requested)
     if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
         return None
-    return path
+    # The path through the export's link, not the version it names now: an amendment or a
+    # republish may swap the link and remove that version before the file is opened, while
+    # opening through the link reads the old version or the new one.
+    return requested
 
 
 def make_handler(exports_root: str):

@@ -82,6 +82,22 @@ def remove_checkpoints(spark: SparkSession) -> None:
         path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 
 
+def remove_stale_checkpoints(spark: SparkSession, root: str) -> int:
+    """Delete every folder under the checkpoint ``root`` but this application's (left by killed
+    runs: checkpointed rounds hold identifiers); return how many. On any Hadoop file system."""
+    jvm, hadoop_conf = spark._jvm, spark.sparkContext._jsc.hadoopConfiguration()
+    root_path = jvm.org.apache.hadoop.fs.Path(root)
+    fs = root_path.getFileSystem(hadoop_conf)
+    if not fs.exists(root_path):
+        return 0
+    current = spark.sparkContext._jsc.sc().getCheckpointDir()
+    mine = fs.makeQualified(jvm.org.apache.hadoop.fs.Path(current.get())).toString() if current.isDefined() else None
+    stale = [status.getPath() for status in fs.listStatus(root_path) if fs.makeQualified(status.getPath()).toString() != mine]
+    for path in stale:
+        fs.delete(path, True)
+    return len(stale)
+
+
 @contextmanager
 def spark_session(conf: Conf, app: str, stop: bool = True) -> Iterator[SparkSession]:
     """Yield a session for one job; afterwards stop it, unless ``stop`` is False or it was

@@ -1,5 +1,6 @@
 """Acquire against a landing zone holding every class of bad record the contract names."""
 
+import bz2
 import datetime as dt
 import gzip
 import json
@@ -58,6 +59,11 @@ def acquired(spark, tmp_path_factory):
     whole = gzip.compress(jl(*[CLICK | {"event_id": f"g{i}"} for i in range(200)]))
     put(landing, "clickstream", "2026-11-20", "events-2.jsonl.gz", whole[: len(whole) // 2])
     put(landing, "clickstream", "2026-11-20", "empty.jsonl", b"")
+    # Lines of Unicode whitespace only are data lines (bad records); of ASCII whitespace only, blank.
+    put(landing, "clickstream", "2026-11-20", "spaces.jsonl", jl(
+        CLICK | {"event_id": "s1"}, "\u2028".encode(), "\u00a0".encode(), b"\x0b", b"\r", CLICK | {"event_id": "s2"}))
+    put(landing, "clickstream", "2026-11-20", "events-3.jsonl.bz2", bz2.compress(jl(CLICK | {"event_id": "b1"})) + bz2.compress(jl(CLICK | {"event_id": "b2"})))
+    put(landing, "clickstream", "2026-11-20", "events-4.jsonl.zst", b"\x28\xb5\x2f\xfd zstd frame")
     shutil.copyfile(first, os.path.join(os.path.dirname(put(landing, "clickstream", "2026-11-21", "keep.jsonl", jl(CLICK | {"event_id": "e11"}))), "events-1-again.jsonl"))
     put(landing, "clickstream", "2026-11-22", "future.jsonl", jl(CLICK | {"event_id": "e12"}))   # after the run date
     orders = "\r\n".join([
@@ -93,6 +99,9 @@ def test_each_bad_line_is_quarantined_with_its_reason(acquired):
         ("events-1.jsonl", 11): "bad_timestamp:event_time",
         ("events-1.jsonl", 12): "bad_timestamp:received_time",
         ("events-2.jsonl.gz", 0): "unreadable_file: EOFError: Compressed file ended before the end-of-stream marker was reached",
+        ("spaces.jsonl", 2): "unparsable_json",
+        ("spaces.jsonl", 3): "unparsable_json",
+        ("events-4.jsonl.zst", 0): "unreadable_file: unsupported_compression: events-4.jsonl.zst is .zst-compressed; send it uncompressed or .gz or .bz2",
         ("orders.csv", 3): "csv_field_count: expected 15, found 10",
         ("orders.csv", 4): "bad_money:unit_price",
         ("orders.csv", 5): "bad_value:quantity",
@@ -109,19 +118,24 @@ def test_each_bad_line_is_quarantined_with_its_reason(acquired):
 def test_every_file_balances_and_redelivery_and_empty_files_are_logged(acquired):
     log = {os.path.basename(r["path"]): r for r in acquired["lake"].read("bronze.ingest_log").collect()}
     assert {name: row["status"] for name, row in log.items() if row["status"] != "ingested"} == {
-        "events-2.jsonl.gz": "unreadable", "events-1-again.jsonl": "duplicate_file"}
+        "events-2.jsonl.gz": "unreadable", "events-4.jsonl.zst": "unreadable", "events-1-again.jsonl": "duplicate_file"}
     first = log["events-1.jsonl"]
     assert (first["data_lines"], first["records_read"], first["accepted"], first["quarantined"], first["duplicates"]) == (12, 12, 2, 9, 1)
     orders = log["orders.csv"]  # 10 lines: a header, and a record spanning two lines
     assert (orders["data_lines"], orders["records_read"], orders["accepted"], orders["quarantined"]) == (9, 8, 2, 6)
     assert (log["empty.jsonl"]["status"], log["empty.jsonl"]["records_read"]) == ("ingested", 0)
+    spaces = log["spaces.jsonl"]  # 6 lines: the \x0b and \r ones blank
+    assert (spaces["data_lines"], spaces["records_read"], spaces["accepted"], spaces["quarantined"]) == (4, 4, 2, 2)
+    packed = log["events-3.jsonl.bz2"]  # two bzip2 streams, counted decompressed
+    assert (packed["status"], packed["data_lines"], packed["records_read"], packed["accepted"]) == ("ingested", 2, 2, 2)
+    assert (log["events-4.jsonl.zst"]["data_lines"], log["events-4.jsonl.zst"]["quarantined"]) == (None, 1)
     assert "future.jsonl" not in log
 
 
 def test_good_records_land_typed_with_drift_kept(acquired):
     lake = acquired["lake"]
     clicks = {r["event_id"]: r for r in lake.read("bronze.clickstream").collect()}
-    assert sorted(clicks) == ["e1", "e11", "e9"]
+    assert sorted(clicks) == ["b1", "b2", "e1", "e11", "e9", "s1", "s2"]
     assert clicks["e9"]["extra_fields"] == {"new_field": "drift"}
     assert clicks["e1"]["received_time"] == dt.datetime(2026, 11, 20, 2, 0, 1)  # the first delivery wins
     orders = {r["order_id"]: r for r in lake.read("bronze.orders").collect()}

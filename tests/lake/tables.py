@@ -6,7 +6,7 @@ ROWS = {
     "partition_by": ["day"],
     "personal": ["email"],
     "erase": "delete",
-    "erase_where": "account_id IN ({accounts})",
+    "subject": {"match": {"account_id": "account"}},
     "columns": {"account_id": "string", "email": "string", "day": "date", "updated_time": "timestamp", "amount": "bigint"},
 }
 TEST_TABLES = {

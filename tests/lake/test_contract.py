@@ -6,6 +6,7 @@ no Maven registry, so spark.jars.packages cannot resolve them).
 
 import datetime as dt
 import glob
+import json
 import os
 import re
 
@@ -38,6 +39,16 @@ def small_shuffle_partitions(spark):
 
 
 SCHEMA = "account_id string, email string, day date, updated_time timestamp, amount long"
+
+
+def holds_account():
+    """How an erase finds the test tables' rows: their account_id among the subject's accounts."""
+    return F.array_contains(F.col("_subject_accounts"), F.col("account_id"))
+
+
+def subject(spark, *accounts):
+    """The one-row frame an erase compares rows with: the subject's accounts as data."""
+    return spark.createDataFrame([(list(accounts),)], "_subject_accounts array<string>")
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 
 
@@ -113,8 +124,9 @@ def test_overwrite_where_replaces_only_that_partition(spark, lake):
 def test_erase_leaves_no_parquet_file_holding_the_key(spark, lake):
     lake.append("bronze.t", rows(spark, ("a", 1, 0, 1), ("b", 1, 0, 2)), partition_by=["day"])
     lake.append("bronze.t", rows(spark, ("a", 2, 0, 3)), partition_by=["day"])
-    assert lake.erase("bronze.t", "account_id = 'a'").rows == 2   # counted by the scan that finds their files
-    assert lake.erase("bronze.t", "account_id = 'a'").rows == 0   # none left: nothing rewritten
+    account_a = subject(spark, "a")
+    assert lake.erase("bronze.t", account_a, holds_account()).rows == 2   # counted by the scan that finds their files
+    assert lake.erase("bronze.t", account_a, holds_account()).rows == 0   # none left: nothing rewritten
     assert table_rows(lake, "bronze.t") == [("b", 2)]
     files = glob.glob(os.path.join(lake.path("bronze.t"), "**", "*.parquet"), recursive=True)
     assert files, "the table still has b's file"
@@ -135,10 +147,17 @@ def test_a_merge_of_no_rows_commits_nothing_and_a_table_written_empty_reads_empt
         assert lake.files("silver.t") == [] and not glob.glob(os.path.join(lake.path("silver.t"), "**", "*.parquet"), recursive=True)
 
 
-def test_erase_by_partition_counts_the_rows_of_the_files_it_removes(spark, lake):
-    lake.append("bronze.t", rows(spark, ("a", 1, 0, 1), ("b", 1, 0, 2), ("c", 2, 0, 3)), partition_by=["day"])
-    assert lake.erase("bronze.t", "day = DATE'2026-11-01'").rows == 2
-    assert table_rows(lake, "bronze.t") == [("c", 3)]
+def test_erase_matches_values_no_sql_could_hold_unquoted_and_writes_none_into_the_log(spark, lake):
+    hostile = ["o'brien", "back\\", 'quo"te', "100%", "a_b", "new\nline", "台北", "') OR 1=1 --"]
+    lake.append("bronze.t", rows(spark, *[(h, 1, 0, i) for i, h in enumerate(hostile)], ("a%b", 1, 0, 99), ("aXb", 2, 0, 98)), partition_by=["day"])
+    erased = lake.erase("bronze.t", subject(spark, *hostile), holds_account())
+    assert erased.rows == len(hostile)
+    assert table_rows(lake, "bronze.t") == [("a%b", 99), ("aXb", 98)]   # neither % nor _ is a wildcard
+    # What each commit says it did (a DELETE's or UPDATE's would hold its predicate's text).
+    commits = [json.loads(line)["commitInfo"] for f in glob.glob(os.path.join(lake.path("bronze.t"), "_delta_log", "*.json"))
+               for line in open(f, encoding="utf-8") if '"commitInfo"' in line]
+    said = json.dumps(commits, ensure_ascii=False)
+    assert not [h for h in hostile if h in said or json.dumps(h, ensure_ascii=False)[1:-1] in said]
 
 
 def test_stray_uncommitted_files_are_invisible(spark, lake):
@@ -205,7 +224,7 @@ def test_optimize_leaves_files_of_the_small_size_or_more_alone(spark, lake):
 def test_erase_with_blank_nulls_the_columns_keeps_the_rows_and_reports_the_files(spark, lake):
     lake.append("bronze.t", rows(spark, ("a", 1, 0, 1), ("b", 1, 0, 2)), partition_by=["day"])
     before = {f["path"] for f in lake.files("bronze.t")}
-    erased = lake.erase("bronze.t", "email = 'a@x'", blank=["email"])
+    erased = lake.erase("bronze.t", subject(spark, "a"), holds_account(), blank=["email"])
     assert sorted((r["account_id"], r["email"]) for r in lake.read("bronze.t").collect()) == [("a", None), ("b", "b@x")]
     assert erased.rows == 1
     if lake.engine.name == "rs":

@@ -29,7 +29,7 @@ def test_every_column_named_like_personal_data_is_declared_personal():
 
 def test_every_table_with_personal_columns_says_how_to_erase_them():
     for spec in load_catalog().personal_tables():
-        assert spec.erase in ("delete", "blank") and spec.erase_where, spec.name
+        assert spec.erase in ("delete", "blank") and spec.subject_match, spec.name
 
 
 def test_writing_an_undeclared_table_fails_naming_it(spark, conf):

@@ -111,3 +111,21 @@ def test_the_package_zip_carries_its_defaults_and_loads_them_anywhere(tmp_path):
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "30"
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "Big Audience", "", "a" * 65])
+def test_an_audience_name_that_is_not_a_slug_is_refused_at_load_naming_the_key(name):
+    entry = f"decide.audiences=[{{name: '{name}', rule: 'true', channel: email}}]"
+    with pytest.raises(ConfigError, match=r"'decide\.audiences\.0\.name'") as error:
+        load_conf(overrides=[entry], environ={})
+    assert repr(name) in str(error.value)
+
+
+def test_crmlake_run_with_a_path_for_an_audience_name_exits_2(capsys):
+    assert main(["run", "--stage", "acquire", "--set", "decide.audiences=[{name: ../x, rule: 'true', channel: email}]"]) == 2
+    assert "'decide.audiences.0.name' = '../x'" in capsys.readouterr().err
+
+
+def test_a_slug_audience_name_loads():
+    conf = load_conf(overrides=["decide.audiences=[{name: win_back-2, rule: 'true', channel: email}]"], environ={})
+    assert [a["name"] for a in conf.get("decide.audiences")] == ["win_back-2"]

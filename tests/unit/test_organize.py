@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from pyspark.sql import functions as F
 
-from crmlake.organize.transforms import latest_order_lines, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
+from crmlake.organize.transforms import consent_choices, latest_order_lines, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
 
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.timezone.utc)
 CLICK_SCHEMA = "event_id string, event_time timestamp, event_type string, anonymous_id string, account_id string, tracking_consent boolean, page_url string, device string, utm_campaign string"
@@ -137,12 +137,15 @@ def naive_day(day):
 
 
 def consent_of(spark, profile_rows, withdrawals):
-    profiles = latest_profiles(spark.createDataFrame(profile_rows, PROFILE_SCHEMA))
+    """Return {account: (marketing_consent, consent_withdrawn_at)} for the profile changes and
+    campaign events (account, event, day) given."""
+    changes = spark.createDataFrame(profile_rows, PROFILE_SCHEMA)
     events = spark.createDataFrame(
         [("c1", account, event, T0 + dt.timedelta(days=day)) for account, event, day in withdrawals],
         "campaign_id string, account_id string, event string, event_time timestamp",
     )
-    return {r["account_id"]: (r["marketing_consent"], r["consent_withdrawn_at"]) for r in with_consent_state(profiles, events).collect()}
+    state = with_consent_state(latest_profiles(changes), consent_choices(changes, events))
+    return {r["account_id"]: (r["marketing_consent"], r["consent_withdrawn_at"]) for r in state.collect()}
 
 
 def test_unsubscribe_after_the_profile_withdraws_consent(spark):
@@ -163,9 +166,67 @@ def test_a_newer_consent_time_opts_in_again_after_an_unsubscribe(spark):
     assert consent == {"A3": (True, None), "A4": (False, naive_day(1))}
 
 
-def test_an_opt_out_in_the_profile_stands_whatever_the_campaign_events(spark):
+def test_an_opt_out_in_the_profile_after_an_unsubscribe_is_the_standing_withdrawal(spark):
     consent = consent_of(spark, [profile("A5", "upsert", 5, consent=False, consent_day=5)], [("A5", "unsubscribed", 1)])
-    assert consent == {"A5": (False, None)}
+    assert consent == {"A5": (False, naive_day(5))}
+
+
+def test_a_stale_resend_with_an_older_consent_time_does_not_undo_an_opt_out_in_the_profile(spark):
+    # Opted in at signup (T3), out in the profile at T5; on day 9 a stale system re-sends the
+    # T3 profile (consent true) with a newer updated_time: it is the latest profile, not the latest choice.
+    rows = [profile("A1", "upsert", 3, consent_day=3), profile("A1", "upsert", 5, consent=False, consent_day=5), profile("A1", "upsert", 9, consent_day=3)]
+    consent = consent_of(spark, rows, [])
+    assert consent == {"A1": (False, naive_day(5))}
+
+
+def test_opting_in_again_after_an_opt_out_in_the_profile_gives_consent(spark):
+    rows = [profile("A1", "upsert", 5, consent=False, consent_day=5), profile("A1", "upsert", 9, consent_day=3), profile("A1", "upsert", 10, consent_day=7)]
+    assert consent_of(spark, rows, []) == {"A1": (True, None)}
+
+
+def test_an_unsubscribe_after_an_opt_in_in_the_profile_withdraws_consent(spark):
+    consent = consent_of(spark, [profile("A1", "upsert", 5, consent_day=5)], [("A1", "unsubscribed", 6)])
+    assert consent == {"A1": (False, naive_day(6))}
+
+
+def test_an_opt_in_in_the_profile_after_an_unsubscribe_gives_consent(spark):
+    rows = [profile("A1", "upsert", 5, consent_day=5), profile("A1", "upsert", 8, consent_day=8)]
+    assert consent_of(spark, rows, [("A1", "unsubscribed", 6)]) == {"A1": (True, None)}
+
+
+def test_a_changed_address_repeating_the_consent_time_changes_no_consent(spark):
+    # A1 opted out at T5 and moved on day 9; A2 opted in at T5 and moved on day 9: both updates repeat T5.
+    rows = [
+        profile("A1", "upsert", 5, consent=False, consent_day=5), profile("A1", "upsert", 9, consent=False, consent_day=5, city="Tainan"),
+        profile("A2", "upsert", 5, consent_day=5), profile("A2", "upsert", 9, consent_day=5, city="Tainan"),
+    ]
+    assert consent_of(spark, rows, []) == {"A1": (False, naive_day(5)), "A2": (True, None)}
+
+
+def test_a_withdrawal_wins_a_tie_with_an_opt_in(spark):
+    # A1: an opt-in and an unsubscribe at the same instant; A2: two upserts disagreeing on one consent time.
+    rows = [profile("A1", "upsert", 5, consent_day=5), profile("A2", "upsert", 5, consent_day=5), profile("A2", "upsert", 6, consent=False, consent_day=5)]
+    consent = consent_of(spark, rows, [("A1", "complained", 5)])
+    assert consent == {"A1": (False, naive_day(5)), "A2": (False, naive_day(5))}
+
+
+def test_without_a_consent_time_the_latest_profile_s_consent_is_the_starting_state(spark):
+    rows = [
+        profile("A1", "upsert", 0, consent=False, consent_day=None), profile("A1", "upsert", 2, consent_day=None),
+        profile("A2", "upsert", 0, consent_day=None), profile("A2", "upsert", 2, consent=False, consent_day=None),
+    ]
+    assert consent_of(spark, rows, []) == {"A1": (True, None), "A2": (False, None)}
+
+
+def test_an_upsert_without_a_consent_time_carries_no_choice_once_one_has_a_time(spark):
+    # A1 opted out at T5; the later upsert says true but tells no time: the opt-out stands.
+    rows = [profile("A1", "upsert", 5, consent=False, consent_day=5), profile("A1", "upsert", 9, consent_day=None)]
+    assert consent_of(spark, rows, []) == {"A1": (False, naive_day(5))}
+
+
+def test_an_erased_account_never_consents(spark):
+    rows = [profile("A1", "upsert", 0, consent_day=4), profile("A1", "erase", 5, email=None, consent=None, consent_day=None)]
+    assert consent_of(spark, rows, []) == {"A1": (False, None)}
 
 
 ACCOUNT_360_SCHEMA = (

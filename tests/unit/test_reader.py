@@ -1,11 +1,13 @@
 """Landing files into records: Spark's reader (line numbers across splits, CSV) and the independent facts pass."""
 
+import bz2
 import gzip
 import hashlib
 import json
 
 import pytest
 
+from crmlake.acquire import facts
 from crmlake.acquire.facts import file_facts
 from crmlake.acquire.reader import FileToRead, raw_lines, read_records
 
@@ -109,3 +111,60 @@ def test_file_facts_count_data_lines_independently_of_the_reader(tmp_path):
 def test_every_gzip_member_is_read_by_both_counters(tmp_path, records):
     content = gzip.compress(b'{"a": 1}\n') + gzip.compress(b'{"a": 2}\n{"a": 3}\n')
     assert len(records("two.jsonl.gz", content, "json")) == 3 == file_facts(str(tmp_path / "two.jsonl.gz"), "json")[2]
+
+
+def balance_of(records, tmp_path, name: str, content: bytes, fmt: str) -> tuple[int, int]:
+    """Return (data lines file_facts counts, lines the reader's records span) for one landing file."""
+    out = records(name, content, fmt)
+    return file_facts(str(tmp_path / name), fmt)[2], sum(r[1] for r in out)
+
+
+@pytest.mark.parametrize("line", ["\u2028", "\u2029", "\u0085", "\u00a0", "\u3000", "\x1c"], ids=repr)
+def test_a_line_of_only_unicode_whitespace_is_a_data_line_to_both_counters(records, tmp_path, line):
+    content = b'{"a": 1}\n' + line.encode() + b'\n{"b": 2}\n'
+    out = records("w.jsonl", content, "json")
+    assert [(r[0], r[2]) for r in out] == [(1, '{"a": 1}'), (2, line), (3, '{"b": 2}')]  # line 2: a record (validation finds it bad)
+    assert balance_of(records, tmp_path, "w.jsonl", content, "json") == (3, 3)
+
+
+@pytest.mark.parametrize("line", [b"\x0b", b"\x0c", b"\r", b" \t\r"], ids=repr)
+def test_a_line_of_only_ascii_whitespace_is_blank_to_both_counters(records, tmp_path, line):
+    content = b'{"a": 1}\n' + line + b'\n{"b": 2}\n'
+    assert [r[0] for r in records("w.jsonl", content, "json")] == [1, 3]
+    assert balance_of(records, tmp_path, "w.jsonl", content, "json") == (2, 2)
+
+
+def test_a_csv_line_of_only_u2028_is_a_data_line_to_both_counters_even_as_the_header(records, tmp_path):
+    content = "\u2028\nid,note\n1,x\n\u2028\n".encode()
+    out = records("o.csv", content, "csv")
+    # Line 1 is the first non-blank line: the header, of one column, against which the rows count.
+    assert [(r[0], r[4]) for r in out] == [(2, "csv_field_count: expected 1, found 2"), (3, "csv_field_count: expected 1, found 2"), (4, None)]
+    assert balance_of(records, tmp_path, "o.csv", content, "csv") == (3, 3)
+
+
+def test_every_bzip2_stream_is_read_by_both_counters(tmp_path, records):
+    content = bz2.compress(b'{"a": 1}\n') + bz2.compress(b'{"a": 2}\n\n{"a": 3}\n')
+    assert [r[2] for r in records("two.jsonl.bz2", content, "json")] == ['{"a": 1}', '{"a": 2}', '{"a": 3}']
+    assert file_facts(str(tmp_path / "two.jsonl.bz2"), "json")[2:] == (3, None)
+
+
+def test_a_bzip2_stream_ending_at_a_block_boundary_is_followed_by_the_next(tmp_path, monkeypatch):
+    first = bz2.compress(b'{"a": 1}\n')
+    monkeypatch.setattr(facts, "BLOCK_BYTES", len(first))  # the second stream starts a block
+    (tmp_path / "b.jsonl.bz2").write_bytes(first + bz2.compress(b'{"a": 2}\n'))
+    assert file_facts(str(tmp_path / "b.jsonl.bz2"), "json")[2:] == (2, None)
+
+
+def test_a_truncated_bzip2_is_one_unreadable_record(records):
+    data = bz2.compress(b'{"a": 1}\n' * 100)
+    broken = records("b.jsonl.bz2", data[: len(data) // 2], "json")
+    assert len(broken) == 1 and broken[0][4] == "unreadable_file: EOFError: Compressed file ended before the end-of-stream marker was reached"
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".lz4", ".snappy", ".deflate", ".xz"])
+def test_a_compression_crmlake_does_not_read_is_refused_whole_with_a_reason_naming_the_file(records, tmp_path, suffix):
+    name = "e.jsonl" + suffix
+    out = records(name, b"\x28\xb5\x2f\xfd any bytes", "json")
+    reason = f"unreadable_file: unsupported_compression: {name} is {suffix}-compressed; send it uncompressed or .gz or .bz2"
+    assert out == [(0, 0, None, None, reason)]
+    assert file_facts(str(tmp_path / name), "json")[2:] == (None, reason)

@@ -4,17 +4,37 @@
 file's data lines independently of Spark's reader (:mod:`crmlake.acquire.reader`), so that
 acquire's balance (data lines seen = lines spanned by accepted + quarantined + duplicate
 records) can fail when records are lost, and it finds the files whose content cannot be
-read (a truncated gzip) before Spark's reader would fail on them.
+read (a truncated gzip, a compression crmlake does not read) before Spark's reader would
+fail on them. The two counters share one definition of a blank line,
+:data:`BLANK_CHARACTERS`: were they to disagree on one line, its file would never balance.
 """
 
 from __future__ import annotations
 
+import bz2
 import hashlib
+import os
 import zlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 FACTS_SCHEMA = "path string, sha256 string, data_lines long, unreadable string"
 BLOCK_BYTES = 1 << 20
+# A line made of these characters only (or of nothing) is blank: no record. ASCII whitespace
+# only, as ``bytes.strip()`` sees it: a line holding only U+2028, U+00A0 or any other
+# Unicode space is a data line (a bad record, quarantined), so that neither counter needs
+# to decode a line to know it is blank. The reader builds its Spark test from this constant.
+BLANK_CHARACTERS = " \t\r\n\x0b\x0c"
+_BLANK_BYTES = BLANK_CHARACTERS.encode("ascii")
+# Spark's text reader decompresses by suffix (Hadoop's codecs): these two are counted as it
+# reads them, every stream of a multi-stream file (gzip members, concatenated bzip2 streams).
+DECOMPRESSORS: dict[str, Callable] = {
+    ".gz": lambda: zlib.decompressobj(wbits=16 + zlib.MAX_WBITS),
+    ".bz2": bz2.BZ2Decompressor,
+}
+# Hadoop's other codecs (.deflate, .lz4, .snappy, .zst: Hadoop's own framing, which other
+# tools' files need not follow) and .xz (which Spark would read as raw bytes, a bad record
+# per line): such a file is refused whole, as unreadable, with the reason.
+REFUSED_COMPRESSIONS = (".deflate", ".lz4", ".snappy", ".zst", ".xz")
 
 
 def _unreadable(exc: BaseException) -> str:
@@ -22,25 +42,35 @@ def _unreadable(exc: BaseException) -> str:
 
 
 def _blank(line: bytes) -> bool:
-    """A line holding only whitespace (or nothing) is no record: the one rule both counters use."""
-    return not line.strip()
+    """A line holding only :data:`BLANK_CHARACTERS` (or nothing) is no record."""
+    return not line.strip(_BLANK_BYTES)
+
+
+def refused_compression(path: str) -> str | None:
+    """Return why ``path`` is not read (a compression crmlake does not read), or None."""
+    suffix = next((s for s in REFUSED_COMPRESSIONS if path.endswith(s)), None)
+    if suffix is None:
+        return None
+    readable = " or ".join(DECOMPRESSORS)
+    return f"unreadable_file: unsupported_compression: {os.path.basename(path)} is {suffix}-compressed; send it uncompressed or {readable}"[:500]
 
 
 def _decompressed_blocks(path: str) -> Iterator[bytes]:
-    """Yield the file's content in blocks, gunzipped when it ends in .gz (every gzip member)."""
+    """Yield the file's content in blocks, decompressed when its suffix is one of :data:`DECOMPRESSORS`."""
+    new_decompressor = next((make for suffix, make in DECOMPRESSORS.items() if path.endswith(suffix)), None)
     with open(path, "rb") as fh:
         blocks = iter(lambda: fh.read(BLOCK_BYTES), b"")
-        if not path.endswith(".gz"):
+        if new_decompressor is None:
             yield from blocks
             return
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        decompressor = new_decompressor()
         for block in blocks:
             while block:
-                yield inflater.decompress(block)
-                block = inflater.unused_data
-                if inflater.eof and block:  # a further gzip member
-                    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        if not inflater.eof:
+                if decompressor.eof:  # a further stream follows the one that ended (bz2 takes no input past its end)
+                    decompressor = new_decompressor()
+                yield decompressor.decompress(block)
+                block = decompressor.unused_data
+        if not decompressor.eof:
             raise EOFError("Compressed file ended before the end-of-stream marker was reached")
 
 
@@ -48,13 +78,17 @@ def file_facts(path: str, fmt: str) -> tuple[str, str, int | None, str | None]:
     """Return ``(path, sha256, data_lines, unreadable)`` for one landing file, in one pass.
 
     sha256 is of the bytes as delivered; data_lines counts the non-blank lines of the
-    (gunzipped) content, less the header of a CSV file; unreadable is the reason when the
-    content cannot be read (a truncated gzip), and then data_lines is None.
+    (decompressed) content, less the header of a CSV file; unreadable is the reason when the
+    content cannot be read (a truncated gzip or bzip2, a refused compression:
+    :func:`refused_compression`), and then data_lines is None.
     """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(BLOCK_BYTES), b""):
             digest.update(block)
+    refused = refused_compression(path)
+    if refused:
+        return path, digest.hexdigest(), None, refused
     lines, carry = 0, b""
     try:
         for block in _decompressed_blocks(path):

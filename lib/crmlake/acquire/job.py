@@ -286,6 +286,9 @@ def acquire_source(spark: SparkSession, lake: Lake, conf: Conf, source: Source, 
     for f in fresh:
         (repeats if f.sha256 in seen else new).append(f)
         seen.add(f.sha256)
+    for f in new:
+        if f.unreadable:
+            log.warning("%s: not read, quarantined whole as one record (never tried again): %s", f.path, f.unreadable)
     facts = {"files_found": len(found), "files_new": len(new), "files_skipped": len(found) - len(new),
              "accepted": 0, "quarantined": 0, "duplicates": 0, "balance_failed": []}
     log_rows = [(f, "duplicate_file", None) for f in repeats]  # a re-delivery: logged, so never read again

@@ -35,11 +35,15 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from crmlake.acquire.facts import BLANK_CHARACTERS
+
 RECORD_SCHEMA = "source_file string, file_sha256 string, source_line long, line_count int, raw_text string, record_json string, error string"
 MAX_RECORD_LINES = 50     # a quote still open this many lines later is a stray quote, not a multi-line field
 GLOB_CHARACTERS = "\\*?[]{}"
 QUOTED_FIELD = r'"([^"]|"")*"'  # an RFC 4180 quoted field (doubled quotes inside; newlines allowed)
 SPAN_SCHEMA = "source_file string, source_line long, record_start long, span_error string"
+# A Java regular expression: each blank character as a \x{..} escape, so none is taken for syntax.
+BLANK_LINE = r"\A[" + "".join(f"\\x{{{ord(c):x}}}" for c in BLANK_CHARACTERS) + r"]*\z"
 INDEX_SCHEMA = ("_uri string, _block long, _first_row long, _first_line long, source_file string, file_sha256 string, "
                 "_header_id int, _header_line long, _bad_header string")
 
@@ -166,8 +170,10 @@ def _local_path(uri: str) -> str:
 
 
 def _blank(value: Column) -> Column:
-    # Whitespace only, as Python's bytes.strip() sees it: the rule both line counters share.
-    return value.rlike(r"^\s*$")
+    # The rule both line counters share: only BLANK_CHARACTERS, from the start (\A) to the very
+    # end (\z). Java's \s and $ would not do: $ also matches before a final U+2028, U+2029 or
+    # U+0085 (line terminators to Java), which facts counts as a data line.
+    return value.rlike(BLANK_LINE)
 
 
 def _without_cr(value: Column) -> Column:

@@ -25,6 +25,8 @@ import os
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from crmlake.csv_cells import safe_rows
+
 AGE_BANDS = ((0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 55, "45-54"), (55, 65, "55-64"), (65, 200, "65+"))
 # The figures of a day, in the order the page shows them, with their labels.
 DAILY_FIGURES = {
@@ -284,10 +286,12 @@ def _change(value, base) -> str:
 
 
 def _write_csv(path: str, header: list[str], rows: list[list]) -> str:
+    # Values people typed (a declared occupation, a product name) are opened in spreadsheets:
+    # neutralise those a spreadsheet would run as a formula.
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows(safe_rows(rows))
     return path
 
 

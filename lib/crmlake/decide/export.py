@@ -1,20 +1,31 @@
-"""Audience files marketers download, published atomically with a manifest.
+"""Audience files marketers download, published and amended in one atomic step each, with a manifest.
 
-``<exports>/<audience>/<date>/`` holds ``audience.csv.gz``, ``audience.parquet``, a score
+``<exports>/<audience>/<date>`` holds ``audience.csv.gz``, ``audience.parquet``, a score
 histogram (``score_histogram.png``) and ``manifest.json`` (definition, counts at every
-policy step, models, checksums). Everything is written into a hidden sibling folder first
-and renamed into place, so a reader never sees half an export; a rerun replaces the
-previous export of that date whole, and the leftovers of a killed export are removed.
+policy step, models, checksums). It is a symbolic link to one complete version of that
+export, ``<exports>/<audience>/.versions/<date>.<uuid>/``: a version is written whole in its
+hidden folder, then a new link is renamed over the published one (one ``rename(2)``, atomic),
+so a reader following ``<audience>/<date>`` sees the previous version or the new one, never
+half of one and never none. The previous version is removed once the link is swapped. A
+process killed before the swap leaves the published version as it was; killed after, the new
+one. Either way it may leave an unpublished version (possibly holding a person since
+erased): :func:`remove_unpublished` deletes every hidden folder of an audience that no
+published link names, first thing in every publish and amendment. A real folder in place of
+the link (the layout before versions) is moved among the versions when its date is next
+published or amended.
 
 The neutral files key contacts by the SHA-256 of the trimmed, lower-cased email and of the
 E.164 phone. An audience whose conf names a ``platform_format`` also gets the upload file
 that platform documents (:data:`PLATFORM_FORMATS`), with its column names and its own
 normalisation before hashing. Raw email and phone are written only for an audience whose
-conf allows it on an internal channel.
+conf allows it on an internal channel. Text cells of the CSV files are neutralised against
+spreadsheet formulas (:mod:`crmlake.csv_cells`); the Parquet file keeps the values as they are.
 
 An erasure amends the exports already published (:func:`amend_exports`): each export that
-holds the person is rewritten without them, the same atomic way, and its manifest records
-the amendment (request, time, rows removed) with the new checksums.
+holds the person is rewritten without them as a new version, swapped in the same way, and its
+manifest records the amendment (request, time, rows removed) with the new checksums.
+Audience names are slugs (:data:`crmlake.config_schema.AUDIENCE_NAME_PATTERN`), so every
+export lies in a visible folder directly under the exports root.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import datetime as dt
 import glob
 import json
 import os
+import re
 import shutil
 import uuid
 from typing import Collection
@@ -34,12 +46,21 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from crmlake.config_schema import AUDIENCE_NAME_PATTERN
+from crmlake.csv_cells import safe_frame, safe_table
+from crmlake.faults import crash_point
 from crmlake.files import file_sha256
+from crmlake.log import get_logger
 from crmlake.people import e164_phone, normalised_email, sha256_hex
+from crmlake.summaries import REPORTS_DIR, SUMMARY_DIR
 
 DATA_FILES = ("audience.csv.gz", "audience.parquet")
 CHART = "score_histogram.png"
 MANIFEST = "manifest.json"
+VERSIONS = ".versions"   # <exports>/<audience>/.versions/<date>.<uuid>/: the folders the published links name
+NOT_AUDIENCES = (REPORTS_DIR, SUMMARY_DIR)   # the other folders under the exports root
+
+log = get_logger("decide.export")
 
 # The customer-list upload files of the ad platforms, as their public documentation describes them
 # (looked up 2026-11):
@@ -126,13 +147,21 @@ def platform_hashes(default_phone_region: str, platform_format: str) -> tuple[Co
 
 
 def _single_file(df: DataFrame, folder: str, name: str, fmt: str) -> str:
-    """Write ``df`` as one file ``name`` in ``folder`` with Spark; return its path."""
+    """Write ``df`` as one file ``name`` in ``folder`` with Spark; return its path.
+
+    A CSV file is for people: its text cells are neutralised against formulas
+    (:func:`crmlake.csv_cells.safe_frame`), written as they are (Spark trims leading and
+    trailing blanks by default, which would turn ``" =1"`` into a formula) and quoted the
+    RFC 4180 way (a ``"`` doubled, not escaped with a backslash as Spark does by default).
+    """
     spark_out = os.path.join(folder, f"_spark_{fmt}")
-    writer = df.coalesce(1).write
     if fmt == "csv":
-        writer.option("header", True).option("compression", "gzip" if name.endswith(".gz") else "none").csv("file://" + spark_out)
+        writer = safe_frame(df).coalesce(1).write
+        (writer.option("header", True).option("escape", '"')
+         .option("ignoreLeadingWhiteSpace", False).option("ignoreTrailingWhiteSpace", False)
+         .option("compression", "gzip" if name.endswith(".gz") else "none").csv("file://" + spark_out))
     else:
-        writer.parquet("file://" + spark_out)
+        df.coalesce(1).write.parquet("file://" + spark_out)
     (part,) = [p for p in glob.glob(os.path.join(spark_out, "part-*")) if not p.endswith(".crc")]
     target = os.path.join(folder, name)
     os.replace(part, target)
@@ -158,27 +187,28 @@ def _score_histogram(scores: list[float], path: str, title: str) -> None:
 
 def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date: dt.date, manifest: dict,
                      platform: tuple[str, DataFrame] | None = None) -> str:
-    """Publish an audience's files and manifest for ``run_date``; return the published folder.
+    """Publish an audience's files and manifest for ``run_date``; return the published folder
+    ``<exports_root>/<audience>/<date>`` (a link to the version just written).
 
     Takes the export rows (see :func:`export_rows`) and optionally ``(platform_format, rows)``
     from :func:`platform_rows`. The manifest gets audience, date, row_count, files with their
-    sha256, platform_format (or null), created_at on top of ``manifest``.
+    sha256, platform_format (or null), created_at on top of ``manifest``. A previous export of
+    that date is replaced in one atomic step. Raises ValueError when ``audience`` is not a slug
+    (:data:`AUDIENCE_NAME_PATTERN`): it names a folder, which must stay inside ``exports_root``.
     """
+    if not re.fullmatch(AUDIENCE_NAME_PATTERN, audience):
+        raise ValueError(f"audience name {audience!r} is not a slug matching {AUDIENCE_NAME_PATTERN}: it would not be a folder of its own under {exports_root}")
+    remove_unpublished(exports_root)
     final = os.path.join(exports_root, audience, run_date.isoformat())
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    for leftover in glob.glob(os.path.join(parent, f".{run_date.isoformat()}.*")):
-        shutil.rmtree(leftover, ignore_errors=True)  # a killed export of this date
-    staging = os.path.join(parent, f".{run_date.isoformat()}.{uuid.uuid4().hex}")
-    os.makedirs(staging)
+    version = _new_version(final)
     rows = rows.cache()
-    paths = [_single_file(rows, staging, DATA_FILES[0], "csv"), _single_file(rows, staging, DATA_FILES[1], "parquet")]
+    paths = [_single_file(rows, version, DATA_FILES[0], "csv"), _single_file(rows, version, DATA_FILES[1], "parquet")]
     if platform is not None:
-        paths.append(_single_file(platform[1], staging, PLATFORM_FORMATS[platform[0]]["file"], "csv"))
+        paths.append(_single_file(platform[1], version, PLATFORM_FORMATS[platform[0]]["file"], "csv"))
     # Safe to collect: one score per exported person, bounded by the audience's limit.
     scores = [r["score"] for r in rows.select("score").collect()]
     rows.unpersist()
-    _score_histogram(scores, os.path.join(staging, CHART), f"{audience} {run_date}: {len(scores):,} persons")
+    _score_histogram(scores, os.path.join(version, CHART), f"{audience} {run_date}: {len(scores):,} persons")
     document = {
         "audience": audience,
         "date": run_date.isoformat(),
@@ -189,21 +219,93 @@ def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **manifest,
     }
-    with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as fh:
+    with open(os.path.join(version, MANIFEST), "w", encoding="utf-8") as fh:
         json.dump(document, fh, indent=2, default=str)
-    _replace_folder(staging, final)
+    crash_point("export.publish.staged")
+    previous = _swap(final, version)
+    crash_point("export.publish.swapped")
+    _remove(previous)
     return final
 
 
-def _replace_folder(staging: str, final: str) -> None:
-    """Put the complete folder ``staging`` in place of ``final`` (two renames; a reader sees one or the other)."""
-    if os.path.isdir(final):
-        retired = os.path.join(os.path.dirname(final), f".retired.{uuid.uuid4().hex}")
-        os.replace(final, retired)
-        os.replace(staging, final)
-        shutil.rmtree(retired, ignore_errors=True)
+def _new_version(final: str) -> str:
+    """Create and return an empty hidden version folder for the published folder ``final``."""
+    version = os.path.join(os.path.dirname(final), VERSIONS, f"{os.path.basename(final)}.{uuid.uuid4().hex}")
+    os.makedirs(version)
+    return version
+
+
+def _swap(final: str, version: str) -> str | None:
+    """Make ``final`` a link to the complete folder ``version`` in one rename; return the version
+    it showed before (None when it is new), which the caller removes."""
+    audience_dir, day = os.path.split(final)
+    # Relative, so that the exports stay whole when their root is moved or copied.
+    link = os.path.join(audience_dir, f".{day}.link.{uuid.uuid4().hex}")
+    os.symlink(os.path.relpath(version, audience_dir), link)
+    previous = None
+    if os.path.islink(final):
+        previous = os.path.join(audience_dir, os.readlink(final))
+    elif os.path.isdir(final):
+        # A folder of the layout before versions. rename(2) cannot put a link in place of a
+        # folder, so it is moved among the versions first: once per date, that date is missing
+        # between these two renames (killed there, the next start removes it as unpublished).
+        previous = os.path.join(audience_dir, VERSIONS, f"{day}.{uuid.uuid4().hex}")
+        os.replace(final, previous)
+    os.replace(link, final)
+    return previous
+
+
+def _remove(path: str | None) -> None:
+    """Remove the folder, file or link at ``path`` (nothing when None or gone already)."""
+    if path is None or not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
     else:
-        os.replace(staging, final)
+        shutil.rmtree(path)
+
+
+def _audience_folders(exports_root: str) -> list[str]:
+    """Return the folder of every audience under ``exports_root`` (every visible folder but the
+    reports' and the summaries')."""
+    if not os.path.isdir(exports_root):
+        return []
+    return [
+        os.path.join(exports_root, name) for name in sorted(os.listdir(exports_root))
+        if not name.startswith(".") and name not in NOT_AUDIENCES and os.path.isdir(os.path.join(exports_root, name))
+    ]
+
+
+def remove_unpublished(exports_root: str) -> list[str]:
+    """Delete every hidden entry of every audience folder under ``exports_root`` that no
+    published ``<audience>/<date>`` link names; return the removed paths relative to the root.
+
+    These are the leftovers of publishes and amendments killed midway (a version written but
+    never swapped in, or swapped out but not yet removed, a link not yet renamed, the staging
+    and ``.retired.*`` folders of the layout before versions), and they may hold persons since
+    erased. Only one writer at a time may call it: a running writer's new version is unpublished
+    too.
+    """
+    removed = []
+    for audience_dir in _audience_folders(exports_root):
+        entries = sorted(os.listdir(audience_dir))
+        published = {
+            os.path.realpath(os.path.join(audience_dir, name)) for name in entries
+            if not name.startswith(".") and os.path.islink(os.path.join(audience_dir, name))
+        }
+        leftovers = [os.path.join(audience_dir, name) for name in entries if name.startswith(".") and name != VERSIONS]
+        versions = os.path.join(audience_dir, VERSIONS)
+        if os.path.isdir(versions):
+            leftovers += [
+                os.path.join(versions, name) for name in sorted(os.listdir(versions))
+                if os.path.realpath(os.path.join(versions, name)) not in published
+            ]
+        for path in leftovers:
+            _remove(path)
+            removed.append(os.path.relpath(path, exports_root))
+    if removed:
+        log.info("removed %d unpublished export folders under %s (left by a killed publish or amendment): %s", len(removed), exports_root, removed)
+    return removed
 
 
 def _file_entry(path: str) -> dict:
@@ -213,11 +315,21 @@ def _file_entry(path: str) -> dict:
 def _without_subject(table: pa.Table, columns: dict) -> tuple[pa.Table, int]:
     """Return ``table`` without the rows whose value in any of ``columns`` (name -> values) is
     listed, and how many rows went."""
-    held = pa.array([False] * table.num_rows)
+    # Typed: an untyped empty array (an empty audience) has the null type, which pc.or_ refuses.
+    held = pa.array([False] * table.num_rows, pa.bool_())
     for name, values in columns.items():
         if name in table.column_names:
             held = pc.or_(held, pc.fill_null(pc.is_in(table[name], pa.array(list(values), pa.string())), False))
     return table.filter(pc.invert(held)), pc.sum(pc.cast(held, pa.int64())).as_py() or 0
+
+
+def _published_folders(exports_root: str) -> list[str]:
+    """Return every published ``<exports_root>/<audience>/<date>`` (one with a manifest)."""
+    return [
+        os.path.join(audience_dir, name)
+        for audience_dir in _audience_folders(exports_root) for name in sorted(os.listdir(audience_dir))
+        if not name.startswith(".") and os.path.isfile(os.path.join(audience_dir, name, MANIFEST))
+    ]
 
 
 def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: Collection[str], phone_hashes: Collection[str],
@@ -225,15 +337,17 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
     """Rewrite every published export holding one of ``person_ids`` or contact hashes without
     those rows; return the amended folders relative to ``exports_root``.
 
-    The neutral files are matched on person_id and the neutral hashes; a platform upload file
-    (which has no person_id) on ``platform_hashes``, the subject's contacts hashed each
-    platform's way. Each amended manifest gets the new row_count and checksums and an
-    ``amendments`` entry (reason erasure, request_id, at, rows_removed). Export files are
+    First removes every unpublished version (:func:`remove_unpublished`), so that no copy of the
+    person survives outside the published folders. The neutral files are matched on person_id
+    and the neutral hashes; a platform upload file (which has no person_id) on
+    ``platform_hashes``, the subject's contacts hashed each platform's way. Each amended export
+    is a new version swapped in atomically; its manifest gets the new row_count and checksums and
+    an ``amendments`` entry (reason erasure, request_id, at, rows_removed). Export files are
     bounded by their audience's limit, so they are read on the driver.
     """
+    remove_unpublished(exports_root)
     amended = []
-    for manifest_path in sorted(glob.glob(os.path.join(exports_root, "*", "*", MANIFEST))):
-        final = os.path.dirname(manifest_path)
+    for final in _published_folders(exports_root):
         kept, removed = _without_subject(
             pq.read_table(os.path.join(final, DATA_FILES[1])),
             {"person_id": person_ids, "email_sha256": email_hashes, "phone_sha256": phone_hashes},
@@ -247,24 +361,28 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
                 removed += gone
         if not removed:
             continue
-        with open(manifest_path, encoding="utf-8") as fh:
+        with open(os.path.join(final, MANIFEST), encoding="utf-8") as fh:
             document = json.load(fh)
-        staging = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}")
-        shutil.copytree(final, staging)
-        csv_path, parquet_path = (os.path.join(staging, name) for name in DATA_FILES)
+        version = _new_version(final)
+        # The link's target, not the link: the version is a folder of its own.
+        shutil.copytree(os.path.realpath(final), version, dirs_exist_ok=True)
+        csv_path, parquet_path = (os.path.join(version, name) for name in DATA_FILES)
         pq.write_table(kept, parquet_path)
         with pa.CompressedOutputStream(csv_path, "gzip") as out:
-            pa_csv.write_csv(kept, out)
+            pa_csv.write_csv(safe_table(kept), out)
         for name, rows in uploads.items():
-            pa_csv.write_csv(rows, os.path.join(staging, name))
-        _score_histogram(kept["score"].to_pylist(), os.path.join(staging, CHART), f"{document['audience']} {document['date']}: {kept.num_rows:,} persons")
+            pa_csv.write_csv(safe_table(rows), os.path.join(version, name))
+        _score_histogram(kept["score"].to_pylist(), os.path.join(version, CHART), f"{document['audience']} {document['date']}: {kept.num_rows:,} persons")
         document["row_count"] = kept.num_rows
-        document["files"] = {name: _file_entry(os.path.join(staging, name)) for name in (*DATA_FILES, *uploads)}
+        document["files"] = {name: _file_entry(os.path.join(version, name)) for name in (*DATA_FILES, *uploads)}
         document.setdefault("amendments", []).append(
             {"reason": "erasure", "request_id": request_id, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows_removed": removed}
         )
-        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as fh:
+        with open(os.path.join(version, MANIFEST), "w", encoding="utf-8") as fh:
             json.dump(document, fh, indent=2, default=str)
-        _replace_folder(staging, final)
+        crash_point("export.amend.staged")
+        previous = _swap(final, version)
+        crash_point("export.amend.swapped")
+        _remove(previous)
         amended.append(os.path.relpath(final, exports_root))
     return amended

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from crmlake.config import Conf
 from crmlake.lake.catalog import Catalog, TableSpec, UndeclaredTableError, load_catalog
@@ -32,6 +32,7 @@ from crmlake.lake.stats import STATS_COLUMNS
 from crmlake.lake.spark_delta import SparkDeltaEngine, delta_spark_available
 from crmlake.lake.types import ErasureResult, WriteId, WriteResult
 from crmlake.log import get_logger
+from crmlake.session import remove_stale_checkpoints
 
 __all__ = [
     "Lake",
@@ -184,23 +185,36 @@ class Lake:
         """Remove the rows matching ``predicate`` (old files stay until vacuum)."""
         return self._logged("delete", table, self.engine.delete(self.path(table), predicate, txn))
 
-    def erase(self, table: str, predicate: str, blank: Sequence[str] = ()) -> ErasureResult:
-        """Remove the rows matching ``predicate`` (or, with ``blank``, set those columns to null
-        on them) and at once every old file of the table, which may hold them.
+    def erase(self, table: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> ErasureResult:
+        """Remove the rows for which ``condition`` holds against the one-row frame ``subject``
+        (or, with ``blank``, set those columns to null on them) and at once every old file of
+        the table, which may hold them.
 
-        Returns the rows erased and the data files deleted from disk. Time travel to versions
-        before the erase is lost for this table: that is the point.
+        ``subject`` carries the values looked for as data (arrays of identifiers, say) and
+        ``condition`` compares the table's columns with its columns: no value is ever written
+        into predicate text, so none needs quoting and none reaches the Delta log. Returns the
+        rows erased and the data files deleted from disk. Time travel to versions before the
+        erase is lost for this table: that is the point. The caller holds the lake's lease
+        (:mod:`crmlake.lease`), so no other writer's files are in flight.
         """
         if not self.exists(table):
             return ErasureResult(table, 0)
         location = self.path(table)
         # One scan of the table finds the rows, and the files holding them, which are rewritten.
-        result = self.engine.blank(location, predicate, blank) if blank else self.engine.delete(location, predicate)
+        result = self.engine.erase_rows(location, subject, condition, blank)
         if not result.committed or not result.rows_matched:
             return ErasureResult(table, 0)
         removed = self.engine.vacuum(location, 0, full=False)
         self._logged("erase", table, result)
         return ErasureResult(table, result.rows_matched, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
+
+    def remove_leftovers(self) -> dict:
+        """Delete what killed runs left behind: every table's staged files never committed and
+        every checkpoint folder but this application's (both may hold identifiers); return how
+        many folders of each went. Only the holder of the lake's lease calls it (at the start
+        of a run, and in an erasure), so no live writer's files are among them."""
+        staging = sum(self.engine.remove_staging(self.path(t)) for t in self.catalog.tables if self.exists(t))
+        return {"staging_folders": staging, "checkpoint_folders": remove_stale_checkpoints(self.spark, self.conf.checkpoint_root)}
 
     def optimize(self, table: str) -> WriteResult:
         """Compact small files, partition by partition: a partition's files under

@@ -25,6 +25,8 @@ from pyspark.sql import functions as F
 from crmlake.lake.errors import LakeError, SchemaMismatchError
 
 LAYERS = ("bronze", "silver", "gold")
+# What a column may hold of a data subject (catalog.yaml's header says what each means).
+SUBJECT_KINDS = ("account", "email", "identifier", "text")
 # Column names that hold personal data wherever they appear: a declared table with such a
 # column must list it as personal (tests/unit/test_catalog.py walks every entry).
 PERSONAL_NAME = re.compile(r"(^|_)(email|phone|name|raw_text|identifier)(_sha256)?$")
@@ -38,7 +40,8 @@ class UndeclaredTableError(LakeError):
 class TableSpec:
     """One table's declaration: columns (name -> Spark type), partitioning, merge keys,
     personal columns, the erase rule (``delete``: drop the matching rows; ``blank``: null
-    their personal columns) and its predicate over the erase's identifiers."""
+    their personal columns) and how a data subject's rows are found (``subject``: which
+    columns hold which of the subject's identifiers, and a fixed condition)."""
 
     name: str
     description: str
@@ -47,7 +50,8 @@ class TableSpec:
     keys: tuple = ()
     personal: tuple = ()
     erase: str | None = None            # "delete" or "blank"
-    erase_where: str | None = None      # SQL with {accounts}, {email_hashes}, {phone_hashes}, {needles}
+    subject_match: Mapping[str, str] = field(default_factory=dict)   # column -> one of SUBJECT_KINDS
+    subject_where: str | None = None    # a fixed SQL condition over the table's columns (never values)
 
     @property
     def layer(self) -> str:
@@ -97,13 +101,14 @@ class Catalog:
 
     @classmethod
     def from_dict(cls, entries: Mapping[str, Mapping]) -> "Catalog":
-        """Build a catalog from ``{name: {description, columns, partition_by, keys, personal, erase, erase_where}}``."""
+        """Build a catalog from ``{name: {description, columns, partition_by, keys, personal, erase, subject}}``."""
         tables = {}
         for name, entry in entries.items():
             layer = name.split(".", 1)[0]
             if layer not in LAYERS or "." not in name:
                 raise LakeError(f"catalog: table {name!r} must be named <layer>.<table> with layer one of {', '.join(LAYERS)}")
             columns = dict(entry["columns"])
+            subject = dict(entry.get("subject") or {})
             spec = TableSpec(
                 name,
                 str(entry.get("description", "")),
@@ -112,13 +117,17 @@ class Catalog:
                 tuple(entry.get("keys", ())),
                 tuple(entry.get("personal", ())),
                 entry.get("erase"),
-                entry.get("erase_where"),
+                dict(subject.get("match") or {}),
+                subject.get("where"),
             )
-            unknown = [c for c in (*spec.partition_by, *spec.keys, *spec.personal) if c not in columns]
+            unknown = [c for c in (*spec.partition_by, *spec.keys, *spec.personal, *spec.subject_match) if c not in columns]
             if unknown:
                 raise LakeError(f"catalog: table {name}: {', '.join(unknown)} named but not among its columns")
-            if spec.personal and not (spec.erase in ("delete", "blank") and spec.erase_where):
-                raise LakeError(f"catalog: table {name} holds personal columns but says not how to erase them (erase: delete|blank, erase_where)")
+            if spec.personal and not (spec.erase in ("delete", "blank") and spec.subject_match):
+                raise LakeError(f"catalog: table {name} holds personal columns but says not how to erase them (erase: delete|blank, subject: {{match: ...}})")
+            kinds = sorted(set(spec.subject_match.values()) - set(SUBJECT_KINDS))
+            if kinds:
+                raise LakeError(f"catalog: table {name}: subject match kind {', '.join(kinds)} unknown; expected one of {', '.join(SUBJECT_KINDS)}")
             tables[name] = spec
         return cls(tables)
 

@@ -37,10 +37,11 @@ from deltalake.transaction import (
     Transaction,
     create_table_with_add_actions,
 )
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from crmlake.files import local_path
 from crmlake.lake.errors import LakeError, PredicateError, TableNotFoundError
 from crmlake.lake.frames import balanced_for_write, conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
 from crmlake.lake.stats import STATS_COLUMNS, parquet_file_stats
@@ -53,12 +54,10 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
 def _local_path(location: str) -> str:
-    parsed = urllib.parse.urlparse(location)
-    if parsed.scheme in ("", "file"):
-        return os.path.abspath(urllib.parse.unquote(parsed.path) if parsed.scheme else location)
-    raise LakeError(
-        f"table {location}: the rs engine writes to local disk only; use lake.engine=spark for {parsed.scheme}://"
-    )
+    path = local_path(location)
+    if path is None:
+        raise LakeError(f"table {location}: the rs engine writes to local disk only; use lake.engine=spark for {urllib.parse.urlparse(location).scheme}://")
+    return path
 
 
 def _file_uri(path: str) -> str:
@@ -405,16 +404,25 @@ class RsEngine:
         kept = self.read_files(location, affected).where(f"NOT coalesce(({predicate}), false)")
         return replace(self._rewrite(location, affected, kept, txn, "delete"), rows_matched=self._rows_hit(location, affected, predicate))
 
-    def blank(self, location: str, predicate: str, columns: Sequence[str]) -> WriteResult:
-        """Set ``columns`` to null on the rows matching ``predicate``, by rewriting the files
-        that hold them; the rows stay."""
-        affected = self._files_matching(location, predicate)
+    def erase_rows(self, location: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> WriteResult:
+        """Remove the rows for which ``condition`` holds against the one-row frame ``subject``
+        (or, with ``blank``, set those columns to null on them), rewriting the files that hold
+        them; ``rows_matched`` counts those rows.
+
+        The subject's values travel as data in ``subject`` (broadcast beside each row), never
+        as text in a predicate, so no value needs quoting and none reaches the Delta log.
+        """
+        matches = F.coalesce(condition, F.lit(False))
+        affected = self._file_entries(location, self._read_with_file(location).crossJoin(F.broadcast(subject)).where(matches))
         if not affected:
             return WriteResult(False, self.version(location), 0, 0, 0)
-        matches = F.coalesce(F.expr(predicate), F.lit(False))
         rows = self.read_files(location, affected)
-        blanked = rows.select(*[F.when(matches, F.lit(None)).otherwise(F.col(c)).alias(c) if c in columns else F.col(c) for c in rows.columns])
-        return replace(self._rewrite(location, affected, blanked, None, "blank"), rows_matched=self._rows_hit(location, affected, predicate))
+        hit = rows.crossJoin(F.broadcast(subject)).withColumn("_erase_hit", matches)
+        if blank:
+            kept = hit.select(*[F.when(F.col("_erase_hit"), F.lit(None)).otherwise(F.col(c)).alias(c) if c in blank else F.col(c) for c in rows.columns])
+        else:
+            kept = hit.where(~F.col("_erase_hit")).select(*rows.columns)
+        return replace(self._rewrite(location, affected, kept, None, "erase"), rows_matched=sum(f["rows_hit"] for f in affected))
 
     def _rows_hit(self, location: str, affected: list[dict], predicate: str) -> int:
         """Return the rows of ``affected`` (from :meth:`_files_matching`) that match ``predicate``:
@@ -495,6 +503,14 @@ class RsEngine:
         table = self._table(location)
         table.create_checkpoint()
         return table.cleanup_metadata() or 0
+
+    def remove_staging(self, location: str) -> int:
+        """Delete every folder of the table's staging area (writes never committed); return how many."""
+        staging = os.path.join(_local_path(location), STAGING)
+        entries = list(os.scandir(staging)) if os.path.isdir(staging) else []
+        for entry in entries:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        return len(entries)
 
     def vacuum(self, location: str, retention_hours: int, full: bool = True) -> list[str]:
         """Delete files no longer in the table older than the retention; return their paths.

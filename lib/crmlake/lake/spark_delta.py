@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -82,7 +82,8 @@ class SparkDeltaEngine:
             int(metrics.get("numOutputRows", 0) or 0),
             int(metrics.get("numFiles", metrics.get("numAddedFiles", 0)) or 0),
             int(metrics.get("numRemovedFiles", 0) or 0),
-            int(metrics.get("numDeletedRows", metrics.get("numUpdatedRows", 0)) or 0),
+            # rows a DELETE, UPDATE or (an erase's) MERGE matched
+            sum(int(metrics.get(k, 0) or 0) for k in ("numDeletedRows", "numUpdatedRows", "numTargetRowsDeleted", "numTargetRowsUpdated")),
         )
 
     def exists(self, location: str) -> bool:
@@ -173,10 +174,18 @@ class SparkDeltaEngine:
             self._table(location).delete(predicate)
         return self._result(location, before)
 
-    def blank(self, location: str, predicate: str, columns: Sequence[str]) -> WriteResult:
-        """Set ``columns`` to null on the rows matching ``predicate`` (Delta's UPDATE)."""
+    def erase_rows(self, location: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> WriteResult:
+        """Remove the rows for which ``condition`` holds against the one-row frame ``subject``
+        (or, with ``blank``, set those columns to null on them); ``rows_matched`` counts them.
+
+        A MERGE with ``subject`` as its source, not a DELETE or UPDATE: Delta writes a
+        DELETE's or UPDATE's condition into ``_delta_log`` as text, values included, while a
+        MERGE logs only its join condition, which names the subject's columns, not its values.
+        """
         before = self.version(location)
-        self._table(location).update(condition=predicate, set={f"`{c}`": "NULL" for c in columns})
+        merge = self._table(location).alias("t").merge(F.broadcast(subject).alias("s"), condition)
+        merge = merge.whenMatchedUpdate(set={f"`{c}`": F.lit(None) for c in blank}) if blank else merge.whenMatchedDelete()
+        merge.execute()
         return self._result(location, before)
 
     def merge(self, location: str, df: DataFrame, keys: Sequence[str], order_by: str, delete_when: str | None = None, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
@@ -210,6 +219,10 @@ class SparkDeltaEngine:
     def expire_log(self, location: str) -> int:
         """Delta itself deletes log entries older than ``delta.logRetentionDuration`` when it
         writes a checkpoint: nothing to do here; returns 0."""
+        return 0
+
+    def remove_staging(self, location: str) -> int:
+        """delta-spark stages nothing outside the table (its uncommitted files are vacuumed): returns 0."""
         return 0
 
     def vacuum(self, location: str, retention_hours: int, full: bool = True) -> list[str]:

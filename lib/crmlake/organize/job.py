@@ -43,7 +43,7 @@ from crmlake.organize.customer360 import (
 )
 from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components, identity_edges, identity_quality, touched_nodes, unmapped_nodes
 from crmlake.organize.transforms import (
-    CONSENT_WITHDRAWING_EVENTS, latest_order_lines, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
+    CONSENT_WITHDRAWING_EVENTS, consent_choices, latest_order_lines, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
 )
 from crmlake.people import ACCOUNT, with_person_id
 from crmlake.privacy import apply_erasures
@@ -146,17 +146,27 @@ def _write(lake: Lake, table: str, rows: DataFrame, full: bool, keys: list[str],
 
 
 def organize_accounts(lake: Lake, changes: Changes) -> dict:
-    """Merge the touched accounts' latest profile, consent state and history into silver."""
+    """Merge the touched accounts' latest profile, consent state and history into silver.
+
+    Consent is the member's latest own choice among every upsert and withdrawal the account
+    ever had (:func:`~crmlake.organize.transforms.with_consent_state`), so the touched
+    accounts' whole history is read, not only the run's new rows.
+    """
     bronze = changes.all("bronze.customers")
     events = changes.all("bronze.campaign_events")
     if not changes.full:
         touched = _accounts_touched(changes).cache()
         bronze, events = bronze.join(touched, "account_id", "left_semi"), events.join(touched, "account_id", "left_semi")
-    profiles = with_consent_state(latest_profiles(bronze), events)
-    return {
-        "accounts": _write(lake, "silver.customers", profiles, changes.full, ["account_id"], "profile_updated_at"),
-        "profile_versions": _write(lake, "silver.customer_history", customer_history(bronze), changes.full, ["account_id", "valid_from"], "valid_from"),
-    }
+    # The history feeds the latest profile, the consent choices and the SCD versions: read once.
+    bronze = bronze.cache()
+    try:
+        profiles = with_consent_state(latest_profiles(bronze), consent_choices(bronze, events))
+        return {
+            "accounts": _write(lake, "silver.customers", profiles, changes.full, ["account_id"], "profile_updated_at"),
+            "profile_versions": _write(lake, "silver.customer_history", customer_history(bronze), changes.full, ["account_id", "valid_from"], "valid_from"),
+        }
+    finally:
+        bronze.unpersist()
 
 
 def organize_order_lines(lake: Lake, changes: Changes) -> dict:

@@ -28,27 +28,46 @@ def latest_profiles(profile_changes: DataFrame) -> DataFrame:
     )
 
 
-def with_consent_state(profiles: DataFrame, campaign_events: DataFrame) -> DataFrame:
+def consent_choices(profile_changes: DataFrame, campaign_events: DataFrame) -> DataFrame:
+    """Return the members' own marketing-consent choices: account_id, chosen_at, withdraws.
+
+    Takes bronze customers (every change of the accounts, history included) and campaign
+    events. A choice is a profile upsert that carries a ``marketing_consent_time`` (its
+    ``marketing_consent``; a missing one withdraws) or an unsubscribe or complaint (a
+    withdrawal at its ``event_time``). An upsert without a consent time says nothing about
+    when the member chose, so it is no choice: a changed address or a stale re-send can
+    then neither give nor take consent.
+    """
+    in_profiles = profile_changes.where((F.col("op") == "upsert") & F.col("marketing_consent_time").isNotNull()).select(
+        "account_id",
+        F.col("marketing_consent_time").alias("chosen_at"),
+        (~F.coalesce("marketing_consent", F.lit(False))).alias("withdraws"),
+    )
+    by_events = campaign_events.where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS)).select(
+        "account_id", F.col("event_time").alias("chosen_at"), F.lit(True).alias("withdraws")
+    )
+    return in_profiles.unionByName(by_events).where(F.col("account_id").isNotNull() & F.col("chosen_at").isNotNull())
+
+
+def with_consent_state(profiles: DataFrame, choices: DataFrame) -> DataFrame:
     """Add ``consent_withdrawn_at`` and ``marketing_consent`` to latest profiles.
 
-    Takes :func:`latest_profiles` rows and campaign events. An unsubscribe or complaint
-    withdraws consent from its time on and stands until the profile carries a
-    ``marketing_consent_time`` after it (the member opted in again); a profile update that
-    only repeats an older consent time (a new address) restores nothing.
-    ``consent_withdrawn_at`` is the latest such withdrawal while it stands, else null.
+    Takes :func:`latest_profiles` rows and :func:`consent_choices` rows. The member's latest
+    own choice by ``chosen_at`` decides, whether it came in a profile, an unsubscribe or a
+    complaint; when a withdrawal and an opt-in carry the same time the withdrawal wins (the
+    safe error is not to contact). An account with no timed choice keeps its latest
+    profile's consent (``profile_marketing_consent``: its starting state); an erased account
+    never consents. ``consent_withdrawn_at`` is the time of the deciding choice when it is a
+    withdrawal, else null.
     """
-    withdrawals = (
-        campaign_events.where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS))
-        .groupBy("account_id")
-        .agg(F.max("event_time").alias("last_withdrawal_at"))
-    )
-    joined = profiles.join(withdrawals, "account_id", "left")
-    opted_in_since = F.coalesce(F.col("marketing_consent_time") > F.col("last_withdrawal_at"), F.lit(False))
-    withdrawn = F.col("last_withdrawal_at").isNotNull() & ~opted_in_since
+    # max of (chosen_at, withdraws): the latest choice, and on a tie True (a withdrawal) beats False.
+    latest = choices.groupBy("account_id").agg(F.max(F.struct("chosen_at", "withdraws")).alias("_choice"))
+    joined = profiles.join(latest, "account_id", "left")
+    withdrawn = F.col("_choice.withdraws")
     return joined.select(
         *profiles.columns,
-        F.when(withdrawn, F.col("last_withdrawal_at")).alias("consent_withdrawn_at"),
-        (F.col("profile_marketing_consent") & ~withdrawn).alias("marketing_consent"),
+        F.when(withdrawn, F.col("_choice.chosen_at")).alias("consent_withdrawn_at"),
+        (~F.col("erased") & F.coalesce(~withdrawn, F.col("profile_marketing_consent"))).alias("marketing_consent"),
     )
 
 

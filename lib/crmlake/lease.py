@@ -1,0 +1,169 @@
+"""One writer at a time: the lake's lease.
+
+Every command that writes the lake (each stage run, ``backfill``, ``erase``, ``maintain``)
+holds the lease, ``<lake>/_lease.json``, for as long as it runs; readers (``serve``,
+``subject-access``) take none. The lease names its holder (command, host, pid, token) and
+carries a heartbeat that a thread of the holder renews every ``lake.lease.heartbeat_seconds``.
+
+* It is **created atomically**: the holder's record is written whole to a file of its own,
+  then hard-linked to the lease's name, which fails if a lease is already there, so two
+  writers starting together cannot both win, and no reader ever sees half a record.
+* A second writer **waits** up to ``lake.lease.wait_seconds`` for the holder to finish,
+  then gives up with :class:`LeaseHeldError` (the command exits 3), naming the holder.
+* A lease whose heartbeat is older than ``lake.lease.expiry_seconds`` was left by a process
+  that died (SIGKILL, a lost machine): the next writer **takes it over**. Takeovers are
+  serialised by a short-lived mutex (a directory: ``mkdir`` is atomic), so two waiting
+  writers cannot both remove the dead lease and each create their own.
+* A holder whose lease was taken over (it stalled longer than the expiry) stops its main
+  thread at once rather than write beside the new holder.
+
+The lake root must be a local or mounted path (``file:`` URIs included).
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+from crmlake.config import Conf
+from crmlake.files import local_path
+from crmlake.log import get_logger
+
+log = get_logger("lease")
+LEASE_FILE = "_lease.json"
+TAKEOVER_MUTEX = "_lease.takeover"
+POLL_SECONDS = 0.5
+
+
+class LeaseHeldError(RuntimeError):
+    """Another writer holds the lake's lease and kept it longer than this writer would wait."""
+
+
+def lease_path(conf: Conf) -> str:
+    """Return the local path of the lake's lease file."""
+    root = local_path(conf.lake_root)
+    if root is None:
+        raise LeaseHeldError(f"paths.lake={conf.lake_root}: the lake's lease needs a local or mounted lake root")
+    return os.path.join(root, LEASE_FILE)
+
+
+def read_lease(path: str) -> dict | None:
+    """Return the lease record at ``path``, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:   # being replaced by a heartbeat right now: read again
+        time.sleep(0.05)
+        return read_lease(path)
+
+
+def describe(record: dict) -> str:
+    """Return one line naming a lease's holder (for logs and the exit-3 message)."""
+    age = time.time() - record["heartbeat"]
+    return f"{record['owner']} (pid {record['pid']} on {record['host']}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(record['acquired']))} UTC, heartbeat {age:.0f}s ago)"
+
+
+def _write_record(path: str, record: dict) -> str:
+    temporary = f"{path}.{record['token']}.{time.monotonic_ns()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as fh:
+        json.dump(record, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return temporary
+
+
+def _try_create(path: str, record: dict) -> bool:
+    """Create the lease with ``record`` unless one exists; return True when created."""
+    temporary = _write_record(path, record)
+    try:
+        os.link(temporary, path)   # atomic, and fails when the lease exists
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(temporary)
+
+
+def _take_over_if_expired(path: str, expiry_seconds: float) -> None:
+    """Remove the lease if its heartbeat is older than ``expiry_seconds``, under the takeover mutex."""
+    mutex = os.path.join(os.path.dirname(path), TAKEOVER_MUTEX)
+    try:
+        os.mkdir(mutex)
+    except FileExistsError:
+        # A takeover in progress, or one whose process died inside it (seconds at most).
+        if time.time() - os.stat(mutex).st_mtime > expiry_seconds:
+            shutil.rmtree(mutex, ignore_errors=True)
+        return
+    try:
+        record = read_lease(path)
+        if record is not None and time.time() - record["heartbeat"] > expiry_seconds:
+            log.warning("lease of %s expired: taking it over", describe(record))
+            os.remove(path)
+    finally:
+        os.rmdir(mutex)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the holder's heartbeat; interrupts the main thread when the lease was lost."""
+
+    def __init__(self, path: str, record: dict, every: float):
+        super().__init__(name="crmlake-lease-heartbeat", daemon=True)
+        self.path, self.record, self.every = path, record, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            current = read_lease(self.path)
+            if current is None or current["token"] != self.record["token"]:
+                log.critical("lake lease lost (%s holds it now): stopping", describe(current) if current else "nobody")
+                _thread.interrupt_main()
+                return
+            self.record["heartbeat"] = time.time()
+            os.replace(_write_record(self.path, self.record), self.path)
+
+
+@contextmanager
+def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
+    """Hold the lake's lease while the block runs; yield the holder's record.
+
+    ``owner`` names the command (``run acquire,organize``, ``erase``). Waits for another
+    holder up to ``lake.lease.wait_seconds``, taking over a lease that expired; raises
+    :class:`LeaseHeldError` naming the holder when the wait runs out.
+    """
+    settings = conf.get("lake.lease")
+    path = lease_path(conf)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    now = time.time()
+    record = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "acquired": now, "heartbeat": now}
+    deadline, announced = time.monotonic() + float(settings["wait_seconds"]), False
+    while not _try_create(path, record):
+        holder = read_lease(path)
+        if holder is not None and not announced:
+            log.info("lake lease held by %s: waiting up to %ss", describe(holder), settings["wait_seconds"])
+            announced = True
+        _take_over_if_expired(path, float(settings["expiry_seconds"]))
+        if time.monotonic() > deadline:
+            holder = read_lease(path)
+            raise LeaseHeldError(f"the lake {conf.lake_root} is held by {describe(holder) if holder else 'another writer'}; waited {settings['wait_seconds']}s (lake.lease.wait_seconds)")
+        time.sleep(POLL_SECONDS)
+        record["acquired"] = record["heartbeat"] = time.time()
+    heartbeat = _Heartbeat(path, record, float(settings["heartbeat_seconds"]))
+    heartbeat.start()
+    log.info("lake lease taken by %s", owner)
+    try:
+        yield record
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join()
+        if (read_lease(path) or {}).get("token") == record["token"]:
+            os.remove(path)

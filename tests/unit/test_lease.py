@@ -1,0 +1,98 @@
+"""The lake's lease: one writer at a time, a dead holder's lease taken over once it expires."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import time
+
+import pytest
+
+from crmlake.lease import LEASE_FILE, LeaseHeldError, lake_lease, lease_path
+
+
+def _fast(conf, wait=0.5, expiry=30, heartbeat=10):
+    return conf.with_overrides([f"lake.lease.wait_seconds={wait}", f"lake.lease.expiry_seconds={expiry}", f"lake.lease.heartbeat_seconds={heartbeat}"])
+
+
+def test_a_second_writer_waits_then_gives_up_naming_the_holder(conf):
+    conf = _fast(conf)
+    with lake_lease(conf, "run organize") as holder:
+        started = time.monotonic()
+        with pytest.raises(LeaseHeldError, match=rf"held by run organize \(pid {os.getpid()} on {socket.gethostname()}"):
+            with lake_lease(conf, "erase"):
+                pass
+        assert time.monotonic() - started >= 0.5
+        assert json.load(open(lease_path(conf)))["token"] == holder["token"]   # the holder's lease is untouched
+    assert not os.path.exists(lease_path(conf))   # released on exit
+
+
+def test_a_lease_left_by_a_dead_process_is_taken_over_once_it_expires_not_before(conf):
+    path = lease_path(conf)
+    os.makedirs(os.path.dirname(path))
+    dead = {"owner": "run decide", "host": "gone", "pid": 1, "token": "dead", "acquired": time.time() - 60, "heartbeat": time.time() - 5}
+    with open(path, "w") as fh:
+        json.dump(dead, fh)
+    with pytest.raises(LeaseHeldError, match="run decide"):   # 5 s old, 30 s expiry: still alive
+        with lake_lease(_fast(conf, expiry=30), "erase"):
+            pass
+    with lake_lease(_fast(conf, expiry=2), "erase") as holder:   # 5 s old, 2 s expiry: dead
+        assert json.load(open(path))["token"] == holder["token"]
+
+
+def test_the_holder_renews_its_heartbeat(conf):
+    with lake_lease(_fast(conf, heartbeat=0.1), "maintain") as holder:
+        first = holder["heartbeat"]
+        time.sleep(0.6)
+        assert json.load(open(lease_path(conf)))["heartbeat"] > first + 0.3
+
+
+def test_a_holder_whose_lease_was_taken_stops_rather_than_write_beside_the_new_one(conf):
+    with pytest.raises(KeyboardInterrupt):
+        with lake_lease(_fast(conf, heartbeat=0.1), "run analyze"):
+            with open(lease_path(conf), "w") as fh:   # another writer took the lease over
+                json.dump({"owner": "erase", "host": "h", "pid": 2, "token": "other", "acquired": time.time(), "heartbeat": time.time()}, fh)
+            time.sleep(5)
+    assert json.load(open(lease_path(conf)))["token"] == "other"   # the new holder's lease is left alone
+
+
+def _contend(conf, journal: str) -> None:
+    with lake_lease(conf, f"writer {os.getpid()}"):
+        with open(journal, "a") as fh:
+            fh.write(f"in {os.getpid()}\n")
+        time.sleep(0.2)
+        with open(journal, "a") as fh:
+            fh.write(f"out {os.getpid()}\n")
+
+
+def test_writers_racing_for_an_expired_lease_hold_it_one_at_a_time(conf, tmp_path):
+    path = lease_path(conf)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as fh:
+        json.dump({"owner": "dead", "host": "h", "pid": 1, "token": "dead", "acquired": 0, "heartbeat": time.time() - 10}, fh)
+    journal = str(tmp_path / "journal")
+    contenders = [multiprocessing.get_context("fork").Process(target=_contend, args=(_fast(conf, wait=60, expiry=1), journal)) for _ in range(4)]
+    for process in contenders:
+        process.start()
+    for process in contenders:
+        process.join(120)
+        assert process.exitcode == 0
+    lines = open(journal).read().split()
+    events = list(zip(lines[::2], lines[1::2]))
+    assert len(events) == 8
+    # Every "in" is followed by the same writer's "out": no two writers held the lease at once.
+    assert all(events[i][0] == "in" and events[i + 1] == ("out", events[i][1]) for i in range(0, 8, 2)), events
+    assert not os.path.exists(os.path.join(os.path.dirname(path), LEASE_FILE))
+
+
+def test_a_writing_command_exits_3_naming_the_holder(spark, conf, capsys):
+    from crmlake.cli import main
+
+    conf = _fast(conf)
+    paths = ["--conf", "conf/local.yaml", "--set", f"paths.lake={conf.lake_root}", "--set", "lake.lease.wait_seconds=0.5"]
+    with lake_lease(conf, "run acquire"):
+        assert main(["maintain", *paths]) == 3
+    err = capsys.readouterr().err
+    assert "crmlake: busy: the lake" in err and f"held by run acquire (pid {os.getpid()}" in err
