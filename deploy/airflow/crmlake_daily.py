@@ -5,6 +5,12 @@ its conf live on the workers) and ``crmlake_conf`` (e.g. conf/cluster.yaml), and
 connection ``spark_crmlake`` pointing at your cluster. Each task passes the run's logical
 date as ``--date``, so a cleared task or a backfill reruns exactly that date
 (every stage is idempotent for a date).
+
+A stage that ran to its end but left some pieces undone (a model that could not train, an
+audience that could not be built) exits 4 and fails its task, so that the run shows it; the
+next stage still runs (``trigger_rule="all_done"``): each stage reads what the lake holds,
+so decide publishes from the scores analyze did write. A stage that failed outright leaves
+the lake as it was, and the next one works from that.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ with DAG(
             packages="io.delta:delta-spark_4.2_2.13:4.4.1",
             application_args=["--conf", f"{HOME}/{CONF}", "--date", "{{ ds }}"],
             name=f"crmlake-{stage}",
+            trigger_rule="all_success" if stage == STAGES[0] else "all_done",
         )
         for stage in STAGES
     ]

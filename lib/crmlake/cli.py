@@ -2,7 +2,9 @@
 
 Exit codes: 0 success, 1 a job failed (the reason on one line), 2 misuse (bad arguments,
 configuration or input that names the file or key), 3 another writer held the lake's lease
-longer than ``lake.lease.wait_seconds`` (named on stderr).
+longer than ``lake.lease.wait_seconds`` (named on stderr), 4 the stages ran to their end but
+some pieces failed (a model, an audience, an erasure: named on stderr, recorded in
+gold.job_runs as ``partial``; the next run tries them again).
 """
 
 from __future__ import annotations
@@ -68,17 +70,29 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_stages(conf: Conf, stages: list[str], run_dates: list[dt.date] | dt.date, app: str) -> dict:
-    """Run ``stages`` in order for each of ``run_dates`` in one Spark session; return the last date's summaries."""
+def run_stages(conf: Conf, stages: list[str], run_dates: list[dt.date] | dt.date, app: str) -> tuple[dict, dict]:
+    """Run ``stages`` in order for each of ``run_dates`` in one Spark session; return the last
+    date's summaries, and every piece that failed on any date (``"<stage> <date>: <piece>"`` ->
+    why; :mod:`crmlake.isolation`)."""
     from crmlake.runs import run_stage
     from crmlake.session import spark_session
 
     dates = run_dates if isinstance(run_dates, list) else [run_dates]
-    summaries = {}
+    summaries, failed = {}, {}
     with spark_session(conf, app) as spark, writing(spark, conf, f"run {','.join(stages)}"):
         for run_date in dates:
             summaries = {stage: run_stage(spark, conf, stage, run_date) for stage in stages}
-    return summaries
+            failed.update({f"{stage} {run_date}: {piece}": why for stage, summary in summaries.items() for piece, why in (summary.get("failed") or {}).items()})
+    return summaries, failed
+
+
+def finish(conf: Conf, summaries: dict, failed: dict, label: str = "crmlake") -> int:
+    """Print where the outputs are, and the pieces that failed; return the exit code: 0, or 4
+    when some pieces failed (the rest ran; the next run tries them again)."""
+    print_outputs(conf, summaries)
+    for piece, why in failed.items():
+        print(f"{label}: not done: {piece}: {why}", file=sys.stderr)
+    return 4 if failed else 0
 
 
 @contextmanager
@@ -124,9 +138,7 @@ def cmd_run(args) -> int:
     conf = load_conf(args.conf, args.overrides)
     run_date = args.date or business_yesterday(conf)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
-    summaries = run_stages(conf, stages, run_date, app=args.stage)
-    print_outputs(conf, summaries)
-    return 0
+    return finish(conf, *run_stages(conf, stages, run_date, app=args.stage))
 
 
 def cmd_backfill(args) -> int:
@@ -136,8 +148,7 @@ def cmd_backfill(args) -> int:
     days = (args.date_to - args.date_from).days + 1
     dates = [args.date_from + dt.timedelta(days=i) for i in range(days)]
     stages = list(STAGES) if args.stage == "all" else [args.stage]
-    print_outputs(conf, run_stages(conf, stages, dates, app="backfill"))
-    return 0
+    return finish(conf, *run_stages(conf, stages, dates, app="backfill"))
 
 
 def cmd_serve(args) -> int:
@@ -169,6 +180,8 @@ def cmd_erase(args) -> int:
             raise UsageError(f"no account in bronze.customers holds the email {args.email!r}")
         request_erasure(lake, accounts, dt.datetime.now(dt.timezone.utc))
         done = apply_erasures(lake, conf)
+        if done["failed"]:
+            raise RuntimeError("; ".join(f"{piece}: {why}" for piece, why in done["failed"].items()))
         receipts = lake.read("gold.erasure_log").orderBy("erased_at", ascending=False).limit(done["erased_accounts"])
         # Safe to collect: this run's receipts, one per account erased.
         print(json.dumps([r.asDict(recursive=True) for r in receipts.collect()], indent=2, default=str))

@@ -200,7 +200,7 @@ class Policy(Section):
 
 # An audience's name is a folder under the exports (and part of model names): a slug, so it can
 # neither climb out of the exports (``../x``, ``a/b``) nor hide from the page and from erasure
-# amendments (``.x``). crmlake.decide.export checks it again before publishing.
+# amendments (``.x``). crmlake.exports checks it again before publishing.
 AUDIENCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 

@@ -1,13 +1,14 @@
 """What every spark-submit entry point in jobs/ does: parse --conf/--set/--date, run one stage
 (jobs/<stage>.py) or all four in order in one Spark application (jobs/all.py).
 
-Exit codes follow the CLI: 0 success, 1 the job failed (reason on one line), 2 misuse.
+Exit codes follow the CLI: 0 success, 1 the job failed (reason on one line), 2 misuse,
+3 the lake busy with another writer, 4 done but some pieces failed (named).
 """
 
 from __future__ import annotations
 
 import argparse
-from crmlake.cli import STAGES, add_log_level_argument, add_run_arguments, business_yesterday, exit_code_of, print_outputs, run_stages
+from crmlake.cli import STAGES, add_log_level_argument, add_run_arguments, business_yesterday, exit_code_of, finish, run_stages
 from crmlake.config import load_conf
 from crmlake.log import setup_logging
 
@@ -34,7 +35,6 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
 
     def run() -> int:
         conf = load_conf(args.conf, args.overrides)
-        print_outputs(conf, run_stages(conf, stages, args.date or business_yesterday(conf), app=stage))
-        return 0
+        return finish(conf, *run_stages(conf, stages, args.date or business_yesterday(conf), app=stage), f"crmlake {stage}")
 
     return exit_code_of(run, f"crmlake {stage}")

@@ -39,13 +39,13 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType
 
 from crmlake.config import Conf
 from crmlake.csv_cells import safe_rows
-from crmlake.decide.export import PLATFORM_FORMATS, amend_exports, platform_hashes
+from crmlake.exports import PLATFORM_FORMATS, amend_exports, platform_hashes
 from crmlake.faults import crash_point
 from crmlake.files import local_path
+from crmlake.isolation import isolated
 from crmlake.lake import Lake, TableSpec
 from crmlake.log import get_logger
 from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex, with_session_person_id
@@ -271,34 +271,44 @@ def apply_erasures(lake: Lake, conf: Conf, profile_changes: DataFrame | None = N
     """Apply every erase request due (see :func:`erasures_due`) in ``profile_changes`` (default:
     bronze.customers as it is now; organize passes the snapshot it pinned), resuming any
     erasure a killed run left half done from its plan, and write one receipt each to
-    gold.erasure_log; return the number of accounts erased and of upserts refused."""
-    spark = lake.spark
+    gold.erasure_log; return the number of accounts erased, of upserts refused, and the
+    erasures that failed (``failed``: ``erasure <request id>`` -> why): each is isolated, so
+    the others are applied, and it stays due, so the next run resumes it from its plan."""
     receipts = lake.read_or_empty(ERASURE_LOG)
     remove_receipted_plans(lake, receipts)
     if profile_changes is None:
         if not lake.exists("bronze.customers"):
-            return {"erased_accounts": 0, "refused_upserts": 0}
+            return {"erased_accounts": 0, "refused_upserts": 0, "failed": {}}
         profile_changes = lake.read("bronze.customers")
     # Safe to collect: one row per erase request due now (rare).
     due = erasures_due(profile_changes, receipts).collect()
     region = conf.get("organize.identity.default_phone_region", "TW")
+    done, failed = [], {}
     for request in due:
-        request_id = request["request_id"]
-        plan = ErasurePlan.load(conf.lake_root, request_id)
-        if plan.subject is None:   # first attempt: look the subject up while the tables still hold it
-            plan.subject = subject_of(lake, request["account_id"], region)
-            plan.save()
-            crash_point("erase.planned")
-        touched = erase_subject(lake, plan, conf.exports_root, request_id)
-        reason = "refused_upsert" if request["refused_upserts"] else "request"
-        log.info("erasure %s (%s): rows %s, %d files removed, exports amended %s", request_id, reason,
-                 touched["rows_removed"], len(touched["files_removed"]), touched["exports_amended"])
-        receipt = (request_id, reason, request["requested_at"], dt.datetime.now(dt.timezone.utc), touched["tables"],
-                   touched["rows_removed"], touched["files_removed"], touched["exports_amended"], int(request["refused_upserts"]))
-        lake.append(ERASURE_LOG, spark.createDataFrame([receipt], lake.catalog.spec(ERASURE_LOG).ddl))
-        crash_point("erase.receipted")
-        plan.remove()
-    return {"erased_accounts": len(due), "refused_upserts": sum(int(r["refused_upserts"]) for r in due)}
+        with isolated(f"erasure {request['request_id']}", failed, log):
+            _apply_erasure(lake, conf, request, region)
+            done.append(request)
+    return {"erased_accounts": len(done), "refused_upserts": sum(int(r["refused_upserts"]) for r in done), "failed": failed}
+
+
+def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> None:
+    """Apply one erasure due (a row of :func:`erasures_due`) from its plan, made first if need
+    be, then write its receipt and delete the plan."""
+    request_id = request["request_id"]
+    plan = ErasurePlan.load(conf.lake_root, request_id)
+    if plan.subject is None:   # first attempt: look the subject up while the tables still hold it
+        plan.subject = subject_of(lake, request["account_id"], region)
+        plan.save()
+        crash_point("erase.planned")
+    touched = erase_subject(lake, plan, conf.exports_root, request_id)
+    reason = "refused_upsert" if request["refused_upserts"] else "request"
+    log.info("erasure %s (%s): rows %s, %d files removed, exports amended %s", request_id, reason,
+             touched["rows_removed"], len(touched["files_removed"]), touched["exports_amended"])
+    receipt = (request_id, reason, request["requested_at"], dt.datetime.now(dt.timezone.utc), touched["tables"],
+               touched["rows_removed"], touched["files_removed"], touched["exports_amended"], int(request["refused_upserts"]))
+    lake.append(ERASURE_LOG, lake.spark.createDataFrame([receipt], lake.catalog.spec(ERASURE_LOG).ddl))
+    crash_point("erase.receipted")
+    plan.remove()
 
 
 def accounts_with_email(lake: Lake, email: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Run records: every stage run appends one row to ``gold.job_runs``, success or failure.
 
-Columns: job, run_date, conf_hash, started_at, ended_at, outcome (succeeded | failed),
-reason (the failure's first line), counts (the stage's summary as JSON). Every summary
+Columns: job, run_date, conf_hash, started_at, ended_at, outcome (succeeded | partial |
+failed), reason (the failure's first line; for a partial run, each piece that failed and why:
+:mod:`crmlake.isolation`), counts (the stage's summary as JSON). Every summary
 names the landing sources never delivered (``sources_not_seen``): the contract makes each
 source optional, and a reader of a report should know which inputs it lacked.
 """
@@ -19,6 +20,7 @@ from crmlake.acquire.job import sources_not_seen
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger
+from crmlake.summaries import JOB_RUNS_JSON, read_summary, write_summary
 
 log = get_logger("runs")
 JOB_RUNS = "gold.job_runs"
@@ -26,9 +28,14 @@ JOB_RUNS_SCHEMA = "job string, run_date date, conf_hash string, started_at times
 
 
 def record_run(spark: SparkSession, conf: Conf, job: str, run_date: dt.date, started_at: dt.datetime, outcome: str, reason: str | None, counts: dict) -> None:
-    """Append one run record to gold.job_runs."""
-    row = (job, run_date, conf.fingerprint(), started_at, dt.datetime.now(dt.timezone.utc), outcome, reason, json.dumps(counts, default=str))
+    """Append one run record to gold.job_runs, and show it as the job's latest run on the page
+    (the ``job_runs.json`` summary)."""
+    ended_at = dt.datetime.now(dt.timezone.utc)
+    row = (job, run_date, conf.fingerprint(), started_at, ended_at, outcome, reason, json.dumps(counts, default=str))
     Lake(spark, conf).append(JOB_RUNS, spark.createDataFrame([row], JOB_RUNS_SCHEMA))
+    latest = (read_summary(conf.exports_root, JOB_RUNS_JSON) or {}).get("jobs", {})
+    latest[job] = {"run_date": run_date, "outcome": outcome, "reason": reason, "ended_at": ended_at.isoformat(timespec="seconds")}
+    write_summary(conf.exports_root, JOB_RUNS_JSON, {"jobs": latest})
 
 
 def run_stage(spark: SparkSession, conf: Conf, stage: str, run_date: dt.date) -> dict:
@@ -45,8 +52,12 @@ def run_stage(spark: SparkSession, conf: Conf, stage: str, run_date: dt.date) ->
         record_run(spark, conf, stage, run_date, started_at, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", {})
         raise
     summary = {**summary, "sources_not_seen": sources_not_seen(Lake(spark, conf))}
+    failed = summary.get("failed") or {}
+    if failed:
+        log.warning("stage %s for %s: done without %s (the next run tries again)", stage, run_date, "; ".join(f"{piece} ({why})" for piece, why in failed.items()))
     if summary["sources_not_seen"]:
         log.warning("stage %s for %s: sources never delivered (read as empty): %s", stage, run_date, ", ".join(summary["sources_not_seen"]))
     log.info("stage %s for %s: done in %.1fs", stage, run_date, time.monotonic() - started)
-    record_run(spark, conf, stage, run_date, started_at, "succeeded", None, summary)
+    record_run(spark, conf, stage, run_date, started_at, "partial" if failed else "succeeded",
+               "; ".join(f"{piece}: {why}" for piece, why in failed.items()) or None, summary)
     return summary

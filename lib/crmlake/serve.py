@@ -27,10 +27,10 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from crmlake.decide.export import CHART, DATA_FILES, MANIFEST, PLATFORM_FILES
+from crmlake.exports import CHART, DATA_FILES, MANIFEST, PLATFORM_FILES
 from crmlake.log import get_logger
 from crmlake.summaries import (
-    CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, REPORTS_DIR, SEGMENTS_JSON, SUMMARY_DIR, SUMMARY_FILES, VALUE_TIERS_JSON, read_summary,
+    CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, JOB_RUNS_JSON, REPORTS_DIR, SEGMENTS_JSON, SUMMARY_DIR, SUMMARY_FILES, VALUE_TIERS_JSON, read_summary,
 )
 
 log = get_logger("serve")
@@ -81,6 +81,7 @@ def _counts_text(counts: dict) -> str:
     suppressed = counts.get("suppressed", {})
     parts = [f"matched {counts.get('matched', 0):,}", f"no consent {counts.get('no_consent', 0):,}"]
     parts += [f"{reason.replace('_', ' ')} {n:,}" for reason, n in suppressed.items() if n]
+    parts += [f"held out elsewhere {counts.get('held_out_elsewhere', 0):,}"]
     parts += [f"capped {counts.get('capped', 0):,}", f"over limit {counts.get('over_limit', 0):,}", f"control {counts.get('control', 0):,}"]
     return " · ".join(parts)
 
@@ -173,6 +174,21 @@ def _reports_section(pages: list[dict]) -> str:
     return f'<section id="reports"><h2>Reports</h2><ul>{items}</ul></section>'
 
 
+def _runs_section(runs: dict | None) -> str:
+    esc = html.escape
+    jobs = (runs or {}).get("jobs", {})
+    rows = "".join(
+        f'<tr class="run {esc(r["outcome"])}"><td>{esc(job)}</td><td>{esc(str(r["run_date"]))}</td><td>{esc(r["outcome"])}</td>'
+        f'<td>{esc(r["reason"] or "")}</td><td>{esc(r["ended_at"])}</td></tr>'
+        for job, r in sorted(jobs.items())
+    ) or '<tr><td colspan="5">No stage has run yet.</td></tr>'
+    return (
+        '<section id="runs"><h2>Runs</h2><p>Each stage\'s latest run. A <b>partial</b> run did everything but the pieces named, '
+        "which the next run tries again; a <b>failed</b> one changed nothing.</p>"
+        f"<table><thead><tr><th>Stage</th><th>Date</th><th>Outcome</th><th>Not done</th><th>Ended (UTC)</th></tr></thead><tbody>{rows}</tbody></table></section>"
+    )
+
+
 def catalog_page(exports_root: str) -> str:
     """Return the page's HTML for what is under ``exports_root`` now."""
     sections = (
@@ -180,13 +196,14 @@ def catalog_page(exports_root: str) -> str:
         + _campaigns_section(read_summary(exports_root, CAMPAIGN_RESULTS_JSON))
         + _profiles_section(read_summary(exports_root, SEGMENTS_JSON), read_summary(exports_root, VALUE_TIERS_JSON))
         + _reports_section(report_pages(exports_root))
+        + _runs_section(read_summary(exports_root, JOB_RUNS_JSON))
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>crmlake</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border-bottom:1px solid #ddd;padding:.4em;vertical-align:top;text-align:left}}
 .num{{text-align:right}}nav a{{margin-right:1em}}section{{margin-bottom:2.5em}}</style>
 </head><body><h1>crmlake</h1>
-<nav><a href="#audiences">Audiences</a><a href="#campaigns">Campaign results</a><a href="#segments">Segments and value tiers</a><a href="#reports">Reports</a></nav>
+<nav><a href="#audiences">Audiences</a><a href="#campaigns">Campaign results</a><a href="#segments">Segments and value tiers</a><a href="#reports">Reports</a><a href="#runs">Runs</a></nav>
 {sections}
 </body></html>"""
 

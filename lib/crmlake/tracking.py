@@ -1,5 +1,14 @@
 """MLflow at the edge: the tracking store from conf, model logging and registration, the
-champion alias, and the fingerprints that make a rerun of a date register nothing new."""
+champion alias, and the fingerprints that make a rerun of a date register nothing new.
+
+Registering a version and judging it (does it take the ``champion`` alias?) are two registry
+writes, and a process can be killed between them. So each version is registered with its
+inputs' fingerprint and its holdout score (version tags, written by the call that creates
+the version), and the judge's decision is written last, as the version's
+``champion_decision`` tag: a version without one was left by a killed run, and the next run
+with the same fingerprint judges it from its recorded score instead of training again
+(:func:`resume`).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,22 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from crmlake.config import Conf
+from crmlake.faults import crash_point
 from crmlake.log import get_logger
 
 log = get_logger("tracking")
 # Written into each logged model, so serving it elsewhere installs what scoring needs.
 MODEL_REQUIREMENTS = ["pyspark==4.2.0", "mlflow==3.17.2"]
 CHAMPION = "champion"
-# Model version tag: what the version was trained from (see :func:`fingerprint`).
+# Model version tags: what the version was trained from (see :func:`fingerprint`), its score
+# on the holdout it was judged by, and the judge's decision (the last write of a registration).
 FINGERPRINT_TAG = "inputs_fingerprint"
+SCORE_TAG = "holdout_score"
+DECISION_TAG = "champion_decision"
 
 
 def configure(conf: Conf) -> str:
@@ -63,35 +77,123 @@ def fingerprint(inputs: dict, settings: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def version_with_fingerprint(registered_name: str, inputs_fingerprint: str) -> str | None:
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version: its number, the holdout score it was registered with, and
+    the champion decision taken on it (None until it has been judged)."""
+
+    version: str
+    score: float | None
+    decision: str | None
+
+    @property
+    def awaiting_judgement(self) -> bool:
+        """True when the run that registered it was killed before judging it. A version without a
+        score was registered before scores were recorded, and was judged then."""
+        return self.decision is None and self.score is not None
+
+
+def version_with_fingerprint(registered_name: str, inputs_fingerprint: str) -> RegisteredVersion | None:
     """Return the latest registered version of ``registered_name`` trained from exactly
-    ``inputs_fingerprint``, or None: a rerun that finds one has nothing new to learn."""
+    ``inputs_fingerprint`` (its number, score and decision), or None: a rerun that finds one
+    has nothing new to learn, at most a judgement to finish."""
     from mlflow import MlflowClient
 
     found = MlflowClient().search_model_versions(f"name = '{registered_name}' AND tags.{FINGERPRINT_TAG} = '{inputs_fingerprint}'")
-    return str(max(int(v.version) for v in found)) if found else None
+    if not found:
+        return None
+    latest = max(found, key=lambda v: int(v.version))
+    score = latest.tags.get(SCORE_TAG)
+    return RegisteredVersion(str(latest.version), None if score is None else float(score), latest.tags.get(DECISION_TAG))
 
 
-def log_spark_model(model, name: str, registered_name: str, sample_input, sample_output, inputs_fingerprint: str) -> str:
-    """Log a fitted Spark ML pipeline with its signature, register it with its inputs'
-    fingerprint as a version tag; return the new version."""
+def log_spark_model(model, name: str, registered_name: str, sample_input, sample_output, inputs_fingerprint: str, score: float) -> str:
+    """Log a fitted Spark ML pipeline with its signature under the active run's ``name`` and
+    register it, tagged with its inputs' fingerprint and its holdout ``score``; return the new version."""
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     signature = infer_signature(sample_input, sample_output)
-    info = mlflow.spark.log_model(
-        model,
-        artifact_path=name,
-        signature=signature,
-        registered_model_name=registered_name,
-        pip_requirements=MODEL_REQUIREMENTS,
-    )
-    version = str(info.registered_model_version)
-    MlflowClient().set_model_version_tag(registered_name, version, FINGERPRINT_TAG, inputs_fingerprint)
+    info = mlflow.spark.log_model(model, artifact_path=name, signature=signature, pip_requirements=MODEL_REQUIREMENTS)
+    # The tags travel in the call that creates the version: no version exists without them.
+    registered = mlflow.register_model(info.model_uri, registered_name, tags={FINGERPRINT_TAG: inputs_fingerprint, SCORE_TAG: repr(float(score))})
+    version = str(registered.version)
     mlflow.set_tag(FINGERPRINT_TAG, inputs_fingerprint)
-    log.info("registered %s version %s", registered_name, version)
+    log.info("registered %s version %s (holdout score %.4f)", registered_name, version, score)
     return version
+
+
+def register_and_judge(model, registered_name: str, sample_input, sample_output, inputs_fingerprint: str, score: float,
+                       champion_score_of: Callable[[object], float], margin: float) -> tuple[str, bool, str]:
+    """Register a fitted Spark ML pipeline (:func:`log_spark_model`, in the active run), then judge
+    it (:func:`judge`); return (version, moved, reason).
+
+    Takes the pipeline, a few rows of its input and output (its signature), the fingerprint of
+    what it was trained from, its ``score`` on the holdout, ``champion_score_of`` (the
+    champion's fitted pipeline -> its score on the same holdout) and the margin to beat.
+    Killed between the two steps (crash point ``analyze.registered``), the version waits for
+    the next run with the same fingerprint to judge it (:func:`resume`).
+    """
+    version = log_spark_model(model, "model", registered_name, sample_input, sample_output, inputs_fingerprint, score)
+    crash_point("analyze.registered")
+    moved, reason = judge(registered_name, version, score, champion_score_of, margin)
+    return version, moved, reason
+
+
+def judge(registered_name: str, version: str, score: float, champion_score_of: Callable[[object], float], margin: float) -> tuple[bool, str]:
+    """Move ``champion`` to ``version`` when its holdout ``score`` beats the champion's by
+    ``margin`` (:func:`promote_if_better`), then record the decision as the version's and its
+    run's ``champion_decision`` tag; return (moved, reason).
+
+    ``champion_score_of`` takes the current champion's fitted pipeline and returns its score on
+    the same holdout; it is called only when another version is champion. Killed after the
+    alias moved and before the decision is recorded (crash point ``analyze.promoted``), the
+    next run finds the version champion already and records that.
+    """
+    from mlflow import MlflowClient
+
+    current = champion_version(registered_name)
+    if current == version:
+        # Its run was killed after moving the alias and before recording why.
+        moved, reason = False, f"version {version} is champion already"
+        log.info("%s: %s", registered_name, reason)
+    else:
+        champion_score = None if current is None else champion_score_of(load_champion(registered_name)[0])
+        moved, reason = promote_if_better(registered_name, version, score, champion_score, margin)
+        crash_point("analyze.promoted")
+    client = MlflowClient()
+    run_id = client.get_model_version(registered_name, version).run_id
+    if run_id:
+        client.set_tag(run_id, DECISION_TAG, reason)
+    client.set_model_version_tag(registered_name, version, DECISION_TAG, reason)  # last: the version is judged
+    return moved, reason
+
+
+def resume(registered_name: str, inputs_fingerprint: str, champion_score_of: Callable[[object], float], margin: float) -> dict | None:
+    """Return the facts of a rerun when a version of ``registered_name`` was already trained from
+    ``inputs_fingerprint`` (same data, same conf): nothing is fitted or registered. A version its
+    run left unjudged (killed after registering it) is judged now, from its recorded holdout
+    score, against ``champion_score_of`` the champion (see :func:`judge`).
+
+    Returns None when no version has this fingerprint; else version, ``reused``,
+    champion_moved and champion_decision.
+    """
+    found = version_with_fingerprint(registered_name, inputs_fingerprint)
+    if found is None:
+        return None
+    if not found.awaiting_judgement:
+        return reused(registered_name, found, inputs_fingerprint)
+    log.warning("%s: version %s was registered from %s by a run killed before judging it: judged now", registered_name, found.version, inputs_fingerprint)
+    moved, reason = judge(registered_name, found.version, found.score, champion_score_of, margin)
+    return {"version": found.version, "reused": True, "champion_moved": moved, "champion_decision": reason}
+
+
+def reused(registered_name: str, found: RegisteredVersion, inputs_fingerprint: str) -> dict:
+    """Return the facts of a rerun that finds ``found``, judged already, trained from
+    ``inputs_fingerprint``: version, ``reused``, champion_moved (False) and champion_decision."""
+    reason = f"version {found.version} was trained from the same inputs and conf ({inputs_fingerprint}): nothing registered, champion unchanged"
+    log.info("%s: %s", registered_name, reason)
+    return {"version": found.version, "reused": True, "champion_moved": False, "champion_decision": reason}
 
 
 def champion_version(registered_name: str) -> str | None:
@@ -122,6 +224,15 @@ def load_champion(registered_name: str):
         raise LookupError(f"registered model {registered_name!r} has no {CHAMPION!r} alias")
     with tempfile.TemporaryDirectory(prefix="crmlake-model-") as local:
         return mlflow.spark.load_model(f"models:/{registered_name}/{version}", dst_path=local), version
+
+
+def champion(registered_name: str):
+    """Return (fitted Spark pipeline, version) of the champion (:func:`load_champion`), or
+    (None, None) while the model has none: none of its trainings has succeeded yet."""
+    try:
+        return load_champion(registered_name)
+    except LookupError:
+        return None, None
 
 
 def promote_if_better(registered_name: str, challenger: str, challenger_score: float, champion_score: float | None, margin: float) -> tuple[bool, str]:

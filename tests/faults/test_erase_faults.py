@@ -80,8 +80,8 @@ def _table_rows(lake, table):
     frame = lake.read(table)
     if table == "bronze.customers":   # each run records the request again (same request id)
         frame = frame.where(F.col("op") == "upsert")
-    if table == ERASURE_LOG:   # the files removed are named by the writes that made them
-        return sorted((r["request_id"], r["reason"], tuple(r["tables"]), sorted(r["rows_removed"].items()), len(r["files_removed"]), tuple(r["exports_amended"]))
+    if table == ERASURE_LOG:   # the request id digests the request's time, the files removed are named by the writes that made them
+        return sorted((r["reason"], tuple(r["tables"]), sorted(r["rows_removed"].items()), len(r["files_removed"]), tuple(r["exports_amended"]))
                       for r in frame.collect())
     columns = [c for c in frame.columns if c not in ("ingested_at", "erased_at")]
     return sorted(str(r) for r in frame.select(*columns).collect())

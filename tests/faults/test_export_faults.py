@@ -23,7 +23,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from crmlake.decide.export import VERSIONS
+from crmlake.exports import VERSIONS
 from crmlake.faults import CRASH_AT
 from crmlake.files import file_sha256
 

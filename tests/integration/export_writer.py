@@ -33,7 +33,7 @@ def publish(exports_root: str, rows: int, first: int) -> None:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from crmlake.decide.export import export_rows, platform_rows, publish_audience
+    from crmlake.exports import export_rows, platform_rows, publish_audience
 
     spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
     persons = spark.range(first, first + rows, numPartitions=1).select(
@@ -49,7 +49,7 @@ def publish(exports_root: str, rows: int, first: int) -> None:
 
 
 def amend(exports_root: str, number: int) -> None:
-    from crmlake.decide.export import amend_exports
+    from crmlake.exports import amend_exports
 
     amend_exports(exports_root, [person_id(number)], [email_sha256(number)], [], [email_sha256(number)], f"erase-{number}")
 

@@ -14,6 +14,7 @@ import tempfile
 
 import pytest
 from mlflow import MlflowClient
+from pyspark.sql import functions as F
 
 from crmlake.acquire import job as acquire
 from crmlake.analyze import job as analyze
@@ -67,7 +68,8 @@ def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
             members = list(csv.DictReader(fh))
         counts = manifest["counts"]
         assert manifest["row_count"] == len(members) == counts["exported"] > 0
-        assert counts["matched"] == counts["no_consent"] + sum(counts["suppressed"].values()) + counts["capped"] + counts["over_limit"] + counts["control"] + counts["exported"]
+        assert counts["matched"] == (counts["no_consent"] + sum(counts["suppressed"].values()) + counts["held_out_elsewhere"] + counts["capped"]
+                                     + counts["over_limit"] + counts["control"] + counts["exported"])
         for name, entry in manifest["files"].items():
             assert entry["sha256"] == hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest(), name
         assert manifest["models"]["propensity"]["name"] == "crmlake-propensity"
@@ -317,13 +319,20 @@ def test_privacy_officer_reads_then_erases_a_member_from_the_command_line(spark,
 
 
 def test_erasure_the_day_it_arrives_and_a_stale_upsert_after_leave_the_person_nowhere(spark, pipeline, tmp_path):
-    """The pipeline's last day wrote exports; an erase of an exported member arrives the next
-    day (with a bad line and a guest order of theirs), a stale upsert of them the day after."""
+    """The pipeline's last day wrote exports, one of them an empty audience; an erase of an
+    exported member arrives the next day (with a bad line and a guest order of theirs), and
+    that day runs all four stages; a stale upsert of them arrives the day after."""
     from crmlake.lake import Lake
 
     for part in ("landing", "lake", "exports"):
-        shutil.copytree(pipeline["root"] / part, tmp_path / part)
-    conf = pipeline["conf"].with_overrides([f"paths.landing={tmp_path}/landing", f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports"])
+        shutil.copytree(pipeline["root"] / part, tmp_path / part, symlinks=True)
+    conf = pipeline["conf"].with_overrides([f"paths.landing={tmp_path}/landing", f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports",
+                                            f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/artifacts"])
+    # An audience nobody matches, published empty on the first day (an erasure amending it once crashed every later run).
+    nobody = {"name": "nobody", "rule": "rfm_cell = 'no such cell'", "channel": "email", "priority": 9, "control_share": 0.1}
+    conf = type(conf)({**conf.data, "decide": {**conf.data["decide"], "audiences": [*conf.data["decide"]["audiences"], nobody]}})
+    decide.run(spark, conf, END)
+    assert json.load(open(tmp_path / "exports" / "nobody" / END.isoformat() / "manifest.json"))["row_count"] == 0
     lake = Lake(spark, conf)
     person, victim = _exported_member_with_one_account(lake, conf.exports_root)
     email, phone, name = victim["email"].strip().lower(), victim["phone"], victim["name"]
@@ -350,6 +359,10 @@ def test_erasure_the_day_it_arrives_and_a_stale_upsert_after_leave_the_person_no
     ])
     acquire.run(spark, conf, erase_day)
     erased = organize.run(spark, conf, erase_day)
+    assert erased["failed"] == {}
+    analyze.run(spark, conf, erase_day)
+    second_day = decide.run(spark, conf, erase_day)
+    assert second_day["failed"] == {} and {os.path.basename(os.path.dirname(f)) for f in second_day["exports"]} >= {"likely_buyers", "nobody"}
     drop("customers", stale_day, "resend.jsonl", [json.dumps({**profile, "updated_time": "2026-11-01T09:00:00+08:00"})])
     acquire.run(spark, conf, stale_day)
     refused = organize.run(spark, conf, stale_day)
@@ -372,7 +385,7 @@ def test_erasure_the_day_it_arrives_and_a_stale_upsert_after_leave_the_person_no
         assert all(entry["sha256"] == hashlib.sha256(open(os.path.join(conf.exports_root, folder, f), "rb").read()).hexdigest() for f, entry in manifest["files"].items())
     assert person not in _exported_person_ids(conf.exports_root)
     name_pattern = re.compile(re.escape(name.encode()) + rb"(?!\d)")   # "Member 12", not "Member 123"
-    for base in ("lake", "exports"):
+    for base in ("lake", "exports", "artifacts"):   # MLflow's artifacts of the second day's analyze and decide too
         for path in glob.glob(str(tmp_path / base / "**" / "*"), recursive=True):
             if os.path.isfile(path):
                 text = _text_of(path)
@@ -457,10 +470,20 @@ def test_backfill_over_two_dates_changes_nothing_and_records_every_run(spark, pi
     assert all(r["outcome"] == "succeeded" and r["conf_hash"] == conf.fingerprint() and r["ended_at"] >= r["started_at"] for r in runs)
 
 
-def test_analyze_before_any_purchase_window_is_skipped_not_failed(spark, pipeline):
-    summary = analyze.run(spark, pipeline["conf"], dt.date(2026, 9, 1))
-    assert "training needs buyers and non-buyers" in summary["skipped"]
-    assert decide.run(spark, pipeline["conf"], dt.date(2026, 9, 1))["exports"] == []
+def test_analyze_before_any_purchase_window_lists_the_models_it_cannot_train_and_still_scores(spark, pipeline, tmp_path):
+    from crmlake.lake import Lake
+
+    for part in ("lake", "exports"):   # a copy, with a store of its own: nothing of the shared pipeline changes
+        shutil.copytree(pipeline["root"] / part, tmp_path / part, symlinks=True)
+    conf = pipeline["conf"].with_overrides([f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports",
+                                            f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/artifacts"])
+    early = dt.date(2026, 9, 1)
+    summary = analyze.run(spark, conf, early)
+    assert "training needs buyers and non-buyers" in summary["failed"]["propensity"]
+    scores = Lake(spark, conf).read("gold.customer_scores").where(F.col("score_date") == early)
+    assert scores.count() > 0 and scores.where(F.col("rfm_cell").isNull() | F.col("value_tier").isNull()).count() == 0
+    assert scores.where(F.col("propensity_score").isNotNull()).count() == 0   # no champion in this store: no propensity
+    decide.run(spark, conf, early)   # publishes from what was scored (nothing, without propensity), and does not fail
 
 
 @pytest.mark.parametrize("notebook", ["segments.ipynb", "propensity_diagnostics.ipynb"])

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from crmlake.decide.export import VERSIONS, publish_audience
+from crmlake.exports import VERSIONS, publish_audience
 from crmlake.serve import published_exports
 
 pytestmark = pytest.mark.integration

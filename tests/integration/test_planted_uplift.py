@@ -108,9 +108,11 @@ def experiment(spark, tmp_path, customers: int, days: int, seed: int) -> dict:
         return customer_behaviour(frames["members"], orders, frames["sessions"], day, TZ).localCheckpoint()
 
     persons = behaviour_as_of(END)
-    facts = analyze.audience_uplift(lake, conf, behaviour_as_of, orders, persons, END, {"run_date": str(END)}, str(tmp_path / "reports"))
+    failed: dict = {}
+    facts = analyze.audience_uplift(lake, conf, behaviour_as_of, orders, persons, END, {"run_date": str(END)}, str(tmp_path / "reports"), failed)
+    assert failed == {}
     return {"conf": conf, "lake": lake, "truth": frames["truth"], "facts": facts, "responses": responses.count(),
-            "rerun": lambda: analyze.audience_uplift(lake, conf, behaviour_as_of, orders, persons, END, {"run_date": str(END)}, str(tmp_path / "reports"))}
+            "rerun": lambda: analyze.audience_uplift(lake, conf, behaviour_as_of, orders, persons, END, {"run_date": str(END)}, str(tmp_path / "reports"), {})}
 
 
 def test_the_uplift_ranking_finds_the_planted_persuadables_that_the_propensity_ranking_misses(spark, tmp_path):

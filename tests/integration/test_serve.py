@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from crmlake.decide.export import publish_audience
+from crmlake.exports import publish_audience
 from crmlake.serve import serve
 from crmlake.summaries import CAMPAIGN_RESULTS_JSON, write_summary
 

@@ -32,3 +32,14 @@ def test_erase_needs_exactly_one_of_account_or_email(capsys):
             main(argv)
         assert exit_info.value.code == 2
     assert "--account" in capsys.readouterr().err
+
+
+def test_a_run_whose_pieces_failed_exits_4_naming_each_and_still_prints_its_outputs(conf, capsys):
+    from crmlake.cli import finish
+
+    summaries = {"decide": {"exports": ["/x/likely_buyers/2026-11-21"]}}
+    assert finish(conf, summaries, {}) == 0
+    assert finish(conf, summaries, {"analyze 2026-11-21: next_best_category": "no pairs", "decide 2026-11-21: audience win_back": "boom"}) == 4
+    out, err = capsys.readouterr()
+    assert out.count("audience     : /x/likely_buyers/2026-11-21") == 2
+    assert err.splitlines() == ["crmlake: not done: analyze 2026-11-21: next_best_category: no pairs", "crmlake: not done: decide 2026-11-21: audience win_back: boom"]

@@ -20,6 +20,8 @@ def test_airflow_dag_submits_every_stage_in_order():
     assert {"task_id", "application", "py_files", "application_args"} <= arguments
     assert "upstream >> downstream" in source and "zip(tasks, tasks[1:])" in source
     assert '"--date", "{{ ds }}"' in source
+    # A stage left partial (exit 4) does not keep the next from publishing what was done.
+    assert "trigger_rule" in arguments and '"all_done"' in source
 
 
 def test_every_stage_and_the_whole_run_have_a_spark_submit_entry_point():

@@ -18,7 +18,7 @@ from crmlake.analyze.reports import write_member_report
 from crmlake.config import ConfigError
 from crmlake.csv_cells import safe_cell, safe_frame, safe_rows, safe_table
 from crmlake.decide.audiences import Audience
-from crmlake.decide.export import VERSIONS, amend_exports, export_rows, platform_rows, publish_audience, remove_unpublished
+from crmlake.exports import VERSIONS, amend_exports, export_rows, platform_rows, publish_audience, remove_unpublished
 from crmlake.files import file_sha256
 from crmlake.serve import published_exports, resolve_download
 

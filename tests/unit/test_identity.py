@@ -1,6 +1,5 @@
 """Identity resolution on hand-built graphs: chains, stars, merges, consent refused."""
 
-import datetime as dt
 import hashlib
 import random
 

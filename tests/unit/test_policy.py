@@ -60,7 +60,7 @@ def test_policy_counts_every_step_and_never_lets_a_non_consenting_person_through
     assert counts == {
         "matched": 4, "no_consent": 1,
         "suppressed": {"unsubscribed": 0, "bounced": 1, "complained": 0, "erased": 0, "service_complaint": 0},
-        "capped": 1, "over_limit": 0, "control": 0, "exported": 1,
+        "held_out_elsewhere": 0, "capped": 1, "over_limit": 0, "control": 0, "exported": 1,
     }
 
 
@@ -101,6 +101,47 @@ def test_control_group_is_stable_across_runs_and_near_its_share(spark):
     assert 300 < counts["control"] < 500   # 20% of 2000 = 400, within sampling noise
     other, _ = apply_policy(scored, suppressed, no_prior(spark), audience("other", control_share=0.2, limit=5000), POLICY)
     assert {r["person_id"]: r["group"] for r in other.collect()} != groups[0]   # each audience holds out its own
+
+
+def test_a_person_held_out_by_an_earlier_audience_is_in_neither_group_of_a_later_one(spark):
+    # P1 sits in audience A's control today; P2 was not held out. B would take both (no control share).
+    scored = spark.createDataFrame([("P1", 0.9, 9, "s", "555", True), ("P2", 0.8, 8, "s", "555", True)], SCORED)
+    suppressed = spark.createDataFrame([], "person_id string, suppression_reason string")
+    held_out_by_a = spark.createDataFrame([("P1",)], "person_id string")
+    selected, counts = apply_policy(scored, suppressed, no_prior(spark), audience("b", priority=2), POLICY, held_out_by_a)
+    assert [(r["person_id"], r["group"]) for r in selected.collect()] == [("P2", "treatment")]
+    assert (counts["matched"], counts["held_out_elsewhere"], counts["capped"], counts["exported"]) == (2, 1, 0, 1)
+
+
+def test_a_held_out_person_is_counted_at_an_earlier_step_that_stops_them(spark):
+    # P1 is held out by A and has no consent, P2 is held out by A and bounced: each counted once,
+    # at the first step that stops them; P3 held out and over the cap counts as held out.
+    scored = spark.createDataFrame([("P1", 0.9, 9, "s", "555", False), ("P2", 0.8, 8, "s", "555", True), ("P3", 0.7, 7, "s", "555", True)], SCORED)
+    suppressed = spark.createDataFrame([("P2", "bounced")], "person_id string, suppression_reason string")
+    prior = spark.createDataFrame([("P3", 2)], "person_id string, contacts long")
+    held_out_by_a = spark.createDataFrame([("P1",), ("P2",), ("P3",)], "person_id string")
+    _, counts = apply_policy(scored, suppressed, prior, audience("b", priority=2), POLICY, held_out_by_a)
+    assert (counts["no_consent"], counts["suppressed"]["bounced"], counts["held_out_elsewhere"], counts["capped"]) == (1, 1, 1, 0)
+
+
+def test_audiences_sharing_persons_hold_each_person_out_in_at_most_one_control_group(spark):
+    # A and B match the same 40 persons with large control shares; decide serves A, then B with
+    # A's control group held out, as run() does.
+    scored = spark.createDataFrame([(f"P{i:02d}", 0.9, 9, "s", "555", True) for i in range(40)], SCORED)
+    suppressed = spark.createDataFrame([], "person_id string, suppression_reason string")
+    policy = ContactPolicy(max_contacts=5, window_days=30, complaint_quiet_days=30)
+    a, counts_a = apply_policy(scored, suppressed, no_prior(spark), audience("a", priority=1, control_share=0.5), policy)
+    groups_a = {r["person_id"]: r["group"] for r in a.collect()}
+    control_a = {p for p, g in groups_a.items() if g == "control"}
+    held_out = spark.createDataFrame([(p,) for p in sorted(control_a)], "person_id string")
+    b, counts_b = apply_policy(scored, suppressed, no_prior(spark), audience("b", priority=2, control_share=0.5), policy, held_out)
+    groups_b = {r["person_id"]: r["group"] for r in b.collect()}
+    assert 0 < len(control_a) < 40   # the case is only a test when A holds out some, not all
+    assert control_a.isdisjoint(groups_b)   # neither in B's treatment nor in B's control
+    assert set(groups_b) == set(groups_a) - control_a
+    assert counts_b["held_out_elsewhere"] == len(control_a)
+    steps = ("no_consent", "held_out_elsewhere", "capped", "over_limit", "control", "exported")
+    assert counts_b["matched"] == sum(counts_b[s] for s in steps) + sum(counts_b["suppressed"].values()) == 40
 
 
 def test_raw_contact_details_need_an_internal_channel():

@@ -8,7 +8,7 @@ import os
 
 import pyarrow.parquet as pq
 
-from crmlake.decide.export import amend_exports, publish_audience
+from crmlake.exports import amend_exports, publish_audience
 from crmlake.files import file_sha256
 from crmlake.privacy import erasures_due
 
@@ -63,7 +63,7 @@ def test_amended_export_drops_the_person_and_records_the_amendment(spark, tmp_pa
 
 
 def test_an_amended_platform_upload_file_drops_the_person_by_the_platforms_hash(spark, tmp_path):
-    from crmlake.decide.export import platform_rows
+    from crmlake.exports import platform_rows
 
     people = spark.createDataFrame([("P1", "Ann.Lee@Gmail.com", "0912 345 678"), ("P2", "bob@example.com", None)],
                                    "person_id string, email string, phone string")
@@ -84,7 +84,7 @@ def test_an_amended_platform_upload_file_drops_the_person_by_the_platforms_hash(
 
 
 def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as_each_upload_has_them(spark, lake):
-    from crmlake.decide.export import PLATFORM_FORMATS, platform_rows
+    from crmlake.exports import PLATFORM_FORMATS, platform_rows
     from crmlake.privacy import subject_of
 
     def table(name, rows, ddl):

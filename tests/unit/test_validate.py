@@ -59,6 +59,13 @@ def test_values_a_cast_would_silently_null_are_quarantined(spark):
     assert reason_of(spark, {**GOOD_CLICK, "price": "99999999999999999"}) == "bad_money:price"  # 17 digits: overflow
 
 
+def test_a_value_ending_in_a_line_terminator_is_not_well_formed(spark):
+    # Java's "$" matches before a final line terminator; the patterns end at the value's very end.
+    for end in ("\n", "\u2028", "\u0085"):
+        assert reason_of(spark, {**GOOD_CLICK, "price": "12.00" + end}) == "bad_money:price"
+        assert reason_of(spark, {**GOOD_CLICK, "event_time": "2026-11-21T13:45:12Z" + end}) == "bad_timestamp:event_time"
+
+
 def test_overflowing_integer_is_quarantined(spark):
     line = {"order_id": "o1", "line_no": "2147483648", "order_time": "2026-11-21T10:00:00Z", "channel": "web", "product_id": "p1",
             "quantity": "1", "unit_price": "10.00", "status": "completed", "updated_time": "2026-11-21T10:00:00Z"}

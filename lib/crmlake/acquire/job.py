@@ -33,6 +33,7 @@ from crmlake.acquire.facts import FACTS_SCHEMA, file_facts
 from crmlake.acquire.reader import FileToRead, read_records
 from crmlake.acquire.validate import with_validation
 from crmlake.config import Conf
+from crmlake.faults import crash_point
 from crmlake.lake import Lake
 from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger, timed
@@ -134,21 +135,22 @@ def partition_date(source: Source, timezone: str) -> Column:
     return F.to_date(F.from_utc_timestamp(source.partition_time, timezone))
 
 
-def keys_seen(lake: Lake, source: Source, validated: DataFrame) -> DataFrame | None:
-    """Return the record keys already in ``source``'s bronze table that ``validated`` could repeat.
+def bronze_of_batch_dates(lake: Lake, source: Source, validated: DataFrame) -> DataFrame | None:
+    """Return the rows already in ``source``'s bronze table that ``validated`` could repeat:
+    record_key, source_file, source_line (None before the table exists).
 
     A repeated record is the same record, so it has the same partition date: only the
     bronze partitions of the batch's dates are read, however long the history.
     """
     if not lake.exists(source.bronze_table):
         return None
-    existing = lake.read(source.bronze_table)
+    existing = lake.read(source.bronze_table).select("record_key", "source_file", "source_line", *filter(None, [partition_column(source)]))
     part = partition_column(source)
     if part is None:
-        return existing.select("record_key")
+        return existing
     # One row per business date in the batch: small.
     dates = [r[0] for r in validated.where("reason IS NULL").select(partition_date(source, lake.conf.get("business.timezone"))).distinct().collect()]
-    return existing.where(F.col(part).isin(*dates)).select("record_key")
+    return existing.where(F.col(part).isin(*dates)).drop(part)
 
 
 def classify(validated: DataFrame, existing_keys: DataFrame | None, broadcast_max_rows: int) -> DataFrame:
@@ -244,7 +246,14 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
     # (a join with the few repeated keys: not worth a second cache), the per-file counts and
     # two writes (the files are read and parsed once).
     validated = with_validation(records, source).cache()
-    classified = classify(validated, keys_seen(lake, source, validated), int(conf.get("acquire.repeats_broadcast_max_rows")))
+    # A run killed after committing some of this batch's rows left them in bronze: they are
+    # this batch's own records (by file and line), not repeats of earlier ones, so they are
+    # classified as a run never killed would, and not written again.
+    earlier = bronze_of_batch_dates(lake, source, validated)
+    batch_files = [f.path for f in files]
+    committed = earlier.where(F.col("source_file").isin(*batch_files)) if earlier is not None else None
+    seen = earlier.where(~F.col("source_file").isin(*batch_files)).select("record_key") if earlier is not None else None
+    classified = classify(validated, seen, int(conf.get("acquire.repeats_broadcast_max_rows")))
     try:
         per_file = per_file_outcomes(classified)
         unbalanced = {f.path: problem for f in files if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
@@ -254,16 +263,23 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
         counted = [r for path, r in per_file.items() if path not in unbalanced]
         totals = {k: sum(int(r[k]) for r in counted) for k in ("accepted", "quarantined", "duplicates")}
         part = partition_column(source)
-        written = lake.append(source.bronze_table, bronze_rows(kept, source, conf.get("business.timezone"), ingested_at), partition_by=[part] if part else [])
+        accepted = bronze_rows(kept, source, conf.get("business.timezone"), ingested_at)
+        already = committed.join(kept.select("source_file", "source_line"), ["source_file", "source_line"], "left_semi").count() if committed is not None else 0
+        if already:
+            log.warning("%s: %d rows of this batch were committed by a run killed before it logged them; not written again", source.bronze_table, already)
+            accepted = accepted.join(committed.select("source_file", "source_line"), ["source_file", "source_line"], "left_anti")
+        written = lake.append(source.bronze_table, accepted, partition_by=[part] if part else [])
+        crash_point("acquire.bronze_committed")
         quarantined = quarantine_rows(kept, source, ingested_at, int(conf.get("acquire.raw_text_max_chars")))
         if lake.exists(QUARANTINE):  # a rerun after a crash between the two writes: this batch's files only
             held_before = lake.read(QUARANTINE).where((F.col("source") == source.name) & F.col("file_sha256").isin(*{f.sha256 for f in files}))
             quarantined = quarantined.join(held_before.select("quarantine_key"), "quarantine_key", "left_anti")
         held = lake.append(QUARANTINE, quarantined, partition_by=["source"])
+        crash_point("acquire.quarantine_committed")
     finally:
         validated.unpersist()
-    if written.rows_written != totals["accepted"]:
-        raise BalanceError(f"{source.bronze_table}: committed {written.rows_written} rows but {totals['accepted']} were accepted")
+    if written.rows_written + already != totals["accepted"]:
+        raise BalanceError(f"{source.bronze_table}: committed {written.rows_written} rows (and {already} before) but {totals['accepted']} were accepted")
     if held.rows_written > totals["quarantined"]:
         raise BalanceError(f"{QUARANTINE}: committed {held.rows_written} rows but only {totals['quarantined']} were quarantined")
     outcomes = []
@@ -343,8 +359,9 @@ def sources_not_seen(lake: Lake) -> list[str]:
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Acquire every source for ``run_date``; return per-source counts.
 
-    Raises :class:`BalanceError` naming the files that did not balance, after every other
-    file has been committed.
+    A file that does not balance is left out, logged in bronze.ingest_log as
+    ``balance_failed`` and listed in the summary's ``failed`` (``file <path>`` -> why): every
+    other file is committed and the later stages run, and the next run reads it again.
     """
     lake = Lake(spark, conf)
     ingested = IngestLog.of_sources(lake)
@@ -353,7 +370,5 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         with timed(log, f"acquire {name} up to {run_date}") as facts:
             facts.update(acquire_source(spark, lake, conf, source, run_date, ingested[name]))
             results[name] = dict(facts)
-    failed = [path for name in SOURCES for path in results[name]["balance_failed"]]
-    if failed:
-        raise BalanceError(f"{len(failed)} file(s) did not balance and were not ingested: {', '.join(failed)} (see bronze.ingest_log)")
-    return results
+    failed = {f"file {path}": "does not balance (see bronze.ingest_log); read again by the next run" for name in SOURCES for path in results[name]["balance_failed"]}
+    return {**results, "failed": failed}

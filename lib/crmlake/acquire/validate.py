@@ -20,10 +20,12 @@ from pyspark.sql.types import MapType, StringType, StructField, StructType
 
 from crmlake.acquire.contract import ALWAYS, BOOL, INT, MONEY, ON_UPSERT, TIMESTAMP, Field, Source
 
-# ISO-8601 with an offset or Z; a timestamp without one is a bad record.
-ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$"
-MONEY_PATTERN = r"^-?\d{1,16}(\.\d{1,4})?$"
-INT_PATTERN = r"^-?\d{1,18}$"
+# ISO-8601 with an offset or Z; a timestamp without one is a bad record. Each pattern ends in
+# \z, the very end of the value: Java's "$" also matches before a final line terminator
+# (\n, \r, U+0085, U+2028, U+2029), which would let "12.00<U+2028>" pass as money.
+ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)\z"
+MONEY_PATTERN = r"^-?\d{1,16}(\.\d{1,4})?\z"
+INT_PATTERN = r"^-?\d{1,18}\z"
 MONEY_TYPE = "decimal(18,2)"
 EXACT_TYPE = "decimal(38,18)"  # wide enough to tell whether MONEY_TYPE kept every digit
 BAD_TYPE_REASON = {TIMESTAMP: "bad_timestamp", MONEY: "bad_money", INT: "wrong_type"}

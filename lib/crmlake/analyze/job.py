@@ -15,7 +15,8 @@
   used are columns of the scores.
 * A model version carries a fingerprint of its inputs (run date, input tables' Delta
   versions) and conf section: a rerun of a date with unchanged data and conf fits,
-  registers and moves nothing.
+  registers and moves nothing, except judging a version whose run was killed between
+  registering and judging it (:func:`crmlake.tracking.resume`).
 * Uplift, per audience of ``decide.audiences`` (:mod:`crmlake.analyze.uplift`): once contact
   dates of the audience have a complete attribution window, a T-learner on its contacted vs
   control persons, judged by its holdout Qini against the propensity ranking, registered as
@@ -26,6 +27,12 @@
 
 Every person scored lands in ``gold.customer_scores`` (partition ``score_date``: a rerun of
 a date replaces that date only). Reports are written every run, models permitting or not.
+
+Each model is an isolated piece (:func:`isolated_model`): one that cannot train (too little
+history, one class, no pairs, an error in its fit) is logged and listed with its reason in
+the summary's ``failed``, and the stage goes on. RFM, value tiers and the loyalty
+ladder are written for every person whatever the models did; a failed model's columns come
+from its existing champion, or are null. The next run tries the failed model again.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import datetime as dt
 import functools
 import os
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake import tracking
@@ -48,6 +55,7 @@ from crmlake.analyze.features import (
 from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by, with_loyalty_level, with_value_tier
 from crmlake.config import Conf
 from crmlake.lake import Lake
+from crmlake.isolation import isolated
 from crmlake.log import get_logger, timed
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
 from crmlake.summaries import REPORTS_DIR, SEGMENTS_JSON, VALUE_TIERS_JSON, write_summary
@@ -81,15 +89,18 @@ class NotTrainable(RuntimeError):
     """The data up to the run date cannot train a model (for example: no buyers yet)."""
 
 
-def reused_version(registered_name: str, inputs_fingerprint: str) -> dict | None:
-    """Return the facts of a rerun when a version of ``registered_name`` was already trained
-    from ``inputs_fingerprint`` (same data, same conf): nothing is fitted, registered or moved."""
-    version = tracking.version_with_fingerprint(registered_name, inputs_fingerprint)
-    if version is None:
-        return None
-    reason = f"version {version} was trained from the same inputs and conf ({inputs_fingerprint}): nothing registered, champion unchanged"
-    log.info("%s: %s", registered_name, reason)
-    return {"version": version, "reused": True, "champion_moved": False, "champion_decision": reason}
+def isolated_model(name: str, run_date: dt.date, failures: dict):
+    """Isolate one model's step (:func:`crmlake.isolation.isolated`): a model that cannot learn
+    from the data (:class:`NotTrainable`: too little history, one class, no pairs) or whose
+    step raises is listed in ``failures`` under ``name``, and the stage goes on without it:
+    its scores come from its champion, or are null. No version is registered before a model
+    is fitted, so the next run simply tries it again."""
+    return isolated(name, failures, log, f"{name} for {run_date}", expected=(NotTrainable,))
+
+
+def model_column(registered_name: str, version: str | None) -> Column:
+    """Return the ``<registered_name>/<version>`` that made a score, or null when no version did."""
+    return F.lit(f"{registered_name}/{version}" if version is not None else None).cast("string")
 
 
 def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_fingerprint: str) -> dict:
@@ -106,7 +117,14 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
     import mlflow
 
     p = conf.get("analyze.propensity")
-    reused = reused_version(p["model_name"], inputs_fingerprint)
+    margin = float(p.get("champion_margin", 0.005))
+    split = labelled.withColumn("_holdout", in_holdout(F.col("person_id"), float(p["holdout_share"])))
+    holdout = split.where("_holdout").drop("_holdout")
+
+    def auc_of(model) -> float:
+        return models.propensity_metrics(model, holdout, quantile_accuracy(conf))[0]["auc"]
+
+    reused = tracking.resume(p["model_name"], inputs_fingerprint, auc_of, margin)
     if reused:
         return reused
     counts = labelled.agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives")).first()
@@ -114,9 +132,8 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
     cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
     if positives == 0 or positives == rows:
         raise NotTrainable(f"propensity for {run_date}: {positives} of {rows} members bought between {cutoff} and {run_date}; training needs buyers and non-buyers")
-    split = labelled.withColumn("_holdout", in_holdout(F.col("person_id"), float(p["holdout_share"])))
     train, share = training_sample(split.where(~F.col("_holdout")).drop("_holdout"), round(rows * (1 - float(p["holdout_share"]))), training_max_persons(conf))
-    train, holdout = train.cache(), split.where("_holdout").drop("_holdout").cache()
+    train, holdout = train.cache(), holdout.cache()
     candidates = models.propensity_candidates(int(p["max_iter"]), int(p.get("trees", 40)), int(p.get("tree_depth", 4)), int(p["seed"]))
     with tracking.tracked_run(conf, f"propensity-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
         results = {}
@@ -132,15 +149,10 @@ def train_propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_
         mlflow.log_metrics({**{f"{k}_holdout": v for k, v in metrics.items()}, "rows": float(rows), "base_rate": positives / rows})
         mlflow.log_dict({"calibration": calibration}, "calibration.json")
         sample = train.select(*FEATURE_COLUMNS).limit(5)
-        version = tracking.log_spark_model(
-            model, "model", p["model_name"], sample.toPandas(), models.with_propensity_score(model, sample).select("propensity_score").toPandas(),
-            inputs_fingerprint,
+        version, moved, reason = tracking.register_and_judge(
+            model, p["model_name"], sample.toPandas(), models.with_propensity_score(model, sample).select("propensity_score").toPandas(),
+            inputs_fingerprint, metrics["auc"], auc_of, margin,
         )
-        champion_auc = None
-        if tracking.champion_version(p["model_name"]) is not None:
-            champion_auc = models.propensity_metrics(tracking.load_champion(p["model_name"])[0], holdout, quantile_accuracy(conf))[0]["auc"]
-        moved, reason = tracking.promote_if_better(p["model_name"], version, metrics["auc"], champion_auc, float(p.get("champion_margin", 0.005)))
-        mlflow.set_tag("champion_decision", reason)
     train.unpersist()
     holdout.unpersist()
     return {"version": version, "candidate": winner, "metrics": metrics, "champion_moved": moved, "champion_decision": reason}
@@ -176,11 +188,15 @@ def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: 
     import mlflow
 
     s = conf.get("analyze.segmentation")
-    reused = reused_version(s["model_name"], inputs_fingerprint)
+    trained_on, share = training_sample(frame, frame.count(), training_max_persons(conf))
+
+    def silhouette_of(model) -> float:
+        return models.silhouette(model, trained_on)
+
+    reused = tracking.resume(s["model_name"], inputs_fingerprint, silhouette_of, float(s.get("champion_margin", 0.01)))
     if reused:
         return reused
     low, high = (int(v) for v in s.get("k_range", [s.get("k", 5), s.get("k", 5)]))
-    trained_on, share = training_sample(frame, frame.count(), training_max_persons(conf))
     with tracking.tracked_run(conf, f"segmentation-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
         model, k, silhouettes = models.choose_segmentation(trained_on, list(range(low, high + 1)), int(s["seed"]))
         _, profile, overall = named_segments(model, frame, frame.columns)
@@ -194,12 +210,10 @@ def train_segments(conf: Conf, frame: DataFrame, run_date: dt.date, report_dir: 
         mlflow.log_artifact(chart)
         inputs = [f"log_{c}" for c in models.SEGMENT_FEATURES]
         sample = frame.select(*inputs).limit(5)
-        version = tracking.log_spark_model(model, "model", s["model_name"], sample.toPandas(), model.transform(sample).select("segment").toPandas(), inputs_fingerprint)
-        champion_silhouette = None
-        if tracking.champion_version(s["model_name"]) is not None:
-            champion_silhouette = models.silhouette(tracking.load_champion(s["model_name"])[0], trained_on)
-        moved, reason = tracking.promote_if_better(s["model_name"], version, silhouettes[k], champion_silhouette, float(s.get("champion_margin", 0.01)))
-        mlflow.set_tag("champion_decision", reason)
+        version, moved, reason = tracking.register_and_judge(
+            model, s["model_name"], sample.toPandas(), model.transform(sample).select("segment").toPandas(), inputs_fingerprint, silhouettes[k],
+            silhouette_of, float(s.get("champion_margin", 0.01)),
+        )
     return {"version": version, "k": k, "silhouette": round(silhouettes[k], 4), "segments": sorted(r["segment"] for r in profile),
             "champion_moved": moved, "champion_decision": reason}
 
@@ -219,20 +233,26 @@ def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, ru
     import mlflow
 
     c = conf.get("analyze.next_best_category")
-    reused = reused_version(c["model_name"], inputs_fingerprint)
+    margin = float(c.get("champion_margin", 0.005))
+    holdout_share = float(conf.get("analyze.propensity.holdout_share"))
+    split = pairs.withColumn("_holdout", in_holdout(F.col("person_id"), holdout_share))
+    holdout = split.where("_holdout").drop("_holdout")
+
+    def hit_rates_of(model) -> dict:
+        return categories.hit_rates(categories.with_category_rank(models.with_category_score(model, holdout), "score"), bought)
+
+    def top_3_of(model) -> float:
+        return hit_rates_of(model)["top_3"]
+
+    reused = tracking.resume(c["model_name"], inputs_fingerprint, top_3_of, margin)
     if reused:
         return reused
     counts = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum("label").alias("bought"), F.approx_count_distinct("person_id").alias("persons")).first()  # one row
     if not counts["bought"] or counts["bought"] == counts["pairs"]:
         raise NotTrainable(f"next best category for {run_date}: {int(counts['bought'] or 0)} of {counts['pairs']} person x category pairs "
                            "bought in the label window; training needs both (too little history before the cutoff)")
-    holdout_share = float(conf.get("analyze.propensity.holdout_share"))
-    split = pairs.withColumn("_holdout", in_holdout(F.col("person_id"), holdout_share))
     train, share = training_sample(split.where(~F.col("_holdout")).drop("_holdout"), round(counts["persons"] * (1 - holdout_share)), training_max_persons(conf))
-    train, holdout = train.cache(), split.where("_holdout").drop("_holdout").cache()
-
-    def hit_rates_of(model) -> dict:
-        return categories.hit_rates(categories.with_category_rank(models.with_category_score(model, holdout), "score"), bought)
+    train, holdout = train.cache(), holdout.cache()
 
     with tracking.tracked_run(conf, f"next-best-category-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
         model = models.category_pipeline(int(c.get("max_iter", 50))).fit(train)
@@ -242,14 +262,10 @@ def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, ru
                            "baseline": "most popular categories first", "training_max_persons": training_max_persons(conf), "training_share": round(share, 4)})
         mlflow.log_metrics({**{f"hit_rate_{k}": v for k, v in metrics.items()}, **{f"baseline_hit_rate_{k}": v for k, v in baseline.items()}})
         sample = train.select(*categories.CATEGORY_FEATURES).limit(5)
-        version = tracking.log_spark_model(
-            model, "model", c["model_name"], sample.toPandas(), models.with_category_score(model, sample).select("score").toPandas(), inputs_fingerprint
+        version, moved, reason = tracking.register_and_judge(
+            model, c["model_name"], sample.toPandas(), models.with_category_score(model, sample).select("score").toPandas(), inputs_fingerprint,
+            metrics["top_3"], top_3_of, margin,
         )
-        champion_top_3 = None
-        if tracking.champion_version(c["model_name"]) is not None:
-            champion_top_3 = hit_rates_of(tracking.load_champion(c["model_name"])[0])["top_3"]
-        moved, reason = tracking.promote_if_better(c["model_name"], version, metrics["top_3"], champion_top_3, float(c.get("champion_margin", 0.005)))
-        mlflow.set_tag("champion_decision", reason)
     train.unpersist()
     holdout.unpersist()
     return {"version": version, "hit_rates": {k: round(v, 4) for k, v in metrics.items()}, "baseline_hit_rates": {k: round(v, 4) for k, v in baseline.items()},
@@ -259,14 +275,18 @@ def train_next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, ru
 def next_best_categories(lake: Lake, conf: Conf, behaviour: DataFrame, order_lines: DataFrame, run_date: dt.date) -> tuple[DataFrame, dict]:
     """Rank every person's categories with the champion, write their ``top_n`` best to
     gold.next_best_category for ``run_date``; return (person_id, top_category,
-    top_category_score) and the facts."""
+    top_category_score, category_model) and the facts. Without a champion yet, the date's
+    partition is emptied and the frame returned is empty."""
     c = conf.get("analyze.next_best_category")
-    model, version = tracking.load_champion(c["model_name"])
-    ranked = categories.with_category_rank(models.with_category_score(model, categories.person_categories(behaviour, order_lines, run_date)), "score")
-    table = ranked.where(F.col("rank") <= int(c.get("top_n", 3))).select(
-        "person_id", "category", "score", F.col("rank").cast("int").alias("rank"),
-        F.lit(f"{c['model_name']}/{version}").alias("category_model"), F.lit(run_date).alias("score_date"),
-    )
+    model, version = tracking.champion(c["model_name"])
+    if model is None:
+        table = lake.spark.createDataFrame([], lake.catalog.spec(NEXT_BEST_CATEGORY).ddl)
+    else:
+        ranked = categories.with_category_rank(models.with_category_score(model, categories.person_categories(behaviour, order_lines, run_date)), "score")
+        table = ranked.where(F.col("rank") <= int(c.get("top_n", 3))).select(
+            "person_id", "category", "score", F.col("rank").cast("int").alias("rank"),
+            model_column(c["model_name"], version).alias("category_model"), F.lit(run_date).alias("score_date"),
+        )
     rows = lake.overwrite_where(NEXT_BEST_CATEGORY, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
     top = lake.read(NEXT_BEST_CATEGORY).where(f"score_date = DATE'{run_date}' AND rank = 1").select(
         "person_id", F.col("category").alias("top_category"), F.col("score").alias("top_category_score"), "category_model"
@@ -296,7 +316,16 @@ def train_uplift(conf: Conf, audience: str, examples: DataFrame, run_date: dt.da
 
     u = conf.get("analyze.uplift")
     name = uplift_model_name(conf, audience)
-    reused = reused_version(name, inputs_fingerprint)
+    split = models.with_group_weights(examples).withColumn("_holdout", in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share"))))
+    holdout = split.where("_holdout").drop("_holdout")
+
+    def qini_of(model) -> dict:
+        return uplift.qini(uplift.decile_outcomes(models.with_uplift(model, holdout), "uplift", quantile_accuracy(conf)))
+
+    def qini_coefficient_of(model) -> float:
+        return qini_of(model)["qini"]
+
+    reused = tracking.resume(name, inputs_fingerprint, qini_coefficient_of, float(u["champion_margin"]))
     if reused:
         return reused
     # Safe to collect: two rows, one per group.
@@ -308,12 +337,7 @@ def train_uplift(conf: Conf, audience: str, examples: DataFrame, run_date: dt.da
         if persons < minimum or converted in (0, persons):
             raise NotTrainable(f"uplift of {audience} for {run_date}: {persons} {group} persons, {converted} converted, in its contact dates with a "
                                f"complete attribution window; training needs at least {minimum} (analyze.uplift.min_group_persons) and both outcomes")
-    split = models.with_group_weights(examples).withColumn("_holdout", in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share"))))
-    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), split.where("_holdout").drop("_holdout").cache()
-
-    def qini_of(model) -> dict:
-        return uplift.qini(uplift.decile_outcomes(models.with_uplift(model, holdout), "uplift", quantile_accuracy(conf)))
-
+    train, holdout = split.where(~F.col("_holdout")).drop("_holdout").cache(), holdout.cache()
     with tracking.tracked_run(conf, f"uplift-{audience}-{run_date}", {"stage": "analyze", "run_date": str(run_date), "audience": audience}):
         model = models.uplift_pipeline(int(u["max_iter"])).fit(train)
         measured, baseline = qini_of(model), uplift.qini(uplift.decile_outcomes(holdout, "score", quantile_accuracy(conf)))
@@ -335,12 +359,10 @@ def train_uplift(conf: Conf, audience: str, examples: DataFrame, run_date: dt.da
         mlflow.log_artifact(uplift.qini_chart({"uplift": measured["curve"], "propensity": baseline["curve"]},
                                               os.path.join(report_dir, f"qini_{audience}.png"), f"Qini, {audience}, {run_date}"))
         sample = train.select(*FEATURE_COLUMNS).limit(5)
-        version = tracking.log_spark_model(model, "model", name, sample.toPandas(), models.with_uplift(model, sample).select("uplift").toPandas(), inputs_fingerprint)
-        champion_qini = None
-        if tracking.champion_version(name) is not None:
-            champion_qini = qini_of(tracking.load_champion(name)[0])["qini"]
-        moved, reason = tracking.promote_if_better(name, version, measured["qini"], champion_qini, float(u["champion_margin"]))
-        mlflow.set_tag("champion_decision", reason)
+        version, moved, reason = tracking.register_and_judge(
+            model, name, sample.toPandas(), models.with_uplift(model, sample).select("uplift").toPandas(), inputs_fingerprint, measured["qini"],
+            qini_coefficient_of, float(u["champion_margin"]),
+        )
     train.unpersist()
     holdout.unpersist()
     return {"version": version, "qini": round(measured["qini"], 4), "baseline_qini": round(baseline["qini"], 4),
@@ -348,15 +370,16 @@ def train_uplift(conf: Conf, audience: str, examples: DataFrame, run_date: dt.da
 
 
 def audience_uplift(lake: Lake, conf: Conf, behaviour_as_of, order_lines: DataFrame, persons: DataFrame, run_date: dt.date, inputs: dict,
-                    report_dir: str) -> dict:
+                    report_dir: str, failures: dict) -> dict:
     """Train every audience's uplift model from its learnable contacts (or say why not), score
     ``persons`` with each audience's champion into gold.audience_uplift for ``run_date``; return
     the facts per audience.
 
     Takes ``behaviour_as_of`` (a date -> persons with FEATURE_COLUMNS as of its end), order
-    lines with person_id as of the run date, and today's persons with FEATURE_COLUMNS. An
-    audience without a champion yet has no rows; decide then orders it by the rest of its
-    ``order_by``.
+    lines with person_id as of the run date, today's persons with FEATURE_COLUMNS, and the
+    stage's ``failures``, where an audience whose model cannot train is added as
+    ``uplift.<audience>`` (:func:`isolated_model`). An audience without a champion yet has no
+    rows; decide then orders it by the rest of its ``order_by``.
     """
     tracking.configure(conf)   # the registry is read before any run starts
     u = conf.get("analyze.uplift")
@@ -376,23 +399,20 @@ def audience_uplift(lake: Lake, conf: Conf, behaviour_as_of, order_lines: DataFr
     fingerprints = {a: tracking.fingerprint({**inputs, "contacts": digests[a]}, {**settings, "audience": a}) for a in digests}
     to_train = []
     for audience in fingerprints:
-        reused = reused_version(uplift_model_name(conf, audience), fingerprints[audience])
-        if reused:
-            facts[audience] = reused
-        else:
+        name = uplift_model_name(conf, audience)
+        found = tracking.version_with_fingerprint(name, fingerprints[audience])
+        if found is None or found.awaiting_judgement:   # a version awaiting judgement is judged on its holdout, in train_uplift
             to_train.append(audience)
+        else:
+            facts[audience] = tracking.reused(name, found, fingerprints[audience])
     if to_train:
         # Features as of each contact date the models learn from: the point-in-time builder, once a date.
         dates = sorted({dt.date.fromisoformat(day) for audience in to_train for day in digests[audience]["dates"]})
         behaviour = functools.reduce(DataFrame.unionByName, [behaviour_as_of(day).withColumn("contact_date", F.lit(day)) for day in dates])
         examples = uplift.uplift_examples(learnable.where(F.col("audience").isin(to_train)), order_lines.where(F.col("status") == "completed"), days, behaviour).cache()
         for audience in to_train:
-            with timed(log, f"train uplift of {audience} for {run_date}") as f:
-                try:
-                    f.update(train_uplift(conf, audience, examples.where(F.col("audience") == audience), run_date, report_dir, fingerprints[audience]))
-                except NotTrainable as skipped:
-                    log.warning("%s", skipped)
-                    f["skipped"] = str(skipped)
+            with isolated_model(f"uplift.{audience}", run_date, failures) as f:
+                f.update(train_uplift(conf, audience, examples.where(F.col("audience") == audience), run_date, report_dir, fingerprints[audience]))
             facts[audience] = dict(f)
         examples.unpersist()
     if learnable is not None:
@@ -400,9 +420,9 @@ def audience_uplift(lake: Lake, conf: Conf, behaviour_as_of, order_lines: DataFr
     scored = []
     for audience in audiences:
         name = uplift_model_name(conf, audience)
-        if tracking.champion_version(name) is None:
+        model, version = tracking.champion(name)
+        if model is None:
             continue
-        model, version = tracking.load_champion(name)
         facts[audience]["champion"] = version
         scored.append(models.with_uplift(model, persons.select("person_id", *FEATURE_COLUMNS)).select(
             "person_id", F.lit(audience).alias("audience"), "p_contacted", "p_control", "uplift", F.lit(f"{name}/{version}").alias("uplift_model"),
@@ -431,8 +451,16 @@ def _silhouette_chart(silhouettes: dict, path: str) -> str:
     return path
 
 
+def without_lifetime_value(people: DataFrame, horizon_days: int) -> DataFrame:
+    """Return ``people`` with the lifetime-value columns null: their value when the model is not fitted."""
+    return people.select("*", *[F.lit(None).cast("double").alias(c) for c in clv.value_columns(horizon_days)])
+
+
 def lifetime_value(conf: Conf, spark: SparkSession, people: DataFrame, order_lines: DataFrame, run_date: dt.date) -> tuple[DataFrame, dict]:
-    """Fit BG/NBD and Gamma-Gamma as of ``run_date``, log them; return (people with value columns, facts)."""
+    """Fit BG/NBD and Gamma-Gamma as of ``run_date``, log them; return (people with value columns, facts).
+
+    Raises NotTrainable when fewer than ``min_repeat_buyers`` persons bought twice.
+    """
     import mlflow
 
     c = conf.get("analyze.lifetime_value") or {}
@@ -440,10 +468,9 @@ def lifetime_value(conf: Conf, spark: SparkSession, people: DataFrame, order_lin
     stats = clv.purchase_statistics(order_lines, run_date, unit_days).cache()
     repeat_buyers = stats.where("frequency > 0").count()
     if repeat_buyers < int(c.get("min_repeat_buyers", 20)):
-        log.warning("lifetime value skipped for %s: %d repeat buyers", run_date, repeat_buyers)
         stats.unpersist()
-        unknown = [F.lit(None).cast("double").alias(c) for c in clv.value_columns(horizon)]
-        return people.select("*", *unknown), {"skipped": f"{repeat_buyers} repeat buyers"}
+        raise NotTrainable(f"lifetime value for {run_date}: {repeat_buyers} repeat buyers; fitting needs {c.get('min_repeat_buyers', 20)} "
+                           "(analyze.lifetime_value.min_repeat_buyers)")
     model = clv.fit_lifetime_value(stats, unit_days)
     at_bounds = clv.parameters_at_bounds(model.params())
     if at_bounds:
@@ -537,7 +564,15 @@ def score_companies(lake: Lake, conf: Conf, order_lines: DataFrame, identity_map
 
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Train (or, on a rerun with the same inputs and conf, reuse) the models, score every person
-    for ``run_date`` with each model's champion, and write the reports; return versions and metrics."""
+    for ``run_date`` with each model's champion, and write the reports; return the stage's
+    summary: each model's versions and metrics, the scores' counts, and ``failed``
+    (model -> why it did not train today; empty on a good day).
+
+    A model that fails does not fail the stage: when the scores are written, the run succeeded
+    (``gold.job_runs`` records it so, its counts listing ``failed``), and decide
+    publishes from them. The stage fails only when what every score needs fails: reading the
+    lake, the reports, or writing the scores.
+    """
     lake = Lake(spark, conf)
     tz = conf.get("business.timezone")
     report_dir = os.path.join(conf.exports_root, REPORTS_DIR)
@@ -567,60 +602,63 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     order_lines = lines_as_of(run_date).cache()
 
     facts: dict = {}
+    failures: dict = {}   # model -> why it did not train today (isolated_model)
     if lake.read("silver.sessions").isEmpty():  # every source is optional: say what the features lack
         facts["missing_inputs"] = ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
         log.warning("analyze for %s: %s", run_date, facts["missing_inputs"][0])
-    try:
-        with timed(log, f"reports for {run_date}") as f:
-            f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
-        facts["reports"] = f["reports"]
-        with timed(log, f"train propensity for {run_date}") as f:
-            cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
-            lines_then = lines_as_of(cutoff)
-            behaviour_then = behaviour_as_of(cutoff, lines_then).cache()
-            labelled = with_purchase_label(behaviour_then, order_lines, cutoff, int(p["label_days"]))
-            trained = train_propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, "timezone": tz, "training_max_persons": training_max_persons(conf)}))
-            f.update({k: v for k, v in trained.items() if k in ("version", "candidate", "champion_moved", "reused")})
-            if "metrics" in trained:
-                f["auc_holdout"] = round(trained["metrics"]["auc"], 4)
-        facts["propensity"] = {**dict(f), "champion_decision": trained["champion_decision"]}
-        with timed(log, f"train next best category for {run_date}") as f:
-            # The propensity's label window: features as of its cutoff, the categories bought after it.
-            c = conf.get("analyze.next_best_category")
-            bought = categories.categories_bought(order_lines, cutoff, int(p["label_days"]))
-            pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
-            settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz,
-                        "training_max_persons": training_max_persons(conf)}
-            f.update(train_next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
-        facts["next_best_category"] = dict(f)
-    except NotTrainable as reason:
-        # Early dates of a backfill: nothing to learn from yet. Not a failure of the job.
-        log.warning("analyze skipped: %s", reason)
-        for cached in (people, order_lines, behaviour_then):
-            cached.unpersist()
-        return {**facts, "skipped": str(reason)}
+    with timed(log, f"reports for {run_date}") as f:
+        f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
+    facts["reports"] = f["reports"]
+    # Propensity's and next best category's point in time: features as of the cutoff, labels after it.
+    cutoff = run_date - dt.timedelta(days=int(p["label_days"]))
+    lines_then = lines_as_of(cutoff)
+    behaviour_then = behaviour_as_of(cutoff, lines_then).cache()
+    with isolated_model("propensity", run_date, failures) as f:
+        labelled = with_purchase_label(behaviour_then, order_lines, cutoff, int(p["label_days"]))
+        trained = train_propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, "timezone": tz, "training_max_persons": training_max_persons(conf)}))
+        f.update({k: v for k, v in trained.items() if k in ("version", "candidate", "champion_moved", "reused", "champion_decision")})
+        if "metrics" in trained:
+            f["auc_holdout"] = round(trained["metrics"]["auc"], 4)
+    facts["propensity"] = dict(f)
+    with isolated_model("next_best_category", run_date, failures) as f:
+        c = conf.get("analyze.next_best_category")
+        bought = categories.categories_bought(order_lines, cutoff, int(p["label_days"]))
+        pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
+        settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "timezone": tz,
+                    "training_max_persons": training_max_persons(conf)}
+        f.update(train_next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
+    facts["next_best_category"] = dict(f)
     behaviour = behaviour_as_of(run_date, order_lines)
     frame = models.with_log_features(behaviour).cache()
-    with timed(log, f"train segments for {run_date}") as f:
+    with isolated_model("segmentation", run_date, failures) as f:
         f.update(train_segments(conf, frame, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, "timezone": tz, "training_max_persons": training_max_persons(conf)})))
     facts["segmentation"] = dict(f)
-    with timed(log, f"lifetime value for {run_date}") as f:
-        horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
+    horizon = int((conf.get("analyze.lifetime_value") or {}).get("horizon_days", 90))
+    valued = without_lifetime_value(people.select("person_id"), horizon)
+    with isolated_model("lifetime_value", run_date, failures) as f:
         valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
         f.update(f_clv)
     facts["lifetime_value"] = dict(f)
     with timed(log, f"score persons for {run_date}") as f:
-        propensity_model, propensity_version = tracking.load_champion(p["model_name"])
-        segment_model, segment_version = tracking.load_champion(s["model_name"])
+        # Each model's champion, whatever today's challenger did; a model without one yet leaves its columns null.
+        propensity_model, propensity_version = tracking.champion(p["model_name"])
+        segment_model, segment_version = tracking.champion(s["model_name"])
         f.update(propensity_champion=propensity_version, segmentation_champion=segment_version)
-        segmented = named_segments(segment_model, frame, behaviour.columns)[0]
+        if segment_model is not None:
+            segmented = named_segments(segment_model, frame, behaviour.columns)[0]
+        else:
+            segmented = behaviour.select("*", F.lit(None).cast("int").alias("segment_id"), F.lit(None).cast("string").alias("segment"))
+        if propensity_model is not None:
+            propensity = models.with_propensity_score(propensity_model, segmented)
+        else:
+            propensity = segmented.withColumn("propensity_score", F.lit(None).cast("double"))
+        # Cached: the deciles and the RFM scores each aggregate it before its rows are written.
+        propensity = propensity.cache()
         top_categories, f["next_best_category"] = next_best_categories(lake, conf, behaviour, order_lines, run_date)
         rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
         recent = order_lines.where(
             (F.col("status") == "completed") & (F.col("order_date") > F.lit(run_date - dt.timedelta(days=horizon))) & (F.col("order_date") <= F.lit(run_date))
         ).groupBy("person_id").agg(F.sum("line_amount").cast("double").alias("current_value"))
-        # Cached: the deciles and the RFM scores each aggregate it before its rows are written.
-        propensity = models.with_propensity_score(propensity_model, segmented).cache()
         scored = with_rfm_scores(
             with_deciles(propensity, "propensity_score", "propensity_decile", quantile_accuracy(conf)), int(conf.get("analyze.rfm_quantiles")), quantile_accuracy(conf)
         )
@@ -632,9 +670,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
             .transform(lambda df: with_value_tier(df, rules, quantile_accuracy(conf)))
             .transform(lambda df: with_loyalty_level(df, rules))
-            # The versions that made these scores: each model's champion, whatever today's challenger did.
-            .withColumn("propensity_model", F.lit(f"{p['model_name']}/{propensity_version}"))
-            .withColumn("segment_model", F.lit(f"{s['model_name']}/{segment_version}"))
+            .withColumn("propensity_model", model_column(p["model_name"], propensity_version))
+            .withColumn("segment_model", model_column(s["model_name"], segment_version))
             .withColumn("score_date", F.lit(run_date))
         )
         f["persons_scored"] = lake.overwrite_where(SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
@@ -648,8 +685,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f.update(pareto(lake, conf, report_dir, scores, run_date))
         write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
-    with timed(log, f"uplift for {run_date}") as f:
-        f.update(audience_uplift(lake, conf, behaviour_as_of, order_lines, frame, run_date, inputs, report_dir))
+    with isolated_model("uplift", run_date, failures) as f:
+        f.update(audience_uplift(lake, conf, behaviour_as_of, order_lines, frame, run_date, inputs, report_dir, failures))
     facts["uplift"] = dict(f)
     if lake.exists(COMPANIES):
         with timed(log, f"company scores for {run_date}") as f:
@@ -657,4 +694,6 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         facts["companies"] = dict(f)
     for cached in (people, order_lines, behaviour_then, frame, propensity):
         cached.unpersist()
-    return facts
+    if failures:
+        log.warning("analyze for %s: scores written without %s", run_date, "; ".join(f"{name} ({reason})" for name, reason in failures.items()))
+    return {**facts, "failed": failures}

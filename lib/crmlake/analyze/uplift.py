@@ -9,7 +9,7 @@ contacts are an experiment to learn that from:
   attribution window is complete (:func:`learnable_contacts`);
 * per contact, the person's features as of the contact date (the propensity's
   point-in-time builder) and the label: converted in the attribution window, the campaign
-  results' definition (:func:`crmlake.decide.results.contact_outcomes`), in
+  results' definition (:func:`crmlake.contacts.contact_outcomes`), in
   :func:`uplift_examples`;
 * a T-learner (:func:`crmlake.analyze.models.uplift_pipeline`): P(convert | contacted)
   fitted on the contacted persons, P(convert | not contacted) on the control persons;
@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 from crmlake.analyze.features import FEATURE_COLUMNS
 from crmlake.analyze.ranking import with_quantile_buckets
-from crmlake.decide.results import contact_outcomes
+from crmlake.contacts import contact_outcomes
 
 DECILES = 10
 

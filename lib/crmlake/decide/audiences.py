@@ -11,14 +11,30 @@ every step is counted for the manifest:
 3. suppression, first reason wins: ``unsubscribed``, ``bounced``, ``complained``,
    ``erased`` (any of the person's accounts asked to be erased), ``service_complaint``
    (a complaint opened in the last ``complaint_quiet_days`` or still open);
-4. frequency cap: at most ``max_contacts`` per person in any ``window_days`` rolling days
+4. one control group per person and date: a person held out as control today by an
+   audience served before this one is left out of it, treatment and control alike
+   (``held_out_elsewhere``);
+5. frequency cap: at most ``max_contacts`` per person in any ``window_days`` rolling days
    across all audiences; audiences are served by ``priority`` (1 first), so the
    higher-priority audience keeps the person (``capped``);
-5. ``limit``: the best persons by ``order_by`` (which, like the rule, may use ``uplift``:
+6. ``limit``: the best persons by ``order_by`` (which, like the rule, may use ``uplift``:
    the person's estimated uplift for this audience, :func:`with_audience_uplift`);
-6. control group: ``control_share`` of them, chosen by a hash of person and audience (the
+7. control group: ``control_share`` of them, chosen by a hash of person and audience (the
    same person stays in the control of an audience from run to run), are held out and
    recorded but not exported (``control``); the rest are ``exported``.
+
+Why step 4, and why only in that direction. An audience's lift compares its contacted
+persons with its control persons; a control person whom a later audience then contacts is
+no longer "not contacted", and the lift shrinks toward zero. So a person held out by an
+audience receives nothing more that day: they are in at most one control group per date,
+and no later audience contacts them. The converse is allowed on purpose: a person a
+higher-priority audience contacted today may still land in a lower-priority audience's
+control group. The lower audience's split is a hash independent of the earlier choice, so
+its treatment and control hold earlier contacts at the same rate and its lift stays
+unbiased; excluding them from its control alone would bias it (and excluding them from it
+altogether would turn the frequency cap into one contact a day). An audience's lift thus
+measures its treatment against no further contact that day, given what the audiences
+before it did.
 """
 
 from __future__ import annotations
@@ -30,16 +46,14 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError, settings_from
-from crmlake.decide.export import PLATFORM_FORMATS
+from crmlake.exports import NOT_AUDIENCES, PLATFORM_FORMATS
 from crmlake.people import ACCOUNT, with_person_id
-from crmlake.summaries import REPORTS_DIR, SUMMARY_DIR
 
 CHANNELS = ("email", "sms", "ads")
 TARGETS = ("persons", "companies")
 # gold.company_scores columns an audience targeting companies sees, as company_<column>.
 COMPANY_COLUMNS = ("accounts", "buyers", "recency_days", "frequency", "monetary", "current_value", "predicted_value",
                    "r_score", "f_score", "m_score", "rfm_cell", "value_tier")
-RESERVED_FOLDERS = (REPORTS_DIR, SUMMARY_DIR)   # other folders under the exports root
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
 UPLIFT_COLUMN = re.compile(r"\buplift\b")
 
@@ -72,7 +86,7 @@ class Audience:
         missing = [k for k in ("name", "rule", "channel") if not entry.get(k)]
         if missing:
             raise ConfigError(f"decide.audiences entry {name!r}: missing {', '.join(missing)}")
-        if entry["name"] in RESERVED_FOLDERS:
+        if entry["name"] in NOT_AUDIENCES:
             raise ConfigError(f"decide.audiences entry {name!r}: the name is taken by the exports' {entry['name']}/ folder")
         if entry["channel"] not in CHANNELS:
             raise ConfigError(f"decide.audiences entry {name!r}: channel {entry['channel']!r} is not one of {', '.join(CHANNELS)}")
@@ -199,35 +213,48 @@ def in_control_group(person_id, audience: Audience):
     return bucket < audience.control_share
 
 
-def apply_policy(scored: DataFrame, suppressed: DataFrame, prior_contacts: DataFrame, audience: Audience, policy: ContactPolicy) -> tuple[DataFrame, dict]:
+def apply_policy(scored: DataFrame, suppressed: DataFrame, prior_contacts: DataFrame, audience: Audience, policy: ContactPolicy,
+                 held_out: DataFrame | None = None) -> tuple[DataFrame, dict]:
     """Apply the contact policy for one audience.
 
     Takes the scored person table (with ``marketing_consent``), the suppression list
-    (person_id, suppression_reason), and ``prior_contacts`` (person_id, contacts): exported
-    contacts inside the cap's window, today's higher-priority audiences included. Returns
-    ``(selected, counts)``: the persons kept after the limit with ``group`` = treatment or
-    control, and the count at every policy step.
+    (person_id, suppression_reason), ``prior_contacts`` (person_id, contacts): exported
+    contacts inside the cap's window, today's higher-priority audiences included, and
+    ``held_out`` (person_id): persons held out as control today by the audiences served
+    before this one (None: nobody). Returns ``(selected, counts)``: the persons kept after the limit with
+    ``group`` = treatment or control, and the count at every policy step.
     """
     consenting = F.coalesce(F.col("marketing_consent"), F.lit(False))
     prior = F.coalesce(F.col("contacts"), F.lit(0))
-    # Each matched person with the steps that stop them: consent, a suppression reason, the cap.
-    staged = scored.where(F.expr(audience.rule)).join(suppressed, "person_id", "left").join(prior_contacts, "person_id", "left")
-    uncapped = staged.where(consenting & F.col("suppression_reason").isNull() & (prior < policy.max_contacts)).drop("suppression_reason", "contacts")
+    elsewhere = F.coalesce(F.col("_held_out_elsewhere"), F.lit(False))
+    held = (held_out.select("person_id").distinct().withColumn("_held_out_elsewhere", F.lit(True)) if held_out is not None
+            else scored.sparkSession.createDataFrame([], "person_id string, _held_out_elsewhere boolean"))
+    # Each matched person with the steps that stop them: consent, a suppression reason, another
+    # audience's control group, the cap.
+    staged = (scored.where(F.expr(audience.rule)).join(suppressed, "person_id", "left").join(held, "person_id", "left")
+              .join(prior_contacts, "person_id", "left"))
+    available = consenting & ~elsewhere
+    uncapped = staged.where(available & F.col("suppression_reason").isNull() & (prior < policy.max_contacts)).drop(
+        "suppression_reason", "_held_out_elsewhere", "contacts")
     limited = uncapped.orderBy(*order_columns(audience.order_by), "person_id").limit(audience.limit)
     selected = limited.withColumn("group", F.when(in_control_group(F.col("person_id"), audience), "control").otherwise("treatment")).cache()
     # Safe to collect: one row per suppression reason (and one without), one per group.
     steps = staged.groupBy("suppression_reason").agg(
-        F.count(F.lit(1)).alias("matched"), F.count_if(consenting).alias("consenting"), F.count_if(consenting & (prior < policy.max_contacts)).alias("uncapped"),
+        F.count(F.lit(1)).alias("matched"), F.count_if(consenting).alias("consenting"), F.count_if(available).alias("available"),
+        F.count_if(available & (prior < policy.max_contacts)).alias("uncapped"),
     ).collect()
     by_group = {r["group"]: r["count"] for r in selected.groupBy("group").count().collect()}
     matched, consenting_count = sum(r["matched"] for r in steps), sum(r["consenting"] for r in steps)
     suppressed_by = {r["suppression_reason"]: r["consenting"] for r in steps if r["suppression_reason"] is not None}
-    uncapped_count = sum(r["uncapped"] for r in steps if r["suppression_reason"] is None)
+    unsuppressed = [r for r in steps if r["suppression_reason"] is None]
+    held_out_count = sum(r["consenting"] - r["available"] for r in unsuppressed)
+    uncapped_count = sum(r["uncapped"] for r in unsuppressed)
     counts = {
         "matched": matched,
         "no_consent": matched - consenting_count,
         "suppressed": {r: int(suppressed_by.get(r, 0)) for r in SUPPRESSION_REASONS},
-        "capped": consenting_count - sum(suppressed_by.values()) - uncapped_count,
+        "held_out_elsewhere": held_out_count,
+        "capped": consenting_count - sum(suppressed_by.values()) - held_out_count - uncapped_count,
         "over_limit": uncapped_count - sum(by_group.values()),
         "control": int(by_group.get("control", 0)),
         "exported": int(by_group.get("treatment", 0)),

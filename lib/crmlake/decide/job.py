@@ -1,13 +1,25 @@
-"""The decide stage: audiences under the contact policy, exported, recorded, and measured.
+"""The decide stage: audiences under the contact policy, recorded, exported, and measured.
 
 For the run date's scores: every audience of ``decide.audiences``, by priority, goes
 through the contact policy (:mod:`crmlake.decide.audiences`; an audience whose rule or
 ``order_by`` reads ``uplift`` sees its own estimated uplift, from analyze's
-``gold.audience_uplift``); its treatment group is exported (:mod:`crmlake.decide.export`);
-treatment and control land in ``gold.contact_history`` (partition ``contact_date``: a
-rerun of a date replaces it).
-Then every past contact date is measured against its control group into
-``gold.campaign_results`` and MLflow (:mod:`crmlake.decide.results`).
+``gold.audience_uplift``). Then, in this order:
+
+1. every audience's treatment and control land in ``gold.contact_history``, in one commit
+   that replaces the run date's rows (partition ``contact_date``);
+2. each audience's treatment group is published (:mod:`crmlake.exports`) from exactly
+   the rows recorded;
+3. every past contact date is measured against its control group into
+   ``gold.campaign_results`` and MLflow (:mod:`crmlake.decide.results`).
+
+Why history before files: a contact that is published but not recorded counts toward no
+frequency cap and no campaign result, while a contact recorded but not yet published is
+completed by the next run. A rerun of a date selects the same persons (the pinned history
+it reads for the frequency cap stops before the run date, so the date's own rows never cap
+it; the control group is a stable hash; ties in ``order_by`` are broken by person), so
+killed anywhere between step 1 and step 3 (crash points ``decide.history_written`` and
+``decide.published``, :mod:`crmlake.faults`), the rerun rewrites the same history and
+republishes the same files.
 
 The input tables are pinned when the run starts (their versions are in the run summary):
 one consistent state, whatever another job commits meanwhile.
@@ -23,9 +35,11 @@ from pyspark.sql import functions as F
 from crmlake import tracking
 from crmlake.config import Conf
 from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, company_contacts, suppression_reasons, with_audience_uplift
-from crmlake.decide.export import export_rows, platform_rows, publish_audience
+from crmlake.exports import export_rows, platform_rows, publish_audience
 from crmlake.decide.results import campaign_results, lift_chart
+from crmlake.faults import crash_point
 from crmlake.lake import Lake, Snapshot
+from crmlake.isolation import isolated
 from crmlake.log import get_logger, timed
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
 from crmlake.summaries import CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, publish_summary, staging_path, write_summary
@@ -53,7 +67,8 @@ def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date,
     from the contact history as pinned.
 
     Contacts are re-keyed through their account, so a person's contacts follow them when
-    two persons merge.
+    two persons merge. The run date's own rows are left out: a rerun of the date (after a
+    kill, say) must not count the contacts it is about to rewrite against itself.
     """
     if CONTACT_HISTORY not in inputs.versions:
         return inputs.lake.spark.createDataFrame([], "person_id string, contacts long")
@@ -110,8 +125,24 @@ def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFr
     return written
 
 
+POLICY_ORDER = ["consent", "suppression", "held_out_elsewhere", "frequency_cap", "limit", "control"]
+DEFINITION_KEYS = ("description", "rule", "order_by", "limit", "channel", "priority", "control_share", "platform_format", "target")
+
+
+def contact_rows(selected: DataFrame, audience: Audience, run_date: dt.date) -> DataFrame:
+    """Return the gold.contact_history rows (:data:`CONTACT_SCHEMA`) of one audience's
+    policy output (person_id, primary_account_id, propensity_score, group) on ``run_date``."""
+    return selected.select(
+        F.lit(run_date).alias("contact_date"), F.lit(audience.name).alias("audience"), F.lit(audience.channel).alias("channel"),
+        F.lit(audience.priority).alias("priority"), "person_id", F.col("primary_account_id").alias("account_id"), "group",
+        F.col("propensity_score").cast("double").alias("score"),
+    )
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
-    """Select, export and record every audience for ``run_date``, then measure past contacts."""
+    """Select every audience for ``run_date``, record them in gold.contact_history, publish
+    them, then measure past contacts; return the run summary (exports, counts per audience,
+    campaign result rows, input versions)."""
     lake = Lake(spark, conf)
     inputs = lake.pin(INPUTS)
     scores = inputs.read("gold.customer_scores").where(F.col("score_date") == F.lit(run_date)).cache() if "gold.customer_scores" in inputs.versions else None
@@ -145,46 +176,62 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     if any(a.uses_uplift for a in audiences_of(conf)):
         uplift = inputs.read(AUDIENCE_UPLIFT) if AUDIENCE_UPLIFT in inputs.versions else spark.createDataFrame([], lake.catalog.spec(AUDIENCE_UPLIFT).ddl)
         uplift = uplift.where(F.col("score_date") == F.lit(run_date)).cache()
-    exports, contacts, counts_by_audience = [], None, {}
+
+    # Select every audience first: (audience, its policy output frozen, counts, models).
+    selections, contacts, failed = [], spark.createDataFrame([], CONTACT_SCHEMA), {}
+    held_out = spark.createDataFrame([], "person_id string")
     for audience in audiences_of(conf):
         if audience.target == "companies" and companies is None:
             log.warning("audience %s skipped: no company scores for %s", audience.name, run_date)
             continue
-        with timed(log, f"audience {audience.name} for {run_date}") as facts:
+        with isolated(f"audience {audience.name}", failed, log, f"audience {audience.name} for {run_date}: selected") as facts:
             candidates, models_used = with_uplift_of(audience, companies if audience.target == "companies" else scored, uplift, model_manifest)
-            selected, counts = apply_policy(candidates, suppressed, prior, audience, policy)
+            cached, counts = apply_policy(candidates, suppressed, prior, audience, policy, held_out)
+            # Frozen, so that the rows recorded and the rows published are the same rows.
+            selected = cached.localCheckpoint()
+            cached.unpersist()
             facts.update(counts)
+            selections.append((audience, selected, counts, models_used))
+            recorded = contact_rows(selected, audience, run_date)
+            contacts = contacts.unionByName(recorded)
+            # Today's exported contacts count against the cap of every lower-priority audience,
+            # and today's control persons are contacted by none of them.
+            today = recorded.where("group = 'treatment'").groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
+            prior = prior.unionByName(today).groupBy("person_id").agg(F.sum("contacts").alias("contacts")).localCheckpoint()
+            held_out = held_out.unionByName(recorded.where("group = 'control'").select("person_id")).localCheckpoint()
+
+    # The history first, in one commit replacing the date: published files never lack their
+    # contacts, and a run killed before its files are out is completed by the rerun.
+    with timed(log, f"contact history for {run_date}") as facts:
+        facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date.isoformat()}'", partition_by=["contact_date"]).rows_written
+    crash_point("decide.history_written")
+
+    exports, counts_by_audience = [], {}
+    for audience, selected, counts, models_used in selections:
+        with isolated(f"audience {audience.name}", failed, log, f"audience {audience.name} for {run_date}: published") as facts:
             treatment = selected.where("group = 'treatment'")
             platform = (audience.platform_format, platform_rows(treatment, region, audience.platform_format)) if audience.platform_format else None
             folder = publish_audience(
                 export_rows(treatment, region, audience.raw_contact),
                 conf.exports_root, audience.name, run_date,
                 {
-                    "definition": {k: getattr(audience, k) for k in ("description", "rule", "order_by", "limit", "channel", "priority", "control_share", "platform_format", "target")},
-                    "policy": {**policy.__dict__, "order": ["consent", "suppression", "frequency_cap", "limit", "control"]},
+                    "definition": {k: getattr(audience, k) for k in DEFINITION_KEYS},
+                    "policy": {**policy.__dict__, "order": POLICY_ORDER},
                     "counts": counts,
                     "models": models_used,
                 },
                 platform,
             )
-            exports.append(folder)
-            counts_by_audience[audience.name] = counts
-            recorded = selected.select(
-                F.lit(run_date).alias("contact_date"), F.lit(audience.name).alias("audience"), F.lit(audience.channel).alias("channel"),
-                F.lit(audience.priority).alias("priority"), "person_id", F.col("primary_account_id").alias("account_id"), "group",
-                F.col("propensity_score").cast("double").alias("score"),
-            ).localCheckpoint()
-            contacts = recorded if contacts is None else contacts.unionByName(recorded)
-            # Today's exported contacts count against the cap of every lower-priority audience.
-            today = recorded.where("group = 'treatment'").groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
-            prior = prior.unionByName(today).groupBy("person_id").agg(F.sum("contacts").alias("contacts")).localCheckpoint()
-            selected.unpersist()
-    if contacts is None:
-        contacts = spark.createDataFrame([], CONTACT_SCHEMA)
-    lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date}'", partition_by=["contact_date"])
+            facts.update(folder=folder, exported=counts["exported"])
+        if "failed" in facts:
+            continue
+        crash_point("decide.published")
+        exports.append(folder)
+        counts_by_audience[audience.name] = counts
     with timed(log, f"campaign results up to {run_date}") as facts:
         facts["campaign_results"] = measure(lake, conf, identity_map, inputs.read("silver.order_lines"), run_date)
     for cached in (scores, suppressed, scored, companies, uplift):
         if cached is not None:
             cached.unpersist()
-    return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"], "inputs_read": inputs.versions}
+    return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"], "inputs_read": inputs.versions,
+            "failed": failed}

@@ -2,7 +2,9 @@
 
 A contact (or a control member) *converts* when the person completes an order in the
 ``attribution_days`` after the contact date. Contacted and control persons are measured
-the same way, so the difference is the campaign's effect: ``lift`` is the difference of
+the same way, and a control person is contacted by no audience served after theirs that
+day (:mod:`crmlake.decide.audiences`), so the difference is the campaign's effect: what
+being in its treatment adds to what the audiences before it did. ``lift`` is the difference of
 conversion rates with a 95% confidence interval (normal approximation of the difference
 of two proportions), ``relative_lift`` its ratio to the control rate. Orders that follow
 a contact are also the next propensity training's labels, so outcomes feed the models.
@@ -13,28 +15,9 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from crmlake.contacts import contact_outcomes
+
 Z_95 = 1.959964
-
-
-def contact_outcomes(contacts: DataFrame, orders: DataFrame, attribution_days: int, carry: tuple = ()) -> DataFrame:
-    """Return one row per audience, contact date, group and person: ``converted`` (a completed
-    order in the ``attribution_days`` after the contact date) and ``revenue`` in that window.
-
-    Takes contact rows (contact_date, audience, person_id, group, and the ``carry`` columns,
-    one value per contact, kept as they are) and completed order lines with ``person_id``,
-    ``order_date`` and ``line_amount``. The one definition of a conversion: campaign results
-    and the uplift model's labels are both made of it.
-    """
-    in_window = (F.col("order_date") > F.col("contact_date")) & (F.col("order_date") <= F.date_add("contact_date", attribution_days))
-    return (
-        contacts.join(orders.select("person_id", "order_date", "line_amount"), "person_id", "left")
-        .groupBy("audience", "contact_date", "group", "person_id")
-        .agg(
-            F.max(F.coalesce(in_window, F.lit(False))).alias("converted"),
-            F.sum(F.when(in_window, F.col("line_amount")).otherwise(0)).cast("double").alias("revenue"),
-            *[F.first(c).alias(c) for c in carry],
-        )
-    )
 
 
 def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attribution_days: int) -> DataFrame:

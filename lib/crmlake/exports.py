@@ -60,7 +60,7 @@ MANIFEST = "manifest.json"
 VERSIONS = ".versions"   # <exports>/<audience>/.versions/<date>.<uuid>/: the folders the published links name
 NOT_AUDIENCES = (REPORTS_DIR, SUMMARY_DIR)   # the other folders under the exports root
 
-log = get_logger("decide.export")
+log = get_logger("exports")
 
 # The customer-list upload files of the ad platforms, as their public documentation describes them
 # (looked up 2026-11):

@@ -1,0 +1,53 @@
+"""The house stands in pipeline order: no stage imports another, the shared rooms import no stage."""
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "lib" / "crmlake"
+STAGES = ("acquire", "organize", "analyze", "decide")
+RUNNERS = ("cli", "jobs", "runs", "bench")   # the only modules that put the stages together
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    """Every crmlake module ``path`` imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n.split(".")[0] == "crmlake"}
+
+
+def _stage_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def house_violations(package: pathlib.Path) -> list[str]:
+    """Return 'file imports module' for every import that breaks the pipeline order."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        room = relative.parts[0].removesuffix(".py")
+        if room in RUNNERS:
+            continue
+        for module in sorted(_imported_modules(path)):
+            stage = _stage_of(module)
+            if stage is not None and stage != room:
+                found.append(f"{relative} imports {module}")
+    return found
+
+
+def test_no_stage_imports_another_and_no_shared_module_imports_a_stage():
+    assert house_violations(PACKAGE) == []
+
+
+def test_the_check_finds_a_cross_stage_import(tmp_path):
+    (tmp_path / "analyze").mkdir()
+    (tmp_path / "analyze" / "uplift.py").write_text("def f():\n    from crmlake.decide.results import campaign_results\n")
+    (tmp_path / "privacy.py").write_text("from crmlake.decide import export\n")
+    (tmp_path / "cli.py").write_text("from crmlake.decide import job\n")
+    assert house_violations(tmp_path) == ["analyze/uplift.py imports crmlake.decide.results", "analyze/uplift.py imports crmlake.decide.results.campaign_results",
+                                          "privacy.py imports crmlake.decide", "privacy.py imports crmlake.decide.export"]
