@@ -291,6 +291,10 @@ def exit_code_of(action, label: str = "crmlake") -> int:
     except LeaseHeldError as exc:
         print(f"{label}: busy: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:   # Ctrl-C, or the lease's heartbeat stopping a writer that lost it
+        log.exception("interrupted")
+        print(f"{label}: interrupted (see the log above)", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - a job failure: one line for the scheduler, the trace in the log
         log.exception("failed")
         first_line = str(exc).splitlines()[0] if str(exc) else ""

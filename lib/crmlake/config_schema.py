@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PositiveInt = Field(gt=0)
 Share = Field(ge=0, lt=1)
@@ -62,6 +62,12 @@ class Lease(Section):
     wait_seconds: float = Field(ge=0)
     expiry_seconds: float = Field(gt=0)
     heartbeat_seconds: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def renewed_before_it_expires(self) -> "Lease":
+        if self.heartbeat_seconds >= self.expiry_seconds:
+            raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds}) must be below expiry_seconds ({self.expiry_seconds}): a live holder would lose its lease")
+        return self
 
 
 class LakeSettings(Section):

@@ -219,12 +219,7 @@ def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **manifest,
     }
-    with open(os.path.join(version, MANIFEST), "w", encoding="utf-8") as fh:
-        json.dump(document, fh, indent=2, default=str)
-    crash_point("export.publish.staged")
-    previous = _swap(final, version)
-    crash_point("export.publish.swapped")
-    _remove(previous)
+    _put_in_place(final, version, document, "publish")
     return final
 
 
@@ -233,6 +228,18 @@ def _new_version(final: str) -> str:
     version = os.path.join(os.path.dirname(final), VERSIONS, f"{os.path.basename(final)}.{uuid.uuid4().hex}")
     os.makedirs(version)
     return version
+
+
+def _put_in_place(final: str, version: str, manifest: dict, step: str) -> None:
+    """Write ``manifest`` into the complete folder ``version``, show it at ``final`` (one
+    rename), then remove the version shown before; ``step`` (publish or amend) names the
+    crash points between."""
+    with open(os.path.join(version, MANIFEST), "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2, default=str)
+    crash_point(f"export.{step}.staged")
+    previous = _swap(final, version)
+    crash_point(f"export.{step}.swapped")
+    _remove(previous)
 
 
 def _swap(final: str, version: str) -> str | None:
@@ -378,11 +385,6 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
         document.setdefault("amendments", []).append(
             {"reason": "erasure", "request_id": request_id, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows_removed": removed}
         )
-        with open(os.path.join(version, MANIFEST), "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=2, default=str)
-        crash_point("export.amend.staged")
-        previous = _swap(final, version)
-        crash_point("export.amend.swapped")
-        _remove(previous)
+        _put_in_place(final, version, document, "amend")
         amended.append(os.path.relpath(final, exports_root))
     return amended

@@ -14,8 +14,9 @@ carries a heartbeat that a thread of the holder renews every ``lake.lease.heartb
   that died (SIGKILL, a lost machine): the next writer **takes it over**. Takeovers are
   serialised by a short-lived mutex (a directory: ``mkdir`` is atomic), so two waiting
   writers cannot both remove the dead lease and each create their own.
-* A holder whose lease was taken over (it stalled longer than the expiry) stops its main
-  thread at once rather than write beside the new holder.
+* A holder whose lease was taken over (it stalled longer than the expiry), or that cannot
+  renew it, interrupts its main thread (at its next Python step: a Spark action under way
+  ends first) rather than write beside the new holder; the command exits 1.
 
 The lake root must be a local or mounted path (``file:`` URIs included).
 """
@@ -33,7 +34,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
-from crmlake.config import Conf
+from crmlake.config import Conf, ConfigError
 from crmlake.files import local_path
 from crmlake.log import get_logger
 
@@ -47,24 +48,36 @@ class LeaseHeldError(RuntimeError):
     """Another writer holds the lake's lease and kept it longer than this writer would wait."""
 
 
+class LeaseLostError(RuntimeError):
+    """This writer's lease was taken over (it stalled past the expiry) or can no longer be renewed."""
+
+
 def lease_path(conf: Conf) -> str:
     """Return the local path of the lake's lease file."""
     root = local_path(conf.lake_root)
     if root is None:
-        raise LeaseHeldError(f"paths.lake={conf.lake_root}: the lake's lease needs a local or mounted lake root")
+        raise ConfigError(f"paths.lake={conf.lake_root}: writing needs a local or mounted lake root (the lake's lease and the "
+                          "erasures' plans are files beside the tables); mount the file system, e.g. paths.lake=/mnt/crm/lake")
     return os.path.join(root, LEASE_FILE)
 
 
 def read_lease(path: str) -> dict | None:
-    """Return the lease record at ``path``, or None when there is none."""
+    """Return the lease record at ``path``, or None when there is none. A record that does not
+    parse (a file damaged outside crmlake) reads as a holder whose heartbeat is the file's
+    modification time, so that it expires like any other."""
+    for _ in range(5):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:   # not a whole record: read again
+            time.sleep(0.05)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        modified = os.stat(path).st_mtime
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError:   # being replaced by a heartbeat right now: read again
-        time.sleep(0.05)
-        return read_lease(path)
+    return {"owner": "an unreadable lease file", "host": "?", "pid": "?", "token": None, "acquired": modified, "heartbeat": modified}
 
 
 def describe(record: dict) -> str:
@@ -94,21 +107,27 @@ def _try_create(path: str, record: dict) -> bool:
         os.remove(temporary)
 
 
-def _take_over_if_expired(path: str, expiry_seconds: float) -> None:
-    """Remove the lease if its heartbeat is older than ``expiry_seconds``, under the takeover mutex."""
+def _take_over_if_expired(path: str, expiry_seconds: float) -> bool:
+    """Remove the lease if its heartbeat is older than ``expiry_seconds``, under the takeover
+    mutex; return True when it did."""
     mutex = os.path.join(os.path.dirname(path), TAKEOVER_MUTEX)
     try:
         os.mkdir(mutex)
     except FileExistsError:
         # A takeover in progress, or one whose process died inside it (seconds at most).
-        if time.time() - os.stat(mutex).st_mtime > expiry_seconds:
-            shutil.rmtree(mutex, ignore_errors=True)
-        return
+        try:
+            if time.time() - os.stat(mutex).st_mtime > expiry_seconds:
+                shutil.rmtree(mutex, ignore_errors=True)
+        except FileNotFoundError:   # the other takeover has just ended
+            pass
+        return False
     try:
         record = read_lease(path)
         if record is not None and time.time() - record["heartbeat"] > expiry_seconds:
             log.warning("lease of %s expired: taking it over", describe(record))
             os.remove(path)
+            return True
+        return False
     finally:
         os.rmdir(mutex)
 
@@ -123,13 +142,16 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
-            current = read_lease(self.path)
-            if current is None or current["token"] != self.record["token"]:
-                log.critical("lake lease lost (%s holds it now): stopping", describe(current) if current else "nobody")
+            try:
+                current = read_lease(self.path)
+                if current is None or current["token"] != self.record["token"]:
+                    raise LeaseLostError(f"lake lease lost ({describe(current) if current else 'nobody'} holds it now)")
+                self.record["heartbeat"] = time.time()
+                os.replace(_write_record(self.path, self.record), self.path)
+            except Exception as error:  # noqa: BLE001 - a holder that cannot renew must stop before its lease expires under it
+                log.critical("%s: stopping this writer", error)
                 _thread.interrupt_main()
                 return
-            self.record["heartbeat"] = time.time()
-            os.replace(_write_record(self.path, self.record), self.path)
 
 
 @contextmanager
@@ -151,7 +173,8 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
         if holder is not None and not announced:
             log.info("lake lease held by %s: waiting up to %ss", describe(holder), settings["wait_seconds"])
             announced = True
-        _take_over_if_expired(path, float(settings["expiry_seconds"]))
+        if _take_over_if_expired(path, float(settings["expiry_seconds"])):
+            continue   # the dead holder's lease is gone: try to create ours at once
         if time.monotonic() > deadline:
             holder = read_lease(path)
             raise LeaseHeldError(f"the lake {conf.lake_root} is held by {describe(holder) if holder else 'another writer'}; waited {settings['wait_seconds']}s (lake.lease.wait_seconds)")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import glob
 import json
 import os
 from dataclasses import dataclass
@@ -100,9 +101,10 @@ class Subject:
         """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
         compare a table's columns with (:func:`subject_condition`): ``_subject_accounts``,
         ``_subject_emails``, ``_subject_identifiers`` (accounts, email and phone hashes,
-        cookies) and ``_subject_needles`` (quoted account ids and emails, lower case, as
-        they appear in a raw record's text)."""
-        needles = [f'"{a.lower()}"' for a in self.account_ids] + list(self.emails)
+        cookies) and ``_subject_needles`` (account ids as a JSON line quotes them, escaped or
+        not, and emails, lower case, as they appear in a raw record's text)."""
+        # An account id as a JSON line holds it (quoted, escaped), and the emails as they are.
+        needles = [json.dumps(a, ensure_ascii=ascii_only).lower() for a in self.account_ids for ascii_only in (True, False)] + list(self.emails)
         identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
         return spark.createDataFrame(
             [(list(self.account_ids), list(self.emails), identifiers, needles)],
@@ -125,7 +127,9 @@ def subject_condition(spec: TableSpec) -> Column:
             return F.array_contains(F.col("_subject_emails"), normalised_email(value))
         if kind == "identifier":
             return F.array_contains(identifiers, value)
-        return F.exists(F.col("_subject_needles"), lambda needle: F.lower(value).contains(needle))  # text
+        # text: a JSON line mentions the subject, or a CSV line holds one of its accounts as a field
+        fields = F.transform(F.split(value, ","), lambda field: F.regexp_replace(F.regexp_replace(F.trim(field), '^"|"$', ""), '""', '"'))
+        return F.exists(F.col("_subject_needles"), lambda needle: F.lower(value).contains(needle)) | F.arrays_overlap(fields, accounts)
 
     condition = reduce(lambda a, b: a | b, [F.coalesce(holds(c, k), F.lit(False)) for c, k in spec.subject_match.items()])
     return condition & F.expr(spec.subject_where) if spec.subject_where else condition
@@ -209,9 +213,10 @@ class ErasurePlan:
         self.save()
 
     def remove(self) -> None:
-        """Delete the plan (the erasure is receipted)."""
-        if os.path.exists(self.path):
-            os.remove(self.path)
+        """Delete the plan, and any temporary copy a save killed midway left (the erasure is receipted)."""
+        for path in [self.path, *glob.glob(f"{glob.escape(self.path)}.*.tmp")]:
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def pending_accounts_with_email(lake_root: str, email: str) -> list[str]:

@@ -11,18 +11,19 @@ acquire` beside each other.
 from __future__ import annotations
 
 import datetime as dt
-import os
+import json
+import pathlib
 import signal
-import subprocess
-import sys
+import time
 
 import pytest
 from pyspark.sql import functions as F
 
 from crmlake.acquire import job as acquire
-from crmlake.faults import CRASH_AT, CRASH_HIT
 from crmlake.generate.landing import write_landing
 from crmlake.lake import Lake
+from crmlake.lease import LEASE_FILE
+from processes import finish, start_armed
 
 pytestmark = pytest.mark.integration
 DAY = dt.date(2026, 11, 21)
@@ -31,9 +32,8 @@ KILLS = [("acquire.bronze_committed", 2), ("acquire.quarantine_committed", 1)]
 RUN_COLUMNS = ("ingested_at", "run_date")
 
 
-def _acquire(args, **env):
-    return subprocess.Popen([sys.executable, "-m", "crmlake.cli", "run", "--stage", "acquire", "--date", DAY.isoformat(), *args],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+def _acquire(args, crash_at=None, hit=1):
+    return start_armed(["-m", "crmlake.cli", "run", "--stage", "acquire", "--date", DAY.isoformat(), *args], crash_at, hit)
 
 
 def _rows(lake, table):
@@ -50,14 +50,21 @@ def test_acquire_killed_between_its_commits_lands_every_record_once(spark, conf,
     args = ["--conf", "conf/local.yaml", "--set", f"paths.landing={conf.landing_root}", "--set", f"paths.lake={conf.lake_root}",
             "--set", f"paths.exports={conf.exports_root}", "--set", "lake.lease.expiry_seconds=3", "--set", "lake.lease.heartbeat_seconds=1"]
     for point, hit in KILLS:
-        run = _acquire(args, **{CRASH_AT: point, CRASH_HIT: str(hit)})
-        _, err = run.communicate(timeout=600)
-        assert run.returncode == -signal.SIGKILL, (point, err.decode()[-3000:])
+        done = finish(_acquire(args, point, hit))
+        assert done.returncode == -signal.SIGKILL, (point, done.stderr[-3000:])
     assert lake.exists("bronze.orders")   # the chain did commit something before it was killed
 
-    runs = [_acquire(args), _acquire(args)]   # the next run, and a second writer beside it
-    outputs = [run.communicate(timeout=600) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], "".join(err.decode()[-3000:] for _, err in outputs)
+    # The next run takes the dead holder's lease over; a second writer started while it holds it waits.
+    first = _acquire(args)
+    lease = pathlib.Path(conf.lake_root) / LEASE_FILE
+    deadline = time.monotonic() + 300
+    while not (lease.exists() and json.loads(lease.read_text() or "{}").get("pid") == first.pid):
+        assert first.poll() is None and time.monotonic() < deadline, finish(first).stderr[-3000:]
+        time.sleep(0.2)
+    second = _acquire(args)
+    outputs = [finish(first), finish(second)]
+    assert [done.returncode for done in outputs] == [0, 0], "".join(done.stderr[-3000:] for done in outputs)
+    assert f"lake lease held by run acquire (pid {first.pid}" in outputs[1].stderr
     for table in ("bronze.clickstream", "bronze.orders", "bronze.customers", "bronze.interactions", "bronze.campaign_events", "bronze.quarantine"):
         assert _rows(lake, table) == _rows(clean, table), table
     # Each file logged once, with the counts of a run never killed.

@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -23,17 +21,16 @@ from pyspark.testing import assertDataFrameEqual
 from crmlake.acquire import job as acquire
 from crmlake.exports import DATA_FILES, MANIFEST
 from crmlake.decide.job import CONTACT_HISTORY, audiences_of
-from crmlake.faults import CRASH_AT
 from crmlake.generate.landing import write_landing
 from crmlake.lake import Lake
 from crmlake.organize import job as organize
 from crmlake.runs import run_stage
+from processes import run_armed
 from decide_driver import conf_for
 
 pytestmark = pytest.mark.integration
 END = dt.date(2026, 11, 21)
 DRIVER = os.path.join(os.path.dirname(__file__), "decide_driver.py")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # What a copy of the scored lake takes along: the landing zone is not read by decide, and each
 # copy gets its own MLflow store (decide only logs campaign results to it).
 NOT_COPIED = shutil.ignore_patterns("landing", "mlflow.db", "mlartifacts")
@@ -125,17 +122,8 @@ def clean(spark, scored, tmp_path_factory) -> str:
 
 def killed_at(point: str, root: str) -> None:
     """Run decide on ``root`` in its own process with ``point`` armed; assert it died of SIGKILL there."""
-    env = {**os.environ, CRASH_AT: point}
-    process = subprocess.Popen([sys.executable, DRIVER, root, END.isoformat()], cwd=REPO, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _, stderr = process.communicate(timeout=300)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)   # its Spark JVM, should it outlive the driver
-        except ProcessLookupError:
-            pass
-    assert process.returncode == -signal.SIGKILL, stderr.decode(errors="replace")[-3000:]
+    done = run_armed([DRIVER, root, END.isoformat()], crash_at=point)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
 
 
 def test_a_clean_run_records_and_publishes_every_audience(spark, clean):

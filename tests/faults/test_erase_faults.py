@@ -17,8 +17,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pyarrow.parquet as pq
@@ -26,11 +24,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from crmlake.cli import main
-from crmlake.faults import CRASH_AT, CRASH_HIT
 from crmlake.lake import Lake
 from crmlake.lease import LEASE_FILE
 from crmlake.people import ACCOUNT
-from crmlake.privacy import ERASURE_LOG, PLANS_FOLDER
+from crmlake.privacy import ERASURE_LOG, PLANS_FOLDER, subject_of
+from processes import finish, start_armed
 
 pytestmark = pytest.mark.integration
 # Each step of an erasure, in order, and which time the process reaches it (the third table).
@@ -55,15 +53,14 @@ def _exported_member(lake, exports_root):
     return row["account_id"], row["email"].strip().lower()
 
 
-def _erase(args, **env):
-    return subprocess.Popen([sys.executable, "-m", "crmlake.cli", "erase", *args], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+def _erase(args, crash_at=None, hit=1):
+    return start_armed(["-m", "crmlake.cli", "erase", *args], crash_at, hit)
 
 
 def _wait_for(condition, process, seconds=300):
     deadline = time.monotonic() + seconds
     while not condition():
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()[-3000:]
+        assert process.poll() is None and time.monotonic() < deadline, finish(process).stderr[-3000:]
         time.sleep(0.2)
 
 
@@ -98,6 +95,11 @@ def test_erase_killed_at_each_step_is_finished_by_the_next_run_and_a_second_writ
     lake = Lake(spark, conf)
     account, email = _exported_member(lake, conf.exports_root)
     email_hash = hashlib.sha256(email.encode()).hexdigest()
+    # Every value an erasure must leave nowhere: the email and its hash (computed here), the
+    # phones' hashes and each ad platform's hashes (as the lake held them before).
+    held = subject_of(lake, account, "TW")
+    secrets = {email, email_hash, *held.phone_hashes, *held.platform_hashes}
+    assert held.phone_hashes and len(held.platform_hashes) >= 2
     # What killed writers left: a checkpoint folder and a staged file holding the subject's hash.
     leftovers = [tmp_path / "killed/lake/_checkpoints/dead-app/rdd-1/part-0", tmp_path / "killed/lake/silver/identity_map/_staging/dead/part-0.txt"]
     for path in leftovers:
@@ -107,9 +109,9 @@ def test_erase_killed_at_each_step_is_finished_by_the_next_run_and_a_second_writ
     args = ["--account", account, *killed, *FAST_LEASE]
     lease, plans_folder = tmp_path / "killed/lake" / LEASE_FILE, tmp_path / "killed/lake" / PLANS_FOLDER
     for point, hit in KILLS:
-        run = _erase(args, **{CRASH_AT: point, CRASH_HIT: str(hit)})
-        _, err = run.communicate(timeout=600)
-        assert run.returncode == -signal.SIGKILL, (point, err.decode()[-3000:])
+        run = _erase(args, point, hit)
+        done = finish(run)
+        assert done.returncode == -signal.SIGKILL, (point, done.stderr[-3000:])
         assert json.loads(lease.read_text())["pid"] == run.pid   # the dead holder's lease stays
         (plan,) = os.listdir(plans_folder)
         request_id = plan[: -len(".json")]
@@ -121,9 +123,9 @@ def test_erase_killed_at_each_step_is_finished_by_the_next_run_and_a_second_writ
     first = _erase(args)
     _wait_for(lambda: lease.exists() and json.loads(lease.read_text())["pid"] == first.pid, first)
     second = _erase(args)
-    outputs = [run.communicate(timeout=600) for run in (first, second)]
-    assert [first.returncode, second.returncode] == [0, 0], outputs[0][1].decode()[-3000:] + outputs[1][1].decode()[-3000:]
-    assert f"lake lease held by erase (pid {first.pid}" in outputs[1][1].decode()
+    outputs = [finish(run) for run in (first, second)]
+    assert [done.returncode for done in outputs] == [0, 0], outputs[0].stderr[-3000:] + outputs[1].stderr[-3000:]
+    assert f"lake lease held by erase (pid {first.pid}" in outputs[1].stderr
     assert main(["erase", "--account", account, *clean]) == 0
 
     clean_lake = Lake(spark, pipeline["conf"].with_overrides([f"paths.lake={tmp_path}/clean/lake", f"paths.exports={tmp_path}/clean/exports"]))
@@ -136,5 +138,5 @@ def test_erase_killed_at_each_step_is_finished_by_the_next_run_and_a_second_writ
     assert not glob.glob(str(tmp_path / "killed/lake" / PLANS_FOLDER / "*")) and not os.path.exists(tmp_path / "killed/lake" / LEASE_FILE)
     assert not [p for p in leftovers if p.exists()]
     held = [path for base in ("lake", "exports") for path in glob.glob(str(tmp_path / "killed" / base / "**" / "*"), recursive=True)
-            if os.path.isfile(path) and (email.encode() in _contents(path) or email_hash.encode() in _contents(path))]
+            if os.path.isfile(path) and any(secret.encode() in _contents(path) for secret in secrets)]
     assert held == []

@@ -18,14 +18,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from crmlake.exports import VERSIONS
-from crmlake.faults import CRASH_AT
 from crmlake.files import file_sha256
+from processes import run_armed
 
 pytestmark = pytest.mark.integration
 WRITER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration", "export_writer.py")
@@ -42,19 +41,7 @@ PUBLISHED = os.path.join(export_writer.AUDIENCE, export_writer.DAY.isoformat())
 
 def run_writer(exports, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
     """Run export_writer.py with ``args`` on ``exports``, ``crash_at`` armed if given; return the finished process."""
-    env = {k: v for k, v in os.environ.items() if k != CRASH_AT}
-    if crash_at:
-        env[CRASH_AT] = crash_at
-    process = subprocess.Popen([sys.executable, WRITER, args[0], str(exports), *args[1:]], env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _, stderr = process.communicate(timeout=300)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)   # its Spark JVM, should it outlive the writer
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr.decode(errors="replace"))
+    return run_armed([WRITER, args[0], str(exports), *args[1:]], crash_at=crash_at)
 
 
 def copy_exports(source, target) -> None:

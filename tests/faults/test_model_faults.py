@@ -14,42 +14,28 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.faults import CRASH_AT
 from crmlake.generate.landing import write_landing
 from crmlake.lake import Lake
 from crmlake.runs import run_stage
 from crmlake.serve import catalog_page
+from processes import run_armed
 from model_writer import MODEL_NAME
 
 pytestmark = pytest.mark.integration
 END = dt.date(2026, 11, 21)
 WRITER = os.path.join(os.path.dirname(__file__), "model_writer.py")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_model(root, inputs_fingerprint: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
     """Run model_writer.py on the MLflow store under ``root``, with ``crash_at`` armed if given;
     return the finished process (its stdout: the facts as JSON)."""
-    env = {k: v for k, v in os.environ.items() if k != CRASH_AT}
-    if crash_at:
-        env[CRASH_AT] = crash_at
-    process = subprocess.Popen([sys.executable, WRITER, str(root), inputs_fingerprint], cwd=REPO, env=env, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        stdout, stderr = process.communicate(timeout=300)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)   # its Spark JVM, should it outlive the writer
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout.decode(), stderr.decode(errors="replace"))
+    return run_armed([WRITER, str(root), inputs_fingerprint], crash_at=crash_at)
 
 
 def registry(root) -> tuple[list[str], str | None, dict]:

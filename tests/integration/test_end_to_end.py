@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from crmlake.acquire import job as acquire
+from crmlake.acquire.contract import SOURCES
 from crmlake.analyze import job as analyze
 from crmlake.decide import job as decide
 from crmlake.organize import job as organize
@@ -53,7 +54,7 @@ def test_rerunning_acquire_for_the_same_date_adds_nothing(spark, pipeline):
     lake = pipeline["lake"]
     before = {t: lake.version(t) for t in ("bronze.clickstream", "bronze.orders", "bronze.quarantine")}
     again = acquire.run(spark, pipeline["conf"], END)
-    assert all(r["files_new"] == 0 and r["accepted"] == 0 for r in again.values())
+    assert again["failed"] == {} and all(again[source]["files_new"] == 0 and again[source]["accepted"] == 0 for source in SOURCES)
     assert {t: lake.version(t) for t in before} == before
 
 
@@ -483,7 +484,7 @@ def test_analyze_before_any_purchase_window_lists_the_models_it_cannot_train_and
     scores = Lake(spark, conf).read("gold.customer_scores").where(F.col("score_date") == early)
     assert scores.count() > 0 and scores.where(F.col("rfm_cell").isNull() | F.col("value_tier").isNull()).count() == 0
     assert scores.where(F.col("propensity_score").isNotNull()).count() == 0   # no champion in this store: no propensity
-    decide.run(spark, conf, early)   # publishes from what was scored (nothing, without propensity), and does not fail
+    assert decide.run(spark, conf, early)["failed"] == {}   # publishes from what was scored (no one, without propensity)
 
 
 @pytest.mark.parametrize("notebook", ["segments.ipynb", "propensity_diagnostics.ipynb"])

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+from crmlake.config import ConfigError
 from crmlake.lease import LEASE_FILE, LeaseHeldError, lake_lease, lease_path
 
 
-def _fast(conf, wait=0.5, expiry=30, heartbeat=10):
+def _fast(conf, wait=0.5, expiry=30, heartbeat=0.5):
     return conf.with_overrides([f"lake.lease.wait_seconds={wait}", f"lake.lease.expiry_seconds={expiry}", f"lake.lease.heartbeat_seconds={heartbeat}"])
 
 
@@ -96,3 +97,24 @@ def test_a_writing_command_exits_3_naming_the_holder(spark, conf, capsys):
         assert main(["maintain", *paths]) == 3
     err = capsys.readouterr().err
     assert "crmlake: busy: the lake" in err and f"held by run acquire (pid {os.getpid()}" in err
+
+
+def test_a_heartbeat_slower_than_the_expiry_and_a_lake_not_on_a_mounted_file_system_are_refused(conf):
+    with pytest.raises(ConfigError, match="heartbeat_seconds .* must be below expiry_seconds"):
+        _fast(conf, expiry=2, heartbeat=10)
+    with pytest.raises(ConfigError, match="paths.lake=hdfs:///crm/lake: writing needs a local or mounted lake root"):
+        lease_path(conf.with_overrides(["paths.lake=hdfs:///crm/lake"]))
+
+
+def test_a_damaged_lease_file_expires_by_its_age_like_any_other(conf):
+    path = lease_path(conf)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as fh:
+        fh.write('{"owner": "run org')   # cut short by something outside crmlake
+    with pytest.raises(LeaseHeldError, match="an unreadable lease file"):   # fresh: it may be a live holder's
+        with lake_lease(_fast(conf, expiry=30), "erase"):
+            pass
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    with lake_lease(_fast(conf, expiry=30), "erase") as holder:
+        assert json.load(open(path))["token"] == holder["token"]

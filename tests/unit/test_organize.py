@@ -210,12 +210,20 @@ def test_a_withdrawal_wins_a_tie_with_an_opt_in(spark):
     assert consent == {"A1": (False, naive_day(5)), "A2": (False, naive_day(5))}
 
 
-def test_without_a_consent_time_the_latest_profile_s_consent_is_the_starting_state(spark):
+def test_without_any_consent_time_a_profile_s_yes_is_the_starting_state_and_its_no_a_withdrawal(spark):
+    # A1 said no (no time), then yes (no time): a yes without a time undoes no "no".
+    # A2 said yes, then no; A3 only ever said yes.
     rows = [
         profile("A1", "upsert", 0, consent=False, consent_day=None), profile("A1", "upsert", 2, consent_day=None),
         profile("A2", "upsert", 0, consent_day=None), profile("A2", "upsert", 2, consent=False, consent_day=None),
+        profile("A3", "upsert", 0, consent_day=None), profile("A3", "upsert", 2, consent_day=None),
     ]
-    assert consent_of(spark, rows, []) == {"A1": (True, None), "A2": (False, None)}
+    assert consent_of(spark, rows, []) == {"A1": (False, naive_day(0)), "A2": (False, naive_day(2)), "A3": (True, None)}
+
+
+def test_a_latest_profile_saying_no_without_a_time_wins_over_an_older_timed_yes(spark):
+    rows = [profile("A1", "upsert", 3, consent_day=3), profile("A1", "upsert", 6, consent=False, consent_day=None)]
+    assert consent_of(spark, rows, []) == {"A1": (False, naive_day(6))}
 
 
 def test_an_upsert_without_a_consent_time_carries_no_choice_once_one_has_a_time(spark):

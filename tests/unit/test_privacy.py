@@ -110,3 +110,23 @@ def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as
     own = spark.createDataFrame([v[2:] for v in versions], "email string, phone string")
     uploaded = {value for f in PLATFORM_FORMATS for row in platform_rows(own, "TW", f).collect() for value in row if value}
     assert set(subject.platform_hashes) == uploaded and sha("oldname@gmail.com") in uploaded and sha("886912345678") in uploaded
+
+
+def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_in_json_or_csv_or_their_email(spark):
+    from crmlake.lake import load_catalog
+    from crmlake.privacy import Subject, subject_condition
+
+    hostile = 'o\'b"r\\n台 %_'   # a quote, a double quote, a backslash, non-ASCII, SQL wildcards
+    subject = Subject((hostile,), ("ann@example.com",), (), (), (), (), ())
+    csv_field = '"' + hostile.replace('"', '""') + '"'
+    lines = {
+        json.dumps({"account_id": hostile, "op": "upsert"}): True,                     # JSON, escaped as json.dumps writes it
+        json.dumps({"account_id": hostile}, ensure_ascii=False): True,                 # JSON, non-ASCII as it is
+        f"O1,1,2026-11-21T10:00:00Z,{csv_field},,web": True,                           # a CSV field, quoted as RFC 4180 says
+        '{"email": " ANN@Example.com ", "op": "upsert"}': True,                        # the email, any case
+        f"O2,1,2026-11-21T10:00:00Z,{hostile[:3]}x,,web": False,                       # another account sharing a prefix
+        json.dumps({"account_id": "o'b"}): False,
+    }
+    quarantine = spark.createDataFrame([(line,) for line in lines], "raw_text string")
+    found = quarantine.crossJoin(subject.frame(spark)).where(subject_condition(load_catalog().spec("bronze.quarantine"))).select("raw_text")
+    assert sorted(r["raw_text"] for r in found.collect()) == sorted(line for line, held in lines.items() if held)

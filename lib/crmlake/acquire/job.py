@@ -11,8 +11,11 @@ Bad records go to ``bronze.quarantine`` with file, line, raw text and reason.
 The balance, per file: the data lines counted in that first pass must equal the lines the
 accepted, quarantined and duplicate records span. A file that does not balance (it changed
 while being read, or records were lost) is not ingested: its ingest-log row says
-``balance_failed``, the other files are committed, and the run fails naming it; the next
-run tries it again. The ingest log is written last: a run killed before it is simply redone.
+``balance_failed``, the other files are committed, and the run is partial, naming it
+(:mod:`crmlake.isolation`); the next run tries it again. The ingest log is written last: a
+run killed before it reads the batch's files again, finds the rows it had committed by file
+and line, and writes only what is missing, so every record lands once and the ingest log
+holds what a run never killed would.
 
 Every source is optional (the contract): a source that has never delivered gets an empty
 bronze table of its schema, so later stages read an empty source, not a missing table.
@@ -264,10 +267,11 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
         totals = {k: sum(int(r[k]) for r in counted) for k in ("accepted", "quarantined", "duplicates")}
         part = partition_column(source)
         accepted = bronze_rows(kept, source, conf.get("business.timezone"), ingested_at)
-        already = committed.join(kept.select("source_file", "source_line"), ["source_file", "source_line"], "left_semi").count() if committed is not None else 0
+        line = ["record_key", "source_file", "source_line"]
+        already = committed.join(kept.select(*line), line, "left_semi").count() if committed is not None else 0
         if already:
             log.warning("%s: %d rows of this batch were committed by a run killed before it logged them; not written again", source.bronze_table, already)
-            accepted = accepted.join(committed.select("source_file", "source_line"), ["source_file", "source_line"], "left_anti")
+            accepted = accepted.join(committed.select(*line), line, "left_anti")
         written = lake.append(source.bronze_table, accepted, partition_by=[part] if part else [])
         crash_point("acquire.bronze_committed")
         quarantined = quarantine_rows(kept, source, ingested_at, int(conf.get("acquire.raw_text_max_chars")))

@@ -228,6 +228,11 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         crash_point("decide.published")
         exports.append(folder)
         counts_by_audience[audience.name] = counts
+    unpublished = [a.name for a, *_ in selections if f"audience {a.name}" in failed]
+    if unpublished:   # recorded, not sent: their contacts count toward no cap and no result until a rerun sends them
+        with timed(log, f"contact history for {run_date} without {', '.join(unpublished)}") as facts:
+            facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, contacts.where(~F.col("audience").isin(*unpublished)),
+                                                 f"contact_date = DATE'{run_date.isoformat()}'", partition_by=["contact_date"]).rows_written
     with timed(log, f"campaign results up to {run_date}") as facts:
         facts["campaign_results"] = measure(lake, conf, identity_map, inputs.read("silver.order_lines"), run_date)
     for cached in (scores, suppressed, scored, companies, uplift):

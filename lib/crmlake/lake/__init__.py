@@ -181,10 +181,6 @@ class Lake:
             raise SchemaMismatchError(f"table {table}: merged on {list(keys)}, declared keys {list(declared_keys)} in lib/crmlake/catalog.yaml")
         return self._logged("merge", table, self.engine.merge(self.path(table), df, keys, order_by, delete_when, partition_by, txn, properties))
 
-    def delete(self, table: str, predicate: str, txn: WriteId | None = None) -> WriteResult:
-        """Remove the rows matching ``predicate`` (old files stay until vacuum)."""
-        return self._logged("delete", table, self.engine.delete(self.path(table), predicate, txn))
-
     def erase(self, table: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> ErasureResult:
         """Remove the rows for which ``condition`` holds against the one-row frame ``subject``
         (or, with ``blank``, set those columns to null on them) and at once every old file of

@@ -394,16 +394,6 @@ class RsEngine:
         new_rows = kept.unionByName(conform_to_schema(df, self.schema(location), location))
         return self._rewrite(location, affected, new_rows, txn, "overwrite_where")
 
-    def delete(self, location: str, predicate: str, txn: WriteId | None = None) -> WriteResult:
-        """Remove the rows matching ``predicate`` by rewriting the files that hold them."""
-        if self._already_done(location, txn):
-            return WriteResult.skipped()
-        affected = self._files_matching(location, predicate)
-        if not affected:
-            return WriteResult(False, self.version(location), 0, 0, 0)
-        kept = self.read_files(location, affected).where(f"NOT coalesce(({predicate}), false)")
-        return replace(self._rewrite(location, affected, kept, txn, "delete"), rows_matched=self._rows_hit(location, affected, predicate))
-
     def erase_rows(self, location: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> WriteResult:
         """Remove the rows for which ``condition`` holds against the one-row frame ``subject``
         (or, with ``blank``, set those columns to null on them), rewriting the files that hold
@@ -423,13 +413,6 @@ class RsEngine:
         else:
             kept = hit.where(~F.col("_erase_hit")).select(*rows.columns)
         return replace(self._rewrite(location, affected, kept, None, "erase"), rows_matched=sum(f["rows_hit"] for f in affected))
-
-    def _rows_hit(self, location: str, affected: list[dict], predicate: str) -> int:
-        """Return the rows of ``affected`` (from :meth:`_files_matching`) that match ``predicate``:
-        their ``rows_hit``, or a count of those files' matches when the log lacks a file's row count."""
-        if all(f["rows_hit"] is not None for f in affected):
-            return sum(f["rows_hit"] for f in affected)
-        return self.read_files(location, affected).where(predicate).count()
 
     def merge(
         self,

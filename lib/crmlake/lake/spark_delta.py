@@ -167,13 +167,6 @@ class SparkDeltaEngine:
             return self.append(location, df, partition_by, txn, properties)
         return self._write(df, location, "overwrite", partition_by, txn, replaceWhere=predicate)
 
-    def delete(self, location: str, predicate: str, txn: WriteId | None = None) -> WriteResult:
-        """Remove the rows matching ``predicate``."""
-        before = self.version(location)
-        with self._txn(txn):
-            self._table(location).delete(predicate)
-        return self._result(location, before)
-
     def erase_rows(self, location: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> WriteResult:
         """Remove the rows for which ``condition`` holds against the one-row frame ``subject``
         (or, with ``blank``, set those columns to null on them); ``rows_matched`` counts them.

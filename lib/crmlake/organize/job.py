@@ -121,7 +121,7 @@ def erase_due_accounts(lake: Lake, conf: Conf, changes: Changes) -> dict:
     versions (what acquire committed meanwhile is then read in this run, not lost).
     """
     facts = apply_erasures(lake, conf, changes.all("bronze.customers"))
-    if facts["erased_accounts"]:
+    if facts["erased_accounts"] or facts["failed"]:   # a failed erasure may have rewritten bronze files before it failed
         changes.repin(BRONZE_SOURCES)
     return facts
 

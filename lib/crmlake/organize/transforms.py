@@ -33,15 +33,19 @@ def consent_choices(profile_changes: DataFrame, campaign_events: DataFrame) -> D
 
     Takes bronze customers (every change of the accounts, history included) and campaign
     events. A choice is a profile upsert that carries a ``marketing_consent_time`` (its
-    ``marketing_consent``; a missing one withdraws) or an unsubscribe or complaint (a
-    withdrawal at its ``event_time``). An upsert without a consent time says nothing about
-    when the member chose, so it is no choice: a changed address or a stale re-send can
-    then neither give nor take consent.
+    ``marketing_consent``; a missing one withdraws), a profile upsert saying no without a
+    time (a withdrawal at its ``updated_time``: "false" keeps a member out of every audience),
+    or an unsubscribe or complaint (a withdrawal at its ``event_time``). A "yes" without a
+    consent time says nothing about when the member chose, so it is no choice: a changed
+    address or a stale re-send cannot give consent back.
     """
-    in_profiles = profile_changes.where((F.col("op") == "upsert") & F.col("marketing_consent_time").isNotNull()).select(
+    # A profile's "no" without a time still says no (contract: false, never in an audience): a
+    # withdrawal at the profile's time. Its "yes" without a time tells no choice of the member's.
+    says_no = ~F.coalesce("marketing_consent", F.lit(False))
+    in_profiles = profile_changes.where((F.col("op") == "upsert") & (F.col("marketing_consent_time").isNotNull() | says_no)).select(
         "account_id",
-        F.col("marketing_consent_time").alias("chosen_at"),
-        (~F.coalesce("marketing_consent", F.lit(False))).alias("withdraws"),
+        F.coalesce("marketing_consent_time", "updated_time").alias("chosen_at"),
+        says_no.alias("withdraws"),
     )
     by_events = campaign_events.where(F.col("event").isin(*CONSENT_WITHDRAWING_EVENTS)).select(
         "account_id", F.col("event_time").alias("chosen_at"), F.lit(True).alias("withdraws")
