@@ -342,7 +342,8 @@ def _published_folders(exports_root: str) -> list[str]:
 def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: Collection[str], phone_hashes: Collection[str],
                   platform_hashes: Collection[str], request_id: str) -> list[str]:
     """Rewrite every published export holding one of ``person_ids`` or contact hashes without
-    those rows; return the amended folders relative to ``exports_root``.
+    those rows; return the folders amended for ``request_id`` (now, or by a run of the same
+    request that was killed before it could say so), relative to ``exports_root``.
 
     First removes every unpublished version (:func:`remove_unpublished`), so that no copy of the
     person survives outside the published folders. The neutral files are matched on person_id
@@ -366,10 +367,14 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
                 rows = rows.cast(pa.schema([(c, pa.string()) for c in rows.column_names]))  # a column of empty fields reads as null type
                 uploads[name], gone = _without_subject(rows, {c: platform_hashes for c in rows.column_names})
                 removed += gone
-        if not removed:
-            continue
         with open(os.path.join(final, MANIFEST), encoding="utf-8") as fh:
             document = json.load(fh)
+        if not removed:
+            # Amended already by this request (a run killed before it recorded the step): the
+            # receipt still names the folder.
+            if any(a.get("request_id") == request_id for a in document.get("amendments", [])):
+                amended.append(os.path.relpath(final, exports_root))
+            continue
         version = _new_version(final)
         # The link's target, not the link: the version is a folder of its own.
         shutil.copytree(os.path.realpath(final), version, dirs_exist_ok=True)

@@ -1,6 +1,7 @@
-"""``crmlake erase`` killed (SIGKILL, a real process) at each step of its workflow, then run
-twice at once: the erasure is finished from its plan, receipted once, and leaves the same
-tables and exports as an erasure never killed, with no value of the subject anywhere.
+"""An erasure killed (SIGKILL, a real process) at each step of its workflow, in ``crmlake
+erase`` and in organize's erase step, then ``crmlake erase`` run twice at once: the erasure is
+finished from its plan, receipted once, and leaves the same tables and exports as an erasure
+never killed, with no value of the subject anywhere.
 
 The generated pipeline's lake and exports are copied twice: one copy is erased cleanly, the
 other through the chain of kills (each run resumes what the one before left), with a stale
@@ -10,6 +11,7 @@ subject's email hash.
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import gzip
 import hashlib
@@ -32,7 +34,15 @@ from processes import finish, start_armed
 
 pytestmark = pytest.mark.integration
 # Each step of an erasure, in order, and which time the process reaches it (the third table).
-KILLS = [("erase.planned", 1), ("erase.table_erased", 3), ("erase.exports_amended", 1), ("erase.receipted", 1)]
+# Each step of an erasure, in order, the command killed there and which time it reaches the
+# point (the third table): organize's erase step resumes what ``crmlake erase`` planned.
+DAY = dt.date(2026, 11, 21)   # the generated pipeline's last date
+KILLS = [
+    (["erase"], "erase.planned", 1),
+    (["run", "--stage", "organize", "--date", DAY.isoformat()], "erase.table_erased", 3),
+    (["erase"], "erase.exports_amended", 1),
+    (["erase"], "erase.receipted", 1),
+]
 # A killed holder's lease expires in seconds here (120 s by default).
 FAST_LEASE = ["--set", "lake.lease.expiry_seconds=3", "--set", "lake.lease.heartbeat_seconds=1", "--set", "lake.lease.wait_seconds=300"]
 
@@ -53,8 +63,8 @@ def _exported_member(lake, exports_root):
     return row["account_id"], row["email"].strip().lower()
 
 
-def _erase(args, crash_at=None, hit=1):
-    return start_armed(["-m", "crmlake.cli", "erase", *args], crash_at, hit)
+def _crmlake(command, args, crash_at=None, hit=1):
+    return start_armed(["-m", "crmlake.cli", *command, *args], crash_at, hit)
 
 
 def _wait_for(condition, process, seconds=300):
@@ -108,8 +118,8 @@ def test_erase_killed_at_each_step_is_finished_by_the_next_run_and_a_second_writ
 
     args = ["--account", account, *killed, *FAST_LEASE]
     lease, plans_folder = tmp_path / "killed/lake" / LEASE_FILE, tmp_path / "killed/lake" / PLANS_FOLDER
-    for point, hit in KILLS:
-        run = _erase(args, point, hit)
+    for command, point, hit in KILLS:
+        run = _crmlake(command, args if command == ["erase"] else [*killed, *FAST_LEASE], point, hit)
         done = finish(run)
         assert done.returncode == -signal.SIGKILL, (point, done.stderr[-3000:])
         assert json.loads(lease.read_text())["pid"] == run.pid   # the dead holder's lease stays
@@ -120,9 +130,9 @@ def test_erase_killed_at_each_step_is_finished_by_the_next_run_and_a_second_writ
 
     # The next run takes the dead holder's lease over once it expires; a second writer started
     # while it holds the lease waits for it, then finds nothing left to do.
-    first = _erase(args)
+    first = _crmlake(["erase"], args)
     _wait_for(lambda: lease.exists() and json.loads(lease.read_text())["pid"] == first.pid, first)
-    second = _erase(args)
+    second = _crmlake(["erase"], args)
     outputs = [finish(run) for run in (first, second)]
     assert [done.returncode for done in outputs] == [0, 0], outputs[0].stderr[-3000:] + outputs[1].stderr[-3000:]
     assert f"lake lease held by erase (pid {first.pid}" in outputs[1].stderr

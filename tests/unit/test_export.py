@@ -177,6 +177,11 @@ def test_an_amendment_removes_the_subject_in_a_new_version_and_no_copy_is_left(s
     assert "P2" not in gzip.open(os.path.join(folder, "audience.csv.gz"), "rt").read()
     assert json.load(open(os.path.join(folder, "manifest.json")))["row_count"] == 1
     assert_checksums_hold(folder)
+    # The same request again (a run killed before it recorded the step): nothing to remove, and
+    # the folder is still named for the receipt; another request names none.
+    assert amend_exports(exports, ["P2"], [], [], [], "req-1") == [os.path.join("win_back", DAY.isoformat())]
+    assert amend_exports(exports, ["P2"], [], [], [], "req-2") == []
+    assert len(json.load(open(os.path.join(folder, "manifest.json")))["amendments"]) == 1
 
 
 def test_an_amendment_removes_unpublished_copies_of_the_subject_when_no_published_export_holds_them(spark, tmp_path):
