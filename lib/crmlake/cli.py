@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from crmlake.config import Conf, ConfigError, load_conf
 from crmlake.generate.landing import LandingExistsError, write_landing
+from crmlake.isolation import reason_of
 from crmlake.lease import LeaseHeldError, lake_lease
 from crmlake.log import get_logger, setup_logging
 
@@ -297,8 +298,7 @@ def exit_code_of(action, label: str = "crmlake") -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 - a job failure: one line for the scheduler, the trace in the log
         log.exception("failed")
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"{label}: failed: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        print(f"{label}: failed: {reason_of(exc)}", file=sys.stderr)
         return 1
 
 

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 
 from crmlake.acquire.job import sources_not_seen
 from crmlake.config import Conf
+from crmlake.isolation import reason_of
 from crmlake.lake import Lake
 from crmlake.log import get_logger
 from crmlake.summaries import JOB_RUNS_JSON, read_summary, write_summary
@@ -49,7 +50,7 @@ def run_stage(spark: SparkSession, conf: Conf, stage: str, run_date: dt.date) ->
     try:
         summary = module.run(spark, conf, run_date)
     except Exception as exc:
-        record_run(spark, conf, stage, run_date, started_at, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", {})
+        record_run(spark, conf, stage, run_date, started_at, "failed", reason_of(exc), {})
         raise
     summary = {**summary, "sources_not_seen": sources_not_seen(Lake(spark, conf))}
     failed = summary.get("failed") or {}
