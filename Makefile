@@ -8,6 +8,8 @@ CONF   ?= conf/local.yaml
 CUSTOMERS ?= 2000
 DAYS      ?= 60
 SEED      ?= 7
+# The sample's planted identity truth (paths.landing of conf/base.yaml): organize measures persons against it.
+TRUTH     ?= data/landing/_truth/identity.csv
 
 .PHONY: setup browser run test test-unit bench package cluster-up cluster-down mlflow-server clean help
 
@@ -30,7 +32,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 run: setup
 	$(BIN)/crmlake generate --conf $(CONF) --customers $(CUSTOMERS) --days $(DAYS) --seed $(SEED) --skip-if-present
-	$(BIN)/crmlake run --conf $(CONF) --stage all
+	$(BIN)/crmlake run --conf $(CONF) --stage all --set organize.identity.truth_file=$(TRUTH)
 
 # Debian's Chromium drives the audience catalog's browser test (headless).
 BROWSER_BIN := /usr/bin/chromium
@@ -48,10 +50,11 @@ test: setup browser
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
-# Arguments pass through: make bench ARGS="--only lake --rows 200000" (python -m crmlake.bench --help lists them).
+# Arguments pass through: make bench ARGS="--only lake --rows 200000" (python -m benchmarks --help lists them).
+# The harness is the top-level benchmarks/ folder, outside the runtime package: run from this folder.
 ARGS ?=
 bench: setup
-	$(BIN)/python -m crmlake.bench --conf $(CONF) $(ARGS)
+	$(BIN)/python -m benchmarks --conf $(CONF) $(ARGS)
 
 package: setup
 	rm -rf dist

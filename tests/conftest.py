@@ -44,7 +44,7 @@ if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"]
 # groups are queued first, so that each starts on its own worker before the small tests.
 # Module fixtures count too: without a group, their tests could be spread over both workers,
 # each building the fixture.
-SHARED_FIXTURES = ("submitted", "pipeline", "scored", "days", "landings", "acquired", "clean", "catalog")
+SHARED_FIXTURES = ("submitted", "pipeline", "scored", "identity_zone", "days", "landings", "acquired", "clean", "catalog")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids

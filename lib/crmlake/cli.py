@@ -169,14 +169,17 @@ def cmd_serve(args) -> int:
 
 def cmd_erase(args) -> int:
     from crmlake.lake import Lake
-    from crmlake.privacy import accounts_with_email, apply_erasures, pending_accounts_with_email, request_erasure
+    from crmlake.privacy import SharedMailboxError, apply_erasures, one_subject, pending_accounts_with_email, request_erasure
     from crmlake.session import spark_session
 
     conf = load_conf(args.conf, args.overrides)
     with spark_session(conf, "erase") as spark, writing(spark, conf, "erase"):
         lake = Lake(spark, conf)
         # An erasure a killed run left half done no longer shows in the tables; its plan does.
-        accounts = [args.account] if args.account else accounts_with_email(lake, args.email) or pending_accounts_with_email(conf.lake_root, args.email)
+        try:
+            accounts = [args.account] if args.account else one_subject(lake, args.email) or pending_accounts_with_email(conf.lake_root, args.email)
+        except SharedMailboxError as exc:
+            raise UsageError(str(exc)) from exc
         if not accounts:
             raise UsageError(f"no account in bronze.customers holds the email {args.email!r}")
         request_erasure(lake, accounts, dt.datetime.now(dt.timezone.utc))
@@ -192,14 +195,17 @@ def cmd_erase(args) -> int:
 
 def cmd_subject_access(args) -> int:
     from crmlake.lake import Lake
-    from crmlake.privacy import subject_access
+    from crmlake.privacy import SharedMailboxError, subject_access
     from crmlake.session import spark_session
 
     conf = load_conf(args.conf, args.overrides)
     with spark_session(conf, "subject-access") as spark:
-        counts = subject_access(Lake(spark, conf), args.email, args.out)
+        try:
+            counts = subject_access(Lake(spark, conf), args.out, email=args.email, account=args.account)
+        except SharedMailboxError as exc:
+            raise UsageError(str(exc)) from exc
     if not counts:
-        raise UsageError(f"no account in bronze.customers holds the email {args.email!r}")
+        raise UsageError(f"no account holds the email {args.email!r}" if args.email else f"no account {args.account!r} in silver.customers")
     print(json.dumps({"out": args.out, "rows": counts}, indent=2))
     return 0
 
@@ -264,13 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_conf_arguments(erase)
     who = erase.add_mutually_exclusive_group(required=True)
     who.add_argument("--account", help="the account_id to erase")
-    who.add_argument("--email", help="erase every account whose profile holds this email (trimmed, any case)")
+    who.add_argument("--email", help="erase every account whose profile holds this email (trimmed, any case), when they are one person's; an email several persons hold (a family mailbox) is refused: name the member by --account")
     erase.set_defaults(func=cmd_erase)
 
     access = commands.add_parser("subject-access", help="write everything held about a member (privacy officer)",
-                                 description="Write everything crmlake holds about the person with this email under --out, as JSON and CSV per dataset: profile, profile history, person (customer 360), orders (guest checkouts with that email included), sessions, service contacts, scores and segments, audiences they were in; index.json lists the accounts and row counts.")
+                                 description="Write everything crmlake holds about one person (named by account or by an email only they hold) under --out, as JSON and CSV per dataset: profile, profile history, person (customer 360), orders (guest checkouts with that email included), sessions, service contacts, scores and segments, audiences they were in; index.json lists the accounts and row counts.")
     add_conf_arguments(access)
-    access.add_argument("--email", required=True, help="the member's email (trimmed, any case)")
+    subject = access.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--account", help="the member's account_id: their person's every account is included")
+    subject.add_argument("--email", help="the member's email (trimmed, any case); refused when several persons' accounts hold it (a family mailbox): then name the member by --account")
     access.add_argument("--out", required=True, help="folder to write the files to (created)")
     access.set_defaults(func=cmd_subject_access)
 

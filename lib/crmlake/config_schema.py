@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crmlake.files import local_path
+
 PositiveInt = Field(gt=0)
 Share = Field(ge=0, lt=1)
 
@@ -29,6 +31,20 @@ class Paths(Section):
     lake: str
     exports: str
     checkpoints: str | None = None
+
+    @field_validator("exports")
+    @classmethod
+    def exports_on_a_local_folder(cls, value: str) -> str:
+        """The exports root is a local or mounted folder (a ``file:`` URI names one): every
+        publish there is a rename on that disk (:mod:`crmlake.exports`, :mod:`crmlake.summaries`),
+        which HDFS and object stores do not offer."""
+        if "://" not in value and not value.startswith("file:"):
+            return value   # a path; made absolute by load_conf
+        path = local_path(value)
+        if path is None:
+            raise ValueError("must be a local or mounted folder: exports are published by an atomic rename on its disk; "
+                             "mount the file system and name the mount, e.g. paths.exports=/mnt/crm/exports")
+        return path
 
 
 class Business(Section):
@@ -91,9 +107,30 @@ class Acquire(Section):
     repeats_broadcast_max_rows: int = PositiveInt
 
 
+class MatchWeights(Section):
+    min_pairs_to_estimate: int = PositiveInt
+    em_iterations: int = PositiveInt
+    random_pairs: int = PositiveInt
+    reestimate_after_days: int = PositiveInt
+    prior: float = Field(gt=0, lt=1)
+    m: dict[str, dict[str, float]]
+    u: dict[str, dict[str, float]]
+
+    @model_validator(mode="after")
+    def shares_are_probabilities(self):
+        for name, table in (("m", self.m), ("u", self.u)):
+            for comparison, levels in table.items():
+                if not all(0 < v < 1 for v in levels.values()):
+                    raise ValueError(f"weights.{name}.{comparison}: every level's share must lie between 0 and 1, got {levels}")
+        return self
+
+
 class Identity(Section):
     default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
     max_accounts_per_key: int = PositiveInt
+    link_min_probability: float = Field(gt=0, lt=1)
+    truth_file: Optional[str] = None
+    weights: MatchWeights
     broadcast_max_rows: int = PositiveInt
 
 

@@ -26,12 +26,18 @@ holds the person is rewritten without them as a new version, swapped in the same
 manifest records the amendment (request, time, rows removed) with the new checksums.
 Audience names are slugs (:data:`crmlake.config_schema.AUDIENCE_NAME_PATTERN`), so every
 export lies in a visible folder directly under the exports root.
+
+The exports root is a local or mounted folder: the swap above is a symbolic link renamed on
+its disk, which HDFS and object stores do not offer, so the configuration refuses any other
+root (``paths.exports``, :class:`crmlake.config_schema.Paths`: exit 2) and a ``file:`` URI
+is read as the folder it names. Files are listed, read, written and checksummed through
+:mod:`crmlake.files`, the stages' one file-system layer; the links, renames and removals of
+the swap are the local disk's own (``os``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import json
 import os
 import re
@@ -46,10 +52,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from crmlake import files
 from crmlake.config_schema import AUDIENCE_NAME_PATTERN
 from crmlake.csv_cells import safe_frame, safe_table
 from crmlake.faults import crash_point
-from crmlake.files import file_sha256
 from crmlake.log import get_logger
 from crmlake.people import e164_phone, normalised_email, sha256_hex
 from crmlake.summaries import REPORTS_DIR, SUMMARY_DIR
@@ -159,10 +165,10 @@ def _single_file(df: DataFrame, folder: str, name: str, fmt: str) -> str:
         writer = safe_frame(df).coalesce(1).write
         (writer.option("header", True).option("escape", '"')
          .option("ignoreLeadingWhiteSpace", False).option("ignoreTrailingWhiteSpace", False)
-         .option("compression", "gzip" if name.endswith(".gz") else "none").csv("file://" + spark_out))
+         .option("compression", "gzip" if name.endswith(".gz") else "none").csv(files.spark_uri(spark_out)))
     else:
-        df.coalesce(1).write.parquet("file://" + spark_out)
-    (part,) = [p for p in glob.glob(os.path.join(spark_out, "part-*")) if not p.endswith(".crc")]
+        df.coalesce(1).write.parquet(files.spark_uri(spark_out))
+    (part,) = [f.location for f in files.list_folder(spark_out) if f.name.startswith("part-") and not f.name.endswith(".crc")]
     target = os.path.join(folder, name)
     os.replace(part, target)
     shutil.rmtree(spark_out)
@@ -170,19 +176,9 @@ def _single_file(df: DataFrame, folder: str, name: str, fmt: str) -> str:
 
 
 def _score_histogram(scores: list[float], path: str, title: str) -> None:
-    import matplotlib
+    from crmlake import charts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    ax.hist(scores, bins=20, range=(0, 1), color="#3b6ea5")
-    ax.set_xlabel("propensity score")
-    ax.set_ylabel("persons")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    charts.save(charts.histogram(scores, title, "propensity score", "persons"), path)
 
 
 def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date: dt.date, manifest: dict,
@@ -234,8 +230,7 @@ def _put_in_place(final: str, version: str, manifest: dict, step: str) -> None:
     """Write ``manifest`` into the complete folder ``version``, show it at ``final`` (one
     rename), then remove the version shown before; ``step`` (publish or amend) names the
     crash points between."""
-    with open(os.path.join(version, MANIFEST), "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2, default=str)
+    files.write_text(os.path.join(version, MANIFEST), json.dumps(manifest, indent=2, default=str))
     crash_point(f"export.{step}.staged")
     previous = _swap(final, version)
     crash_point(f"export.{step}.swapped")
@@ -275,12 +270,9 @@ def _remove(path: str | None) -> None:
 def _audience_folders(exports_root: str) -> list[str]:
     """Return the folder of every audience under ``exports_root`` (every visible folder but the
     reports' and the summaries')."""
-    if not os.path.isdir(exports_root):
+    if not files.is_dir(exports_root):
         return []
-    return [
-        os.path.join(exports_root, name) for name in sorted(os.listdir(exports_root))
-        if not name.startswith(".") and name not in NOT_AUDIENCES and os.path.isdir(os.path.join(exports_root, name))
-    ]
+    return [f.location for f in files.list_folder(exports_root) if f.is_dir and not f.name.startswith(".") and f.name not in NOT_AUDIENCES]
 
 
 def remove_unpublished(exports_root: str) -> list[str]:
@@ -316,7 +308,7 @@ def remove_unpublished(exports_root: str) -> list[str]:
 
 
 def _file_entry(path: str) -> dict:
-    return {"sha256": file_sha256(path), "bytes": os.path.getsize(path)}
+    return {"sha256": files.file_sha256(path), "bytes": files.info(path).size}
 
 
 def _without_subject(table: pa.Table, columns: dict) -> tuple[pa.Table, int]:
@@ -333,9 +325,9 @@ def _without_subject(table: pa.Table, columns: dict) -> tuple[pa.Table, int]:
 def _published_folders(exports_root: str) -> list[str]:
     """Return every published ``<exports_root>/<audience>/<date>`` (one with a manifest)."""
     return [
-        os.path.join(audience_dir, name)
-        for audience_dir in _audience_folders(exports_root) for name in sorted(os.listdir(audience_dir))
-        if not name.startswith(".") and os.path.isfile(os.path.join(audience_dir, name, MANIFEST))
+        published.location
+        for audience_dir in _audience_folders(exports_root) for published in files.list_folder(audience_dir)
+        if not published.name.startswith(".") and files.info(os.path.join(published.location, MANIFEST)) is not None
     ]
 
 
@@ -362,13 +354,12 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
         )
         uploads = {}
         for name in PLATFORM_FILES:
-            if os.path.exists(os.path.join(final, name)):
+            if files.info(os.path.join(final, name)) is not None:
                 rows = pa_csv.read_csv(os.path.join(final, name), convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
                 rows = rows.cast(pa.schema([(c, pa.string()) for c in rows.column_names]))  # a column of empty fields reads as null type
                 uploads[name], gone = _without_subject(rows, {c: platform_hashes for c in rows.column_names})
                 removed += gone
-        with open(os.path.join(final, MANIFEST), encoding="utf-8") as fh:
-            document = json.load(fh)
+        document = json.loads(files.read_text(os.path.join(final, MANIFEST)))
         if not removed:
             # Amended already by this request (a run killed before it recorded the step): the
             # receipt still names the folder.

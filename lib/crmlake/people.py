@@ -14,6 +14,12 @@ from pyspark.sql.functions import pandas_udf
 
 from crmlake.lake.frames import maybe_broadcast
 
+# What makes identity hard, as the generator plants it (crmlake.generate.world.identity_truth) and
+# crmlake.organize.identity_truth scores it: causes making one person look like two ...
+SPLITTING_CAUSES = ("second_account", "typo_email", "shared_device")
+# ... and two persons look like one.
+MERGING_CAUSES = ("household", "family_mailbox", "shop_phone", "placeholder_email", "placeholder_phone", "recycled_phone")
+
 # identifier_type values of silver.identity_map
 ACCOUNT = "account_id"
 COOKIE = "anonymous_id"

@@ -49,7 +49,7 @@ from crmlake.files import local_path
 from crmlake.isolation import isolated
 from crmlake.lake import Lake, TableSpec
 from crmlake.log import get_logger
-from crmlake.people import ACCOUNT, e164_phone, normalised_email, sha256_hex, with_session_person_id
+from crmlake.people import ACCOUNT, COOKIE, e164_phone, normalised_email, sha256_hex, with_order_person_id, with_session_person_id
 
 log = get_logger("privacy")
 ERASURE_LOG = "gold.erasure_log"
@@ -93,7 +93,7 @@ class Subject:
     emails: tuple           # normalised (trimmed, lower case)
     email_hashes: tuple
     phone_hashes: tuple
-    cookies: tuple          # anonymous ids linked to the account with tracking consent
+    cookies: tuple          # anonymous ids linked to the account with tracking consent, of its person alone
     person_ids: tuple
     platform_hashes: tuple  # its email and phone hashed the way each ad platform's upload file has them
 
@@ -155,13 +155,20 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
         )],
         *[F.collect_set(column).alias(f"_platform_{i}") for i, column in enumerate(uploaded)],
     ).first()
-    cookies = (
-        _values(lake.read("silver.identity_links").where(F.col("account_id") == account_id), "anonymous_id")
-        if lake.exists("silver.identity_links") else ()
-    )
     persons = (
         _values(lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & (F.col("identifier") == account_id)), "person_id")
         if lake.exists("silver.identity_map") else ()
+    )
+    # The account's cookies that are its person's alone: a computer shared with a household
+    # member is not the subject's (the rows logged in on it are, by account).
+    cookies = (
+        _values(
+            lake.read("silver.identity_links").where(F.col("account_id") == account_id).join(
+                lake.read("silver.identity_map").where((F.col("identifier_type") == COOKIE) & F.col("person_id").isin(*persons))
+                .select(F.col("identifier").alias("anonymous_id")), "anonymous_id", "left_semi"),
+            "anonymous_id",
+        )
+        if lake.exists("silver.identity_links") and lake.exists("silver.identity_map") else ()
     )
     platform = {value for i in range(len(uploaded)) for value in held[f"_platform_{i}"]}
     return Subject((account_id,), tuple(sorted(held["email"])), tuple(sorted(held["email_hash"])), tuple(sorted(held["phone_hash"])), cookies, persons,
@@ -316,12 +323,44 @@ def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> None:
     plan.remove()
 
 
+class SharedMailboxError(ValueError):
+    """An email held by the accounts of several persons (a family mailbox) names no one subject."""
+
+
 def accounts_with_email(lake: Lake, email: str) -> list[str]:
     """Return the accounts whose profile (any version in bronze) holds ``email``, matched as
     the contract says: trimmed and case-insensitively."""
     wanted = normalised_email(F.lit(email))
     # Safe to collect: the accounts of one address.
     return sorted(r["account_id"] for r in lake.read("bronze.customers").where(normalised_email(F.col("email")) == wanted).select("account_id").distinct().collect())
+
+
+def persons_of_accounts(lake: Lake, accounts: list[str]) -> dict:
+    """Return ``{person_id: [account_id, ...]}``: the persons the identity map gives ``accounts``
+    (an account it does not know is a person of its own, keyed by the account)."""
+    known = {}
+    if lake.exists("silver.identity_map"):
+        # Safe to collect: the rows of a few accounts.
+        rows = lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & F.col("identifier").isin(*accounts)).collect()
+        known = {r["identifier"]: r["person_id"] for r in rows}
+    persons: dict = {}
+    for account in accounts:
+        persons.setdefault(known.get(account, account), []).append(account)
+    return persons
+
+
+def one_subject(lake: Lake, email: str) -> list[str]:
+    """Return the accounts holding ``email`` when they are one person's; raise
+    SharedMailboxError when they are several persons' (a family mailbox): a request concerns
+    one person, who is then named by account."""
+    accounts = accounts_with_email(lake, email)
+    persons = persons_of_accounts(lake, accounts)
+    if len(persons) > 1:
+        raise SharedMailboxError(
+            f"the email {email!r} is held by the accounts of {len(persons)} persons (a shared mailbox): "
+            "name the requester by --account ACCOUNT_ID; nothing was done"
+        )
+    return accounts
 
 
 def request_erasure(lake: Lake, account_ids: list[str], requested_at: dt.datetime) -> None:
@@ -336,38 +375,44 @@ def request_erasure(lake: Lake, account_ids: list[str], requested_at: dt.datetim
 
 
 # What a subject-access request returns, by file name: the table and how the subject's rows are found.
-def _subject_frames(lake: Lake, accounts: list[str], email: str) -> dict:
+def _subject_frames(lake: Lake, accounts: list[str], persons: list[str]) -> dict:
     read = lake.read_or_empty
-    persons_of = read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & F.col("identifier").isin(accounts))
-    persons = persons_of.select("person_id").distinct()
+    identity_map = read("silver.identity_map")
+    of_person = lambda frame: frame.where(F.col("person_id").isin(*persons))  # noqa: E731
     by_account = F.col("account_id").isin(accounts)
-    frames = {
+    return {
         "profile": read("silver.customers").where(by_account),
         "history": read("silver.customer_history").where(by_account),
-        "person": read("silver.customer_360").join(persons, "person_id", "left_semi"),
-        "orders": read("silver.order_lines").where(by_account | (normalised_email(F.col("guest_email")) == normalised_email(F.lit(email)))),
-        "sessions": with_session_person_id(read("silver.sessions"), read("silver.identity_map")).join(persons, "person_id", "left_semi"),
+        "person": of_person(read("silver.customer_360")),
+        # A guest checkout is the person's when its email is theirs alone (the map attaches it).
+        "orders": with_order_person_id(read("silver.order_lines"), identity_map).where(by_account | F.col("person_id").isin(*persons)).drop("person_id"),
+        "sessions": of_person(with_session_person_id(read("silver.sessions"), identity_map)),
         "service_contacts": read("bronze.interactions").where(by_account),
-        "scores_and_segments": read("gold.customer_scores").join(persons, "person_id", "left_semi"),
-        "uplift_scores": read("gold.audience_uplift").join(persons, "person_id", "left_semi"),
-        "audiences": read("gold.contact_history").join(persons, "person_id", "left_semi"),
+        "scores_and_segments": of_person(read("gold.customer_scores")),
+        "uplift_scores": of_person(read("gold.audience_uplift")),
+        "audiences": of_person(read("gold.contact_history")),
     }
-    return frames
 
 
-def subject_access(lake: Lake, email: str, out_dir: str) -> dict:
-    """Write everything held about the person with ``email`` under ``out_dir``: one JSON and
-    one CSV file per dataset (profile, history, person, orders, sessions, service contacts,
-    scores and segments, uplift scores, audiences) and ``index.json``; return the rows per dataset.
+def subject_access(lake: Lake, out_dir: str, email: str | None = None, account: str | None = None) -> dict:
+    """Write everything held about one person under ``out_dir``: one JSON and one CSV file per
+    dataset (profile, history, person, orders, sessions, service contacts, scores and
+    segments, uplift scores, audiences) and ``index.json``; return the rows per dataset
+    (empty when no account is found).
 
-    A person's rows are few: each dataset is collected on the driver.
+    The person is named by ``account`` (their person's every account is included) or by
+    ``email`` when the accounts holding it are one person's; an email several persons hold
+    raises SharedMailboxError (:func:`one_subject`): a household member's data is never
+    returned. A person's rows are few: each dataset is collected on the driver.
     """
-    accounts = accounts_with_email(lake, email)
-    if not accounts:
+    named = [account] if account else one_subject(lake, email)
+    if not named or (account and not lake.read_or_empty("silver.customers").where(F.col("account_id") == account).limit(1).count()):
         return {}
+    persons = sorted(persons_of_accounts(lake, named))
+    accounts = sorted({*named, *_accounts_of_persons(lake, persons)})
     os.makedirs(out_dir, exist_ok=True)
     counts = {}
-    for name, frame in _subject_frames(lake, accounts, email).items():
+    for name, frame in _subject_frames(lake, accounts, persons).items():
         rows = [r.asDict(recursive=True) for r in frame.collect()]
         with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2, default=str)
@@ -379,3 +424,11 @@ def subject_access(lake: Lake, email: str, out_dir: str) -> dict:
     with open(os.path.join(out_dir, "index.json"), "w", encoding="utf-8") as fh:
         json.dump({"accounts": accounts, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": counts}, fh, indent=2)
     return counts
+
+
+def _accounts_of_persons(lake: Lake, persons: list[str]) -> list[str]:
+    if not lake.exists("silver.identity_map"):
+        return []
+    # Safe to collect: one person's accounts.
+    rows = lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & F.col("person_id").isin(*persons)).select("identifier").collect()
+    return [r["identifier"] for r in rows]

@@ -27,10 +27,11 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from crmlake import files
 from crmlake.exports import CHART, DATA_FILES, MANIFEST, PLATFORM_FILES
 from crmlake.log import get_logger
 from crmlake.summaries import (
-    CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, JOB_RUNS_JSON, REPORTS_DIR, SEGMENTS_JSON, SUMMARY_DIR, SUMMARY_FILES, VALUE_TIERS_JSON, read_summary,
+    CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, IDENTITY_JSON, JOB_RUNS_JSON, REPORTS_DIR, SEGMENTS_JSON, SUMMARY_DIR, SUMMARY_FILES, VALUE_TIERS_JSON, read_summary,
 )
 
 log = get_logger("serve")
@@ -46,33 +47,25 @@ SHOWN_INLINE = (".png", ".html")   # everything else downloads as an attachment
 def published_exports(exports_root: str) -> list[dict]:
     """Return the manifests of every published export, newest date first, each with its ``folder``."""
     found = []
-    if not os.path.isdir(exports_root):
-        return found
-    for audience in sorted(os.listdir(exports_root)):
-        audience_dir = os.path.join(exports_root, audience)
-        if not NAME.match(audience) or not os.path.isdir(audience_dir):
-            continue
-        for day in sorted(os.listdir(audience_dir), reverse=True):
-            manifest = os.path.join(audience_dir, day, MANIFEST)
-            if NAME.match(day) and os.path.isfile(manifest):
-                with open(manifest, encoding="utf-8") as fh:
-                    found.append({**json.load(fh), "folder": f"{audience}/{day}"})
+    audiences = files.list_folder(exports_root) if files.is_dir(exports_root) else []
+    for audience in (a for a in audiences if NAME.match(a.name) and a.is_dir):
+        for day in files.list_folder(audience.location):
+            manifest = files.join(day.location, MANIFEST)
+            if NAME.match(day.name) and files.info(manifest) is not None:
+                found.append({**json.loads(files.read_text(manifest)), "folder": f"{audience.name}/{day.name}"})
     return sorted(found, key=lambda m: (m["date"], m["audience"]), reverse=True)
 
 
 def report_pages(exports_root: str) -> list[dict]:
     """Return every report page under ``<exports>/reports/<kind>/``: kind, name, url and the
     urls of the CSV files beside it that share its name; newest first within a kind."""
-    root = os.path.join(exports_root, REPORTS_DIR)
+    root = files.join(exports_root, REPORTS_DIR)
     pages = []
-    for kind in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        folder = os.path.join(root, kind)
-        if not NAME.match(kind) or not os.path.isdir(folder):
-            continue
-        files = sorted(f for f in os.listdir(folder) if NAME.match(f))
-        for page in sorted((f for f in files if f.endswith(".html")), reverse=True):
+    for kind in (k.name for k in (files.list_folder(root) if files.is_dir(root) else []) if NAME.match(k.name) and k.is_dir):
+        names = [f.name for f in files.list_folder(files.join(root, kind)) if NAME.match(f.name)]
+        for page in sorted((f for f in names if f.endswith(".html")), reverse=True):
             stem = page[: -len(".html")]
-            csvs = [f for f in files if f.endswith(".csv") and (f == f"{stem}.csv" or f.startswith(f"{stem}_"))]
+            csvs = [f for f in names if f.endswith(".csv") and (f == f"{stem}.csv" or f.startswith(f"{stem}_"))]
             pages.append({"kind": kind, "name": stem, "url": f"/{REPORTS_DIR}/{kind}/{page}", "csv": [f"/{REPORTS_DIR}/{kind}/{c}" for c in csvs]})
     return pages
 
@@ -189,6 +182,45 @@ def _runs_section(runs: dict | None) -> str:
     )
 
 
+# What two accounts shared that made them worth comparing (silver.identity_pairs.compared_for).
+SHARED_KINDS = {"email_sha256": "an email", "phone_sha256": "a phone", "anonymous_id": "a computer (cookie)",
+                "name_birth_year": "a name and birth year", "email_letters": "an email's letters (a typo?)"}
+DECISIONS = (("linked", "Linked: one person"), ("name disagrees", "Kept apart: names disagree"), ("too little evidence", "Kept apart: too little evidence"))
+
+
+def _identity_section(identity: dict | None) -> str:
+    esc = html.escape
+    if not identity:
+        return '<section id="identity"><h2>Persons</h2><p>Organize has not run yet.</p></section>'
+    table: dict = {}
+    for row in identity["pairs"]:
+        shared = " and ".join(SHARED_KINDS.get(kind, kind) for kind in (row["compared_for"] or "").split(",") if kind) or "nothing"
+        table.setdefault(shared, {})[row["decision"]] = table.get(shared, {}).get(row["decision"], 0) + row["pairs"]
+    rows = "".join(
+        f'<tr class="pairs"><td>{esc(shared)}</td>' + "".join(f'<td class="num" data-decision="{esc(d)}">{counts.get(d, 0):,}</td>' for d, _ in DECISIONS) + "</tr>"
+        for shared, counts in sorted(table.items())
+    ) or f'<tr><td colspan="{len(DECISIONS) + 1}">No two accounts share anything.</td></tr>'
+    quality = identity.get("quality")
+    measured = ""
+    if quality:
+        causes = "".join(
+            f'<tr><td>{esc(cause.replace("_", " "))}</td><td class="num">{figures["pairs"]:,}</td>'
+            f'<td class="num">{figures.get("missed", figures.get("wrongly_merged", 0)):,}</td><td>{"missed" if "missed" in figures else "wrongly merged"}</td></tr>'
+            for cause, figures in quality["by_cause"].items()
+        )
+        measured = (
+            f'<h3>Against the labelled sample</h3><p>Pairwise precision <b>{quality["precision"]:.3f}</b>, recall <b>{quality["recall"]:.3f}</b>, '
+            f'F1 {quality["f1"]:.3f}; the largest person holds {quality["largest_person_accounts"]} accounts.</p>'
+            f"<table><thead><tr><th>Planted cause</th><th>Pairs</th><th>Wrong</th><th></th></tr></thead><tbody>{causes}</tbody></table>"
+        )
+    return (
+        f'<section id="identity"><h2>Persons</h2><p>{identity["persons"]:,} persons on {esc(identity["run_date"])}. '
+        "Accounts sharing something are compared field by field; a shared computer, mailbox or phone alone never makes one person.</p>"
+        f'<table><thead><tr><th>Accounts that share</th>{"".join(f"<th>{esc(label)}</th>" for _, label in DECISIONS)}</tr></thead>'
+        f"<tbody>{rows}</tbody></table>{measured}</section>"
+    )
+
+
 def catalog_page(exports_root: str) -> str:
     """Return the page's HTML for what is under ``exports_root`` now."""
     sections = (
@@ -196,6 +228,7 @@ def catalog_page(exports_root: str) -> str:
         + _campaigns_section(read_summary(exports_root, CAMPAIGN_RESULTS_JSON))
         + _profiles_section(read_summary(exports_root, SEGMENTS_JSON), read_summary(exports_root, VALUE_TIERS_JSON))
         + _reports_section(report_pages(exports_root))
+        + _identity_section(read_summary(exports_root, IDENTITY_JSON))
         + _runs_section(read_summary(exports_root, JOB_RUNS_JSON))
     )
     return f"""<!doctype html>
@@ -203,7 +236,7 @@ def catalog_page(exports_root: str) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border-bottom:1px solid #ddd;padding:.4em;vertical-align:top;text-align:left}}
 .num{{text-align:right}}nav a{{margin-right:1em}}section{{margin-bottom:2.5em}}</style>
 </head><body><h1>crmlake</h1>
-<nav><a href="#audiences">Audiences</a><a href="#campaigns">Campaign results</a><a href="#segments">Segments and value tiers</a><a href="#reports">Reports</a><a href="#runs">Runs</a></nav>
+<nav><a href="#audiences">Audiences</a><a href="#campaigns">Campaign results</a><a href="#segments">Segments and value tiers</a><a href="#reports">Reports</a><a href="#identity">Persons</a><a href="#runs">Runs</a></nav>
 {sections}
 </body></html>"""
 
@@ -228,6 +261,8 @@ def resolve_download(exports_root: str, url_path: str) -> str | None:
     else:
         return None
     requested = os.path.join(exports_root, *parts[2 if parts[1] == "files" else 1:])
+    # The exports root is a local folder (crmlake.config_schema.Paths): whether the file is
+    # inside it is asked of that disk, its links resolved.
     root, path = os.path.realpath(exports_root), os.path.realpath(requested)
     if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
         return None

@@ -3,7 +3,9 @@
 Under ``<paths.exports>/summaries/``: ``campaign_results.json`` and its chart
 ``campaign_results.png`` (decide: one row per audience and contact date),
 ``segments.json`` and ``value_tiers.json`` (analyze: one row per segment, per tier),
-``job_runs.json`` (every stage's latest run: date, outcome, what it left undone). Each is
+``job_runs.json`` (every stage's latest run: date, outcome, what it left undone),
+``identity.json`` (organize: account pairs linked and kept apart by what they share, and
+the quality against a labelled sample when one is configured). Each is
 a handful of rows, replaced whole every run (written aside, then renamed into place), so the
 page never reads half a file and never needs Spark.
 """
@@ -21,7 +23,8 @@ CAMPAIGN_RESULTS_PNG = "campaign_results.png"
 SEGMENTS_JSON = "segments.json"
 VALUE_TIERS_JSON = "value_tiers.json"
 JOB_RUNS_JSON = "job_runs.json"
-SUMMARY_FILES = (CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, SEGMENTS_JSON, VALUE_TIERS_JSON, JOB_RUNS_JSON)
+IDENTITY_JSON = "identity.json"
+SUMMARY_FILES = (CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, SEGMENTS_JSON, VALUE_TIERS_JSON, JOB_RUNS_JSON, IDENTITY_JSON)
 
 
 def summary_path(exports_root: str, name: str) -> str:

@@ -8,6 +8,10 @@ the version), and the judge's decision is written last, as the version's
 ``champion_decision`` tag: a version without one was left by a killed run, and the next run
 with the same fingerprint judges it from its recorded score instead of training again
 (:func:`resume`).
+
+A version serves either a model or its naive baseline (version tag ``served``: see
+:mod:`crmlake.analyze.recipe`). A baseline takes the alias from a model champion that does
+not beat it on the holdout, whatever the margin: a model that loses to its baseline is not served.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ CHAMPION = "champion"
 FINGERPRINT_TAG = "inputs_fingerprint"
 SCORE_TAG = "holdout_score"
 DECISION_TAG = "champion_decision"
+# What a version serves: a fitted model, or the naive baseline it did not beat.
+SERVED_TAG = "served"
+MODEL, BASELINE = "model", "baseline"
+# The form of a registered pipeline's inputs; bumped when it changes, so that no version of an
+# older form is reused or judged against one of this form (2: preprocessing inside the pipeline).
+FORMAT_TAG, MODEL_FORMAT = "model_format", "2"
 
 
 def configure(conf: Conf) -> str:
@@ -73,18 +83,20 @@ def tracked_run(conf: Conf, run_name: str, tags: dict | None = None) -> Iterator
 def fingerprint(inputs: dict, settings: dict) -> str:
     """Return a hash of what a model is trained from: ``inputs`` (for example each input
     table's Delta version and the run date) and ``settings`` (its conf section)."""
-    blob = json.dumps({"inputs": inputs, "settings": settings}, sort_keys=True, default=str).encode()
+    blob = json.dumps({"inputs": inputs, "settings": settings, "model_format": MODEL_FORMAT}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class RegisteredVersion:
-    """A registered model version: its number, the holdout score it was registered with, and
-    the champion decision taken on it (None until it has been judged)."""
+    """A registered model version: its number, the holdout score it was registered with, the
+    champion decision taken on it (None until it has been judged), and what it serves
+    (:data:`MODEL` or :data:`BASELINE`)."""
 
     version: str
     score: float | None
     decision: str | None
+    served: str = MODEL
 
     @property
     def awaiting_judgement(self) -> bool:
@@ -104,78 +116,99 @@ def version_with_fingerprint(registered_name: str, inputs_fingerprint: str) -> R
         return None
     latest = max(found, key=lambda v: int(v.version))
     score = latest.tags.get(SCORE_TAG)
-    return RegisteredVersion(str(latest.version), None if score is None else float(score), latest.tags.get(DECISION_TAG))
+    return RegisteredVersion(str(latest.version), None if score is None else float(score), latest.tags.get(DECISION_TAG), latest.tags.get(SERVED_TAG, MODEL))
 
 
-def log_spark_model(model, name: str, registered_name: str, sample_input, sample_output, inputs_fingerprint: str, score: float) -> str:
+def log_spark_model(model, name: str, registered_name: str, sample_input, sample_output, inputs_fingerprint: str, score: float,
+                    served: str = MODEL) -> str:
     """Log a fitted Spark ML pipeline with its signature under the active run's ``name`` and
-    register it, tagged with its inputs' fingerprint and its holdout ``score``; return the new version."""
+    register it, tagged with its inputs' fingerprint, its holdout ``score`` and what it serves;
+    return the new version."""
     import mlflow
     from mlflow.models import infer_signature
 
     signature = infer_signature(sample_input, sample_output)
     info = mlflow.spark.log_model(model, artifact_path=name, signature=signature, pip_requirements=MODEL_REQUIREMENTS)
     # The tags travel in the call that creates the version: no version exists without them.
-    registered = mlflow.register_model(info.model_uri, registered_name, tags={FINGERPRINT_TAG: inputs_fingerprint, SCORE_TAG: repr(float(score))})
+    registered = mlflow.register_model(info.model_uri, registered_name, tags={FINGERPRINT_TAG: inputs_fingerprint, SCORE_TAG: repr(float(score)),
+                                                                            SERVED_TAG: served, FORMAT_TAG: MODEL_FORMAT})
     version = str(registered.version)
     mlflow.set_tag(FINGERPRINT_TAG, inputs_fingerprint)
-    log.info("registered %s version %s (holdout score %.4f)", registered_name, version, score)
+    log.info("registered %s version %s serving the %s (holdout score %.4f)", registered_name, version, served, score)
     return version
 
 
 def register_and_judge(model, registered_name: str, sample_input, sample_output, inputs_fingerprint: str, score: float,
-                       champion_score_of: Callable[[object], float], margin: float) -> tuple[str, bool, str]:
+                       champion_score_of: Callable[[object], float], margin: float, served: str = MODEL,
+                       baseline_score: Callable[[], float] | None = None) -> tuple[str, bool, str]:
     """Register a fitted Spark ML pipeline (:func:`log_spark_model`, in the active run), then judge
     it (:func:`judge`); return (version, moved, reason).
 
     Takes the pipeline, a few rows of its input and output (its signature), the fingerprint of
     what it was trained from, its ``score`` on the holdout, ``champion_score_of`` (the
-    champion's fitted pipeline -> its score on the same holdout) and the margin to beat.
-    Killed between the two steps (crash point ``analyze.registered``), the version waits for
-    the next run with the same fingerprint to judge it (:func:`resume`).
+    champion's fitted pipeline -> its score on the same holdout), the margin to beat, what the
+    pipeline serves (:data:`MODEL` or :data:`BASELINE`) and ``baseline_score`` (see
+    :func:`judge`). Killed between the two steps (crash point ``analyze.registered``), the
+    version waits for the next run with the same fingerprint to judge it (:func:`resume`).
     """
-    version = log_spark_model(model, "model", registered_name, sample_input, sample_output, inputs_fingerprint, score)
+    version = log_spark_model(model, "model", registered_name, sample_input, sample_output, inputs_fingerprint, score, served)
     crash_point("analyze.registered")
-    moved, reason = judge(registered_name, version, score, champion_score_of, margin)
+    moved, reason = judge(registered_name, version, score, champion_score_of, margin, baseline_score)
     return version, moved, reason
 
 
-def judge(registered_name: str, version: str, score: float, champion_score_of: Callable[[object], float], margin: float) -> tuple[bool, str]:
+def judge(registered_name: str, version: str, score: float, champion_score_of: Callable[[object], float], margin: float,
+          baseline_score: Callable[[], float] | None = None) -> tuple[bool, str]:
     """Move ``champion`` to ``version`` when its holdout ``score`` beats the champion's by
     ``margin`` (:func:`promote_if_better`), then record the decision as the version's and its
     run's ``champion_decision`` tag; return (moved, reason).
 
     ``champion_score_of`` takes the current champion's fitted pipeline and returns its score on
-    the same holdout; it is called only when another version is champion. Killed after the
+    the same holdout; it is called only when another version is champion. A champion serving
+    the baseline scores ``baseline_score()`` instead when given (the baseline's own measure on
+    the holdout). A version serving the baseline needs no margin over a champion serving a
+    model: a model that does not beat its baseline is not served. Killed after the
     alias moved and before the decision is recorded (crash point ``analyze.promoted``), the
     next run finds the version champion already and records that.
     """
     from mlflow import MlflowClient
 
+    client = MlflowClient()
+    registered = client.get_model_version(registered_name, version)
     current = champion_version(registered_name)
     if current == version:
         # Its run was killed after moving the alias and before recording why.
         moved, reason = False, f"version {version} is champion already"
         log.info("%s: %s", registered_name, reason)
     else:
-        champion_score = None if current is None else champion_score_of(load_champion(registered_name)[0])
+        champion_tags = {} if current is None else client.get_model_version(registered_name, current).tags
+        champion_serves = None if current is None else champion_tags.get(SERVED_TAG, MODEL)
+        if champion_serves is None or champion_tags.get(FORMAT_TAG) != MODEL_FORMAT:
+            # No champion, or one whose pipeline takes inputs of an older form: it cannot be scored on this holdout.
+            champion_score = None
+        elif champion_serves == BASELINE and baseline_score is not None:
+            champion_score = baseline_score()
+        else:
+            champion_score = champion_score_of(load_champion(registered_name)[0])
+        if registered.tags.get(SERVED_TAG) == BASELINE and champion_serves == MODEL:
+            margin = 0.0
         moved, reason = promote_if_better(registered_name, version, score, champion_score, margin)
         crash_point("analyze.promoted")
-    client = MlflowClient()
-    run_id = client.get_model_version(registered_name, version).run_id
+    run_id = registered.run_id
     if run_id:
         client.set_tag(run_id, DECISION_TAG, reason)
     client.set_model_version_tag(registered_name, version, DECISION_TAG, reason)  # last: the version is judged
     return moved, reason
 
 
-def resume(registered_name: str, inputs_fingerprint: str, champion_score_of: Callable[[object], float], margin: float) -> dict | None:
+def resume(registered_name: str, inputs_fingerprint: str, champion_score_of: Callable[[object], float], margin: float,
+           baseline_score: Callable[[], float] | None = None) -> dict | None:
     """Return the facts of a rerun when a version of ``registered_name`` was already trained from
     ``inputs_fingerprint`` (same data, same conf): nothing is fitted or registered. A version its
     run left unjudged (killed after registering it) is judged now, from its recorded holdout
     score, against ``champion_score_of`` the champion (see :func:`judge`).
 
-    Returns None when no version has this fingerprint; else version, ``reused``,
+    Returns None when no version has this fingerprint; else version, ``reused``, served,
     champion_moved and champion_decision.
     """
     found = version_with_fingerprint(registered_name, inputs_fingerprint)
@@ -184,16 +217,16 @@ def resume(registered_name: str, inputs_fingerprint: str, champion_score_of: Cal
     if not found.awaiting_judgement:
         return reused(registered_name, found, inputs_fingerprint)
     log.warning("%s: version %s was registered from %s by a run killed before judging it: judged now", registered_name, found.version, inputs_fingerprint)
-    moved, reason = judge(registered_name, found.version, found.score, champion_score_of, margin)
-    return {"version": found.version, "reused": True, "champion_moved": moved, "champion_decision": reason}
+    moved, reason = judge(registered_name, found.version, found.score, champion_score_of, margin, baseline_score)
+    return {"version": found.version, "reused": True, "served": found.served, "champion_moved": moved, "champion_decision": reason}
 
 
 def reused(registered_name: str, found: RegisteredVersion, inputs_fingerprint: str) -> dict:
     """Return the facts of a rerun that finds ``found``, judged already, trained from
-    ``inputs_fingerprint``: version, ``reused``, champion_moved (False) and champion_decision."""
+    ``inputs_fingerprint``: version, ``reused``, served, champion_moved (False) and champion_decision."""
     reason = f"version {found.version} was trained from the same inputs and conf ({inputs_fingerprint}): nothing registered, champion unchanged"
     log.info("%s: %s", registered_name, reason)
-    return {"version": found.version, "reused": True, "champion_moved": False, "champion_decision": reason}
+    return {"version": found.version, "reused": True, "served": found.served, "champion_moved": False, "champion_decision": reason}
 
 
 def champion_version(registered_name: str) -> str | None:
@@ -237,10 +270,13 @@ def champion(registered_name: str):
 
 def promote_if_better(registered_name: str, challenger: str, challenger_score: float, champion_score: float | None, margin: float) -> tuple[bool, str]:
     """Move ``champion`` to ``challenger`` when it beats the champion's score (same holdout) by
-    ``margin``, or when there is no champion; return (moved, reason)."""
+    ``margin``, or when there is no champion to compare with (none, or ``champion_score`` None:
+    one of an older model format); return (moved, reason)."""
     current = champion_version(registered_name)
-    if current is None or champion_score is None:
+    if current is None:
         moved, reason = True, f"no champion yet: version {challenger} becomes champion"
+    elif champion_score is None:
+        moved, reason = True, f"champion v{current} is of an older model format: version {challenger} becomes champion"
     elif challenger_score >= champion_score + margin:
         moved, reason = True, f"challenger v{challenger} {challenger_score:.4f} beats champion v{current} {champion_score:.4f} by >= {margin}"
     else:

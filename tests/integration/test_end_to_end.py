@@ -376,9 +376,9 @@ def test_erasure_the_day_it_arrives_and_a_stale_upsert_after_leave_the_person_no
     assert {"bronze.customers", "bronze.orders", "bronze.quarantine", "silver.customers", "silver.customer_history",
             "silver.customer_360", "silver.identity_map", "gold.contact_history"} <= set(first["tables"])
     assert first["rows_removed"]["bronze.quarantine"] == 1 and first["rows_removed"]["bronze.orders"] == 1 and first["files_removed"]
-    # The stale upsert was erased on arrival; the erased account's node in the map, rebuilt
-    # from its blank profile, goes again (it is rebuilt after).
-    assert (second["tables"], second["rows_removed"]) == (["bronze.customers", "silver.identity_map"], {"bronze.customers": 1, "silver.identity_map": 1})
+    # The stale upsert was erased on arrival: nothing else held it (an erased account's blank
+    # profile is no account of any person, so the map never took it back).
+    assert (second["tables"], second["rows_removed"]) == (["bronze.customers"], {"bronze.customers": 1})
     assert first["exports_amended"]
     for folder in first["exports_amended"]:
         manifest = json.load(open(os.path.join(conf.exports_root, folder, "manifest.json")))
@@ -407,8 +407,9 @@ def _text_of(path: str) -> bytes:
 
 def test_organize_ran_full_then_incremental(pipeline):
     assert [run["mode"] for run in pipeline["organize"]] == ["full_refresh", "incremental"]
-    # The second run grew the identity map from the first one's instead of rebuilding it.
-    assert [run["identity_grown"] for run in pipeline["organize"]] == [False, True]
+    # The second day carries an erase request: persons are rebuilt whole, not grown (a day
+    # without one grows them: tests/integration/test_identity_zone.py).
+    assert [(run["erased_accounts"], run["identity_grown"]) for run in pipeline["organize"]] == [(0, False), (1, False)]
 
 
 def test_accounts_of_one_planted_person_are_one_person_and_no_two_persons_mix(pipeline):

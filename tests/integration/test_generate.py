@@ -40,6 +40,8 @@ def test_same_seed_same_records_other_seed_other_records(landings):
     first = contents(landings["a"])
     assert first == contents(landings["b"])
     assert first != contents(landings["c"])
+    truth = [open(os.path.join(landings[name], "_truth", "identity.csv"), encoding="utf-8").read() for name in ("a", "b")]
+    assert truth[0] == truth[1]
 
 
 def test_layout_and_timestamps_follow_the_contract(landings):

@@ -23,6 +23,7 @@ from crmlake.acquire.reader import FileToRead, read_records
 from crmlake.acquire.validate import with_validation
 from crmlake.analyze import job as analyze
 from crmlake.analyze.features import customer_behaviour, in_holdout
+from crmlake.analyze.specs import uplift_model_name
 from crmlake.config import load_conf
 from crmlake.decide.audiences import Audience, in_control_group
 from crmlake.generate import world
@@ -147,7 +148,7 @@ def test_the_uplift_ranking_finds_the_planted_persuadables_that_the_propensity_r
     # The same contacts, orders and conf again: nothing fitted or registered, the champion scores as before.
     again = run["rerun"]()
     assert again[AUDIENCE]["reused"] and again[AUDIENCE]["version"] == facts[AUDIENCE]["version"] == again[AUDIENCE]["champion"]
-    assert [str(v.version) for v in client.search_model_versions(f"name = '{analyze.uplift_model_name(conf, AUDIENCE)}'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{uplift_model_name(conf, AUDIENCE)}'")] == ["1"]
 
 
 def test_campaign_responses_land_as_contract_orders_files_of_contacted_persuadables(spark, tmp_path):

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from crmlake.bench import bench_parser
+from benchmarks.__main__ import bench_parser   # the repository root is on the path: python -m pytest from it
 from crmlake.cli import STAGES, build_parser
 from crmlake.jobs import job_parser
 
@@ -54,7 +54,7 @@ def test_every_readme_command_parses_with_the_parser_it_meets(capsys):
             script = next(a for a in args if a.endswith(".py"))
             assert os.path.isfile(os.path.join(ROOT, script)), script
             job_parser(os.path.basename(script)[:-3]).parse_args(args[args.index(script) + 1:])
-        elif name in ("python", "python3") and args[:2] == ["-m", "crmlake.bench"]:
+        elif name in ("python", "python3") and args[:2] == ["-m", "benchmarks"]:
             bench_parser().parse_args(args[2:])
         elif name == "mlflow":
             project = yaml.safe_load(open(os.path.join(ROOT, args[1], "MLproject")))
@@ -95,6 +95,7 @@ def test_mlflow_run_runs_a_stage_with_the_venv_as_the_readme_says(tmp_path):
         "CRMLAKE__PATHS__EXPORTS": str(tmp_path / "exports"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "CRMLAKE__SPARK__MASTER": "local[1]",
     }
+    (tmp_path / "landing").mkdir()   # an empty landing zone (one that is not there is a configuration error)
     done = subprocess.run([os.path.join(VENV_BIN, "mlflow"), *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert os.path.isdir(tmp_path / "lake" / "bronze" / "orders")  # the stage ran: an empty landing zone gives empty tables

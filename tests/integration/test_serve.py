@@ -109,6 +109,9 @@ def test_every_section_renders_from_the_lake_and_screenshots_are_taken(pipeline,
         tiers = page.locator("tr.value_tier td.share").all_inner_texts()
         assert tiers and abs(sum(float(t.rstrip("%")) for t in tiers) - 100) < 0.5   # shares of all revenue
         assert page.locator("li.report").count() >= 2
+        # Persons: the pairs linked, by what they share, add up to the lake's linked pairs.
+        linked = page.locator("tr.pairs td[data-decision='linked']").all_inner_texts()
+        assert sum(int(t.replace(",", "")) for t in linked) == pipeline["lake"].read("silver.identity_pairs").where("decision = 'linked'").count() > 0
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         win_back = page.locator("tr.export[data-audience=win_back]").first
         folder = exports / "win_back" / win_back.locator("td").first.inner_text()

@@ -9,9 +9,9 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.analyze import job as analyze
+from crmlake.analyze import specs
 from crmlake.analyze.features import training_sample
-from crmlake.analyze.models import SEGMENT_FEATURES, silhouette, with_log_features
+from crmlake.analyze.models import SEGMENT_FEATURES, named_segments, silhouette
 
 
 def test_segments_are_fitted_on_a_bounded_sample_and_every_person_is_named(spark, conf, tmp_path):
@@ -24,9 +24,8 @@ def test_segments_are_fitted_on_a_bounded_sample_and_every_person_is_named(spark
         *[(F.when(heavy, 50.0).otherwise(1.0) * (1 + spread(c))).alias(c) for c in (*SEGMENT_FEATURES, "tenure_days") if c != "recency_days"],
         (F.when(heavy, 5.0).otherwise(200.0) * (1 + spread("recency"))).alias("recency_days"),
     )
-    frame = with_log_features(persons).cache()
-    tracking.configure(conf)  # as analyze.run does first: the registry is read before any run starts
-    facts = analyze.train_segments(conf, frame, dt.date(2026, 11, 21), str(tmp_path / "reports"), "fingerprint-1")
+    frame = persons.cache()   # as they are: the log scale is the pipeline's
+    facts = specs.segmentation(conf, frame, dt.date(2026, 11, 21), str(tmp_path / "reports"), "fingerprint-1")
     assert facts["k"] == 3 and len(facts["segments"]) == 3
     client = MlflowClient(conf.get("mlflow.tracking_uri"))
     (run,) = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], "attributes.run_name = 'segmentation-2026-11-21'")
@@ -39,6 +38,6 @@ def test_segments_are_fitted_on_a_bounded_sample_and_every_person_is_named(spark
     assert run.data.metrics["silhouette_best"] == pytest.approx(silhouette(model, sampled), abs=1e-9)
     assert run.data.metrics["silhouette_best"] != pytest.approx(silhouette(model, frame), abs=1e-9)
     # The champion scores everyone, sampled or not: every person gets one of the named segments.
-    named = analyze.named_segments(model, frame, frame.columns)[0]
+    named = named_segments(model, frame, frame.columns)[0]
     assert named.count() == 2_000 and {r["segment"] for r in named.select("segment").distinct().collect()} == set(facts["segments"])
     frame.unpersist()

@@ -1,15 +1,17 @@
-"""The house stands in pipeline order: no stage imports another, the shared rooms import no stage."""
+"""The house stands in pipeline order: no stage imports another, the shared rooms import no stage,
+and nothing in the runtime package imports the benchmark harness (``benchmarks/``, outside it)."""
 
 import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "lib" / "crmlake"
 STAGES = ("acquire", "organize", "analyze", "decide")
-RUNNERS = ("cli", "jobs", "runs", "bench")   # the only modules that put the stages together
+RUNNERS = ("cli", "jobs", "runs")   # the only modules of the package that put the stages together
+HOUSE = ("crmlake", "benchmarks")   # the top-level packages an import check looks at
 
 
 def _imported_modules(path: pathlib.Path) -> set[str]:
-    """Every crmlake module ``path`` imports, at the top or inside a function."""
+    """Every crmlake or benchmarks module ``path`` imports, at the top or inside a function."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level:
@@ -19,7 +21,7 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-    return {n for n in names if n.split(".")[0] == "crmlake"}
+    return {n for n in names if n.split(".")[0] in HOUSE}
 
 
 def _stage_of(module: str) -> str | None:
@@ -33,11 +35,13 @@ def house_violations(package: pathlib.Path) -> list[str]:
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package)
         room = relative.parts[0].removesuffix(".py")
-        if room in RUNNERS:
-            continue
         for module in sorted(_imported_modules(path)):
             stage = _stage_of(module)
-            if "<relative import" in module or (stage is not None and stage != room):
+            if module.split(".")[0] == "benchmarks":   # not even a runner: the bench is no part of the runtime
+                found.append(f"{relative} imports {module}")
+            elif room in RUNNERS:
+                continue
+            elif "<relative import" in module or (stage is not None and stage != room):
                 found.append(f"{relative} imports {module}")
     return found
 
@@ -56,3 +60,10 @@ def test_the_check_finds_a_cross_stage_import(tmp_path):
     assert house_violations(tmp_path) == ["analyze/uplift.py imports crmlake.decide.results", "analyze/uplift.py imports crmlake.decide.results.campaign_results",
                                           "decide/job.py imports crmlake.<relative import, level 2>",
                                           "privacy.py imports crmlake.decide", "privacy.py imports crmlake.decide.export"]
+
+
+def test_the_check_finds_the_runtime_importing_the_bench_even_in_a_runner(tmp_path):
+    (tmp_path / "jobs.py").write_text("def f():\n    import benchmarks.lake\n")
+    (tmp_path / "lake").mkdir()
+    (tmp_path / "lake" / "rs.py").write_text("from benchmarks.common import seconds\n")
+    assert house_violations(tmp_path) == ["jobs.py imports benchmarks.lake", "lake/rs.py imports benchmarks.common", "lake/rs.py imports benchmarks.common.seconds"]

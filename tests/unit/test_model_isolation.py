@@ -1,9 +1,9 @@
-"""A model's step isolated from the stage (analyze.isolated_model), and which registered versions a
-rerun must still judge (tracking.RegisteredVersion): no Spark, no MLflow."""
+"""A model's step isolated from the stage (analyze.recipe.isolated_model), and which registered
+versions a rerun must still judge (tracking.RegisteredVersion): no Spark, no MLflow."""
 
 import datetime as dt
 
-from crmlake.analyze.job import NotTrainable, isolated_model
+from crmlake.analyze.recipe import NotTrainable, isolated_model
 from crmlake.tracking import RegisteredVersion
 
 DAY = dt.date(2026, 11, 21)
@@ -38,3 +38,7 @@ def test_a_version_registered_with_a_score_and_no_decision_awaits_judgement():
 
 def test_a_version_registered_before_scores_were_recorded_is_not_judged_again():
     assert not RegisteredVersion("1", None, None).awaiting_judgement
+
+
+def test_a_version_registered_before_baselines_were_served_serves_a_model():
+    assert RegisteredVersion("1", 0.71, None).served == "model"

@@ -67,6 +67,10 @@ def test_a_file_name_with_glob_characters_is_read_as_named(records):
     assert len(records("events [1] {a}*.jsonl", b'{"a": 1}\n', "json")) == 1
 
 
+def test_a_file_name_with_percent_signs_and_spaces_is_read_as_named(records):
+    assert len(records("100%25 of a%20day.jsonl", b'{"a": 1}\n', "json")) == 1
+
+
 def test_csv_rows_become_json_objects_with_empty_as_null(records):
     out = records("o.csv", b"id,name,amount\r\n1,,9.50\r\n", "csv")
     assert [(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in out] == [(2, 1, "1,,9.50", {"id": "1", "amount": "9.50"}, None)]

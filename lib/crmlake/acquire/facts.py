@@ -1,6 +1,8 @@
 """What a new landing file holds, in one streaming pass on an executor: checksum and data lines.
 
-:func:`file_facts` is plain Python (no Spark), so it is tested directly. It counts each
+:func:`file_facts` is plain Python (no Spark), so it is tested directly. It reads a file
+through :mod:`crmlake.files`, so a landing file on HDFS or in a bucket is read by the same code
+as a local one. It counts each
 file's data lines independently of Spark's reader (:mod:`crmlake.acquire.reader`), so that
 acquire's balance (data lines seen = lines spanned by accepted + quarantined + duplicate
 records) can fail when records are lost, and it finds the files whose content cannot be
@@ -12,10 +14,11 @@ fail on them. The two counters share one definition of a blank line,
 from __future__ import annotations
 
 import bz2
-import hashlib
 import os
 import zlib
 from typing import Callable, Iterator
+
+from crmlake import files
 
 FACTS_SCHEMA = "path string, sha256 string, data_lines long, unreadable string"
 BLOCK_BYTES = 1 << 20
@@ -58,7 +61,7 @@ def refused_compression(path: str) -> str | None:
 def _decompressed_blocks(path: str) -> Iterator[bytes]:
     """Yield the file's content in blocks, decompressed when its suffix is one of :data:`DECOMPRESSORS`."""
     new_decompressor = next((make for suffix, make in DECOMPRESSORS.items() if path.endswith(suffix)), None)
-    with open(path, "rb") as fh:
+    with files.open_input(path) as fh:
         blocks = iter(lambda: fh.read(BLOCK_BYTES), b"")
         if new_decompressor is None:
             yield from blocks
@@ -75,20 +78,17 @@ def _decompressed_blocks(path: str) -> Iterator[bytes]:
 
 
 def file_facts(path: str, fmt: str) -> tuple[str, str, int | None, str | None]:
-    """Return ``(path, sha256, data_lines, unreadable)`` for one landing file, in one pass.
+    """Return ``(path, sha256, data_lines, unreadable)`` for one landing file (a location, :mod:`crmlake.files`).
 
     sha256 is of the bytes as delivered; data_lines counts the non-blank lines of the
     (decompressed) content, less the header of a CSV file; unreadable is the reason when the
     content cannot be read (a truncated gzip or bzip2, a refused compression:
     :func:`refused_compression`), and then data_lines is None.
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(BLOCK_BYTES), b""):
-            digest.update(block)
+    sha256 = files.file_sha256(path)
     refused = refused_compression(path)
     if refused:
-        return path, digest.hexdigest(), None, refused
+        return path, sha256, None, refused
     lines, carry = 0, b""
     try:
         for block in _decompressed_blocks(path):
@@ -96,7 +96,7 @@ def file_facts(path: str, fmt: str) -> tuple[str, str, int | None, str | None]:
             carry = pieces.pop()
             lines += sum(1 for piece in pieces if not _blank(piece))
     except (OSError, EOFError, zlib.error) as exc:
-        return path, digest.hexdigest(), None, _unreadable(exc)
+        return path, sha256, None, _unreadable(exc)
     lines += 0 if _blank(carry) else 1
     header = 1 if fmt == "csv" and lines else 0
-    return path, digest.hexdigest(), lines - header, None
+    return path, sha256, lines - header, None

@@ -24,18 +24,18 @@ bronze table of its schema, so later stages read an empty source, not a missing 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass, replace
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from crmlake import files
 from crmlake.acquire.contract import SOURCES, Source
 from crmlake.acquire.facts import FACTS_SCHEMA, file_facts
 from crmlake.acquire.reader import FileToRead, read_records
 from crmlake.acquire.validate import with_validation
-from crmlake.config import Conf
+from crmlake.config import Conf, ConfigError
 from crmlake.faults import crash_point
 from crmlake.lake import Lake
 from crmlake.lake.frames import counted, maybe_broadcast
@@ -77,29 +77,44 @@ class LandingFile:
         return (self.path, self.size_bytes, self.modified_at)
 
 
+def landing_root(landing: str) -> str:
+    """Return the landing zone ``landing`` (a path or URI, :mod:`crmlake.files`) as a location.
+
+    Raises ConfigError naming it when it is no folder: a mistyped or unmounted landing zone
+    would otherwise read as every source never delivered.
+    """
+    root = files.location(landing)
+    if not files.is_dir(root):
+        raise ConfigError(f"paths.landing={landing}: the landing zone is not there (no such folder); "
+                          "create it, or mount the file system that holds it")
+    return root
+
+
 def discover(landing: str, source: str, run_date: dt.date) -> list[LandingFile]:
     """List ``<landing>/<source>/dt=YYYY-MM-DD/*`` with dt <= ``run_date``: path, size, modification time (UTC).
 
-    Reads no file: a listing is all discovery costs, however long the history.
+    ``landing`` is a local path or a URI of any file system :mod:`crmlake.files` reaches; a
+    local file's path is its absolute path however the landing zone was named (relative, or a
+    ``file:`` URI). Reads no file: a listing is all discovery costs, however long the history.
+    Raises ConfigError when the landing zone itself is not there (:func:`landing_root`); a
+    source's folder missing is a source never delivered.
     """
-    root = os.path.join(landing, source)
+    root = files.join(landing_root(landing), source)
     found: list[LandingFile] = []
-    if not os.path.isdir(root):
+    if not files.is_dir(root):
         return found
-    for entry in sorted(os.listdir(root)):
-        match = DT_DIR.match(entry)
-        if not match:
+    for entry in files.list_folder(root):
+        match = DT_DIR.match(entry.name)
+        if not match or not entry.is_dir:
             continue
         day = dt.date.fromisoformat(match.group(1))
         if day > run_date:
             continue
-        with os.scandir(os.path.join(root, entry)) as folder:
-            for item in sorted(folder, key=lambda e: e.name):
-                if item.is_file() and not item.name.startswith((".", "_")):
-                    info = item.stat()
-                    # Whole microseconds, exactly (no float): what a Delta timestamp keeps, so the key compares equal after a round trip.
-                    modified = EPOCH + dt.timedelta(microseconds=info.st_mtime_ns // 1000)
-                    found.append(LandingFile(source, os.path.abspath(item.path), day, info.st_size, modified))
+        for item in files.list_folder(entry.location):
+            if not item.is_dir and not item.name.startswith((".", "_")):
+                # Whole microseconds, exactly (no float): what a Delta timestamp keeps, so the key compares equal after a round trip.
+                modified = EPOCH + dt.timedelta(microseconds=(item.modified_ns or 0) // 1000)
+                found.append(LandingFile(source, item.location, day, item.size, modified))
     return found
 
 
@@ -107,8 +122,9 @@ def read_file_facts(spark: SparkSession, files: list[LandingFile], fmt: str) -> 
     """Checksum ``files`` and count their data lines on the executors, one task per file.
 
     Returns the files with ``sha256`` and ``data_lines`` set (or ``unreadable``, the reason
-    the content cannot be read). The executors open the files by path: the landing zone is a
-    file system the driver and the executors all see.
+    the content cannot be read). The executors open the files by location through
+    :mod:`crmlake.files`: a local landing zone must be one the driver and the executors all
+    see (one machine, NFS, a mount); a remote one is opened with the executors' credentials.
     """
     if not files:
         return []
@@ -367,6 +383,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     ``balance_failed`` and listed in the summary's ``failed`` (``file <path>`` -> why): every
     other file is committed and the later stages run, and the next run reads it again.
     """
+    landing_root(conf.landing_root)   # a landing zone that is not there fails the run before anything is read
     lake = Lake(spark, conf)
     ingested = IngestLog.of_sources(lake)
     results: dict = {}

@@ -36,6 +36,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake.acquire.facts import BLANK_CHARACTERS
+from crmlake.files import path_part, spark_uri
 
 RECORD_SCHEMA = "source_file string, file_sha256 string, source_line long, line_count int, raw_text string, record_json string, error string"
 MAX_RECORD_LINES = 50     # a quote still open this many lines later is a stray quote, not a multi-line field
@@ -60,9 +61,10 @@ class FileToRead:
 def read_records(spark: SparkSession, files: list[FileToRead], fmt: str, max_line_bytes: int) -> DataFrame:
     """Return every record of ``files`` (``fmt`` ``json`` or ``csv``) as rows of :data:`RECORD_SCHEMA`.
 
-    An unreadable file (a truncated gzip) is one record holding its reason; the others are
-    read by Spark, so the landing zone must be a file system the driver and the executors
-    all see (local disk, NFS, a mounted bucket).
+    The files' paths are locations (:mod:`crmlake.files`): local paths or URIs of a file
+    system Spark reads. An unreadable file (a truncated gzip) is one record holding its reason; the
+    others are read by Spark, so a local landing zone must be one the driver and the
+    executors all see (one machine, NFS, a mount).
     """
     unreadable = spark.createDataFrame(
         [(f.path, f.sha256, 0, 0, None, None, f.unreadable) for f in files if f.unreadable], RECORD_SCHEMA)
@@ -86,7 +88,7 @@ def read_records(spark: SparkSession, files: list[FileToRead], fmt: str, max_lin
 
 def raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     """Read every line of ``paths``: ``_uri``, ``_block`` (split start), ``_row`` (id, contiguous per split), ``value``."""
-    return spark.read.option("lineSep", "\n").text([_glob_escaped(p) for p in paths]).select(
+    return spark.read.option("lineSep", "\n").text([_glob_escaped(spark_uri(p)) for p in paths]).select(
         F.col("_metadata.file_path").alias("_uri"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_row"),
@@ -164,8 +166,9 @@ def _glob_escaped(path: str) -> str:
     return "".join("\\" + c if c in GLOB_CHARACTERS else c for c in path)
 
 
-def _local_path(uri: str) -> str:
-    """The path of a ``file:`` URI as Spark's ``_metadata.file_path`` gives it (URL-encoded)."""
+def _read_path(uri: str) -> str:
+    """The path of a file as Spark's ``_metadata.file_path`` names it (a URI, percent-encoded),
+    decoded: the :func:`crmlake.files.path_part` of the location it was read from."""
     return urllib.parse.unquote(urllib.parse.urlparse(uri).path)
 
 
@@ -201,9 +204,10 @@ def _splits(raw: DataFrame, fmt: str) -> list:
 def _split_index(splits: list, files: dict, fmt: str, headers: list) -> list[tuple]:
     """Return the per-split index rows (:data:`INDEX_SCHEMA`) from pass 1; append each distinct CSV header's columns to ``headers``."""
     per_file: dict[str, list] = defaultdict(list)
+    asked = {path_part(location): location for location in files}
     for split in splits:
-        path = _local_path(split["_uri"])
-        if path not in files:
+        path = asked.get(_read_path(split["_uri"]))
+        if path is None:
             raise RuntimeError(f"Spark read {split['_uri']}, which is none of the files asked for")
         per_file[path].append(split)
     rows = []

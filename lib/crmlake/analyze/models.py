@@ -1,10 +1,13 @@
 """Spark MLlib models: purchase propensity (logistic regression or gradient-boosted trees),
-next best category (logistic regression over person × category pairs), uplift (a
-T-learner: one logistic regression on contacted persons, one on control persons) and
-behavioural segments (KMeans, k chosen by silhouette, segments named from their centroids).
+next best category (logistic regression over person × category pairs; its popularity
+baseline as a pipeline), uplift (a T-learner: one logistic regression on contacted persons,
+one on control persons) and behavioural segments (KMeans, k chosen by silhouette, segments
+named from their centroids).
 
-Feature engineering is a pipeline stage, so the exact steps used at training run again at
-scoring time and travel with the model into MLflow.
+Feature engineering is a pipeline stage (the segments' log scale included), so the exact
+steps used at training run again at scoring time and travel with the model into MLflow: a
+registered model takes the raw columns. How a model is trained, judged against its baseline
+and served is :mod:`crmlake.analyze.recipe`'s.
 """
 
 from __future__ import annotations
@@ -13,42 +16,55 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.clustering import KMeans
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, ClusteringEvaluator
-from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from crmlake.analyze.categories import CATEGORY_FEATURES
 from crmlake.analyze.features import FEATURE_COLUMNS, with_deciles
 
 SEGMENT_FEATURES = ("recency_days", "frequency", "monetary", "sessions_30d", "active_days_30d")
 
 
-def classifier_pipeline(columns, classifier) -> Pipeline:
-    """Return an untrained pipeline: assemble ``columns``, standardise, then ``classifier`` on ``label``."""
+def classifier_pipeline(columns, *classifiers) -> Pipeline:
+    """Return an untrained pipeline: assemble ``columns``, standardise, then the ``classifiers``
+    on ``label``. Without columns, the features are one constant: the classifiers learn only
+    the rate of ``label`` (a naive baseline that ranks no one above anyone)."""
+    constant = [SQLTransformer(statement="SELECT *, 0.0 AS no_feature FROM __THIS__")] if not columns else []
     return Pipeline(
         stages=[
-            VectorAssembler(inputCols=list(columns), outputCol="raw_features", handleInvalid="keep"),
+            *constant,
+            VectorAssembler(inputCols=list(columns) or ["no_feature"], outputCol="raw_features", handleInvalid="keep"),
             StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
-            classifier,
+            *classifiers,
         ]
     )
+
+
+def logistic_pipeline(columns, max_iter: int = 50) -> Pipeline:
+    """Return an untrained logistic regression of ``label`` on ``columns`` (:func:`classifier_pipeline`)."""
+    return classifier_pipeline(columns, LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01))
 
 
 def propensity_candidates(max_iter: int = 50, trees: int = 40, depth: int = 4, seed: int = 42) -> dict[str, Pipeline]:
     """Return the untrained propensity candidates by name: a logistic regression or
     gradient-boosted trees over FEATURE_COLUMNS."""
     return {
-        "logistic_regression": classifier_pipeline(FEATURE_COLUMNS, LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01)),
+        "logistic_regression": logistic_pipeline(FEATURE_COLUMNS, max_iter),
         "gradient_boosted_trees": classifier_pipeline(
             FEATURE_COLUMNS, GBTClassifier(featuresCol="features", labelCol="label", maxIter=trees, maxDepth=depth, seed=seed)
         ),
     }
 
 
-def category_pipeline(max_iter: int = 50) -> Pipeline:
-    """Return the untrained next-best-category model: a logistic regression over CATEGORY_FEATURES."""
-    return classifier_pipeline(CATEGORY_FEATURES, LogisticRegression(featuresCol="features", labelCol="label", maxIter=max_iter, regParam=0.01))
+def popularity_pipeline() -> Pipeline:
+    """Return the next-best-category baseline as a pipeline: every person's categories scored by
+    ``category_popularity`` (the share of buyers who bought it), the same ranking for everyone.
+    Its ``probability`` is (1 - popularity, popularity), as a classifier's would be."""
+    return Pipeline(stages=[
+        SQLTransformer(statement="SELECT *, 1.0 - category_popularity AS category_unpopularity FROM __THIS__"),
+        VectorAssembler(inputCols=["category_unpopularity", "category_popularity"], outputCol="probability"),
+    ])
 
 
 def with_category_score(model: PipelineModel, pairs: DataFrame) -> DataFrame:
@@ -60,8 +76,8 @@ def with_category_score(model: PipelineModel, pairs: DataFrame) -> DataFrame:
 CONTACTED_WEIGHT, CONTROL_WEIGHT = "_contacted_weight", "_control_weight"
 
 
-def uplift_pipeline(max_iter: int = 50) -> Pipeline:
-    """Return the untrained uplift model: a T-learner in one pipeline over FEATURE_COLUMNS.
+def uplift_pipeline(max_iter: int = 50, columns=FEATURE_COLUMNS) -> Pipeline:
+    """Return the untrained uplift model: a T-learner in one pipeline over ``columns``.
 
     Two logistic regressions on ``label`` share the assembled, standardised features; one
     weighs only the contacted persons (``CONTACTED_WEIGHT``), the other only the control
@@ -73,8 +89,7 @@ def uplift_pipeline(max_iter: int = 50) -> Pipeline:
         return LogisticRegression(featuresCol="features", labelCol="label", weightCol=weight, maxIter=max_iter, regParam=0.01,
                                   probabilityCol=f"{prefix}_probability", rawPredictionCol=f"{prefix}_raw", predictionCol=f"{prefix}_prediction")
 
-    pipeline = classifier_pipeline(FEATURE_COLUMNS, classifier(CONTACTED_WEIGHT, "contacted"))
-    return pipeline.setStages([*pipeline.getStages(), classifier(CONTROL_WEIGHT, "control")])
+    return classifier_pipeline(columns, classifier(CONTACTED_WEIGHT, "contacted"), classifier(CONTROL_WEIGHT, "control"))
 
 
 def with_group_weights(contacts: DataFrame) -> DataFrame:
@@ -129,9 +144,12 @@ def propensity_metrics(model: PipelineModel, labelled: DataFrame, accuracy: int)
 
 
 def segmentation_pipeline(k: int, seed: int) -> Pipeline:
-    """Return the untrained segmentation pipeline: log-scaled behaviour, standardised, KMeans(k)."""
+    """Return the untrained segmentation pipeline over SEGMENT_FEATURES as they are: log1p of
+    each (heavy tails tamed), standardised, KMeans(k) into ``segment``."""
+    logs = ", ".join(f"LOG1P(CAST({c} AS DOUBLE)) AS log_{c}" for c in SEGMENT_FEATURES)
     return Pipeline(
         stages=[
+            SQLTransformer(statement=f"SELECT *, {logs} FROM __THIS__"),
             VectorAssembler(inputCols=[f"log_{c}" for c in SEGMENT_FEATURES], outputCol="raw_features"),
             StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
             KMeans(featuresCol="features", predictionCol="segment", k=k, seed=seed),
@@ -139,24 +157,32 @@ def segmentation_pipeline(k: int, seed: int) -> Pipeline:
     )
 
 
-def with_log_features(behaviour: DataFrame) -> DataFrame:
-    """Add ``log_<feature>`` = log1p(feature) for the segment features (heavy tails tamed)."""
-    for c in SEGMENT_FEATURES:
-        behaviour = behaviour.withColumn(f"log_{c}", F.log1p(F.col(c).cast("double")))
-    return behaviour
+def with_segment(model: PipelineModel, persons: DataFrame) -> DataFrame:
+    """Assign ``persons`` (SEGMENT_FEATURES) to segments with a fitted segmentation; add ``segment`` (its number)."""
+    return model.transform(persons).select(*persons.columns, "segment")
+
+
+def named_segments(model: PipelineModel, frame: DataFrame, columns: list[str]) -> tuple[DataFrame, list[dict], dict]:
+    """Assign segments with a fitted segmentation and name them from their profile.
+
+    Takes the model, persons with SEGMENT_FEATURES and tenure_days, and the columns to keep.
+    Returns (the persons with segment_id and segment name, the per-segment profile, the overall means).
+    """
+    assigned = model.transform(frame).select(*columns, F.col("segment").alias("segment_id"))
+    measures = ("recency_days", "frequency", "monetary", "tenure_days", "sessions_30d")
+    # Safe to collect: one row per segment, and one overall row.
+    profile = [r.asDict() for r in assigned.groupBy("segment_id").agg(F.count(F.lit(1)).alias("persons"), *[F.avg(c).alias(c) for c in measures]).collect()]
+    overall = assigned.agg(*[F.avg(c).alias(c) for c in measures]).first().asDict()
+    names = name_segments([{**r, "segment": r["segment_id"]} for r in profile], overall)
+    for row in profile:
+        row["segment"] = names[row["segment_id"]]
+    mapping = F.create_map(*[x for sid, name in names.items() for x in (F.lit(sid), F.lit(name))])
+    return assigned.withColumn("segment", mapping[F.col("segment_id")]), profile, overall
 
 
 def silhouette(model: PipelineModel, frame: DataFrame) -> float:
     """Return the silhouette of a fitted segmentation on ``frame``."""
     return float(ClusteringEvaluator(featuresCol="features", predictionCol="segment").evaluate(model.transform(frame)))
-
-
-def choose_segmentation(frame: DataFrame, ks: list[int], seed: int) -> tuple[PipelineModel, int, dict[int, float]]:
-    """Fit a segmentation for each k in ``ks``; return (best model, its k, silhouette per k)."""
-    fitted = {k: segmentation_pipeline(k, seed).fit(frame) for k in ks}
-    scores = {k: silhouette(model, frame) for k, model in fitted.items()}
-    best = max(scores, key=lambda k: (scores[k], -k))
-    return fitted[best], best, scores
 
 
 def name_segments(profile: list[dict], overall: dict) -> dict[int, str]:

@@ -15,7 +15,6 @@ those trailing days. The member report has one definition of an active member
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
 import html
@@ -25,6 +24,7 @@ import os
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from crmlake import charts, files
 from crmlake.csv_cells import safe_rows
 
 AGE_BANDS = ((0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 55, "45-54"), (55, 65, "55-64"), (65, 200, "65+"))
@@ -215,54 +215,23 @@ def member_report(people: DataFrame, accounts: DataFrame, run_date: dt.date) -> 
     return report
 
 
-def _inline_png(fig) -> str:
-    """Return a matplotlib figure as a ``data:`` URI (and close it), so the page needs no other file."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _bar_chart(items: list[tuple[str, float]], title: str, xlabel: str) -> str:
-    plt = _pyplot()
-    labels, values = [i[0] for i in items][:12], [i[1] for i in items][:12]
-    fig, ax = plt.subplots(figsize=(6, 0.4 * max(3, len(labels)) + 1), dpi=100)
-    ax.barh(labels[::-1], values[::-1], color="#3b6ea5")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    return _inline_png(fig)
-
-
 def _trend_chart(trend: list[dict], run_date: str, currency: str) -> str:
-    """Daily revenue (the run date highlighted) over orders by kind of customer."""
-    plt = _pyplot()
+    """Daily revenue (the run date highlighted) over orders by kind of customer, as a ``data:`` URI."""
     dates = [d["order_date"] for d in trend]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), dpi=100, sharex=True)
-    top.bar(dates, [d["revenue"] for d in trend], color=["#d9822b" if str(d) == run_date else "#3b6ea5" for d in dates])
+    fig, (top, bottom) = charts.figure(8, 5, rows=2, share_x=True)
+    top.bar(dates, [d["revenue"] for d in trend], color=[charts.ORANGE if str(d) == run_date else charts.BLUE for d in dates])
     top.set_ylabel(f"revenue ({currency})")
     top.set_title(f"Daily sales, {len(trend) // 7} weeks to {run_date}")
     below = [0] * len(trend)
-    for kind, color, label in (("new_customer_orders", "#5aa469", "new customers"), ("returning_customer_orders", "#3b6ea5", "returning customers"),
-                               ("guest_orders", "#aaaaaa", "guests")):
+    for kind, color, label in (("new_customer_orders", charts.GREEN, "new customers"), ("returning_customer_orders", charts.BLUE, "returning customers"),
+                               ("guest_orders", charts.GREY, "guests")):
         values = [d[kind] for d in trend]
         bottom.bar(dates, values, bottom=below, color=color, label=label)
         below = [b + v for b, v in zip(below, values)]
     bottom.set_ylabel("orders")
-    bottom.legend(loc="upper left", fontsize=8)
+    bottom.legend(loc="upper left")
     fig.autofmt_xdate()
-    return _inline_png(fig)
+    return charts.data_uri(fig)
 
 
 def _page(title: str, body: str) -> str:
@@ -288,18 +257,18 @@ def _change(value, base) -> str:
 def _write_csv(path: str, header: list[str], rows: list[list]) -> str:
     # Values people typed (a declared occupation, a product name) are opened in spreadsheets:
     # neutralise those a spreadsheet would run as a formula.
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(safe_rows(rows))
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(safe_rows(rows))
+    return files.write_text(path, text.getvalue())
 
 
 def write_daily_sales(report: dict, folder: str, currency: str) -> list[str]:
     """Write the daily sales page (charts inline) and its figures as CSV into ``folder``; return
     the files written: ``<date>.html``, ``<date>.csv`` (figures and comparisons),
     ``<date>_trend.csv`` (one row per day) and ``<date>_top.csv`` (top categories and products)."""
-    os.makedirs(folder, exist_ok=True)
+    files.make_folder(folder)
     day, weeks = report["date"], report["trailing_weeks"]
     by_name = {f["figure"]: f for f in report["figures"]}
     rows = "".join(
@@ -339,9 +308,7 @@ def write_daily_sales(report: dict, folder: str, currency: str) -> list[str]:
         f"<p><small>A new customer's order is their first completed order; guests order without an account. Figures as CSV: "
         f"<a href='{day}.csv'>{day}.csv</a>, <a href='{day}_trend.csv'>{day}_trend.csv</a>, <a href='{day}_top.csv'>{day}_top.csv</a>.</small></p>"
     )
-    page = os.path.join(folder, f"{day}.html")
-    with open(page, "w", encoding="utf-8") as fh:
-        fh.write(_page(f"Sales of {day}", body))
+    page = files.write_text(os.path.join(folder, f"{day}.html"), _page(f"Sales of {day}", body))
     columns = ["figure", "value", "same_weekday_last_week", "trailing_average", "trailing_low", "trailing_high", "unusual"]
     return [
         page,
@@ -355,7 +322,7 @@ def write_daily_sales(report: dict, folder: str, currency: str) -> list[str]:
 def write_member_report(report: dict, folder: str) -> list[str]:
     """Write the monthly member page (charts inline) and its distributions as CSV into ``folder``;
     return the files written: ``<month>.html`` and ``<month>.csv``."""
-    os.makedirs(folder, exist_ok=True)
+    files.make_folder(folder)
     month, active = report["month"], report["active_members"]
     sections, rows = [], []
     for name, entry in report["declared"].items():
@@ -364,7 +331,7 @@ def write_member_report(report: dict, folder: str) -> list[str]:
         sections.append(
             f"<section class='declared'><h3>{html.escape(name.capitalize())} <small>(declared)</small></h3>"
             f"<p>Declared by {entry['declared']:,} of {active:,} active members ({share:.0%}); {stale:.0%} of those declarations are stale or implausible.</p>"
-            f"<img alt='{html.escape(name)}' src='{_bar_chart(entry['values'], f'{name} (declared), active members', 'persons')}'></section>"
+            f"<img alt='{html.escape(name)}' src='{charts.data_uri(charts.bar_chart(entry['values'], f'{name} (declared), active members', 'persons'))}'></section>"
         )
         rows += [["declared", name, value, persons] for value, persons in entry["values"]]
     for name, entry in report["inferred"].items():
@@ -372,7 +339,7 @@ def write_member_report(report: dict, folder: str) -> list[str]:
             f"<section class='inferred'><h3>{html.escape(name.capitalize())} <small>(inferred from behaviour)</small></h3>"
             f"<p>Inferred for {entry['inferred']:,} of {active:,} active members"
             + ("; the others have not bought or visited enough to tell.</p>" if entry["inferred"] < active else ".</p>")
-            + f"<img alt='{html.escape(name)}' src='{_bar_chart(entry['values'], f'{name} (inferred), active members', 'persons')}'></section>"
+            + f"<img alt='{html.escape(name)}' src='{charts.data_uri(charts.bar_chart(entry['values'], f'{name} (inferred), active members', 'persons'))}'></section>"
         )
         rows += [["inferred", name, value, persons] for value, persons in entry["values"]]
     body = (
@@ -385,7 +352,5 @@ def write_member_report(report: dict, folder: str) -> list[str]:
         + "".join(sections)
         + f"<p><small>Distributions as CSV: <a href='{month}.csv'>{month}.csv</a>.</small></p>"
     )
-    page = os.path.join(folder, f"{month}.html")
-    with open(page, "w", encoding="utf-8") as fh:
-        fh.write(_page(f"Members, {month} (as of {report['as_of']})", body))
+    page = files.write_text(os.path.join(folder, f"{month}.html"), _page(f"Members, {month} (as of {report['as_of']})", body))
     return [page, _write_csv(os.path.join(folder, f"{month}.csv"), ["kind", "attribute", "value", "persons"], rows)]

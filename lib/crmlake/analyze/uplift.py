@@ -28,6 +28,7 @@ import datetime as dt
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmlake import charts
 from crmlake.analyze.features import FEATURE_COLUMNS
 from crmlake.analyze.ranking import with_quantile_buckets
 from crmlake.contacts import contact_outcomes
@@ -120,24 +121,10 @@ def qini(deciles: list[dict]) -> dict:
     return {"qini": area - curve[-1] / 2, "curve": curve, "uplift_by_decile": by_decile}
 
 
-def qini_chart(curves: dict[str, list[float]], path: str, title: str) -> str:
-    """Draw Qini curves (name -> curve from :func:`qini`) and random targeting into the PNG ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+def qini_chart(curves: dict[str, list[float]], title: str):
+    """Return the figure of Qini curves (name -> curve from :func:`qini`) beside random targeting
+    (to the first curve's end: the campaign's average effect)."""
     shares = [k / DECILES for k in range(DECILES + 1)]
-    for name, curve in curves.items():
-        ax.plot(shares, curve, marker="o", label=name)
     last = next(iter(curves.values()))[-1] if curves else 0.0
-    ax.plot([0, 1], [0, last], linestyle=":", color="grey", label="random")
-    ax.set_xlabel("share of contacts, best ranked first")
-    ax.set_ylabel("conversions added / contacted")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return charts.line_chart({name: (shares, curve) for name, curve in curves.items()}, title, "share of contacts, best ranked first",
+                             "conversions added / contacted", reference=((0, 0), (1, last), "random"), markers=True)

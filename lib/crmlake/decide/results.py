@@ -15,6 +15,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from crmlake import charts
 from crmlake.contacts import contact_outcomes
 
 Z_95 = 1.959964
@@ -71,15 +72,10 @@ def lift_chart(rows: list[dict], path: str, attribution_days: int) -> None:
 
     Takes rows of :func:`campaign_results` as dicts.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     audiences = sorted({r["audience"] for r in rows})
     dates = sorted({r["contact_date"] for r in rows})
     position = {d: i for i, d in enumerate(dates)}   # contact dates as categories, audiences side by side
-    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=100)
+    fig, ax = charts.figure(7, 3.4)
     for n, audience in enumerate(audiences):
         measured = [r for r in rows if r["audience"] == audience and r["lift"] is not None]
         for complete in (True, False):
@@ -97,8 +93,6 @@ def lift_chart(rows: list[dict], path: str, attribution_days: int) -> None:
     ax.set_xticks(range(len(dates)), [str(d) for d in dates])
     ax.set_xlim(-0.5, len(dates) - 0.5)
     if audiences:
-        ax.legend(fontsize=8)
+        ax.legend()
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    charts.save(fig, path)

@@ -9,6 +9,12 @@ the wrong field count or a bad quantity, a file re-delivered under another name,
 lines whose status changes in a later file, persons with two accounts, an erase
 request, unsubscribes (one member moves after unsubscribing). Records dated after ``end`` have not happened yet and are not written.
 
+Who is who goes to ``_truth/identity.csv`` (account_id, person, causes): every account
+written to the customers source, its true person and the planted causes that make one
+person look like two or two persons look like one (:func:`world.identity_truth`), counted
+per cause in ``summary.json``. Acquire reads only the sources' ``dt=`` folders, so
+``_truth/`` is never taken for data.
+
 :func:`write_campaign_responses` later adds the orders that contacts (decide's contact
 history) caused, by the planted campaign effects of :mod:`crmlake.generate.world`.
 """
@@ -29,6 +35,7 @@ from pyspark.sql import functions as F
 from crmlake.generate import world
 from crmlake.generate.draws import uniform
 from crmlake.log import get_logger, timed
+from crmlake.people import MERGING_CAUSES, SPLITTING_CAUSES
 
 log = get_logger("generate")
 SOURCES = ("clickstream", "orders", "customers", "interactions", "campaign_events")
@@ -115,6 +122,23 @@ def _plant_bad_lines(landing: str, start: dt.date) -> dict:
     return {"clickstream_bad_lines": len(bad_clicks), "orders_bad_lines": len(bad_orders), "customers_bad_lines": 1}
 
 
+def _write_single_csv(df: DataFrame, path: str, sort_by: list) -> None:
+    """Write ``df`` as one CSV file with a header at ``path`` (Spark writes a folder: its one part is moved)."""
+    folder = path + ".parts"
+    df.coalesce(1).sortWithinPartitions(*sort_by).write.option("header", True).csv("file://" + folder)
+    (part,) = glob.glob(os.path.join(folder, "part-*"))
+    os.replace(part, path)
+    shutil.rmtree(folder)
+
+
+def _cause_counts(identity: DataFrame) -> dict:
+    """Return {cause: {"accounts": n, "groups": n}} for every cause :func:`world.identity_truth` plants, 0 when absent."""
+    tags = identity.select(F.explode(F.split("causes", ";")).alias("tag"))
+    counted = tags.groupBy(F.substring_index("tag", ":", 1).alias("cause")).agg(F.count("*").alias("accounts"), F.countDistinct("tag").alias("groups"))
+    found = {r["cause"]: {"accounts": r["accounts"], "groups": r["groups"]} for r in counted.collect()}  # safe: one row per cause
+    return {cause: found.get(cause, {"accounts": 0, "groups": 0}) for cause in (*SPLITTING_CAUSES, *MERGING_CAUSES)}
+
+
 def write_landing(spark: SparkSession, landing: str, customers: int, days: int, end: dt.date, seed: int, timezone: str, force: bool = False) -> dict:
     """Simulate and write a landing zone under ``landing``; return the summary of what was planted.
 
@@ -147,7 +171,7 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
 
         accounts = world.accounts(people, plan).cache()
         upserts = accounts.withColumn("op", F.lit("upsert")).withColumn("updated_time", F.col("signup_time"))
-        changes = world.profile_changes(accounts, plan).withColumn("op", F.lit("upsert"))
+        changes = world.profile_changes(accounts, plan).unionByName(world.phone_changes(accounts)).withColumn("op", F.lit("upsert"))
         campaign_events = world.campaign_events(people, plan).cache()
         moved = world.moved_after_unsubscribing(accounts, campaign_events, plan).withColumn("op", F.lit("upsert")).cache()
         erased = accounts.where(F.col("signup_time") < F.lit(plan.start).cast("timestamp")).orderBy(uniform(seed, "erase", "account_id")).limit(1)
@@ -172,6 +196,10 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
             "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year", "favourite_category"
         )
         truth.coalesce(1).write.option("header", True).csv("file://" + os.path.join(truth_dir, "persons"))
+        identity = world.identity_truth(accounts, visits).cache()
+        _write_single_csv(identity, os.path.join(truth_dir, "identity.csv"), sort_by=["account_id"])
+        identity_counts = _cause_counts(identity)
+        identity.unpersist()
         summary = {
             "seed": seed,
             "customers": customers,
@@ -183,9 +211,14 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
             "erased": {"account_id": erased_row["account_id"], "email": erased_row["email"]},
             "moved_after_unsubscribing": moved_row["account_id"] if moved_row else None,
             "persons_with_several_accounts": people.where("accounts > 1").count(),
+            "identity": {
+                "causes": identity_counts,
+                "recycled_phone_changed": accounts.where(F.col("phone_changed_time").isNotNull()).count(),
+            },
             "truth": "persons/part-*.csv: latent daily purchase rate and lapse hazard per person; declared income_band "
             "and occupation are independent of behaviour (a baseline that should not predict); favourite_category holds "
-            "60% of the person's visits and order lines.",
+            "60% of the person's visits and order lines. identity.csv: each account's true person and the planted causes "
+            "(cause:group tags; identity.causes counts the accounts and groups carrying each).",
         }
         with open(os.path.join(truth_dir, "summary.json"), "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)

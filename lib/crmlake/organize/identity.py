@@ -1,132 +1,240 @@
-"""Identity resolution: cookies, accounts, emails and phones into persons.
+"""Identity resolution: accounts into persons by weighed evidence, and cookies, emails and
+phones attached to the person holding them alone.
 
-The graph's nodes are identifiers (``account_id:A1``, ``anonymous_id:ck9``, and the
-SHA-256 of a normalised email or E.164 phone); its edges are evidence that two identifiers
-belong to one person:
+Accounts are linked pairwise (:mod:`crmlake.organize.matching`: candidate pairs from blocks,
+each pair's evidence weighed, a name that disagrees vetoing); **persons are the connected
+components of the linked pairs**, found entirely in Spark with the alternating large-star /
+small-star algorithm of Kiveris et al. (2014): O(log^2 n) rounds on any graph, long chains
+included, each round written to a reliable checkpoint (``paths.checkpoints``).
 
-* a cookie and an account seen together in a logged-in event *with tracking consent*
-  (an event without consent never links anything);
-* an account and its normalised email, and an account and its normalised phone, so that
-  accounts sharing either are one person, and a guest checkout's email reaches the account
-  holding it. A key shared by more than ``max_accounts_per_key`` accounts (a shop's shared
-  mailbox, a dummy ``0000000000``) is not evidence and is dropped.
+A cookie, an email or a phone is not a link: it is *attached* to a person when every account
+holding it is that person's (a cookie logged into by one person's accounts, a mailbox only
+they carry). One held by several persons' accounts (a household's shared computer, a family
+mailbox, a shop's phone, a placeholder) belongs to nobody and is left out of the map: the
+events of a shared cookie belong to the account logged in within the session
+(:func:`crmlake.people.with_session_person_id`), or to no person.
 
-Every edge has an account end, so the graph is first contracted by account: each other
-identifier hangs on its smallest adjacent account (its anchor), found in one shuffle of the
-edges, and an identifier reaching several accounts links them to its anchor. Connected
-components are found on these links only (few: most accounts are alone) with the alternating
-large-star / small-star algorithm of Kiveris et al. (2014), entirely in Spark: O(log^2 n)
-rounds on any graph, long chains and large stars included, with no collect of the graph to
-the driver. The rounds run on long node ids and are written to reliable checkpoints
-(``paths.checkpoints``). Every identifier then takes its anchor's component.
-
-A day's change need not recompute the whole graph: :func:`grow_identity_map` recomputes only
-the persons of the previous map that the change reaches, from their accounts' links and keys,
-and gives what a full rebuild would.
+A day's change need not recompute every person: :func:`grow_identity_map` rescores the pairs
+of the accounts the change touched, recomputes only the persons they reach, and gives what a
+full rebuild (:func:`build_identity_map`) would with the same weights.
 
 Person ids are stable. A component keeps the id that most of its identifiers held in the
 previous map; **when two persons merge, the id held by more identifiers survives, ties going
 to the smaller id**. A component with no previous id (new, or the smaller part of a split)
-gets ``P`` + 16 hex digits of the SHA-256 of its smallest account (of the identifier itself when
-it has none; and of the ids its nodes held).
+gets ``P`` + 16 hex digits of the SHA-256 of its smallest account (and of the ids its nodes held).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from crmlake.lake.frames import checkpointed, counted, maybe_broadcast
 from crmlake.log import get_logger
-from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE, e164_phone, normalised_email, sha256_hex
+from crmlake.organize.matching import LEVELS, LINKED, Weights, blocks, candidate_pairs, comparison_levels, decided_pairs, match_profiles, sized_blocks
+from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE
 
 log = get_logger("organize.identity")
+ATTACHED = (COOKIE, EMAIL, PHONE)   # the identifier types attached to the one person holding them
+# silver.identity_pairs: each comparison's level as ``<comparison>_level`` (a level, never the value compared).
+LEVEL_COLUMNS = {comparison: f"{comparison}_level" for comparison in LEVELS}
+PAIR_COLUMNS = ["account_a", "account_b", "compared_for", *LEVEL_COLUMNS.values(), "match_weight", "match_probability", "decision"]
 
 
-def _node(identifier_type: str, identifier) -> F.Column:
+@dataclass(frozen=True)
+class Matching:
+    """How pairs are decided: the fitted weights, the link threshold, the block size beyond which
+    a key pairs nobody, and the most rows sent to every task in a broadcast join."""
+
+    weights: Weights
+    link_min_probability: float
+    max_accounts_per_key: int
+    broadcast_max_rows: int
+
+
+def _node(identifier_type: str, identifier) -> Column:
     return F.concat(F.lit(identifier_type + ":"), identifier)
 
 
-def _contact_keys(accounts: DataFrame, default_phone_region: str) -> DataFrame:
-    """Return ``(account_id, key)``: the node of each account's normalised email and phone hash."""
-    return accounts.select(
-        "account_id",
-        F.explode(
-            F.array(
-                _node(EMAIL, sha256_hex(normalised_email(F.col("email")))),
-                _node(PHONE, sha256_hex(e164_phone(F.col("phone"), default_phone_region))),
-            )
-        ).alias("key"),
-    ).where(F.col("key").isNotNull())
+def _account_node(column: str = "account_id") -> Column:
+    return _node(ACCOUNT, F.col(column))
 
 
-def account_nodes(accounts: DataFrame, default_phone_region: str) -> DataFrame:
-    """Return ``node`` for each of ``accounts`` (account_id, email, phone) and each contact key
-    it holds, trusted or not: every node whose edges a change of these accounts can add or remove."""
-    keys = _contact_keys(accounts, default_phone_region).select(F.col("key").alias("node"))
-    return accounts.select(_node(ACCOUNT, F.col("account_id")).alias("node")).unionByName(keys)
+def _is_attached(block: Column) -> Column:
+    return F.substring_index(block, ":", 1).isin(*ATTACHED)
 
 
-def link_nodes(links: DataFrame) -> DataFrame:
-    """Return ``node`` for both ends of each of ``links`` (anonymous_id, account_id): the cookie and the account."""
-    return links.select(_node(COOKIE, F.col("anonymous_id")).alias("node")).unionByName(links.select(_node(ACCOUNT, F.col("account_id")).alias("node")))
+def scored_pairs(profiles: DataFrame, memberships: DataFrame, matching: Matching, touched: DataFrame | None = None) -> DataFrame:
+    """Return the decided candidate pairs (:data:`PAIR_COLUMNS`) of ``memberships`` (account_id,
+    block: :func:`~crmlake.organize.matching.blocks` of every account holding a block of
+    interest), compared on ``profiles`` (:func:`~crmlake.organize.matching.match_profiles`);
+    with ``touched`` (account_id), only the pairs with a touched end."""
+    sized = sized_blocks(memberships)
+    pairs = candidate_pairs(sized, matching.max_accounts_per_key, touched)
+    levelled = comparison_levels(pairs, profiles)
+    decided = decided_pairs(levelled, matching.weights, matching.link_min_probability)
+    return decided.withColumn("compared_for", F.array_join("shared_blocks", ",")).withColumnsRenamed(LEVEL_COLUMNS).select(*PAIR_COLUMNS)
 
 
-def live_contact_keys(accounts: DataFrame, default_phone_region: str) -> DataFrame:
-    """Return ``(account_id, key)``: the contact keys of every live (not erased) account of
-    ``accounts`` (account_id, email, phone, erased), which the key rule counts accounts over."""
-    return _contact_keys(accounts.where(~F.col("erased")), default_phone_region)
+def persons_of(accounts: DataFrame, pairs: DataFrame) -> DataFrame:
+    """Return ``(node, component)`` for each of ``accounts`` (account_id) as an identity-map node:
+    the connected components of the linked ``pairs`` (account_a, account_b, decision), found
+    over the linked accounts only; every other account is a component of its own. Every linked
+    account must be one of ``accounts``."""
+    linked = pairs.where(F.col("decision") == LINKED).select(_account_node("account_a").alias("src"), _account_node("account_b").alias("dst")).checkpoint()
+    ends = linked.select(F.col("src").alias("node")).unionByName(linked.select(F.col("dst").alias("node")))
+    # Most accounts are linked to none: each is a person of its own, without the rounds.
+    alone = accounts.select(_account_node().alias("node")).join(ends, "node", "left_anti")
+    return connected_components(ends, linked).unionByName(alone.select("node", F.col("node").alias("component")))
 
 
-def _cookie_edges(clicks: DataFrame) -> DataFrame:
-    """Return ``(src, dst)``: a cookie node and an account node seen together with tracking
-    consent in ``clicks`` (anonymous_id, account_id, tracking_consent), once each."""
+def attached(holders: DataFrame, person_of_account: DataFrame) -> DataFrame:
+    """Return ``(node, person)``: each identifier of ``holders`` (account_id, block: cookie,
+    email and phone nodes with every account holding them) whose holders are all one person
+    of ``person_of_account`` (account_id, person); an identifier of several persons is left out."""
     return (
-        clicks.where(F.col("tracking_consent") & F.col("account_id").isNotNull())
-        .select(_node(COOKIE, F.col("anonymous_id")).alias("src"), _node(ACCOUNT, F.col("account_id")).alias("dst"))
-        .distinct()
+        holders.where(_is_attached(F.col("block"))).join(person_of_account, "account_id")
+        .groupBy(F.col("block").alias("node")).agg(F.countDistinct("person").alias("_persons"), F.min("person").alias("person"))
+        .where(F.col("_persons") == 1).drop("_persons")
     )
 
 
-def _trusted_keys(keys: DataFrame, max_accounts_per_key: int) -> DataFrame:
-    """Return the rows of ``keys`` (account_id, key) whose key at most ``max_accounts_per_key``
-    accounts hold. ``keys`` must hold every live account of each key it has (one shuffle: a
-    window by key)."""
-    held_by = F.count(F.lit(1)).over(Window.partitionBy("key"))
-    return keys.withColumn("_accounts", held_by).where(F.col("_accounts") <= max_accounts_per_key).drop("_accounts")
+def _account_of(components: DataFrame) -> DataFrame:
+    """(account_id, person) of the account nodes of ``components`` (node, component)."""
+    return components.where(F.col("node").startswith(ACCOUNT + ":")).select(
+        F.expr(f"substring(node, {len(ACCOUNT) + 2})").alias("account_id"), F.col("component").alias("person")
+    )
 
 
-def identity_edges(
-    clicks: DataFrame, accounts: DataFrame, default_phone_region: str, max_accounts_per_key: int, trusted_keys: DataFrame | None = None
-) -> tuple[DataFrame, DataFrame]:
-    """Return ``(nodes, edges)`` of the identity graph.
+def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: DataFrame, matching: Matching) -> tuple[DataFrame, DataFrame]:
+    """Return ``(identity_map, pairs)`` of every account, rebuilt whole.
 
-    Takes bronze clickstream or silver identity links (anonymous_id, account_id,
-    tracking_consent) and silver customers (account_id, email, phone, erased). ``nodes`` has
-    one ``node`` per identifier (every account, consented cookies, contact keys); ``edges`` has
-    ``src``, ``dst`` node pairs. Every edge joins an account (``src`` for a contact key, ``dst``
-    for a cookie) to another identifier: :func:`identity_components` relies on it.
-
-    A key's accounts are counted over ``accounts``. When that is a subset of the live accounts
-    (the persons :func:`grow_identity_map` recomputes), which cannot count them, pass
-    ``trusted_keys`` (key): the keys the rule trusts in the whole graph; the subset's keys
-    among them give its key edges.
+    Takes :func:`~crmlake.organize.matching.match_profiles` of the live accounts, silver
+    identity links (anonymous_id, account_id), the previous map (ids to keep) and the
+    matching rules. ``pairs`` are every candidate pair with its evidence and decision
+    (silver.identity_pairs); the map holds every account (of a profile or a link), and each
+    cookie, email and phone held by one person's accounts alone.
     """
-    keys = live_contact_keys(accounts, default_phone_region)
-    trusted = _trusted_keys(keys, max_accounts_per_key) if trusted_keys is None else keys.join(trusted_keys, "key", "left_semi")
-    key_edges = trusted.select(_node(ACCOUNT, F.col("account_id")).alias("src"), F.col("key").alias("dst"))
-    edges = _cookie_edges(clicks).unionByName(key_edges)
-    return _graph_nodes(accounts, edges), edges
+    memberships = blocks(profiles, links).checkpoint()
+    pairs = scored_pairs(profiles, memberships, matching).checkpoint()
+    accounts = profiles.select("account_id").unionByName(links.select("account_id")).distinct()
+    components = persons_of(accounts, pairs)
+    identifiers = attached(memberships, _account_of(components)).select("node", F.col("person").alias("component"))
+    return assign_person_ids(components.unionByName(identifiers), previous_map), pairs
 
 
-def _graph_nodes(accounts: DataFrame, edges: DataFrame) -> DataFrame:
-    """Return ``node``, once each: every account of ``accounts`` and both ends of every edge."""
-    return (
-        accounts.select(_node(ACCOUNT, F.col("account_id")).alias("node"))
-        .unionByName(edges.select(F.col("src").alias("node")))
-        .unionByName(edges.select(F.col("dst").alias("node")))
-        .distinct()
+def touched_blocks(profiles_before: DataFrame, profiles_after: DataFrame, changed: DataFrame, new_links: DataFrame, default_phone_region: str) -> DataFrame:
+    """Return ``block``: the blocks the ``changed`` accounts (account_id) held before the change
+    (silver customers at the version before) and hold now, and the newly linked cookies (silver
+    identity links' new rows): what :func:`~crmlake.organize.identity.grow_identity_map` takes."""
+    empty = new_links.limit(0).select("anonymous_id", "account_id")
+    held = [blocks(match_profiles(p.join(changed, "account_id", "left_semi"), default_phone_region), empty) for p in (profiles_before, profiles_after)]
+    cookies = new_links.select(F.concat(F.lit(COOKIE + ":"), F.col("anonymous_id")).alias("block"))
+    return held[0].select("block").unionByName(held[1].select("block")).unionByName(cookies).distinct()
+
+
+def grow_identity_map(
+    profiles: DataFrame,
+    links: DataFrame,
+    previous_map: DataFrame,
+    previous_pairs: DataFrame,
+    touched_accounts: DataFrame,
+    touched_blocks: DataFrame,
+    matching: Matching,
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Return ``(identity_map, pair_changes, persons_reached)``: the map after a change, only the
+    persons it reaches recomputed, and the rows to merge into silver.identity_pairs (the
+    touched accounts' pairs, ``_gone`` on those no longer candidates).
+
+    Takes what :func:`build_identity_map` takes, the previous pairs (silver.identity_pairs),
+    the accounts the change touched (account_id: a changed or new profile, a new link) and the
+    blocks they left or joined (block: :func:`~crmlake.organize.matching.blocks` of the changed
+    profiles before and after, the newly linked cookies).
+
+    Why this is the full rebuild's map with the same weights: a pair's levels depend on its two
+    profiles, the cookies they share and whether the email or phone they share is held too
+    widely. So a pair changes only when an end is touched, or when a block they share crossed
+    ``max_accounts_per_key``; then all its holders are few and are touched too. Rescored are
+    the touched accounts' pairs; reached are the persons of the touched accounts, of their
+    linked partners, and of the identifiers touched. A person not reached keeps its accounts'
+    pairs, so it is a whole component of the new graph and keeps its id; the reached persons'
+    accounts are recomputed and vote for ids among those they held, and every identifier held
+    by a recomputed account (or touched, or held by a reached person) is attached anew.
+    """
+    small = lambda rows: rows <= matching.broadcast_max_rows  # noqa: E731
+    memberships = blocks(profiles, links).checkpoint()
+    touched_accounts, touched_count = counted(touched_accounts.select("account_id").distinct())
+    # A touched block's other holders are touched too when they are few: its size may have crossed the limit.
+    touched_blocks = touched_blocks.select("block").unionByName(
+        memberships.join(maybe_broadcast(touched_accounts, small(touched_count)), "account_id", "left_semi").select("block")
+    ).distinct()
+    touched_blocks, block_count = counted(touched_blocks)
+    holders = memberships.join(maybe_broadcast(touched_blocks, small(block_count)), "block", "left_semi")
+    flagged = holders.join(maybe_broadcast(touched_accounts.withColumn("_touched", F.lit(True)), small(touched_count)), "account_id", "left")
+    few = flagged.groupBy("block").agg(F.count_if(F.col("_touched").isNull()).alias("_others")).where(F.col("_others") <= matching.max_accounts_per_key)
+    touched, count = counted(touched_accounts.unionByName(holders.join(few, "block", "left_semi").select("account_id")).distinct())
+    touched = maybe_broadcast(touched, small(count))
+    # The touched accounts' blocks with every holder: the candidate pairs with a touched end.
+    their_blocks, n_blocks = counted(memberships.join(touched, "account_id", "left_semi").select("block").distinct())
+    around = memberships.join(maybe_broadcast(their_blocks, small(n_blocks)), "block", "left_semi")
+    compared, n_compared = counted(around.select("account_id").distinct())
+    rescored = scored_pairs(profiles.join(maybe_broadcast(compared, small(n_compared)), "account_id", "left_semi"), around, matching, touched).checkpoint()
+    old = previous_pairs.join(touched.withColumnRenamed("account_id", "account_a"), "account_a", "left_semi").unionByName(
+        previous_pairs.join(touched.withColumnRenamed("account_id", "account_b"), "account_b", "left_semi")
+    ).select("account_a", "account_b").distinct()
+    gone = old.join(rescored, ["account_a", "account_b"], "left_anti")
+    pair_changes = rescored.withColumn("_gone", F.lit(False)).unionByName(gone.withColumn("_gone", F.lit(True)), allowMissingColumns=True)
+    # Reached: the persons of the touched accounts and identifiers, and of the touched accounts' linked partners.
+    linked = rescored.where(F.col("decision") == LINKED)
+    partners = linked.select(F.col("account_a").alias("account_id")).unionByName(linked.select(F.col("account_b").alias("account_id")))
+    reaching = (
+        touched.select(_account_node().alias("node"))
+        .unionByName(partners.select(_account_node().alias("node")))
+        .unionByName(touched_blocks.where(_is_attached(F.col("block"))).select(F.col("block").alias("node")))
     )
+    reaching, reaching_count = counted(reaching.distinct())
+    previous = previous_map.select(_node_of_map().alias("node"), "person_id")
+    persons_reached, reached_count = counted(previous.join(maybe_broadcast(reaching, small(reaching_count)), "node", "left_semi").select("person_id").distinct())
+    reached = maybe_broadcast(persons_reached, small(reached_count))
+    held = previous.join(reached, "person_id", "left_semi").select("node")
+    recomputed, n_recomputed = counted(
+        held.unionByName(reaching).where(F.col("node").startswith(ACCOUNT + ":"))
+        .select(F.expr(f"substring(node, {len(ACCOUNT) + 2})").alias("account_id")).distinct()
+    )
+    recomputed_ids = maybe_broadcast(recomputed, small(n_recomputed))
+    # Their linked pairs: the rescored ones and the kept ones (both ends recomputed: a kept pair lies within one person).
+    kept_pairs = previous_pairs.join(recomputed_ids.withColumnRenamed("account_id", "account_a"), "account_a", "left_semi").join(
+        touched.withColumnRenamed("account_id", "account_a"), "account_a", "left_anti").join(touched.withColumnRenamed("account_id", "account_b"), "account_b", "left_anti")
+    components = persons_of(recomputed, kept_pairs.select("account_a", "account_b", "decision").unionByName(rescored.select("account_a", "account_b", "decision")))
+    # Identifiers attached anew: every one a recomputed account holds, touched, or a reached person held.
+    derived = (
+        memberships.join(recomputed_ids, "account_id", "left_semi").select("block")
+        .unionByName(touched_blocks.select("block"))
+        .unionByName(held.select(F.col("node").alias("block")))
+        .where(_is_attached(F.col("block"))).distinct()
+    )
+    derived, n_derived = counted(derived)
+    derived = maybe_broadcast(derived, small(n_derived))
+    their_holders = memberships.join(derived, "block", "left_semi")
+    new_person = _account_of(components).select("account_id", F.concat(F.lit("new:"), "person").alias("person"))
+    kept_person = previous.where(F.col("node").startswith(ACCOUNT + ":")).join(reached, "person_id", "left_anti").select(
+        F.expr(f"substring(node, {len(ACCOUNT) + 2})").alias("account_id"), F.concat(F.lit("kept:"), "person_id").alias("person"))
+    holder_persons = new_person.unionByName(kept_person.join(their_holders.select("account_id").distinct(), "account_id", "left_semi"))
+    resolved = attached(their_holders, holder_persons).checkpoint()
+    to_new = resolved.where(F.col("person").startswith("new:")).select("node", F.expr("substring(person, 5)").alias("component"))
+    to_kept = resolved.where(F.col("person").startswith("kept:")).select("node", F.expr("substring(person, 6)").alias("person_id"))
+    ids = assign_person_ids(components.unionByName(to_new), previous_map.join(reached, "person_id", "left_semi"))
+    kept = previous.join(reached, "person_id", "left_anti").join(derived.select(F.col("block").alias("node")), "node", "left_anti")
+    identity_map = kept.unionByName(to_kept).select(
+        F.substring_index("node", ":", 1).alias("identifier_type"),
+        F.expr("substring(node, length(substring_index(node, ':', 1)) + 2)").alias("identifier"),
+        "person_id",
+    ).unionByName(ids)
+    log.info("identity map grown: %d accounts touched (%d with the few other holders of their blocks), %d persons reached, %d accounts recomputed",
+             touched_count, count, reached_count, n_recomputed)
+    return identity_map, pair_changes.select(*PAIR_COLUMNS, "_gone"), persons_reached
 
 
 def _numbered(nodes: DataFrame) -> DataFrame:
@@ -194,55 +302,6 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
     return components.select("node", F.min("node").over(Window.partitionBy("_component_id")).alias("component"))
 
 
-def _is_account(node: Column) -> Column:
-    return node.startswith(ACCOUNT + ":")
-
-
-def identity_components(nodes: DataFrame, edges: DataFrame) -> DataFrame:
-    """Return ``(node, component)`` for every node of the identity graph: ``component`` is the
-    smallest account of the node's component, or the node itself when the component has none
-    (a node with no edge). As ``account_id:`` sorts before the other identifier types, that
-    is also the component's smallest node.
-
-    Takes ``nodes`` (node, one row each) and undirected ``edges`` (src, dst) between them, and
-    relies on every edge having an account end, as :func:`identity_edges` guarantees; raises
-    ValueError when one has none, or a null end. The graph is contracted by account before the
-    rounds: each other node's anchor is its smallest adjacent account (an account is its own
-    anchor), found by one shuffle of the edges and nodes; every other account a node reaches is
-    linked to its anchor. :func:`connected_components` runs on these links only, and every node
-    takes the component of its anchor (its anchor when that has no link): one more shuffle of
-    the nodes to their anchors (a checkpoint's size estimate is its plan's, so Spark seldom
-    broadcasts the links' components; nothing forces it, as they grow with the data).
-    """
-    src_is_account = _is_account(F.col("src"))
-    ends = edges.select(
-        F.when(src_is_account, F.col("dst")).otherwise(F.col("src")).alias("node"),
-        F.when(src_is_account, F.col("src")).otherwise(F.col("dst")).alias("account"),
-        F.lit(True).alias("_edge"),
-    )
-    node, account, anchor, edge = F.col("node"), F.col("account"), F.col("anchor"), F.col("_edge")
-    no_edge = [F.lit(None).cast("string").alias("account"), F.lit(False).alias("_edge")]
-    # Grouped by node: a row per other node and one per edge (its account end beside the other
-    # end). An account node is its own anchor and needs no grouping.
-    rows = nodes.where(~_is_account(node)).select("node", *no_edge).unionByName(ends)
-    nearest = F.coalesce(F.min("account").over(Window.partitionBy("node")), node)
-    invalid = edge & (node.isNull() | ~F.coalesce(_is_account(account), F.lit(False)))
-    anchored, figures = checkpointed(
-        rows.withColumn("anchor", F.when(_is_account(node), node).otherwise(nearest))
-        # An edge to its node's anchor is no link: kept are the nodes, the links and the invalid
-        # edges, counted here (at the top of the plan, where no empty input prunes the count away).
-        .where(~edge | (account != anchor) | invalid)
-        .unionByName(nodes.where(_is_account(node)).select("node", *no_edge, node.alias("anchor"))),
-        invalid_edges=F.count_if(invalid),
-    )
-    if figures["invalid_edges"]:
-        raise ValueError(f"identity graph: {figures['invalid_edges']} edges lack an account_id end or have a null end (identity_edges makes none)")
-    # Checkpointed (few rows) so that the rounds read the whole graph's anchors no more. Not made
-    # distinct here: connected_components numbers the nodes and keeps distinct edges.
-    links = anchored.where(edge).select(account.alias("src"), anchor.alias("dst")).checkpoint()
-    linked_accounts = links.select(F.col("src").alias("node")).unionByName(links.select(F.col("dst").alias("node")))
-    of_anchor = connected_components(linked_accounts, links).select(F.col("node").alias("anchor"), "component")
-    return anchored.where(~edge).join(of_anchor, "anchor", "left").select("node", F.coalesce("component", "anchor").alias("component"))
 
 
 def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFrame:
@@ -292,124 +351,6 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
     )
 
 
-def touched_nodes(
-    new_links: DataFrame, changed_accounts: DataFrame, profiles_before: DataFrame, profiles_after: DataFrame, default_phone_region: str, broadcast_max_rows: int
-) -> DataFrame:
-    """Return ``node``: what :func:`grow_identity_map` takes as ``touched`` after a change.
-
-    Takes the links added (anonymous_id, account_id), the accounts whose profile changed
-    (account_id), and silver customers as they were before the change and as they are now
-    (account_id, email, phone; semi-joined with a broadcast of the changed accounts when at
-    most ``broadcast_max_rows``). Returns both ends of each link and :func:`account_nodes` of
-    each changed account before and after: the key an account leaves too, as the accounts
-    still holding it may now be few enough for the key to link them.
-    """
-    changed, changed_count = counted(changed_accounts.select("account_id").distinct())
-    changed = maybe_broadcast(changed, changed_count <= broadcast_max_rows)
-    profiles = [account_nodes(p.join(changed, "account_id", "left_semi"), default_phone_region) for p in (profiles_before, profiles_after)]
-    return link_nodes(new_links).unionByName(profiles[0]).unionByName(profiles[1]).distinct()
-
-
-def unmapped_nodes(links: DataFrame, accounts: DataFrame, identity_map: DataFrame, default_phone_region: str, max_accounts_per_key: int) -> DataFrame:
-    """Return ``node``: the nodes of the graph of ``links`` and ``accounts`` (as
-    :func:`identity_edges` takes them) that ``identity_map`` lacks.
-
-    What :func:`grow_identity_map` must touch after an erasure deleted rows from the map (the
-    erased account's keys and cookies, which other accounts may still hold). A pass over the
-    whole graph: the key rule's count by key, the nodes made distinct, an anti-join with the map.
-    """
-    nodes, _ = identity_edges(links, accounts, default_phone_region, max_accounts_per_key)
-    return nodes.join(identity_map.select(_node_of_map().alias("node")), "node", "left_anti")
-
-
-def grow_identity_map(
-    links: DataFrame,
-    accounts: DataFrame,
-    previous_map: DataFrame,
-    touched: DataFrame,
-    default_phone_region: str,
-    max_accounts_per_key: int,
-    broadcast_max_rows: int,
-) -> DataFrame:
-    """Return the identity map of the graph of ``links`` and ``accounts``, recomputing only the
-    persons a change reaches.
-
-    Takes the graph's sources as :func:`identity_edges` does (silver identity links:
-    anonymous_id, account_id, tracking_consent; silver customers: account_id, email, phone,
-    erased), the previous identity map (the map of the graph before the change, as a full
-    rebuild made it or this function grew it), ``touched`` (node) and the most rows to send to
-    every task in a broadcast join. ``touched`` must hold every node added to the graph since
-    the previous map (or that the map lacks), an end of every edge removed, and the cookie or
-    key end of every edge added: :func:`touched_nodes` gives them for links added and profiles
-    changed, :func:`unmapped_nodes` after an erasure deleted rows from the map.
-
-    The other end of each edge of a touched cookie or key in the new graph (the accounts
-    linked to the cookie, the accounts holding the key when the key rule trusts it, counted
-    over every live account) is touched too. The persons of the previous map holding a touched
-    node are reached; their nodes and the touched ones are recomputed: the edges whose account
-    end is one of them are read from the sources (a key no change touched keeps the trust it
-    had, which the previous map shows: it had an edge, so it is a reached person's node), then
-    :func:`identity_components` and :func:`assign_person_ids` against the ids those persons
-    held. Every other row of the previous map is kept as it is.
-
-    Why this is the full rebuild's map (same previous map): an edge of the new graph either
-    lay within one previous person, or is added and has both ends touched; an edge removed
-    has an end touched. So a person no change reached keeps exactly its edges and is a whole
-    component of the new graph, which a full rebuild leaves its id; the recomputed nodes are
-    the other components, whole, voting for ids that no kept person holds.
-
-    Whole-graph work, all narrow (no shuffle of the whole graph while what is sent is at most
-    ``broadcast_max_rows`` rows; plain shuffle joins beyond): the accounts' contact keys once
-    when a key is touched (its holders), the links twice (linked to the touched cookies, then
-    to the recomputed accounts), the accounts twice (profiles and nodes of the recomputed
-    ones) and the previous map four times (persons reached, their nodes, their ids, the rows
-    kept), each semi-joined with a broadcast of the rows wanted.
-    """
-    node = F.col("node")
-    is_cookie, is_key = node.startswith(COOKIE + ":"), ~_is_account(node) & ~node.startswith(COOKIE + ":")
-    previous = previous_map.select(_node_of_map().alias("node"), "person_id")
-    touched, figures = checkpointed(touched.select("node").distinct(), rows=F.count(F.lit(1)), keys=F.count_if(is_key), cookies=F.count_if(is_cookie))
-    small = figures["rows"] <= broadcast_max_rows
-    # The touched keys the rule trusts, with every account holding them: counted over every
-    # live account's keys (a narrow scan of the accounts, skipped when no key is touched).
-    touched_keys = touched.where(is_key).select(F.col("node").alias("key"))
-    held_keys = touched_keys.select(F.lit(None).cast("string").alias("account_id"), "key")  # none when no key is touched
-    if figures["keys"]:
-        holders = live_contact_keys(accounts, default_phone_region).join(maybe_broadcast(touched_keys, small), "key", "left_semi")
-        held_keys, _ = counted(_trusted_keys(holders, max_accounts_per_key))
-    reaching = touched.unionByName(held_keys.select(_node(ACCOUNT, F.col("account_id")).alias("node")))
-    if figures["cookies"]:
-        touched_cookies = touched.where(is_cookie).select(F.expr(f"substring(node, {len(COOKIE) + 2})").alias("anonymous_id"))
-        reaching = reaching.unionByName(_cookie_edges(links.join(maybe_broadcast(touched_cookies, small), "anonymous_id", "left_semi")).select(F.col("dst").alias("node")))
-    reaching, reaching_count = counted(reaching.distinct())
-    small = reaching_count <= broadcast_max_rows
-    persons_reached, reached_count = counted(previous.join(maybe_broadcast(reaching, small), "node", "left_semi").select("person_id").distinct())
-    small = small and reached_count <= broadcast_max_rows
-    held, _ = counted(previous.join(maybe_broadcast(persons_reached, small), "person_id", "left_semi").select("node"))
-    recomputed_accounts = held.unionByName(reaching).where(_is_account(node)).select(F.expr(f"substring(node, {len(ACCOUNT) + 2})").alias("account_id")).distinct()
-    recomputed_accounts, account_count = counted(recomputed_accounts)
-    small = small and account_count <= broadcast_max_rows
-    # A key of a recomputed account that no change touched is trusted as before: then it had
-    # an edge to that account, so it is one of the reached persons' nodes.
-    trusted = held.where(is_key).join(touched, "node", "left_anti").select(F.col("node").alias("key")).unionByName(held_keys.select("key"))
-    recomputed_profiles = accounts.join(maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi")
-    _, edges = identity_edges(
-        links.join(maybe_broadcast(recomputed_accounts, small), "account_id", "left_semi"),
-        recomputed_profiles,
-        default_phone_region,
-        max_accounts_per_key,
-        trusted_keys=maybe_broadcast(trusted.distinct(), small),
-    )
-    edges, edge_count = counted(edges)
-    nodes, node_count = counted(_graph_nodes(recomputed_profiles, edges))
-    log.info(
-        "identity map grown: %d identifiers touched (%d with the accounts of their edges), %d persons reached, %d identifiers and %d edges recomputed",
-        figures["rows"], reaching_count, reached_count, node_count, edge_count,
-    )
-    reached_ids = maybe_broadcast(persons_reached, small)
-    recomputed = assign_person_ids(identity_components(nodes, edges), previous_map.join(reached_ids, "person_id", "left_semi"))
-    kept = previous_map.join(reached_ids, "person_id", "left_anti").select("identifier_type", "identifier", "person_id")
-    return kept.unionByName(recomputed)
 
 
 def _node_of_map() -> F.Column:

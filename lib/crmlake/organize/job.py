@@ -41,7 +41,7 @@ from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import (
     Refresh, StaleRules, behaviour_from_history, customer_360, customer_history, funnel_by_day, identifiers_touched, persons_to_refresh,
 )
-from crmlake.organize.identity import assign_person_ids, grow_identity_map, identity_components, identity_edges, identity_quality, touched_nodes, unmapped_nodes
+from crmlake.organize.persons import identity_figures, organize_identity
 from crmlake.organize.transforms import (
     CONSENT_WITHDRAWING_EVENTS, consent_choices, latest_order_lines, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
 )
@@ -219,50 +219,28 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
 def organize_people(
     lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, graph_changed: bool, erased_accounts: int, profiles_before: int | None
 ) -> dict:
-    """Update silver.identity_map (stable person ids) when ``graph_changed`` (accounts or
-    cookie links written this run, or an account erased) or when there is none yet; then
-    write silver.customer_360 for ``run_date`` (:func:`organize_customer_360`); return quality
-    figures, how the map was updated and the persons written.
+    """Update who is one person (:func:`~crmlake.organize.persons.organize_identity`) when
+    ``graph_changed`` (accounts or cookie links written this run, or an account erased) or
+    when there is no map yet; then write silver.customer_360 for ``run_date``
+    (:func:`organize_customer_360`); return the identity figures, how the map was updated and
+    the persons written.
 
-    The map is grown from the previous one (:func:`grow_identity_map`) from what this run
-    changed: the links it wrote and the accounts it merged, as silver.customers held them at
-    version ``profiles_before`` (before this run wrote it) and holds them now. After an
-    erasure (``erased_accounts`` erased by this run, or an erase request new in this run:
-    ``crmlake erase`` applies one at once, before organize sees it) the previous map lacks the
-    erased account's keys and cookies that other accounts may still hold, and the erasure
-    vacuumed the profiles as they were: the graph's nodes the map lacks are touched instead
-    (:func:`unmapped_nodes`, one pass over the whole graph). It is rebuilt whole on a full refresh.
+    The map is grown from what this run changed: the links it wrote and the accounts it
+    merged, as silver.customers held them at version ``profiles_before`` (before this run
+    wrote it) and holds them now. It is rebuilt whole on a full refresh and after an erasure
+    (``erased_accounts`` erased by this run, or an erase request new in this run: ``crmlake
+    erase`` applies one at once, before organize sees it).
     """
-    spark = lake.spark
-    accounts = lake.read("silver.customers")
     rebuild = graph_changed or not lake.exists("silver.identity_map")
-    grow = rebuild and not changes.full and lake.exists("silver.identity_map")
+    previous, facts = None, {"identity_rebuilt": rebuild}
     if rebuild:
-        links = lake.read("silver.identity_links").withColumn("tracking_consent", F.lit(True))
-        region = str(conf.get("organize.identity.default_phone_region", "TW"))
-        max_per_key = int(conf.get("organize.identity.max_accounts_per_key", 5))
-        broadcast_max_rows = int(conf.get("organize.identity.broadcast_max_rows"))
-        previous = lake.read("silver.identity_map") if lake.exists("silver.identity_map") else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
-        # The previous map is read before the overwrite replaces it: materialise it first.
-        previous = previous.checkpoint()
-        if grow:
-            erased = bool(erased_accounts or profiles_before is None or _erase_requested(changes))
-            # After an erasure the profiles as they were are vacuumed: the unmapped nodes stand in for them.
-            before = accounts.limit(0) if erased else lake.read("silver.customers", profiles_before)
-            touched = touched_nodes(changes.new_identity_links(), _accounts_touched(changes), before, accounts, region, broadcast_max_rows)
-            if erased:
-                touched = touched.unionByName(unmapped_nodes(links, accounts, previous, region, max_per_key))
-            identity_map = grow_identity_map(links, accounts, previous, touched, region, max_per_key, broadcast_max_rows).checkpoint()
-        else:
-            nodes, edges = identity_edges(links, accounts, region, max_per_key)
-            identity_map = assign_person_ids(identity_components(nodes, edges), previous).checkpoint()
-        lake.overwrite("silver.identity_map", identity_map, partition_by=["identifier_type"])
+        erased = bool(erased_accounts or _erase_requested(changes))
+        previous, how = organize_identity(lake, conf, run_date, changes.full, erased, profiles_before, _accounts_touched(changes), changes.new_identity_links())
+        facts.update(how)
     identity_map = lake.read("silver.identity_map")
-    # identity_rebuilt: the map was written; identity_grown: only the persons a change reached were recomputed.
     # The cookies' share is of this run's clicks (all of them on a full refresh): no scan of the history.
-    facts = {**identity_quality(identity_map, changes.new("bronze.clickstream")), "identity_rebuilt": rebuild, "identity_grown": grow}
-    log.info("identity: %s", facts)
-    return {**facts, **organize_customer_360(lake, changes, conf, run_date, identity_map, previous if rebuild else None)}
+    facts.update(identity_figures(lake, conf, run_date, identity_map, changes.new("bronze.clickstream")))
+    return {**facts, **organize_customer_360(lake, changes, conf, run_date, identity_map, previous)}
 
 
 def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt.date, identity_map: DataFrame, previous_map: DataFrame | None) -> dict:

@@ -1,0 +1,157 @@
+"""Organize's identity step: who is one person, kept in three silver tables.
+
+* ``silver.identity_weights``: the Fellegi–Sunter weights pairs are decided with. Estimated
+  on the first build, and again by a full rebuild once older than
+  ``organize.identity.weights.reestimate_after_days``; a daily run keeps them, so that growing
+  the map and rebuilding it decide every pair alike.
+* ``silver.identity_pairs``: every candidate pair of accounts with its evidence and decision
+  (why each account joined its person, or did not).
+* ``silver.identity_map``: every account, and each cookie, email and phone of one person alone,
+  with a stable person id.
+
+A day's change grows them (:func:`~crmlake.organize.identity.grow_identity_map`); a full
+refresh, an erasure (the erased account's identifiers leave the map and its pairs the table,
+so what it linked is found again from all accounts) or weights re-estimated rebuild them whole.
+Each run's figures (persons, pairs by decision) go to its summary and the page; when
+``organize.identity.truth_file`` names a labelled sample, pairwise precision and recall over
+its accounts, per planted cause, go there too and to MLflow (a run named ``identity <date>``,
+with the figures and the weights).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from crmlake import files
+from crmlake.config import Conf, ConfigError
+from crmlake.lake import Lake
+from crmlake.log import get_logger
+from crmlake.organize.identity import Matching, build_identity_map, grow_identity_map, identity_quality, touched_blocks
+from crmlake.organize.matching import Weights, blocks, candidate_pairs, comparison_levels, estimate_weights, match_profiles, prior_weights, random_pairs, sized_blocks
+from crmlake.people import ACCOUNT
+from crmlake.summaries import IDENTITY_JSON, write_summary
+from crmlake.tracking import tracked_run
+
+log = get_logger("organize.persons")
+WEIGHTS, PAIRS, MAP = "silver.identity_weights", "silver.identity_pairs", "silver.identity_map"
+
+
+def stored_weights(lake: Lake) -> tuple[Weights, dt.date] | None:
+    """The weights silver.identity_weights holds and the date they were estimated, or None."""
+    if not lake.exists(WEIGHTS):
+        return None
+    # Safe to collect: one row per comparison level (a dozen).
+    rows = [r.asDict() for r in lake.read(WEIGHTS).collect()]
+    if not rows:
+        return None
+    first = rows[0]
+    return Weights.from_rows(rows, first["prior"], first["method"], int(first["pairs"])), first["estimated_on"]
+
+
+def matching_weights(lake: Lake, conf: Conf, profiles: DataFrame, links: DataFrame, run_date: dt.date, rebuild: bool) -> Weights:
+    """Return the weights to decide pairs with: those stored, unless there are none or a
+    ``rebuild`` finds them older than ``reestimate_after_days``; then estimate them on
+    ``profiles`` (:func:`~crmlake.organize.matching.match_profiles`) and ``links`` (every
+    candidate pair, and random pairs for ``u``) and store them."""
+    section = conf.get("organize.identity.weights")
+    stored = stored_weights(lake)
+    if stored and not (rebuild and (run_date - stored[1]).days > int(section["reestimate_after_days"])):
+        return stored[0]
+    max_per_key = int(conf.get("organize.identity.max_accounts_per_key"))
+    sized = sized_blocks(blocks(profiles, links)).cache()
+    levelled = comparison_levels(candidate_pairs(sized, max_per_key), profiles)
+    accounts = profiles.count()
+    randoms = comparison_levels(random_pairs(profiles, int(section["random_pairs"]), accounts, seed=17), profiles)
+    weights = estimate_weights(levelled, randoms, prior_weights(section), int(section["min_pairs_to_estimate"]), int(section["em_iterations"]))
+    sized.unpersist()
+    rows = [(*row, weights.prior, weights.method, weights.pairs, run_date) for row in weights.rows()]
+    lake.overwrite(WEIGHTS, lake.spark.createDataFrame(rows, lake.catalog.spec(WEIGHTS).ddl))
+    log.info("identity weights estimated (%s) from %d candidate pairs: prior %.4f, %s", weights.method, weights.pairs, weights.prior,
+             {f"{c}.{lv}": round(w, 2) for c, lv, _, _, w in weights.rows()})
+    return weights
+
+
+def organize_identity(
+    lake: Lake, conf: Conf, run_date: dt.date, full: bool, erased: bool, profiles_before: int | None, changed: DataFrame, new_links: DataFrame
+) -> tuple[DataFrame, dict]:
+    """Update silver.identity_weights, silver.identity_pairs and silver.identity_map; return
+    the map before this run (empty on a first run) and the run's figures.
+
+    Grown from the ``changed`` accounts (account_id) and the ``new_links`` (anonymous_id,
+    account_id) unless ``full``, ``erased`` (an account erased by this run), the profiles
+    before are unknown (``profiles_before`` None) or there is no map yet: then rebuilt whole.
+    """
+    spark = lake.spark
+    region = str(conf.get("organize.identity.default_phone_region"))
+    customers = lake.read("silver.customers")
+    profiles = match_profiles(customers, region).checkpoint()
+    links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
+    previous = (lake.read(MAP) if lake.exists(MAP) else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")).checkpoint()
+    whole = full or erased or profiles_before is None or not lake.exists(MAP) or not lake.exists(PAIRS) or not lake.exists(WEIGHTS)
+    matching = Matching(
+        matching_weights(lake, conf, profiles, links, run_date, whole),
+        float(conf.get("organize.identity.link_min_probability")),
+        int(conf.get("organize.identity.max_accounts_per_key")),
+        int(conf.get("organize.identity.broadcast_max_rows")),
+    )
+    if whole:
+        identity_map, pairs = build_identity_map(profiles, links, previous, matching)
+        identity_map = identity_map.checkpoint()
+        lake.overwrite(PAIRS, pairs.withColumn("scored_on", F.lit(run_date)))
+    else:
+        blocks_touched = touched_blocks(lake.read("silver.customers", profiles_before), customers, changed, new_links, region)
+        touched = changed.select("account_id").unionByName(new_links.select("account_id")).distinct()
+        identity_map, pair_changes, _ = grow_identity_map(profiles, links, previous, lake.read(PAIRS), touched, blocks_touched, matching)
+        # The map is computed (from the pairs as they were) before the pairs are merged.
+        identity_map = identity_map.checkpoint()
+        lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
+    lake.overwrite(MAP, identity_map, partition_by=["identifier_type"])
+    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method}
+
+
+def _log_quality(lake: Lake, conf: Conf, run_date: dt.date, facts: dict, decisions: dict) -> None:
+    """Log the run's identity figures, its quality against the labelled sample and the weights
+    to MLflow as the run ``identity <run_date>``."""
+    import mlflow
+
+    with tracked_run(conf, f"identity {run_date.isoformat()}", {"stage": "organize", "run_date": run_date.isoformat()}):
+        quality = facts["quality"]
+        mlflow.log_metrics({k: float(v) for k, v in facts.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        mlflow.log_metrics({f"pairs_{k.replace(' ', '_')}": float(v) for k, v in decisions.items()})
+        mlflow.log_metrics({k: float(quality[k]) for k in ("precision", "recall", "f1")})
+        mlflow.log_dict(quality, "identity_quality.json")
+        weights = stored_weights(lake)
+        if weights:
+            mlflow.log_dict({"method": weights[0].method, "prior": weights[0].prior, "estimated_on": str(weights[1]),
+                             "levels": [dict(zip(("comparison", "level", "m", "u", "weight"), row)) for row in weights[0].rows()]}, "identity_weights.json")
+
+
+def identity_figures(lake: Lake, conf: Conf, run_date: dt.date, identity_map: DataFrame, clicks: DataFrame) -> dict:
+    """Return the run's identity figures (:func:`~crmlake.organize.identity.identity_quality`,
+    pairs by decision and, with ``organize.identity.truth_file``, pairwise quality against it,
+    then logged to MLflow as the run ``identity <run_date>``); the pairs linked and kept apart
+    by what they share, and the quality, also go to the page's summary ``identity.json``."""
+    facts = identity_quality(identity_map, clicks)
+    # Safe to collect: one row per shared kind of key and decision (a few dozen).
+    evidence = [r.asDict() for r in lake.read(PAIRS).groupBy("compared_for", "decision").agg(F.count(F.lit(1)).alias("pairs")).orderBy("compared_for", "decision").collect()]
+    decisions: dict = {}
+    for row in evidence:
+        decisions[row["decision"]] = decisions.get(row["decision"], 0) + row["pairs"]
+    facts["pairs"] = decisions
+    truth_file = conf.get("organize.identity.truth_file")
+    if truth_file:
+        from crmlake.organize.identity_truth import pairwise_quality, read_identity_truth
+
+        if files.info(truth_file) is None:
+            raise ConfigError(f"organize.identity.truth_file: {truth_file} does not exist (a labelled sample: account_id, person, causes)")
+        accounts = identity_map.where(F.col("identifier_type") == ACCOUNT).select(F.col("identifier").alias("account_id"), "person_id")
+        facts["quality"] = pairwise_quality(accounts, read_identity_truth(lake.spark, files.spark_uri(truth_file)))
+    if "quality" in facts:
+        _log_quality(lake, conf, run_date, facts, decisions)
+    write_summary(conf.exports_root, IDENTITY_JSON, {"run_date": run_date.isoformat(), "persons": facts["persons"], "pairs": evidence, "quality": facts.get("quality")})
+    log.info("identity: %s", json.dumps(facts, default=str))
+    return facts
