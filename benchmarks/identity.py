@@ -140,7 +140,7 @@ def bench_identity_quality(spark: SparkSession, conf_file: str | None, tmp: str,
 
     def crmlake_run() -> None:
         profiles = match_profiles(silver_customers, region).checkpoint()
-        weights = matching_weights(Lake(spark, weights_conf), weights_conf, profiles, links, end, rebuild=True)
+        weights, _ = matching_weights(Lake(spark, weights_conf), weights_conf, profiles, links, end, rebuild=True)
         matching = Matching(weights, threshold, max_per_key, int(conf.get("organize.identity.broadcast_max_rows")))
         identity_map, _ = build_identity_map(profiles, links, no_map, matching)
         identity_map.write.parquet(f"file://{root}/crmlake-map")

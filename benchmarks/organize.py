@@ -126,7 +126,7 @@ def bench_identity(spark: SparkSession, conf_file: str | None, tmp: str, edges_w
     links = links.checkpoint()
     no_map = spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
     weights = []
-    estimated = seconds(lambda: weights.append(matching_weights(Lake(spark, conf), conf, profiles, links, FIRST_DAY, rebuild=True)))
+    estimated = seconds(lambda: weights.append(matching_weights(Lake(spark, conf), conf, profiles, links, FIRST_DAY, rebuild=True)[0]))
     matching = Matching(weights[0], float(conf.get("organize.identity.link_min_probability")),
                         int(conf.get("organize.identity.max_accounts_per_key")), int(conf.get("organize.identity.broadcast_max_rows")))
 

@@ -390,7 +390,8 @@ def _subject_frames(lake: Lake, accounts: list[str], persons: list[str]) -> dict
         "service_contacts": read("bronze.interactions").where(by_account),
         "scores_and_segments": of_person(read("gold.customer_scores")),
         "uplift_scores": of_person(read("gold.audience_uplift")),
-        "audiences": of_person(read("gold.contact_history")),
+        # By account, as erasure finds them: a person id that outlived a split holds the other part's contacts too.
+        "audiences": read("gold.contact_history").where(by_account),
     }
 
 

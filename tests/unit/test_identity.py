@@ -175,7 +175,7 @@ def test_expectation_maximisation_recovers_the_share_of_matches_and_their_levels
     assert abs(m["email"]["exact"] - 0.9) < 0.02 and m["name"]["exact"] > 0.98
 
 
-def grown_and_rebuilt(spark, old_accounts, new_accounts, old_links, new_links):
+def grown_and_rebuilt(spark, old_accounts, new_accounts, old_links, new_links, also_touched=()):
     """Maps of the new accounts and links: rebuilt whole, and grown from the old ones' map."""
     rules = matching(max_per_key=3)
     frame = lambda rows, schema: spark.createDataFrame(list(rows), schema)  # noqa: E731
@@ -185,7 +185,7 @@ def grown_and_rebuilt(spark, old_accounts, new_accounts, old_links, new_links):
     profiles = match_profiles(frame(new_accounts, ACCOUNT_SCHEMA), "TW")
     links = frame(new_links, LINK_SCHEMA)
     rebuilt, _ = build_identity_map(profiles, links, previous, rules)
-    changed = frame([(a,) for a in sorted({r[0] for r in set(old_accounts) ^ set(new_accounts)})], "account_id string")
+    changed = frame([(a,) for a in sorted({r[0] for r in set(old_accounts) ^ set(new_accounts)} | set(also_touched))], "account_id string")
     added = frame(sorted(set(new_links) - set(old_links)), LINK_SCHEMA)
     touched = touched_blocks(frame(old_accounts, ACCOUNT_SCHEMA), frame(new_accounts, ACCOUNT_SCHEMA), changed, added, "TW")
     grown, _, _ = grow_identity_map(profiles, links, previous, old_pairs.checkpoint(), changed.unionByName(added.select("account_id")), touched, rules)
@@ -237,3 +237,11 @@ def test_blocks_pair_a_typo_by_its_letters_and_a_name_by_its_birth_year(spark):
     assert ("A1", "name_birth_year") in kinds and ("A2", "name_birth_year") not in kinds   # no birth year, no such block
     letters = {r["block"] for r in found if r["block"].startswith("email_letters")}
     assert len(letters) == 1   # john and jonh: the same letters at the same domain
+
+
+def test_an_account_touched_without_a_profile_or_a_link_stays_out_of_the_grown_map(spark):
+    # An erased account that a later unsubscribe names: touched, but no person's account.
+    accounts = [("A1", "ann@example.com", None, "Ann Wu", 1990, False), ("A2", "ann@example.com", None, "Ann Wu", 1990, False)]
+    previous, rebuilt, grown = grown_and_rebuilt(spark, accounts, accounts, [], [], also_touched=["A0_erased"])
+    assert grown == rebuilt and ("account_id", "A0_erased") not in grown
+    assert grown[("account_id", "A1")] == previous[("account_id", "A1")]

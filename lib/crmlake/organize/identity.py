@@ -165,7 +165,11 @@ def grow_identity_map(
     """
     small = lambda rows: rows <= matching.broadcast_max_rows  # noqa: E731
     memberships = blocks(profiles, links).checkpoint()
+    # Only the accounts a full rebuild maps (a live profile or a link): an erased account a later
+    # event names (an unsubscribe) stays out of the map.
     touched_accounts, touched_count = counted(touched_accounts.select("account_id").distinct())
+    live = profiles.select("account_id").unionByName(links.select("account_id"))
+    touched_accounts, touched_count = counted(live.join(maybe_broadcast(touched_accounts, small(touched_count)), "account_id", "left_semi").distinct())
     # A touched block's other holders are touched too when they are few: its size may have crossed the limit.
     touched_blocks = touched_blocks.select("block").unionByName(
         memberships.join(maybe_broadcast(touched_accounts, small(touched_count)), "account_id", "left_semi").select("block")
@@ -225,7 +229,7 @@ def grow_identity_map(
     resolved = attached(their_holders, holder_persons).checkpoint()
     to_new = resolved.where(F.col("person").startswith("new:")).select("node", F.expr("substring(person, 5)").alias("component"))
     to_kept = resolved.where(F.col("person").startswith("kept:")).select("node", F.expr("substring(person, 6)").alias("person_id"))
-    ids = assign_person_ids(components.unionByName(to_new), previous_map.join(reached, "person_id", "left_semi"))
+    ids = assign_person_ids(components.unionByName(to_new), previous_map.join(reached, "person_id", "left_semi"), taken=previous_map)
     kept = previous.join(reached, "person_id", "left_anti").join(derived.select(F.col("block").alias("node")), "node", "left_anti")
     identity_map = kept.unionByName(to_kept).select(
         F.substring_index("node", ":", 1).alias("identifier_type"),
@@ -304,11 +308,13 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
 
 
 
-def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFrame:
+def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: DataFrame | None = None) -> DataFrame:
     """Return the identity map (identifier_type, identifier, person_id) for ``components``.
 
-    Takes ``(node, component)`` (the component's label, e.g. from :func:`identity_components`:
-    only a grouping key and the seed of new ids) and the previous identity map (empty on a first run). Each
+    Takes ``(node, component)`` (the component's label, e.g. from :func:`persons_of`: only a
+    grouping key and the seed of new ids), the previous identity map of those nodes' persons
+    (empty on a first run) and ``taken`` (person_id: every id in use, which no new id may be;
+    default: ``previous_map``'s). Each
     component keeps the previous person id held by most of its nodes (ties: the smaller
     id); when components compete for one id (a split), the component holding it more often
     keeps it (ties: the smaller component) and the others get new ids: ``P`` + 16 hex digits
@@ -335,7 +341,8 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame) -> DataFra
     # that held none may still be the seed of a previous id (an erased account, its rows gone
     # from the map, alone again with the label that minted its old person's id): it mints again
     # from that id too. Per new component, not per identifier.
-    taken = previous.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True))
+    in_use = previous.select("previous_id") if taken is None else taken.select(F.col("person_id").alias("previous_id"))
+    taken = in_use.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True))
     new_ids = (
         components.select("component").distinct().join(kept, "component", "left_anti").join(held, "component", "left")
         .withColumn("_minted", mint("component", "_held"))

@@ -11,8 +11,9 @@ accounts that might be one person is compared field by field and its evidence we
   ``max_accounts_per_key`` accounts (a placeholder, a shop's number, a public computer) pairs
   nobody; an email or phone held that widely is no evidence either way (its level is null).
 * **Comparison levels** per pair (:func:`comparison_levels`): email exact / near (same domain,
-  local parts within two edits) / differ; phone exact / differ; name exact / near / differ
-  (after trimming, case and inner spaces); birth year exact / within one / differ; device
+  the local part mistyped: two adjacent letters swapped, or one character off between texts
+  without digits) / differ; phone exact / differ; name exact / near (mistyped, likewise) /
+  differ (after trimming, case and inner spaces); birth year exact / within one / differ; device
   shared / none. A field missing on either side is null and weighs nothing.
 * **Weights** (:func:`estimate_weights`): for each level, ``m`` (its share among pairs of
   one person) and ``u`` (among pairs of two). ``u`` is counted on random pairs of accounts,

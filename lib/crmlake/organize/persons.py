@@ -10,8 +10,9 @@
   with a stable person id.
 
 A day's change grows them (:func:`~crmlake.organize.identity.grow_identity_map`); a full
-refresh, an erasure (the erased account's identifiers leave the map and its pairs the table,
-so what it linked is found again from all accounts) or weights re-estimated rebuild them whole.
+refresh or an erasure (the erased account's identifiers leave the map and its pairs the table,
+so what it linked is found again from all accounts) rebuilds them whole. Weights re-estimated
+by a rebuild are written last, after the pairs and the map they decided.
 Each run's figures (persons, pairs by decision) go to its summary and the page; when
 ``organize.identity.truth_file`` names a labelled sample, pairwise precision and recall over
 its accounts, per planted cause, go there too and to MLflow (a run named ``identity <date>``,
@@ -52,15 +53,23 @@ def stored_weights(lake: Lake) -> tuple[Weights, dt.date] | None:
     return Weights.from_rows(rows, first["prior"], first["method"], int(first["pairs"])), first["estimated_on"]
 
 
-def matching_weights(lake: Lake, conf: Conf, profiles: DataFrame, links: DataFrame, run_date: dt.date, rebuild: bool) -> Weights:
-    """Return the weights to decide pairs with: those stored, unless there are none or a
-    ``rebuild`` finds them older than ``reestimate_after_days``; then estimate them on
-    ``profiles`` (:func:`~crmlake.organize.matching.match_profiles`) and ``links`` (every
-    candidate pair, and random pairs for ``u``) and store them."""
+def store_weights(lake: Lake, weights: Weights, run_date: dt.date) -> None:
+    """Write ``weights`` as silver.identity_weights, estimated on ``run_date``."""
+    rows = [(*row, weights.prior, weights.method, weights.pairs, run_date) for row in weights.rows()]
+    lake.overwrite(WEIGHTS, lake.spark.createDataFrame(rows, lake.catalog.spec(WEIGHTS).ddl))
+
+
+def matching_weights(lake: Lake, conf: Conf, profiles: DataFrame, links: DataFrame, run_date: dt.date, rebuild: bool) -> tuple[Weights, bool]:
+    """Return the weights to decide pairs with and whether they were estimated now: those
+    stored, unless there are none or a ``rebuild`` finds them older than
+    ``reestimate_after_days``; then estimated on ``profiles``
+    (:func:`~crmlake.organize.matching.match_profiles`) and ``links`` (every candidate pair,
+    and random pairs for ``u``), for the caller to store (:func:`store_weights`) once the
+    pairs and the map they decide are written."""
     section = conf.get("organize.identity.weights")
     stored = stored_weights(lake)
     if stored and not (rebuild and (run_date - stored[1]).days > int(section["reestimate_after_days"])):
-        return stored[0]
+        return stored[0], False
     max_per_key = int(conf.get("organize.identity.max_accounts_per_key"))
     sized = sized_blocks(blocks(profiles, links)).cache()
     levelled = comparison_levels(candidate_pairs(sized, max_per_key), profiles)
@@ -68,11 +77,9 @@ def matching_weights(lake: Lake, conf: Conf, profiles: DataFrame, links: DataFra
     randoms = comparison_levels(random_pairs(profiles, int(section["random_pairs"]), accounts, seed=17), profiles)
     weights = estimate_weights(levelled, randoms, prior_weights(section), int(section["min_pairs_to_estimate"]), int(section["em_iterations"]))
     sized.unpersist()
-    rows = [(*row, weights.prior, weights.method, weights.pairs, run_date) for row in weights.rows()]
-    lake.overwrite(WEIGHTS, lake.spark.createDataFrame(rows, lake.catalog.spec(WEIGHTS).ddl))
     log.info("identity weights estimated (%s) from %d candidate pairs: prior %.4f, %s", weights.method, weights.pairs, weights.prior,
              {f"{c}.{lv}": round(w, 2) for c, lv, _, _, w in weights.rows()})
-    return weights
+    return weights, True
 
 
 def organize_identity(
@@ -91,9 +98,12 @@ def organize_identity(
     profiles = match_profiles(customers, region).checkpoint()
     links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
     previous = (lake.read(MAP) if lake.exists(MAP) else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")).checkpoint()
+    # Without stored weights (a first run, or one killed before it stored those it estimated) the
+    # pairs and the map may have been decided with others: rebuilt whole.
     whole = full or erased or profiles_before is None or not lake.exists(MAP) or not lake.exists(PAIRS) or not lake.exists(WEIGHTS)
+    weights, estimated = matching_weights(lake, conf, profiles, links, run_date, whole)
     matching = Matching(
-        matching_weights(lake, conf, profiles, links, run_date, whole),
+        weights,
         float(conf.get("organize.identity.link_min_probability")),
         int(conf.get("organize.identity.max_accounts_per_key")),
         int(conf.get("organize.identity.broadcast_max_rows")),
@@ -110,6 +120,8 @@ def organize_identity(
         identity_map = identity_map.checkpoint()
         lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
     lake.overwrite(MAP, identity_map, partition_by=["identifier_type"])
+    if estimated:
+        store_weights(lake, weights, run_date)
     return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method}
 
 
