@@ -8,7 +8,8 @@ CONF   ?= conf/local.yaml
 CUSTOMERS ?= 2000
 DAYS      ?= 60
 SEED      ?= 7
-# The sample's planted identity truth (paths.landing of conf/base.yaml): organize measures persons against it.
+# The sample's planted identity truth (paths.landing of conf/base.yaml): organize measures persons
+# against it when it is there (a sample generated before it was planted has none).
 TRUTH     ?= data/landing/_truth/identity.csv
 
 .PHONY: setup browser run test test-unit bench package cluster-up cluster-down mlflow-server clean help
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 run: setup
 	$(BIN)/crmlake generate --conf $(CONF) --customers $(CUSTOMERS) --days $(DAYS) --seed $(SEED) --skip-if-present
-	$(BIN)/crmlake run --conf $(CONF) --stage all --set organize.identity.truth_file=$(TRUTH)
+	$(BIN)/crmlake run --conf $(CONF) --stage all $$(test -f $(TRUTH) && echo --set organize.identity.truth_file=$(TRUTH))
 
 # Debian's Chromium drives the audience catalog's browser test (headless).
 BROWSER_BIN := /usr/bin/chromium

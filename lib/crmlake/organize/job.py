@@ -221,7 +221,7 @@ def organize_people(
 ) -> dict:
     """Update who is one person (:func:`~crmlake.organize.persons.organize_identity`) when
     ``graph_changed`` (accounts or cookie links written this run, or an account erased) or
-    when there is no map yet; then write silver.customer_360 for ``run_date``
+    when the map, its pairs or its weights are not there yet; then write silver.customer_360 for ``run_date``
     (:func:`organize_customer_360`); return the identity figures, how the map was updated and
     the persons written.
 
@@ -231,7 +231,8 @@ def organize_people(
     (``erased_accounts`` erased by this run, or an erase request new in this run: ``crmlake
     erase`` applies one at once, before organize sees it).
     """
-    rebuild = graph_changed or not lake.exists("silver.identity_map")
+    # A lake persons were never weighed in (no pairs or weights yet, say one an older crmlake wrote) is rebuilt too.
+    rebuild = graph_changed or not all(lake.exists(t) for t in ("silver.identity_map", "silver.identity_pairs", "silver.identity_weights"))
     previous, facts = None, {"identity_rebuilt": rebuild}
     if rebuild:
         erased = bool(erased_accounts or _erase_requested(changes))
