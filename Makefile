@@ -12,11 +12,12 @@ SEED      ?= 7
 # against it when it is there (a sample generated before it was planted has none).
 TRUTH     ?= data/landing/_truth/identity.csv
 
-.PHONY: setup browser run test test-unit bench package cluster-up cluster-down mlflow-server clean help
+.PHONY: setup airflow-venv browser run test test-unit bench package cluster-up cluster-down mlflow-server clean help
 
 help:
 	@echo "make run    - set up, generate sample data, run acquire/organize/analyze/decide"
 	@echo "make test   - set up and run the test suite"
+	@echo "make airflow-venv - Airflow and its Spark provider in $(AIRFLOW_VENV), apart from the project's venv"
 	@echo "make bench  - print figures against peers measured in the same run (ARGS=\"--only lake ...\" passes arguments)"
 	@echo "make package     - dist/: a wheel, and crmlake.zip for spark-submit --py-files"
 	@echo "make cluster-up  - start a standalone Spark master and worker on 127.0.0.1 (cluster-down stops them)"
@@ -30,6 +31,19 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# Airflow has a virtualenv of its own: it caps FastAPI below the version MLflow brings here. The
+# DAGs in deploy/airflow/ load in it and tests/integration/test_cluster.py runs crmlake_daily with it.
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_LOCK  := deploy/airflow/requirements.lock
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+airflow-venv: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_LOCK)
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r $(AIRFLOW_LOCK)
+	$(AIRFLOW_VENV)/bin/python -m pip check
+	touch $(AIRFLOW_STAMP)
 
 run: setup
 	$(BIN)/crmlake generate --conf $(CONF) --customers $(CUSTOMERS) --days $(DAYS) --seed $(SEED) --skip-if-present
@@ -45,7 +59,9 @@ $(BROWSER_BIN):
 
 # Two workers: the cluster test and the shared generated pipeline run side by side.
 TEST_WORKERS ?= 2
-test: setup browser
+# Its three installs (two virtualenvs, Debian's Chromium) wait on the network mostly: side by side.
+test:
+	$(MAKE) --no-print-directory -j3 setup browser airflow-venv
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: setup
@@ -77,4 +93,4 @@ mlflow-server: setup
 	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow/mlflow.db --artifacts-destination mlflow/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean:
-	rm -rf data dist mlflow/mlflow.db mlflow/artifacts spark-warehouse metastore_db derby.log $(VENV)
+	rm -rf data dist mlflow/mlflow.db mlflow/artifacts spark-warehouse metastore_db derby.log $(VENV) $(AIRFLOW_VENV)

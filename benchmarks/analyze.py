@@ -108,7 +108,7 @@ def bench_analyze(spark: SparkSession, conf_file: str | None, tmp: str, person_c
                                      f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/artifacts"])
 
     base = conf_at(f"{tmp}/base")
-    write_landing(spark, base.landing_root, customers=base_customers, days=days, end=end, seed=7, timezone=base.get("business.timezone"))
+    write_landing(spark, base.landing_root, customers=base_customers, days=days, end=end, seed=7, timezone=base.business.timezone)
     acquire.run(spark, base, end)
     organize.run(spark, base, end)
     base_lake = Lake(spark, base)

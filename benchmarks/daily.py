@@ -32,7 +32,7 @@ def bench_daily(spark: SparkSession, conf_file: str | None, tmp: str, daily_even
     for days in history_days:
         root = f"{tmp}/daily-{days}"
         conf = load_conf(conf_file, [f"paths.landing={root}/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports"])
-        write_landing(spark, conf.landing_root, customers, days + 1, end, 13, conf.get("business.timezone"))
+        write_landing(spark, conf.landing_root, customers, days + 1, end, 13, conf.business.timezone)
         acquire.run(spark, conf, end - dt.timedelta(days=1))  # the history, caught up in one run
         organize.run(spark, conf, end - dt.timedelta(days=1))
         acquired: dict = {}

@@ -121,14 +121,13 @@ def bench_identity_quality(spark: SparkSession, conf_file: str | None, tmp: str,
     conf = load_conf(conf_file, [f"paths.landing={root}/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports",
                                  f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/artifacts"])
     end = FIRST_DAY + dt.timedelta(days=days - 1)
-    summary = write_landing(spark, conf.landing_root, customers=customers, days=days, end=end, seed=7, timezone=conf.get("business.timezone"))
+    summary = write_landing(spark, conf.landing_root, customers=customers, days=days, end=end, seed=7, timezone=conf.business.timezone)
     acquire.run(spark, conf, end)
     organize.run(spark, conf, end)
     lake = Lake(spark, conf)
     truth = read_identity_truth(spark, f"{conf.landing_root}/_truth/identity.csv").cache()
-    region = str(conf.get("organize.identity.default_phone_region"))
-    threshold = float(conf.get("organize.identity.link_min_probability"))
-    max_per_key = int(conf.get("organize.identity.max_accounts_per_key"))
+    region = conf.business.default_phone_region
+    rules = conf.organize.identity
     silver_customers = lake.read("silver.customers").cache()
     links = lake.read("silver.identity_links").select("anonymous_id", "account_id").cache()
     accounts = silver_customers.where(~F.col("erased")).count()
@@ -141,7 +140,7 @@ def bench_identity_quality(spark: SparkSession, conf_file: str | None, tmp: str,
     def crmlake_run() -> None:
         profiles = match_profiles(silver_customers, region).checkpoint()
         weights, _ = matching_weights(Lake(spark, weights_conf), weights_conf, profiles, links, end, rebuild=True)
-        matching = Matching(weights, threshold, max_per_key, int(conf.get("organize.identity.broadcast_max_rows")))
+        matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
         identity_map, _ = build_identity_map(profiles, links, no_map, matching)
         identity_map.write.parquet(f"file://{root}/crmlake-map")
         crmlake_map.append(spark.read.parquet(f"file://{root}/crmlake-map"))
@@ -152,12 +151,12 @@ def bench_identity_quality(spark: SparkSession, conf_file: str | None, tmp: str,
     # Safe to collect: the bench's sample of a few thousand accounts, which Splink reads in memory.
     records = splink_records(silver_customers, region).toPandas()
     splink_out = []
-    splink_took = seconds(lambda: splink_out.append(splink_persons(records, threshold)))
+    splink_took = seconds(lambda: splink_out.append(splink_persons(records, rules.link_min_probability)))
     clusters, version = splink_out[0]
     splink_predicted = spark.createDataFrame(clusters.astype({"account_id": str, "person_id": str}))
 
     union_out = []
-    union_took = seconds(lambda: union_out.append(union_persons(silver_customers, links, region, max_per_key).checkpoint()))
+    union_took = seconds(lambda: union_out.append(union_persons(silver_customers, links, region, rules.max_accounts_per_key).checkpoint()))
 
     organized = lake.read("silver.identity_map").where(F.col("identifier_type") == ACCOUNT).select(F.col("identifier").alias("account_id"), "person_id")
     resolvers = [
@@ -182,7 +181,7 @@ def bench_identity_quality(spark: SparkSession, conf_file: str | None, tmp: str,
         pairs = scored[0][1]["by_cause"][cause]["pairs"]
         values = " ".join(f"{q['by_cause'][cause][figure]:>{w}.4f}" for (_, q, _), w in zip(scored, (9, 7, 7)))
         lines.append(f"  {f'{cause} ({figure} of {pairs:,} pairs)':<45} {values}")
-    lines.append(f"Splink clusters at match probability >= {threshold} (crmlake's organize.identity.link_min_probability); times include training and, for crmlake, Spark jobs")
+    lines.append(f"Splink clusters at match probability >= {rules.link_min_probability} (crmlake's organize.identity.link_min_probability); times include training and, for crmlake, Spark jobs")
     for frame in (truth, silver_customers, links):
         frame.unpersist()
     return lines

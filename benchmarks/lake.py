@@ -37,6 +37,7 @@ BENCH_TABLES = {
     "bronze.bench": {
         "description": "Synthetic events the lake bench writes.",
         "partition_by": ["event_date"],
+        "subject": {"none": "synthetic events: their account ids are nobody's"},
         "columns": {"event_id": "bigint", "account_id": "string", "event_date": "date", "price": "decimal(18,2)", "page_url": "string"},
     }
 }

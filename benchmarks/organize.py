@@ -118,7 +118,7 @@ def bench_identity(spark: SparkSession, conf_file: str | None, tmp: str, edges_w
     root = f"{tmp}/identity-{edges_wanted}"
     # A lake of its own: silver.identity_weights is estimated here, not found from another size.
     conf = load_conf(conf_file, [f"paths.lake={root}/lake"])
-    region = str(conf.get("organize.identity.default_phone_region"))
+    region = conf.business.default_phone_region
     customers, links = identity_sources(spark, edges_wanted)
     new_customers, new_links = identity_day(spark, edges_wanted)
     # As organize reads them: profiles checkpointed before identity starts, links from silver.
@@ -127,8 +127,8 @@ def bench_identity(spark: SparkSession, conf_file: str | None, tmp: str, edges_w
     no_map = spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
     weights = []
     estimated = seconds(lambda: weights.append(matching_weights(Lake(spark, conf), conf, profiles, links, FIRST_DAY, rebuild=True)[0]))
-    matching = Matching(weights[0], float(conf.get("organize.identity.link_min_probability")),
-                        int(conf.get("organize.identity.max_accounts_per_key")), int(conf.get("organize.identity.broadcast_max_rows")))
+    rules = conf.organize.identity
+    matching = Matching(weights[0], rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
 
     def rebuilt(at: str, profiles: DataFrame, links: DataFrame, previous: DataFrame) -> None:
         # What a full rebuild writes: the map and every scored pair.

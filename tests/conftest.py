@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -24,6 +26,7 @@ from crmlake.generate.landing import write_landing
 from crmlake.log import setup_logging
 from crmlake.organize import job as organize
 from crmlake.session import build_session, remove_checkpoints
+from jvm_classes import driver_options
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # Every JVM the tests start (this session's, the CLI's, the cluster's) lives minutes on tiny data:
@@ -45,6 +48,18 @@ if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"]
 # Module fixtures count too: without a group, their tests could be spread over both workers,
 # each building the fixture.
 SHARED_FIXTURES = ("submitted", "pipeline", "scored", "identity_zone", "days", "landings", "acquired", "clean", "catalog")
+
+
+def pytest_configure(config):
+    # In the run's first process, before xdist starts its workers (they inherit the environment).
+    if not os.environ.get("PYTEST_XDIST_WORKER") and "PYSPARK_SUBMIT_ARGS" not in os.environ:
+        config._jvm_classes = tempfile.mkdtemp(prefix="crmlake-jvm-")
+        os.environ["PYSPARK_SUBMIT_ARGS"] = driver_options(config._jvm_classes)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_jvm_classes", None):
+        shutil.rmtree(config._jvm_classes, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
@@ -73,17 +88,7 @@ def pytest_collection_finish(session):
 def spark(tmp_path_factory):
     setup_logging("INFO")
     checkpoints = tmp_path_factory.mktemp("checkpoints")
-    # Interpreted expressions, no whole-stage code: on a few hundred rows, compiling each new
-    # query's Java (Janino) took a fifth of the JVM's CPU in a JFR profile of the pipeline's
-    # acquire + organize (their CPU time: 166 -> 132 s without it). Only this in-process
-    # session runs so: the cluster test's application and the command-line runs keep Spark's
-    # generated code, so every stage still runs on it in the suite.
-    no_codegen = ["spark.conf.spark.sql.codegen.wholeStage=false", "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN"]
-    # Nor does it record each PySpark function's Python call site for error messages (the
-    # DataFrame query context): five JVM calls per function call, 25,000 of the 40,000 one
-    # acquire of the pipeline's second day made (34.1 -> 29.9 s).
-    no_call_sites = ["spark.conf.spark.python.sql.dataFrameDebugging.enabled=false"]
-    conf = load_conf(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=2", *no_codegen, *no_call_sites, f"paths.checkpoints={checkpoints}"])
+    conf = load_conf(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=2", f"paths.checkpoints={checkpoints}"])
     session = build_session(conf, "tests")
     yield session
     remove_checkpoints(session)

@@ -3,19 +3,20 @@
 Compacts small files and deletes the removed files and Delta log entries older than each
 layer's ``lake.retention_days`` (the table catalog says which tables exist), so storage
 stays bounded. Scheduled on Sunday after the daily run, never beside it: the same Airflow
-Variables and Spark connection as ``crmlake_daily``; ``max_active_runs=1``.
+Variables and Spark connection as ``crmlake_daily`` (its docstring lists them);
+``max_active_runs=1``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from airflow import DAG
-from airflow.models import Variable
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG
 
-HOME = Variable.get("crmlake_home", default_var="/opt/crmlake")
-CONF = Variable.get("crmlake_conf", default_var="conf/cluster.yaml")
+HOME = "{{ var.value.get('crmlake_home', '/opt/crmlake') }}"
+CONF = "{{ var.value.get('crmlake_conf', 'conf/cluster.yaml') }}"
+PACKAGES = "{{ var.value.get('crmlake_spark_packages', 'io.delta:delta-spark_4.2_2.13:4.4.1') }}"
 
 with DAG(
     dag_id="crmlake_maintain",
@@ -31,10 +32,9 @@ with DAG(
         task_id="maintain",
         conn_id="spark_crmlake",
         application=f"{HOME}/jobs/maintain.py",
-        py_files=f"{HOME}/dist/crmlake.zip",
-        files=f"{HOME}/conf/base.yaml",
-        packages="io.delta:delta-spark_4.2_2.13:4.4.1",
+        py_files=f"{HOME}/dist/crmlake.zip",  # holds the defaults (crmlake/conf/base.yaml) too
+        packages=PACKAGES,
+        conf={"spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods"},
         application_args=["--conf", f"{HOME}/{CONF}"],
-        env_vars={"CRMLAKE_CONF_DIR": f"{HOME}/conf"},
         name="crmlake-maintain",
     )

@@ -35,7 +35,7 @@ class UsageError(ValueError):
 
 def business_yesterday(conf: Conf) -> dt.date:
     """Return yesterday's date in the business time zone (the default run date)."""
-    return dt.datetime.now(ZoneInfo(conf.get("business.timezone", "UTC"))).date() - dt.timedelta(days=1)
+    return dt.datetime.now(ZoneInfo(conf.business.timezone)).date() - dt.timedelta(days=1)
 
 
 def parse_date(text: str) -> dt.date:
@@ -113,7 +113,7 @@ def print_outputs(conf: Conf, summaries: dict) -> None:
     """Print where a run's outputs are: tables, MLflow, exports."""
     print("\ncrmlake outputs")
     print(f"  Delta tables : {conf.lake_root}/{{bronze,silver,gold}}/<table>")
-    print(f"  MLflow       : {conf.get('mlflow.tracking_uri')}  (mlflow ui --backend-store-uri {conf.get('mlflow.tracking_uri')})")
+    print(f"  MLflow       : {conf.mlflow.tracking_uri}  (mlflow ui --backend-store-uri {conf.mlflow.tracking_uri})")
     for path in (summaries.get("decide") or {}).get("exports", []):
         print(f"  audience     : {path}")
     for path in (summaries.get("analyze") or {}).get("reports", []):
@@ -130,7 +130,7 @@ def cmd_generate(args) -> int:
     from crmlake.session import spark_session
 
     with spark_session(conf, "generate") as spark:
-        summary = write_landing(spark, landing, args.customers, args.days, end, args.seed, conf.get("business.timezone"), force=args.force)
+        summary = write_landing(spark, landing, args.customers, args.days, end, args.seed, conf.business.timezone, force=args.force)
     print(json.dumps({"landing": landing, **{k: summary[k] for k in ("start", "end", "accounts", "sessions", "defects")}}, indent=2))
     return 0
 
@@ -169,7 +169,8 @@ def cmd_serve(args) -> int:
 
 def cmd_erase(args) -> int:
     from crmlake.lake import Lake
-    from crmlake.privacy import SharedMailboxError, apply_erasures, one_subject, pending_accounts_with_email, request_erasure
+    from crmlake.privacy import apply_erasures, pending_accounts_with_email, request_erasure
+    from crmlake.subjects import SharedMailboxError, one_subject
     from crmlake.session import spark_session
 
     conf = load_conf(args.conf, args.overrides)
@@ -195,7 +196,7 @@ def cmd_erase(args) -> int:
 
 def cmd_subject_access(args) -> int:
     from crmlake.lake import Lake
-    from crmlake.privacy import SharedMailboxError, subject_access
+    from crmlake.subjects import SharedMailboxError, subject_access
     from crmlake.session import spark_session
 
     conf = load_conf(args.conf, args.overrides)
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.set_defaults(func=cmd_serve)
 
     erase = commands.add_parser("erase", help="erase a member everywhere, now (privacy officer)",
-                                description="Record an erase request for the account (or every account holding the email) and apply it at once: the personal data leaves every table the catalog names and every audience export on disk (files rewritten, manifests amended), the files that held it are deleted, and a receipt goes to gold.erasure_log (printed). Erasure is final: later upserts of the account are refused. The next organize run marks the account erased in silver.customers.")
+                                description="Record an erase request for the account (or every account holding the email) and apply it at once: the account's rows leave every table whose catalog subject rule is not none (deleted, or their personal columns blanked, as the rule says) and every audience export on disk (files rewritten, manifests amended), the files that held it are deleted, and a receipt goes to gold.erasure_log (printed). Erasure is final: later upserts of the account are refused. The next organize run marks the account erased in silver.customers.")
     add_conf_arguments(erase)
     who = erase.add_mutually_exclusive_group(required=True)
     who.add_argument("--account", help="the account_id to erase")
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.set_defaults(func=cmd_erase)
 
     access = commands.add_parser("subject-access", help="write everything held about a member (privacy officer)",
-                                 description="Write everything crmlake holds about one person (named by account or by an email only they hold) under --out, as JSON and CSV per dataset: profile, profile history, person (customer 360), orders (guest checkouts with that email included), sessions, service contacts, scores and segments, audiences they were in; index.json lists the accounts and row counts.")
+                                 description="Write everything crmlake holds about one person (named by account or by an email only they hold) under --out: their rows of every table whose catalog subject rule is not none, as <table>.json and <table>.csv (silver.customers, silver.order_lines with guest checkouts under an email only they hold, silver.sessions, gold.customer_scores, ...), identifiers of anyone else in them blanked; index.json lists the accounts, persons, rows per table and why each other table holds no one's rows.")
     add_conf_arguments(access)
     subject = access.add_mutually_exclusive_group(required=True)
     subject.add_argument("--account", help="the member's account_id: their person's every account is included")

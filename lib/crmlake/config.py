@@ -1,4 +1,4 @@
-"""Configuration: one validated view of the packaged defaults, an environment file, --set and env vars.
+"""Configuration: the packaged defaults, an environment file, --set and env vars, validated into one object.
 
 Lookup order, later wins: the defaults shipped in the package (``crmlake/conf/base.yaml``;
 ``conf/base.yaml`` in the repository is a link to it) < the file given with ``--conf`` (for
@@ -6,8 +6,11 @@ example ``conf/local.yaml``) < ``--set section.key=value`` < environment variabl
 ``CRMLAKE__SECTION__KEY``. The merged result is checked against
 :mod:`crmlake.config_schema`: an unknown key, a missing one or a wrong type raises
 :class:`ConfigError` naming the key, the file (or override) it came from and the nearest
-valid key. Table locations come from :meth:`Conf.table` only, so a table's path is defined
-in one place.
+valid key. The validated model is what every stage reads, as typed attributes
+(``conf.business.timezone``, ``conf.organize.identity.link_min_probability``): a
+:class:`Conf` is a :class:`~crmlake.config_schema.CrmlakeConf` with the table locations and
+overrides added. Table locations come from :meth:`Conf.table` only, so a table's path is
+defined in one place.
 """
 
 from __future__ import annotations
@@ -135,11 +138,6 @@ def _env_layer(environ: Mapping[str, str]) -> _Layer:
     return layer
 
 
-def parse_overrides(pairs: Iterable[str]) -> dict:
-    """Turn ``["a.b=1", "c=x"]`` into a nested dict; raises ConfigError naming a bad pair."""
-    return _override_layer(pairs).tree
-
-
 def _schema_model(path: list[str]) -> type[BaseModel] | None:
     """Return the schema section at ``path`` (list indexes left out), or None past a leaf."""
     import typing
@@ -158,11 +156,12 @@ def _schema_model(path: list[str]) -> type[BaseModel] | None:
 
 
 def _all_schema_keys(path: tuple[str, ...] = ()) -> list[str]:
-    """Return every valid dotted key under the schema section at ``path``."""
+    """Return every valid dotted key under the schema section at ``path``, sections included."""
     keys = []
     for name in _schema_model(list(path)).model_fields:
-        inner = _schema_model([*path, name])
-        keys.extend(_all_schema_keys((*path, name)) if inner else [".".join((*path, name))])
+        keys.append(".".join((*path, name)))
+        if _schema_model([*path, name]):
+            keys.extend(_all_schema_keys((*path, name)))
     return keys
 
 
@@ -199,23 +198,14 @@ def _explain(error: ValidationError, origins: Mapping[str, str]) -> str:
             hint = f"; did you mean '{nearest}'?" if nearest else ""
             lines.append(f"unknown configuration key '{shown}' (from {origin}){hint}")
         elif problem["type"] == "missing":
-            lines.append(f"configuration key '{shown}' is missing (every key has a default in crmlake/conf/base.yaml; {origin})")
+            why = "an entry of this list needs it" if len(loc) < len(problem["loc"]) else "every key has a default in crmlake/conf/base.yaml"
+            lines.append(f"configuration key '{shown}' is missing ({why}; {origin})")
+        elif isinstance(problem.get("input"), (Mapping, list)):   # a whole section or list: its rule names the entry
+            lines.append(f"configuration key '{shown}' (from {origin}): {problem['msg']}")
         else:
             lines.append(f"configuration key '{shown}' = {problem.get('input')!r} (from {origin}): {problem['msg']}")
     more = len(error.errors()) - len(lines)
     return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
-
-
-def validated(data: dict, origins: Mapping[str, str] | None = None) -> dict:
-    """Check ``data`` against the schema; return it with values of their declared types.
-
-    Raises :class:`ConfigError` naming each wrong key, its origin and the nearest valid key.
-    """
-    try:
-        model = CrmlakeConf.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc, origins or {})) from None
-    return model.model_dump(exclude_unset=True)
 
 
 def _is_uri(value: str) -> bool:
@@ -228,44 +218,26 @@ def _absolute(value: str, cwd: Path) -> str:
     return str((cwd / value).resolve())
 
 
-@dataclass(frozen=True)
-class Conf:
-    """The merged, validated configuration. ``data`` is the plain nested dict."""
-
-    data: dict
-
-    def get(self, dotted: str, default: Any = None) -> Any:
-        """Return the value at ``section.key`` or ``default`` when absent."""
-        node: Any = self.data
-        for part in dotted.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return default
-            node = node[part]
-        return node
-
-    def require(self, dotted: str) -> Any:
-        """Return the value at ``section.key``; raise ConfigError naming the key if absent."""
-        value = self.get(dotted)
-        if value is None:
-            raise ConfigError(f"configuration key '{dotted}' is missing")
-        return value
+class Conf(CrmlakeConf):
+    """The merged, validated configuration: read its sections as attributes
+    (``conf.analyze.propensity.label_days``); tables by :meth:`table`."""
 
     @property
     def lake_root(self) -> str:
-        return self.require("paths.lake")
+        return self.paths.lake
 
     @property
     def landing_root(self) -> str:
-        return self.require("paths.landing")
+        return self.paths.landing
 
     @property
     def exports_root(self) -> str:
-        return self.require("paths.exports")
+        return self.paths.exports
 
     @property
     def checkpoint_root(self) -> str:
         """Where Spark checkpoints go: ``paths.checkpoints``, else ``<lake>/_checkpoints``."""
-        return self.get("paths.checkpoints") or f"{self.lake_root.rstrip('/')}/_checkpoints"
+        return self.paths.checkpoints or f"{self.lake_root.rstrip('/')}/_checkpoints"
 
     def table(self, name: str) -> str:
         """Return the location of table ``layer.table`` (e.g. ``bronze.orders``)."""
@@ -277,19 +249,23 @@ class Conf:
     def with_overrides(self, pairs: Iterable[str]) -> "Conf":
         """Return a validated copy with ``key=value`` pairs applied over this configuration."""
         layer = _override_layer(pairs)
-        return Conf(validated(_deep_merge(self.data, layer.tree), layer.origins))
+        return validated(_deep_merge(self.model_dump(), layer.tree), layer.origins)
 
     def fingerprint(self) -> str:
         """Return a short hash of the merged configuration (recorded with each run)."""
-        blob = json.dumps(self.data, sort_keys=True, default=str).encode()
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def settings_from(cls, *sections: Mapping | None):
-    """Build the dataclass ``cls`` from conf sections: keys it declares are taken (later
-    sections win), others ignored, missing ones keep the dataclass defaults."""
-    fields = cls.__dataclass_fields__
-    return cls(**{k: v for section in sections for k, v in (section or {}).items() if k in fields})
+def validated(data: Mapping, origins: Mapping[str, str] | None = None) -> Conf:
+    """Check ``data`` against the schema; return it as a :class:`Conf`.
+
+    Raises :class:`ConfigError` naming each wrong key, its origin and the nearest valid key.
+    """
+    try:
+        return Conf.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, origins or {})) from None
 
 
 def load_conf(
@@ -315,17 +291,15 @@ def load_conf(
     for layer in layers:
         data = _deep_merge(data, layer.tree)
         origins.update(layer.origins)
-    data = validated(data, origins)
+    conf = validated(data, origins)
 
-    paths = data["paths"]
-    for key in PATH_KEYS:
-        paths[key] = _absolute(str(paths[key]), base_dir)
-    if paths.get("checkpoints"):
-        paths["checkpoints"] = _absolute(str(paths["checkpoints"]), base_dir)
-    mlflow_conf = data["mlflow"]
-    uri = str(mlflow_conf.get("tracking_uri") or "")
+    paths = {key: _absolute(getattr(conf.paths, key), base_dir) for key in PATH_KEYS}
+    if conf.paths.checkpoints:
+        paths["checkpoints"] = _absolute(conf.paths.checkpoints, base_dir)
+    mlflow_conf = {}
+    uri = conf.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         mlflow_conf["tracking_uri"] = "sqlite:///" + _absolute(uri[len("sqlite:///"):], base_dir)
-    if mlflow_conf.get("artifact_root"):
-        mlflow_conf["artifact_root"] = _absolute(str(mlflow_conf["artifact_root"]), base_dir)
-    return Conf(data)
+    if conf.mlflow.artifact_root:
+        mlflow_conf["artifact_root"] = _absolute(conf.mlflow.artifact_root, base_dir)
+    return conf.model_copy(update={"paths": conf.paths.model_copy(update=paths), "mlflow": conf.mlflow.model_copy(update=mlflow_conf)})

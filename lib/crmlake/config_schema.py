@@ -1,36 +1,49 @@
-"""The schema of crmlake's configuration: every section and key, with its type.
+"""The configuration's schema and the object every stage reads: each section, key and type.
 
-Defaults live in ``crmlake/conf/base.yaml`` (shipped in the package), not here: this module
-only says what a key may hold. :func:`crmlake.config.load_conf` validates the merged
-configuration against :class:`CrmlakeConf`; an unknown key, a missing one or a wrong type
-is a :class:`crmlake.config.ConfigError` naming the key, where it came from and the
-nearest valid key. A new key is one line here and one line (with its default) in base.yaml.
+:func:`crmlake.config.load_conf` validates the merged configuration against
+:class:`CrmlakeConf` and returns it (as :class:`crmlake.config.Conf`, which adds the table
+locations and overrides); stages read it as typed attributes
+(``conf.organize.identity.link_min_probability``). An unknown key, a missing one or a wrong
+type is a :class:`crmlake.config.ConfigError` naming the key, where it came from and the
+nearest valid key.
+
+Defaults live in ``crmlake/conf/base.yaml`` (shipped in the package), not here: every key
+of a section is required, so base.yaml holds each one with its default. The one exception
+is an audience's optional keys (:class:`Audience`): an entry of a list has no place in
+base.yaml, so their defaults are declared here. A new key is one line here and one line
+(with its default) in base.yaml.
+
+A stage reads its own section and the shared ones (``paths``, ``business``, ``spark``,
+``lake``, ``mlflow``, ``campaigns``), never another stage's.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crmlake.files import local_path
+from crmlake.summaries import REPORTS_DIR, SUMMARY_DIR
 
 PositiveInt = Field(gt=0)
 Share = Field(ge=0, lt=1)
 
 
 class Section(BaseModel):
-    """A configuration section: unknown keys are errors, numbers given as text are parsed."""
+    """A configuration section: unknown keys are errors, numbers given as text are parsed, and
+    nothing changes it once validated (a variant is a copy: ``Conf.with_overrides``)."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
 
 
 class Paths(Section):
     landing: str
     lake: str
     exports: str
-    checkpoints: str | None = None
+    checkpoints: str | None
 
     @field_validator("exports")
     @classmethod
@@ -50,6 +63,7 @@ class Paths(Section):
 class Business(Section):
     timezone: str
     currency: str = Field(pattern=r"^[A-Z]{3}$")
+    default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
 
     @field_validator("timezone")
     @classmethod
@@ -126,10 +140,9 @@ class MatchWeights(Section):
 
 
 class Identity(Section):
-    default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
     max_accounts_per_key: int = PositiveInt
     link_min_probability: float = Field(gt=0, lt=1)
-    truth_file: Optional[str] = None
+    truth_file: Optional[str]
     weights: MatchWeights
     broadcast_max_rows: int = PositiveInt
 
@@ -191,7 +204,7 @@ class Uplift(Section):
 
 
 class LifetimeValue(Section):
-    time_unit_days: int = PositiveInt
+    time_unit_days: float = Field(gt=0)   # recency and T are fractions of the unit
     horizon_days: int = PositiveInt
     min_repeat_buyers: int = PositiveInt
 
@@ -235,39 +248,76 @@ class Analyze(Section):
 
 
 class Policy(Section):
+    """The contact policy (``decide.policy``): the frequency cap and the quiet days after a service complaint."""
+
     max_contacts: int = Field(ge=0)
     window_days: int = PositiveInt
     complaint_quiet_days: int = Field(ge=0)
-    internal_channels: list[str]
 
 
 # An audience's name is a folder under the exports (and part of model names): a slug, so it can
 # neither climb out of the exports (``../x``, ``a/b``) nor hide from the page and from erasure
 # amendments (``.x``). crmlake.exports checks it again before publishing.
 AUDIENCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+NOT_AUDIENCES = (REPORTS_DIR, SUMMARY_DIR)   # the other folders under the exports root
+UPLIFT_COLUMN = re.compile(r"\buplift\b")
 
 
-class AudienceEntry(Section):
-    """One audience of ``decide.audiences``; keys left out take the defaults of
-    :meth:`crmlake.decide.audiences.Audience.from_conf`."""
+class Audience(Section):
+    """One audience of ``campaigns.audiences``: a rule (Spark SQL) over the scored persons, the
+    order its best are taken in, and where they go. The keys an entry may leave out have
+    their defaults here (a list's entries have none in base.yaml)."""
 
     name: str = Field(pattern=AUDIENCE_NAME_PATTERN)
-    description: Optional[str] = None
+    description: str = ""
     rule: str
-    order_by: Optional[str] = None
-    limit: Optional[int] = Field(default=None, gt=0)
+    order_by: str = "propensity_score DESC"
+    limit: int = Field(default=100_000, gt=0)
     channel: Literal["email", "sms", "ads"]
-    priority: Optional[int] = None
-    control_share: Optional[float] = Field(default=None, ge=0, lt=1)
-    raw_contact: Optional[bool] = None
+    priority: int = 100                       # served by priority, 1 first
+    control_share: float = Field(default=0.1, ge=0, lt=1)
+    raw_contact: bool = False                 # raw email and phone in its file: internal channels only
     platform_format: Optional[Literal["google_customer_match", "meta_custom_audience"]] = None
-    target: Optional[Literal["persons", "companies"]] = None
+    target: Literal["persons", "companies"] = "persons"
+
+    @field_validator("name")
+    @classmethod
+    def not_another_exports_folder(cls, value: str) -> str:
+        if value in NOT_AUDIENCES:
+            raise ValueError(f"the name is taken by the exports' {value}/ folder")
+        return value
+
+    @model_validator(mode="after")
+    def platform_file_for_ads_only(self) -> "Audience":
+        if self.platform_format is not None and self.channel != "ads":
+            raise ValueError(f"audience {self.name!r}: platform_format is for an ads audience (channel is {self.channel!r})")
+        return self
+
+    @property
+    def uses_uplift(self) -> bool:
+        """True when the rule or ``order_by`` reads the ``uplift`` column."""
+        return bool(UPLIFT_COLUMN.search(f"{self.rule} {self.order_by}"))
+
+
+class Campaigns(Section):
+    """The campaigns, shared by analyze (each audience's uplift model, learnt once its
+    attribution window is complete) and decide (who each audience contacts, and its results)."""
+
+    attribution_days: int = PositiveInt
+    internal_channels: list[str]
+    audiences: list[Audience]
+
+    @model_validator(mode="after")
+    def raw_contact_on_internal_channels_only(self) -> "Campaigns":
+        for audience in self.audiences:
+            if audience.raw_contact and audience.channel not in self.internal_channels:
+                raise ValueError(f"audience {audience.name!r}: raw_contact is allowed only for an internal channel "
+                                 f"(campaigns.internal_channels = {self.internal_channels})")
+        return self
 
 
 class Decide(Section):
-    attribution_days: int = PositiveInt
     policy: Policy
-    audiences: list[AudienceEntry]
 
 
 class CrmlakeConf(Section):
@@ -282,3 +332,4 @@ class CrmlakeConf(Section):
     organize: Organize
     analyze: Analyze
     decide: Decide
+    campaigns: Campaigns

@@ -53,18 +53,16 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crmlake import files
-from crmlake.config_schema import AUDIENCE_NAME_PATTERN
+from crmlake.config_schema import AUDIENCE_NAME_PATTERN, NOT_AUDIENCES
 from crmlake.csv_cells import safe_frame, safe_table
 from crmlake.faults import crash_point
 from crmlake.log import get_logger
 from crmlake.people import e164_phone, normalised_email, sha256_hex
-from crmlake.summaries import REPORTS_DIR, SUMMARY_DIR
 
 DATA_FILES = ("audience.csv.gz", "audience.parquet")
 CHART = "score_histogram.png"
 MANIFEST = "manifest.json"
 VERSIONS = ".versions"   # <exports>/<audience>/.versions/<date>.<uuid>/: the folders the published links name
-NOT_AUDIENCES = (REPORTS_DIR, SUMMARY_DIR)   # the other folders under the exports root
 
 log = get_logger("exports")
 

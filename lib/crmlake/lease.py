@@ -162,25 +162,25 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
     holder up to ``lake.lease.wait_seconds``, taking over a lease that expired; raises
     :class:`LeaseHeldError` naming the holder when the wait runs out.
     """
-    settings = conf.get("lake.lease")
+    settings = conf.lake.lease
     path = lease_path(conf)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     now = time.time()
     record = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "acquired": now, "heartbeat": now}
-    deadline, announced = time.monotonic() + float(settings["wait_seconds"]), False
+    deadline, announced = time.monotonic() + settings.wait_seconds, False
     while not _try_create(path, record):
         holder = read_lease(path)
         if holder is not None and not announced:
-            log.info("lake lease held by %s: waiting up to %ss", describe(holder), settings["wait_seconds"])
+            log.info("lake lease held by %s: waiting up to %ss", describe(holder), settings.wait_seconds)
             announced = True
-        if _take_over_if_expired(path, float(settings["expiry_seconds"])):
+        if _take_over_if_expired(path, settings.expiry_seconds):
             continue   # the dead holder's lease is gone: try to create ours at once
         if time.monotonic() > deadline:
             holder = read_lease(path)
-            raise LeaseHeldError(f"the lake {conf.lake_root} is held by {describe(holder) if holder else 'another writer'}; waited {settings['wait_seconds']}s (lake.lease.wait_seconds)")
+            raise LeaseHeldError(f"the lake {conf.lake_root} is held by {describe(holder) if holder else 'another writer'}; waited {settings.wait_seconds}s (lake.lease.wait_seconds)")
         time.sleep(POLL_SECONDS)
         record["acquired"] = record["heartbeat"] = time.time()
-    heartbeat = _Heartbeat(path, record, float(settings["heartbeat_seconds"]))
+    heartbeat = _Heartbeat(path, record, settings.heartbeat_seconds)
     heartbeat.start()
     log.info("lake lease taken by %s", owner)
     try:

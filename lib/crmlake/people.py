@@ -14,7 +14,7 @@ from pyspark.sql.functions import pandas_udf
 
 from crmlake.lake.frames import maybe_broadcast
 
-# What makes identity hard, as the generator plants it (crmlake.generate.world.identity_truth) and
+# What makes identity hard, as the generator plants it (crmlake.generate.members.identity_truth) and
 # crmlake.organize.identity_truth scores it: causes making one person look like two ...
 SPLITTING_CAUSES = ("second_account", "typo_email", "shared_device")
 # ... and two persons look like one.

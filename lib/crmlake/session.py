@@ -36,10 +36,9 @@ def _launched_by_spark_submit() -> bool:
 
 def _delta_jars_expected(conf: Conf) -> bool:
     """Return True when this session will have Delta's jars: asked for, or already on the classpath."""
-    if conf.get("lake.engine") == "spark" or conf.get("lake.resolve_delta_jars"):
+    if conf.lake.engine == "spark" or conf.lake.resolve_delta_jars:
         return True
-    spark_conf = conf.get("spark.conf") or {}
-    if any("delta" in str(spark_conf.get(k, "")) for k in ("spark.jars.packages", "spark.jars")):
+    if any("delta" in str(conf.spark.conf.get(k, "")) for k in ("spark.jars.packages", "spark.jars")):
         return True
     import pyspark
 
@@ -51,22 +50,22 @@ def build_session(conf: Conf, app: str) -> SparkSession:
     if not _launched_by_spark_submit():
         # Python workers must run the interpreter (and virtualenv) that holds crmlake.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(f"{conf.get('spark.app_name', 'crmlake')}-{app}")
+    builder = SparkSession.builder.appName(f"{conf.spark.app_name}-{app}")
     if not _launched_by_spark_submit():
-        builder = builder.master(str(conf.get("spark.master", "local[*]")))
-    for key, value in (conf.get("spark.conf") or {}).items():
+        builder = builder.master(conf.spark.master)
+    for key, value in conf.spark.conf.items():
         builder = builder.config(key, str(value))
     if _delta_jars_expected(conf):
         for key, value in DELTA_SPARK_CONF.items():
             builder = builder.config(key, value)
-    if conf.get("lake.resolve_delta_jars"):
+    if conf.lake.resolve_delta_jars:
         from delta import configure_spark_with_delta_pip  # resolves io.delta jars from Maven
 
         builder = configure_spark_with_delta_pip(builder)
     for key, value in REQUIRED_SPARK_CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(str(conf.get("spark.log_level", "ERROR")))
+    spark.sparkContext.setLogLevel(conf.spark.log_level)
     if spark.sparkContext._jsc.sc().getCheckpointDir().isEmpty():
         # Reliable checkpoints (unlike localCheckpoint) survive a lost executor; Spark adds a
         # directory of its own per application under the root.

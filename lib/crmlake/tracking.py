@@ -49,16 +49,16 @@ def configure(conf: Conf) -> str:
     """Point MLflow at conf's tracking store and experiment; return the experiment id."""
     import mlflow
 
-    uri = conf.require("mlflow.tracking_uri")
+    uri = conf.mlflow.tracking_uri
     if uri.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    name = conf.get("mlflow.experiment", "crmlake")
+    name = conf.mlflow.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    root = conf.get("mlflow.artifact_root")
+    root = conf.mlflow.artifact_root
     location = None
     if uri.startswith(("http://", "https://")):
         root = None  # a tracking server stores (or proxies) the artifacts where it was told to

@@ -29,7 +29,8 @@ from crmlake.cli import main
 from crmlake.lake import Lake
 from crmlake.lease import LEASE_FILE
 from crmlake.people import ACCOUNT
-from crmlake.privacy import ERASURE_LOG, PLANS_FOLDER, subject_of
+from crmlake.privacy import ERASURE_LOG, PLANS_FOLDER
+from crmlake.subjects import subject_of
 from processes import finish, start_armed
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from crmlake.acquire import job as acquire
 from crmlake.acquire.contract import SOURCES
 from crmlake.analyze import job as analyze
+from crmlake.config_schema import Audience
 from crmlake.decide import job as decide
 from crmlake.organize import job as organize
 from crmlake.people import EMAIL
@@ -123,14 +124,14 @@ def test_no_raw_email_or_phone_in_any_exported_file(pipeline):
 
 def test_models_are_registered_with_a_champion_and_beat_chance(pipeline):
     conf = pipeline["conf"]
-    client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"), registry_uri=conf.get("mlflow.tracking_uri"))
+    client = MlflowClient(tracking_uri=conf.mlflow.tracking_uri, registry_uri=conf.mlflow.tracking_uri)
     for name in ("crmlake-propensity", "crmlake-segmentation"):
         assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     propensity = pipeline["analyze"]["propensity"]
     assert propensity["auc_holdout"] > 0.6 and propensity["candidate"] in ("logistic_regression", "gradient_boosted_trees")
     assert propensity["champion_decision"].startswith("no champion yet")
     # The fixture's run is the first (a test below reruns analyze on the same date).
-    run = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], "tags.mlflow.runName LIKE 'propensity-%'",
+    run = client.search_runs([client.get_experiment_by_name(conf.mlflow.experiment).experiment_id], "tags.mlflow.runName LIKE 'propensity-%'",
                              order_by=["attributes.start_time ASC"])[0]
     assert run.data.tags["champion_decision"] == propensity["champion_decision"]
     assert {"logistic_regression.auc", "gradient_boosted_trees.auc", "pr_auc_holdout", "top_decile_lift_holdout", "brier_holdout"} <= set(run.data.metrics)
@@ -138,7 +139,7 @@ def test_models_are_registered_with_a_champion_and_beat_chance(pipeline):
 
 def test_the_champion_scores_a_losing_challenger_changes_no_score_and_a_rerun_registers_nothing(spark, pipeline, monkeypatch, tmp_path):
     conf, lake = pipeline["conf"], pipeline["lake"]
-    client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"), registry_uri=conf.get("mlflow.tracking_uri"))
+    client = MlflowClient(tracking_uri=conf.mlflow.tracking_uri, registry_uri=conf.mlflow.tracking_uri)
 
     def registry():
         return {
@@ -174,7 +175,7 @@ def test_the_champion_scores_a_losing_challenger_changes_no_score_and_a_rerun_re
 
 def test_next_best_category_ranks_each_persons_top_categories_and_logs_its_hit_rates_beside_the_baseline(pipeline):
     conf, lake = pipeline["conf"], pipeline["lake"]
-    top_n = int(conf.get("analyze.next_best_category.top_n"))
+    top_n = conf.analyze.next_best_category.top_n
     ranked = lake.read("gold.next_best_category").where(f"score_date = DATE'{END}'").collect()
     by_person = {}
     for r in ranked:
@@ -186,8 +187,8 @@ def test_next_best_category_ranks_each_persons_top_categories_and_logs_its_hit_r
         assert [rank for rank, _, _ in rows] == list(range(1, top_n + 1))
         assert [score for _, score, _ in rows] == sorted((score for _, score, _ in rows), reverse=True)
         assert scores[person]["top_category"] == rows[0][2]
-    client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"))
-    experiment = client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id
+    client = MlflowClient(tracking_uri=conf.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(conf.mlflow.experiment).experiment_id
     run = client.search_runs([experiment], "tags.mlflow.runName LIKE 'next-best-category-%'", order_by=["attributes.start_time ASC"])[0]
     m = run.data.metrics
     # Logged beside its baseline. (Whether it beats the baseline is measured on a larger world, see
@@ -213,8 +214,8 @@ def test_propensity_beats_the_declared_income_band_the_generator_plants_as_a_bas
 
 def test_lifetime_value_segments_tiers_ladder_and_reports(pipeline):
     conf, lake = pipeline["conf"], pipeline["lake"]
-    client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"))
-    experiment = client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id
+    client = MlflowClient(tracking_uri=conf.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(conf.mlflow.experiment).experiment_id
     clv_run = client.search_runs([experiment], "tags.mlflow.runName LIKE 'lifetime-value-%'", order_by=["attributes.start_time ASC"])[0]
     assert {"r", "alpha", "a", "b", "p", "q", "v"} <= set(clv_run.data.metrics) and clv_run.data.params["time_unit_days"] == "7.0"
     assert clv_run.data.tags["parameters_at_bounds"] == "none", clv_run.data.metrics   # the generated buyers fit the model
@@ -298,13 +299,13 @@ def test_privacy_officer_reads_then_erases_a_member_from_the_command_line(spark,
     account, email = member["account_id"], member["email"].strip().lower()
     out = tmp_path / "access"
     assert main(["subject-access", "--email", f" {email.upper()} ", "--out", str(out), *paths]) == 0
-    profile = json.load(open(out / "profile.json"))
+    profile = json.load(open(out / "silver.customers.json"))
     assert [r["account_id"] for r in profile] == [account] and profile[0]["email"] == member["email"]
-    orders = list(csv.DictReader(open(out / "orders.csv")))
+    orders = list(csv.DictReader(open(out / "silver.order_lines.csv")))
     assert len(orders) == lake.read("silver.order_lines").where(f"account_id = '{account}'").count()
-    audiences = json.load(open(out / "audiences.json"))
+    audiences = json.load(open(out / "gold.contact_history.json"))
     assert audiences and {r["person_id"] for r in audiences} == {person}
-    assert {r["person_id"] for r in json.load(open(out / "scores_and_segments.json"))} == {person}
+    assert {r["person_id"] for r in json.load(open(out / "gold.customer_scores.json"))} == {person}
     assert json.load(open(out / "index.json"))["accounts"] == [account]
     capsys.readouterr()
 
@@ -330,8 +331,8 @@ def test_erasure_the_day_it_arrives_and_a_stale_upsert_after_leave_the_person_no
     conf = pipeline["conf"].with_overrides([f"paths.landing={tmp_path}/landing", f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports",
                                             f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/artifacts"])
     # An audience nobody matches, published empty on the first day (an erasure amending it once crashed every later run).
-    nobody = {"name": "nobody", "rule": "rfm_cell = 'no such cell'", "channel": "email", "priority": 9, "control_share": 0.1}
-    conf = type(conf)({**conf.data, "decide": {**conf.data["decide"], "audiences": [*conf.data["decide"]["audiences"], nobody]}})
+    nobody = Audience(name="nobody", rule="rfm_cell = 'no such cell'", channel="email", priority=9, control_share=0.1)
+    conf = conf.model_copy(update={"campaigns": conf.campaigns.model_copy(update={"audiences": [*conf.campaigns.audiences, nobody]})})
     decide.run(spark, conf, END)
     assert json.load(open(tmp_path / "exports" / "nobody" / END.isoformat() / "manifest.json"))["row_count"] == 0
     lake = Lake(spark, conf)
@@ -494,7 +495,7 @@ def test_notebook_runs_on_the_lake(pipeline, notebook, monkeypatch):
     from nbclient import NotebookClient
 
     conf = pipeline["conf"]
-    for key, value in (("PATHS__LAKE", conf.lake_root), ("MLFLOW__TRACKING_URI", conf.get("mlflow.tracking_uri")), ("SPARK__MASTER", "local[1]")):
+    for key, value in (("PATHS__LAKE", conf.lake_root), ("MLFLOW__TRACKING_URI", conf.mlflow.tracking_uri), ("SPARK__MASTER", "local[1]")):
         monkeypatch.setenv(f"CRMLAKE__{key}", value)
     folder = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "notebooks")
     book = nbformat.read(os.path.join(folder, notebook), as_version=4)

@@ -16,7 +16,7 @@ def get(base, endpoint, **params):
 
 def test_analyze_registers_models_the_server_serves(pipeline):
     # The end-to-end run tracked its analyze stage in the server: the models are found through its REST API.
-    server = pipeline["conf"].get("mlflow.tracking_uri")
+    server = pipeline["conf"].mlflow.tracking_uri
     assert server.startswith("http://127.0.0.1:")
     names = {m["name"] for m in get(server, "/api/2.0/mlflow/registered-models/search", max_results=100)["registered_models"]}
     assert {"crmlake-propensity", "crmlake-segmentation"} <= names

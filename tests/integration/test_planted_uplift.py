@@ -25,8 +25,8 @@ from crmlake.analyze import job as analyze
 from crmlake.analyze.features import customer_behaviour, in_holdout
 from crmlake.analyze.specs import uplift_model_name
 from crmlake.config import load_conf
-from crmlake.decide.audiences import Audience, in_control_group
-from crmlake.generate import world
+from crmlake.decide.audiences import in_control_group
+from crmlake.generate import behaviour, members, touchpoints, world
 from crmlake.generate.landing import _session_time_zone, write_campaign_responses
 from crmlake.lake import Lake
 
@@ -44,11 +44,11 @@ def observed(spark, plan: world.Plan) -> dict:
     daily_purchase_rate, response_type to a contact on the last day). Materialised in the
     plan's time zone, as the generator builds it."""
     with _session_time_zone(spark, plan.timezone):
-        people = world.persons(spark, plan).localCheckpoint()
-        visits = world.sessions(spark, people, plan).localCheckpoint()
-        accounts = world.accounts(people, plan).select("account_id", F.col("person").alias("person_id"), "signup_time").localCheckpoint()
+        people = members.persons(spark, plan).localCheckpoint()
+        visits = behaviour.sessions(spark, people, plan).localCheckpoint()
+        accounts = members.accounts(people, plan).select("account_id", F.col("person").alias("person_id"), "signup_time").localCheckpoint()
         owner = accounts.select("account_id", "person_id")
-        lines = world.order_lines(visits, plan).where(F.col("updated_time") == F.col("order_time"))  # first versions; status changes left out
+        lines = behaviour.order_lines(visits, plan).where(F.col("updated_time") == F.col("order_time"))  # first versions; status changes left out
         frames = {
             "members": accounts.groupBy("person_id").agg(F.min("signup_time").alias("signup_time")).localCheckpoint(),
             "order_lines": lines.join(owner, "account_id").select(
@@ -60,7 +60,7 @@ def observed(spark, plan: world.Plan) -> dict:
                 F.col("carted").cast("int").alias("adds_to_cart"),
             ).localCheckpoint(),
             # As a contact at the end would find them.
-            "truth": world.response_types(people, visits, people.select("person_no", F.lit(plan.days - 1).alias("day"))).join(people, "person_no").select(
+            "truth": touchpoints.response_types(people, visits, people.select("person_no", F.lit(plan.days - 1).alias("day"))).join(people, "person_no").select(
                 F.col("person").alias("person_id"), "response_type", "daily_purchase_rate", F.format_string("A%08d", F.col("person_no") * 2).alias("account_id"),
             ).localCheckpoint(),
         }
@@ -78,19 +78,19 @@ def experiment(spark, tmp_path, customers: int, days: int, seed: int) -> dict:
     conf = load_conf(overrides=[
         f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         f"mlflow.artifact_root={tmp_path}/mlartifacts", "analyze.uplift.contact_dates=3", "analyze.uplift.min_group_persons=50",
-        "analyze.uplift.max_iter=20", f"decide.attribution_days={ATTRIBUTION_DAYS}", "analyze.propensity.holdout_share=0.5",
-        f"decide.audiences=[{{name: {AUDIENCE}, rule: 'true', channel: email, control_share: 0.5}}]", "lake.engine=rs",
+        "analyze.uplift.max_iter=20", f"campaigns.attribution_days={ATTRIBUTION_DAYS}", "analyze.propensity.holdout_share=0.5",
+        f"campaigns.audiences=[{{name: {AUDIENCE}, rule: 'true', channel: email, control_share: 0.5}}]", "lake.engine=rs",
     ], environ={})
     lake = Lake(spark, conf)
     plan = world.Plan(customers, days, END, seed, TZ)
     frames = observed(spark, plan)
-    audience = Audience.from_conf(conf.get("decide.audiences")[0])
+    audience = conf.campaigns.audiences[0]
     contact_dates = [END - dt.timedelta(days=ATTRIBUTION_DAYS + 7 * k) for k in range(3)]
 
     contacts = None
     for day in contact_dates:
-        members = frames["members"].where(F.to_date(F.from_utc_timestamp("signup_time", TZ)) <= F.lit(day))
-        rows = members.join(frames["truth"], "person_id").select(
+        signed_up = frames["members"].where(F.to_date(F.from_utc_timestamp("signup_time", TZ)) <= F.lit(day))
+        rows = signed_up.join(frames["truth"], "person_id").select(
             F.lit(day).alias("contact_date"), F.lit(AUDIENCE).alias("audience"), F.lit("email").alias("channel"), F.lit(1).alias("priority"),
             "person_id", "account_id", F.when(in_control_group(F.col("person_id"), audience), "control").otherwise("treatment").alias("group"),
             F.col("daily_purchase_rate").alias("score"),
@@ -98,7 +98,7 @@ def experiment(spark, tmp_path, customers: int, days: int, seed: int) -> dict:
         contacts = rows if contacts is None else contacts.unionByName(rows)
     lake.overwrite("gold.contact_history", contacts, partition_by=["contact_date"])
     with _session_time_zone(spark, TZ):
-        responses = world.campaign_responses(frames["people"], frames["visits"], lake.read("gold.contact_history"), plan).join(
+        responses = touchpoints.campaign_responses(frames["people"], frames["visits"], lake.read("gold.contact_history"), plan).join(
             frames["truth"].select("account_id", "person_id"), "account_id"
         ).select("person_id", "order_id", "status", F.to_date(F.from_utc_timestamp("order_time", TZ)).alias("order_date"),
                  (F.col("quantity") * F.col("unit_price") - F.col("discount")).alias("line_amount")).localCheckpoint()
@@ -122,7 +122,7 @@ def test_the_uplift_ranking_finds_the_planted_persuadables_that_the_propensity_r
     assert run["responses"] > 0 and facts[AUDIENCE]["champion_moved"], facts
 
     # MLflow holds the holdout Qini of both rankings; the uplift ranking's is higher.
-    client = MlflowClient(conf.get("mlflow.tracking_uri"))
+    client = MlflowClient(conf.mlflow.tracking_uri)
     (logged,) = client.search_runs([client.get_experiment_by_name("crmlake").experiment_id], f"attributes.run_name = 'uplift-{AUDIENCE}-{END}'")
     metrics = logged.data.metrics
     assert metrics["qini"] == pytest.approx(facts[AUDIENCE]["qini"], abs=1e-4)
@@ -135,7 +135,7 @@ def test_the_uplift_ranking_finds_the_planted_persuadables_that_the_propensity_r
     # ranking puts more than two standard deviations above it there, the propensity ranking (the
     # planted purchase rate) puts the sure things there.
     scored = lake.read("gold.audience_uplift").where(F.col("score_date") == F.lit(END)).join(run["truth"], "person_id")
-    held_out = scored.where(in_holdout(F.col("person_id"), float(conf.get("analyze.propensity.holdout_share")))).toPandas()
+    held_out = scored.where(in_holdout(F.col("person_id"), conf.analyze.propensity.holdout_share)).toPandas()
     share, top = (held_out["response_type"] == "persuadable").mean(), len(held_out) // 10
 
     def top_share(column):
@@ -158,19 +158,19 @@ def test_campaign_responses_land_as_contract_orders_files_of_contacted_persuadab
     plan = world.Plan(150, 35, END, 11, TZ)
     day = END - dt.timedelta(days=10)
     with _session_time_zone(spark, TZ):
-        people = world.persons(spark, plan)
-        types = world.response_types(people, world.sessions(spark, people, plan), people.select("person_no", F.lit((day - plan.start).days).alias("day"))).toPandas()
+        people = members.persons(spark, plan)
+        types = touchpoints.response_types(people, behaviour.sessions(spark, people, plan), people.select("person_no", F.lit((day - plan.start).days).alias("day"))).toPandas()
     persuadable = types[types["response_type"] == "persuadable"]["person_no"].tolist()
     sure = types[types["response_type"] == "sure_thing"]["person_no"].tolist()
     assert len(persuadable) >= 20 and sure
     rows = [(f"A{n * 2:08d}", day, "treatment") for n in persuadable] + [(f"A{n * 2:08d}", day, "control") for n in sure + persuadable[:5]]
     summary = write_campaign_responses(spark, str(landing), spark.createDataFrame(rows, "account_id string, contact_date date, group string"), TZ)
-    # Most contacted persuadables respond (world.RESPONSE_RATE); control persons and sure things do not.
+    # Most contacted persuadables respond (touchpoints.RESPONSE_RATE); control persons and sure things do not.
     assert 0.5 * len(persuadable) < summary["responses"] < 0.9 * len(persuadable), summary
     assert summary["contacts"]["persuadable/treatment"] == len(persuadable) and summary["contacts"]["sure_thing/control"] == len(sure)
 
     files = discover(str(landing), "orders", END + dt.timedelta(days=30))   # what acquire lists: the orders source's dt folders
-    assert files and all(day < f.dt <= day + dt.timedelta(days=world.RESPONSE_DAYS) for f in files)
+    assert files and all(day < f.dt <= day + dt.timedelta(days=touchpoints.RESPONSE_DAYS) for f in files)
     records = read_records(spark, [FileToRead(f.path, sha256="-") for f in files], "csv", 1 << 20)
     validated = with_validation(records, SOURCES["orders"])
     assert validated.where("reason IS NOT NULL").count() == 0 and validated.count() == summary["responses"]

@@ -1,7 +1,9 @@
 """The README's commands work as written: the cheap ones run here, every other one is parsed
-by the very parser it will meet (crmlake, jobs/*.py, the bench, make, MLproject), so the
-README cannot drift from the code again."""
+by the very parser it will meet (crmlake, jobs/*.py, the bench, make, MLproject, Airflow), so
+the README cannot drift from the code again."""
 
+import glob
+import json
 import os
 import re
 import shlex
@@ -41,8 +43,8 @@ def test_the_readme_shows_commands_of_every_kind():
     assert {"make", "crmlake", "spark-submit", "mlflow"} <= kinds
 
 
-def test_every_readme_command_parses_with_the_parser_it_meets(capsys):
-    unchecked = []
+def test_every_readme_command_parses_with_the_parser_it_meets(capsys, tmp_path):
+    unchecked, airflow_commands = [], []
     for argv in readme_commands():
         name, args = program(argv), argv[1:]
         if name == "make":
@@ -61,9 +63,22 @@ def test_every_readme_command_parses_with_the_parser_it_meets(capsys):
             entry = project["entry_points"][args[args.index("-e") + 1]]
             given = {args[i + 1].split("=")[0] for i, a in enumerate(args) if a == "-P"}
             assert given <= set(entry["parameters"]), (argv, entry["parameters"])
+        elif name == "airflow":
+            airflow_commands.append(args)
+        elif name == "export":
+            # The Airflow Variables and connections set for the DAGs are ones they read.
+            dags = "".join(open(path).read() for path in glob.glob(os.path.join(ROOT, "deploy", "airflow", "*.py")))
+            for name_value in args:
+                variable = re.match(r"AIRFLOW_(?:VAR|CONN)_(\w+)=", name_value)
+                assert variable is None or f"'{variable[1].lower()}'" in dags or f'"{variable[1].lower()}"' in dags, name_value
         else:
             unchecked.append(argv)
     assert unchecked == []  # a new kind of command in the README needs a check here
+    # Airflow's commands, by Airflow's own parser in its virtualenv (make airflow-venv).
+    parse = "import sys, json; from airflow.cli.cli_parser import get_parser\nfor a in json.loads(sys.argv[1]): get_parser().parse_args(a)"
+    done = subprocess.run([os.path.join(ROOT, ".venv-airflow", "bin", "python"), "-c", parse, json.dumps(airflow_commands)],
+                          env={**os.environ, "AIRFLOW_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    assert airflow_commands and done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("command", ["generate", "run", "backfill", "serve"])

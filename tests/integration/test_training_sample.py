@@ -27,12 +27,12 @@ def test_segments_are_fitted_on_a_bounded_sample_and_every_person_is_named(spark
     frame = persons.cache()   # as they are: the log scale is the pipeline's
     facts = specs.segmentation(conf, frame, dt.date(2026, 11, 21), str(tmp_path / "reports"), "fingerprint-1")
     assert facts["k"] == 3 and len(facts["segments"]) == 3
-    client = MlflowClient(conf.get("mlflow.tracking_uri"))
-    (run,) = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], "attributes.run_name = 'segmentation-2026-11-21'")
+    client = MlflowClient(conf.mlflow.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(conf.mlflow.experiment).experiment_id], "attributes.run_name = 'segmentation-2026-11-21'")
     assert run.data.params["training_max_persons"] == "500" and run.data.params["training_share"] == "0.25"
     # k was judged on the sampled persons, not on all: the logged silhouette is the model's on the
     # persons training_sample picks (about 500), and not its silhouette on all 2,000.
-    model, _ = tracking.load_champion(conf.get("analyze.segmentation.model_name"))
+    model, _ = tracking.load_champion(conf.analyze.segmentation.model_name)
     sampled, _ = training_sample(frame, 2_000, 500)
     assert abs(sampled.count() - 500) < 100
     assert run.data.metrics["silhouette_best"] == pytest.approx(silhouette(model, sampled), abs=1e-9)

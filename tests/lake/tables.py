@@ -5,15 +5,14 @@ from crmlake.lake import Catalog, load_catalog
 ROWS = {
     "partition_by": ["day"],
     "personal": ["email"],
-    "erase": "delete",
-    "subject": {"match": {"account_id": "account"}},
+    "subject": {"match": {"account_id": "account"}, "erase": "delete"},
     "columns": {"account_id": "string", "email": "string", "day": "date", "updated_time": "timestamp", "amount": "bigint"},
 }
 TEST_TABLES = {
     "bronze.t": ROWS,
     "silver.t": ROWS,
     "gold.t": ROWS,
-    "bronze.events": {"partition_by": ["day"], "columns": {"event_id": "bigint", "day": "string"}},
+    "bronze.events": {"partition_by": ["day"], "subject": {"none": "numbered events of no one"}, "columns": {"event_id": "bigint", "day": "string"}},
 }
 
 

@@ -26,7 +26,7 @@ ADVISORY_SIZE = "spark.sql.adaptive.advisoryPartitionSizeInBytes"
 def lake(request, spark, conf):
     if request.param == "spark" and not delta_spark_available(spark):
         pytest.skip("delta-spark engine: Delta's jars are not on the JVM classpath (no Maven here to resolve io.delta:delta-spark_4.2_2.13)")
-    return Lake(spark, type(conf)({**conf.data, "lake": {**conf.data["lake"], "engine": request.param}}), catalog_with_test_tables())
+    return Lake(spark, conf.with_overrides([f"lake.engine={request.param}"]), catalog_with_test_tables())
 
 
 @pytest.fixture

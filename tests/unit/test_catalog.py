@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from crmlake.lake import Lake, SchemaMismatchError, UndeclaredTableError, load_catalog
+from crmlake.lake import Catalog, Lake, LakeError, SchemaMismatchError, UndeclaredTableError, load_catalog
 from crmlake.lake.catalog import PERSONAL_NAME, readme_table_list
 
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
@@ -27,9 +27,29 @@ def test_every_column_named_like_personal_data_is_declared_personal():
     ]
 
 
-def test_every_table_with_personal_columns_says_how_to_erase_them():
-    for spec in load_catalog().personal_tables():
-        assert spec.erase in ("delete", "blank") and spec.subject_match, spec.name
+def test_every_table_says_how_a_subject_s_rows_are_found_or_why_it_holds_none():
+    catalog = load_catalog()
+    for spec in catalog.tables.values():
+        if spec.holds_subjects:
+            assert spec.erase in ("delete", "blank") and spec.subject_none is None, spec.name
+        else:
+            assert spec.subject_none and spec.erase is None and not spec.personal, spec.name
+    # Erasure and subject access walk these: the two that subject access once left out among them.
+    assert {"gold.next_best_category", "bronze.campaign_events"} <= {spec.name for spec in catalog.subject_tables()}
+
+
+def test_a_table_without_a_subject_rule_fails_the_catalog_naming_it():
+    signups = {"columns": {"account_id": "string", "email": "string"}, "personal": ["email"]}
+    with pytest.raises(LakeError, match="table silver.newsletter_signups has no subject rule"):
+        Catalog.from_dict({"silver.newsletter_signups": signups})
+    with pytest.raises(LakeError, match="table silver.newsletter_signups: a table holding no one's rows says why"):
+        Catalog.from_dict({"silver.newsletter_signups": {**signups, "personal": [], "subject": {"none": " "}}})
+    with pytest.raises(LakeError, match="table silver.newsletter_signups holds personal columns \\(email\\) but its subject rule says it holds no one's rows"):
+        Catalog.from_dict({"silver.newsletter_signups": {**signups, "subject": {"none": "sign-ups"}}})
+    with pytest.raises(LakeError, match="table silver.newsletter_signups: subject match kind household unknown"):
+        Catalog.from_dict({"silver.newsletter_signups": {**signups, "subject": {"match": {"account_id": "household"}, "erase": "delete"}}})
+    with pytest.raises(LakeError, match="table silver.newsletter_signups: unknown key erase"):
+        Catalog.from_dict({"silver.newsletter_signups": {**signups, "erase": "delete", "subject": {"match": {"account_id": "account"}, "erase": "delete"}}})
 
 
 def test_writing_an_undeclared_table_fails_naming_it(spark, conf):

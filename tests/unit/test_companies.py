@@ -6,9 +6,8 @@ from decimal import Decimal
 import pytest
 
 from crmlake.analyze.companies import company_scores
-from crmlake.analyze.value import ValueRules
-from crmlake.config import ConfigError
-from crmlake.decide.audiences import Audience, company_contacts
+from crmlake.config import ConfigError, load_conf
+from crmlake.decide.audiences import company_contacts
 from crmlake.organize.companies import companies
 
 RUN = dt.date(2026, 11, 21)
@@ -56,7 +55,7 @@ def test_companies_are_valued_as_one_customer_each(spark):
         "company_id string, account_id string, person_id string",
     )
     values = spark.createDataFrame([("P1", 1000.0), ("P2", 500.0), ("P3", 100.0), ("P5", 0.0)], "person_id string, predicted_value double")
-    scored = company_scores(firms, lines, members, values, RUN, 90, 2, ValueRules(), 10_000)
+    scored = company_scores(firms, lines, members, values, RUN, 90, 2, load_conf(environ={}).analyze.value, 10_000)
     rows = {r["company_id"]: (r["recency_days"], r["frequency"], r["monetary"], r["current_value"], r["predicted_value"], r["rfm_cell"], r["value_tier"])
             for r in scored.collect()}
     assert rows == {
@@ -81,5 +80,5 @@ def test_each_company_is_contacted_once_through_its_most_recent_buyer(spark):
 
 
 def test_an_unknown_audience_target_is_a_config_error():
-    with pytest.raises(ConfigError, match="target 'teams'"):
-        Audience.from_conf({"name": "a", "rule": "true", "channel": "email", "target": "teams"})
+    with pytest.raises(ConfigError, match="'campaigns.audiences.0.target' = 'teams'"):
+        load_conf(overrides=["campaigns.audiences=[{name: a, rule: 'true', channel: email, target: teams}]"], environ={})

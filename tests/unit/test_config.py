@@ -21,18 +21,18 @@ def test_precedence_is_defaults_then_file_then_set_then_environment(tmp_path):
         environ={"CRMLAKE__PATHS__LAKE": "from-env"},
         cwd=tmp_path,
     )
-    assert conf.get("paths.lake") == str(tmp_path / "from-env")
-    assert conf.get("business.timezone") == "Europe/Paris"
-    assert conf.get("business.currency") == "EUR"
-    assert conf.get("paths.landing") == str(tmp_path / "data/landing")  # the packaged default, made absolute
+    assert conf.paths.lake == str(tmp_path / "from-env")
+    assert conf.business.timezone == "Europe/Paris"
+    assert conf.business.currency == "EUR"
+    assert conf.paths.landing == str(tmp_path / "data/landing")  # the packaged default, made absolute
 
 
 def test_values_take_their_declared_types():
     conf = load_conf(overrides=["analyze.propensity.label_days=21", "spark.conf.spark.sql.shuffle.partitions=3"],
                      environ={"CRMLAKE__ANALYZE__PROPENSITY__HOLDOUT_SHARE": "0.3"})
-    assert conf.get("analyze.propensity.label_days") == 21
-    assert conf.get("analyze.propensity.holdout_share") == 0.3
-    assert conf.get("spark.conf")["spark.sql.shuffle.partitions"] == 3  # Spark's keys with dots stay one key
+    assert conf.analyze.propensity.label_days == 21
+    assert conf.analyze.propensity.holdout_share == 0.3
+    assert conf.spark.conf["spark.sql.shuffle.partitions"] == 3  # Spark's keys with dots stay one key
 
 
 def test_table_paths_come_from_the_lake_root(tmp_path):
@@ -60,6 +60,28 @@ def test_misspelt_key_in_a_file_names_the_key_the_file_and_the_nearest_key(tmp_p
     assert "did you mean 'analyze.propensity.label_days'" in message
 
 
+@pytest.mark.parametrize("moved, now", [
+    ("organize.identity.default_phone_region=TW", "business.default_phone_region"),
+    ("decide.attribution_days=7", "campaigns.attribution_days"),
+    ("decide.audiences=[]", "campaigns.audiences"),
+])
+def test_a_key_given_where_it_no_longer_lives_names_where_it_lives(moved, now):
+    with pytest.raises(ConfigError, match=f"unknown configuration key '{moved.split('=')[0]}'.*did you mean '{now}'"):
+        load_conf(overrides=[moved], environ={})
+
+
+def test_the_stages_read_the_validated_model_and_a_variant_is_a_validated_copy():
+    conf = load_conf(environ={})
+    assert conf.campaigns.audiences[0].name == "likely_buyers" and conf.campaigns.audiences[0].target == "persons"   # an entry's left-out key
+    variant = conf.with_overrides(["lake.engine=spark", "campaigns.attribution_days=7"])
+    assert (variant.lake.engine, variant.campaigns.attribution_days, variant.lake_root) == ("spark", 7, conf.lake_root)
+    assert (conf.lake.engine, conf.campaigns.attribution_days) == ("auto", 14)   # the original is left as it was
+    with pytest.raises(ConfigError, match="'lake.target_file_rows' = 'many'"):
+        conf.with_overrides(["lake.target_file_rows=many"])
+    with pytest.raises(ValueError, match="frozen"):
+        conf.lake.engine = "rs"
+
+
 def test_misspelt_environment_variable_is_named():
     with pytest.raises(ConfigError, match="environment variable CRMLAKE__LAKE__ENGNE.*did you mean 'lake.engine'"):
         load_conf(environ={"CRMLAKE__LAKE__ENGNE": "rs"})
@@ -72,7 +94,7 @@ def test_misspelt_environment_variable_is_named():
         (["--set", "lake.engine=duck"], "'lake.engine' = 'duck' (from --set lake.engine=duck)"),
         (["--set", "business.timezone=Mars/Olympus"], "'business.timezone' = 'Mars/Olympus'"),
         (["--set", "analyze.propensity.label_days=thirty"], "'analyze.propensity.label_days' = 'thirty'"),
-        (["--set", "decide.audiences=[{name: a, rule: 'frequency > 0', channel: fax}]"], "'decide.audiences.0.channel' = 'fax'"),
+        (["--set", "campaigns.audiences=[{name: a, rule: 'frequency > 0', channel: fax}]"], "'campaigns.audiences.0.channel' = 'fax'"),
         (["--set", "analyze.uplift.min_group_persons=0"], "'analyze.uplift.min_group_persons' = 0"),
     ],
 )
@@ -103,7 +125,7 @@ def test_the_package_zip_carries_its_defaults_and_loads_them_anywhere(tmp_path):
     assert "crmlake/conf/base.yaml" in zipfile.ZipFile(archive).namelist()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    probe = "from crmlake.config import load_conf; print(load_conf(environ={}).get('analyze.propensity.label_days'))"
+    probe = "from crmlake.config import load_conf; print(load_conf(environ={}).analyze.propensity.label_days)"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMLAKE")} | {"PYTHONPATH": archive}
     # -S: no site-packages, so crmlake can only come from the zip (its dependencies are added back by path)
     site = [p for p in sys.path if p.endswith("site-packages")]
@@ -115,17 +137,17 @@ def test_the_package_zip_carries_its_defaults_and_loads_them_anywhere(tmp_path):
 
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "Big Audience", "", "a" * 65])
 def test_an_audience_name_that_is_not_a_slug_is_refused_at_load_naming_the_key(name):
-    entry = f"decide.audiences=[{{name: '{name}', rule: 'true', channel: email}}]"
-    with pytest.raises(ConfigError, match=r"'decide\.audiences\.0\.name'") as error:
+    entry = f"campaigns.audiences=[{{name: '{name}', rule: 'true', channel: email}}]"
+    with pytest.raises(ConfigError, match=r"'campaigns\.audiences\.0\.name'") as error:
         load_conf(overrides=[entry], environ={})
     assert repr(name) in str(error.value)
 
 
 def test_crmlake_run_with_a_path_for_an_audience_name_exits_2(capsys):
-    assert main(["run", "--stage", "acquire", "--set", "decide.audiences=[{name: ../x, rule: 'true', channel: email}]"]) == 2
-    assert "'decide.audiences.0.name' = '../x'" in capsys.readouterr().err
+    assert main(["run", "--stage", "acquire", "--set", "campaigns.audiences=[{name: ../x, rule: 'true', channel: email}]"]) == 2
+    assert "'campaigns.audiences.0.name' = '../x'" in capsys.readouterr().err
 
 
 def test_a_slug_audience_name_loads():
-    conf = load_conf(overrides=["decide.audiences=[{name: win_back-2, rule: 'true', channel: email}]"], environ={})
-    assert [a["name"] for a in conf.get("decide.audiences")] == ["win_back-2"]
+    conf = load_conf(overrides=["campaigns.audiences=[{name: win_back-2, rule: 'true', channel: email}]"], environ={})
+    assert [a.name for a in conf.campaigns.audiences] == ["win_back-2"]

@@ -15,9 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from crmlake.analyze.reports import write_member_report
-from crmlake.config import ConfigError
+from crmlake.config import ConfigError, load_conf
 from crmlake.csv_cells import safe_cell, safe_frame, safe_rows, safe_table
-from crmlake.decide.audiences import Audience
 from crmlake.exports import VERSIONS, amend_exports, export_rows, platform_rows, publish_audience, remove_unpublished
 from crmlake.files import file_sha256
 from crmlake.serve import published_exports, resolve_download
@@ -66,10 +65,10 @@ def test_the_published_upload_file_has_the_documented_header_and_the_manifest_na
 
 
 def test_an_unknown_platform_format_or_one_on_a_non_ads_audience_is_a_config_error():
-    with pytest.raises(ConfigError, match="platform_format 'tiktok'"):
-        Audience.from_conf({"name": "a", "rule": "true", "channel": "ads", "platform_format": "tiktok"})
-    with pytest.raises(ConfigError, match="ads audience"):
-        Audience.from_conf({"name": "a", "rule": "true", "channel": "email", "platform_format": "meta_custom_audience"})
+    with pytest.raises(ConfigError, match="'campaigns.audiences.0.platform_format' = 'tiktok'"):
+        load_conf(overrides=["campaigns.audiences=[{name: a, rule: 'true', channel: ads, platform_format: tiktok}]"], environ={})
+    with pytest.raises(ConfigError, match="platform_format is for an ads audience"):
+        load_conf(overrides=["campaigns.audiences=[{name: a, rule: 'true', channel: email, platform_format: meta_custom_audience}]"], environ={})
 
 
 def test_an_empty_audience_is_published_with_headers_only(persons, tmp_path):

@@ -1,13 +1,22 @@
 """The house stands in pipeline order: no stage imports another, the shared rooms import no stage,
-and nothing in the runtime package imports the benchmark harness (``benchmarks/``, outside it)."""
+nothing in the runtime package imports the benchmark harness (``benchmarks/``, outside it), and
+each stage reads its own section of the configuration and the shared ones, as typed attributes;
+and the rooms stay small (no runtime module over ``MAX_MODULE_LINES`` lines)."""
 
 import ast
 import pathlib
+import re
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "lib" / "crmlake"
 STAGES = ("acquire", "organize", "analyze", "decide")
 RUNNERS = ("cli", "jobs", "runs")   # the only modules of the package that put the stages together
 HOUSE = ("crmlake", "benchmarks")   # the top-level packages an import check looks at
+MAX_MODULE_LINES = 450              # small rooms: a runtime module longer than this is split by concept
+CONF_MODULES = ("config", "config_schema")   # where the configuration is defined (their docstrings name every section)
+STAGE_SECTION = re.compile(r"\bconf\.(" + "|".join(STAGES) + r")\b")
+# A dotted lookup with a default (the settings are the validated model's attributes); Spark's own
+# session conf (spark.conf.get) is not crmlake's.
+DOTTED_LOOKUP = re.compile(r"(?<!spark\.)\bconf\.(?:get|require)\(|\bsettings_from\b")
 
 
 def _imported_modules(path: pathlib.Path) -> set[str]:
@@ -67,3 +76,41 @@ def test_the_check_finds_the_runtime_importing_the_bench_even_in_a_runner(tmp_pa
     (tmp_path / "lake").mkdir()
     (tmp_path / "lake" / "rs.py").write_text("from benchmarks.common import seconds\n")
     assert house_violations(tmp_path) == ["jobs.py imports benchmarks.lake", "lake/rs.py imports benchmarks.common", "lake/rs.py imports benchmarks.common.seconds"]
+
+
+def conf_violations(package: pathlib.Path) -> list[str]:
+    """Return 'file reads conf.<stage>' for every read of a stage's configuration section outside
+    that stage's package, and 'file looks up <call>' for every dotted lookup of a setting."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        room = relative.parts[0].removesuffix(".py")
+        text = path.read_text(encoding="utf-8")
+        found += [f"{relative} looks up {m.group(0)}" for m in DOTTED_LOOKUP.finditer(text)]
+        if room not in CONF_MODULES:
+            found += [f"{relative} reads conf.{stage}" for stage in sorted(set(STAGE_SECTION.findall(text))) if stage != room]
+    return found
+
+
+def test_a_stage_reads_its_own_section_and_the_shared_ones_as_attributes():
+    assert conf_violations(PACKAGE) == []
+
+
+def test_the_check_finds_a_cross_stage_read_and_a_dotted_lookup(tmp_path):
+    (tmp_path / "decide").mkdir()
+    (tmp_path / "decide" / "job.py").write_text("region = conf.organize.identity.default_phone_region\ncap = conf.decide.policy.max_contacts\n")
+    (tmp_path / "analyze").mkdir()
+    (tmp_path / "analyze" / "uplift.py").write_text("days = lake.conf.decide.attribution_days\nshare = conf.get('analyze.propensity.holdout_share', 0.25)\n")
+    (tmp_path / "privacy.py").write_text("region = conf.require('organize.identity.default_phone_region')\nzone = spark.conf.get('spark.sql.session.timeZone')\n")
+    (tmp_path / "session.py").write_text("rules = settings_from(Rules, section)\ntz = conf.business.timezone\n")
+    assert conf_violations(tmp_path) == [
+        "analyze/uplift.py looks up conf.get(", "analyze/uplift.py reads conf.decide",
+        "decide/job.py reads conf.organize",
+        "privacy.py looks up conf.require(",
+        "session.py looks up settings_from",
+    ]
+
+
+def test_no_runtime_module_is_over_the_line_limit():
+    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines()) for path in sorted(PACKAGE.rglob("*.py"))}
+    assert sizes and {module: lines for module, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}

@@ -99,7 +99,7 @@ def test_an_erased_account_alone_again_never_takes_the_id_it_once_minted_for_the
 def matching(max_per_key=5, broadcast_max_rows=1000):
     """The shipped conf's prior weights and threshold: decisions that do not depend on EM."""
     conf = load_conf("conf/local.yaml", environ={})
-    return Matching(prior_weights(conf.get("organize.identity.weights")), conf.get("organize.identity.link_min_probability"), max_per_key, broadcast_max_rows)
+    return Matching(prior_weights(conf.organize.identity.weights), conf.organize.identity.link_min_probability, max_per_key, broadcast_max_rows)
 
 
 def resolved(spark, accounts, links=(), previous=(), rules=None):

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from pyspark.sql import functions as F
 
+from crmlake.config import load_conf
 from crmlake.organize.transforms import consent_choices, latest_order_lines, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
 
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.timezone.utc)
@@ -243,10 +244,11 @@ ACCOUNT_360_SCHEMA = (
     "consent_withdrawn_at timestamp, referred_by string"
 )
 RUN_DATE = dt.date(2026, 11, 21)
+STALE_RULES = load_conf(environ={}).organize.customer_360   # base.yaml's: a student over 30, ages 13-100, 730 days, price bands 500 / 2000
 
 
 def people_360(spark, accounts, lines=(), sessions=()):
-    from crmlake.organize.customer360 import StaleRules, customer_360, person_behaviour
+    from crmlake.organize.customer360 import customer_360, person_behaviour
 
     line_schema = "order_id string, person_id string, order_time timestamp, status string, category string, unit_price decimal(18,2), line_amount decimal(18,2)"
     session_schema = "person_id string, session_start timestamp, session_end timestamp, device string"
@@ -255,7 +257,7 @@ def people_360(spark, accounts, lines=(), sessions=()):
         spark.createDataFrame(list(lines), line_schema), spark.createDataFrame(list(sessions), session_schema),
         spark.createDataFrame([], interaction_schema), "UTC",
     )
-    return {r["person_id"]: r for r in customer_360(spark.createDataFrame(accounts, ACCOUNT_360_SCHEMA), behaviour, RUN_DATE, "UTC", StaleRules()).collect()}
+    return {r["person_id"]: r for r in customer_360(spark.createDataFrame(accounts, ACCOUNT_360_SCHEMA), behaviour, RUN_DATE, "UTC", STALE_RULES).collect()}
 
 
 def account(account_id, person_id, updated, birth_year=1990, occupation="nurse", consent=True, referred_by=None, erased=False):
@@ -298,7 +300,7 @@ def test_a_person_counts_once_with_every_account_consenting_and_referrals_that_b
 def test_refreshing_only_the_persons_a_day_reached_gives_the_full_customer_360(spark):
     import hashlib
 
-    from crmlake.organize.customer360 import Refresh, StaleRules, behaviour_from_history, customer_360, identifiers_touched, persons_to_refresh
+    from crmlake.organize.customer360 import Refresh, behaviour_from_history, customer_360, identifiers_touched, persons_to_refresh
     from crmlake.people import with_person_id
 
     email_hash = lambda email: hashlib.sha256(email.encode()).hexdigest()  # noqa: E731
@@ -348,7 +350,7 @@ def test_refreshing_only_the_persons_a_day_reached_gives_the_full_customer_360(s
     people_before, people_after = (with_person_id(a, m, ("account_id", F.col("account_id"))) for a, m in ((accounts_before, identities_before), (accounts_after, identities_after)))
     history_before = (frame(old_lines, line_schema), frame(old_sessions, session_schema), frame(old_interactions, interaction_schema))
     history_after = (frame(lines_after, line_schema), frame([*old_sessions, new_session], session_schema), frame([*old_interactions, new_interaction], interaction_schema))
-    rules = StaleRules()
+    rules = STALE_RULES
     before = customer_360(people_before, behaviour_from_history(*history_before, identities_before, "UTC"), RUN_DATE - day, "UTC", rules)
     before = before.where("person_id != 'P11'").cache()  # an erasure deleted P11's row; A11 stays a member
     touched = identifiers_touched(

@@ -6,18 +6,19 @@ from decimal import Decimal
 import pytest
 from pyspark.sql import functions as F
 
-from crmlake.config import ConfigError
-from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, suppression_reasons
+from crmlake.config import ConfigError, load_conf
+from crmlake.config_schema import Policy
+from crmlake.decide.audiences import Audience, apply_policy, suppression_reasons
 from crmlake.decide.results import campaign_results
 
 RUN = dt.date(2026, 11, 21)
 T = lambda days: dt.datetime(2026, 11, 21, 12, tzinfo=dt.timezone.utc) + dt.timedelta(days=days)  # noqa: E731
 SCORED = "person_id string, propensity_score double, propensity_decile int, segment string, rfm_cell string, marketing_consent boolean"
-POLICY = ContactPolicy(max_contacts=2, window_days=30, complaint_quiet_days=30)
+POLICY = Policy(max_contacts=2, window_days=30, complaint_quiet_days=30)
 
 
 def audience(name="a", priority=1, control_share=0.0, limit=1000, rule="propensity_decile >= 5", channel="email"):
-    return Audience.from_conf({"name": name, "rule": rule, "channel": channel, "priority": priority, "control_share": control_share, "limit": limit})
+    return Audience(name=name, rule=rule, channel=channel, priority=priority, control_share=control_share, limit=limit)
 
 
 def no_prior(spark):
@@ -129,7 +130,7 @@ def test_audiences_sharing_persons_hold_each_person_out_in_at_most_one_control_g
     # A's control group held out, as run() does.
     scored = spark.createDataFrame([(f"P{i:02d}", 0.9, 9, "s", "555", True) for i in range(40)], SCORED)
     suppressed = spark.createDataFrame([], "person_id string, suppression_reason string")
-    policy = ContactPolicy(max_contacts=5, window_days=30, complaint_quiet_days=30)
+    policy = Policy(max_contacts=5, window_days=30, complaint_quiet_days=30)
     a, counts_a = apply_policy(scored, suppressed, no_prior(spark), audience("a", priority=1, control_share=0.5), policy)
     groups_a = {r["person_id"]: r["group"] for r in a.collect()}
     control_a = {p for p, g in groups_a.items() if g == "control"}
@@ -145,9 +146,10 @@ def test_audiences_sharing_persons_hold_each_person_out_in_at_most_one_control_g
 
 
 def test_raw_contact_details_need_an_internal_channel():
-    with pytest.raises(ConfigError, match="raw_contact"):
-        Audience.from_conf({"name": "x", "rule": "true", "channel": "email", "raw_contact": True})
-    assert Audience.from_conf({"name": "x", "rule": "true", "channel": "email", "raw_contact": True}, internal_channels=("email",)).raw_contact
+    raw = "campaigns.audiences=[{name: x, rule: 'true', channel: email, raw_contact: true}]"
+    with pytest.raises(ConfigError, match="audience 'x': raw_contact is allowed only for an internal channel"):
+        load_conf(overrides=[raw], environ={})
+    assert load_conf(overrides=[raw, "campaigns.internal_channels=[email]"], environ={}).campaigns.audiences[0].raw_contact
 
 
 def test_lift_is_the_difference_of_conversion_rates_with_a_confidence_interval(spark):
@@ -177,8 +179,7 @@ def test_an_audience_selects_and_orders_by_the_next_best_category(spark):
         [("P1", 0.9, "toys", 0.2), ("P2", 0.1, "books", 0.9), ("P3", 0.5, "books", 0.4), ("P4", 0.8, "books", 0.6)],
         "person_id string, propensity_score double, top_category string, top_category_score double",
     ).withColumn("marketing_consent", F.lit(True))
-    books = Audience.from_conf({"name": "books", "rule": "top_category = 'books'", "order_by": "top_category_score DESC", "channel": "email",
-                                "limit": 2, "control_share": 0.0})
+    books = Audience(name="books", rule="top_category = 'books'", order_by="top_category_score DESC", channel="email", limit=2, control_share=0.0)
     selected, counts = apply_policy(scored, spark.createDataFrame([], "person_id string, suppression_reason string"), no_prior(spark), books, POLICY)
     assert {r["person_id"] for r in selected.collect()} == {"P2", "P4"}   # the two likeliest book buyers, not the likeliest buyers
     assert (counts["matched"], counts["over_limit"], counts["exported"]) == (3, 1, 2)

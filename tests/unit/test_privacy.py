@@ -1,4 +1,5 @@
-"""Erasure on hand-built rows: which requests are due, finality, exports amended."""
+"""Erasure and subject access on hand-built rows: which requests are due, finality, exports
+amended, and the catalog deciding which tables both cover."""
 
 import datetime as dt
 import gzip
@@ -10,7 +11,9 @@ import pyarrow.parquet as pq
 
 from crmlake.exports import amend_exports, publish_audience
 from crmlake.files import file_sha256
-from crmlake.privacy import erasures_due
+from crmlake.lake import Lake, load_catalog
+from crmlake.privacy import apply_erasures, erasures_due, request_erasure
+from crmlake.subjects import subject_access
 
 T0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.timezone.utc)
 CHANGES = "account_id string, op string, updated_time timestamp, ingested_at timestamp"
@@ -85,7 +88,7 @@ def test_an_amended_platform_upload_file_drops_the_person_by_the_platforms_hash(
 
 def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as_each_upload_has_them(spark, lake):
     from crmlake.exports import PLATFORM_FORMATS, platform_rows
-    from crmlake.privacy import subject_of
+    from crmlake.subjects import subject_of
 
     def table(name, rows, ddl):
         declared = spark.createDataFrame([], lake.catalog.spec(name).ddl)
@@ -114,7 +117,7 @@ def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as
 
 def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_in_json_or_csv_or_their_email(spark):
     from crmlake.lake import load_catalog
-    from crmlake.privacy import Subject, subject_condition
+    from crmlake.subjects import Subject, subject_condition
 
     hostile = 'o\'b"r\\n台 %_'   # a quote, a double quote, a backslash, non-ASCII, SQL wildcards
     subject = Subject((hostile,), ("ann@example.com",), (), (), (), (), ())
@@ -130,3 +133,68 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_in_json_or_csv_
     quarantine = spark.createDataFrame([(line,) for line in lines], "raw_text string")
     found = quarantine.crossJoin(subject.frame(spark)).where(subject_condition(load_catalog().spec("bronze.quarantine"))).select("raw_text")
     assert sorted(r["raw_text"] for r in found.collect()) == sorted(line for line, held in lines.items() if held)
+
+
+def write(lake, name, rows, ddl):
+    """Write ``rows`` (of ``ddl``'s columns) to ``name``, every other declared column null."""
+    declared = lake.spark.createDataFrame([], lake.catalog.spec(name).ddl)
+    lake.overwrite(name, declared.unionByName(lake.spark.createDataFrame(rows, ddl), allowMissingColumns=True))
+
+
+def two_members(lake):
+    """Ann (account A1, person P1, her own cookie c1) and Bo (A2, P2), known to the lake."""
+    write(lake, "bronze.customers", [("A1", "upsert", "ann@example.com"), ("A2", "upsert", "bo@example.com")], "account_id string, op string, email string")
+    write(lake, "silver.customers", [("A1", False, "ann@example.com"), ("A2", False, "bo@example.com")], "account_id string, erased boolean, email string")
+    write(lake, "silver.identity_map", [("account_id", "A1", "P1"), ("account_id", "A2", "P2"), ("anonymous_id", "c1", "P1")],
+          "identifier_type string, identifier string, person_id string")
+
+
+def read_access(folder, table):
+    return json.load(open(os.path.join(folder, f"{table}.json")))
+
+
+def test_a_table_added_to_the_catalog_is_covered_by_subject_access_and_erasure(spark, conf, tmp_path):
+    signups = {
+        "description": "Newsletter sign-ups: a table no code of erasure or subject access names.",
+        "personal": ["email"],
+        "subject": {"match": {"account_id": "account"}, "erase": "delete"},
+        "columns": {"account_id": "string", "email": "string", "signed_up_on": "date"},
+    }
+    lake = Lake(spark, conf, load_catalog().with_tables({"silver.newsletter_signups": signups}))
+    two_members(lake)
+    write(lake, "silver.newsletter_signups", [("A1", "ann@example.com", dt.date(2026, 11, 1)), ("A2", "bo@example.com", dt.date(2026, 11, 2))],
+          "account_id string, email string, signed_up_on date")
+
+    assert subject_access(lake, str(tmp_path / "access"), account="A1")["silver.newsletter_signups"] == 1
+    assert read_access(tmp_path / "access", "silver.newsletter_signups") == [{"account_id": "A1", "email": "ann@example.com", "signed_up_on": "2026-11-01"}]
+
+    request_erasure(lake, ["A1"], T0)
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    assert [r["account_id"] for r in lake.read("silver.newsletter_signups").collect()] == ["A2"]
+    (receipt,) = lake.read("gold.erasure_log").collect()
+    assert "silver.newsletter_signups" in receipt["tables"] and receipt["rows_removed"]["silver.newsletter_signups"] == 1
+
+
+def test_subject_access_returns_the_subject_s_next_best_categories_and_campaign_events(lake, tmp_path):
+    two_members(lake)
+    write(lake, "gold.next_best_category", [("P1", "books", 1), ("P2", "toys", 1)], "person_id string, category string, rank int")
+    write(lake, "bronze.campaign_events", [("c-20261120", "A1", "opened"), ("c-20261120", "A2", "clicked")], "campaign_id string, account_id string, event string")
+
+    rows = subject_access(lake, str(tmp_path), account="A1")
+
+    assert rows["gold.next_best_category"] == 1 and read_access(tmp_path, "gold.next_best_category")[0]["category"] == "books"
+    assert [(r["account_id"], r["event"]) for r in read_access(tmp_path, "bronze.campaign_events")] == [("A1", "opened")]
+    assert json.load(open(tmp_path / "index.json"))["tables_holding_no_one"]["silver.funnel"]
+
+
+def test_subject_access_blanks_another_person_s_identifiers_and_leaves_their_logged_in_rows_out(lake, tmp_path):
+    two_members(lake)
+    # Ann and Bo compared as a candidate pair; Bo logged in once on Ann's computer; Ann browsed there logged out.
+    write(lake, "silver.identity_pairs", [("A1", "A2", "no_link")], "account_a string, account_b string, decision string")
+    write(lake, "silver.sessions", [("s1", "c1", None), ("s2", "c1", "A2"), ("s3", "c9", "A1")], "session_id string, anonymous_id string, account_id string")
+
+    subject_access(lake, str(tmp_path), account="A1")
+
+    assert [(r["account_a"], r["account_b"]) for r in read_access(tmp_path, "silver.identity_pairs")] == [("A1", None)]
+    # s1: logged out on her own cookie; s3: logged in as her on a computer not hers alone (its cookie blanked).
+    assert sorted((r["session_id"], r["anonymous_id"], r["account_id"]) for r in read_access(tmp_path, "silver.sessions")) == [("s1", "c1", None), ("s3", None, "A1")]

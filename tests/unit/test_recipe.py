@@ -45,7 +45,7 @@ RECENCY = Baseline("recency alone", lambda: models.logistic_pipeline(("recency_d
 
 def registry(conf, name: str) -> tuple[str, dict]:
     """Return (the champion's version, each version's served tag)."""
-    client = MlflowClient(tracking_uri=conf.get("mlflow.tracking_uri"), registry_uri=conf.get("mlflow.tracking_uri"))
+    client = MlflowClient(tracking_uri=conf.mlflow.tracking_uri, registry_uri=conf.mlflow.tracking_uri)
     served = {str(v.version): v.tags.get(tracking.SERVED_TAG) for v in client.search_model_versions(f"name = '{name}'")}
     return str(client.get_model_version_by_alias(name, tracking.CHAMPION).version), served
 
@@ -57,8 +57,8 @@ def test_a_model_that_loses_to_its_baseline_is_not_served_the_baseline_is(spark,
     assert facts["baseline_auc_holdout"] == 1.0 and facts["auc_holdout"] < 1.0
     assert facts["served"] == "baseline" and "does not beat the baseline (recency alone)" in facts["served_reason"]
     assert registry(conf, "loses-to-recency") == ("1", {"1": "baseline"})
-    client = MlflowClient(conf.get("mlflow.tracking_uri"))
-    (run,) = client.search_runs([client.get_experiment_by_name(conf.get("mlflow.experiment")).experiment_id], f"attributes.run_name = 'loses-to-recency-{DAY}'")
+    client = MlflowClient(conf.mlflow.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(conf.mlflow.experiment).experiment_id], f"attributes.run_name = 'loses-to-recency-{DAY}'")
     assert run.data.tags["served"] == "baseline" and run.data.tags["served_reason"] == facts["served_reason"]
     # The champion is the baseline's pipeline: it takes the raw columns and ranks the recent buyer first.
     champion, _ = tracking.load_champion("loses-to-recency")

@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 
 from crmlake.analyze.features import FEATURE_COLUMNS
 from crmlake.analyze.uplift import decile_outcomes, learnable_contacts, qini, uplift_examples
-from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, with_audience_uplift
+from crmlake.config_schema import Policy
+from crmlake.decide.audiences import Audience, apply_policy, with_audience_uplift
 
 RUN = dt.date(2026, 11, 21)
 ACCURACY = 10_000   # percentile_approx's: exact on a few rows
@@ -113,14 +114,14 @@ def test_an_audience_ordered_by_uplift_takes_the_persons_a_contact_moves_most(sp
     entry = {"name": "persuadables", "rule": "true", "order_by": "uplift DESC, propensity_score DESC", "channel": "email", "control_share": 0.0}
     nobody = spark.createDataFrame([], "person_id string, suppression_reason string")
     no_prior = spark.createDataFrame([], "person_id string, contacts long")
-    policy = ContactPolicy(max_contacts=2, window_days=30, complaint_quiet_days=30)
+    policy = Policy(max_contacts=2, window_days=30, complaint_quiet_days=30)
 
-    selected = apply_policy(with_audience_uplift(scored, uplift, "persuadables"), nobody, no_prior, Audience.from_conf({**entry, "limit": 3}), policy)[0]
+    selected = apply_policy(with_audience_uplift(scored, uplift, "persuadables"), nobody, no_prior, Audience(**entry, limit=3), policy)[0]
     # By propensity: P1, P4, P3. By uplift: P2, P3, then P1 (0.0) before P4, whose 0.9 is
     # another audience's uplift (it has none for this one: last).
     assert {r["person_id"] for r in selected.collect()} == {"P1", "P2", "P3"}
-    assert Audience.from_conf(entry).uses_uplift
-    assert not Audience.from_conf({**entry, "order_by": "propensity_score DESC", "rule": "uplift_model IS NOT NULL"}).uses_uplift
+    assert Audience(**entry).uses_uplift
+    assert not Audience(**{**entry, "order_by": "propensity_score DESC", "rule": "uplift_model IS NOT NULL"}).uses_uplift
 
 
 def test_decide_gives_an_audience_reading_uplift_its_own_and_names_the_model_in_the_manifest(spark):
@@ -130,11 +131,11 @@ def test_decide_gives_an_audience_reading_uplift_its_own_and_names_the_model_in_
     uplift = spark.createDataFrame([("P1", "persuadables", 0.1, "crmlake-uplift-persuadables/3")], "person_id string, audience string, uplift double, uplift_model string")
     manifest = {"propensity": {"name": "crmlake-propensity", "version": "1"}}
     entry = {"name": "persuadables", "rule": "true", "order_by": "uplift DESC, propensity_score DESC", "channel": "email"}
-    frame, models_used = with_uplift_of(Audience.from_conf(entry), persons, uplift, manifest)
+    frame, models_used = with_uplift_of(Audience(**entry), persons, uplift, manifest)
     assert {r["person_id"]: r["uplift"] for r in frame.collect()} == {"P1": 0.1, "P2": None}
     assert models_used == {**manifest, "uplift": {"name": "crmlake-uplift-persuadables", "version": "3"}}
     # Not scored yet: the column is there, all null, and the manifest names no uplift model.
-    frame, models_used = with_uplift_of(Audience.from_conf({**entry, "name": "newcomers"}), persons, uplift, manifest)
+    frame, models_used = with_uplift_of(Audience(**{**entry, "name": "newcomers"}), persons, uplift, manifest)
     assert [r["uplift"] for r in frame.collect()] == [None, None] and models_used == manifest
     # An audience that does not read it is left as it is.
-    assert with_uplift_of(Audience.from_conf({**entry, "order_by": "propensity_score DESC"}), persons, None, manifest) == (persons, manifest)
+    assert with_uplift_of(Audience(**{**entry, "order_by": "propensity_score DESC"}), persons, None, manifest) == (persons, manifest)

@@ -1,9 +1,11 @@
 """Value tiers, the loyalty ladder and the Pareto curve on tiny data, answers by hand."""
 
-from crmlake.analyze.value import ValueRules, pareto_curve, with_loyalty_level, with_value_tier
+from crmlake.analyze.value import pareto_curve, with_loyalty_level, with_value_tier
+from crmlake.config_schema import Loyalty, Value
 
 ACCURACY = 10_000   # percentile_approx's: exact on a few rows
-RULES = ValueRules(most_valuable_top_share=0.25, growth_ratio=1.5, growth_min_value=500, margin=0.3, cost_to_serve=60, repeat_min_orders=2, advocate_min_referred_buyers=1)
+TIERS = Value(most_valuable_top_share=0.25, growth_ratio=1.5, growth_min_value=500, margin=0.3, cost_to_serve=60)
+LADDER = Loyalty(repeat_min_orders=2, advocate_min_referred_buyers=1)
 
 
 def test_value_tiers_first_match_wins(spark):
@@ -11,7 +13,7 @@ def test_value_tiers_first_match_wins(spark):
         [("TOP", 9000.0, 100.0), ("B", 1000.0, 1200.0), ("C", 800.0, 600.0), ("GROW", 300.0, 900.0), ("POOR", 50.0, 100.0), ("NEVER", None, None)],
         "person_id string, current_value double, predicted_value double",
     )
-    tiers = {r["person_id"]: r["value_tier"] for r in with_value_tier(persons, RULES, ACCURACY).collect()}
+    tiers = {r["person_id"]: r["value_tier"] for r in with_value_tier(persons, TIERS, ACCURACY).collect()}
     # 5 buyers, top 25%: only TOP (percent_rank 0; B's is 1/4); GROW: 900 >= 1.5 x 300 and >= 500;
     # POOR: 100 x 0.3 = 30 < 60; NEVER: 0 < 60; B and C keep their value.
     assert tiers == {"TOP": "most_valuable", "B": "maintain", "C": "maintain", "GROW": "most_growth_potential", "POOR": "not_worth_developing", "NEVER": "not_worth_developing"}
@@ -24,7 +26,7 @@ def test_tied_buyers_at_the_top_share_boundary_are_most_valuable_together(spark)
         [(f"P{v}{suffix}", float(v), 0.0) for v, suffix in ((900, ""), (800, "a"), (800, "b"), (700, ""), (600, ""), (500, ""), (400, ""), (300, ""), (200, ""), (100, ""))],
         "person_id string, current_value double, predicted_value double",
     )
-    rules = ValueRules(most_valuable_top_share=0.2)
+    rules = TIERS.model_copy(update={"most_valuable_top_share": 0.2})
     top = {r["person_id"] for r in with_value_tier(persons, rules, ACCURACY).where("value_tier = 'most_valuable'").collect()}
     assert top == {"P900", "P800a", "P800b"}
 
@@ -34,7 +36,7 @@ def test_loyalty_ladder_highest_rung_reached(spark):
         [("P", 0, 0, 0), ("U", 3, 1, 2), ("S", 1, 0, 0), ("R", 2, 0, 0), ("A", 1, 0, 1)],
         "person_id string, orders int, open_complaints int, referred_buyers int",
     )
-    levels = {r["person_id"]: r["loyalty_level"] for r in with_loyalty_level(persons, RULES).collect()}
+    levels = {r["person_id"]: r["loyalty_level"] for r in with_loyalty_level(persons, LADDER).collect()}
     assert levels == {"P": "prospect", "U": "unsatisfied", "S": "satisfied", "R": "repeat_buyer", "A": "advocate"}
 
 

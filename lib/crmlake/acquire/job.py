@@ -168,7 +168,7 @@ def bronze_of_batch_dates(lake: Lake, source: Source, validated: DataFrame) -> D
     if part is None:
         return existing
     # One row per business date in the batch: small.
-    dates = [r[0] for r in validated.where("reason IS NULL").select(partition_date(source, lake.conf.get("business.timezone"))).distinct().collect()]
+    dates = [r[0] for r in validated.where("reason IS NULL").select(partition_date(source, lake.conf.business.timezone)).distinct().collect()]
     return existing.where(F.col(part).isin(*dates)).drop(part)
 
 
@@ -260,7 +260,7 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
     ingest log. With no files it still creates the source's empty bronze table.
     """
     ingested_at = dt.datetime.now(dt.timezone.utc)
-    records = read_records(spark, [FileToRead(f.path, f.sha256, f.unreadable) for f in files], source.format, int(conf.get("acquire.max_line_bytes")))
+    records = read_records(spark, [FileToRead(f.path, f.sha256, f.unreadable) for f in files], source.format, conf.acquire.max_line_bytes)
     # Cached: the validated records give the batch's dates and repeated keys, then, classified
     # (a join with the few repeated keys: not worth a second cache), the per-file counts and
     # two writes (the files are read and parsed once).
@@ -272,7 +272,7 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
     batch_files = [f.path for f in files]
     committed = earlier.where(F.col("source_file").isin(*batch_files)) if earlier is not None else None
     seen = earlier.where(~F.col("source_file").isin(*batch_files)).select("record_key") if earlier is not None else None
-    classified = classify(validated, seen, int(conf.get("acquire.repeats_broadcast_max_rows")))
+    classified = classify(validated, seen, conf.acquire.repeats_broadcast_max_rows)
     try:
         per_file = per_file_outcomes(classified)
         unbalanced = {f.path: problem for f in files if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
@@ -282,7 +282,7 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
         counted = [r for path, r in per_file.items() if path not in unbalanced]
         totals = {k: sum(int(r[k]) for r in counted) for k in ("accepted", "quarantined", "duplicates")}
         part = partition_column(source)
-        accepted = bronze_rows(kept, source, conf.get("business.timezone"), ingested_at)
+        accepted = bronze_rows(kept, source, conf.business.timezone, ingested_at)
         line = ["record_key", "source_file", "source_line"]
         already = committed.join(kept.select(*line), line, "left_semi").count() if committed is not None else 0
         if already:
@@ -290,7 +290,7 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
             accepted = accepted.join(committed.select(*line), line, "left_anti")
         written = lake.append(source.bronze_table, accepted, partition_by=[part] if part else [])
         crash_point("acquire.bronze_committed")
-        quarantined = quarantine_rows(kept, source, ingested_at, int(conf.get("acquire.raw_text_max_chars")))
+        quarantined = quarantine_rows(kept, source, ingested_at, conf.acquire.raw_text_max_chars)
         if lake.exists(QUARANTINE):  # a rerun after a crash between the two writes: this batch's files only
             held_before = lake.read(QUARANTINE).where((F.col("source") == source.name) & F.col("file_sha256").isin(*{f.sha256 for f in files}))
             quarantined = quarantined.join(held_before.select("quarantine_key"), "quarantine_key", "left_anti")

@@ -15,7 +15,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.analyze.features import with_rfm_scores
-from crmlake.analyze.value import ValueRules, with_value_tier
+from crmlake.analyze.value import with_value_tier
+from crmlake.config_schema import Value
 
 
 def company_members(companies: DataFrame) -> DataFrame:
@@ -24,7 +25,7 @@ def company_members(companies: DataFrame) -> DataFrame:
 
 
 def company_scores(companies: DataFrame, order_lines: DataFrame, members: DataFrame, person_values: DataFrame,
-                   run_date: dt.date, horizon_days: int, quantiles: int, rules: ValueRules, accuracy: int) -> DataFrame:
+                   run_date: dt.date, horizon_days: int, quantiles: int, rules: Value, accuracy: int) -> DataFrame:
     """Return one row per company as of ``run_date`` (gold.company_scores without score_date).
 
     Takes silver.companies, order lines (account_id, order_id, order_date, status,

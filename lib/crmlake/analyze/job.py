@@ -12,7 +12,7 @@ category and uplift per person, and the reports, for one run date.
   versions) and conf section: a rerun of a date with unchanged data and conf fits,
   registers and moves nothing, except judging a version whose run was killed between
   registering and judging it (:func:`crmlake.tracking.resume`).
-* Uplift per audience of ``decide.audiences``: :mod:`crmlake.analyze.uplift_scores`.
+* Uplift per audience of ``campaigns.audiences``: :mod:`crmlake.analyze.uplift_scores`.
 * Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`); value tiers and the
   loyalty ladder (:mod:`crmlake.analyze.value`); the Pareto curve, the next best categories,
   company scores and reports: :mod:`crmlake.analyze.writers`.
@@ -52,7 +52,7 @@ from crmlake.analyze.features import (
 )
 from crmlake.analyze.recipe import NotTrainable, isolated_model
 from crmlake.analyze.uplift_scores import audience_uplift
-from crmlake.analyze.value import ValueRules, with_loyalty_level, with_value_tier
+from crmlake.analyze.value import with_loyalty_level, with_value_tier
 from crmlake.analyze.writers import COMPANIES, model_column, next_best_categories, pareto, score_companies, write_profiles, write_reports
 from crmlake.config import Conf
 from crmlake.lake import Lake
@@ -82,13 +82,13 @@ def lifetime_value(conf: Conf, spark: SparkSession, people: DataFrame, order_lin
     """
     import mlflow
 
-    c = conf.get("analyze.lifetime_value")
-    unit_days, horizon = float(c["time_unit_days"]), c["horizon_days"]   # recency and T are fractions of the unit
+    c = conf.analyze.lifetime_value
+    unit_days, horizon = c.time_unit_days, c.horizon_days
     stats = clv.purchase_statistics(order_lines, run_date, unit_days).cache()
     repeat_buyers = stats.where("frequency > 0").count()
-    if repeat_buyers < c["min_repeat_buyers"]:
+    if repeat_buyers < c.min_repeat_buyers:
         stats.unpersist()
-        raise NotTrainable(f"lifetime value for {run_date}: {repeat_buyers} repeat buyers; fitting needs {c['min_repeat_buyers']} "
+        raise NotTrainable(f"lifetime value for {run_date}: {repeat_buyers} repeat buyers; fitting needs {c.min_repeat_buyers} "
                            "(analyze.lifetime_value.min_repeat_buyers)")
     model = clv.fit_lifetime_value(stats, unit_days)
     at_bounds = clv.parameters_at_bounds(model.params())
@@ -116,12 +116,12 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     lake, the reports, or writing the scores.
     """
     lake = Lake(spark, conf)
-    tz = conf.get("business.timezone")
+    tz = conf.business.timezone
     report_dir = os.path.join(conf.exports_root, REPORTS_DIR)
-    p, s = conf.get("analyze.propensity"), conf.get("analyze.segmentation")
-    accuracy, horizon = conf.get("analyze.ranking.quantile_accuracy"), conf.get("analyze.lifetime_value.horizon_days")
+    p, s = conf.analyze.propensity, conf.analyze.segmentation
+    accuracy, horizon = conf.analyze.ranking.quantile_accuracy, conf.analyze.lifetime_value.horizon_days
     # What every model's fingerprint holds besides its own section (the inputs' versions, in ``inputs``).
-    shared = {"timezone": tz, "training_max_persons": conf.get("analyze.training_max_persons")}
+    shared = {"timezone": tz, "training_max_persons": conf.analyze.training_max_persons}
     people = lake.read("silver.customer_360").cache()
     identity_map = lake.read("silver.identity_map")
     history, bronze_orders = lake.read("silver.customer_history"), lake.read("bronze.orders")
@@ -155,23 +155,23 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
     facts["reports"] = f["reports"]
     # Propensity's and next best category's point in time: features as of the cutoff, labels after it.
-    cutoff = run_date - dt.timedelta(days=p["label_days"])
+    cutoff = run_date - dt.timedelta(days=p.label_days)
     lines_then = lines_as_of(cutoff)
     behaviour_then = behaviour_as_of(cutoff, lines_then).cache()
     with isolated_model("propensity", run_date, failures) as f:
-        labelled = with_purchase_label(behaviour_then, order_lines, cutoff, p["label_days"])
-        f.update(specs.propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p, **shared})))
+        labelled = with_purchase_label(behaviour_then, order_lines, cutoff, p.label_days)
+        f.update(specs.propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p.model_dump(mode="json"), **shared})))
     facts["propensity"] = dict(f)
     with isolated_model("next_best_category", run_date, failures) as f:
-        c = conf.get("analyze.next_best_category")
-        bought = categories.categories_bought(order_lines, cutoff, p["label_days"])
+        c = conf.analyze.next_best_category
+        bought = categories.categories_bought(order_lines, cutoff, p.label_days)
         pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
-        settings = {"next_best_category": c, "label_days": p["label_days"], "holdout_share": p["holdout_share"], **shared}
+        settings = {"next_best_category": c.model_dump(mode="json"), "label_days": p.label_days, "holdout_share": p.holdout_share, **shared}
         f.update(specs.next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
     facts["next_best_category"] = dict(f)
     behaviour = behaviour_as_of(run_date, order_lines).cache()
     with isolated_model("segmentation", run_date, failures) as f:
-        f.update(specs.segmentation(conf, behaviour, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s, **shared})))
+        f.update(specs.segmentation(conf, behaviour, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s.model_dump(mode="json"), **shared})))
     facts["segmentation"] = dict(f)
     valued = without_lifetime_value(people.select("person_id"), horizon)
     with isolated_model("lifetime_value", run_date, failures) as f:
@@ -180,8 +180,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     facts["lifetime_value"] = dict(f)
     with timed(log, f"score persons for {run_date}") as f:
         # Each model's champion, whatever today's challenger did; a model without one yet leaves its columns null.
-        propensity_model, propensity_version = tracking.champion(p["model_name"])
-        segment_model, segment_version = tracking.champion(s["model_name"])
+        propensity_model, propensity_version = tracking.champion(p.model_name)
+        segment_model, segment_version = tracking.champion(s.model_name)
         f.update(propensity_champion=propensity_version, segmentation_champion=segment_version)
         if segment_model is not None:
             segmented = models.named_segments(segment_model, behaviour, behaviour.columns)[0]
@@ -194,12 +194,11 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         # Cached: the deciles and the RFM scores each aggregate it before its rows are written.
         propensity = propensity.cache()
         top_categories, f["next_best_category"] = next_best_categories(lake, conf, behaviour, order_lines, run_date)
-        rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
         recent = order_lines.where(
             (F.col("status") == "completed") & (F.col("order_date") > F.lit(run_date - dt.timedelta(days=horizon))) & (F.col("order_date") <= F.lit(run_date))
         ).groupBy("person_id").agg(F.sum("line_amount").cast("double").alias("current_value"))
         scored = with_rfm_scores(
-            with_deciles(propensity, "propensity_score", "propensity_decile", accuracy), conf.get("analyze.rfm_quantiles"), accuracy
+            with_deciles(propensity, "propensity_score", "propensity_decile", accuracy), conf.analyze.rfm_quantiles, accuracy
         )
         table = (
             scored.join(valued, "person_id", "left")
@@ -207,10 +206,10 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             .join(recent, "person_id", "left")
             .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
-            .transform(lambda df: with_value_tier(df, rules, accuracy))
-            .transform(lambda df: with_loyalty_level(df, rules))
-            .withColumn("propensity_model", model_column(p["model_name"], propensity_version))
-            .withColumn("segment_model", model_column(s["model_name"], segment_version))
+            .transform(lambda df: with_value_tier(df, conf.analyze.value, accuracy))
+            .transform(lambda df: with_loyalty_level(df, conf.analyze.loyalty))
+            .withColumn("propensity_model", model_column(p.model_name, propensity_version))
+            .withColumn("segment_model", model_column(s.model_name, segment_version))
             .withColumn("score_date", F.lit(run_date))
         )
         f["persons_scored"] = lake.overwrite_where(SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written

@@ -43,15 +43,15 @@ def propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_finger
     """
     import mlflow
 
-    p = conf.get("analyze.propensity")
-    accuracy, max_persons = conf.get("analyze.ranking.quantile_accuracy"), conf.get("analyze.training_max_persons")
+    p = conf.analyze.propensity
+    accuracy, max_persons = conf.analyze.ranking.quantile_accuracy, conf.analyze.training_max_persons
     counts = labelled.agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives")).first()   # one row
     positives, rows = int(counts["positives"] or 0), counts["rows"]
-    cutoff = run_date - dt.timedelta(days=p["label_days"])
+    cutoff = run_date - dt.timedelta(days=p.label_days)
     if positives == 0 or positives == rows:
         raise NotTrainable(f"propensity for {run_date}: {positives} of {rows} members bought between {cutoff} and {run_date}; training needs buyers and non-buyers")
-    rest, holdout = split_holdout(labelled, p["holdout_share"])
-    train, share = training_sample(rest, round(rows * (1 - p["holdout_share"])), max_persons)
+    rest, holdout = split_holdout(labelled, p.holdout_share)
+    train, share = training_sample(rest, round(rows * (1 - p.holdout_share)), max_persons)
 
     def metrics(model, frame: DataFrame) -> dict:
         measured, calibration = models.propensity_metrics(model, frame, accuracy)
@@ -62,12 +62,12 @@ def propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_finger
         return {}
 
     spec = ModelSpec(
-        "propensity", p["model_name"], FEATURE_COLUMNS, lambda: models.propensity_candidates(p["max_iter"], p["trees"], p["tree_depth"], p["seed"]),
-        metrics, "auc", p["champion_margin"], models.with_propensity_score,
-        Baseline("recency alone: a logistic regression on recency_days", lambda: models.logistic_pipeline(("recency_days",), p["max_iter"])),
+        "propensity", p.model_name, FEATURE_COLUMNS, lambda: models.propensity_candidates(p.max_iter, p.trees, p.tree_depth, p.seed),
+        metrics, "auc", p.champion_margin, models.with_propensity_score,
+        Baseline("recency alone: a logistic regression on recency_days", lambda: models.logistic_pipeline(("recency_days",), p.max_iter)),
         metric_name="{}_holdout", details=details,
     )
-    params = {"cutoff": cutoff, "label_days": p["label_days"], "holdout_share": p["holdout_share"], "holdout": "hash of person_id", "rows": rows,
+    params = {"cutoff": cutoff, "label_days": p.label_days, "holdout_share": p.holdout_share, "holdout": "hash of person_id", "rows": rows,
               "base_rate": round(positives / rows, 6), "training_max_persons": max_persons, "training_share": round(share, 4)}
     return train_and_judge(conf, spec, train, holdout, run_date, inputs_fingerprint, params)
 
@@ -81,10 +81,10 @@ def segmentation(conf: Conf, persons: DataFrame, run_date: dt.date, report_dir: 
     """
     import mlflow
 
-    s = conf.get("analyze.segmentation")
-    max_persons = conf.get("analyze.training_max_persons")
+    s = conf.analyze.segmentation
+    max_persons = conf.analyze.training_max_persons
     trained_on, share = training_sample(persons, persons.count(), max_persons)
-    low, high = s["k_range"]
+    low, high = s.k_range
 
     def details(trial: Trial) -> dict:
         _, profile, overall = models.named_segments(trial.model, persons, persons.columns)
@@ -96,9 +96,9 @@ def segmentation(conf: Conf, persons: DataFrame, run_date: dt.date, report_dir: 
         return {"k": ks[list(trial.candidates).index(trial.winner)], "segments": sorted(r["segment"] for r in profile)}
 
     spec = ModelSpec(
-        "segmentation", s["model_name"], models.SEGMENT_FEATURES,
-        lambda: {SEGMENT_CANDIDATE.format(k): models.segmentation_pipeline(k, s["seed"]) for k in range(low, high + 1)},
-        lambda model, frame: {"silhouette": models.silhouette(model, frame)}, "silhouette", s["champion_margin"], models.with_segment,
+        "segmentation", s.model_name, models.SEGMENT_FEATURES,
+        lambda: {SEGMENT_CANDIDATE.format(k): models.segmentation_pipeline(k, s.seed) for k in range(low, high + 1)},
+        lambda model, frame: {"silhouette": models.silhouette(model, frame)}, "silhouette", s.champion_margin, models.with_segment,
         metric_name="{}_best", details=details,
     )
     params = {"k_range": f"{low}-{high}", "training_max_persons": max_persons, "training_share": round(share, 4)}
@@ -113,30 +113,30 @@ def next_best_category(conf: Conf, pairs: DataFrame, bought: DataFrame, run_date
     and the categories each person bought in the label window. Raises NotTrainable when no pair
     or every pair was bought.
     """
-    c, p = conf.get("analyze.next_best_category"), conf.get("analyze.propensity")
-    max_persons = conf.get("analyze.training_max_persons")
+    c, p = conf.analyze.next_best_category, conf.analyze.propensity
+    max_persons = conf.analyze.training_max_persons
     counts = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum("label").alias("bought"), F.approx_count_distinct("person_id").alias("persons")).first()  # one row
     if not counts["bought"] or counts["bought"] == counts["pairs"]:
         raise NotTrainable(f"next best category for {run_date}: {int(counts['bought'] or 0)} of {counts['pairs']} person x category pairs "
                            "bought in the label window; training needs both (too little history before the cutoff)")
-    rest, holdout = split_holdout(pairs, p["holdout_share"])
-    train, share = training_sample(rest, round(counts["persons"] * (1 - p["holdout_share"])), max_persons)
+    rest, holdout = split_holdout(pairs, p.holdout_share)
+    train, share = training_sample(rest, round(counts["persons"] * (1 - p.holdout_share)), max_persons)
 
     def hit_rates(model, frame: DataFrame) -> dict:
         return categories.hit_rates(categories.with_category_rank(models.with_category_score(model, frame), "score"), bought)
 
     spec = ModelSpec(
-        "next-best-category", c["model_name"], categories.CATEGORY_FEATURES,
-        lambda: {"logistic_regression": models.logistic_pipeline(categories.CATEGORY_FEATURES, c["max_iter"])}, hit_rates, "top_3",
-        c["champion_margin"], models.with_category_score, Baseline("most popular categories first", models.popularity_pipeline), metric_name="hit_rate_{}",
+        "next-best-category", c.model_name, categories.CATEGORY_FEATURES,
+        lambda: {"logistic_regression": models.logistic_pipeline(categories.CATEGORY_FEATURES, c.max_iter)}, hit_rates, "top_3",
+        c.champion_margin, models.with_category_score, Baseline("most popular categories first", models.popularity_pipeline), metric_name="hit_rate_{}",
     )
-    params = {"label_days": p["label_days"], "holdout": "hash of person_id", "training_max_persons": max_persons, "training_share": round(share, 4)}
+    params = {"label_days": p.label_days, "holdout": "hash of person_id", "training_max_persons": max_persons, "training_share": round(share, 4)}
     return train_and_judge(conf, spec, train, holdout, run_date, inputs_fingerprint, params)
 
 
 def uplift_model_name(conf: Conf, audience: str) -> str:
     """Return the registered name of ``audience``'s uplift model: ``<analyze.uplift.model_name>-<audience>``."""
-    return f"{conf.get('analyze.uplift.model_name')}-{audience}"
+    return f"{conf.analyze.uplift.model_name}-{audience}"
 
 
 def uplift_of(conf: Conf, audience: str, examples: DataFrame, run_date: dt.date, report_dir: str, inputs_fingerprint: str) -> dict:
@@ -150,17 +150,17 @@ def uplift_of(conf: Conf, audience: str, examples: DataFrame, run_date: dt.date,
     """
     import mlflow
 
-    u = conf.get("analyze.uplift")
-    accuracy = conf.get("analyze.ranking.quantile_accuracy")
+    u = conf.analyze.uplift
+    accuracy = conf.analyze.ranking.quantile_accuracy
     # Safe to collect: two rows, one per group.
     groups = {r["group"]: (r["persons"], int(r["converted"] or 0))
               for r in examples.groupBy("group").agg(F.countDistinct("person_id").alias("persons"), F.sum("label").alias("converted")).collect()}
     for group in ("treatment", "control"):
         persons, converted = groups.get(group, (0, 0))
-        if persons < u["min_group_persons"] or converted in (0, persons):
+        if persons < u.min_group_persons or converted in (0, persons):
             raise NotTrainable(f"uplift of {audience} for {run_date}: {persons} {group} persons, {converted} converted, in its contact dates with a "
-                               f"complete attribution window; training needs at least {u['min_group_persons']} (analyze.uplift.min_group_persons) and both outcomes")
-    train, holdout = split_holdout(models.with_group_weights(examples), conf.get("analyze.propensity.holdout_share"))
+                               f"complete attribution window; training needs at least {u.min_group_persons} (analyze.uplift.min_group_persons) and both outcomes")
+    train, holdout = split_holdout(models.with_group_weights(examples), conf.analyze.propensity.holdout_share)
 
     def qini_of(ranked: DataFrame, score_col: str) -> dict:
         measured = uplift.qini(uplift.decile_outcomes(ranked, score_col, accuracy))
@@ -180,15 +180,15 @@ def uplift_of(conf: Conf, audience: str, examples: DataFrame, run_date: dt.date,
 
     spec = ModelSpec(
         f"uplift-{audience}", uplift_model_name(conf, audience), FEATURE_COLUMNS,
-        lambda: {"t_learner": models.uplift_pipeline(u["max_iter"])}, lambda model, frame: qini_of(models.with_uplift(model, frame), "uplift"), "qini",
-        u["champion_margin"], models.with_uplift,
-        Baseline("propensity score when contacted; served as the average uplift for everyone", lambda: models.uplift_pipeline(u["max_iter"], columns=()),
+        lambda: {"t_learner": models.uplift_pipeline(u.max_iter)}, lambda model, frame: qini_of(models.with_uplift(model, frame), "uplift"), "qini",
+        u.champion_margin, models.with_uplift,
+        Baseline("propensity score when contacted; served as the average uplift for everyone", lambda: models.uplift_pipeline(u.max_iter, columns=()),
                  measure=lambda frame: qini_of(frame, "score")),
         details=details,
     )
     # Safe to collect: the audience's few contact dates.
     dates = sorted(str(r["contact_date"]) for r in examples.select("contact_date").distinct().collect())
-    params = {"audience": audience, "contact_dates": ",".join(dates), "attribution_days": conf.get("decide.attribution_days"),
+    params = {"audience": audience, "contact_dates": ",".join(dates), "attribution_days": conf.campaigns.attribution_days,
               "learner": "T-learner: logistic regression on contacted, on control persons", "holdout": "hash of person_id",
               **{f"{group}_persons": persons for group, (persons, _) in groups.items()}}
     return train_and_judge(conf, spec, train, holdout, run_date, inputs_fingerprint, params, tags={"audience": audience})

@@ -1,4 +1,4 @@
-"""Uplift per audience of ``decide.audiences``: each audience's model trained from its learnable
+"""Uplift per audience of ``campaigns.audiences``: each audience's model trained from its learnable
 contacts by the recipe (:func:`crmlake.analyze.specs.uplift_of`), and every person scored by each
 audience's champion into ``gold.audience_uplift`` (decide orders by it on request).
 
@@ -41,15 +41,16 @@ def audience_uplift(lake: Lake, conf: Conf, behaviour_as_of, order_lines: DataFr
     for every person: either way decide orders it by the rest of its ``order_by``.
     """
     tracking.configure(conf)   # the registry is read before any run starts
-    u = conf.get("analyze.uplift")
-    days = conf.get("decide.attribution_days")
-    audiences = [entry["name"] for entry in conf.get("decide.audiences") or []]
-    settings = {"uplift": u, "attribution_days": days, "holdout_share": conf.get("analyze.propensity.holdout_share"), "timezone": conf.get("business.timezone")}
-    reason = f"no contact date with a complete {days}-day attribution window (decide.attribution_days) up to {run_date}"
+    u = conf.analyze.uplift
+    days = conf.campaigns.attribution_days
+    audiences = [audience.name for audience in conf.campaigns.audiences]
+    settings = {"uplift": u.model_dump(mode="json"), "attribution_days": days, "holdout_share": conf.analyze.propensity.holdout_share,
+                "timezone": conf.business.timezone}
+    reason = f"no contact date with a complete {days}-day attribution window (campaigns.attribution_days) up to {run_date}"
     facts: dict = {audience: {"skipped": reason} for audience in audiences}
     learnable, digests = None, {}
     if lake.exists(CONTACT_HISTORY):
-        learnable = uplift.learnable_contacts(lake.read(CONTACT_HISTORY), run_date, days, u["contact_dates"]).where(F.col("audience").isin(audiences)).cache()
+        learnable = uplift.learnable_contacts(lake.read(CONTACT_HISTORY), run_date, days, u.contact_dates).where(F.col("audience").isin(audiences)).cache()
         # One row per audience: the contacts its model would learn from (with the input tables'
         # versions in ``inputs``, what its fingerprint is made of). Safe to collect.
         digests = {r["audience"]: {"contacts": r["contacts"], "digest": r["digest"], "dates": sorted(str(d) for d in r["dates"])} for r in learnable.groupBy("audience").agg(

@@ -1,6 +1,6 @@
 """Customer value: the Pareto curve, value tiers and the loyalty ladder.
 
-Value tiers (thresholds in conf ``analyze.value``), first match wins:
+Value tiers (thresholds in conf ``analyze.value``, :class:`~crmlake.config_schema.Value`), first match wins:
 
 * ``most_valuable``: current value (revenue in the last ``horizon_days``) in the top
   ``most_valuable_top_share`` of buyers (percent rank among buyers below it, ties sharing
@@ -12,7 +12,7 @@ Value tiers (thresholds in conf ``analyze.value``), first match wins:
   keeping the person in programmes costs over the horizon);
 * ``maintain``: everyone else.
 
-The loyalty ladder (conf ``analyze.loyalty``), highest rung reached: ``prospect`` (no
+The loyalty ladder (conf ``analyze.loyalty``, :class:`~crmlake.config_schema.Loyalty`), highest rung reached: ``prospect`` (no
 completed order), ``unsatisfied`` (bought, has an unresolved complaint), ``satisfied``
 (bought, no unresolved complaint), ``repeat_buyer`` (satisfied, at least
 ``repeat_min_orders`` orders), ``advocate`` (satisfied, referred at least
@@ -22,35 +22,16 @@ completed order), ``unsatisfied`` (bought, has an unresolved complaint), ``satis
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.analyze.ranking import cut_points, with_running_totals
-from crmlake.config import settings_from
+from crmlake.config_schema import Loyalty, Value
 
 
-@dataclass(frozen=True)
-class ValueRules:
-    """Thresholds of the value tiers and the loyalty ladder."""
-
-    most_valuable_top_share: float = 0.2
-    growth_ratio: float = 1.5
-    growth_min_value: float = 500.0
-    margin: float = 0.3
-    cost_to_serve: float = 60.0
-    repeat_min_orders: int = 2
-    advocate_min_referred_buyers: int = 1
-
-    @classmethod
-    def from_conf(cls, *sections: dict) -> "ValueRules":
-        """Build the rules from conf sections (``analyze.value``, ``analyze.loyalty``)."""
-        return settings_from(cls, *sections)
-
-
-def with_value_tier(persons: DataFrame, rules: ValueRules, accuracy: int) -> DataFrame:
+def with_value_tier(persons: DataFrame, rules: Value, accuracy: int) -> DataFrame:
     """Add ``value_tier``. Takes one row per person (or company) with ``current_value`` and
     ``predicted_value`` (doubles, null = 0).
 
@@ -83,7 +64,7 @@ def with_value_tier(persons: DataFrame, rules: ValueRules, accuracy: int) -> Dat
     return persons.withColumn("value_tier", tier)
 
 
-def with_loyalty_level(persons: DataFrame, rules: ValueRules) -> DataFrame:
+def with_loyalty_level(persons: DataFrame, rules: Loyalty) -> DataFrame:
     """Add ``loyalty_level``. Takes orders, open_complaints and referred_buyers per person."""
     bought = F.col("orders") > 0
     content = bought & (F.coalesce(F.col("open_complaints"), F.lit(0)) == 0)

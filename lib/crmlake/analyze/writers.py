@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from crmlake import charts, tracking
 from crmlake.analyze import categories, models, reports
 from crmlake.analyze.companies import company_members, company_scores
-from crmlake.analyze.value import ValueRules, pareto_curve, revenue_share_by
+from crmlake.analyze.value import pareto_curve, revenue_share_by
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.people import ACCOUNT, with_person_id
@@ -39,15 +39,15 @@ def next_best_categories(lake: Lake, conf: Conf, behaviour: DataFrame, order_lin
     gold.next_best_category for ``run_date``; return (person_id, top_category,
     top_category_score, category_model) and the facts. Without a champion yet, the date's
     partition is emptied and the frame returned is empty."""
-    c = conf.get("analyze.next_best_category")
-    model, version = tracking.champion(c["model_name"])
+    c = conf.analyze.next_best_category
+    model, version = tracking.champion(c.model_name)
     if model is None:
         table = lake.spark.createDataFrame([], lake.catalog.spec(NEXT_BEST_CATEGORY).ddl)
     else:
         ranked = categories.with_category_rank(models.with_category_score(model, categories.person_categories(behaviour, order_lines, run_date)), "score")
-        table = ranked.where(F.col("rank") <= c["top_n"]).select(
+        table = ranked.where(F.col("rank") <= c.top_n).select(
             "person_id", "category", "score", F.col("rank").cast("int").alias("rank"),
-            model_column(c["model_name"], version).alias("category_model"), F.lit(run_date).alias("score_date"),
+            model_column(c.model_name, version).alias("category_model"), F.lit(run_date).alias("score_date"),
         )
     rows = lake.overwrite_where(NEXT_BEST_CATEGORY, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
     top = lake.read(NEXT_BEST_CATEGORY).where(f"score_date = DATE'{run_date}' AND rank = 1").select(
@@ -60,12 +60,11 @@ def write_reports(lake: Lake, conf: Conf, order_lines: DataFrame, people: DataFr
     """Write the daily sales page and the month's member page; log them to MLflow; return the pages."""
     import mlflow
 
-    r = conf.get("analyze.reports")
+    r = conf.analyze.reports
     accounts = lake.read("silver.customers")
-    sales = reports.daily_sales(order_lines, accounts, run_date, conf.get("business.timezone"),
-                                r["trend_days"], r["trailing_weeks"], r["top_n"])
+    sales = reports.daily_sales(order_lines, accounts, run_date, conf.business.timezone, r.trend_days, r.trailing_weeks, r.top_n)
     members = reports.member_report(people, accounts, run_date)
-    files = reports.write_daily_sales(sales, os.path.join(report_dir, "daily_sales"), conf.get("business.currency"))
+    files = reports.write_daily_sales(sales, os.path.join(report_dir, "daily_sales"), conf.business.currency)
     files += reports.write_member_report(members, os.path.join(report_dir, "members"))
     figures = {f["figure"]: f["value"] for f in sales["figures"] if f["value"] is not None}
     with tracking.tracked_run(conf, f"reports-{run_date}", {"stage": "analyze", "run_date": str(run_date)}):
@@ -80,8 +79,8 @@ def pareto(lake: Lake, conf: Conf, report_dir: str, persons: DataFrame, run_date
 
     Takes ``persons`` as read from a table: the curve's running sum reads it more than once.
     """
-    ranking = conf.get("analyze.ranking")
-    curve = pareto_curve(persons, "monetary", ranking["pareto_ranges"], ranking["quantile_accuracy"]).withColumn("score_date", F.lit(run_date))
+    ranking = conf.analyze.ranking
+    curve = pareto_curve(persons, "monetary", ranking.pareto_ranges, ranking.quantile_accuracy).withColumn("score_date", F.lit(run_date))
     lake.overwrite_where(PARETO, curve, f"score_date = DATE'{run_date}'", partition_by=["score_date"])
     # Safe to collect: 100 points.
     points = [(r["top_share"], r["value_share"]) for r in lake.read(PARETO).where(f"score_date = DATE'{run_date}'").orderBy("top_share").collect()]
@@ -106,12 +105,10 @@ def write_profiles(exports_root: str, scores: DataFrame, run_date: dt.date) -> N
 def score_companies(lake: Lake, conf: Conf, order_lines: DataFrame, identity_map: DataFrame, scores: DataFrame, run_date: dt.date) -> int:
     """Write gold.company_scores for ``run_date`` (partition score_date) from silver.companies and
     the persons' scores; return the companies scored."""
-    rules = ValueRules.from_conf(conf.get("analyze.value"), conf.get("analyze.loyalty"))
     companies = lake.read(COMPANIES)
     members = with_person_id(company_members(companies), identity_map, (ACCOUNT, F.col("account_id")))
-    horizon = conf.get("analyze.lifetime_value.horizon_days")
     table = company_scores(
-        companies, order_lines, members, scores.select("person_id", "predicted_value"), run_date, horizon, conf.get("analyze.rfm_quantiles"), rules,
-        conf.get("analyze.ranking.quantile_accuracy"),
+        companies, order_lines, members, scores.select("person_id", "predicted_value"), run_date, conf.analyze.lifetime_value.horizon_days,
+        conf.analyze.rfm_quantiles, conf.analyze.value, conf.analyze.ranking.quantile_accuracy,
     ).withColumn("score_date", F.lit(run_date))
     return lake.overwrite_where(COMPANY_SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written

@@ -1,6 +1,7 @@
 """Audiences and the contact policy: who may be contacted, in which audience, and who is held out.
 
-An audience is a rule (Spark SQL) over the scored person table; an audience with ``target:
+An audience (conf ``campaigns.audiences``: :class:`~crmlake.config_schema.Audience`) is a
+rule (Spark SQL) over the scored person table; an audience with ``target:
 companies`` selects customer companies instead (B2B): its rule also sees the company's
 scores as ``company_*`` columns, and each company is contacted once, through the person of
 its most recent buyer (:func:`company_contacts`). The policy is applied in this order, and
@@ -14,7 +15,7 @@ every step is counted for the manifest:
 4. one control group per person and date: a person held out as control today by an
    audience served before this one is left out of it, treatment and control alike
    (``held_out_elsewhere``);
-5. frequency cap: at most ``max_contacts`` per person in any ``window_days`` rolling days
+5. frequency cap (conf ``decide.policy``): at most ``max_contacts`` per person in any ``window_days`` rolling days
    across all audiences; audiences are served by ``priority`` (1 first), so the
    higher-priority audience keeps the person (``capped``);
 6. ``limit``: the best persons by ``order_by`` (which, like the rule, may use ``uplift``:
@@ -39,102 +40,17 @@ before it did.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from crmlake.config import ConfigError, settings_from
-from crmlake.exports import NOT_AUDIENCES, PLATFORM_FORMATS
+from crmlake.config import ConfigError
+from crmlake.config_schema import Audience, Policy
 from crmlake.people import ACCOUNT, with_person_id
 
-CHANNELS = ("email", "sms", "ads")
-TARGETS = ("persons", "companies")
 # gold.company_scores columns an audience targeting companies sees, as company_<column>.
 COMPANY_COLUMNS = ("accounts", "buyers", "recency_days", "frequency", "monetary", "current_value", "predicted_value",
                    "r_score", "f_score", "m_score", "rfm_cell", "value_tier")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "erased", "service_complaint")
-UPLIFT_COLUMN = re.compile(r"\buplift\b")
-
-
-@dataclass(frozen=True)
-class Audience:
-    """One audience definition from conf ``decide.audiences``."""
-
-    name: str
-    description: str
-    rule: str
-    order_by: str
-    limit: int
-    channel: str
-    priority: int
-    control_share: float
-    raw_contact: bool
-    platform_format: str | None = None
-    target: str = "persons"
-
-    @property
-    def uses_uplift(self) -> bool:
-        """True when the rule or ``order_by`` reads the ``uplift`` column."""
-        return bool(UPLIFT_COLUMN.search(f"{self.rule} {self.order_by}"))
-
-    @classmethod
-    def from_conf(cls, entry: dict, internal_channels: tuple[str, ...] = ()) -> "Audience":
-        """Build an audience from one conf entry; raises ConfigError naming the audience and key."""
-        name = entry.get("name", "?")
-        missing = [k for k in ("name", "rule", "channel") if not entry.get(k)]
-        if missing:
-            raise ConfigError(f"decide.audiences entry {name!r}: missing {', '.join(missing)}")
-        if entry["name"] in NOT_AUDIENCES:
-            raise ConfigError(f"decide.audiences entry {name!r}: the name is taken by the exports' {entry['name']}/ folder")
-        if entry["channel"] not in CHANNELS:
-            raise ConfigError(f"decide.audiences entry {name!r}: channel {entry['channel']!r} is not one of {', '.join(CHANNELS)}")
-        share = float(entry.get("control_share", 0.1))
-        if not 0 <= share < 1:
-            raise ConfigError(f"decide.audiences entry {name!r}: control_share {share} must be in [0, 1)")
-        raw = bool(entry.get("raw_contact", False))
-        if raw and entry["channel"] not in internal_channels:
-            raise ConfigError(
-                f"decide.audiences entry {name!r}: raw_contact is allowed only for an internal channel "
-                f"(decide.policy.internal_channels = {list(internal_channels)})"
-            )
-        platform = entry.get("platform_format")
-        if platform is not None and platform not in PLATFORM_FORMATS:
-            raise ConfigError(f"decide.audiences entry {name!r}: platform_format {platform!r} is not one of {', '.join(PLATFORM_FORMATS)}")
-        if platform is not None and entry["channel"] != "ads":
-            raise ConfigError(f"decide.audiences entry {name!r}: platform_format is for an ads audience (channel is {entry['channel']!r})")
-        target = str(entry.get("target", "persons"))
-        if target not in TARGETS:
-            raise ConfigError(f"decide.audiences entry {name!r}: target {target!r} is not one of {', '.join(TARGETS)}")
-        return cls(
-            name=str(entry["name"]),
-            description=str(entry.get("description", "")),
-            rule=str(entry["rule"]),
-            order_by=str(entry.get("order_by", "propensity_score DESC")),
-            limit=int(entry.get("limit", 100_000)),
-            channel=str(entry["channel"]),
-            priority=int(entry.get("priority", 100)),
-            control_share=share,
-            raw_contact=raw,
-            platform_format=platform,
-            target=target,
-        )
-
-
-@dataclass(frozen=True)
-class ContactPolicy:
-    """The contact policy's settings (conf ``decide.policy``)."""
-
-    max_contacts: int = 2
-    window_days: int = 30
-    complaint_quiet_days: int = 30
-
-    @classmethod
-    def from_conf(cls, section: dict) -> "ContactPolicy":
-        """Build the policy from ``decide.policy`` (missing keys keep their defaults)."""
-        policy = settings_from(cls, section)
-        return cls(**{k: int(v) for k, v in policy.__dict__.items()})
 
 
 def company_contacts(company_scores: DataFrame, identity_map: DataFrame) -> DataFrame:
@@ -162,13 +78,13 @@ def order_columns(order_by: str) -> list:
         parts = term.split()
         direction = parts[1].upper() if len(parts) == 2 else "ASC"
         if len(parts) > 2 or direction not in ("ASC", "DESC"):
-            raise ConfigError(f"decide.audiences order_by {order_by!r}: expected 'column [ASC|DESC], ...'")
+            raise ConfigError(f"campaigns.audiences order_by {order_by!r}: expected 'column [ASC|DESC], ...'")
         column = F.expr(parts[0])
         columns.append(column.desc_nulls_last() if direction == "DESC" else column.asc_nulls_last())
     return columns
 
 
-def suppression_reasons(people: DataFrame, account_persons: DataFrame, campaign_events: DataFrame, run_date, policy: ContactPolicy) -> DataFrame:
+def suppression_reasons(people: DataFrame, account_persons: DataFrame, campaign_events: DataFrame, run_date, policy: Policy) -> DataFrame:
     """Return ``(person_id, suppression_reason)`` for every person who must not be contacted.
 
     Takes silver.customer_360 (person_id, declared_at, open_complaints, last_complaint_at),
@@ -213,7 +129,7 @@ def in_control_group(person_id, audience: Audience):
     return bucket < audience.control_share
 
 
-def apply_policy(scored: DataFrame, suppressed: DataFrame, prior_contacts: DataFrame, audience: Audience, policy: ContactPolicy,
+def apply_policy(scored: DataFrame, suppressed: DataFrame, prior_contacts: DataFrame, audience: Audience, policy: Policy,
                  held_out: DataFrame | None = None) -> tuple[DataFrame, dict]:
     """Apply the contact policy for one audience.
 

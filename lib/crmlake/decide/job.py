@@ -1,6 +1,6 @@
 """The decide stage: audiences under the contact policy, recorded, exported, and measured.
 
-For the run date's scores: every audience of ``decide.audiences``, by priority, goes
+For the run date's scores: every audience of ``campaigns.audiences``, by priority, goes
 through the contact policy (:mod:`crmlake.decide.audiences`; an audience whose rule or
 ``order_by`` reads ``uplift`` sees its own estimated uplift, from analyze's
 ``gold.audience_uplift``). Then, in this order:
@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.config import Conf
-from crmlake.decide.audiences import Audience, ContactPolicy, apply_policy, company_contacts, suppression_reasons, with_audience_uplift
+from crmlake.decide.audiences import Audience, apply_policy, company_contacts, suppression_reasons, with_audience_uplift
 from crmlake.exports import export_rows, platform_rows, publish_audience
 from crmlake.decide.results import campaign_results, lift_chart
 from crmlake.faults import crash_point
@@ -54,8 +54,7 @@ CONTACT_SCHEMA = "contact_date date, audience string, channel string, priority i
 
 def audiences_of(conf: Conf) -> list[Audience]:
     """Return conf's audiences in the order they are served: priority, then name."""
-    internal = tuple(conf.get("decide.policy.internal_channels") or ())
-    return sorted((Audience.from_conf(e, internal) for e in conf.get("decide.audiences") or []), key=lambda a: (a.priority, a.name))
+    return sorted(conf.campaigns.audiences, key=lambda a: (a.priority, a.name))
 
 
 INPUTS = ("gold.customer_scores", "silver.identity_map", "silver.customer_360", "silver.customers", "silver.order_lines",
@@ -105,7 +104,7 @@ def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFr
     the page; return rows."""
     import mlflow
 
-    days = int(conf.get("decide.attribution_days", 14))
+    days = conf.campaigns.attribution_days
     orders = with_order_person_id(order_lines.where("status = 'completed'"), identity_map)
     results = campaign_results(lake.read(CONTACT_HISTORY), orders, run_date, days).cache()
     written = lake.overwrite(CAMPAIGN_RESULTS, results).rows_written
@@ -151,8 +150,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     if not models:
         log.warning("decide skipped: no scores for %s (analyze skipped or has not run)", run_date)
         return {"exports": [], "skipped": f"no scores for {run_date}"}
-    policy = ContactPolicy.from_conf(conf.get("decide.policy"))
-    region = str(conf.get("organize.identity.default_phone_region", "TW"))
+    policy = conf.decide.policy
+    region = conf.business.default_phone_region
     identity_map = inputs.read("silver.identity_map")
     people = inputs.read("silver.customer_360")
     accounts = with_person_id(inputs.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id")))
@@ -216,7 +215,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
                 conf.exports_root, audience.name, run_date,
                 {
                     "definition": {k: getattr(audience, k) for k in DEFINITION_KEYS},
-                    "policy": {**policy.__dict__, "order": POLICY_ORDER},
+                    "policy": {**policy.model_dump(), "order": POLICY_ORDER},
                     "counts": counts,
                     "models": models_used,
                 },

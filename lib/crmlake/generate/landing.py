@@ -11,7 +11,7 @@ request, unsubscribes (one member moves after unsubscribing). Records dated afte
 
 Who is who goes to ``_truth/identity.csv`` (account_id, person, causes): every account
 written to the customers source, its true person and the planted causes that make one
-person look like two or two persons look like one (:func:`world.identity_truth`), counted
+person look like two or two persons look like one (:func:`members.identity_truth`), counted
 per cause in ``summary.json``. Acquire reads only the sources' ``dt=`` folders, so
 ``_truth/`` is never taken for data.
 
@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from crmlake.generate import world
+from crmlake.generate import behaviour, members, touchpoints, world
 from crmlake.generate.draws import uniform
 from crmlake.log import get_logger, timed
 from crmlake.people import MERGING_CAUSES, SPLITTING_CAUSES
@@ -132,7 +132,7 @@ def _write_single_csv(df: DataFrame, path: str, sort_by: list) -> None:
 
 
 def _cause_counts(identity: DataFrame) -> dict:
-    """Return {cause: {"accounts": n, "groups": n}} for every cause :func:`world.identity_truth` plants, 0 when absent."""
+    """Return {cause: {"accounts": n, "groups": n}} for every cause :func:`members.identity_truth` plants, 0 when absent."""
     tags = identity.select(F.explode(F.split("causes", ";")).alias("tag"))
     counted = tags.groupBy(F.substring_index("tag", ":", 1).alias("cause")).agg(F.count("*").alias("accounts"), F.countDistinct("tag").alias("groups"))
     found = {r["cause"]: {"accounts": r["accounts"], "groups": r["groups"]} for r in counted.collect()}  # safe: one row per cause
@@ -152,10 +152,10 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
     plan = world.Plan(customers, days, end, seed, timezone)
     defects: dict = {}
     with _session_time_zone(spark, timezone), timed(log, f"generate {customers} persons x {days} days to {landing}") as facts:
-        people = world.persons(spark, plan).cache()
-        visits = world.sessions(spark, people, plan).cache()
+        people = members.persons(spark, plan).cache()
+        visits = behaviour.sessions(spark, people, plan).cache()
 
-        clicks = world.clicks(visits, plan)
+        clicks = behaviour.clicks(visits, plan)
         duplicated = clicks.where(uniform(seed, "duplicate", "event_id") < 0.002)
         # A collector's batch for one day arrives two days late.
         late_day = F.to_date(F.date_format("event_time", "yyyy-MM-dd")) == F.lit(plan.end - dt.timedelta(days=4))
@@ -166,21 +166,21 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
         defects["clickstream_duplicate_events"] = _formatted(duplicated, [], "event_time", end).count()
         defects["clickstream_late_events"] = _formatted(clicks.where(late), [], "event_time", end).count()
 
-        lines = _formatted(world.order_lines(visits, plan), ["order_time", "updated_time"], "updated_time", end, money=("unit_price", "discount"))
+        lines = _formatted(behaviour.order_lines(visits, plan), ["order_time", "updated_time"], "updated_time", end, money=("unit_price", "discount"))
         _write(lines.select(*ORDER_COLUMNS, "dt"), landing, "orders", "csv", ["updated_time", "order_id", "line_no"])
 
-        accounts = world.accounts(people, plan).cache()
+        accounts = members.accounts(people, plan).cache()
         upserts = accounts.withColumn("op", F.lit("upsert")).withColumn("updated_time", F.col("signup_time"))
-        changes = world.profile_changes(accounts, plan).unionByName(world.phone_changes(accounts)).withColumn("op", F.lit("upsert"))
-        campaign_events = world.campaign_events(people, plan).cache()
-        moved = world.moved_after_unsubscribing(accounts, campaign_events, plan).withColumn("op", F.lit("upsert")).cache()
+        changes = members.profile_changes(accounts, plan).unionByName(members.phone_changes(accounts)).withColumn("op", F.lit("upsert"))
+        campaign_events = touchpoints.campaign_events(people, plan).cache()
+        moved = members.moved_after_unsubscribing(accounts, campaign_events, plan).withColumn("op", F.lit("upsert")).cache()
         erased = accounts.where(F.col("signup_time") < F.lit(plan.start).cast("timestamp")).orderBy(uniform(seed, "erase", "account_id")).limit(1)
         erase = erased.select("account_id", F.lit("erase").alias("op"), F.lit(f"{end} 09:00:00").cast("timestamp").alias("updated_time"))
         profile_columns = ["account_id", "op", "updated_time", "signup_time", "email", "phone", "name", "gender", "birth_year", "occupation", "city", "income_band", "marketing_consent", "marketing_consent_time", "referred_by", "account_type", "company_id"]
         profiles = upserts.select(*profile_columns).unionByName(changes.select(*profile_columns)).unionByName(moved.select(*profile_columns)).unionByName(erase, allowMissingColumns=True)
         _write(_formatted(profiles, ["updated_time", "signup_time", "marketing_consent_time"], "updated_time", end, floor=plan.start), landing, "customers", "json", ["updated_time", "account_id"])
 
-        _write(_formatted(world.interactions(people, plan), ["opened_time", "closed_time"], "opened_time", end), landing, "interactions", "csv", ["opened_time", "interaction_id"])
+        _write(_formatted(touchpoints.interactions(people, plan), ["opened_time", "closed_time"], "opened_time", end), landing, "interactions", "csv", ["opened_time", "interaction_id"])
         _write(_formatted(campaign_events, ["event_time"], "event_time", end, money=("revenue",)), landing, "campaign_events", "csv", ["event_time", "account_id", "event"])
 
         _drop_writer_files(landing)
@@ -196,7 +196,7 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
             "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year", "favourite_category"
         )
         truth.coalesce(1).write.option("header", True).csv("file://" + os.path.join(truth_dir, "persons"))
-        identity = world.identity_truth(accounts, visits).cache()
+        identity = members.identity_truth(accounts, visits).cache()
         _write_single_csv(identity, os.path.join(truth_dir, "identity.csv"), sort_by=["account_id"])
         identity_counts = _cause_counts(identity)
         identity.unpersist()
@@ -234,7 +234,7 @@ def write_campaign_responses(spark: SparkSession, landing: str, contacts: DataFr
 
     Takes contact rows (account_id, contact_date, group), e.g. gold.contact_history. The
     simulated persons and visits are rebuilt from ``<landing>/_truth/summary.json`` (seed,
-    customers, start, end): contacted persuadables buy (:func:`world.campaign_responses`),
+    customers, start, end): contacted persuadables buy (:func:`touchpoints.campaign_responses`),
     sure things and control persons buy as they would anyway. The orders land as new files
     in the ``orders`` source's ``dt`` folders (a later delivery, which acquire takes like
     any new file), following the contract; orders after the zone's end are not written.
@@ -245,13 +245,13 @@ def write_campaign_responses(spark: SparkSession, landing: str, contacts: DataFr
     start, end = dt.date.fromisoformat(truth["start"]), dt.date.fromisoformat(truth["end"])
     plan = world.Plan(int(truth["customers"]), (end - start).days + 1, end, int(truth["seed"]), timezone)
     with _session_time_zone(spark, timezone), timed(log, f"campaign responses to {landing}") as facts:
-        people = world.persons(spark, plan).cache()
-        visits = world.sessions(spark, people, plan).cache()
+        people = members.persons(spark, plan).cache()
+        visits = behaviour.sessions(spark, people, plan).cache()
         contacted = contacts.select(
             world.person_no_of_account(F.col("account_id")).alias("person_no"), F.datediff("contact_date", F.lit(plan.start)).alias("day"), "group"
         ).distinct()
-        types = world.response_types(people, visits, contacted.select("person_no", "day").distinct()).join(contacted, ["person_no", "day"]).cache()
-        responses = world.campaign_responses(people, visits, contacts, plan).cache()
+        types = touchpoints.response_types(people, visits, contacted.select("person_no", "day").distinct()).join(contacted, ["person_no", "day"]).cache()
+        responses = touchpoints.campaign_responses(people, visits, contacts, plan).cache()
         lines = _formatted(responses, ["order_time", "updated_time"], "updated_time", end, money=("unit_price", "discount"))
         _write(lines.select(*ORDER_COLUMNS, "dt"), landing, "orders", "csv", ["updated_time", "order_id", "line_no"], mode="append")
         planted = types.select(F.format_string("P%07d", "person_no").alias("person"), F.date_add(F.lit(plan.start), F.col("day")).alias("contact_date"), "group", "response_type")

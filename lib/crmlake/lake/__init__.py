@@ -61,13 +61,13 @@ def make_engine(spark: SparkSession, conf: Conf, engine: str | None = None):
     """Return the Delta engine named ``engine`` (auto, rs or spark; default: conf's
     ``lake.engine``) bound to ``spark``, sized by conf's ``lake.target_file_rows`` and
     ``lake.small_file_bytes``."""
-    engine = str(conf.get("lake.engine")) if engine is None else engine
+    engine = conf.lake.engine if engine is None else engine
     if engine not in ENGINES:
         raise EngineUnavailableError(f"lake.engine={engine!r}: expected one of {', '.join(ENGINES)}")
     if engine == "auto":
         engine = "spark" if delta_spark_available(spark) else "rs"
     cls = SparkDeltaEngine if engine == "spark" else RsEngine
-    return cls(spark, target_file_rows=int(conf.get("lake.target_file_rows")), small_file_bytes=int(conf.get("lake.small_file_bytes")))
+    return cls(spark, target_file_rows=conf.lake.target_file_rows, small_file_bytes=conf.lake.small_file_bytes)
 
 
 class Snapshot:
@@ -221,7 +221,7 @@ class Lake:
     def retention_hours(self, table: str) -> int:
         """Return how long ``table`` keeps history: its layer's ``lake.retention_days``, in hours."""
         layer = self.catalog.spec(table).layer
-        return int(self.conf.get(f"lake.retention_days.{layer}", 7)) * 24
+        return getattr(self.conf.lake.retention_days, layer) * 24
 
     def vacuum(self, table: str, retention_hours: int | None = None) -> list[str]:
         """Delete unreferenced files older than the retention (default: the table's layer's

@@ -12,8 +12,12 @@ How a write works, and why it is safe to kill at any point:
    a transaction id (app id, version) that the table has already seen commits nothing.
 
 A process killed before step 3 leaves the table at its previous version.
-Rewrites (merge, overwrite-where, delete) replace whole files: the files holding affected
-rows are removed and their surviving rows written again, in the same commit.
+Rewrites (merge, overwrite-where, erase, optimize) replace whole files: the files holding
+affected rows are removed and their surviving rows written again, in the same commit.
+
+This module holds the engine's operations (reading, the write modes, rewrites,
+maintenance); the steps every write is made of (staging, add and remove actions, the
+commit) are in :mod:`crmlake.lake.rs_commit`.
 """
 
 from __future__ import annotations
@@ -23,53 +27,27 @@ import re
 import shutil
 import time
 import urllib.parse
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.transaction import (
-    AddAction,
-    CommitProperties,
-    RemoveAction,
-    Transaction,
-    create_table_with_add_actions,
-)
+from deltalake.transaction import create_table_with_add_actions
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from crmlake.files import local_path
-from crmlake.lake.errors import LakeError, PredicateError, TableNotFoundError
-from crmlake.lake.frames import balanced_for_write, conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
-from crmlake.lake.stats import STATS_COLUMNS, parquet_file_stats
+from crmlake.lake.errors import PredicateError, TableNotFoundError
+from crmlake.lake.frames import conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
+from crmlake.lake.rs_commit import (
+    STAGING, StagedFile, add_actions, commit, commit_properties, file_uri, local_table_path, partition_text, remove_actions, stage_files,
+)
+from crmlake.lake.stats import STATS_COLUMNS
 from crmlake.lake.types import WriteId, WriteResult
 from crmlake.log import get_logger
 
 log = get_logger("lake.rs")
-STAGING = "_staging"
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-
-
-def _local_path(location: str) -> str:
-    path = local_path(location)
-    if path is None:
-        raise LakeError(f"table {location}: the rs engine writes to local disk only; use lake.engine=spark for {urllib.parse.urlparse(location).scheme}://")
-    return path
-
-
-def _file_uri(path: str) -> str:
-    # Hadoop parses a path string without percent-decoding: pass the path as it is on disk.
-    return "file://" + path
-
-
-def _partition_text(value) -> str | None:
-    """Render a typed partition value the way the Delta log stores it (a string, or null)."""
-    if value is None:
-        return None
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def _names_only(predicate: str, allowed: Sequence[str], columns: Sequence[str]) -> bool:
@@ -77,13 +55,6 @@ def _names_only(predicate: str, allowed: Sequence[str], columns: Sequence[str]) 
     without_literals = re.sub(r"'(?:[^'\\]|\\.)*'", " ", predicate)
     named = {token.strip("`").lower() for token in re.findall(r"`[^`]+`|[A-Za-z_][A-Za-z0-9_]*", without_literals)}
     return not (named & {c.lower() for c in columns if c not in allowed})
-
-
-@dataclass
-class _StagedFile:
-    relative_path: str  # inside the table, as written in the Delta log (URI-encoded)
-    absolute_path: str
-    partition_values: dict
 
 
 class RsEngine:
@@ -99,10 +70,10 @@ class RsEngine:
     # ----------------------------------------------------------------- reading
     def exists(self, location: str) -> bool:
         """Return True when ``location`` holds a Delta table."""
-        return DeltaTable.is_deltatable(_local_path(location))
+        return DeltaTable.is_deltatable(local_table_path(location))
 
     def _table(self, location: str, version: int | None = None) -> DeltaTable:
-        path = _local_path(location)
+        path = local_table_path(location)
         if not DeltaTable.is_deltatable(path):
             raise TableNotFoundError(f"no Delta table at {location} (has the stage that writes it run?)")
         return DeltaTable(path, version=version)
@@ -134,7 +105,7 @@ class RsEngine:
             return self.spark.createDataFrame([], schema)
         return (
             self.spark.read.schema(schema)
-            .option("basePath", _file_uri(_local_path(location)))
+            .option("basePath", file_uri(local_table_path(location)))
             .parquet(*files)
             .select(*schema.fieldNames())
         )
@@ -158,7 +129,7 @@ class RsEngine:
                 "size_bytes": a["size_bytes"],
                 "num_records": a.get("num_records"),
                 "partition_values": {
-                    k[len("partition."):]: _partition_text(v) for k, v in a.items() if k.startswith("partition.")
+                    k[len("partition."):]: partition_text(v) for k, v in a.items() if k.startswith("partition.")
                 },
             }
             for a in actions
@@ -174,38 +145,9 @@ class RsEngine:
             return True
         return False
 
-    def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str]) -> list[_StagedFile]:
-        """Write ``df`` as Parquet under the table's staging area and move the files in place.
-
-        A partition value is written by as many tasks as its size calls for (see
-        :func:`balanced_for_write`), each file holding at most ``target_file_rows`` rows.
-        """
-        root = _local_path(location)
-        staging = os.path.join(root, STAGING, uuid.uuid4().hex)
-        writer = balanced_for_write(df, partition_by).write.mode("overwrite").option("maxRecordsPerFile", self.target_file_rows)
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        writer.parquet(_file_uri(staging))
-        staged: list[_StagedFile] = []
-        for dirpath, _, filenames in os.walk(staging):
-            for filename in filenames:
-                if not filename.endswith(".parquet"):
-                    continue
-                rel_dir = os.path.relpath(dirpath, staging)
-                parts = [] if rel_dir == "." else rel_dir.split(os.sep)
-                values = {}
-                for part in parts:
-                    key, _, raw = part.partition("=")
-                    value = urllib.parse.unquote(raw)
-                    values[urllib.parse.unquote(key)] = None if value == HIVE_NULL else value
-                target_dir = os.path.join(root, *parts)
-                os.makedirs(target_dir, exist_ok=True)
-                target = os.path.join(target_dir, filename)
-                os.replace(os.path.join(dirpath, filename), target)
-                rel = "/".join(parts + [filename])
-                staged.append(_StagedFile(urllib.parse.quote(rel, safe="/="), target, values))
-        shutil.rmtree(staging, ignore_errors=True)
-        return staged
+    def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str]) -> list[StagedFile]:
+        """Stage ``df``'s files in the table (:func:`crmlake.lake.rs_commit.stage_files`)."""
+        return stage_files(df, location, partition_by, self.target_file_rows)
 
     def _stats_columns(self, location: str, properties: Mapping[str, str] | None) -> set | None:
         """Return the columns to keep statistics for: ``delta.dataSkippingStatsColumns`` of the
@@ -215,72 +157,6 @@ class RsEngine:
             configuration = self._table(location).metadata().configuration
         listed = configuration.get(STATS_COLUMNS)
         return None if listed is None else {c.strip() for c in listed.split(",") if c.strip()}
-
-    @staticmethod
-    def _add_actions(staged: list[_StagedFile], stats_columns: set | None) -> tuple[list[AddAction], int]:
-        """Return the add actions of the staged files that hold rows, and their rows. A file
-        without rows (Spark writes one for an empty DataFrame) is deleted: the schema is in the
-        log, and a day that changes nothing adds no file."""
-        actions, rows = [], 0
-        now_ms = int(time.time() * 1000)
-        for f in staged:
-            num_rows, stats = parquet_file_stats(f.absolute_path, stats_columns)
-            if not num_rows:
-                os.remove(f.absolute_path)
-                continue
-            rows += num_rows
-            actions.append(
-                AddAction(f.relative_path, os.path.getsize(f.absolute_path), f.partition_values, now_ms, True, stats)
-            )
-        return actions, rows
-
-    @staticmethod
-    def _properties(operation: str, txn: WriteId | None) -> CommitProperties:
-        return CommitProperties(
-            custom_metadata={"crmlake.operation": operation, **({"crmlake.txn": str(txn)} if txn else {})},
-            max_commit_retries=50,
-            app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
-        )
-
-    def _commit(
-        self,
-        location: str,
-        schema: StructType,
-        actions: list,
-        mode: str,
-        partition_by: Sequence[str],
-        txn: WriteId | None,
-        operation: str,
-        properties: Mapping[str, str] | None = None,
-    ) -> int:
-        commit = self._properties(operation, txn)
-        delta_schema = DeltaSchema.from_json(nullable_schema(schema).json())
-        root = _local_path(location)
-        if not DeltaTable.is_deltatable(root):
-            try:
-                create_table_with_add_actions(
-                    root,
-                    delta_schema,
-                    [a for a in actions if isinstance(a, AddAction)],
-                    mode="error",
-                    partition_by=list(partition_by) or None,
-                    configuration=properties,
-                    commit_properties=commit,
-                )
-                return DeltaTable(root).version()
-            except Exception:
-                if not DeltaTable.is_deltatable(root):
-                    raise
-                # Another writer created the table first: commit against it below.
-        table = DeltaTable(root)
-        table.create_write_transaction(
-            actions,
-            mode,
-            delta_schema,
-            partition_by=table.metadata().partition_columns or None,
-            commit_properties=commit,
-        )
-        return DeltaTable(root).version()
 
     def _table_layout(self, location: str, df: DataFrame, partition_by: Sequence[str]) -> tuple[StructType, list[str], DataFrame]:
         """Return (schema, partition columns, df conformed) for a write to a new or existing table."""
@@ -296,8 +172,8 @@ class RsEngine:
         if self._already_done(location, txn):
             return WriteResult.skipped()
         schema, partitions, df = self._table_layout(location, df, partition_by)
-        adds, rows = self._add_actions(self._stage(df, location, partitions), self._stats_columns(location, properties))
-        version = self._commit(location, schema, adds, "append", partitions, txn, "append", properties)
+        adds, rows = add_actions(self._stage(df, location, partitions), self._stats_columns(location, properties))
+        version = commit(location, schema, adds, "append", partitions, txn, "append", properties)
         return WriteResult(True, version, rows, len(adds), 0)
 
     def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
@@ -306,22 +182,17 @@ class RsEngine:
             return WriteResult.skipped()
         existed = self.exists(location)
         removed = len(self.files(location)) if existed else 0
-        adds, rows = self._add_actions(self._stage(df, location, list(partition_by)), self._stats_columns(location, properties))
+        adds, rows = add_actions(self._stage(df, location, list(partition_by)), self._stats_columns(location, properties))
         create_table_with_add_actions(
-            _local_path(location),
+            local_table_path(location),
             DeltaSchema.from_json(nullable_schema(df.schema).json()),
             adds,
             mode="overwrite" if existed else "error",
             partition_by=list(partition_by) or None,
             configuration=properties,
-            commit_properties=self._properties("overwrite", txn),
+            commit_properties=commit_properties("overwrite", txn),
         )
         return WriteResult(True, self.version(location), rows, len(adds), removed)
-
-    @staticmethod
-    def _remove_actions(files: list[dict]) -> list[RemoveAction]:
-        now_ms = int(time.time() * 1000)
-        return [RemoveAction(f["path"], True, now_ms, f["size_bytes"], f["partition_values"]) for f in files]
 
     # --------------------------------------------------------------- rewriting
     def _read_with_file(self, location: str) -> DataFrame:
@@ -331,7 +202,7 @@ class RsEngine:
     def _file_entries(self, location: str, hits: DataFrame) -> list[dict]:
         """Map the ``_file`` URIs of ``hits`` back to the table's file entries, each with the
         number of rows of ``hits`` it holds in ``rows_hit``."""
-        root = _local_path(location)
+        root = local_table_path(location)
         by_abs = {os.path.realpath(os.path.join(root, urllib.parse.unquote(f["path"]))): f for f in self.files(location)}
         # Safe to collect: one row per data file hit, never per record.
         hit_counts = {os.path.realpath(urllib.parse.unquote(urllib.parse.urlparse(r["_file"]).path)): r["count"] for r in hits.groupBy("_file").count().collect()}
@@ -362,11 +233,11 @@ class RsEngine:
     def read_files(self, location: str, files: list[dict]) -> DataFrame:
         """Read only the given data files of the table (as listed by :meth:`files`)."""
         schema = self.schema(location)
-        root = _local_path(location)
+        root = local_table_path(location)
         if not files:
             return self.spark.createDataFrame([], schema)
-        uris = [_file_uri(os.path.join(root, urllib.parse.unquote(f["path"]))) for f in files]
-        return self.spark.read.schema(schema).option("basePath", _file_uri(root)).parquet(*uris).select(*schema.fieldNames())
+        uris = [file_uri(os.path.join(root, urllib.parse.unquote(f["path"]))) for f in files]
+        return self.spark.read.schema(schema).option("basePath", file_uri(root)).parquet(*uris).select(*schema.fieldNames())
 
     def _rewrite(self, location: str, remove_files: list[dict], new_rows: DataFrame, txn: WriteId | None, operation: str) -> WriteResult:
         """Commit ``new_rows`` as new files and remove ``remove_files``, in one transaction."""
@@ -374,11 +245,11 @@ class RsEngine:
         partitions = list(self._table(location).metadata().partition_columns)
         # Files are staged before the commit, so new_rows may read the very files it removes.
         staged = self._stage(conform_to_schema(new_rows, schema, location), location, partitions)
-        adds, rows = self._add_actions(staged, self._stats_columns(location, None))
-        removes = self._remove_actions(remove_files)
+        adds, rows = add_actions(staged, self._stats_columns(location, None))
+        removes = remove_actions(remove_files)
         if not adds and not removes:
             return WriteResult(False, self.version(location), 0, 0, 0)
-        version = self._commit(location, schema, adds + removes, "append", partitions, txn, operation)
+        version = commit(location, schema, adds + removes, "append", partitions, txn, operation)
         return WriteResult(True, version, rows, len(adds), len(removes))
 
     def overwrite_where(self, location: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
@@ -462,7 +333,7 @@ class RsEngine:
         if not partitions or not set(partitions) <= set(keys):
             return files
         # Safe to collect: one row per partition value the change touches.
-        wanted = {tuple(_partition_text(r[c]) for c in partitions) for r in source.select(*partitions).distinct().collect()}
+        wanted = {tuple(partition_text(r[c]) for c in partitions) for r in source.select(*partitions).distinct().collect()}
         return [f for f in files if tuple(f["partition_values"].get(c) for c in partitions) in wanted]
 
     def optimize(self, location: str) -> WriteResult:
@@ -489,7 +360,7 @@ class RsEngine:
 
     def remove_staging(self, location: str) -> int:
         """Delete every folder of the table's staging area (writes never committed); return how many."""
-        staging = os.path.join(_local_path(location), STAGING)
+        staging = os.path.join(local_table_path(location), STAGING)
         entries = list(os.scandir(staging)) if os.path.isdir(staging) else []
         for entry in entries:
             shutil.rmtree(entry.path, ignore_errors=True)
@@ -505,7 +376,7 @@ class RsEngine:
         hours = int(retention_hours)  # the table's layer's retention (Lake.vacuum), 0 for an erase
         table = self._table(location)
         deleted = table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=full)
-        staging = os.path.join(_local_path(location), STAGING)
+        staging = os.path.join(local_table_path(location), STAGING)
         cutoff = time.time() - hours * 3600
         if os.path.isdir(staging):
             for entry in os.scandir(staging):

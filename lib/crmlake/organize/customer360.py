@@ -19,32 +19,13 @@ from functools import reduce
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from crmlake.config import settings_from
+from crmlake.config_schema import Customer360
 from crmlake.lake import latest_per_key
 from crmlake.lake.frames import maybe_broadcast
 from crmlake.organize.transforms import PROFILE_FIELDS
 from crmlake.people import (
     ACCOUNT, COOKIE, EMAIL, normalised_email, rows_holding, sha256_hex, with_order_person_id, with_person_id, with_session_person_id,
 )
-
-
-
-@dataclass(frozen=True)
-class StaleRules:
-    """When a declared attribute stops being believable (conf ``organize.customer_360``)."""
-
-    student_max_age: int = 30
-    min_plausible_age: int = 13
-    max_plausible_age: int = 100
-    stale_profile_days: int = 730
-    price_band_low_below: float = 500.0
-    price_band_high_from: float = 2000.0
-
-    @classmethod
-    def from_conf(cls, section: dict) -> "StaleRules":
-        """Build the rules from ``organize.customer_360`` (missing keys keep their defaults)."""
-        return settings_from(cls, section)
-
 
 def customer_history(profile_changes: DataFrame) -> DataFrame:
     """Return every account's profile versions as SCD type 2 rows.
@@ -93,7 +74,7 @@ def _favourite(df: DataFrame, value: str, weight) -> DataFrame:
     return totals.withColumn("_rank", F.row_number().over(best)).where("_rank = 1").select("person_id", value)
 
 
-def _declared(accounts: DataFrame, run_date: dt.date, rules: StaleRules) -> DataFrame:
+def _declared(accounts: DataFrame, run_date: dt.date, rules: Customer360) -> DataFrame:
     """Per person: the primary account (latest profile change among live accounts), its declared
     attributes with their age and stale flags, and person-level consent."""
     live = accounts.where(~F.col("erased"))
@@ -255,7 +236,7 @@ def behaviour_from_history(
     return behaviour.join(persons, "person_id", "left_semi").unionByName(kept)
 
 
-def customer_360(accounts: DataFrame, behaviour: DataFrame, run_date: dt.date, timezone: str, rules: StaleRules) -> DataFrame:
+def customer_360(accounts: DataFrame, behaviour: DataFrame, run_date: dt.date, timezone: str, rules: Customer360) -> DataFrame:
     """Return one row per person holding at least one live (not erased) account.
 
     Takes silver customers carrying ``person_id`` and the persons' behaviour

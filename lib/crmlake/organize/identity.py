@@ -94,10 +94,11 @@ def attached(holders: DataFrame, person_of_account: DataFrame) -> DataFrame:
     """Return ``(node, person)``: each identifier of ``holders`` (account_id, block: cookie,
     email and phone nodes with every account holding them) whose holders are all one person
     of ``person_of_account`` (account_id, person); an identifier of several persons is left out."""
+    # One person when the smallest and the largest are one (a person is never null): no distinct count.
     return (
         holders.where(_is_attached(F.col("block"))).join(person_of_account, "account_id")
-        .groupBy(F.col("block").alias("node")).agg(F.countDistinct("person").alias("_persons"), F.min("person").alias("person"))
-        .where(F.col("_persons") == 1).drop("_persons")
+        .groupBy(F.col("block").alias("node")).agg(F.min("person").alias("person"), F.max("person").alias("_other"))
+        .where(F.col("person") == F.col("_other")).drop("_other")
     )
 
 
@@ -120,7 +121,8 @@ def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: Data
     memberships = blocks(profiles, links).checkpoint()
     pairs = scored_pairs(profiles, memberships, matching).checkpoint()
     accounts = profiles.select("account_id").unionByName(links.select("account_id")).distinct()
-    components = persons_of(accounts, pairs)
+    # Checkpointed: read twice below (the accounts' persons, and the map's account rows).
+    components = persons_of(accounts, pairs).checkpoint()
     identifiers = attached(memberships, _account_of(components)).select("node", F.col("person").alias("component"))
     return assign_person_ids(components.unionByName(identifiers), previous_map), pairs
 
@@ -321,6 +323,8 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
     of the SHA-256 of the component's label and the previous ids it held (and, should that
     give a previous id, of that id too), so that a new id is never one the previous map holds.
     """
+    # Checkpointed: the components are read three times (votes, new ids, the map), their lineage once.
+    components = components.checkpoint()
     previous = previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id"))
     votes = components.join(previous, "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
     best_for_component = Window.partitionBy("component").orderBy(F.col("votes").desc(), "previous_id")

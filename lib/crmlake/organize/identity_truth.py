@@ -2,7 +2,7 @@
 
 The generator writes ``_truth/identity.csv`` (account_id, person, causes): each account's true
 person and the causes planted on it as ';'-joined ``cause:group`` tags
-(:func:`crmlake.generate.world.identity_truth`). A pair is an unordered pair of distinct
+(:func:`crmlake.generate.members.identity_truth`). A pair is an unordered pair of distinct
 accounts; predicted persons are scored over the pairs they put together against the pairs one
 true person holds (precision, recall, F1), and per cause: for causes that make one person look
 like two, how many of the true pairs within a group were found; for causes that make two persons

@@ -39,7 +39,7 @@ from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import (
-    Refresh, StaleRules, behaviour_from_history, customer_360, customer_history, funnel_by_day, identifiers_touched, persons_to_refresh,
+    Refresh, behaviour_from_history, customer_360, customer_history, funnel_by_day, identifiers_touched, persons_to_refresh,
 )
 from crmlake.organize.persons import identity_figures, organize_identity
 from crmlake.organize.transforms import (
@@ -256,8 +256,8 @@ def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt
     identity map before this run, None when the run left it as it was), whose history is read
     through a broadcast of their identifiers; every other person keeps its behaviour.
     """
-    timezone = conf.get("business.timezone")
-    broadcast_max_rows = int(conf.get("organize.identity.broadcast_max_rows"))
+    timezone = conf.business.timezone
+    broadcast_max_rows = conf.organize.identity.broadcast_max_rows
     # An incremental run reads these twice (whom to refresh, then the rows written): joined to the map once.
     accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id"))).cache()
     interactions = latest_per_key(
@@ -272,7 +272,7 @@ def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt
         held, held_count = counted(identity_map.join(maybe_broadcast(persons, refreshed <= broadcast_max_rows), "person_id", "left_semi"))
         refresh = Refresh(before, persons, held, held_count <= broadcast_max_rows)
     behaviour = behaviour_from_history(lake.read("silver.order_lines"), lake.read("silver.sessions"), interactions, identity_map, timezone, refresh)
-    people = customer_360(accounts, behaviour, run_date, timezone, StaleRules.from_conf(conf.get("organize.customer_360")))
+    people = customer_360(accounts, behaviour, run_date, timezone, conf.organize.customer_360)
     written = lake.overwrite("silver.customer_360", people).rows_written
     accounts.unpersist()
     return {"persons_360": written, "persons_360_refreshed": written if refresh is None else refreshed}
@@ -288,13 +288,13 @@ def organize_companies(lake: Lake) -> dict:
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Bring silver up to date with bronze for ``run_date``; return row counts and quality figures."""
     lake = Lake(spark, conf)
-    return organize(lake, conf, run_date, Changes(lake, bool(conf.get("organize.full_refresh", False))))
+    return organize(lake, conf, run_date, Changes(lake, conf.organize.full_refresh))
 
 
 def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dict:
     """Merge ``changes`` (the bronze snapshot pinned for this run) into silver; store the
     versions read, so the next run starts where this one's snapshot ended."""
-    tz = conf.get("business.timezone")
+    tz = conf.business.timezone
     facts: dict = {"mode": "full_refresh" if changes.full else "incremental", "bronze_versions_read": changes.snapshot.versions}
     log.info("organize for %s: %s", run_date, facts["mode"])
     # The profiles as the last run left them: the identity map grows from what this run changes in them.
@@ -303,7 +303,7 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
         ("erase", lambda: erase_due_accounts(lake, conf, changes)),
         ("customers", lambda: organize_accounts(lake, changes)),
         ("order lines", lambda: organize_order_lines(lake, changes)),
-        ("sessions", lambda: organize_sessions(lake, changes, int(conf.get("organize.session_gap_minutes", 30)), tz)),
+        ("sessions", lambda: organize_sessions(lake, changes, conf.organize.session_gap_minutes, tz)),
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
         # written nor erased from (an erased account's hashed email and phone must leave the map).
         ("people", lambda: organize_people(

@@ -43,6 +43,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError
+from crmlake.config_schema import MatchWeights
 from crmlake.people import COOKIE, EMAIL, PHONE, e164_phone, normalised_email, sha256_hex
 
 # Comparison -> its levels, in order (null: a side is missing, no weight).
@@ -90,16 +91,16 @@ class Weights:
         return cls(m, u, prior, method, pairs)
 
 
-def prior_weights(section: dict) -> Weights:
+def prior_weights(section: MatchWeights) -> Weights:
     """Return the conf's prior weights (``organize.identity.weights``: prior, m and u per
     comparison and level); raise ConfigError naming a comparison whose levels are not
     exactly those of :data:`LEVELS`."""
     for name in ("m", "u"):
         for comparison, levels in LEVELS.items():
-            given = section[name].get(comparison, {})
+            given = getattr(section, name).get(comparison, {})
             if set(given) != set(levels):
                 raise ConfigError(f"organize.identity.weights.{name}.{comparison}: give a share for each of {list(levels)}, got {sorted(given)}")
-    return Weights(section["m"], section["u"], section["prior"], "prior", 0)
+    return Weights(section.m, section.u, section.prior, "prior", 0)
 
 
 def match_profiles(accounts: DataFrame, default_phone_region: str) -> DataFrame:

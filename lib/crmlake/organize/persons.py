@@ -66,16 +66,16 @@ def matching_weights(lake: Lake, conf: Conf, profiles: DataFrame, links: DataFra
     (:func:`~crmlake.organize.matching.match_profiles`) and ``links`` (every candidate pair,
     and random pairs for ``u``), for the caller to store (:func:`store_weights`) once the
     pairs and the map they decide are written."""
-    section = conf.get("organize.identity.weights")
+    section = conf.organize.identity.weights
     stored = stored_weights(lake)
-    if stored and not (rebuild and (run_date - stored[1]).days > int(section["reestimate_after_days"])):
+    if stored and not (rebuild and (run_date - stored[1]).days > section.reestimate_after_days):
         return stored[0], False
-    max_per_key = int(conf.get("organize.identity.max_accounts_per_key"))
+    max_per_key = conf.organize.identity.max_accounts_per_key
     sized = sized_blocks(blocks(profiles, links)).cache()
     levelled = comparison_levels(candidate_pairs(sized, max_per_key), profiles)
     accounts = profiles.count()
-    randoms = comparison_levels(random_pairs(profiles, int(section["random_pairs"]), accounts, seed=17), profiles)
-    weights = estimate_weights(levelled, randoms, prior_weights(section), int(section["min_pairs_to_estimate"]), int(section["em_iterations"]))
+    randoms = comparison_levels(random_pairs(profiles, section.random_pairs, accounts, seed=17), profiles)
+    weights = estimate_weights(levelled, randoms, prior_weights(section), section.min_pairs_to_estimate, section.em_iterations)
     sized.unpersist()
     log.info("identity weights estimated (%s) from %d candidate pairs: prior %.4f, %s", weights.method, weights.pairs, weights.prior,
              {f"{c}.{lv}": round(w, 2) for c, lv, _, _, w in weights.rows()})
@@ -93,7 +93,7 @@ def organize_identity(
     before are unknown (``profiles_before`` None) or there is no map yet: then rebuilt whole.
     """
     spark = lake.spark
-    region = str(conf.get("organize.identity.default_phone_region"))
+    region = conf.business.default_phone_region
     customers = lake.read("silver.customers")
     profiles = match_profiles(customers, region).checkpoint()
     links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
@@ -102,12 +102,8 @@ def organize_identity(
     # pairs and the map may have been decided with others: rebuilt whole.
     whole = full or erased or profiles_before is None or not lake.exists(MAP) or not lake.exists(PAIRS) or not lake.exists(WEIGHTS)
     weights, estimated = matching_weights(lake, conf, profiles, links, run_date, whole)
-    matching = Matching(
-        weights,
-        float(conf.get("organize.identity.link_min_probability")),
-        int(conf.get("organize.identity.max_accounts_per_key")),
-        int(conf.get("organize.identity.broadcast_max_rows")),
-    )
+    rules = conf.organize.identity
+    matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
     if whole:
         identity_map, pairs = build_identity_map(profiles, links, previous, matching)
         identity_map = identity_map.checkpoint()
@@ -154,7 +150,7 @@ def identity_figures(lake: Lake, conf: Conf, run_date: dt.date, identity_map: Da
     for row in evidence:
         decisions[row["decision"]] = decisions.get(row["decision"], 0) + row["pairs"]
     facts["pairs"] = decisions
-    truth_file = conf.get("organize.identity.truth_file")
+    truth_file = conf.organize.identity.truth_file
     if truth_file:
         from crmlake.organize.identity_truth import pairwise_quality, read_identity_truth
 

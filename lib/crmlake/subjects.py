@@ -1,0 +1,259 @@
+"""Who a data subject is, which rows of a table are theirs, and what subject access returns.
+
+A subject is resolved once into their identifiers (:class:`Subject`): accounts, emails,
+email and phone hashes, cookies, person ids, and the hashes the ad platforms' upload files
+hold. Then every table is walked from the catalog (``lib/crmlake/catalog.yaml``): its
+``subject`` rule says which of its columns hold which of those identifiers
+(:func:`subject_condition`). Erasure (:mod:`crmlake.privacy`) and subject access
+(:func:`subject_access`) have no code of their own per table, so a table is covered by both
+as soon as its catalog entry is written; a table whose rule is ``none`` says why it holds no
+one's rows.
+
+The two requests resolve a subject differently. An erasure (:func:`subject_of`, one
+account) takes every value the account ever held, shared or not: a family mailbox is the
+subject's personal data too, so it goes wherever it appears. Subject access
+(:func:`person_subject`) returns one person's data and never a household member's: their
+accounts, and the cookies, emails and phones the identity map attaches to their person
+(values no one else holds); in the rows it returns, an identifier that is someone else's
+(the other account of a candidate pair, a colleague in a company) is blanked.
+
+No value of the subject is ever written into SQL text: a table's rows are found by comparing
+its columns with a one-row frame of the subject's values (:meth:`Subject.frame`).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from crmlake.csv_cells import safe_rows
+from crmlake.exports import PLATFORM_FORMATS, platform_hashes
+from crmlake.lake import Lake, TableSpec
+from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE, e164_phone, normalised_email, sha256_hex
+
+# The subject's values by kind of identifier, as columns of Subject.frame.
+SUBJECT_COLUMNS = {"account": "_subject_accounts", "person": "_subject_persons", "cookie": "_subject_cookies",
+                   "email": "_subject_emails", "identifier": "_subject_identifiers"}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What identifies one data subject across the lake and the exports (small: one person)."""
+
+    account_ids: tuple
+    emails: tuple           # normalised (trimmed, lower case)
+    email_hashes: tuple
+    phone_hashes: tuple
+    cookies: tuple          # anonymous ids the identity map attaches to their person alone
+    person_ids: tuple
+    platform_hashes: tuple  # their email and phone hashed the way each ad platform's upload file has them
+
+    def frame(self, spark) -> DataFrame:
+        """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
+        compare a table's columns with (:func:`subject_condition`): one column per kind of
+        identifier (:data:`SUBJECT_COLUMNS`; identifiers: accounts, email and phone hashes,
+        cookies), and ``_subject_needles`` (account ids as a JSON line quotes them, escaped or
+        not, and emails, lower case, as they appear in a raw record's text)."""
+        # An account id as a JSON line holds it (quoted, escaped), and the emails as they are.
+        needles = [json.dumps(a, ensure_ascii=ascii_only).lower() for a in self.account_ids for ascii_only in (True, False)] + list(self.emails)
+        identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
+        values = {"account": self.account_ids, "person": self.person_ids, "cookie": self.cookies, "email": self.emails, "identifier": identifiers}
+        return spark.createDataFrame(
+            [(*[list(values[kind]) for kind in SUBJECT_COLUMNS], needles)],
+            ", ".join(f"{column} array<string>" for column in [*SUBJECT_COLUMNS.values(), "_subject_needles"]),
+        )
+
+
+def _is_array(spec: TableSpec, column: str) -> bool:
+    return spec.columns[column].lower().startswith("array")
+
+
+def _holds(spec: TableSpec, column: str, kind: str) -> Column:
+    """Column: True when ``column`` of ``spec``'s table holds one of the subject's identifiers of
+    ``kind`` (for ``text``: mentions one), over the columns of :meth:`Subject.frame`."""
+    value, accounts = F.col(column), F.col(SUBJECT_COLUMNS["account"])
+    if kind == "account":
+        return F.arrays_overlap(value, accounts) if _is_array(spec, column) else F.array_contains(accounts, value)
+    if kind == "email":
+        return F.array_contains(F.col(SUBJECT_COLUMNS["email"]), normalised_email(value))
+    if kind == "cookie":   # a logged-in row is its account's, whoever's computer it was on
+        logged_out = [F.col(c).isNull() for c, k in spec.subject_match.items() if k == "account" and not _is_array(spec, c)]
+        return reduce(lambda a, b: a & b, logged_out, F.array_contains(F.col(SUBJECT_COLUMNS["cookie"]), value))
+    if kind in SUBJECT_COLUMNS:   # person, identifier
+        return F.array_contains(F.col(SUBJECT_COLUMNS[kind]), value)
+    # text: a JSON line mentions the subject, or a CSV line holds one of its accounts as a field
+    fields = F.transform(F.split(value, ","), lambda field: F.regexp_replace(F.regexp_replace(F.trim(field), '^"|"$', ""), '""', '"'))
+    return F.exists(F.col("_subject_needles"), lambda needle: F.lower(value).contains(needle)) | F.arrays_overlap(fields, accounts)
+
+
+def subject_condition(spec: TableSpec) -> Column:
+    """Return the condition selecting the subject's rows of ``spec``'s table, over its columns
+    and those of :meth:`Subject.frame`: a row matching any of the ``subject.match`` columns
+    (each by what it holds), and the fixed ``subject.where`` condition when there is one."""
+    condition = reduce(lambda a, b: a | b, [F.coalesce(_holds(spec, c, k), F.lit(False)) for c, k in spec.subject_match.items()])
+    return condition & F.expr(spec.subject_where) if spec.subject_where else condition
+
+
+def _as_returned(spec: TableSpec) -> list[Column]:
+    """Return ``spec``'s columns as subject access returns them: in a ``subject.match`` column,
+    a value that is not the subject's (the other account of a candidate pair, a colleague in a
+    company, a shared computer's cookie) is blanked; free text is returned as it is."""
+    def own(column: str, kind: str) -> Column:
+        value = F.col(column)
+        if kind == "text":
+            return value
+        theirs = F.col(SUBJECT_COLUMNS[kind])
+        if _is_array(spec, column):
+            return F.filter(value, lambda held: F.array_contains(theirs, held))
+        return F.when(F.array_contains(theirs, normalised_email(value) if kind == "email" else value), value)
+
+    return [own(c, spec.subject_match[c]).alias(c) if c in spec.subject_match else F.col(c) for c in spec.columns]
+
+
+def _values(df: DataFrame, column: str) -> tuple:
+    # Safe to collect: the distinct identifiers of one person.
+    return tuple(sorted(r[0] for r in df.select(column).where(F.col(column).isNotNull()).distinct().collect()))
+
+
+def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subject:
+    """Return the identifiers an erasure of ``account_id`` removes: its emails and phones (as
+    held in bronze, any version, shared or not) with their hashes, the cookies linked to it
+    that are its person's alone, the persons the identity map gives it."""
+    profiles = lake.read("bronze.customers").where((F.col("account_id") == account_id) & (F.col("op") == "upsert"))
+    uploaded = [hashed for platform_format in PLATFORM_FORMATS for hashed in platform_hashes(default_phone_region, platform_format)]
+    # One scan of bronze.customers for every value (each platform hashes its own normalisation).
+    # Safe to collect: one row, the distinct values of one account.
+    held = profiles.agg(
+        *[F.collect_set(column).alias(name) for name, column in (
+            ("email", normalised_email(F.col("email"))),
+            ("email_hash", sha256_hex(normalised_email(F.col("email")))),
+            ("phone_hash", sha256_hex(e164_phone(F.col("phone"), default_phone_region))),
+        )],
+        *[F.collect_set(column).alias(f"_platform_{i}") for i, column in enumerate(uploaded)],
+    ).first()
+    persons = (
+        _values(lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & (F.col("identifier") == account_id)), "person_id")
+        if lake.exists("silver.identity_map") else ()
+    )
+    # The account's cookies that are its person's alone: a computer shared with a household
+    # member is not the subject's (the rows logged in on it are, by account).
+    cookies = (
+        _values(
+            lake.read("silver.identity_links").where(F.col("account_id") == account_id).join(
+                lake.read("silver.identity_map").where((F.col("identifier_type") == COOKIE) & F.col("person_id").isin(*persons))
+                .select(F.col("identifier").alias("anonymous_id")), "anonymous_id", "left_semi"),
+            "anonymous_id",
+        )
+        if lake.exists("silver.identity_links") and lake.exists("silver.identity_map") else ()
+    )
+    platform = {value for i in range(len(uploaded)) for value in held[f"_platform_{i}"]}
+    return Subject((account_id,), tuple(sorted(held["email"])), tuple(sorted(held["email_hash"])), tuple(sorted(held["phone_hash"])), cookies, persons,
+                   tuple(sorted(platform)))
+
+
+def person_subject(lake: Lake, accounts: list[str]) -> Subject:
+    """Return what subject access looks for of the person holding ``accounts``: the persons the
+    identity map gives them, every account of those persons, and the cookies, email and phone
+    hashes the map attaches to them (held by no one else), with the emails behind those hashes."""
+    nodes = []
+    if lake.exists("silver.identity_map"):
+        identity_map = lake.read("silver.identity_map")
+        persons = identity_map.where((F.col("identifier_type") == ACCOUNT) & F.col("identifier").isin(*accounts)).select("person_id").distinct()
+        # Safe to collect: the identifiers of one person.
+        nodes = identity_map.join(persons, "person_id").collect()
+
+    def of_type(identifier_type: str) -> tuple:
+        return tuple(sorted({r["identifier"] for r in nodes if r["identifier_type"] == identifier_type}))
+
+    account_ids, email_hashes = tuple(sorted({*accounts, *of_type(ACCOUNT)})), of_type(EMAIL)
+    profiles = lake.read_or_empty("bronze.customers").where(F.col("account_id").isin(*account_ids) & (F.col("op") == "upsert"))
+    emails = _values(profiles.select(normalised_email(F.col("email")).alias("email")).where(sha256_hex(F.col("email")).isin(*email_hashes)), "email") if email_hashes else ()
+    return Subject(account_ids, emails, email_hashes, of_type(PHONE), of_type(COOKIE), tuple(sorted({r["person_id"] for r in nodes})), ())
+
+
+class SharedMailboxError(ValueError):
+    """An email held by the accounts of several persons (a family mailbox) names no one subject."""
+
+
+def accounts_with_email(lake: Lake, email: str) -> list[str]:
+    """Return the accounts whose profile (any version in bronze) holds ``email``, matched as
+    the contract says: trimmed and case-insensitively."""
+    wanted = normalised_email(F.lit(email))
+    # Safe to collect: the accounts of one address.
+    return sorted(r["account_id"] for r in lake.read("bronze.customers").where(normalised_email(F.col("email")) == wanted).select("account_id").distinct().collect())
+
+
+def persons_of_accounts(lake: Lake, accounts: list[str]) -> dict:
+    """Return ``{person_id: [account_id, ...]}``: the persons the identity map gives ``accounts``
+    (an account it does not know is a person of its own, keyed by the account)."""
+    known = {}
+    if lake.exists("silver.identity_map"):
+        # Safe to collect: the rows of a few accounts.
+        rows = lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & F.col("identifier").isin(*accounts)).collect()
+        known = {r["identifier"]: r["person_id"] for r in rows}
+    persons: dict = {}
+    for account in accounts:
+        persons.setdefault(known.get(account, account), []).append(account)
+    return persons
+
+
+def one_subject(lake: Lake, email: str) -> list[str]:
+    """Return the accounts holding ``email`` when they are one person's; raise
+    SharedMailboxError when they are several persons' (a family mailbox): a request concerns
+    one person, who is then named by account."""
+    accounts = accounts_with_email(lake, email)
+    persons = persons_of_accounts(lake, accounts)
+    if len(persons) > 1:
+        raise SharedMailboxError(
+            f"the email {email!r} is held by the accounts of {len(persons)} persons (a shared mailbox): "
+            "name the requester by --account ACCOUNT_ID; nothing was done"
+        )
+    return accounts
+
+
+def subject_access(lake: Lake, out_dir: str, email: str | None = None, account: str | None = None) -> dict:
+    """Write everything held about one person under ``out_dir``: for every table whose catalog
+    entry has a ``subject`` rule, their rows as ``<table>.json`` and ``<table>.csv`` (an
+    identifier of anyone else in them blanked, see :func:`_as_returned`), and ``index.json``
+    (accounts, persons, rows per table, and why each other table holds no one's rows); return
+    the rows per table (empty when no account is found).
+
+    The person is named by ``account`` (their person's every account is included) or by
+    ``email`` when the accounts holding it are one person's; an email several persons hold
+    raises SharedMailboxError (:func:`one_subject`): a household member's data is never
+    returned. A person's rows are few: each table's are collected on the driver.
+    """
+    named = [account] if account else one_subject(lake, email)
+    if not named or (account and not lake.read_or_empty("silver.customers").where(F.col("account_id") == account).limit(1).count()):
+        return {}
+    subject = person_subject(lake, named)
+    values = F.broadcast(subject.frame(lake.spark))
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {}
+    for spec in lake.catalog.subject_tables():
+        frame = lake.read_or_empty(spec.name).crossJoin(values).where(subject_condition(spec)).select(*_as_returned(spec))
+        rows = [r.asDict(recursive=True) for r in frame.collect()]
+        with open(os.path.join(out_dir, f"{spec.name}.json"), "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2, default=str)
+        with open(os.path.join(out_dir, f"{spec.name}.csv"), "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(frame.columns)
+            writer.writerows(safe_rows([row[c] for c in frame.columns] for row in rows))
+        counts[spec.name] = len(rows)
+    index = {
+        "accounts": list(subject.account_ids),
+        "persons": list(subject.person_ids),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rows": counts,
+        "tables_holding_no_one": {spec.name: spec.subject_none for spec in lake.catalog.tables.values() if not spec.holds_subjects},
+    }
+    with open(os.path.join(out_dir, "index.json"), "w", encoding="utf-8") as fh:
+        json.dump(index, fh, indent=2)
+    return counts
