@@ -61,6 +61,15 @@ def add_conf_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_subject_arguments(parser: argparse.ArgumentParser, account: str, email: str) -> None:
+    """Add --conf/--set and the privacy request's subject: --account or --email (one of them,
+    required), with the command's own ``account`` and ``email`` help."""
+    add_conf_arguments(parser)
+    subject = parser.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--account", help=account)
+    subject.add_argument("--email", help=f"{email}; an email several persons' accounts hold (a family mailbox) is refused: then name the member by --account")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of a stage run: --date (and --conf/--set)."""
     add_conf_arguments(parser)
@@ -268,18 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     erase = commands.add_parser("erase", help="erase a member everywhere, now (privacy officer)",
                                 description="Record an erase request for the account (or every account holding the email) and apply it at once: the account's rows leave every table whose catalog subject rule is not none (deleted, or their personal columns blanked, as the rule says) and every audience export on disk (files rewritten, manifests amended), the files that held it are deleted, and a receipt goes to gold.erasure_log (printed). Erasure is final: later upserts of the account are refused. The next organize run marks the account erased in silver.customers.")
-    add_conf_arguments(erase)
-    who = erase.add_mutually_exclusive_group(required=True)
-    who.add_argument("--account", help="the account_id to erase")
-    who.add_argument("--email", help="erase every account whose profile holds this email (trimmed, any case), when they are one person's; an email several persons hold (a family mailbox) is refused: name the member by --account")
+    add_subject_arguments(erase, account="the account_id to erase",
+                          email="erase every account whose profile holds this email (trimmed, any case), when they are one person's")
     erase.set_defaults(func=cmd_erase)
 
     access = commands.add_parser("subject-access", help="write everything held about a member (privacy officer)",
                                  description="Write everything crmlake holds about one person (named by account or by an email only they hold) under --out: their rows of every table whose catalog subject rule is not none, as <table>.json and <table>.csv (silver.customers, silver.order_lines with guest checkouts under an email only they hold, silver.sessions, gold.customer_scores, ...), identifiers of anyone else in them blanked; index.json lists the accounts, persons, rows per table and why each other table holds no one's rows.")
-    add_conf_arguments(access)
-    subject = access.add_mutually_exclusive_group(required=True)
-    subject.add_argument("--account", help="the member's account_id: their person's every account is included")
-    subject.add_argument("--email", help="the member's email (trimmed, any case); refused when several persons' accounts hold it (a family mailbox): then name the member by --account")
+    add_subject_arguments(access, account="the member's account_id: their person's every account is included",
+                          email="the member's email (trimmed, any case)")
     access.add_argument("--out", required=True, help="folder to write the files to (created)")
     access.set_defaults(func=cmd_subject_access)
 

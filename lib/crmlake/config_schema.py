@@ -39,7 +39,24 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
 
 
+class CrmlakeConf(Section):
+    """The whole configuration, as merged from base.yaml, --conf, --set and the environment."""
+
+    paths: Paths
+    business: Business
+    spark: Spark
+    lake: LakeSettings
+    mlflow: Mlflow
+    acquire: Acquire
+    organize: Organize
+    analyze: Analyze
+    decide: Decide
+    campaigns: Campaigns
+
+
 class Paths(Section):
+    """Where the landing zone, the lake, the exports and the checkpoints live (``paths``)."""
+
     landing: str
     lake: str
     exports: str
@@ -61,6 +78,8 @@ class Paths(Section):
 
 
 class Business(Section):
+    """The business's calendar and defaults shared by every stage (``business``)."""
+
     timezone: str
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
@@ -76,19 +95,37 @@ class Business(Section):
 
 
 class Spark(Section):
+    """The Spark session every job builds (``spark``): master, application name and any ``spark.*`` setting."""
+
     master: str
     app_name: str
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"]
     conf: dict[str, str | bool | int | float]  # Spark's own keys, passed through as text
 
 
+class LakeSettings(Section):
+    """The Delta lake (``lake``): which engine commits, file sizes, retention and the writers' lease."""
+
+    engine: Literal["auto", "rs", "spark"]
+    resolve_delta_jars: bool
+    target_file_rows: int = PositiveInt
+    small_file_bytes: int = PositiveInt
+    retention_days: RetentionDays
+    lease: Lease
+
+
 class RetentionDays(Section):
+    """How long each layer keeps removed files and log entries before ``crmlake maintain``
+    vacuums them (``lake.retention_days``)."""
+
     bronze: int = Field(ge=0)
     silver: int = Field(ge=0)
     gold: int = Field(ge=0)
 
 
 class Lease(Section):
+    """The lease one writer holds on the lake while it runs (``lake.lease``), renewed by a heartbeat."""
+
     wait_seconds: float = Field(ge=0)
     expiry_seconds: float = Field(gt=0)
     heartbeat_seconds: float = Field(gt=0)
@@ -100,28 +137,45 @@ class Lease(Section):
         return self
 
 
-class LakeSettings(Section):
-    engine: Literal["auto", "rs", "spark"]
-    resolve_delta_jars: bool
-    target_file_rows: int = PositiveInt
-    small_file_bytes: int = PositiveInt
-    retention_days: RetentionDays
-    lease: Lease
-
-
 class Mlflow(Section):
+    """Where runs and the model registry live (``mlflow``)."""
+
     tracking_uri: str
     artifact_root: Optional[str]
     experiment: str
 
 
 class Acquire(Section):
+    """How acquire reads landing files (``acquire``): the longest line, the quarantined text
+    kept, the repeats sent to every task."""
+
     max_line_bytes: int = PositiveInt
     raw_text_max_chars: int = PositiveInt
     repeats_broadcast_max_rows: int = PositiveInt
 
 
+class Organize(Section):
+    """The organize stage (``organize``): sessions, rebuilds, identity and the customer 360."""
+
+    session_gap_minutes: int = PositiveInt
+    full_refresh: bool
+    identity: Identity
+    customer_360: Customer360
+
+
+class Identity(Section):
+    """Identity resolution (``organize.identity``): which pairs of accounts are one person, and how their ids are kept."""
+
+    max_accounts_per_key: int = PositiveInt
+    link_min_probability: float = Field(gt=0, lt=1)
+    truth_file: Optional[str]
+    weights: MatchWeights
+    broadcast_max_rows: int = PositiveInt
+
+
 class MatchWeights(Section):
+    """The match weights' estimation (``organize.identity.weights``): the EM's inputs, and the m and u shares it starts from."""
+
     min_pairs_to_estimate: int = PositiveInt
     em_iterations: int = PositiveInt
     random_pairs: int = PositiveInt
@@ -139,15 +193,9 @@ class MatchWeights(Section):
         return self
 
 
-class Identity(Section):
-    max_accounts_per_key: int = PositiveInt
-    link_min_probability: float = Field(gt=0, lt=1)
-    truth_file: Optional[str]
-    weights: MatchWeights
-    broadcast_max_rows: int = PositiveInt
-
-
 class Customer360(Section):
+    """The customer 360's plausibility and staleness rules and price bands (``organize.customer_360``)."""
+
     student_max_age: int = PositiveInt
     min_plausible_age: int = PositiveInt
     max_plausible_age: int = PositiveInt
@@ -156,84 +204,9 @@ class Customer360(Section):
     price_band_high_from: float = Field(ge=0)
 
 
-class Organize(Section):
-    session_gap_minutes: int = PositiveInt
-    full_refresh: bool
-    identity: Identity
-    customer_360: Customer360
-
-
-class Propensity(Section):
-    model_name: str
-    label_days: int = PositiveInt
-    holdout_share: float = Field(gt=0, lt=1)
-    seed: int
-    max_iter: int = PositiveInt
-    trees: int = PositiveInt
-    tree_depth: int = PositiveInt
-    champion_margin: float = Field(ge=0)
-
-
-class Segmentation(Section):
-    model_name: str
-    k_range: tuple[int, int]
-    seed: int
-    champion_margin: float = Field(ge=0)
-
-    @field_validator("k_range")
-    @classmethod
-    def ordered_range(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if not 2 <= value[0] <= value[1]:
-            raise ValueError(f"{list(value)} must be [low, high] with 2 <= low <= high")
-        return value
-
-
-class NextBestCategory(Section):
-    model_name: str
-    max_iter: int = PositiveInt
-    top_n: int = PositiveInt
-    champion_margin: float = Field(ge=0)
-
-
-class Uplift(Section):
-    model_name: str
-    contact_dates: int = PositiveInt
-    min_group_persons: int = PositiveInt
-    max_iter: int = PositiveInt
-    champion_margin: float = Field(ge=0)
-
-
-class LifetimeValue(Section):
-    time_unit_days: float = Field(gt=0)   # recency and T are fractions of the unit
-    horizon_days: int = PositiveInt
-    min_repeat_buyers: int = PositiveInt
-
-
-class Value(Section):
-    most_valuable_top_share: float = Field(gt=0, le=1)
-    growth_ratio: float = Field(gt=0)
-    growth_min_value: float = Field(ge=0)
-    margin: float = Field(ge=0, le=1)
-    cost_to_serve: float = Field(ge=0)
-
-
-class Reports(Section):
-    trend_days: int = PositiveInt
-    trailing_weeks: int = PositiveInt
-    top_n: int = PositiveInt
-
-
-class Loyalty(Section):
-    repeat_min_orders: int = PositiveInt
-    advocate_min_referred_buyers: int = PositiveInt
-
-
-class Ranking(Section):
-    quantile_accuracy: int = PositiveInt
-    pareto_ranges: int = Field(ge=2)
-
-
 class Analyze(Section):
+    """The analyze stage (``analyze``): RFM, rankings, the models, lifetime value, value tiers, reports, loyalty."""
+
     rfm_quantiles: int = Field(ge=2)
     training_max_persons: int = PositiveInt
     ranking: Ranking
@@ -247,12 +220,124 @@ class Analyze(Section):
     loyalty: Loyalty
 
 
+class Ranking(Section):
+    """How persons are ranked over every core (``analyze.ranking``): the quantiles' accuracy and the Pareto curve's ranges."""
+
+    quantile_accuracy: int = PositiveInt
+    pareto_ranges: int = Field(ge=2)
+
+
+class ModelSettings(Section):
+    """The keys every model's section has: the name it is registered under, and the margin by
+    which a challenger must beat the champion on the holdout to replace it."""
+
+    model_name: str
+    champion_margin: float = Field(ge=0)
+
+
+class Propensity(ModelSettings):
+    """The purchase-propensity model (``analyze.propensity``): label window, holdout, estimators and the champion's margin."""
+
+    label_days: int = PositiveInt
+    holdout_share: float = Field(gt=0, lt=1)
+    seed: int
+    max_iter: int = PositiveInt
+    trees: int = PositiveInt
+    tree_depth: int = PositiveInt
+
+
+class Segmentation(ModelSettings):
+    """The behavioural segmentation (``analyze.segmentation``): the range of k tried and the champion's margin."""
+
+    k_range: tuple[int, int]
+    seed: int
+
+    @field_validator("k_range")
+    @classmethod
+    def ordered_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 2 <= value[0] <= value[1]:
+            raise ValueError(f"{list(value)} must be [low, high] with 2 <= low <= high")
+        return value
+
+
+class NextBestCategory(ModelSettings):
+    """The next-best-category model (``analyze.next_best_category``): categories offered and the champion's margin."""
+
+    max_iter: int = PositiveInt
+    top_n: int = PositiveInt
+
+
+class Uplift(ModelSettings):
+    """Each audience's uplift model (``analyze.uplift``): the contact dates and group sizes it needs."""
+
+    contact_dates: int = PositiveInt
+    min_group_persons: int = PositiveInt
+    max_iter: int = PositiveInt
+
+
+class LifetimeValue(Section):
+    """Lifetime value (``analyze.lifetime_value``): the time unit, the horizon and the repeat buyers needed to fit."""
+
+    time_unit_days: float = Field(gt=0)   # recency and T are fractions of the unit
+    horizon_days: int = PositiveInt
+    min_repeat_buyers: int = PositiveInt
+
+
+class Value(Section):
+    """Value tiers (``analyze.value``): the most valuable share, the growth rule, margin and cost to serve."""
+
+    most_valuable_top_share: float = Field(gt=0, le=1)
+    growth_ratio: float = Field(gt=0)
+    growth_min_value: float = Field(ge=0)
+    margin: float = Field(ge=0, le=1)
+    cost_to_serve: float = Field(ge=0)
+
+
+class Reports(Section):
+    """The manager's reports (``analyze.reports``): the trend's days, the weeks each figure is compared with, the top lists."""
+
+    trend_days: int = PositiveInt
+    trailing_weeks: int = PositiveInt
+    top_n: int = PositiveInt
+
+
+class Loyalty(Section):
+    """The loyalty ladder's rungs (``analyze.loyalty``): a repeat buyer has at least
+    ``repeat_min_orders`` orders, an advocate has referred ``advocate_min_referred_buyers`` buyers."""
+
+    repeat_min_orders: int = PositiveInt
+    advocate_min_referred_buyers: int = PositiveInt
+
+
+class Decide(Section):
+    """The decide stage (``decide``): the contact policy."""
+
+    policy: Policy
+
+
 class Policy(Section):
     """The contact policy (``decide.policy``): the frequency cap and the quiet days after a service complaint."""
 
     max_contacts: int = Field(ge=0)
     window_days: int = PositiveInt
     complaint_quiet_days: int = Field(ge=0)
+
+
+class Campaigns(Section):
+    """The campaigns, shared by analyze (each audience's uplift model, learnt once its
+    attribution window is complete) and decide (who each audience contacts, and its results)."""
+
+    attribution_days: int = PositiveInt
+    internal_channels: list[str]
+    audiences: list[Audience]
+
+    @model_validator(mode="after")
+    def raw_contact_on_internal_channels_only(self) -> "Campaigns":
+        for audience in self.audiences:
+            if audience.raw_contact and audience.channel not in self.internal_channels:
+                raise ValueError(f"audience {audience.name!r}: raw_contact is allowed only for an internal channel "
+                                 f"(campaigns.internal_channels = {self.internal_channels})")
+        return self
 
 
 # An audience's name is a folder under the exports (and part of model names): a slug, so it can
@@ -299,37 +384,12 @@ class Audience(Section):
         return bool(UPLIFT_COLUMN.search(f"{self.rule} {self.order_by}"))
 
 
-class Campaigns(Section):
-    """The campaigns, shared by analyze (each audience's uplift model, learnt once its
-    attribution window is complete) and decide (who each audience contacts, and its results)."""
-
-    attribution_days: int = PositiveInt
-    internal_channels: list[str]
-    audiences: list[Audience]
-
-    @model_validator(mode="after")
-    def raw_contact_on_internal_channels_only(self) -> "Campaigns":
-        for audience in self.audiences:
-            if audience.raw_contact and audience.channel not in self.internal_channels:
-                raise ValueError(f"audience {audience.name!r}: raw_contact is allowed only for an internal channel "
-                                 f"(campaigns.internal_channels = {self.internal_channels})")
-        return self
+def _resolve_sections(section: type[Section] = Section) -> None:
+    """Resolve every section's annotations: each names the sections below it before they are
+    declared (this file reads top-down, as base.yaml does)."""
+    for child in section.__subclasses__():
+        child.model_rebuild(force=True)
+        _resolve_sections(child)
 
 
-class Decide(Section):
-    policy: Policy
-
-
-class CrmlakeConf(Section):
-    """The whole configuration, as merged from base.yaml, --conf, --set and the environment."""
-
-    paths: Paths
-    business: Business
-    spark: Spark
-    lake: LakeSettings
-    mlflow: Mlflow
-    acquire: Acquire
-    organize: Organize
-    analyze: Analyze
-    decide: Decide
-    campaigns: Campaigns
+_resolve_sections()

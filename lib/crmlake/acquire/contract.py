@@ -40,112 +40,93 @@ class Source:
         return next(f for f in self.fields if f.name == name)
 
 
-EVENT_TYPES = ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "checkout_start", "purchase", "login", "signup", "logout")
+def fields(table: str) -> tuple[Field, ...]:
+    """Return the fields of one source from its contract table: a line per field, ``name kind
+    required``, then ``id`` for an opaque identifier and the allowed values as ``a|b|c``."""
+    parsed = []
+    for line in table.strip().splitlines():
+        name, kind, required, *rest = line.split()
+        values = next((tuple(word.split("|")) for word in rest if "|" in word), ())
+        if kind not in (TIMESTAMP, MONEY, BOOL, INT, STRING) or required not in (ALWAYS, ON_UPSERT, OPTIONAL) or len(rest) > ("id" in rest) + bool(values):
+            raise ValueError(f"contract field line {line.strip()!r}: expected name, kind, required, then 'id' and/or a|b|c")
+        parsed.append(Field(name, kind, required, values, identifier="id" in rest))
+    return tuple(parsed)
+
 
 SOURCES = {
-    "clickstream": Source(
-        "clickstream",
-        "json",
-        (
-            Field("event_id", required=ALWAYS, identifier=True),
-            Field("event_time", TIMESTAMP, ALWAYS),
-            Field("received_time", TIMESTAMP, ALWAYS),
-            Field("event_type", required=ALWAYS, values=EVENT_TYPES),
-            Field("anonymous_id", required=ALWAYS, identifier=True),
-            Field("account_id", identifier=True),
-            Field("tracking_consent", BOOL, ALWAYS),
-            Field("page_url", required=ALWAYS),
-            Field("referrer_url"),
-            Field("product_id", identifier=True),
-            Field("category"),
-            Field("price", MONEY),
-            Field("order_id", identifier=True),
-            Field("search_query"),
-            Field("utm_source"),
-            Field("utm_medium"),
-            Field("utm_campaign"),
-            Field("device", required=ALWAYS, values=("desktop", "mobile", "tablet", "app")),
-            Field("country"),
-            Field("region"),
-        ),
-        key=("event_id",),
-        partition_time="event_time",
-    ),
-    "orders": Source(
-        "orders",
-        "csv",
-        (
-            Field("order_id", required=ALWAYS, identifier=True),
-            Field("line_no", INT, ALWAYS),
-            Field("order_time", TIMESTAMP, ALWAYS),
-            Field("account_id", identifier=True),
-            Field("guest_email"),
-            Field("channel", required=ALWAYS, values=("web", "app", "store", "phone", "b2b")),
-            Field("store_id", identifier=True),
-            Field("product_id", required=ALWAYS, identifier=True),
-            Field("category"),
-            Field("quantity", INT, ALWAYS),
-            Field("unit_price", MONEY, ALWAYS),
-            Field("discount", MONEY),
-            Field("currency"),
-            Field("status", required=ALWAYS, values=("completed", "cancelled", "returned")),
-            Field("updated_time", TIMESTAMP, ALWAYS),
-        ),
-        key=(),
-        partition_time="order_time",
-    ),
-    "customers": Source(
-        "customers",
-        "json",
-        (
-            Field("account_id", required=ALWAYS, identifier=True),
-            Field("op", required=ALWAYS, values=("upsert", "erase")),
-            Field("updated_time", TIMESTAMP, ALWAYS),
-            Field("signup_time", TIMESTAMP, ON_UPSERT),
-            Field("email"),
-            Field("phone"),
-            Field("name"),
-            Field("gender", values=("f", "m", "x")),
-            Field("birth_year", INT),
-            Field("occupation"),
-            Field("city"),
-            Field("income_band", values=("low", "mid", "high")),
-            Field("marketing_consent", BOOL, ON_UPSERT),
-            Field("marketing_consent_time", TIMESTAMP),
-            Field("referred_by", identifier=True),
-            Field("account_type", required=ON_UPSERT, values=("consumer", "business")),
-            Field("company_id", identifier=True),
-        ),
-        key=(),
-        partition_time=None,
-    ),
-    "interactions": Source(
-        "interactions",
-        "csv",
-        (
-            Field("interaction_id", required=ALWAYS, identifier=True),
-            Field("account_id", identifier=True),
-            Field("channel", required=ALWAYS, values=("phone", "email", "chat", "message_board", "store")),
-            Field("type", required=ALWAYS, values=("inquiry", "complaint", "praise", "return_request", "technical")),
-            Field("opened_time", TIMESTAMP, ALWAYS),
-            Field("closed_time", TIMESTAMP),
-            Field("satisfaction", INT, values=("1", "2", "3", "4", "5")),
-            Field("agent_id", identifier=True),
-        ),
-        key=(),
-        partition_time=None,
-    ),
-    "campaign_events": Source(
-        "campaign_events",
-        "csv",
-        (
-            Field("campaign_id", required=ALWAYS, identifier=True),
-            Field("account_id", required=ALWAYS, identifier=True),
-            Field("event", required=ALWAYS, values=("sent", "delivered", "opened", "clicked", "converted", "unsubscribed", "bounced", "complained")),
-            Field("event_time", TIMESTAMP, ALWAYS),
-            Field("revenue", MONEY),
-        ),
-        key=(),
-        partition_time="event_time",
-    ),
+    "clickstream": Source("clickstream", "json", fields("""
+        event_id          string     always     id
+        event_time        timestamp  always
+        received_time     timestamp  always
+        event_type        string     always     page_view|product_view|search|add_to_cart|remove_from_cart|checkout_start|purchase|login|signup|logout
+        anonymous_id      string     always     id
+        account_id        string     optional   id
+        tracking_consent  bool       always
+        page_url          string     always
+        referrer_url      string     optional
+        product_id        string     optional   id
+        category          string     optional
+        price             money      optional
+        order_id          string     optional   id
+        search_query      string     optional
+        utm_source        string     optional
+        utm_medium        string     optional
+        utm_campaign      string     optional
+        device            string     always     desktop|mobile|tablet|app
+        country           string     optional
+        region            string     optional
+    """), key=("event_id",), partition_time="event_time"),
+    "orders": Source("orders", "csv", fields("""
+        order_id          string     always     id
+        line_no           int        always
+        order_time        timestamp  always
+        account_id        string     optional   id
+        guest_email       string     optional
+        channel           string     always     web|app|store|phone|b2b
+        store_id          string     optional   id
+        product_id        string     always     id
+        category          string     optional
+        quantity          int        always
+        unit_price        money      always
+        discount          money      optional
+        currency          string     optional
+        status            string     always     completed|cancelled|returned
+        updated_time      timestamp  always
+    """), key=(), partition_time="order_time"),
+    "customers": Source("customers", "json", fields("""
+        account_id              string     always     id
+        op                      string     always     upsert|erase
+        updated_time            timestamp  always
+        signup_time             timestamp  on_upsert
+        email                   string     optional
+        phone                   string     optional
+        name                    string     optional
+        gender                  string     optional   f|m|x
+        birth_year              int        optional
+        occupation              string     optional
+        city                    string     optional
+        income_band             string     optional   low|mid|high
+        marketing_consent       bool       on_upsert
+        marketing_consent_time  timestamp  optional
+        referred_by             string     optional   id
+        account_type            string     on_upsert  consumer|business
+        company_id              string     optional   id
+    """), key=(), partition_time=None),
+    "interactions": Source("interactions", "csv", fields("""
+        interaction_id    string     always     id
+        account_id        string     optional   id
+        channel           string     always     phone|email|chat|message_board|store
+        type              string     always     inquiry|complaint|praise|return_request|technical
+        opened_time       timestamp  always
+        closed_time       timestamp  optional
+        satisfaction      int        optional   1|2|3|4|5
+        agent_id          string     optional   id
+    """), key=(), partition_time=None),
+    "campaign_events": Source("campaign_events", "csv", fields("""
+        campaign_id       string     always     id
+        account_id        string     always     id
+        event             string     always     sent|delivered|opened|clicked|converted|unsubscribed|bounced|complained
+        event_time        timestamp  always
+        revenue           money      optional
+    """), key=(), partition_time="event_time"),
 }
