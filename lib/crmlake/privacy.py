@@ -12,10 +12,10 @@ An erasure is a durable workflow, so that a process killed at any step is finish
 next run from where it stopped, never receipted early:
 
 1. **plan**: the subject's identifiers (accounts, emails, their hashes, every ad platform's
-   hashes, cookies, persons) are looked up while the tables still hold them and written to
-   ``<lake>/_erasures/<request_id>.json`` before anything is deleted;
-2. **apply**: table by table, then the exports; each step is idempotent and recorded in the
-   plan when done, so a resumed run skips it;
+   hashes, cookies, persons, and the cookies they share) are looked up while the tables still
+   hold them and written to ``<lake>/_erasures/<request_id>.json`` before anything is deleted;
+2. **apply**: the shared cookies recorded, then table by table, then the exports; each step
+   is idempotent and recorded in the plan when done, so a resumed run skips it;
 3. **receipt**: one row in ``gold.erasure_log`` (request id, time, tables, files removed,
    rows removed, exports amended; no personal data), written last;
 4. the plan, the only other place holding the subject's values, is deleted.
@@ -23,6 +23,15 @@ next run from where it stopped, never receipted early:
 No value of the subject is ever written into SQL text: each table's rows are found by
 comparing its columns with a one-row frame of the subject's values
 (:meth:`crmlake.subjects.Subject.frame`).
+
+A computer the subject shared with another person's live account (a household's: one cookie
+both log in on) keeps its rows: the visits logged in there are each account's, those logged
+out no one's. Its cookie is recorded first in ``silver.shared_identifiers`` (the cookie alone:
+never who held it), because the erased account's links go: without the record, the next
+rebuild of the persons would see the other member as its only holder, attach the cookie to
+them and credit them with the subject's logged-out visits. Organize leaves a recorded cookie
+out of the identity map, grown or rebuilt, full refresh included. The record goes when the
+last live holder is erased: the cookie is then theirs (:func:`crmlake.subjects.linked_cookies`).
 
 Shared by organize (its first step) and the ``crmlake erase`` command. Which tables an
 erasure touches and how is the catalog's: every table whose ``subject`` rule says how a
@@ -49,10 +58,12 @@ from crmlake.files import local_path
 from crmlake.isolation import isolated
 from crmlake.lake import Lake, TableSpec
 from crmlake.log import get_logger
+from crmlake.people import COOKIE
 from crmlake.subjects import Subject, subject_condition, subject_of
 
 log = get_logger("privacy")
 ERASURE_LOG = "gold.erasure_log"
+SHARED_IDENTIFIERS = "silver.shared_identifiers"
 PLANS_FOLDER = "_erasures"
 
 
@@ -169,12 +180,37 @@ def _erased_rows(spec: TableSpec) -> Column:
     return condition
 
 
+def record_shared_cookies(lake: Lake, subject: Subject) -> int:
+    """Record in silver.shared_identifiers the cookies ``subject`` shares (:attr:`Subject.shared_cookies`)
+    that another live account (no erase request) is still linked to; return how many. A cookie
+    whose other holders were erased meanwhile is not recorded: it is no one's to keep apart."""
+    if not subject.shared_cookies:
+        return 0
+    spark = lake.spark
+    cookies = spark.createDataFrame([(c,) for c in subject.shared_cookies], "anonymous_id string")
+    erased = lake.read_or_empty("bronze.customers").where(F.col("op") == "erase").select("account_id")
+    others = (
+        lake.read_or_empty("silver.identity_links").join(cookies, "anonymous_id", "left_semi")
+        .where(~F.col("account_id").isin(*subject.account_ids)).join(erased, "account_id", "left_anti")
+    )
+    shared = others.select(F.lit(COOKIE).alias("identifier_type"), F.col("anonymous_id").alias("identifier")).distinct().cache()
+    # Safe to count: a few cookies of one account.
+    recorded = shared.count()
+    if recorded:
+        lake.merge(SHARED_IDENTIFIERS, shared, keys=["identifier_type", "identifier"], order_by="identifier")
+    shared.unpersist()
+    return recorded
+
+
 def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: str) -> dict:
     """Apply ``plan``'s erasure to every table whose catalog entry has a ``subject`` rule (each
     deleted or blanked as it says), the leftovers of killed runs and every export, skipping
     the steps the plan records as done; return what was touched: tables, rows removed per
     table, files removed, exports amended."""
     subject = plan.subject
+    # First, while its links are still there to find it by: kept apart, whatever else is done or killed.
+    if "shared_cookies" not in plan.done:
+        plan.step("shared_cookies", record_shared_cookies(lake, subject))
     frame = subject.frame(lake.spark).cache()
     for spec in lake.catalog.subject_tables():
         step = f"table:{spec.name}"

@@ -11,7 +11,12 @@ one's rows.
 
 The two requests resolve a subject differently. An erasure (:func:`subject_of`, one
 account) takes every value the account ever held, shared or not: a family mailbox is the
-subject's personal data too, so it goes wherever it appears. Subject access
+subject's personal data too, so it goes wherever it appears. A computer is the exception:
+its cookie is the subject's when it is their person's alone, or when no other live account
+logs in on it (the others who did were erased); one another person's live account logs in on
+too (a household's) is kept, with the other's rows, and recorded as shared
+(``silver.shared_identifiers``, by :mod:`crmlake.privacy`), so that no rebuild of the persons
+attaches it to the one left and credits them with the subject's visits. Subject access
 (:func:`person_subject`) returns one person's data and never a household member's: their
 accounts, and the cookies, emails and phones the identity map attaches to their person
 (values no one else holds); in the rows it returns, an identifier that is someone else's
@@ -51,9 +56,10 @@ class Subject:
     emails: tuple           # normalised (trimmed, lower case)
     email_hashes: tuple
     phone_hashes: tuple
-    cookies: tuple          # anonymous ids the identity map attaches to their person alone
+    cookies: tuple          # anonymous ids of their person alone (attached to it by the identity map, or no other live account logs in on them)
     person_ids: tuple
     platform_hashes: tuple  # their email and phone hashed the way each ad platform's upload file has them
+    shared_cookies: tuple = ()   # anonymous ids of theirs another person's live account holds too: kept, recorded as shared
 
     def frame(self, spark) -> DataFrame:
         """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
@@ -122,10 +128,37 @@ def _values(df: DataFrame, column: str) -> tuple:
     return tuple(sorted(r[0] for r in df.select(column).where(F.col(column).isNotNull()).distinct().collect()))
 
 
+def linked_cookies(lake: Lake, account_id: str, persons: tuple) -> tuple[tuple, tuple]:
+    """Return ``(own, shared)``: the cookies silver.identity_links links to ``account_id``, split
+    into those of its ``persons`` alone (the identity map attaches them to one of them, or no
+    other live account is linked to them: whoever else logged in there is erased) and those
+    another live account is linked to as well, which the map does not give its persons (a
+    computer shared with a household member). An account with an erase request is not live."""
+    if not lake.exists("silver.identity_links"):
+        return (), ()
+    links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
+    theirs = links.where(F.col("account_id") == account_id).select("anonymous_id").distinct()
+    erased = lake.read_or_empty("bronze.customers").where(F.col("op") == "erase").select("account_id")
+    others = (
+        links.join(theirs, "anonymous_id", "left_semi").where(F.col("account_id") != account_id)
+        .join(erased, "account_id", "left_anti").select("anonymous_id").distinct().withColumn("_others", F.lit(True))
+    )
+    attached = (
+        lake.read("silver.identity_map").where((F.col("identifier_type") == COOKIE) & F.col("person_id").isin(*persons))
+        .select(F.col("identifier").alias("anonymous_id")).distinct().withColumn("_attached", F.lit(True))
+        if persons and lake.exists("silver.identity_map") else lake.spark.createDataFrame([], "anonymous_id string, _attached boolean")
+    )
+    # Safe to collect: the cookies of one account.
+    rows = theirs.join(others, "anonymous_id", "left").join(attached, "anonymous_id", "left").collect()
+    own = tuple(sorted(r["anonymous_id"] for r in rows if r["_attached"] or not r["_others"]))
+    return own, tuple(sorted(r["anonymous_id"] for r in rows if r["anonymous_id"] not in own))
+
+
 def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subject:
     """Return the identifiers an erasure of ``account_id`` removes: its emails and phones (as
     held in bronze, any version, shared or not) with their hashes, the cookies linked to it
-    that are its person's alone, the persons the identity map gives it."""
+    that are its person's alone (:func:`linked_cookies`), the persons the identity map gives
+    it; and the cookies it shares with another person's live account, which stay."""
     profiles = lake.read("bronze.customers").where((F.col("account_id") == account_id) & (F.col("op") == "upsert"))
     uploaded = [hashed for platform_format in PLATFORM_FORMATS for hashed in platform_hashes(default_phone_region, platform_format)]
     # One scan of bronze.customers for every value (each platform hashes its own normalisation).
@@ -142,20 +175,11 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
         _values(lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & (F.col("identifier") == account_id)), "person_id")
         if lake.exists("silver.identity_map") else ()
     )
-    # The account's cookies that are its person's alone: a computer shared with a household
-    # member is not the subject's (the rows logged in on it are, by account).
-    cookies = (
-        _values(
-            lake.read("silver.identity_links").where(F.col("account_id") == account_id).join(
-                lake.read("silver.identity_map").where((F.col("identifier_type") == COOKIE) & F.col("person_id").isin(*persons))
-                .select(F.col("identifier").alias("anonymous_id")), "anonymous_id", "left_semi"),
-            "anonymous_id",
-        )
-        if lake.exists("silver.identity_links") and lake.exists("silver.identity_map") else ()
-    )
+    # A computer shared with a household member is not the subject's (the rows logged in on it are, by account).
+    cookies, shared = linked_cookies(lake, account_id, persons)
     platform = {value for i in range(len(uploaded)) for value in held[f"_platform_{i}"]}
     return Subject((account_id,), tuple(sorted(held["email"])), tuple(sorted(held["email_hash"])), tuple(sorted(held["phone_hash"])), cookies, persons,
-                   tuple(sorted(platform)))
+                   tuple(sorted(platform)), shared)
 
 
 def person_subject(lake: Lake, accounts: list[str]) -> Subject:

@@ -198,3 +198,36 @@ def test_subject_access_blanks_another_person_s_identifiers_and_leaves_their_log
     assert [(r["account_a"], r["account_b"]) for r in read_access(tmp_path, "silver.identity_pairs")] == [("A1", None)]
     # s1: logged out on her own cookie; s3: logged in as her on a computer not hers alone (its cookie blanked).
     assert sorted((r["session_id"], r["anonymous_id"], r["account_id"]) for r in read_access(tmp_path, "silver.sessions")) == [("s1", "c1", None), ("s3", None, "A1")]
+
+
+def test_an_erasure_keeps_a_computer_another_live_person_logs_in_on_and_takes_one_only_erased_accounts_shared(lake):
+    # Ann (A1) logs in on her own cookie c1, on the household's computer "home" beside Bo (A2),
+    # and on "old" beside Cy (A3), whose erasure is requested; the map attaches c1 to her alone.
+    write(lake, "bronze.customers", [("A1", "upsert"), ("A2", "upsert"), ("A3", "upsert"), ("A3", "erase")], "account_id string, op string")
+    write(lake, "silver.identity_links", [("c1", "A1"), ("home", "A1"), ("home", "A2"), ("old", "A1"), ("old", "A3")], "anonymous_id string, account_id string")
+    write(lake, "silver.identity_map", [("account_id", "A1", "P1"), ("account_id", "A2", "P2"), ("account_id", "A3", "P3"), ("anonymous_id", "c1", "P1")],
+          "identifier_type string, identifier string, person_id string")
+    from crmlake.subjects import subject_of
+
+    subject = subject_of(lake, "A1", "TW")
+
+    assert (subject.cookies, subject.shared_cookies) == (("c1", "old"), ("home",))
+
+
+def test_erasing_one_member_records_the_shared_computer_without_who_held_it_and_erasing_the_other_removes_it(lake, conf):
+    write(lake, "bronze.customers", [("A1", "upsert"), ("A2", "upsert")], "account_id string, op string")
+    write(lake, "silver.customers", [("A1", False), ("A2", False)], "account_id string, erased boolean")
+    write(lake, "silver.identity_links", [("home", "A1"), ("home", "A2")], "anonymous_id string, account_id string")
+    write(lake, "silver.identity_map", [("account_id", "A1", "P1"), ("account_id", "A2", "P2")], "identifier_type string, identifier string, person_id string")
+    # A visit logged in by each, and one logged out on the computer: no one's.
+    write(lake, "silver.sessions", [("s1", "home", "A1"), ("s2", "home", "A2"), ("s3", "home", None)], "session_id string, anonymous_id string, account_id string")
+
+    request_erasure(lake, ["A1"], T0)
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    assert [tuple(r) for r in lake.read("silver.shared_identifiers").collect()] == [("anonymous_id", "home")]
+    assert [tuple(r) for r in lake.read("silver.identity_links").select("anonymous_id", "account_id").collect()] == [("home", "A2")]
+    assert sorted(r["session_id"] for r in lake.read("silver.sessions").collect()) == ["s2", "s3"]
+
+    request_erasure(lake, ["A2"], at(1))   # Bo, its last live holder: the computer is his now, and goes
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    assert [lake.read(t).count() for t in ("silver.shared_identifiers", "silver.identity_links", "silver.sessions")] == [0, 0, 0]

@@ -7,7 +7,9 @@
 * ``silver.identity_pairs``: every candidate pair of accounts with its evidence and decision
   (why each account joined its person, or did not).
 * ``silver.identity_map``: every account, and each cookie, email and phone of one person alone,
-  with a stable person id.
+  with a stable person id. A cookie an erased account shared with another person's
+  (``silver.shared_identifiers``, recorded by the erasure) stays out of it, grown or rebuilt:
+  its erased holder's links are gone, yet the one left is not its only user.
 
 A day's change grows them (:func:`~crmlake.organize.identity.grow_identity_map`); a full
 refresh or an erasure (the erased account's identifiers leave the map and its pairs the table,
@@ -34,6 +36,7 @@ from crmlake.log import get_logger
 from crmlake.organize.identity import Matching, build_identity_map, grow_identity_map, identity_quality, touched_blocks
 from crmlake.organize.matching import Weights, blocks, candidate_pairs, comparison_levels, estimate_weights, match_profiles, prior_weights, random_pairs, sized_blocks
 from crmlake.people import ACCOUNT
+from crmlake.privacy import SHARED_IDENTIFIERS
 from crmlake.summaries import IDENTITY_JSON, write_summary
 from crmlake.tracking import tracked_run
 
@@ -115,7 +118,9 @@ def organize_identity(
         # The map is computed (from the pairs as they were) before the pairs are merged.
         identity_map = identity_map.checkpoint()
         lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
-    lake.overwrite(MAP, identity_map, partition_by=["identifier_type"])
+    # Without the erased holder's links, the other holder looks like the cookie's only one: the erasure's record says otherwise.
+    shared = lake.read_or_empty(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
+    lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"])
     if estimated:
         store_weights(lake, weights, run_date)
     return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method}
