@@ -205,7 +205,7 @@ class Customer360(Section):
 
 
 class Analyze(Section):
-    """The analyze stage (``analyze``): RFM, rankings, the models, lifetime value, value tiers, reports, loyalty."""
+    """The analyze stage (``analyze``): RFM, rankings, the models, lifetime value, value tiers, reports, loyalty, service."""
 
     rfm_quantiles: int = Field(ge=2)
     training_max_persons: int = PositiveInt
@@ -218,6 +218,7 @@ class Analyze(Section):
     value: Value
     reports: Reports
     loyalty: Loyalty
+    service: Service
 
 
 class Ranking(Section):
@@ -303,10 +304,37 @@ class Reports(Section):
 
 class Loyalty(Section):
     """The loyalty ladder's rungs (``analyze.loyalty``): a repeat buyer has at least
-    ``repeat_min_orders`` orders, an advocate has referred ``advocate_min_referred_buyers`` buyers."""
+    ``repeat_min_orders`` orders, an advocate has referred ``advocate_min_referred_buyers`` buyers;
+    a latest rating in the ``satisfaction_recent_days`` below ``satisfied_min_rating`` is no
+    satisfied customer."""
 
     repeat_min_orders: int = PositiveInt
     advocate_min_referred_buyers: int = PositiveInt
+    satisfied_min_rating: int = Field(ge=1, le=5)
+    satisfaction_recent_days: int = PositiveInt
+
+
+class Service(Section):
+    """The service desk's figures (``analyze.service``): the hours within which a contact should
+    close (one value, and any channel's own), and who is a repeat complainer worth a call."""
+
+    target_hours: float = Field(gt=0)
+    target_hours_by_channel: dict[str, float]
+    repeat_complaints: int = PositiveInt
+    complaint_window_days: int = PositiveInt
+    high_value_tiers: list[str]
+
+    @field_validator("target_hours_by_channel")
+    @classmethod
+    def positive_hours(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {channel: hours for channel, hours in value.items() if hours <= 0}
+        if bad:
+            raise ValueError(f"every channel's target must be a positive number of hours, got {bad}")
+        return value
+
+    def target_of(self, channel: str) -> float:
+        """Return the hours a contact on ``channel`` should close within."""
+        return self.target_hours_by_channel.get(channel, self.target_hours)
 
 
 class Decide(Section):

@@ -5,7 +5,7 @@ from crmlake.config_schema import Loyalty, Value
 
 ACCURACY = 10_000   # percentile_approx's: exact on a few rows
 TIERS = Value(most_valuable_top_share=0.25, growth_ratio=1.5, growth_min_value=500, margin=0.3, cost_to_serve=60)
-LADDER = Loyalty(repeat_min_orders=2, advocate_min_referred_buyers=1)
+LADDER = Loyalty(repeat_min_orders=2, advocate_min_referred_buyers=1, satisfied_min_rating=4, satisfaction_recent_days=90)
 
 
 def test_value_tiers_first_match_wins(spark):
@@ -33,11 +33,24 @@ def test_tied_buyers_at_the_top_share_boundary_are_most_valuable_together(spark)
 
 def test_loyalty_ladder_highest_rung_reached(spark):
     persons = spark.createDataFrame(
-        [("P", 0, 0, 0), ("U", 3, 1, 2), ("S", 1, 0, 0), ("R", 2, 0, 0), ("A", 1, 0, 1)],
-        "person_id string, orders int, open_complaints int, referred_buyers int",
+        [("P", 0, 0, 0, None), ("U", 3, 1, 2, None), ("S", 1, 0, 0, None), ("R", 2, 0, 0, None), ("A", 1, 0, 1, None)],
+        "person_id string, orders int, open_complaints int, referred_buyers int, recent_satisfaction int",
     )
     levels = {r["person_id"]: r["loyalty_level"] for r in with_loyalty_level(persons, LADDER).collect()}
     assert levels == {"P": "prospect", "U": "unsatisfied", "S": "satisfied", "R": "repeat_buyer", "A": "advocate"}
+
+
+def test_satisfied_rung_takes_a_recent_rating_of_4_or_5_or_none_and_no_open_complaint(spark):
+    persons = spark.createDataFrame(
+        [("RATED_5", 1, 0, 0, 5), ("RATED_4", 1, 0, 0, 4), ("RATED_3", 1, 0, 0, 3), ("NOT_RATED", 1, 0, 0, None),
+         ("RATED_5_OPEN_COMPLAINT", 1, 1, 0, 5), ("REPEAT_RATED_2", 3, 0, 0, 2), ("ADVOCATE_RATED_1", 1, 0, 2, 1), ("PROSPECT_RATED_5", 0, 0, 0, 5)],
+        "person_id string, orders int, open_complaints int, referred_buyers int, recent_satisfaction int",
+    )
+    levels = {r["person_id"]: r["loyalty_level"] for r in with_loyalty_level(persons, LADDER).collect()}
+    # A low latest rating keeps a repeat buyer or a referrer off every rung above unsatisfied; no rating is judged by complaints alone.
+    assert levels == {"RATED_5": "satisfied", "RATED_4": "satisfied", "RATED_3": "unsatisfied", "NOT_RATED": "satisfied",
+                      "RATED_5_OPEN_COMPLAINT": "unsatisfied", "REPEAT_RATED_2": "unsatisfied", "ADVOCATE_RATED_1": "unsatisfied",
+                      "PROSPECT_RATED_5": "prospect"}
 
 
 def test_pareto_curve_shares(spark):

@@ -35,6 +35,7 @@ from crmlake.acquire.contract import SOURCES, Source
 from crmlake.acquire.facts import FACTS_SCHEMA, file_facts
 from crmlake.acquire.reader import FileToRead, read_records
 from crmlake.acquire.validate import with_validation
+from crmlake.business_days import business_date
 from crmlake.config import Conf, ConfigError
 from crmlake.faults import crash_point
 from crmlake.lake import Lake
@@ -151,7 +152,7 @@ def partition_column(source: Source) -> str | None:
 
 def partition_date(source: Source, timezone: str) -> Column:
     """The business date (in ``timezone``) of a record's partition time: its bronze partition."""
-    return F.to_date(F.from_utc_timestamp(source.partition_time, timezone))
+    return business_date(source.partition_time, timezone)
 
 
 def bronze_of_batch_dates(lake: Lake, source: Source, validated: DataFrame) -> DataFrame | None:

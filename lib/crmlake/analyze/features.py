@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from zoneinfo import ZoneInfo
-
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.analyze.ranking import with_quantile_buckets
+from crmlake.business_days import business_date, end_of_day
 from crmlake.orders import latest_order_lines
 from crmlake.people import ACCOUNT, with_person_id
 
@@ -30,15 +29,6 @@ FEATURE_COLUMNS = (
 )
 # The visit features (the ``_30d`` columns) count the sessions of the 30 days up to and including the date.
 SESSION_DAYS = 30
-
-
-def _date_of(ts_col: str, timezone: str):
-    return F.to_date(F.from_utc_timestamp(ts_col, timezone))
-
-
-def end_of_day(day: dt.date, timezone: str) -> dt.datetime:
-    """Return the instant the business day ``day`` ends (next local midnight in ``timezone``)."""
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=ZoneInfo(timezone))
 
 
 def order_lines_as_of(orders: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
@@ -134,8 +124,8 @@ def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: Data
             F.countDistinct("session_date").alias("active_days_30d"),
         )
     )
-    members = people.where(_date_of("signup_time", timezone) <= as_of_lit).select(
-        "person_id", F.datediff(as_of_lit, _date_of("signup_time", timezone)).alias("tenure_days")
+    members = people.where(business_date("signup_time", timezone) <= as_of_lit).select(
+        "person_id", F.datediff(as_of_lit, business_date("signup_time", timezone)).alias("tenure_days")
     )
     joined = members.join(purchases, "person_id", "left").join(recent, "person_id", "left")
     return joined.select(

@@ -13,6 +13,9 @@ category and uplift per person, and the reports, for one run date.
   registers and moves nothing, except judging a version whose run was killed between
   registering and judging it (:func:`crmlake.tracking.resume`).
 * Uplift per audience of ``campaigns.audiences``: :mod:`crmlake.analyze.uplift_scores`.
+* The service desk's daily figures, the high-value repeat complainers and each person's latest
+  rating (the loyalty ladder's satisfied rung): :mod:`crmlake.analyze.service`; each campaign's
+  engagement per send date: :mod:`crmlake.analyze.engagement`.
 * Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`); value tiers and the
   loyalty ladder (:mod:`crmlake.analyze.value`); the Pareto curve, the next best categories,
   company scores and reports: :mod:`crmlake.analyze.writers`.
@@ -46,7 +49,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.analyze import categories, clv, models, specs
+from crmlake.analyze import categories, clv, models, service, specs
+from crmlake.analyze.engagement import write_campaign_engagement
 from crmlake.analyze.features import (
     customer_behaviour, in_session_window, members_as_of, order_lines_as_of, with_deciles, with_purchase_label, with_rfm_scores,
 )
@@ -57,7 +61,7 @@ from crmlake.analyze.writers import COMPANIES, model_column, next_best_categorie
 from crmlake.config import Conf
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
-from crmlake.people import with_order_person_id, with_session_person_id
+from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
 from crmlake.summaries import REPORTS_DIR
 
 log = get_logger("analyze")
@@ -126,6 +130,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     identity_map = lake.read("silver.identity_map")
     history, bronze_orders = lake.read("silver.customer_history"), lake.read("bronze.orders")
     inputs = inputs_of(lake, run_date)
+    # Service contacts as they stood at the end of run_date, with their person: the ladder's ratings, the desk's figures.
+    contacts = with_person_id(service.contacts_as_of(lake.read("bronze.interactions"), run_date, tz), identity_map, (ACCOUNT, F.col("account_id"))).cache()
 
     def members(as_of: dt.date) -> DataFrame:
         # Profiles valid then, of persons still live now (an erased person is never scored nor learnt from).
@@ -206,8 +212,10 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             .join(recent, "person_id", "left")
             .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
+            .join(service.recent_satisfaction(contacts, run_date, conf.analyze.loyalty.satisfaction_recent_days), "person_id", "left")
             .transform(lambda df: with_value_tier(df, conf.analyze.value, accuracy))
             .transform(lambda df: with_loyalty_level(df, conf.analyze.loyalty))
+            .drop("recent_satisfaction")
             .withColumn("propensity_model", model_column(p.model_name, propensity_version))
             .withColumn("segment_model", model_column(s.model_name, segment_version))
             .withColumn("score_date", F.lit(run_date))
@@ -226,11 +234,16 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     with isolated_model("uplift", run_date, failures) as f:
         f.update(audience_uplift(lake, conf, behaviour_as_of, order_lines, behaviour, run_date, inputs, report_dir, failures))
     facts["uplift"] = dict(f)
+    with timed(log, f"service and campaign engagement for {run_date}") as f:
+        scored_today = lake.read(SCORES).where(f"score_date = DATE'{run_date}'")
+        f.update(service.write_service(lake, conf.analyze.service, contacts, scored_today, run_date))
+        f.update(write_campaign_engagement(lake, lake.read("bronze.campaign_events"), run_date, tz))
+    facts["service_and_engagement"] = dict(f)
     if lake.exists(COMPANIES):
         with timed(log, f"company scores for {run_date}") as f:
             f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)
         facts["companies"] = dict(f)
-    for cached in (people, order_lines, behaviour_then, behaviour, propensity):
+    for cached in (people, contacts, order_lines, behaviour_then, behaviour, propensity):
         cached.unpersist()
     if failures:
         log.warning("analyze for %s: scores written without %s", run_date, "; ".join(f"{name} ({reason})" for name, reason in failures.items()))

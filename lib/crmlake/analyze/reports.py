@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake import charts, files
+from crmlake.business_days import business_date
 from crmlake.csv_cells import safe_rows
 
 AGE_BANDS = ((0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 55, "45-54"), (55, 65, "55-64"), (65, 200, "65+"))
@@ -65,7 +66,7 @@ def daily_figures(order_lines: DataFrame, accounts: DataFrame, run_date: dt.date
           (("new", "new_customer_orders"), ("returning", "returning_customer_orders"), ("guest", "guest_orders"))],
         F.countDistinct(F.when(F.col("customer") == "new", F.col("person_id"))).alias("first_purchases"),
     )
-    signup_date = F.to_date(F.from_utc_timestamp("signup_time", timezone))
+    signup_date = business_date("signup_time", timezone)
     signups = accounts.where(signup_date.between(F.lit(start), F.lit(run_date))).groupBy(signup_date.alias("order_date")).agg(
         F.count(F.lit(1)).alias("new_members")
     )

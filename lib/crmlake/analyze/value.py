@@ -13,10 +13,16 @@ Value tiers (thresholds in conf ``analyze.value``, :class:`~crmlake.config_schem
 * ``maintain``: everyone else.
 
 The loyalty ladder (conf ``analyze.loyalty``, :class:`~crmlake.config_schema.Loyalty`), highest rung reached: ``prospect`` (no
-completed order), ``unsatisfied`` (bought, has an unresolved complaint), ``satisfied``
-(bought, no unresolved complaint), ``repeat_buyer`` (satisfied, at least
+completed order), ``unsatisfied`` (bought, and has an unresolved complaint or rated the
+service below ``satisfied_min_rating`` last time in the ``satisfaction_recent_days``),
+``satisfied`` (bought, no unresolved complaint, and a recent latest rating of
+``satisfied_min_rating`` or more, or no recent rating), ``repeat_buyer`` (satisfied, at least
 ``repeat_min_orders`` orders), ``advocate`` (satisfied, referred at least
 ``advocate_min_referred_buyers`` members who bought).
+
+A buyer with no recent rating is judged by complaints alone: most buyers never contact the
+service desk, and silence is no evidence of discontent; counting them unsatisfied would empty
+the rungs above (which all stand on ``satisfied``).
 """
 
 from __future__ import annotations
@@ -65,9 +71,12 @@ def with_value_tier(persons: DataFrame, rules: Value, accuracy: int) -> DataFram
 
 
 def with_loyalty_level(persons: DataFrame, rules: Loyalty) -> DataFrame:
-    """Add ``loyalty_level``. Takes orders, open_complaints and referred_buyers per person."""
+    """Add ``loyalty_level`` (the rungs: the module's docstring). Takes orders, open_complaints,
+    referred_buyers and recent_satisfaction (the latest rating of the recent days, null when
+    none: :func:`crmlake.analyze.service.recent_satisfaction`) per person."""
     bought = F.col("orders") > 0
-    content = bought & (F.coalesce(F.col("open_complaints"), F.lit(0)) == 0)
+    rated_low = F.coalesce(F.col("recent_satisfaction") < rules.satisfied_min_rating, F.lit(False))
+    content = bought & (F.coalesce(F.col("open_complaints"), F.lit(0)) == 0) & ~rated_low
     level = (
         F.when(content & (F.coalesce(F.col("referred_buyers"), F.lit(0)) >= rules.advocate_min_referred_buyers), "advocate")
         .when(content & (F.col("orders") >= rules.repeat_min_orders), "repeat_buyer")

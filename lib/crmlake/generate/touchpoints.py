@@ -1,8 +1,11 @@
 """The simulated touchpoints: campaign sends and responses, service contacts, and what our own contacts cause.
 
 Campaign days (every 7th day) bring sends to live members and responses whose conversion
-rises with the member's purchase rate (:func:`campaign_events`); about 0.4% of member-days
-bring a service contact (:func:`interactions`).
+rises with the member's purchase rate (:func:`campaign_events`); campaigns differ in appeal
+(CAMPAIGN_APPEAL: the share of recipients who open and click). About 0.4% of member-days
+bring a service contact (:func:`interactions`); one channel (SLOW_CHANNEL) takes
+SLOW_CHANNEL_FACTOR times longer to close, and ratings differ by channel
+(CHANNEL_SATISFACTION).
 
 Heterogeneous campaign effects (:func:`response_types`, :func:`campaign_responses`): how our
 own contacts move each person is planted too, so that an uplift model has something to find:
@@ -19,6 +22,13 @@ from pyspark.sql import functions as F
 from crmlake.generate.draws import choice, normal, uniform
 from crmlake.generate.world import CAMPAIGN_EVERY_DAYS, HOUR_WEIGHTS, HOURS, Plan, day_date, list_price, local_time, member_days, person_no_of_account
 
+# The n-th campaign's appeal is CAMPAIGN_APPEAL[n % 3]: it scales the shares of recipients who
+# open (30% at 1.0) and of openers who click (30% at 1.0); the first campaign is the plain one.
+CAMPAIGN_APPEAL = (1.0, 1.6, 0.4)
+SLOW_CHANNEL = "email"          # its contacts take SLOW_CHANNEL_FACTOR times the hours to close
+SLOW_CHANNEL_FACTOR = 3
+CHANNEL_SATISFACTION = {"email": -1, "store": 1}   # added to a rating on the channel (kept within 1-5)
+
 
 def campaign_events(people: DataFrame, plan: Plan) -> DataFrame:
     """One row per campaign event: sends on campaign days to live members, and their responses."""
@@ -26,10 +36,11 @@ def campaign_events(people: DataFrame, plan: Plan) -> DataFrame:
     targets = member_days(people, plan).where((F.col("day") % CAMPAIGN_EVERY_DAYS) == 3)
     ids = ("person_no", "day")
     targets = targets.where(uniform(s, "targeted", *ids) < 0.35)
+    appeal = F.element_at(F.array(*[F.lit(a) for a in CAMPAIGN_APPEAL]), (F.floor(F.col("day") / CAMPAIGN_EVERY_DAYS) % len(CAMPAIGN_APPEAL) + 1).cast("int"))
     bounced = uniform(s, "bounce", *ids) < 0.03
-    opened = ~bounced & (uniform(s, "open", *ids) < 0.3)
+    opened = ~bounced & (uniform(s, "open", *ids) < 0.3 * appeal)
     unsubscribed = opened & (uniform(s, "unsubscribe", *ids) < 0.02)
-    clicked = opened & ~unsubscribed & (uniform(s, "click", *ids) < 0.3)
+    clicked = opened & ~unsubscribed & (uniform(s, "click", *ids) < 0.3 * appeal)
     converted = clicked & (uniform(s, "convert", *ids) < F.least(F.lit(0.9), 0.05 + F.col("daily_purchase_rate") * 8))
     open_minutes = 60 + F.floor(uniform(s, "open_delay", *ids) * 29 * 60)
 
@@ -60,21 +71,29 @@ def campaign_events(people: DataFrame, plan: Plan) -> DataFrame:
 
 
 def interactions(people: DataFrame, plan: Plan) -> DataFrame:
-    """One row per service contact (about 0.4% of member-days)."""
+    """One row per service contact (about 0.4% of member-days): 1 to 72 hours to close (times
+    SLOW_CHANNEL_FACTOR on SLOW_CHANNEL), 85% closed, 70% of those rated (complaints 1-2, the
+    rest 3-5, shifted by CHANNEL_SATISFACTION)."""
     s = plan.seed
     ids = ("person_no", "day")
     contacts = member_days(people, plan).where(uniform(s, "contact", *ids) < 0.004)
     kind = choice(uniform(s, "type", *ids), ["inquiry", "complaint", "praise", "return_request", "technical"], [0.45, 0.15, 0.1, 0.2, 0.1])
+    channel = choice(uniform(s, "channel", *ids), ["phone", "email", "chat", "message_board", "store"])
     opened = local_time(plan, day_date(plan, F.col("day")), F.floor(uniform(s, "opened", *ids) * 86400))
     closed = uniform(s, "closed", *ids) < 0.85
-    satisfaction = F.when(kind == "complaint", 1 + F.floor(uniform(s, "sat", *ids) * 2)).otherwise(3 + F.floor(uniform(s, "sat", *ids) * 3))
+    hours = (1 + F.floor(uniform(s, "duration", *ids) * 72)) * F.when(channel == SLOW_CHANNEL, SLOW_CHANNEL_FACTOR).otherwise(1)
+    shift = F.lit(0)
+    for name, points in CHANNEL_SATISFACTION.items():
+        shift = F.when(channel == name, F.lit(points)).otherwise(shift)
+    rating = F.when(kind == "complaint", 1 + F.floor(uniform(s, "sat", *ids) * 2)).otherwise(3 + F.floor(uniform(s, "sat", *ids) * 3))
+    satisfaction = F.least(F.greatest(rating + shift, F.lit(1)), F.lit(5))
     return contacts.select(
         F.format_string("I%d-%d", "person_no", "day").alias("interaction_id"),
         F.format_string("A%08d", F.col("person_no") * 2).alias("account_id"),
-        choice(uniform(s, "channel", *ids), ["phone", "email", "chat", "message_board", "store"]).alias("channel"),
+        channel.alias("channel"),
         kind.alias("type"),
         opened.alias("opened_time"),
-        F.when(closed, F.timestamp_seconds(F.unix_timestamp(opened) + (1 + F.floor(uniform(s, "duration", *ids) * 72)) * 3600)).alias("closed_time"),
+        F.when(closed, F.timestamp_seconds(F.unix_timestamp(opened) + hours * 3600)).alias("closed_time"),
         F.when(closed & (uniform(s, "rated", *ids) < 0.7), satisfaction.cast("int").cast("string")).alias("satisfaction"),
         F.format_string("agent%d", (1 + F.floor(uniform(s, "agent", *ids) * 40)).cast("int")).alias("agent_id"),
     )

@@ -19,6 +19,7 @@ from functools import reduce
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmlake.business_days import business_date
 from crmlake.config_schema import Customer360
 from crmlake.lake import latest_per_key
 from crmlake.lake.frames import maybe_broadcast
@@ -262,7 +263,7 @@ def customer_360(accounts: DataFrame, behaviour: DataFrame, run_date: dt.date, t
         .groupBy(F.col("referrer_person_id").alias("person_id"))
         .agg(F.count(F.lit(1)).alias("members_referred"), F.count("_bought").alias("referred_buyers"))
     )
-    last_active = F.to_date(F.from_utc_timestamp(F.greatest("last_purchase_at", "last_visit_at"), timezone))
+    last_active = business_date(F.greatest("last_purchase_at", "last_visit_at"), timezone)
     price = F.col("median_unit_price")
     joined = declared.join(behaviour, "person_id", "left").join(referred, "person_id", "left")
     zero = lambda c: F.coalesce(F.col(c), F.lit(0)).alias(c)  # noqa: E731

@@ -33,8 +33,10 @@ import datetime as dt
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from crmlake.business_days import business_date
 from crmlake.config import Conf
-from crmlake.lake import Lake, Snapshot, latest_per_key
+from crmlake.interactions import latest_contacts
+from crmlake.lake import Lake, Snapshot
 from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
@@ -197,7 +199,7 @@ def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: 
     before = lake.read("silver.sessions").where(F.col("session_end") >= F.timestamp_micros(F.lit(first_new)) - session_reach(gap_minutes))
     spans = session_spans(new_clicks, before, gap_minutes).cache()
     # Safe to collect: one row per business date the spans cover. Only those partitions of the clicks are read.
-    span_days = F.sequence(*(F.to_date(F.from_utc_timestamp(edge, timezone)) for edge in ("span_start", "span_end")))
+    span_days = F.sequence(*(business_date(edge, timezone) for edge in ("span_start", "span_end")))
     click_dates = [r["day"] for r in spans.select(F.explode(span_days).alias("day")).distinct().collect()]
     clicks = changes.all("bronze.clickstream").where(F.col("event_date").isin(*click_dates))
     rebuilt = with_session_date(sessionize(within_spans(clicks, spans, "event_time", "event_time"), gap_minutes), timezone).cache()
@@ -260,9 +262,7 @@ def organize_customer_360(lake: Lake, changes: Changes, conf: Conf, run_date: dt
     broadcast_max_rows = conf.organize.identity.broadcast_max_rows
     # An incremental run reads these twice (whom to refresh, then the rows written): joined to the map once.
     accounts = with_person_id(lake.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id"))).cache()
-    interactions = latest_per_key(
-        changes.all("bronze.interactions").withColumn("_as_of", F.coalesce("closed_time", "opened_time")), ["interaction_id"], "_as_of", tie_breaker="ingested_at"
-    )
+    interactions = latest_contacts(changes.all("bronze.interactions"))
     refresh = None
     before = None if changes.full or not lake.exists("silver.customer_360") else lake.read("silver.customer_360")
     if before is not None and before.columns == list(lake.catalog.spec("silver.customer_360").columns):

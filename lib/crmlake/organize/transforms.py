@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmlake.business_days import business_date
 from crmlake.lake import latest_per_key
 from crmlake.orders import latest_order_lines  # noqa: F401 - shared with analyze (point-in-time lines); organize's job imports it here
 
@@ -157,4 +158,4 @@ def within_spans(rows: DataFrame, spans: DataFrame, start: str, end: str) -> Dat
 
 def with_session_date(sessions: DataFrame, timezone: str) -> DataFrame:
     """Add ``session_date``: the business date (in ``timezone``) on which the session started."""
-    return sessions.withColumn("session_date", F.to_date(F.from_utc_timestamp("session_start", timezone)))
+    return sessions.withColumn("session_date", business_date("session_start", timezone))
