@@ -95,7 +95,8 @@ def union_persons(customers: DataFrame, links: DataFrame, region: str, max_accou
         )).alias("key"),
     ).where(F.col("key").isNotNull()).distinct()
     few = keys.groupBy("key").count().where(F.col("count") <= max_accounts_per_key)
-    cookies = links.select("account_id", F.concat(F.lit("cookie:"), "anonymous_id").alias("key")).distinct()
+    # Live accounts' cookies only: every end of an edge is a node (connected_components' rule).
+    cookies = links.join(live, "account_id", "left_semi").select("account_id", F.concat(F.lit("cookie:"), "anonymous_id").alias("key")).distinct()
     edges = keys.join(few, "key", "left_semi").unionByName(cookies).select(F.concat(F.lit("account:"), "account_id").alias("src"), F.col("key").alias("dst"))
     nodes = live.select(F.concat(F.lit("account:"), "account_id").alias("node")).unionByName(edges.select(F.col("dst").alias("node"))).distinct()
     components = connected_components(nodes, edges)

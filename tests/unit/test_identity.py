@@ -4,17 +4,17 @@ import random
 
 from crmlake.config import load_conf
 from crmlake.organize.identity import Matching, assign_person_ids, build_identity_map, connected_components, grow_identity_map, touched_blocks
-from crmlake.organize.matching import LINKED, VETOED, blocks, expectation_maximisation, match_profiles, prior_weights
+from crmlake.organize.matching import LINKED, VETOED, blocks, expectation_maximisation, identifier_blocks, match_profiles, prior_weights
 
 MAP_SCHEMA = "identifier_type string, identifier string, person_id string"
 LINK_SCHEMA = "anonymous_id string, account_id string"
 ACCOUNT_SCHEMA = "account_id string, email string, phone string, name string, birth_year int, erased boolean"
 
 
-def components_of(spark, pairs, extra_nodes=()):
+def components_of(spark, pairs, extra_nodes=(), broadcast_max_rows=0):
     nodes = spark.createDataFrame([(n,) for n in {*extra_nodes, *[n for p in pairs for n in p]}], "node string")
     edges = spark.createDataFrame(pairs, "src string, dst string")
-    return {r["node"]: r["component"] for r in connected_components(nodes, edges).collect()}
+    return {r["node"]: r["component"] for r in connected_components(nodes, edges, broadcast_max_rows=broadcast_max_rows).collect()}
 
 
 def union_find(pairs):
@@ -54,6 +54,12 @@ def test_random_graph_matches_union_find(spark):
     assert components_of(spark, pairs) == expected
 
 
+def test_components_are_the_same_when_the_stars_are_sent_to_every_task(spark):
+    rng = random.Random(8)
+    pairs = [(f"v{rng.randrange(300):03d}", f"v{rng.randrange(300):03d}") for _ in range(200)]
+    assert components_of(spark, pairs, extra_nodes=["alone"], broadcast_max_rows=1000) == {**union_find(pairs), "alone": "alone"}
+
+
 def person_map(spark, components, previous=()):
     comps = spark.createDataFrame(list(components.items()), "node string, component string")
     return {
@@ -82,6 +88,14 @@ def test_a_split_leaves_the_id_with_the_larger_part_and_mints_one_for_the_other(
     now = person_map(spark, {"account_id:A1": "a", "account_id:A2": "a", "account_id:A3": "b"}, previous)
     assert now[("account_id", "A1")] == now[("account_id", "A2")] == "P_1"
     assert now[("account_id", "A3")].startswith("P") and now[("account_id", "A3")] != "P_1"
+
+
+def test_a_first_run_mints_the_ids_a_run_with_no_id_to_avoid_would(spark):
+    comps = spark.createDataFrame([("account_id:A1", "account_id:A1"), ("anonymous_id:ck1", "account_id:A1"), ("account_id:A2", "account_id:A2")], "node string, component string")
+    no_map = spark.createDataFrame([], MAP_SCHEMA)
+    first = assign_person_ids(comps, no_map).collect()
+    with_nothing_taken = assign_person_ids(comps, no_map, taken=no_map).collect()
+    assert sorted(first) == sorted(with_nothing_taken) and len({r["person_id"] for r in first}) == 2
 
 
 def test_an_erased_account_alone_again_never_takes_the_id_it_once_minted_for_the_person_it_left(spark):
@@ -143,6 +157,44 @@ def test_a_household_sharing_a_computer_and_a_mailbox_stays_two_persons_and_owns
     assert ("anonymous_id", "ck_home") not in people and people[("anonymous_id", "ck_tom")] == tom
     family_keys = [k for k in people if k[0] == "email_sha256"]
     assert len(family_keys) == 1  # only tom.chen@ (held by Tom alone) is attached
+
+
+def test_the_map_is_the_same_whether_small_sides_are_broadcast_or_shuffled(spark):
+    accounts = [
+        ("A1", "family@example.com", "0911111111", "Mary Chen", 1975, False),
+        ("A2", "family@example.com", "0922222222", "Tom Chen", 2004, False),
+        ("A3", "tom.chen@example.com", "0922222222", "Tom Chen", 2004, False),
+    ]
+    links = [("ck_home", "A1"), ("ck_home", "A2"), ("ck_tom", "A3"), ("ck_tom", "A9")]
+    broadcast, _ = resolved(spark, accounts, links, rules=matching(broadcast_max_rows=1000))
+    shuffled, _ = resolved(spark, accounts, links, rules=matching(broadcast_max_rows=0))
+    assert broadcast == shuffled
+
+
+def test_an_account_known_by_its_links_alone_is_one_person_holding_its_cookies(spark):
+    profiles = match_profiles(spark.createDataFrame([("A1", "ann@example.com", None, "Ann Wu", 1990, False)], ACCOUNT_SCHEMA), "TW")
+    links = spark.createDataFrame([("ck1", "A9"), ("ck2", "A9"), ("ck3", "A1")], LINK_SCHEMA)
+    rows = build_identity_map(profiles, links, spark.createDataFrame([], MAP_SCHEMA), matching())[0].collect()
+    assert [r["identifier"] for r in rows if r["identifier_type"] == "account_id"].count("A9") == 1
+    people = {(r["identifier_type"], r["identifier"]): r["person_id"] for r in rows}
+    assert people[("anonymous_id", "ck1")] == people[("anonymous_id", "ck2")] == people[("account_id", "A9")] != people[("account_id", "A1")]
+
+
+def test_an_identifier_two_accounts_of_one_person_hold_is_one_row_of_the_map(spark):
+    profiles = match_profiles(spark.createDataFrame([("A1", "ann@example.com", None, "Ann Wu", 1990, False), ("A2", "ann@example.com", None, "Ann Wu", 1990, False)], ACCOUNT_SCHEMA), "TW")
+    links = spark.createDataFrame([("ck1", "A1"), ("ck1", "A2")], LINK_SCHEMA)
+    rows = build_identity_map(profiles, links, spark.createDataFrame([], MAP_SCHEMA), matching())[0].collect()
+    assert sorted(r["identifier_type"] for r in rows) == ["account_id", "account_id", "anonymous_id", "email_sha256"]
+    assert len({r["person_id"] for r in rows}) == 1
+
+
+def test_identifier_blocks_are_the_email_phone_and_cookie_blocks(spark):
+    profiles = match_profiles(spark.createDataFrame([("A1", "ann@example.com", "0911111111", "Ann", 1990, False), ("A2", None, None, "Bo", 1991, False)], ACCOUNT_SCHEMA), "TW")
+    links = spark.createDataFrame([("ck1", "A2")], LINK_SCHEMA)
+    every = {(r["account_id"], r["block"]) for r in blocks(profiles, links).collect()}
+    identifiers = identifier_blocks(profiles, links).collect()
+    assert len(identifiers) == 3
+    assert {(r["account_id"], r["block"]) for r in identifiers} == {b for b in every if b[1].split(":")[0] in ("email_sha256", "phone_sha256", "anonymous_id")}
 
 
 def test_a_shop_phone_and_placeholders_merge_nobody(spark):

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from crmlake.lake.frames import checkpointed, counted, maybe_broadcast
 from crmlake.log import get_logger
-from crmlake.organize.matching import LEVELS, LINKED, Weights, blocks, candidate_pairs, comparison_levels, decided_pairs, match_profiles, sized_blocks
+from crmlake.organize.matching import LEVELS, LINKED, Weights, blocks, candidate_pairs, comparison_levels, decided_pairs, identifier_blocks, match_profiles, sized_blocks
 from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE
 
 log = get_logger("organize.identity")
@@ -78,27 +78,35 @@ def scored_pairs(profiles: DataFrame, memberships: DataFrame, matching: Matching
     return decided.withColumn("compared_for", F.array_join("shared_blocks", ",")).withColumnsRenamed(LEVEL_COLUMNS).select(*PAIR_COLUMNS)
 
 
-def persons_of(accounts: DataFrame, pairs: DataFrame) -> DataFrame:
-    """Return ``(node, component)`` for each of ``accounts`` (account_id) as an identity-map node:
-    the connected components of the linked ``pairs`` (account_a, account_b, decision), found
-    over the linked accounts only; every other account is a component of its own. Every linked
-    account must be one of ``accounts``."""
-    linked = pairs.where(F.col("decision") == LINKED).select(_account_node("account_a").alias("src"), _account_node("account_b").alias("dst")).checkpoint()
-    ends = linked.select(F.col("src").alias("node")).unionByName(linked.select(F.col("dst").alias("node")))
-    # Most accounts are linked to none: each is a person of its own, without the rounds.
-    alone = accounts.select(_account_node().alias("node")).join(ends, "node", "left_anti")
-    return connected_components(ends, linked).unionByName(alone.select("node", F.col("node").alias("component")))
+def persons_of(accounts: DataFrame, pairs: DataFrame, broadcast_max_rows: int = 0) -> DataFrame:
+    """Return ``(node, component)`` for each of ``accounts`` (account_id, each once) as an
+    identity-map node: the connected components of the linked ``pairs`` (account_a, account_b,
+    decision), found over the linked accounts only; every other account is a component of its
+    own. Every linked account must be one of ``accounts``. ``broadcast_max_rows``: as
+    :func:`connected_components` takes it."""
+    linked = pairs.where(F.col("decision") == LINKED).select(F.col("account_a").alias("src"), F.col("account_b").alias("dst"))
+    # The rounds run over the linked pairs only: an account linked to none is a person of its own.
+    # Over the bare account ids, whose first bytes tell them apart (a sort compares those first;
+    # behind ``account_id:`` every comparison reads on), prefixed after: the smallest is the same.
+    components = connected_components(accounts.select(F.col("account_id").alias("node")), linked, broadcast_max_rows=broadcast_max_rows)
+    return components.select(_account_node("node").alias("node"), _account_node("component").alias("component"))
 
 
 def attached(holders: DataFrame, person_of_account: DataFrame) -> DataFrame:
     """Return ``(node, person)``: each identifier of ``holders`` (account_id, block: cookie,
-    email and phone nodes with every account holding them) whose holders are all one person
-    of ``person_of_account`` (account_id, person); an identifier of several persons is left out."""
-    # One person when the smallest and the largest are one (a person is never null): no distinct count.
+    email and phone nodes with every account holding them, each once) whose holders are all one
+    person of ``person_of_account`` (account_id, person: one per account); an identifier of
+    several persons is left out."""
+    # One person when the smallest and the largest are one (a person is never null), told on the
+    # row of the identifier's smallest holder. A window: one sort by block, where a grouping
+    # (of strings: sorted, not hashed) would sort twice, before and after the shuffle.
+    each = Window.partitionBy("block")
     return (
         holders.where(_is_attached(F.col("block"))).join(person_of_account, "account_id")
-        .groupBy(F.col("block").alias("node")).agg(F.min("person").alias("person"), F.max("person").alias("_other"))
-        .where(F.col("person") == F.col("_other")).drop("_other")
+        .select("block", "account_id", "person", F.min("person").over(each).alias("_first"), F.max("person").over(each).alias("_last"),
+                F.min("account_id").over(each).alias("_holder"))
+        .where((F.col("_first") == F.col("_last")) & (F.col("account_id") == F.col("_holder")))
+        .select(F.col("block").alias("node"), "person")
     )
 
 
@@ -118,13 +126,23 @@ def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: Data
     (silver.identity_pairs); the map holds every account (of a profile or a link), and each
     cookie, email and phone held by one person's accounts alone.
     """
-    memberships = blocks(profiles, links).checkpoint()
-    pairs = scored_pairs(profiles, memberships, matching).checkpoint()
-    accounts = profiles.select("account_id").unionByName(links.select("account_id")).distinct()
+    small = lambda rows: rows <= matching.broadcast_max_rows  # noqa: E731
+    few_profiles = small(profiles.count())
+    # The profiles sent to every task when few: the candidate pairs meet both ends' without a shuffle.
+    pairs = scored_pairs(maybe_broadcast(profiles, few_profiles), blocks(profiles, links), matching).checkpoint()
+    # Every account once: a profile's (one per account), and those of the links without one, the
+    # only rows made distinct (the links' other accounts are left out first, without a shuffle when
+    # the profiles are few).
+    profile_accounts = profiles.select("account_id")
+    link_only = links.select("account_id").join(maybe_broadcast(profile_accounts, few_profiles), "account_id", "left_anti").distinct()
+    accounts = profile_accounts.unionByName(link_only)
     # Checkpointed: read twice below (the accounts' persons, and the map's account rows).
-    components = persons_of(accounts, pairs).checkpoint()
-    identifiers = attached(memberships, _account_of(components)).select("node", F.col("person").alias("component"))
-    return assign_person_ids(components.unionByName(identifiers), previous_map), pairs
+    components, account_count = counted(persons_of(accounts, pairs, matching.broadcast_max_rows))
+    # The accounts' persons sent to every task when few: the identifiers are not shuffled to meet them.
+    person_of_account = maybe_broadcast(_account_of(components), small(account_count))
+    # The identifiers read again from the profiles and links: no hash to compute (the pairing's are not kept).
+    identifiers = attached(identifier_blocks(profiles, links), person_of_account).select("node", F.col("person").alias("component"))
+    return assign_person_ids(components.unionByName(identifiers), previous_map, broadcast_max_rows=matching.broadcast_max_rows), pairs
 
 
 def touched_blocks(profiles_before: DataFrame, profiles_after: DataFrame, changed: DataFrame, new_links: DataFrame, default_phone_region: str) -> DataFrame:
@@ -213,7 +231,8 @@ def grow_identity_map(
     # Their linked pairs: the rescored ones and the kept ones (both ends recomputed: a kept pair lies within one person).
     kept_pairs = previous_pairs.join(recomputed_ids.withColumnRenamed("account_id", "account_a"), "account_a", "left_semi").join(
         touched.withColumnRenamed("account_id", "account_a"), "account_a", "left_anti").join(touched.withColumnRenamed("account_id", "account_b"), "account_b", "left_anti")
-    components = persons_of(recomputed, kept_pairs.select("account_a", "account_b", "decision").unionByName(rescored.select("account_a", "account_b", "decision")))
+    components = persons_of(recomputed, kept_pairs.select("account_a", "account_b", "decision").unionByName(rescored.select("account_a", "account_b", "decision")),
+                            matching.broadcast_max_rows)
     # Identifiers attached anew: every one a recomputed account holds, touched, or a reached person held.
     derived = (
         memberships.join(recomputed_ids, "account_id", "left_semi").select("block")
@@ -231,7 +250,8 @@ def grow_identity_map(
     resolved = attached(their_holders, holder_persons).checkpoint()
     to_new = resolved.where(F.col("person").startswith("new:")).select("node", F.expr("substring(person, 5)").alias("component"))
     to_kept = resolved.where(F.col("person").startswith("kept:")).select("node", F.expr("substring(person, 6)").alias("person_id"))
-    ids = assign_person_ids(components.unionByName(to_new), previous_map.join(reached, "person_id", "left_semi"), taken=previous_map)
+    ids = assign_person_ids(components.unionByName(to_new), previous_map.join(reached, "person_id", "left_semi"), taken=previous_map,
+                            broadcast_max_rows=matching.broadcast_max_rows)
     kept = previous.join(reached, "person_id", "left_anti").join(derived.select(F.col("block").alias("node")), "node", "left_anti")
     identity_map = kept.unionByName(to_kept).select(
         F.substring_index("node", ":", 1).alias("identifier_type"),
@@ -243,17 +263,12 @@ def grow_identity_map(
     return identity_map, pair_changes.select(*PAIR_COLUMNS, "_gone"), persons_reached
 
 
-def _numbered(nodes: DataFrame) -> DataFrame:
-    """Return ``(node, id)``: a distinct long per node, in no particular order (no sort).
-    Checkpointed: the numbering must not change if a lost partition is recomputed."""
-    return nodes.distinct().withColumn("id", F.monotonically_increasing_id()).checkpoint()
-
-
 def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
     """Return one large-star then one small-star step over ``(child, parent)`` edges, parent <
     child, written to a reliable checkpoint, and whether ``edges`` already was a union of stars
     (no node with a parent has another neighbour), which the step returns unchanged: observed
-    on the way, so convergence costs no job of its own. Three shuffles: two windows, one distinct."""
+    while the large star is written, so that the last round stops there (the small star and its
+    distinct would only give the stars back). Three shuffles: two windows, one distinct."""
     # Large star: each node links its larger neighbours to the smallest node of its neighbourhood.
     neighbours = edges.select(F.col("child").alias("node"), F.col("parent").alias("nbr")).unionByName(
         edges.select(F.col("parent").alias("node"), F.col("child").alias("nbr"))
@@ -266,33 +281,35 @@ def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
         .observe(stars, F.count_if((F.col("smallest") < F.col("node")) & (F.col("degree") > 1)).alias("not_star"))
         .where(F.col("nbr") > F.col("node"))
         .select(F.col("nbr").alias("child"), F.col("smallest").alias("parent"))
+        .checkpoint()
     )
+    if stars.get["not_star"] == 0:
+        return edges, True
     # Small star: each node and its smaller neighbours are linked to the smallest of those.
     small = large.withColumn("smallest", F.min("parent").over(Window.partitionBy("child")))
     siblings = small.select(F.col("parent").alias("child"), F.col("smallest").alias("parent"))
     itself = small.select("child", F.col("smallest").alias("parent"))
-    stepped = siblings.unionByName(itself).where(F.col("child") != F.col("parent")).distinct().checkpoint()
-    return stepped, stars.get["not_star"] == 0
+    return siblings.unionByName(itself).where(F.col("child") != F.col("parent")).distinct().checkpoint(), False
 
 
-def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64) -> DataFrame:
+def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64, broadcast_max_rows: int = 0) -> DataFrame:
     """Return ``(node, component)`` for every node: ``component`` is the smallest node of its component.
 
-    Takes ``nodes`` (node) and undirected ``edges`` (src, dst). Nodes are numbered (longs
-    join and sort faster than strings); each round is one large-star and one small-star step
-    written to a reliable checkpoint (the session's checkpoint directory, which a lost
-    executor's data survives, and which cuts the plan). A round observes on the way whether
-    the edges it took already were a union of stars (the components): then it is the last.
-    Raises RuntimeError if it has not converged after ``max_rounds`` rounds (never seen:
-    rounds grow as log^2 n). Each component is then labelled with its smallest node.
+    Takes ``nodes`` (node, each once) and undirected ``edges`` (src, dst) between them. The
+    rounds run over the edges alone, on the nodes as they are (numbering them first would cost
+    a distinct, two joins and a relabelling: more than the rounds over strings on graphs of
+    persons); each round is one large-star and one small-star step written to a reliable
+    checkpoint (the session's checkpoint directory, which a lost executor's data survives, and
+    which cuts the plan). A round observes on the way whether the edges it took already were a
+    union of stars (the components): then it is the last, and each star's centre, smaller than
+    its leaves, is its component's smallest node. Raises RuntimeError if it has not converged
+    after ``max_rounds`` rounds (never seen: rounds grow as log^2 n). The stars' leaves (no more
+    than the edges) meet the nodes sent to every task when the edges are at most
+    ``broadcast_max_rows``.
     """
-    numbered = _numbered(nodes)
-    ids = numbered.select(F.col("node").alias("_node"), F.col("id").alias("_id"))
     linked = (
-        edges.join(ids.withColumnRenamed("_id", "src_id"), edges["src"] == F.col("_node")).drop("_node")
-        .join(ids.withColumnRenamed("_id", "dst_id"), edges["dst"] == F.col("_node"))
-        .where(F.col("src_id") != F.col("dst_id"))
-        .select(F.greatest("src_id", "dst_id").alias("child"), F.least("src_id", "dst_id").alias("parent"))
+        edges.where(F.col("src") != F.col("dst"))
+        .select(F.greatest("src", "dst").alias("child"), F.least("src", "dst").alias("parent"))
         .distinct()
     )
     current, figures = checkpointed(linked, edges=F.count(F.lit(1)))
@@ -304,29 +321,34 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
         current, converged = _star_round(current)
         rounds += 1
     log.info("identity graph: components found after %d rounds", rounds)
-    components = numbered.join(current, numbered["id"] == current["child"], "left").select("node", F.coalesce("parent", "id").alias("_component_id"))
-    return components.select("node", F.min("node").over(Window.partitionBy("_component_id")).alias("component"))
+    # A node that is no star's leaf (a centre, or linked to none) is its component's smallest node.
+    leaves = maybe_broadcast(current.select(F.col("child").alias("node"), F.col("parent").alias("component")), figures["edges"] <= broadcast_max_rows)
+    return nodes.join(leaves, "node", "left").select("node", F.coalesce("component", "node").alias("component"))
 
 
-
-
-def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: DataFrame | None = None) -> DataFrame:
+def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: DataFrame | None = None, broadcast_max_rows: int = 0) -> DataFrame:
     """Return the identity map (identifier_type, identifier, person_id) for ``components``.
 
     Takes ``(node, component)`` (the component's label, e.g. from :func:`persons_of`: only a
     grouping key and the seed of new ids), the previous identity map of those nodes' persons
-    (empty on a first run) and ``taken`` (person_id: every id in use, which no new id may be;
-    default: ``previous_map``'s). Each
+    (empty on a first run), ``taken`` (person_id: every id in use, which no new id may be;
+    default: ``previous_map``'s) and the most rows of the previous map, of the components that
+    held ids, or of the ids in use, sent to every task rather than shuffled with the nodes. Each
     component keeps the previous person id held by most of its nodes (ties: the smaller
     id); when components compete for one id (a split), the component holding it more often
     keeps it (ties: the smaller component) and the others get new ids: ``P`` + 16 hex digits
     of the SHA-256 of the component's label and the previous ids it held (and, should that
     give a previous id, of that id too), so that a new id is never one the previous map holds.
     """
-    # Checkpointed: the components are read three times (votes, new ids, the map), their lineage once.
+    small = lambda rows: rows <= broadcast_max_rows  # noqa: E731
+    previous, previous_count = counted(previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id")))
+    if previous_count == 0 and taken is None:
+        # A first run: no id to keep, none to avoid. Each component mints from its label alone, as
+        # below when it held nothing; the components are read once (the map), not checkpointed.
+        return _map_rows(components.withColumn("person_id", _minted_id("component")))
+    # Checkpointed: the components are read twice (votes, the map), their lineage once.
     components = components.checkpoint()
-    previous = previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id"))
-    votes = components.join(previous, "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
+    votes = components.join(maybe_broadcast(previous, small(previous_count)), "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
     best_for_component = Window.partitionBy("component").orderBy(F.col("votes").desc(), "previous_id")
     best_for_id = Window.partitionBy("previous_id").orderBy(F.col("votes").desc(), "component")
     kept = (
@@ -337,31 +359,36 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
         .select("component", F.col("previous_id").alias("kept_id"))
     )
     held = votes.groupBy("component").agg(F.array_join(F.sort_array(F.collect_list("previous_id")), ",").alias("_held"))
-
-    def mint(*seed: str) -> Column:
-        return F.concat(F.lit("P"), F.sha2(F.concat_ws("|", *seed), 256).substr(1, 16))
-
+    # One row per component that held ids: the id it keeps, if any, and those it held.
+    voted, voted_count = counted(held.join(kept, "component", "left"))
     # A component that held ids and kept none mints from them too: never the id it lost. One
     # that held none may still be the seed of a previous id (an erased account, its rows gone
     # from the map, alone again with the label that minted its old person's id): it mints again
-    # from that id too. Per new component, not per identifier.
+    # from that id too. Minted on each node, from what is the same on every node of its
+    # component: no grouping of the nodes by component.
     in_use = previous.select("previous_id") if taken is None else taken.select(F.col("person_id").alias("previous_id"))
-    taken = in_use.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True))
-    new_ids = (
-        components.select("component").distinct().join(kept, "component", "left_anti").join(held, "component", "left")
-        .withColumn("_minted", mint("component", "_held"))
-        .join(taken, "_minted", "left")
-        .select("component", F.when(F.col("_taken"), mint("component", "_held", "_minted")).otherwise(F.col("_minted")).alias("_new_id"))
+    taken, taken_count = counted(in_use.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True)))
+    person = (
+        components.join(maybe_broadcast(voted, small(voted_count)), "component", "left")
+        .withColumn("_minted", F.when(F.col("kept_id").isNull(), _minted_id("component", "_held")))
+        .join(maybe_broadcast(taken, small(taken_count)), "_minted", "left")
+        .withColumn("person_id", F.coalesce("kept_id", F.when(F.col("_taken"), _minted_id("component", "_held", "_minted")).otherwise(F.col("_minted"))))
     )
-    person = components.join(kept, "component", "left").join(new_ids, "component", "left").withColumn("person_id", F.coalesce("kept_id", "_new_id"))
-    identifier_type = F.substring_index("node", ":", 1)
+    return _map_rows(person)
+
+
+def _minted_id(*seed: str) -> Column:
+    """A new person id: ``P`` + 16 hex digits of the SHA-256 of the ``seed`` columns (nulls left out)."""
+    return F.concat(F.lit("P"), F.sha2(F.concat_ws("|", *seed), 256).substr(1, 16))
+
+
+def _map_rows(person: DataFrame) -> DataFrame:
+    """(identifier_type, identifier, person_id) of ``person`` (node, person_id)."""
     return person.select(
-        identifier_type.alias("identifier_type"),
+        F.substring_index("node", ":", 1).alias("identifier_type"),
         F.expr("substring(node, length(substring_index(node, ':', 1)) + 2)").alias("identifier"),
         "person_id",
     )
-
-
 
 
 def _node_of_map() -> F.Column:

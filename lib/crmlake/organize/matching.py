@@ -55,6 +55,9 @@ LEVELS = {
     "device": ("shared", "none"),
 }
 NAME_BLOCK, TYPO_BLOCK = "name_birth_year", "email_letters"
+# Every kind of block :func:`blocks` makes, in order: a pair's kinds are gathered as one bit each
+# (a hash aggregate; a set of strings is gathered by sorting every pair) and read back in order.
+BLOCK_KINDS = tuple(sorted((COOKIE, EMAIL, PHONE, NAME_BLOCK, TYPO_BLOCK)))
 LINKED, VETOED, TOO_LITTLE = "linked", "name disagrees", "too little evidence"
 
 
@@ -125,19 +128,25 @@ def blocks(profiles: DataFrame, links: DataFrame) -> DataFrame:
     """Return ``(account_id, block)``: each account of ``profiles`` (:func:`match_profiles`) in
     each block it belongs to, and each account of ``links`` (silver identity links:
     anonymous_id, account_id, consented) in its cookies' blocks. Email, phone and cookie blocks
-    are the identity map's nodes of those identifiers; the name + birth year and the email
-    letters blocks are hashes that only pair accounts."""
+    are the identity map's nodes of those identifiers (:func:`identifier_blocks`); the name +
+    birth year and the email letters blocks are hashes that only pair accounts."""
     letters = _letters(F.col("email_local"))
     keyed = profiles.select(
         "account_id",
         F.explode(F.array(
-            F.col("email_key"),
-            F.col("phone_key"),
             F.when(F.col("name_key").isNotNull() & F.col("birth_year").isNotNull(),
                    F.concat(F.lit(NAME_BLOCK + ":"), F.sha2(F.concat_ws("|", "name_key", "birth_year"), 256))),
             F.when(F.col("email_domain").isNotNull(), F.concat(F.lit(TYPO_BLOCK + ":"), F.sha2(F.concat_ws("|", "email_domain", letters), 256))),
         )).alias("block"),
     )
+    return identifier_blocks(profiles, links).unionByName(keyed.where(F.col("block").isNotNull()))
+
+
+def identifier_blocks(profiles: DataFrame, links: DataFrame) -> DataFrame:
+    """Return ``(account_id, block)``: the blocks of :func:`blocks` that are identity-map nodes,
+    each account's email and phone and each linked cookie: read from the profiles and links as
+    they are (no hash to compute)."""
+    keyed = profiles.select("account_id", F.explode(F.array("email_key", "phone_key")).alias("block"))
     cookies = links.select("account_id", F.concat(F.lit(COOKIE + ":"), F.col("anonymous_id")).alias("block"))
     # Distinct already: each kind of block once per account, and the links are keyed by cookie and account.
     return keyed.where(F.col("block").isNotNull()).unionByName(cookies)
@@ -145,8 +154,8 @@ def blocks(profiles: DataFrame, links: DataFrame) -> DataFrame:
 
 def sized_blocks(memberships: DataFrame) -> DataFrame:
     """Return ``memberships`` (account_id, block) with ``holders``: how many accounts of
-    ``memberships`` are in the row's block (one shuffle, by block, which the pairing's self-join
-    on block then reuses)."""
+    ``memberships`` are in the row's block (one shuffle and one sort, by block, which the
+    pairing then reuses)."""
     return memberships.withColumn("holders", F.count(F.lit(1)).over(Window.partitionBy("block")))
 
 
@@ -157,15 +166,21 @@ def candidate_pairs(sized: DataFrame, max_accounts_per_key: int, touched: DataFr
     share (``email_sha256``, ``anonymous_id``...). With ``touched`` (account_id), only pairs
     with a touched end."""
     small = sized.where((F.col("holders") >= 2) & (F.col("holders") <= max_accounts_per_key))
-    a = small.select(F.col("account_id").alias("account_a"), "block")
-    b = small.select(F.col("account_id").alias("account_b"), "block")
-    pairs = a.join(b, "block").where(F.col("account_a") < F.col("account_b"))
+    # Each holder of a small block pairs with the larger holders of the block. A second window
+    # over the partitions and order ``sized`` already has: no self-join (which would shuffle,
+    # or sort and count, the blocks twice), and a list never longer than max_accounts_per_key.
+    holders = small.withColumn("_holders", F.collect_list("account_id").over(Window.partitionBy("block")))
+    pairs = holders.select(F.col("account_id").alias("account_a"), F.explode("_holders").alias("account_b"), "block").where(F.col("account_a") < F.col("account_b"))
     if touched is not None:
         ids = touched.select("account_id")
         pairs = pairs.join(ids.withColumnRenamed("account_id", "account_a"), "account_a", "left_semi").unionByName(
             pairs.join(ids.withColumnRenamed("account_id", "account_b"), "account_b", "left_semi")
         )
-    return pairs.groupBy("account_a", "account_b").agg(F.array_sort(F.collect_set(F.substring_index("block", ":", 1))).alias("shared_blocks"))
+    bit = F.create_map(*[x for i, kind in enumerate(BLOCK_KINDS) for x in (F.lit(kind), F.lit(1 << i))])[F.substring_index("block", ":", 1)]
+    kinds = pairs.groupBy("account_a", "account_b").agg(F.bit_or(F.coalesce(bit, F.raise_error("a block of a kind not in BLOCK_KINDS"))).alias("_kinds"))
+    return kinds.select("account_a", "account_b", F.array_compact(F.array(*[
+        F.when(F.col("_kinds").bitwiseAND(1 << i) != 0, F.lit(kind)) for i, kind in enumerate(BLOCK_KINDS)
+    ])).alias("shared_blocks"))
 
 
 def comparison_levels(pairs: DataFrame, profiles: DataFrame) -> DataFrame:
@@ -203,7 +218,8 @@ def comparison_levels(pairs: DataFrame, profiles: DataFrame) -> DataFrame:
 
 def _letters(text: Column) -> Column:
     """The letters of ``text`` in sorted order: two texts with the same are one typed with letters swapped."""
-    return F.array_join(F.array_sort(F.split(text, "")), "")
+    # sort_array, not array_sort: the same order for letters (never null), compiled rather than a lambda per element.
+    return F.array_join(F.sort_array(F.split(text, "")), "")
 
 
 def _swapped(a: Column, b: Column) -> Column:
