@@ -38,12 +38,25 @@ def _stage_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
 
 
+def _rooms(package: pathlib.Path):
+    """Yield ``(path, relative path, room)`` for every module of ``package``: its room is its
+    top-level module or sub-package (``analyze`` for ``analyze/job.py``)."""
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        yield path, relative, relative.parts[0].removesuffix(".py")
+
+
+def _plant(package: pathlib.Path, modules: dict[str, str]) -> None:
+    """Write ``modules`` (path relative to ``package`` -> source) into ``package``, folders made."""
+    for relative, source in modules.items():
+        (package / relative).parent.mkdir(parents=True, exist_ok=True)
+        (package / relative).write_text(source)
+
+
 def house_violations(package: pathlib.Path) -> list[str]:
     """Return 'file imports module' for every import that breaks the pipeline order."""
     found = []
-    for path in sorted(package.rglob("*.py")):
-        relative = path.relative_to(package)
-        room = relative.parts[0].removesuffix(".py")
+    for path, relative, room in _rooms(package):
         for module in sorted(_imported_modules(path)):
             stage = _stage_of(module)
             if module.split(".")[0] == "benchmarks":   # not even a runner: the bench is no part of the runtime
@@ -60,21 +73,22 @@ def test_no_stage_imports_another_and_no_shared_module_imports_a_stage():
 
 
 def test_the_check_finds_a_cross_stage_import(tmp_path):
-    (tmp_path / "analyze").mkdir()
-    (tmp_path / "analyze" / "uplift.py").write_text("def f():\n    from crmlake.decide.results import campaign_results\n")
-    (tmp_path / "privacy.py").write_text("from crmlake.decide import export\n")
-    (tmp_path / "cli.py").write_text("from crmlake.decide import job\n")
-    (tmp_path / "decide").mkdir()
-    (tmp_path / "decide" / "job.py").write_text("from ..analyze import uplift\nfrom crmlake.decide import audiences\n")
+    _plant(tmp_path, {
+        "analyze/uplift.py": "def f():\n    from crmlake.decide.results import campaign_results\n",
+        "privacy.py": "from crmlake.decide import export\n",
+        "cli.py": "from crmlake.decide import job\n",
+        "decide/job.py": "from ..analyze import uplift\nfrom crmlake.decide import audiences\n",
+    })
     assert house_violations(tmp_path) == ["analyze/uplift.py imports crmlake.decide.results", "analyze/uplift.py imports crmlake.decide.results.campaign_results",
                                           "decide/job.py imports crmlake.<relative import, level 2>",
                                           "privacy.py imports crmlake.decide", "privacy.py imports crmlake.decide.export"]
 
 
 def test_the_check_finds_the_runtime_importing_the_bench_even_in_a_runner(tmp_path):
-    (tmp_path / "jobs.py").write_text("def f():\n    import benchmarks.lake\n")
-    (tmp_path / "lake").mkdir()
-    (tmp_path / "lake" / "rs.py").write_text("from benchmarks.common import seconds\n")
+    _plant(tmp_path, {
+        "jobs.py": "def f():\n    import benchmarks.lake\n",
+        "lake/rs.py": "from benchmarks.common import seconds\n",
+    })
     assert house_violations(tmp_path) == ["jobs.py imports benchmarks.lake", "lake/rs.py imports benchmarks.common", "lake/rs.py imports benchmarks.common.seconds"]
 
 
@@ -82,9 +96,7 @@ def conf_violations(package: pathlib.Path) -> list[str]:
     """Return 'file reads conf.<stage>' for every read of a stage's configuration section outside
     that stage's package, and 'file looks up <call>' for every dotted lookup of a setting."""
     found = []
-    for path in sorted(package.rglob("*.py")):
-        relative = path.relative_to(package)
-        room = relative.parts[0].removesuffix(".py")
+    for path, relative, room in _rooms(package):
         text = path.read_text(encoding="utf-8")
         found += [f"{relative} looks up {m.group(0)}" for m in DOTTED_LOOKUP.finditer(text)]
         if room not in CONF_MODULES:
@@ -97,12 +109,12 @@ def test_a_stage_reads_its_own_section_and_the_shared_ones_as_attributes():
 
 
 def test_the_check_finds_a_cross_stage_read_and_a_dotted_lookup(tmp_path):
-    (tmp_path / "decide").mkdir()
-    (tmp_path / "decide" / "job.py").write_text("region = conf.organize.identity.default_phone_region\ncap = conf.decide.policy.max_contacts\n")
-    (tmp_path / "analyze").mkdir()
-    (tmp_path / "analyze" / "uplift.py").write_text("days = lake.conf.decide.attribution_days\nshare = conf.get('analyze.propensity.holdout_share', 0.25)\n")
-    (tmp_path / "privacy.py").write_text("region = conf.require('organize.identity.default_phone_region')\nzone = spark.conf.get('spark.sql.session.timeZone')\n")
-    (tmp_path / "session.py").write_text("rules = settings_from(Rules, section)\ntz = conf.business.timezone\n")
+    _plant(tmp_path, {
+        "decide/job.py": "region = conf.organize.identity.default_phone_region\ncap = conf.decide.policy.max_contacts\n",
+        "analyze/uplift.py": "days = lake.conf.decide.attribution_days\nshare = conf.get('analyze.propensity.holdout_share', 0.25)\n",
+        "privacy.py": "region = conf.require('organize.identity.default_phone_region')\nzone = spark.conf.get('spark.sql.session.timeZone')\n",
+        "session.py": "rules = settings_from(Rules, section)\ntz = conf.business.timezone\n",
+    })
     assert conf_violations(tmp_path) == [
         "analyze/uplift.py looks up conf.get(", "analyze/uplift.py reads conf.decide",
         "decide/job.py reads conf.organize",
@@ -112,5 +124,5 @@ def test_the_check_finds_a_cross_stage_read_and_a_dotted_lookup(tmp_path):
 
 
 def test_no_runtime_module_is_over_the_line_limit():
-    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines()) for path in sorted(PACKAGE.rglob("*.py"))}
+    sizes = {str(relative): len(path.read_text(encoding="utf-8").splitlines()) for path, relative, _ in _rooms(PACKAGE)}
     assert sizes and {module: lines for module, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}
