@@ -42,7 +42,10 @@ COPY (
          sum(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END)::BIGINT AS adds_to_cart,
          sum(CASE WHEN event_type = 'checkout_start' THEN 1 ELSE 0 END)::BIGINT AS checkouts,
          bool_or(event_type = 'purchase') AS converted,
-         arg_min(device, event_time) AS device, max(utm_campaign) AS utm_campaign
+         arg_min(device, event_time) AS device, max(utm_campaign) AS utm_campaign,
+         arg_min_null(nullif(lower(trim(utm_source)), ''), (event_time, event_id)) AS utm_source,
+         arg_min_null(regexp_replace(lower(nullif(regexp_extract(referrer_url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)', 1), '')), '^www\\.', ''),
+                      (event_time, event_id)) AS referrer_host
   FROM numbered GROUP BY anonymous_id, tracking_consent, session_no
 ) TO '{target}' (FORMAT parquet)
 """
@@ -193,6 +196,8 @@ def bench_organize(spark: SparkSession, conf_file: str | None, tmp: str, edge_co
         F.concat(F.lit("/p/"), (F.col("id") % 500).cast("string")).alias("page_url"),
         F.lit("app").alias("device"),
         F.lit(None).cast("string").alias("utm_campaign"),
+        F.lit(None).cast("string").alias("utm_source"),
+        F.lit(None).cast("string").alias("referrer_url"),
     ).write.parquet(f"file://{source}")
     spark_took = seconds(lambda: sessionize(spark.read.parquet(f"file://{source}"), 30).write.parquet(f"file://{tmp}/sessions-spark"))
     sessions = spark.read.parquet(f"file://{tmp}/sessions-spark").count()

@@ -88,7 +88,8 @@ def pytest_collection_finish(session):
 def spark(tmp_path_factory):
     setup_logging("INFO")
     checkpoints = tmp_path_factory.mktemp("checkpoints")
-    conf = load_conf(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=2", f"paths.checkpoints={checkpoints}"])
+    # This machine's conf (conf/local.yaml: local disk), on two cores and two tasks per shuffle.
+    conf = load_conf("conf/local.yaml", overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=2", f"paths.checkpoints={checkpoints}"])
     session = build_session(conf, "tests")
     yield session
     remove_checkpoints(session)

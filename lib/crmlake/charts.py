@@ -64,7 +64,12 @@ def save(fig, path: str) -> str:
 
 def data_uri(fig) -> str:
     """Return the figure as a ``data:`` URI (and close it), so an HTML page needs no other file."""
-    return "data:image/png;base64," + base64.b64encode(png(fig)).decode("ascii")
+    return png_data_uri(png(fig))
+
+
+def png_data_uri(image: bytes) -> str:
+    """Return PNG bytes (:func:`png`) as a ``data:`` URI, for a chart both inlined and saved as a file."""
+    return "data:image/png;base64," + base64.b64encode(image).decode("ascii")
 
 
 def line_chart(lines: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str,

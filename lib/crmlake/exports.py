@@ -23,7 +23,9 @@ spreadsheet formulas (:mod:`crmlake.csv_cells`); the Parquet file keeps the valu
 
 An erasure amends the exports already published (:func:`amend_exports`): each export that
 holds the person is rewritten without them as a new version, swapped in the same way, and its
-manifest records the amendment (request, time, rows removed) with the new checksums.
+manifest records the amendment (request, time, rows removed) with the new checksums. The
+reports' lists of persons to act on (``<exports>/reports/**/*_persons.csv``) are rewritten
+without them too (:func:`amend_person_lists`).
 Audience names are slugs (:data:`crmlake.config_schema.AUDIENCE_NAME_PATTERN`), so every
 export lies in a visible folder directly under the exports root.
 
@@ -37,7 +39,9 @@ the swap are the local disk's own (``os``).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import glob
 import json
 import os
 import re
@@ -58,6 +62,7 @@ from crmlake.csv_cells import safe_frame, safe_table
 from crmlake.faults import crash_point
 from crmlake.log import get_logger
 from crmlake.people import e164_phone, normalised_email, sha256_hex
+from crmlake.summaries import PERSON_LIST_SUFFIX, REPORTS_DIR
 
 DATA_FILES = ("audience.csv.gz", "audience.parquet")
 CHART = "score_histogram.png"
@@ -381,4 +386,25 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
         )
         _put_in_place(final, version, document, "amend")
         amended.append(os.path.relpath(final, exports_root))
+    return amended
+
+
+def amend_person_lists(exports_root: str, person_ids: Collection[str]) -> list[str]:
+    """Rewrite every report's list of persons (``<exports_root>/reports/**/*_persons.csv``, a
+    ``person_id`` column) that holds one of ``person_ids`` without those rows, written aside and
+    renamed into place; return the lists amended, relative to ``exports_root``. The other cells
+    are written back as they were read (already neutralised against spreadsheet formulas)."""
+    amended = []
+    for path in sorted(glob.glob(os.path.join(exports_root, REPORTS_DIR, "**", f"*{PERSON_LIST_SUFFIX}"), recursive=True)):
+        with open(path, newline="", encoding="utf-8") as fh:
+            header, *rows = list(csv.reader(fh))
+        column = header.index("person_id") if "person_id" in header else None
+        kept = [row for row in rows if column is None or row[column] not in person_ids]
+        if len(kept) == len(rows):
+            continue
+        staged = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}")
+        with open(staged, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([header, *kept])
+        os.replace(staged, path)
+        amended.append(os.path.relpath(path, exports_root))
     return amended

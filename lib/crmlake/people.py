@@ -106,6 +106,23 @@ def with_order_person_id(order_lines: DataFrame, identity_map: DataFrame) -> Dat
     )
 
 
+def referrals(accounts: DataFrame, buyers: DataFrame) -> DataFrame:
+    """Return (referrer_person_id, person_id, bought), once per pair: the members another person
+    referred (an account's ``referred_by``) and whether they bought.
+
+    Takes accounts carrying ``person_id`` and ``referred_by`` (the referrer's account id, as
+    silver.customers holds it) and ``buyers`` (person_id, once each: the persons with a completed
+    order). A member referred by an account of their own person, or by an account no person
+    holds, is no one's referral.
+    """
+    referrer = accounts.select(F.col("account_id").alias("referred_by"), F.col("person_id").alias("referrer_person_id"))
+    pairs = accounts.where(F.col("referred_by").isNotNull()).join(referrer, "referred_by").where(F.col("referrer_person_id") != F.col("person_id"))
+    bought = buyers.select("person_id", F.lit(True).alias("bought"))
+    return pairs.select("referrer_person_id", "person_id").distinct().join(bought, "person_id", "left").select(
+        "referrer_person_id", "person_id", F.coalesce("bought", F.lit(False)).alias("bought")
+    )
+
+
 def with_session_person_id(sessions: DataFrame, identity_map: DataFrame) -> DataFrame:
     """Add ``person_id`` to sessions with tracking consent: through the logged-in account, else
     the cookie; a session without tracking consent gets a null person_id, whatever its cookie.

@@ -3,8 +3,8 @@
 An erase request (``op = 'erase'`` in bronze.customers, from the landing zone or from
 ``crmlake erase``) removes the account's data from every table the catalog says may hold a
 data subject's rows (each entry's ``subject`` rule), the quarantine's raw text included,
-from every audience export on disk and from what killed runs left behind (staging files,
-checkpoints), then deletes at once the files that held it. Erasure is final: the request
+from every audience export on disk and every report's list of persons to act on, and from
+what killed runs left behind (staging files, checkpoints), then deletes at once the files that held it. Erasure is final: the request
 stays in bronze (it holds no personal data), and any later upsert of that account is erased
 again on arrival and counted as refused.
 
@@ -14,7 +14,8 @@ next run from where it stopped, never receipted early:
 1. **plan**: the subject's identifiers (accounts, emails, their hashes, every ad platform's
    hashes, cookies, persons, and the cookies they share) are looked up while the tables still
    hold them and written to ``<lake>/_erasures/<request_id>.json`` before anything is deleted;
-2. **apply**: the shared cookies recorded, then table by table, then the exports; each step
+2. **apply**: the shared cookies recorded, then table by table, then the exports and the
+   reports' lists of persons; each step
    is idempotent and recorded in the plan when done, so a resumed run skips it;
 3. **receipt**: one row in ``gold.erasure_log`` (request id, time, tables, files removed,
    rows removed, exports amended; no personal data), written last;
@@ -52,7 +53,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.config import Conf
-from crmlake.exports import amend_exports
+from crmlake.exports import amend_exports, amend_person_lists
 from crmlake.faults import crash_point
 from crmlake.files import local_path
 from crmlake.isolation import isolated
@@ -227,12 +228,14 @@ def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: 
         amended = amend_exports(exports_root, subject.person_ids, subject.email_hashes, subject.phone_hashes, subject.platform_hashes, request_id)
         plan.step("exports", amended)
         crash_point("erase.exports_amended")
+    if "person_lists" not in plan.done:
+        plan.step("person_lists", amend_person_lists(exports_root, subject.person_ids))
     tables = {step.split(":", 1)[1]: done for step, done in plan.done.items() if step.startswith("table:") and done["rows"]}
     return {
         "tables": sorted(tables),
         "rows_removed": {name: done["rows"] for name, done in tables.items()},
         "files_removed": sorted(path for done in tables.values() for path in done["files"]),
-        "exports_amended": plan.done["exports"],
+        "exports_amended": plan.done["exports"] + plan.done["person_lists"],
     }
 
 

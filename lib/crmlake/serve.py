@@ -9,6 +9,8 @@ Sections, each read from files under ``paths.exports`` (no Spark at request time
   with its 95% interval, revenue per contact and whether the window is complete, as a
   table and a chart (:mod:`crmlake.summaries`, written by decide);
 * segments and value tiers with their counts and revenue share (written by analyze);
+* the monthly management report's sections, each with its definition, chart, table and CSV,
+  linking the report (written by analyze: :mod:`crmlake.analyze.management`);
 * links to every report page and its CSV.
 
 Only published exports are visible (not the hidden version folders their links name, nor
@@ -31,7 +33,8 @@ from crmlake import files
 from crmlake.exports import CHART, DATA_FILES, MANIFEST, PLATFORM_FILES
 from crmlake.log import get_logger
 from crmlake.summaries import (
-    CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, IDENTITY_JSON, JOB_RUNS_JSON, REPORTS_DIR, SEGMENTS_JSON, SUMMARY_DIR, SUMMARY_FILES, VALUE_TIERS_JSON, read_summary,
+    CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, IDENTITY_JSON, JOB_RUNS_JSON, MANAGEMENT_JSON, REPORTS_DIR, SEGMENTS_JSON, SUMMARY_DIR, SUMMARY_FILES,
+    VALUE_TIERS_JSON, read_summary,
 )
 
 log = get_logger("serve")
@@ -120,17 +123,18 @@ def _campaigns_section(results: dict | None) -> str:
         f'<td class="num">{r["contacted"]:,}</td><td class="num">{_percent(r["conversion_contacted"])}</td>'
         f'<td class="num">{r["control"]:,}</td><td class="num">{_percent(r["conversion_control"])}</td>'
         f'<td class="num lift">{_percent(r["lift"])}</td><td class="num">{_percent(r["lift_ci_low"])} to {_percent(r["lift_ci_high"])}</td>'
-        f'<td class="num">{_money(r["revenue_per_contact"])}</td><td class="num">{_money(r["revenue_per_control"])}</td>'
+        f'<td class="num">{_money(r["revenue_per_contact"])}</td><td class="num">{_money(r["revenue_per_control"])}</td><td class="num roi">{_percent(r.get("roi"), 0)}</td>'
         f'<td>{"complete" if r["window_complete"] else "still open"}</td></tr>'
         for r in results["rows"]
     )
     return (
         '<section id="campaigns"><h2>Campaign results</h2>'
         f"<p>A contacted or control person converts with a completed order in the {results['attribution_days']} days after the contact date; "
-        "lift is the contacted conversion minus the control conversion, with its 95% interval. A window still open may yet change.</p>"
+        "lift is the contacted conversion minus the control conversion, with its 95% interval; ROI is the incremental revenue "
+        "less the contacts' cost, per unit of cost. A window still open may yet change.</p>"
         f'<img alt="campaign lift" src="/{SUMMARY_DIR}/{CAMPAIGN_RESULTS_PNG}" width="700">'
         "<table><thead><tr><th>Audience</th><th>Contact date</th><th>Contacted</th><th>Conversion</th><th>Control</th><th>Conversion</th>"
-        "<th>Lift</th><th>95% interval</th><th>Revenue per contact</th><th>Revenue per control</th><th>Window</th></tr></thead>"
+        "<th>Lift</th><th>95% interval</th><th>Revenue per contact</th><th>Revenue per control</th><th>ROI</th><th>Window</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )
 
@@ -153,6 +157,36 @@ def _profiles_section(segments: dict | None, tiers: dict | None) -> str:
         )
 
     return f'<section id="segments"><h2>Segments and value tiers</h2>{table(segments, "segment", "Segments")}{table(tiers, "value_tier", "Value tiers")}</section>'
+
+
+def _management_sections(report: dict | None) -> tuple[str, str]:
+    """Return (nav links, sections) of the monthly management report's summary (written by
+    analyze: each section with its definition, headline, chart, table and CSV), each section
+    linking the report. Every section the summary holds is shown: a new one needs no code here."""
+    esc = html.escape
+    if not report:
+        return '<a href="#monthly">Management report</a>', '<section id="monthly"><h2>Management report</h2><p>Analyze has not written it yet.</p></section>'
+    folder = f"/{REPORTS_DIR}/{os.path.dirname(report['report'])}"
+    link = (f'<a class="monthly-report" href="/{REPORTS_DIR}/{esc(report["report"])}">Management report {esc(report["month"])}</a> '
+            f"(month to date, as of {esc(report['as_of'])})")
+    nav, sections = [], []
+    for s in report["sections"]:
+        head = "".join(f'<th class="{"num" if n else ""}">{esc(h)}</th>' for h, n in zip(s["header"], s["numeric"]))
+        rows = "".join(
+            "<tr>" + "".join(f'<td class="{"num" if n else ""}">{esc(cell)}</td>' for cell, n in zip(row, s["numeric"])) + "</tr>" for row in s["rows"]
+        ) or f'<tr><td colspan="{len(s["header"])}">Nothing this month yet.</td></tr>'
+        downloads = " ".join(f'<a class="csv" href="{esc(folder)}/{esc(name)}">{esc(name)}</a>' for name in s["csv"])
+        nav.append(f'<a href="#monthly-{esc(s["key"])}">{esc(s["title"])}</a>')
+        sections.append(
+            f'<section id="monthly-{esc(s["key"])}" class="management" data-key="{esc(s["key"])}"><h2>{esc(s["title"])}</h2>'
+            f'<p class="headline"><b>{esc(s["headline"])}</b></p><p class="definition"><small>{esc(s["definition"])}</small></p>'
+            f'<img alt="{esc(s["title"])} chart" src="{esc(folder)}/{esc(s["chart"])}" width="600">'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table><p>{link} · as CSV: {downloads}</p></section>"
+        )
+    failed = "".join(f"<li>{esc(name)}: {esc(reason)}</li>" for name, reason in report["failed"].items())
+    if failed:
+        sections.append(f'<section id="monthly-failed"><h2>Not in this month\'s report today</h2><ul>{failed}</ul></section>')
+    return "".join(nav), "".join(sections)
 
 
 def _reports_section(pages: list[dict]) -> str:
@@ -223,10 +257,12 @@ def _identity_section(identity: dict | None) -> str:
 
 def catalog_page(exports_root: str) -> str:
     """Return the page's HTML for what is under ``exports_root`` now."""
+    management_nav, management = _management_sections(read_summary(exports_root, MANAGEMENT_JSON))
     sections = (
         _audiences_section(published_exports(exports_root))
         + _campaigns_section(read_summary(exports_root, CAMPAIGN_RESULTS_JSON))
         + _profiles_section(read_summary(exports_root, SEGMENTS_JSON), read_summary(exports_root, VALUE_TIERS_JSON))
+        + management
         + _reports_section(report_pages(exports_root))
         + _identity_section(read_summary(exports_root, IDENTITY_JSON))
         + _runs_section(read_summary(exports_root, JOB_RUNS_JSON))
@@ -236,7 +272,7 @@ def catalog_page(exports_root: str) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border-bottom:1px solid #ddd;padding:.4em;vertical-align:top;text-align:left}}
 .num{{text-align:right}}nav a{{margin-right:1em}}section{{margin-bottom:2.5em}}</style>
 </head><body><h1>crmlake</h1>
-<nav><a href="#audiences">Audiences</a><a href="#campaigns">Campaign results</a><a href="#segments">Segments and value tiers</a><a href="#reports">Reports</a><a href="#identity">Persons</a><a href="#runs">Runs</a></nav>
+<nav><a href="#audiences">Audiences</a><a href="#campaigns">Campaign results</a><a href="#segments">Segments and value tiers</a>{management_nav}<a href="#reports">Reports</a><a href="#identity">Persons</a><a href="#runs">Runs</a></nav>
 {sections}
 </body></html>"""
 

@@ -5,7 +5,8 @@ Under ``<paths.exports>/summaries/``: ``campaign_results.json`` and its chart
 ``segments.json`` and ``value_tiers.json`` (analyze: one row per segment, per tier),
 ``job_runs.json`` (every stage's latest run: date, outcome, what it left undone),
 ``identity.json`` (organize: account pairs linked and kept apart by what they share, and
-the quality against a labelled sample when one is configured). Each is
+the quality against a labelled sample when one is configured), ``management.json`` (analyze:
+the monthly management report's sections as the page shows them). Each is
 a handful of rows, replaced whole every run (written aside, then renamed into place), so the
 page never reads half a file and never needs Spark.
 """
@@ -17,6 +18,7 @@ import os
 import uuid
 
 REPORTS_DIR = "reports"     # the analyze stage's report pages: <exports>/reports/<kind>/<page>
+PERSON_LIST_SUFFIX = "_persons.csv"   # a report's list of persons to act on (a person_id column): erasure amends it
 SUMMARY_DIR = "summaries"
 CAMPAIGN_RESULTS_JSON = "campaign_results.json"
 CAMPAIGN_RESULTS_PNG = "campaign_results.png"
@@ -24,7 +26,8 @@ SEGMENTS_JSON = "segments.json"
 VALUE_TIERS_JSON = "value_tiers.json"
 JOB_RUNS_JSON = "job_runs.json"
 IDENTITY_JSON = "identity.json"
-SUMMARY_FILES = (CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, SEGMENTS_JSON, VALUE_TIERS_JSON, JOB_RUNS_JSON, IDENTITY_JSON)
+MANAGEMENT_JSON = "management.json"
+SUMMARY_FILES = (CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, SEGMENTS_JSON, VALUE_TIERS_JSON, JOB_RUNS_JSON, IDENTITY_JSON, MANAGEMENT_JSON)
 
 
 def summary_path(exports_root: str, name: str) -> str:

@@ -62,7 +62,7 @@ def test_rerunning_acquire_for_the_same_date_adds_nothing(spark, pipeline):
 def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
     lake = pipeline["lake"]
     exports = pipeline["decide"]["exports"]
-    assert [os.path.basename(os.path.dirname(f)) for f in exports] == ["likely_buyers", "win_back", "key_accounts"]   # by priority
+    assert [os.path.basename(os.path.dirname(f)) for f in exports] == ["likely_buyers", "win_back", "key_accounts", "valuable_at_risk"]   # by priority
     consent = {r["person_id"]: r["marketing_consent"] for r in lake.read("silver.customer_360").collect()}
     for folder in exports[:2]:   # the persons' audiences (key_accounts: test_companies_are_built_scored_and_contacted_once)
         manifest = json.load(open(os.path.join(folder, "manifest.json")))
@@ -84,7 +84,7 @@ def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
                 upload = list(csv.reader(fh))
             assert upload[0] == ["Email", "Phone"] and 0 < len(upload) - 1 <= len(members)
     history = lake.read("gold.contact_history").collect()
-    assert sum(1 for r in history if r["group"] == "treatment") == sum(pipeline["decide"]["audiences"][a]["exported"] for a in ("likely_buyers", "win_back", "key_accounts"))
+    assert sum(1 for r in history if r["group"] == "treatment") == sum(pipeline["decide"]["audiences"][a]["exported"] for a in ("likely_buyers", "win_back", "key_accounts", "valuable_at_risk"))
     assert {r["audience"] for r in lake.read("gold.campaign_results").collect()} >= {"likely_buyers", "win_back"}
 
 

@@ -128,3 +128,84 @@ def test_every_section_renders_from_the_lake_and_screenshots_are_taken(pipeline,
             page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
         browser.close()
     print("screenshots:", tmp_path)
+
+
+# Every section of the monthly report (crmlake.analyze.management.SECTIONS): key -> heading.
+MANAGEMENT_SECTIONS = {
+    "service": "Service desk", "campaign_engagement": "Campaign engagement", "campaign_roi": "Campaign ROI", "cohort_retention": "Cohort retention",
+    "churn_risk": "Churn risk", "tier_transitions": "Value tier transitions", "profit": "Customer profitability", "acquisition": "Acquisition",
+}
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make browser installs it)")
+def test_the_management_sections_and_the_monthly_report_render_with_their_charts(pipeline, lake_page, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert not [piece for piece in pipeline["analyze"]["failed"] if piece.startswith("monthly_report")]
+    assert pipeline["analyze"]["monthly_report"]["sections"] == list(MANAGEMENT_SECTIONS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(lake_page)
+        for key, title in MANAGEMENT_SECTIONS.items():
+            section = page.locator(f"section#monthly-{key}")
+            assert section.locator("h2").inner_text() == title
+            assert section.locator("img").evaluate("img => img.complete && img.naturalWidth") > 0, key
+            assert section.locator("tbody tr").count() >= 1 and section.locator("p.definition").inner_text()
+            assert page.locator(f"nav a[href='#monthly-{key}']").count() == 1
+            section.screenshot(path=str(tmp_path / f"page_{key}.png"))
+        page.locator("section#monthly-service a.monthly-report").click()
+        page.wait_for_load_state()
+        assert page.locator("section.management").count() == len(MANAGEMENT_SECTIONS) and "month to date" in page.title()
+        for key, title in MANAGEMENT_SECTIONS.items():
+            section = page.locator(f"section#{key}.management")
+            assert section.locator("h2").inner_text() == title
+            assert section.locator("img").evaluate("img => img.complete && img.naturalWidth") > 0, key
+        page.screenshot(path=str(tmp_path / "monthly.png"), full_page=True)
+        browser.close()
+    print("screenshots:", tmp_path)
+
+
+def served_csv(url: str) -> list[dict]:
+    import csv
+    import io
+
+    with urllib.request.urlopen(url) as reply:
+        return list(csv.DictReader(io.StringIO(reply.read().decode("utf-8"))))
+
+
+def test_the_monthly_reports_csv_files_equal_the_gold_tables(pipeline, lake_page):
+    # Each section's CSV, downloaded from the page, against pandas over its gold table: the month of DAY to DAY.
+    lake, month = pipeline["lake"], f"{DAY:%Y-%m}"
+    folder = f"{lake_page}/reports/monthly/{month}"
+
+    kpis = lake.read("gold.service_kpis").toPandas()
+    kpis = kpis[(kpis["service_date"] >= DAY.replace(day=1)) & (kpis["service_date"] <= DAY)]
+    targets = pipeline["conf"].analyze.service.target_of
+    expected = {}
+    for channel, rows in kpis.groupby("channel"):
+        rated = rows[rows["median_hours_to_close"].notna()]
+        expected[channel] = (int(rows["opened"].sum()), int(rows["closed"].sum()), int(rows.loc[rows["service_date"] == DAY, "backlog"].sum()),
+                             round(float((rated["median_hours_to_close"] * rated["closed"]).sum() / rated["closed"].sum()), 2),
+                             round(float((rated["past_target_share"] * rated["closed"]).sum() / rated["closed"].sum()), 4), float(targets(channel)))
+    service_rows = served_csv(f"{folder}_service.csv")
+    assert expected and sorted(r["channel"] for r in service_rows) == sorted(expected)
+    for r in service_rows:
+        got = (int(r["opened"]), int(r["closed"]), int(r["backlog"]), float(r["median_hours_to_close"]), float(r["past_target_share"]), float(r["target_hours"]))
+        assert got == pytest.approx(expected[r["channel"]], abs=1e-4), r["channel"]
+    slowest = max(expected, key=lambda c: expected[c][3])
+    assert service_rows[0]["channel"] == slowest   # the slowest channel first
+
+    listed = lake.read("gold.repeat_complainers").where(f"list_date = DATE'{DAY}'").toPandas()
+    assert sorted(r["person_id"] for r in served_csv(f"{folder}_service_persons.csv")) == sorted(listed["person_id"])
+
+    sends = lake.read("gold.campaign_engagement").toPandas()
+    sends = sends[(sends["send_date"] >= DAY.replace(day=1)) & (sends["send_date"] <= DAY)].groupby("campaign_id").sum(numeric_only=True)
+    campaigns = {r["campaign_id"]: r for r in served_csv(f"{folder}_campaign_engagement.csv")}
+    assert len(sends) and sorted(campaigns) == sorted(sends.index)
+    for campaign, want in sends.iterrows():
+        got = campaigns[campaign]
+        assert (int(got["sent"]), int(got["delivered"]), int(got["conversions"])) == (want["sent"], want["delivered"], want["conversions"])
+        assert float(got["open_rate"]) == pytest.approx(want["opened"] / want["delivered"], abs=1e-4)
+        assert float(got["click_rate"]) == pytest.approx(want["clicked"] / want["delivered"], abs=1e-4)
+        assert float(got["bounce_rate"]) == pytest.approx(want["bounced"] / want["sent"], abs=1e-4)

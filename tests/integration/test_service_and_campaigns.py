@@ -9,6 +9,7 @@ person's value tier from the lake): the contracts' rules, applied by hand. The p
 
 import datetime as dt
 import glob
+import hashlib
 import json
 import os
 from decimal import Decimal
@@ -21,7 +22,8 @@ from conftest import END
 from crmlake.analyze.engagement import campaign_engagement
 from crmlake.analyze.service import contacts_as_of, repeat_complainers, service_kpis
 from crmlake.generate import members, touchpoints, world
-from crmlake.people import ACCOUNT, with_person_id
+from crmlake.decide.results import campaign_results
+from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
 
 TIMEZONE = "Asia/Taipei"
 END_OF_RUN = pd.Timestamp(END + dt.timedelta(days=1), tz=TIMEZONE)   # the run date's end: later events have not happened
@@ -134,7 +136,7 @@ def test_repeat_complainers_by_looser_rules_equal_pandas_too(spark, pipeline):
 
 
 def test_campaign_engagement_equals_a_pandas_computation_over_the_landing_files(pipeline):
-    lake, root = pipeline["lake"], pipeline["root"]
+    lake, root, email_cost = pipeline["lake"], pipeline["root"], pipeline["conf"].campaigns.cost_per_contact.email
     events = landing_csv(root, "campaign_events").drop_duplicates()
     events = events[~events["account_id"].isin(erased_accounts(root))]
     events = events.assign(event_time=instants(events["event_time"]))
@@ -144,15 +146,17 @@ def test_campaign_engagement_equals_a_pandas_computation_over_the_landing_files(
     for (campaign, send_date), sends in events.groupby(["campaign_id", "send_date"]):
         n = {e: sends.loc[sends["event"] == e, "account_id"].nunique() for e in ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")}
         converted = sends[sends["event"] == "converted"]
-        expected[(campaign, str(send_date))] = {**n, "conversions": len(converted), "revenue": sum((Decimal(v) for v in converted["revenue"]), Decimal("0.00")),
+        revenue, cost = sum((Decimal(v) for v in converted["revenue"]), Decimal("0.00")), n["sent"] * Decimal(str(email_cost))
+        expected[(campaign, str(send_date))] = {**n, "conversions": len(converted), "revenue": revenue, "cost": cost,
                                                 "open_rate": n["opened"] / n["delivered"], "click_rate": n["clicked"] / n["delivered"],
-                                                "bounce_rate": n["bounced"] / n["sent"], "unsubscribe_rate": n["unsubscribed"] / n["delivered"]}
+                                                "bounce_rate": n["bounced"] / n["sent"], "unsubscribe_rate": n["unsubscribed"] / n["delivered"],
+                                                "return_on_cost": float(revenue / cost)}
     actual = {(r["campaign_id"], str(r["send_date"])): r.asDict() for r in lake.read("gold.campaign_engagement").collect()}
     assert expected and sorted(actual) == sorted(expected)
     for key, want in expected.items():
         got = actual[key]
         for column, value in want.items():
-            assert got[column] == (ROUNDED(value, abs=1e-4) if column.endswith("_rate") else value), (key, column)
+            assert got[column] == (ROUNDED(value, abs=1e-4) if column.endswith("_rate") else ROUNDED(value, abs=0.01) if column == "return_on_cost" else value), (key, column)
 
 
 PLANTED = world.Plan(customers=3000, days=63, end=END, seed=11, timezone=TIMEZONE)
@@ -183,13 +187,15 @@ def test_the_planted_slow_channel_is_the_slowest_and_ratings_differ_by_channel_a
     assert (by_rating[0], by_rating[-1]) == (lowest, highest), per_channel
 
 
-def test_the_planted_campaign_appeal_orders_the_campaigns_open_and_click_rates(spark, planted_people):
-    events = touchpoints.campaign_events(planted_people, PLANTED).withColumn("revenue", F.col("revenue").cast("decimal(18,2)"))
-    table = campaign_engagement(events, END, TIMEZONE).collect()
+def appeal(campaign_id: str) -> float:
+    """The appeal the generator planted in a campaign of PLANTED."""
+    day = (dt.datetime.strptime(campaign_id, "c-%Y%m%d").date() - PLANTED.start).days
+    return touchpoints.CAMPAIGN_APPEAL[day // world.CAMPAIGN_EVERY_DAYS % len(touchpoints.CAMPAIGN_APPEAL)]
 
-    def appeal(campaign_id: str) -> float:
-        day = (dt.datetime.strptime(campaign_id, "c-%Y%m%d").date() - PLANTED.start).days
-        return touchpoints.CAMPAIGN_APPEAL[day // world.CAMPAIGN_EVERY_DAYS % len(touchpoints.CAMPAIGN_APPEAL)]
+
+def test_the_planted_campaign_appeal_orders_the_campaigns_open_and_click_rates(spark, planted_people, conf):
+    events = touchpoints.campaign_events(planted_people, PLANTED).withColumn("revenue", F.col("revenue").cast("decimal(18,2)"))
+    table = campaign_engagement(events, END, TIMEZONE, conf.campaigns.cost_per_contact.email).collect()
 
     # Sends whose responses are all in (opens come up to 30 hours after a send).
     sends = [r for r in table if r["send_date"] < END - dt.timedelta(days=1)]
@@ -198,3 +204,67 @@ def test_the_planted_campaign_appeal_orders_the_campaigns_open_and_click_rates(s
         ordered = sorted(sends, key=lambda r: r[rate])
         # Every campaign of a lower appeal engages less than every campaign of a higher one.
         assert [appeal(r["campaign_id"]) for r in ordered] == sorted(appeal(r["campaign_id"]) for r in sends), rate
+
+
+def landing_order_lines(pipeline) -> pd.DataFrame:
+    """Completed order lines as they stood at the run date's end, from the landing files, with
+    their person (by account, or a guest's email through the identity map): person_id,
+    order_date, line_amount."""
+    lake, root = pipeline["lake"], pipeline["root"]
+    raw = landing_csv(root, "orders").drop_duplicates()
+    raw = raw[~raw["account_id"].isin(erased_accounts(root))].assign(updated_time=lambda d: instants(d["updated_time"]))
+    latest = raw[raw["updated_time"] < END_OF_RUN].sort_values("updated_time").groupby(["order_id", "line_no"]).tail(1)
+    lines = latest[latest["status"] == "completed"].copy()
+    people = {(r["identifier_type"], r["identifier"]): r["person_id"] for r in lake.read("silver.identity_map").collect()}
+    by_email = lines["guest_email"].str.strip().str.lower().map(lambda e: people.get(("email_sha256", hashlib.sha256(e.encode()).hexdigest())) if e else None)
+    lines["person_id"] = lines["account_id"].map(lambda a: people.get(("account_id", a))).fillna(by_email)
+    lines["order_date"] = local_dates(instants(lines["order_time"]))
+    lines["line_amount"] = lines["quantity"].astype(int) * lines["unit_price"].map(Decimal) - lines["discount"].replace("", "0").map(Decimal)
+    return lines.dropna(subset=["person_id"])[["person_id", "order_date", "line_amount"]]
+
+
+def test_campaign_roi_equals_a_pandas_computation_over_the_contact_history_and_the_landing_orders(spark, pipeline):
+    # The pipeline's contacts are of the run date, whose window holds no order yet: measured as if
+    # made 20 days before it, their window is complete and holds the landing's orders.
+    conf, lake = pipeline["conf"], pipeline["lake"]
+    then, days, costs = END - dt.timedelta(days=20), conf.campaigns.attribution_days, conf.campaigns.cost_per_contact.model_dump()
+    contacts = lake.read("gold.contact_history").where(F.col("contact_date") == END).withColumn("contact_date", F.lit(then))
+    orders = with_order_person_id(lake.read("silver.order_lines").where(F.col("status") == "completed"), lake.read("silver.identity_map"))
+    actual = {r["audience"]: r for r in campaign_results(contacts, orders, END, days, costs).collect()}
+
+    history = pd.DataFrame([r.asDict() for r in contacts.select("audience", "channel", "person_id", "group").distinct().collect()])
+    lines = landing_order_lines(pipeline)
+    in_window = lines[(lines["order_date"] > then) & (lines["order_date"] <= then + dt.timedelta(days=days))]
+    revenue = in_window.groupby("person_id")["line_amount"].sum().map(float)
+    expected = {}
+    for (audience, channel), persons in history.groupby(["audience", "channel"]):
+        per_group = {g: persons.loc[persons["group"] == g, "person_id"].map(revenue).fillna(0.0) for g in ("treatment", "control")}
+        contacted, cost = len(per_group["treatment"]), len(per_group["treatment"]) * costs[channel]
+        incremental = (per_group["treatment"].mean() - per_group["control"].mean()) * contacted if len(per_group["control"]) else None
+        expected[audience] = (channel, contacted, cost, incremental, None if incremental is None else (incremental - cost) / cost)
+    assert sorted(actual) == sorted(expected) and any(e[3] for e in expected.values())   # some revenue to measure
+    for audience, (channel, contacted, cost, incremental, roi) in expected.items():
+        got = actual[audience]
+        assert (got["channel"], got["contacted"], got["cost"]) == (channel, contacted, ROUNDED(cost, abs=0.01)), audience
+        if incremental is None:
+            assert (got["incremental_revenue"], got["roi"]) == (None, None), audience
+        else:
+            assert (got["incremental_revenue"], got["roi"]) == (ROUNDED(incremental, abs=0.01), ROUNDED(roi, abs=1e-4)), audience
+
+
+def test_the_planted_unappealing_campaigns_earn_the_least_for_their_cost(spark, planted_people, conf):
+    # Every send costs the same (email); the campaigns planted unappealing convert fewest of
+    # their recipients, so they return least per unit spent.
+    events = touchpoints.campaign_events(planted_people, PLANTED).withColumn("revenue", F.col("revenue").cast("decimal(18,2)"))
+    sends = [r for r in campaign_engagement(events, END, TIMEZONE, conf.campaigns.cost_per_contact.email).collect()
+             if r["send_date"] < END - dt.timedelta(days=1)]   # responses all in
+    by_appeal = {}
+    for r in sends:
+        revenue, cost = by_appeal.get(appeal(r["campaign_id"]), (0, 0))
+        by_appeal[appeal(r["campaign_id"])] = (revenue + r["revenue"], cost + r["cost"])
+    return_on_cost = {a: float(revenue / cost) for a, (revenue, cost) in by_appeal.items()}
+    assert set(return_on_cost) == set(touchpoints.CAMPAIGN_APPEAL)
+    assert min(return_on_cost, key=return_on_cost.get) == min(touchpoints.CAMPAIGN_APPEAL), return_on_cost
+    # Each of its campaigns alone returns less than any campaign of a higher appeal.
+    lowest = [r["return_on_cost"] for r in sends if appeal(r["campaign_id"]) == min(touchpoints.CAMPAIGN_APPEAL)]
+    assert max(lowest) < min(r["return_on_cost"] for r in sends if appeal(r["campaign_id"]) > min(touchpoints.CAMPAIGN_APPEAL)), sends

@@ -17,7 +17,7 @@ import pytest
 from crmlake.analyze.reports import write_member_report
 from crmlake.config import ConfigError, load_conf
 from crmlake.csv_cells import safe_cell, safe_frame, safe_rows, safe_table
-from crmlake.exports import VERSIONS, amend_exports, export_rows, platform_rows, publish_audience, remove_unpublished
+from crmlake.exports import VERSIONS, amend_exports, amend_person_lists, export_rows, platform_rows, publish_audience, remove_unpublished
 from crmlake.files import file_sha256
 from crmlake.serve import published_exports, resolve_download
 
@@ -194,6 +194,25 @@ def test_an_amendment_removes_unpublished_copies_of_the_subject_when_no_publishe
     assert amend_exports(exports, ["P2"], [], [], [], "req-1") == []
     assert not killed.exists() and versions_of(exports) == [os.path.basename(os.path.realpath(folder))]
 
+
+
+def test_an_erasure_removes_the_subject_from_every_reports_list_of_persons_and_nothing_else(tmp_path):
+    monthly = tmp_path / "reports" / "monthly"
+    monthly.mkdir(parents=True)
+    listed = [["person_id", "value_tier", "note"], ["P1", "most_valuable", "'=SUM(A1)"], ["P2", "maintain", "it's, \"quoted\""], ["P3", "maintain", ""]]
+    for name in ("2026-11_service_persons.csv", "2026-11_churn_persons.csv"):
+        with open(monthly / name, "w", newline="") as fh:
+            csv.writer(fh).writerows(listed)
+    (monthly / "2026-11_service.csv").write_text("channel,opened\nP2,1\n")   # a section's figures, no list of persons
+    (tmp_path / "P2.csv").write_text("person_id\nP2\n")                      # outside the reports: not a report's list
+
+    assert amend_person_lists(str(tmp_path), {"P2"}) == [os.path.join("reports", "monthly", n) for n in ("2026-11_churn_persons.csv", "2026-11_service_persons.csv")]
+    for name in ("2026-11_service_persons.csv", "2026-11_churn_persons.csv"):
+        with open(monthly / name, newline="") as fh:
+            assert list(csv.reader(fh)) == [listed[0], listed[1], listed[3]]   # every other cell as it was
+    assert (monthly / "2026-11_service.csv").read_text() == "channel,opened\nP2,1\n"
+    assert not [n for n in os.listdir(monthly) if n.startswith(".")]   # no staged copy left behind
+    assert amend_person_lists(str(tmp_path), {"P2"}) == []   # done: nothing left to remove
 
 # --- CSV cells a spreadsheet cannot run -----------------------------------------------------
 

@@ -10,11 +10,11 @@ from crmlake.config import load_conf
 from crmlake.organize.transforms import consent_choices, latest_order_lines, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
 
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.timezone.utc)
-CLICK_SCHEMA = "event_id string, event_time timestamp, event_type string, anonymous_id string, account_id string, tracking_consent boolean, page_url string, device string, utm_campaign string"
+CLICK_SCHEMA = "event_id string, event_time timestamp, event_type string, anonymous_id string, account_id string, tracking_consent boolean, page_url string, device string, utm_campaign string, utm_source string, referrer_url string"
 
 
 def click(spark_rows, event_id, minutes, anonymous_id="ck1", account_id=None, consent=True, event_type="page_view"):
-    spark_rows.append((event_id, T0 + dt.timedelta(minutes=minutes), event_type, anonymous_id, account_id, consent, f"/{event_id}", "app", None))
+    spark_rows.append((event_id, T0 + dt.timedelta(minutes=minutes), event_type, anonymous_id, account_id, consent, f"/{event_id}", "app", None, None, None))
 
 
 def test_session_splits_only_after_more_than_30_minutes(spark):

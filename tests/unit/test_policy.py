@@ -155,8 +155,8 @@ def test_raw_contact_details_need_an_internal_channel():
 def test_lift_is_the_difference_of_conversion_rates_with_a_confidence_interval(spark):
     day = dt.date(2026, 11, 1)
     contacts = spark.createDataFrame(
-        [(day, "a", f"T{i}", "treatment") for i in range(100)] + [(day, "a", f"C{i}", "control") for i in range(100)],
-        "contact_date date, audience string, person_id string, group string",
+        [(day, "a", "email", f"T{i}", "treatment") for i in range(100)] + [(day, "a", "email", f"C{i}", "control") for i in range(100)],
+        "contact_date date, audience string, channel string, person_id string, group string",
     )
     # 30 of 100 contacted bought within 14 days, 20 of 100 controls; T0 bought again after the window.
     orders = spark.createDataFrame(
@@ -165,7 +165,7 @@ def test_lift_is_the_difference_of_conversion_rates_with_a_confidence_interval(s
         + [("T0", dt.date(2026, 11, 30), Decimal("999.00"))],
         "person_id string, order_date date, line_amount decimal(18,2)",
     )
-    (row,) = campaign_results(contacts, orders, RUN, 14).collect()
+    (row,) = campaign_results(contacts, orders, RUN, 14, {"email": 1.0}).collect()
     se = (0.3 * 0.7 / 100 + 0.2 * 0.8 / 100) ** 0.5
     assert (row["contacted"], row["control"], row["contacted_converted"], row["control_converted"]) == (100, 100, 30, 20)
     assert row["lift"] == pytest.approx(0.1) and row["relative_lift"] == pytest.approx(0.5)

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from crmlake.analyze.service import contacts_as_of, recent_satisfaction, repeat_complainers, service_kpis
-from crmlake.config_schema import Service
+from crmlake.config_analyze import Service
 
 RULES = Service(target_hours=48, target_hours_by_channel={"phone": 24}, repeat_complaints=2, complaint_window_days=30,
                 high_value_tiers=["most_valuable", "most_growth_potential"])

@@ -1,7 +1,7 @@
 """Value tiers, the loyalty ladder and the Pareto curve on tiny data, answers by hand."""
 
 from crmlake.analyze.value import pareto_curve, with_loyalty_level, with_value_tier
-from crmlake.config_schema import Loyalty, Value
+from crmlake.config_analyze import Loyalty, Value
 
 ACCURACY = 10_000   # percentile_approx's: exact on a few rows
 TIERS = Value(most_valuable_top_share=0.25, growth_ratio=1.5, growth_min_value=500, margin=0.3, cost_to_serve=60)

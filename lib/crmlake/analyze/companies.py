@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from crmlake.analyze.features import with_rfm_scores
 from crmlake.analyze.value import with_value_tier
-from crmlake.config_schema import Value
+from crmlake.config_analyze import Value
 
 
 def company_members(companies: DataFrame) -> DataFrame:

@@ -29,6 +29,9 @@ FEATURE_COLUMNS = (
 )
 # The visit features (the ``_30d`` columns) count the sessions of the 30 days up to and including the date.
 SESSION_DAYS = 30
+# How a person answers our campaign emails (:func:`with_email_engagement`); propensity learns from them too.
+ENGAGEMENT_COLUMNS = ("emails_delivered_30d", "email_open_rate_30d", "email_click_rate_30d")
+PROPENSITY_FEATURES = FEATURE_COLUMNS + ENGAGEMENT_COLUMNS
 
 
 def order_lines_as_of(orders: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
@@ -136,6 +139,37 @@ def customer_behaviour(people: DataFrame, order_lines: DataFrame, sessions: Data
         "tenure_days",
         *[F.coalesce(c, F.lit(0)).cast("long").alias(c) for c in ("sessions_30d", "product_views_30d", "adds_to_cart_30d", "active_days_30d")],
         "last_purchase_date",
+    )
+
+
+def with_email_engagement(behaviour: DataFrame, campaign_events: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
+    """Add ENGAGEMENT_COLUMNS to one row per person: how they answered the campaign emails sent
+    to them in the SESSION_DAYS up to and including ``as_of``, as known at its end.
+
+    Takes persons (person_id, ...) and bronze.campaign_events carrying ``person_id``. A campaign
+    counts for a person once, on the date of their first event of it (its send, as in
+    :mod:`crmlake.analyze.engagement`), when one of their accounts had it delivered;
+    ``emails_delivered_30d`` counts those campaigns, ``email_open_rate_30d`` and
+    ``email_click_rate_30d`` are the shares of them the person opened and clicked by the end of
+    ``as_of`` (0 when none was delivered). Point in time: events after ``as_of`` are unknown.
+    """
+    def had(event: str) -> Column:
+        return F.max((F.col("event") == event).cast("int"))
+
+    per_campaign = (
+        campaign_events.where(F.col("person_id").isNotNull() & (F.col("event_time") < F.lit(end_of_day(as_of, timezone))))
+        .groupBy("person_id", "campaign_id")
+        .agg(business_date(F.min("event_time"), timezone).alias("send_date"), had("delivered").alias("delivered"),
+             had("opened").alias("opened"), had("clicked").alias("clicked"))
+        .where(in_session_window(F.col("send_date"), as_of) & (F.col("delivered") == 1))
+    )
+    per_person = per_campaign.groupBy("person_id").agg(
+        F.count(F.lit(1)).alias("emails_delivered_30d"), F.avg("opened").alias("email_open_rate_30d"), F.avg("clicked").alias("email_click_rate_30d"),
+    )
+    return behaviour.join(per_person, "person_id", "left").select(
+        *behaviour.columns,
+        F.coalesce("emails_delivered_30d", F.lit(0)).cast("long").alias("emails_delivered_30d"),
+        *[F.coalesce(F.round(c, 4), F.lit(0.0)).alias(c) for c in ("email_open_rate_30d", "email_click_rate_30d")],
     )
 
 

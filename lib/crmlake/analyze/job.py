@@ -13,12 +13,18 @@ category and uplift per person, and the reports, for one run date.
   registers and moves nothing, except judging a version whose run was killed between
   registering and judging it (:func:`crmlake.tracking.resume`).
 * Uplift per audience of ``campaigns.audiences``: :mod:`crmlake.analyze.uplift_scores`.
+* Cohort retention, each person's churn risk and its main reason, value-tier transitions since
+  the previous score date, and the churn ranking judged on a past date: :mod:`crmlake.analyze.retention`.
 * The service desk's daily figures, the high-value repeat complainers and each person's latest
   rating (the loyalty ladder's satisfied rung): :mod:`crmlake.analyze.service`; each campaign's
-  engagement per send date: :mod:`crmlake.analyze.engagement`.
+  engagement per send date: :mod:`crmlake.analyze.engagement`; each person's preferred channel
+  (a column of the scores): :mod:`crmlake.analyze.channels`; new customers by first-touch source
+  and month, with their early value, and referrals: :mod:`crmlake.analyze.acquisition`.
 * Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`); value tiers and the
-  loyalty ladder (:mod:`crmlake.analyze.value`); the Pareto curve, the next best categories,
-  company scores and reports: :mod:`crmlake.analyze.writers`.
+  loyalty ladder (:mod:`crmlake.analyze.value`); each person's profit, and the Pareto curve and
+  value tiers on profit (:mod:`crmlake.analyze.profit`); the Pareto curve, the next best categories,
+  company scores and reports: :mod:`crmlake.analyze.writers`; the monthly management report,
+  a section per question, last: :mod:`crmlake.analyze.management`.
 
 Every person scored lands in ``gold.customer_scores`` (partition ``score_date``: a rerun of
 a date replaces that date only). Reports are written every run, models permitting or not.
@@ -49,11 +55,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake import tracking
-from crmlake.analyze import categories, clv, models, service, specs
+from crmlake.analyze import categories, clv, management, models, retention, service, specs
+from crmlake.analyze.acquisition import write_acquisition
+from crmlake.analyze.channels import preferred_channels
 from crmlake.analyze.engagement import write_campaign_engagement
 from crmlake.analyze.features import (
-    customer_behaviour, in_session_window, members_as_of, order_lines_as_of, with_deciles, with_purchase_label, with_rfm_scores,
+    customer_behaviour, in_session_window, members_as_of, order_lines_as_of, with_deciles, with_email_engagement, with_purchase_label,
+    with_rfm_scores,
 )
+from crmlake.analyze.profit import write_customer_profitability
 from crmlake.analyze.recipe import NotTrainable, isolated_model
 from crmlake.analyze.uplift_scores import audience_uplift
 from crmlake.analyze.value import with_loyalty_level, with_value_tier
@@ -66,7 +76,7 @@ from crmlake.summaries import REPORTS_DIR
 
 log = get_logger("analyze")
 SCORES = "gold.customer_scores"
-INPUT_TABLES = ("bronze.orders", "silver.customer_history", "silver.identity_map", "silver.sessions", "silver.customer_360")
+INPUT_TABLES = ("bronze.orders", "silver.customer_history", "silver.identity_map", "silver.sessions", "silver.customer_360", "bronze.campaign_events")
 
 
 def inputs_of(lake: Lake, run_date: dt.date) -> dict:
@@ -145,9 +155,12 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         # partitioned by session_date, so the rest of the clickstream's history is never opened.
         return with_session_person_id(lake.read("silver.sessions").where(in_session_window(F.col("session_date"), as_of)), identity_map)
 
+    campaign_events = with_person_id(lake.read("bronze.campaign_events"), identity_map, (ACCOUNT, F.col("account_id")))
+
     def behaviour_as_of(as_of: dt.date, lines: DataFrame | None = None) -> DataFrame:
-        # Point in time: the members and their order lines as they stood at the end of as_of.
-        return customer_behaviour(members(as_of), lines if lines is not None else lines_as_of(as_of), sessions_as_of(as_of), as_of, tz)
+        # Point in time: the members, their order lines and campaign emails as they stood at the end of as_of.
+        behaviour = customer_behaviour(members(as_of), lines if lines is not None else lines_as_of(as_of), sessions_as_of(as_of), as_of, tz)
+        return with_email_engagement(behaviour, campaign_events, as_of, tz)
 
     # Order lines as they stood at the end of run_date (what else a backfill sees: the module's docstring).
     order_lines = lines_as_of(run_date).cache()
@@ -210,6 +223,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             scored.join(valued, "person_id", "left")
             .join(top_categories, "person_id", "left")
             .join(recent, "person_id", "left")
+            .join(preferred_channels(behaviour, order_lines, sessions_as_of(run_date), run_date), "person_id", "left")
             .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
             .join(service.recent_satisfaction(contacts, run_date, conf.analyze.loyalty.satisfaction_recent_days), "person_id", "left")
@@ -237,12 +251,26 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     with timed(log, f"service and campaign engagement for {run_date}") as f:
         scored_today = lake.read(SCORES).where(f"score_date = DATE'{run_date}'")
         f.update(service.write_service(lake, conf.analyze.service, contacts, scored_today, run_date))
-        f.update(write_campaign_engagement(lake, lake.read("bronze.campaign_events"), run_date, tz))
+        f.update(write_campaign_engagement(lake, lake.read("bronze.campaign_events"), run_date, tz, conf.campaigns.cost_per_contact.email))
     facts["service_and_engagement"] = dict(f)
+    with isolated_model("churn_ranking", run_date, failures) as judged:   # on a past date; whatever it does, the tables below are written
+        judged.update(retention.judge_churn_ranking(conf, spark, lines_as_of, order_lines, run_date))
+    with timed(log, f"retention and churn for {run_date}") as f:
+        sessions = with_session_person_id(lake.read("silver.sessions"), identity_map)
+        f.update(retention.write_retention(lake, conf, order_lines, contacts, sessions, run_date, judged.get("served")))
+    facts["retention"] = {**f, "churn_ranking": dict(judged)}
+    with timed(log, f"customer profitability for {run_date}") as f:
+        f.update(write_customer_profitability(lake, conf, scored_today, order_lines, contacts, identity_map, run_date, report_dir))
+    facts["profitability"] = dict(f)
+    with timed(log, f"acquisition sources and referrals for {run_date}") as f:
+        f.update(write_acquisition(lake, conf.analyze.acquisition, members(run_date), order_lines, identity_map, run_date, tz))
+    facts["acquisition"] = dict(f)
     if lake.exists(COMPANIES):
         with timed(log, f"company scores for {run_date}") as f:
             f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)
         facts["companies"] = dict(f)
+    # Last: its sections read the gold tables written above; a section that fails is listed in failures.
+    facts["monthly_report"] = management.write_monthly_report(lake, conf, run_date, report_dir, failures)
     for cached in (people, contacts, order_lines, behaviour_then, behaviour, propensity):
         cached.unpersist()
     if failures:

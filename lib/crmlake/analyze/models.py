@@ -21,7 +21,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from crmlake.analyze.features import FEATURE_COLUMNS, with_deciles
+from crmlake.analyze.features import FEATURE_COLUMNS, PROPENSITY_FEATURES, with_deciles
 
 SEGMENT_FEATURES = ("recency_days", "frequency", "monetary", "sessions_30d", "active_days_30d")
 
@@ -48,11 +48,11 @@ def logistic_pipeline(columns, max_iter: int = 50) -> Pipeline:
 
 def propensity_candidates(max_iter: int = 50, trees: int = 40, depth: int = 4, seed: int = 42) -> dict[str, Pipeline]:
     """Return the untrained propensity candidates by name: a logistic regression or
-    gradient-boosted trees over FEATURE_COLUMNS."""
+    gradient-boosted trees over PROPENSITY_FEATURES."""
     return {
-        "logistic_regression": logistic_pipeline(FEATURE_COLUMNS, max_iter),
+        "logistic_regression": logistic_pipeline(PROPENSITY_FEATURES, max_iter),
         "gradient_boosted_trees": classifier_pipeline(
-            FEATURE_COLUMNS, GBTClassifier(featuresCol="features", labelCol="label", maxIter=trees, maxDepth=depth, seed=seed)
+            PROPENSITY_FEATURES, GBTClassifier(featuresCol="features", labelCol="label", maxIter=trees, maxDepth=depth, seed=seed)
         ),
     }
 

@@ -6,20 +6,9 @@ Every figure reads the service contacts as they stood at the end of the run date
 open. Dates are business dates (``business.timezone``).
 
 ``gold.service_kpis`` has one row per date, channel and type with any contact opened, closed
-or still open at the end of that date:
-
-* ``opened``, ``closed``: contacts opened, closed that date;
-* ``backlog``: contacts open at the end of that date (opened by then, not closed by then);
-* ``median_hours_to_close``, ``p95_hours_to_close``: of the contacts closed that date, hours
-  from opening to closing (exact percentiles, interpolated between the two nearest contacts);
-* ``past_target_share``: of the contacts closed that date, the share that took longer than
-  the service-level target of their channel (``analyze.service``);
-* ``mean_satisfaction``: of the ratings given to contacts closed that date (a rating is given
-  at closing).
-
-``gold.repeat_complainers`` lists, per run date, the persons in a high-value tier
-(``analyze.service.high_value_tiers``) who opened at least ``repeat_complaints`` complaints in
-the ``complaint_window_days`` up to it.
+or still open at the end of that date; ``gold.repeat_complainers`` lists, per run date, the
+valuable persons who keep complaining. Each figure is defined once, in :data:`DEFINITIONS`
+(reports and the page quote it from there).
 """
 
 from __future__ import annotations
@@ -29,13 +18,28 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from crmlake.config_schema import Service
+from crmlake.config_analyze import Service
 from crmlake.lake import Lake
 from crmlake.business_days import business_date, end_of_day
 from crmlake.interactions import latest_contacts
 
 SERVICE_KPIS = "gold.service_kpis"
 REPEAT_COMPLAINERS = "gold.repeat_complainers"
+DEFINITIONS = {
+    "opened": "contacts opened that date.",
+    "closed": "contacts closed that date.",
+    "backlog": "contacts open at the end of that date (opened by then, not closed by then).",
+    "median_hours_to_close": "of the contacts closed that date, the median of the hours from opening to closing "
+                             "(exact, interpolated between the two nearest contacts).",
+    "p95_hours_to_close": "of the contacts closed that date, the 95th percentile of the hours from opening to closing "
+                          "(exact, interpolated between the two nearest contacts).",
+    "past_target_share": "of the contacts closed that date, the share that took longer than the service-level target "
+                         "of their channel (analyze.service.target_hours, or the channel's own).",
+    "mean_satisfaction": "the mean of the ratings given to the contacts closed that date (a rating is given at closing).",
+    "repeat_complainers": "the persons of a high-value tier (analyze.service.high_value_tiers) who opened at least "
+                          "analyze.service.repeat_complaints complaints in the analyze.service.complaint_window_days up to the list date.",
+}
+"""Each figure of gold.service_kpis (per date, channel and type) and who gold.repeat_complainers lists, in one sentence."""
 SECONDS_PER_HOUR = 3600.0
 
 
@@ -70,7 +74,7 @@ def target_hours(channel: Column, rules: Service) -> Column:
 
 
 def service_kpis(contacts: DataFrame, run_date: dt.date, rules: Service) -> DataFrame:
-    """Return gold.service_kpis for every date up to ``run_date`` (definitions: the module's docstring).
+    """Return gold.service_kpis for every date up to ``run_date`` (each figure: :data:`DEFINITIONS`).
 
     Takes :func:`contacts_as_of` of ``run_date``. A contact is in the backlog of each date from
     its opening date to the day before its closing date (to ``run_date`` while open).
@@ -108,8 +112,7 @@ def recent_satisfaction(person_contacts: DataFrame, run_date: dt.date, recent_da
 
 
 def repeat_complainers(person_contacts: DataFrame, scores: DataFrame, run_date: dt.date, rules: Service) -> DataFrame:
-    """Return gold.repeat_complainers for ``run_date``: the persons of a high-value tier with at
-    least ``repeat_complaints`` complaints opened in the ``complaint_window_days`` up to it.
+    """Return gold.repeat_complainers for ``run_date``: the persons :data:`DEFINITIONS` says.
 
     Takes :func:`contacts_as_of` with ``person_id``, and the run date's scores (person_id,
     value_tier). Columns: person_id, value_tier, complaints (in the window), open_complaints

@@ -3,8 +3,8 @@
 train it (:class:`~crmlake.analyze.recipe.NotTrainable`), its candidates, metric, margin and
 naive baseline.
 
-* Propensity: features as of the cutoff, label = a completed order in the ``label_days``
-  after it; logistic regression and gradient-boosted trees, judged by holdout AUC; baseline:
+* Propensity: features as of the cutoff (PROPENSITY_FEATURES: behaviour and email
+  engagement), label = a completed order in the ``label_days`` after it; logistic regression and gradient-boosted trees, judged by holdout AUC; baseline:
   recency alone (a logistic regression on ``recency_days``).
 * Segmentation: KMeans for each k of ``k_range``, judged by silhouette on the persons it was
   fitted on (at most ``analyze.training_max_persons``); no naive baseline.
@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from crmlake import charts
 from crmlake.analyze import categories, models, uplift
-from crmlake.analyze.features import FEATURE_COLUMNS, training_sample
+from crmlake.analyze.features import FEATURE_COLUMNS, PROPENSITY_FEATURES, training_sample
 from crmlake.analyze.recipe import Baseline, ModelSpec, NotTrainable, Trial, split_holdout, train_and_judge
 from crmlake.config import Conf
 
@@ -62,7 +62,7 @@ def propensity(conf: Conf, labelled: DataFrame, run_date: dt.date, inputs_finger
         return {}
 
     spec = ModelSpec(
-        "propensity", p.model_name, FEATURE_COLUMNS, lambda: models.propensity_candidates(p.max_iter, p.trees, p.tree_depth, p.seed),
+        "propensity", p.model_name, PROPENSITY_FEATURES, lambda: models.propensity_candidates(p.max_iter, p.trees, p.tree_depth, p.seed),
         metrics, "auc", p.champion_margin, models.with_propensity_score,
         Baseline("recency alone: a logistic regression on recency_days", lambda: models.logistic_pipeline(("recency_days",), p.max_iter)),
         metric_name="{}_holdout", details=details,

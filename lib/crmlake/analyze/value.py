@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crmlake.analyze.ranking import cut_points, with_running_totals
-from crmlake.config_schema import Loyalty, Value
+from crmlake.config_analyze import Loyalty, Value
 
 
 def with_value_tier(persons: DataFrame, rules: Value, accuracy: int) -> DataFrame:

@@ -74,24 +74,27 @@ def write_reports(lake: Lake, conf: Conf, order_lines: DataFrame, people: DataFr
     return [f for f in files if f.endswith(".html")]
 
 
-def pareto(lake: Lake, conf: Conf, report_dir: str, persons: DataFrame, run_date: dt.date) -> dict:
-    """Write gold.pareto for ``run_date`` and its chart; return the headline shares.
+def pareto(lake: Lake, conf: Conf, report_dir: str, persons: DataFrame, run_date: dt.date,
+           value_col: str = "monetary", measure: str = "revenue", table: str = PARETO) -> dict:
+    """Write the Pareto curve of ``value_col`` (the ``measure`` it is: revenue, profit) to
+    ``table`` for ``run_date`` and its chart (``<reports>/<table's name>_<date>.png``); return
+    the headline share (``<measure>_share_of_top_20pct``).
 
     Takes ``persons`` as read from a table: the curve's running sum reads it more than once.
     """
     ranking = conf.analyze.ranking
-    curve = pareto_curve(persons, "monetary", ranking.pareto_ranges, ranking.quantile_accuracy).withColumn("score_date", F.lit(run_date))
-    lake.overwrite_where(PARETO, curve, f"score_date = DATE'{run_date}'", partition_by=["score_date"])
+    curve = pareto_curve(persons, value_col, ranking.pareto_ranges, ranking.quantile_accuracy).withColumn("score_date", F.lit(run_date))
+    lake.overwrite_where(table, curve, f"score_date = DATE'{run_date}'", partition_by=["score_date"])
     # Safe to collect: 100 points.
-    points = [(r["top_share"], r["value_share"]) for r in lake.read(PARETO).where(f"score_date = DATE'{run_date}'").orderBy("top_share").collect()]
+    points = [(r["top_share"], r["value_share"]) for r in lake.read(table).where(f"score_date = DATE'{run_date}'").orderBy("top_share").collect()]
     if not points:
         return {}
     curve_line = ([0] + [x for x, _ in points], [0] + [y for _, y in points])
-    chart = charts.line_chart({"revenue": curve_line}, f"Pareto curve, {run_date}", "share of customers (best first)", "share of revenue",
+    chart = charts.line_chart({measure: curve_line}, f"Pareto curve, {run_date}", "share of customers (best first)", f"share of {measure}",
                               reference=((0, 0), (1, 1), "equal shares"))
-    charts.save(chart, os.path.join(report_dir, f"pareto_{run_date}.png"))
+    charts.save(chart, os.path.join(report_dir, f"{table.split('.')[-1]}_{run_date}.png"))
     top20 = max((y for x, y in points if x <= 0.2), default=0.0)
-    return {"revenue_share_of_top_20pct": top20}
+    return {f"{measure}_share_of_top_20pct": top20}
 
 
 def write_profiles(exports_root: str, scores: DataFrame, run_date: dt.date) -> None:

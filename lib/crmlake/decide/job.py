@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.config import Conf
+from crmlake.contacts import CAMPAIGN_RESULTS
 from crmlake.decide.audiences import Audience, apply_policy, company_contacts, suppression_reasons, with_audience_uplift
 from crmlake.exports import export_rows, platform_rows, publish_audience
 from crmlake.decide.results import campaign_results, lift_chart
@@ -46,7 +47,6 @@ from crmlake.summaries import CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, publi
 
 log = get_logger("decide")
 CONTACT_HISTORY = "gold.contact_history"
-CAMPAIGN_RESULTS = "gold.campaign_results"
 COMPANY_SCORES = "gold.company_scores"
 AUDIENCE_UPLIFT = "gold.audience_uplift"
 CONTACT_SCHEMA = "contact_date date, audience string, channel string, priority int, person_id string, account_id string, group string, score double"
@@ -106,7 +106,7 @@ def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFr
 
     days = conf.campaigns.attribution_days
     orders = with_order_person_id(order_lines.where("status = 'completed'"), identity_map)
-    results = campaign_results(lake.read(CONTACT_HISTORY), orders, run_date, days).cache()
+    results = campaign_results(lake.read(CONTACT_HISTORY), orders, run_date, days, conf.campaigns.cost_per_contact.model_dump()).cache()
     written = lake.overwrite(CAMPAIGN_RESULTS, results).rows_written
     # Safe to collect: one row per audience and contact date.
     rows = [r.asDict() for r in results.orderBy("audience", "contact_date").collect()]
@@ -119,8 +119,9 @@ def measure(lake: Lake, conf: Conf, identity_map: DataFrame, order_lines: DataFr
         mlflow.log_param("attribution_days", days)
         mlflow.log_dict({"results": rows}, "campaign_results.json")
         for row in rows:
-            if row["window_complete"] and row["lift"] is not None:
-                mlflow.log_metric(f"lift.{row['audience']}", row["lift"], step=int(row["contact_date"].strftime("%Y%m%d")))
+            for figure in ("lift", "roi"):
+                if row["window_complete"] and row[figure] is not None:
+                    mlflow.log_metric(f"{figure}.{row['audience']}", row[figure], step=int(row["contact_date"].strftime("%Y%m%d")))
     return written
 
 

@@ -1,16 +1,17 @@
-"""The loop back: what each exported audience achieved against its control group.
+"""The loop back: what each exported audience achieved against its control group, and what it earned for its cost.
 
 A contact (or a control member) *converts* when the person completes an order in the
 ``attribution_days`` after the contact date. Contacted and control persons are measured
 the same way, and a control person is contacted by no audience served after theirs that
 day (:mod:`crmlake.decide.audiences`), so the difference is the campaign's effect: what
-being in its treatment adds to what the audiences before it did. ``lift`` is the difference of
-conversion rates with a 95% confidence interval (normal approximation of the difference
-of two proportions), ``relative_lift`` its ratio to the control rate. Orders that follow
-a contact are also the next propensity training's labels, so outcomes feed the models.
+being in its treatment adds to what the audiences before it did. Each column of
+:func:`campaign_results` is defined once, in :data:`crmlake.contacts.CAMPAIGN_RESULT_DEFINITIONS`. Orders that follow a
+contact are also the next propensity training's labels, so outcomes feed the models.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -19,19 +20,22 @@ from crmlake import charts
 from crmlake.contacts import contact_outcomes
 
 Z_95 = 1.959964
+"""Each column of gold.campaign_results in one sentence; a rate or figure whose denominator is 0 is null."""
 
 
-def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attribution_days: int) -> DataFrame:
-    """Return one row per audience and contact date.
+def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attribution_days: int, cost_per_contact: Mapping[str, float]) -> DataFrame:
+    """Return one row per audience and contact date (each column: :data:`crmlake.contacts.CAMPAIGN_RESULT_DEFINITIONS`).
 
-    Takes ``gold.contact_history`` (contact_date, audience, person_id, group) and completed
-    order lines with ``person_id``, ``order_date`` and ``line_amount``. Columns: audience,
+    Takes ``gold.contact_history`` (contact_date, audience, channel, person_id, group),
+    completed order lines with ``person_id``, ``order_date`` and ``line_amount``, and the cost
+    of one contact by channel (``campaigns.cost_per_contact``). Columns: audience,
     contact_date, window_complete, contacted, control, contacted_converted,
     control_converted, conversion_contacted, conversion_control, lift, lift_ci_low,
-    lift_ci_high, relative_lift, revenue_per_contact, revenue_per_control.
+    lift_ci_high, relative_lift, revenue_per_contact, revenue_per_control, channel,
+    incremental_revenue, cost, roi.
     """
-    per_person = contact_outcomes(contacts, orders, attribution_days)
-    per_group = per_person.groupBy("audience", "contact_date").agg(
+    per_person = contact_outcomes(contacts, orders, attribution_days, carry=("channel",))
+    per_group = per_person.groupBy("audience", "contact_date", "channel").agg(
         *[
             expr
             for group, prefix in (("treatment", "contacted"), ("control", "control"))
@@ -50,6 +54,9 @@ def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attributi
         + F.col("conversion_control") * (1 - F.col("conversion_control")) / F.col("control")
     )
     lift = F.col("conversion_contacted") - F.col("conversion_control")
+    channel_cost = F.create_map(*[F.lit(v) for kv in cost_per_contact.items() for v in kv])[F.col("channel")]
+    incremental = (rate("contacted", "_contacted_revenue") - rate("control", "_control_revenue")) * F.col("contacted")
+    cost = F.col("contacted") * channel_cost
     return with_rates.select(
         "audience",
         "contact_date",
@@ -61,8 +68,12 @@ def campaign_results(contacts: DataFrame, orders: DataFrame, run_date, attributi
         F.round(lift - Z_95 * se, 6).alias("lift_ci_low"),
         F.round(lift + Z_95 * se, 6).alias("lift_ci_high"),
         F.round(F.when(F.col("conversion_control") > 0, F.col("conversion_contacted") / F.col("conversion_control") - 1), 6).alias("relative_lift"),
-        F.round(F.when(F.col("contacted") > 0, F.col("_contacted_revenue") / F.col("contacted")), 2).alias("revenue_per_contact"),
-        F.round(F.when(F.col("control") > 0, F.col("_control_revenue") / F.col("control")), 2).alias("revenue_per_control"),
+        F.round(rate("contacted", "_contacted_revenue"), 2).alias("revenue_per_contact"),
+        F.round(rate("control", "_control_revenue"), 2).alias("revenue_per_control"),
+        "channel",
+        F.round(incremental, 2).alias("incremental_revenue"),
+        F.round(cost, 2).alias("cost"),
+        F.round(F.when(cost > 0, (incremental - cost) / cost), 4).alias("roi"),
     )
 
 

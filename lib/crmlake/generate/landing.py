@@ -193,7 +193,8 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
         moved_row = moved.select("account_id").first()
         truth_dir = os.path.join(landing, "_truth")
         truth = people.join(accounts.groupBy("person").agg(F.concat_ws(";", F.sort_array(F.collect_list("account_id"))).alias("account_ids")), "person", "left").select(
-            "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year", "favourite_category"
+            "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year", "favourite_category",
+            "acquisition_source",
         )
         truth.coalesce(1).write.option("header", True).csv("file://" + os.path.join(truth_dir, "persons"))
         identity = members.identity_truth(accounts, visits).cache()
@@ -217,7 +218,8 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
             },
             "truth": "persons/part-*.csv: latent daily purchase rate and lapse hazard per person; declared income_band "
             "and occupation are independent of behaviour (a baseline that should not predict); favourite_category holds "
-            "60% of the person's visits and order lines. identity.csv: each account's true person and the planted causes "
+            "60% of the person's visits and order lines; acquisition_source (members joining in the window) names the source of their "
+            "signup visit (generate.members.ACQUISITION_SOURCES: its purchase lift). identity.csv: each account's true person and the planted causes "
             "(cause:group tags; identity.causes counts the accounts and groups carrying each).",
         }
         with open(os.path.join(truth_dir, "summary.json"), "w", encoding="utf-8") as fh:

@@ -20,12 +20,15 @@ The planted truth, per person (:func:`persons`):
   whatever their draws;
 * declared income band and occupation are drawn independently of behaviour (a baseline
   that should not predict), and "student" stays declared long after the birth year
-  says otherwise.
+  says otherwise;
+* ``acquisition_source``: where a member joining in the window came from
+  (ACQUISITION_SOURCES), its lift in their purchase rate: sources of different 90-day values.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -59,6 +62,27 @@ RECYCLED_CANDIDATES = 8          # older persons tried per new holder (the first
 _TYPOS = ["emmber", "mmeber", "mebmer", "memebr", "membre"]
 
 
+class AcquisitionSource(NamedTuple):
+    """Where members joining in the window came from, as the visit in which they signed up says
+    (:func:`crmlake.generate.behaviour.sessions`), and how much more than others they buy."""
+
+    share: float                # of the members joining after the window's first day
+    utm_source: str | None
+    utm_medium: str | None
+    referrer_url: str | None    # on the visit's entry page
+    purchase_lift: float        # their daily purchase (and visit) rate, times this
+
+
+# Keyed by the first-touch source crmlake.analyze.acquisition reads from the visit. The review
+# site brings the buyers who spend most: the best source of new customers' 90-day value.
+ACQUISITION_SOURCES = {
+    "facebook": AcquisitionSource(0.3, "facebook", "paid_social", None, 0.6),
+    "google.com": AcquisitionSource(0.3, None, None, "https://www.google.com/search?q=gift+shop", 1.0),
+    "reviews.example.org": AcquisitionSource(0.15, None, None, "https://reviews.example.org/best-shops-2026", 3.0),
+    "direct": AcquisitionSource(0.25, None, None, None, 1.0),
+}
+
+
 def _forced_unit(plan: Plan, salt: int, units: int) -> int:
     """The one unit (household, shop) planted whatever its draw, so that a small zone holds one
     too: picked by the seed, -1 when there is no room for any."""
@@ -71,14 +95,21 @@ def persons(spark: SparkSession, plan: Plan) -> DataFrame:
     Identity: ``accounts`` (1 or 2) and ``second_signup_day``; ``household`` (the unit
     person_no // 2 of two persons sharing a computer, or null) and ``family_mailbox`` (that
     household shares a mailbox too); ``shop`` (the unit person_no // SHOP_GROUP whose first
-    accounts carry one shop's phone, or null).
+    accounts carry one shop's phone, or null). ``acquisition_source``: of a member joining
+    after the window's first day, a key of ACQUISITION_SOURCES (its lift is in their purchase rate).
     """
     s, p = plan.seed, "person_no"
-    rate = F.exp(-4.0 + 1.3 * normal(s, "rate", p)) * F.when(uniform(s, "dormant", p) < 0.25, 0.05).otherwise(1.0)
     hazard = choice(uniform(s, "lapse", p), [0.0, 0.004, 0.02], [0.6, 0.3, 0.1])
     signup_day = F.when(uniform(s, "joined_late", p) < 0.3, F.floor(uniform(s, "signup", p) * plan.days)).otherwise(
         -F.floor(uniform(s, "signup", p) * 5 * 365)
     ).cast("int")
+    acquisition_source = F.when(
+        signup_day >= 1, choice(uniform(s, "acquisition_source", p), list(ACQUISITION_SOURCES), [a.share for a in ACQUISITION_SOURCES.values()])
+    )
+    lift = F.lit(1.0)
+    for source, acquired in ACQUISITION_SOURCES.items():
+        lift = F.when(acquisition_source == source, F.lit(acquired.purchase_lift)).otherwise(lift)
+    rate = F.exp(-4.0 + 1.3 * normal(s, "rate", p)) * F.when(uniform(s, "dormant", p) < 0.25, 0.05).otherwise(1.0) * lift
     lifetime = F.when(hazard > 0, F.floor(-F.log(F.greatest(uniform(s, "life", p), F.lit(1e-12))) / hazard)).otherwise(F.lit(10**6))
     birth_year = (1955 + F.floor(uniform(s, "birth", p) * 53)).cast("int")
     young = (plan.end.year - birth_year) < 24
@@ -108,6 +139,7 @@ def persons(spark: SparkSession, plan: Plan) -> DataFrame:
         F.when(in_household, household).alias("household"),
         (in_household & family_mailbox).alias("family_mailbox"),
         F.when(in_shop, shop).alias("shop"),
+        acquisition_source.alias("acquisition_source"),
         birth_year.alias("birth_year"),
         F.when(young & (uniform(s, "student", p) < 0.7), F.lit("student")).otherwise(choice(uniform(s, "occupation", p), OCCUPATIONS)).alias("occupation"),
     )
@@ -157,6 +189,12 @@ def recycled_numbers(people: DataFrame, plan: Plan) -> DataFrame:
     return pairs.select("person_no", "old_person_no", F.format_string("R%07d", "person_no").alias("recycled"), F.when(changed, change_at).alias("phone_changed_time"))
 
 
+def signup_time(plan: Plan, signup_day: Column, *ids) -> Column:
+    """Column: when an account (``ids``: person_no and k, its number) signed up on ``signup_day``, 08:00 to 22:59 local."""
+    seconds = (8 + F.floor(uniform(plan.seed, "signup_hour", *ids) * 15)) * 3600 + F.floor(uniform(plan.seed, "signup_min", *ids) * 3600)
+    return local_time(plan, day_date(plan, signup_day), seconds)
+
+
 def accounts(people: DataFrame, plan: Plan) -> DataFrame:
     """One row per account (the customers source's upserts), with signup time and profile.
 
@@ -175,7 +213,7 @@ def accounts(people: DataFrame, plan: Plan) -> DataFrame:
     ids = ("person_no", "k")
     first = F.col("k") == 0
     signup_day = F.when(first, F.col("signup_day")).otherwise(F.col("second_signup_day"))
-    seconds = (8 + F.floor(uniform(s, "signup_hour", *ids) * 15)) * 3600 + F.floor(uniform(s, "signup_min", *ids) * 3600)
+    signed_up = signup_time(plan, signup_day, *ids)
 
     own_email = F.format_string("member%d@example.com", F.col("person_no"))
     mailbox_holder = F.col("family_mailbox") & (F.col("person_no") == F.col("household") * 2 + 1)
@@ -218,7 +256,7 @@ def accounts(people: DataFrame, plan: Plan) -> DataFrame:
         "person_no",
         "person",
         F.format_string("A%08d", F.col("person_no") * 2 + F.col("k")).alias("account_id"),
-        local_time(plan, day_date(plan, signup_day), seconds).alias("signup_time"),
+        signed_up.alias("signup_time"),
         email.alias("email"),
         phone.alias("phone"),
         name.alias("name"),
@@ -228,7 +266,7 @@ def accounts(people: DataFrame, plan: Plan) -> DataFrame:
         choice(uniform(s, "city", *ids), CITIES).alias("city"),
         choice(uniform(s, "income", *ids), ["low", "mid", "high"]).alias("income_band"),
         (uniform(s, "consent", *ids) < 0.8).alias("marketing_consent"),
-        local_time(plan, day_date(plan, signup_day), seconds).alias("marketing_consent_time"),  # set at signup
+        signed_up.alias("marketing_consent_time"),  # set at signup
         F.when(referred, referrer).alias("referred_by"),
         F.when(business, "business").otherwise("consumer").alias("account_type"),
         F.when(business, F.format_string("C%04d", (1 + F.floor(uniform(s, "company", *ids) * companies)).cast("int"))).alias("company_id"),

@@ -25,7 +25,7 @@ from crmlake.lake import latest_per_key
 from crmlake.lake.frames import maybe_broadcast
 from crmlake.organize.transforms import PROFILE_FIELDS
 from crmlake.people import (
-    ACCOUNT, COOKIE, EMAIL, normalised_email, rows_holding, sha256_hex, with_order_person_id, with_person_id, with_session_person_id,
+    ACCOUNT, COOKIE, EMAIL, normalised_email, referrals, rows_holding, sha256_hex, with_order_person_id, with_person_id, with_session_person_id,
 )
 
 def customer_history(profile_changes: DataFrame) -> DataFrame:
@@ -251,17 +251,8 @@ def customer_360(accounts: DataFrame, behaviour: DataFrame, run_date: dt.date, t
     depend on ``run_date``, ``timezone`` or ``rules``) is computed here for every person.
     """
     declared = _declared(accounts, run_date, rules)
-    buyers = behaviour.where("orders > 0").select("person_id", F.lit(1).alias("_bought"))
-    referrer_person = accounts.select(F.col("account_id").alias("referred_by"), F.col("person_id").alias("referrer_person_id"))
-    referred = (
-        accounts.where(F.col("referred_by").isNotNull())
-        .join(referrer_person, "referred_by")
-        .where(F.col("referrer_person_id") != F.col("person_id"))
-        .select("referrer_person_id", "person_id")
-        .distinct()
-        .join(buyers, "person_id", "left")
-        .groupBy(F.col("referrer_person_id").alias("person_id"))
-        .agg(F.count(F.lit(1)).alias("members_referred"), F.count("_bought").alias("referred_buyers"))
+    referred = referrals(accounts, behaviour.where("orders > 0").select("person_id")).groupBy(F.col("referrer_person_id").alias("person_id")).agg(
+        F.count(F.lit(1)).alias("members_referred"), F.count(F.when(F.col("bought"), 1)).alias("referred_buyers")
     )
     last_active = business_date(F.greatest("last_purchase_at", "last_visit_at"), timezone)
     price = F.col("median_unit_price")

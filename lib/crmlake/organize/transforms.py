@@ -83,7 +83,9 @@ def sessionize(clicks: DataFrame, gap_minutes: int = 30) -> DataFrame:
     and refused events are sessionized apart, so a refused event never reaches a person.
     Returns one row per session: session_id, anonymous_id, tracking_consent, account_id
     (set only on consented sessions), session_start, session_end, entry_page, exit_page,
-    events, pages, product_views, adds_to_cart, checkouts, converted, device, utm_campaign.
+    events, pages, product_views, adds_to_cart, checkouts, converted, device, utm_campaign,
+    and where the visit came from, as its entry event says: ``utm_source`` (trimmed, lower case)
+    and ``referrer_host`` (the referrer's host, lower case, without ``www.``).
     """
     clicks = clicks.withColumn("tracking_consent", F.coalesce("tracking_consent", F.lit(False)))
     by_visitor = Window.partitionBy("anonymous_id", "tracking_consent").orderBy("event_time", "event_id")
@@ -105,12 +107,14 @@ def sessionize(clicks: DataFrame, gap_minutes: int = 30) -> DataFrame:
         F.max(consented_account).alias("account_id"),
         F.min_by("device", "event_time").alias("device"),
         F.max("utm_campaign").alias("utm_campaign"),
+        F.min_by(F.nullif(F.lower(F.trim("utm_source")), F.lit("")), F.struct("event_time", "event_id")).alias("utm_source"),
+        F.min_by(F.regexp_replace(F.lower(F.try_parse_url("referrer_url", F.lit("HOST"))), r"^www\.", ""), F.struct("event_time", "event_id")).alias("referrer_host"),
         F.min("event_id").alias("_first_event"),
     )
     return sessions.select(
         F.sha2(F.concat_ws(":", "anonymous_id", "_first_event"), 256).substr(1, 32).alias("session_id"),
         "anonymous_id", "tracking_consent", "account_id", "session_start", "session_end", "entry_page", "exit_page", "events",
-        "pages", "product_views", "adds_to_cart", "checkouts", "converted", "device", "utm_campaign",
+        "pages", "product_views", "adds_to_cart", "checkouts", "converted", "device", "utm_campaign", "utm_source", "referrer_host",
     )
 
 

@@ -1,0 +1,133 @@
+"""Each person's profit against an independent pandas computation over the generated pipeline's
+landing files, the profit Pareto figure of the stage's summary, and the planted bargain hunters
+recovered (high in revenue, low in profit).
+
+The pandas side reads the landing files (orders, service contacts) and, for who is whom, the
+identity map and the run date's scored persons from the lake; margins and unit costs are the
+conf's. The pipeline fixture (tests/conftest.py) already runs analyze on its lake, so these
+tests add no stage run.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import os
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from conftest import END
+from crmlake.analyze.profit import FIGURES, person_marketing_contacts
+from crmlake.generate.behaviour import bargain_hunter
+from test_service_and_campaigns import END_OF_RUN, TIMEZONE, landing_contacts, landing_csv
+
+MONEY = pytest.approx   # Spark sums decimals then doubles, pandas floats: equal to the cent
+
+
+def person_of(lake) -> dict:
+    """(identifier_type, identifier) -> person_id, from the lake's identity map."""
+    return {(r["identifier_type"], r["identifier"]): r["person_id"] for r in lake.read("silver.identity_map").collect()}
+
+
+def in_window(dates: pd.Series, horizon_days: int) -> pd.Series:
+    return (dates > END - dt.timedelta(days=horizon_days)) & (dates <= END)
+
+
+def landing_lines(root, people: dict) -> pd.DataFrame:
+    """The order lines as they stood at the run date's end (latest version of each valid line), with their person."""
+    raw = landing_csv(root, "orders").drop_duplicates()
+    raw = raw.assign(
+        quantity=pd.to_numeric(raw["quantity"], errors="coerce"), unit_price=pd.to_numeric(raw["unit_price"], errors="coerce"),
+        discount=pd.to_numeric(raw["discount"].replace("", "0"), errors="coerce"),
+        order_time=pd.to_datetime(raw["order_time"], utc=True, format="ISO8601", errors="coerce"),
+        updated_time=pd.to_datetime(raw["updated_time"], utc=True, format="ISO8601", errors="coerce"),
+    )
+    valid = raw[(raw["quantity"] > 0) & raw["unit_price"].notna() & raw["order_time"].notna() & (raw["updated_time"] < END_OF_RUN)]
+    latest = valid.sort_values("updated_time").groupby(["order_id", "line_no"]).tail(1).copy()
+    by_email = latest["guest_email"].map(lambda e: people.get(("email_sha256", hashlib.sha256(e.strip().lower().encode()).hexdigest())) if e.strip() else None)
+    latest["person_id"] = latest["account_id"].map(lambda a: people.get(("account_id", a))).fillna(by_email)
+    latest["order_date"] = latest["order_time"].dt.tz_convert(TIMEZONE).dt.date
+    return latest
+
+
+def expected_profitability(pipeline) -> dict:
+    """person_id -> FIGURES by pandas, for every person scored on the run date."""
+    conf, lake, root = pipeline["conf"], pipeline["lake"], pipeline["root"]
+    rules, horizon = conf.analyze.profit, conf.analyze.lifetime_value.horizon_days
+    people = person_of(lake)
+    lines = landing_lines(root, people)
+    lines = lines[in_window(lines["order_date"], horizon)]
+    done = lines[lines["status"] == "completed"].copy()
+    done["list_price"] = done["quantity"] * done["unit_price"]
+    done["revenue"] = done["list_price"] - done["discount"]
+    done["gross_margin"] = done["revenue"] - done["list_price"] * (1 - done["category"].map(lambda c: rules.category_margin.get(c, rules.default_margin)))
+    sales = done.groupby("person_id")[["revenue", "gross_margin", "discount"]].sum()
+    returned = lines[lines["status"] == "returned"].groupby("person_id").size()
+    contacts = landing_contacts(root)
+    contacts = contacts[in_window(contacts["opened_date"], horizon)]
+    service = contacts["account_id"].map(lambda a: people.get(("account_id", a))).dropna().value_counts()
+    expected = {}
+    for r in lake.read("gold.customer_scores").where(F.col("score_date") == END).select("person_id").collect():
+        p = r["person_id"]
+        revenue, margin, discounts = (float(sales.loc[p, c]) if p in sales.index else 0.0 for c in ("revenue", "gross_margin", "discount"))
+        n_returned, n_service = int(returned.get(p, 0)), int(service.get(p, 0))
+        # No marketing contact yet: the pipeline's decide runs after its analyze.
+        profit = margin - n_returned * rules.return_cost - n_service * rules.service_contact_cost
+        expected[p] = (revenue, margin, discounts, n_returned, n_returned * rules.return_cost, n_service, n_service * rules.service_contact_cost, 0, 0.0, profit)
+    return expected
+
+
+@pytest.fixture(scope="module")
+def profitability(pipeline) -> dict:
+    """The run date's gold.customer_profitability rows by person."""
+    return {r["person_id"]: r.asDict() for r in pipeline["lake"].read("gold.customer_profitability").where(F.col("score_date") == END).collect()}
+
+
+def test_customer_profitability_equals_a_pandas_computation_over_the_landing_files(pipeline, profitability):
+    expected = expected_profitability(pipeline)
+    assert sorted(profitability) == sorted(expected)
+    assert sum(1 for figures in expected.values() if figures[3]) and sum(1 for figures in expected.values() if figures[5])   # returns and service contacts counted
+    for person, want in expected.items():
+        got = tuple(profitability[person][c] for c in FIGURES)
+        assert got == tuple(MONEY(v, abs=0.011) if isinstance(v, float) else v for v in want), person
+
+
+def test_revenue_is_the_scores_current_value(pipeline, profitability):
+    scores = pipeline["lake"].read("gold.customer_scores").where(F.col("score_date") == END).select("person_id", "current_value").collect()
+    assert {r["person_id"]: MONEY(r["current_value"] or 0.0, abs=0.011) for r in scores} == {p: r["revenue"] for p, r in profitability.items()}
+
+
+def test_the_summary_gives_the_share_of_profit_of_the_top_fifth_of_profitable_customers(pipeline, profitability):
+    profits = sorted((r["profit"] for r in profitability.values() if r["profit"] > 0), reverse=True)
+    top = profits[: len(profits) * 20 // 100]
+    assert pipeline["analyze"]["profitability"]["profit_share_of_top_20pct"] == pytest.approx(sum(top) / sum(profits), abs=1e-6)
+
+
+def test_marketing_contacts_of_the_contact_history_equal_pandas(pipeline):
+    # Decide has contacted since analyze ran: today's contact history, costed as analyze would the next day.
+    conf, lake = pipeline["conf"], pipeline["lake"]
+    horizon, costs = conf.analyze.lifetime_value.horizon_days, conf.campaigns.cost_per_contact.model_dump()
+    history = lake.read("gold.contact_history").toPandas()
+    treated = history[(history["group"] == "treatment") & in_window(history["contact_date"], horizon)]
+    people = person_of(lake)
+    treated = treated.assign(person_id=treated["account_id"].map(lambda a: people.get(("account_id", a))), cost=treated["channel"].map(costs)).dropna(subset=["person_id"])
+    expected = {p: (len(g), MONEY(g["cost"].sum(), abs=1e-9)) for p, g in treated.groupby("person_id")}
+    actual = person_marketing_contacts(lake.read("gold.contact_history"), lake.read("silver.identity_map"), END, horizon, costs).collect()
+    assert expected and {r["person_id"]: (r["marketing_contacts"], r["marketing_costs"]) for r in actual} == expected
+
+
+def test_the_planted_bargain_hunters_rank_far_lower_by_profit_than_by_revenue(pipeline, profitability):
+    lake = pipeline["lake"]
+    with open(os.path.join(pipeline["root"], "landing", "_truth", "summary.json"), encoding="utf-8") as fh:
+        seed = json.load(fh)["seed"]
+    accounts = lake.read("silver.identity_map").where(F.col("identifier_type") == "account_id")
+    hunters = {r["person_id"] for r in accounts.where(bargain_hunter(seed, F.col("identifier"))).select("person_id").distinct().collect()}
+    buyers = pd.DataFrame([r for r in profitability.values() if r["revenue"] > 0]).set_index("person_id")
+    drop = buyers["revenue"].rank(pct=True) - buyers["profit"].rank(pct=True)   # how far a buyer falls from their revenue rank to their profit rank
+    planted = buyers.index.isin(hunters)
+    assert planted.sum() >= 5
+    # Everyone else rises as the hunters fall (the drops sum to 0): the hunters' mean fall is large, the others' a small rise.
+    assert drop[planted].mean() > 0.2 > drop[~planted].mean()
+    profit_rate = buyers["profit"] / buyers["revenue"]
+    assert profit_rate[planted].median() < profit_rate[~planted].quantile(0.25)
