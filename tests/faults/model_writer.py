@@ -33,13 +33,13 @@ def main(root: str, inputs_fingerprint: str) -> dict:
 
     from crmlake import tracking
     from crmlake.analyze import models
-    from crmlake.analyze.features import FEATURE_COLUMNS
+    from crmlake.analyze.features import PROPENSITY_FEATURES
     from crmlake.session import build_session
 
     conf = conf_for(root)
     spark = build_session(conf, "model-fault")
     # 400 persons: features spread by a hash of the person, buyers the half with more orders.
-    persons = spark.range(400).select(*[(F.pmod(F.xxhash64("id", F.lit(c)), F.lit(100)) / 10.0).alias(c) for c in FEATURE_COLUMNS])
+    persons = spark.range(400).select(*[(F.pmod(F.xxhash64("id", F.lit(c)), F.lit(100)) / 10.0).alias(c) for c in PROPENSITY_FEATURES])
     labelled = persons.withColumn("label", (F.col("frequency") + F.rand(7) * 3 > 6.5).cast("double"))
     train, holdout = labelled.limit(300).cache(), labelled.exceptAll(labelled.limit(300)).cache()
 
@@ -50,7 +50,7 @@ def main(root: str, inputs_fingerprint: str) -> dict:
     facts = tracking.resume(MODEL_NAME, inputs_fingerprint, auc_of, MARGIN)
     if facts is None:
         model = models.propensity_candidates(max_iter=10)["logistic_regression"].fit(train)
-        sample = train.select(*FEATURE_COLUMNS).limit(5)
+        sample = train.select(*PROPENSITY_FEATURES).limit(5)
         with tracking.tracked_run(conf, f"propensity-{inputs_fingerprint}"):
             version, moved, reason = tracking.register_and_judge(
                 model, MODEL_NAME, sample.toPandas(), models.with_propensity_score(model, sample).select("propensity_score").toPandas(),

@@ -50,7 +50,6 @@ from pyspark.sql import functions as F
 from crmlake import tracking
 from crmlake.analyze import clv
 from crmlake.analyze.features import with_deciles, with_purchase_label
-from crmlake.analyze.recipe import NotTrainable
 from crmlake.config import Conf
 from crmlake.config_analyze import Retention
 from crmlake.lake import Lake
@@ -185,8 +184,10 @@ def judge_churn_ranking(conf: Conf, spark: SparkSession, lines_as_of: Callable[[
     run; return cutoff, buyers, churned, auc_p_alive, auc_recency and ``served`` (the better).
 
     Takes a function giving the order lines (with person_id) as they stood at the end of a date,
-    and today's. Raises NotTrainable when BG/NBD cannot be fitted as of the cutoff (fewer than
-    ``lifetime_value.min_repeat_buyers`` repeat buyers) or the buyers all churned or all stayed.
+    and today's. A lake too young to judge on (fewer than ``lifetime_value.min_repeat_buyers``
+    repeat buyers as of the cutoff, or buyers who all churned or all stayed) is no failure: the
+    plain recency baseline, which needs no fit, is served, and the return says why nothing was
+    judged (cutoff, ``not_judged``, ``served``).
     """
     import mlflow
 
@@ -196,8 +197,8 @@ def judge_churn_ranking(conf: Conf, spark: SparkSession, lines_as_of: Callable[[
     repeat_buyers = stats.where("frequency > 0").count()
     if repeat_buyers < min_repeat:
         stats.unpersist()
-        raise NotTrainable(f"churn ranking for {run_date}: {repeat_buyers} repeat buyers as of {cutoff}; BG/NBD needs {min_repeat} "
-                           "(analyze.lifetime_value.min_repeat_buyers)")
+        return {"cutoff": str(cutoff), "served": RECENCY, "not_judged": f"{repeat_buyers} repeat buyers as of {cutoff}; BG/NBD needs {min_repeat} "
+                                                                         "(analyze.lifetime_value.min_repeat_buyers)"}
     model = clv.fit_lifetime_value(stats, unit_days)
     alive = clv.with_lifetime_value(spark, stats.select("person_id", F.round((F.col("T") - F.col("recency")) * unit_days).alias("days_since")),
                                     stats, model, conf.analyze.lifetime_value.horizon_days)
@@ -208,7 +209,7 @@ def judge_churn_ranking(conf: Conf, spark: SparkSession, lines_as_of: Callable[[
     buyers, churned = counts["buyers"], int(counts["churned"])
     if churned in (0, buyers):
         labelled.unpersist()
-        raise NotTrainable(f"churn ranking for {run_date}: of {buyers} buyers as of {cutoff}, {churned} churned; an AUC needs both")
+        return {"cutoff": str(cutoff), "served": RECENCY, "not_judged": f"of {buyers} buyers as of {cutoff}, {churned} churned; an AUC needs both"}
     auc = {name: float(BinaryClassificationEvaluator(labelCol="churned", rawPredictionCol=name).evaluate(labelled)) for name in (P_ALIVE, RECENCY)}
     labelled.unpersist()
     served = P_ALIVE if auc[P_ALIVE] > auc[RECENCY] else RECENCY
