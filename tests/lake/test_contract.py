@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from crmlake.lake import Lake, PredicateError, WriteId
 from crmlake.lake.spark_delta import delta_spark_available
-from tables import catalog_with_test_tables
+from tables import ROWS, catalog_with_test_tables
 
 ADVISORY_SIZE = "spark.sql.adaptive.advisoryPartitionSizeInBytes"
 
@@ -76,6 +76,19 @@ def events(spark, rows, days, input_partitions):
     return spark.range(0, rows, 1, input_partitions).select(
         F.col("id").alias("event_id"), F.date_format(F.date_add(F.lit("2026-11-01"), (F.col("id") % days).cast("int")), "yyyy-MM-dd").alias("day")
     )
+
+
+@pytest.mark.parametrize("write", ["append", "overwrite_where", "merge"])
+def test_a_column_declared_after_the_table_was_made_is_added_by_the_next_write_and_reads_null_before(spark, lake, write):
+    older = {**ROWS, "columns": {c: t for c, t in ROWS["columns"].items() if c != "amount"}}
+    Lake(spark, lake.conf, catalog_with_test_tables().with_tables({"silver.t": older})).append("silver.t", rows(spark, ("a1", 1, 0, 5)).drop("amount"))
+    assert "amount" not in lake.read("silver.t").columns
+    new = rows(spark, ("a2", 2, 0, 7))
+    {"append": lambda: lake.append("silver.t", new), "overwrite_where": lambda: lake.overwrite_where("silver.t", new, "day = DATE'2026-11-02'"),
+     "merge": lambda: lake.merge("silver.t", new, keys=["account_id"], order_by="updated_time")}[write]()
+    assert table_rows(lake, "silver.t") == [("a1", None), ("a2", 7)]
+    names = DeltaTable(lake.path("silver.t")).schema().to_arrow().names
+    assert names[-1] == "amount" and sorted(names) == sorted(ROWS["columns"])   # added after the table's own columns
 
 
 def test_replayed_idempotent_write_commits_nothing(spark, lake):

@@ -3,7 +3,8 @@
 Tables are named ``layer.table`` (``bronze.orders``), declared in the table catalog
 (``lib/crmlake/catalog.yaml``, see :mod:`crmlake.lake.catalog`) and located by conf. Every
 write is checked against its declaration: an undeclared table or a column the catalog does
-not list fails, columns are cast to the declared types, and Delta keeps file statistics
+not list fails, columns are cast to the declared types, a declared column an older table
+lacks is added to it (nullable: its earlier rows read null), and Delta keeps file statistics
 only for the columns that hold no personal data. Two engines honour
 one contract: ``rs`` (Spark writes Parquet, delta-rs commits; the default on local disk)
 and ``spark`` (delta-spark; clusters with Delta's jars). ``lake.engine: auto`` picks
@@ -152,6 +153,20 @@ class Lake:
         properties = {STATS_COLUMNS: ",".join(spec.stats_columns), "delta.logRetentionDuration": history, "delta.deletedFileRetentionDuration": history}
         return spec.conform(df), list(spec.partition_by), properties
 
+    def _with_declared_columns(self, table: str, df: DataFrame) -> None:
+        """Add to ``table``, when it exists, the declared columns ``df`` carries and the table
+        lacks (a release that declares a new column): nullable, so its rows written before read
+        them as null, and the write goes on, no rebuild needed. Columns named ``_*`` (a merge's
+        helpers) are never written."""
+        location = self.path(table)
+        if not self.engine.exists(location):
+            return
+        present = set(self.engine.schema(location).fieldNames())
+        missing = [f for f in df.schema.fields if f.name not in present and not f.name.startswith("_")]
+        if missing:
+            self.engine.add_columns(location, missing)
+            log.info("%s: added the declared columns %s (earlier rows read them as null)", table, ", ".join(f.name for f in missing))
+
     def _logged(self, op: str, table: str, result: WriteResult) -> WriteResult:
         if result.committed:
             log.info("%s %s: v%s rows=%d files+%d files-%d", op, table, result.version, result.rows_written, result.files_added, result.files_removed)
@@ -160,6 +175,7 @@ class Lake:
     def append(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Add rows; a replayed ``txn`` commits nothing."""
         df, partition_by, properties = self._declared(table, df, partition_by)
+        self._with_declared_columns(table, df)
         return self._logged("append", table, self.engine.append(self.path(table), df, partition_by, txn, properties))
 
     def overwrite(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
@@ -170,6 +186,7 @@ class Lake:
     def overwrite_where(self, table: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Replace only the rows matching ``predicate`` (a rerun of one date, say) with ``df``."""
         df, partition_by, properties = self._declared(table, df, partition_by)
+        self._with_declared_columns(table, df)
         return self._logged("overwrite_where", table, self.engine.overwrite_where(self.path(table), df, predicate, partition_by, txn, properties))
 
     def merge(self, table: str, df: DataFrame, keys: Sequence[str], order_by: str, delete_when: str | None = None, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
@@ -179,6 +196,7 @@ class Lake:
         declared_keys = self.catalog.spec(table).keys
         if declared_keys and tuple(keys) != declared_keys:
             raise SchemaMismatchError(f"table {table}: merged on {list(keys)}, declared keys {list(declared_keys)} in lib/crmlake/catalog.yaml")
+        self._with_declared_columns(table, df)
         return self._logged("merge", table, self.engine.merge(self.path(table), df, keys, order_by, delete_when, partition_by, txn, properties))
 
     def erase(self, table: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> ErasureResult:

@@ -31,12 +31,12 @@ from dataclasses import replace
 from typing import Mapping, Sequence
 
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.transaction import create_table_with_add_actions
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from crmlake.lake.errors import PredicateError, TableNotFoundError
 from crmlake.lake.frames import conform_to_schema, latest_per_key, nullable_schema, with_delete_flag
@@ -85,6 +85,14 @@ class RsEngine:
     def version(self, location: str) -> int:
         """Return the table's current version."""
         return self._table(location).version()
+
+    def add_columns(self, location: str, fields: Sequence[StructField]) -> None:
+        """Add ``fields`` (nullable) to the table's schema in one commit that adds no file."""
+        table = self._table(location)
+        schema = StructType(self.schema(location).fields + [StructField(f.name, f.dataType, True) for f in fields])
+        empty = pa.schema(DeltaSchema.from_json(schema.json()).to_arrow()).empty_table()
+        write_deltalake(local_table_path(location), empty, mode="append", schema_mode="merge",
+                        partition_by=list(table.metadata().partition_columns) or None)
 
     def read(self, location: str, version: int | None = None) -> DataFrame:
         """Read the table's snapshot (current, or ``version``) as a DataFrame."""

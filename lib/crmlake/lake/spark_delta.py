@@ -11,7 +11,7 @@ from typing import Iterator, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from crmlake.lake.errors import EngineUnavailableError, TableNotFoundError
 from crmlake.lake.frames import balanced_for_write, latest_per_key, with_delete_flag
@@ -98,6 +98,12 @@ class SparkDeltaEngine:
     def schema(self, location: str) -> StructType:
         """Return the table's schema."""
         return self._table(location).toDF().schema
+
+    def add_columns(self, location: str, fields: Sequence[StructField]) -> None:
+        """Add ``fields`` (nullable) to the table's schema (names and types from the catalog, never data)."""
+        self._table(location)
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in fields)
+        self.spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")
 
     def version(self, location: str) -> int:
         """Return the table's current version."""
