@@ -28,8 +28,8 @@ from crmlake.business_days import business_date
 from crmlake.generate import behaviour, members, world
 from crmlake.orders import latest_order_lines
 from crmlake.organize.transforms import sessionize
+from test_service_and_campaigns import TIMEZONE, instants, local_dates
 
-TIMEZONE = "Asia/Taipei"
 VALUE_DAYS = 90
 OFFSET = re.compile(r"(?:Z|[+-]\d\d:\d\d)$")
 DEVICES = {"desktop", "mobile", "tablet", "app"}
@@ -46,14 +46,6 @@ def landing_json(root, source: str) -> list[dict]:
                 except (UnicodeDecodeError, json.JSONDecodeError):
                     continue
     return records
-
-
-def instants(column: pd.Series) -> pd.Series:
-    return pd.to_datetime(column, utc=True, format="ISO8601")
-
-
-def local_dates(column: pd.Series) -> pd.Series:
-    return column.dt.tz_convert(TIMEZONE).dt.date
 
 
 def host(url) -> str | None:

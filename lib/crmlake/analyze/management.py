@@ -31,7 +31,7 @@ from crmlake.analyze.management_sections import (
     Read, Section, acquisition_section, campaign_roi_section, churn_risk_section, cohort_retention_section, engagement_section, label,
     profit_section, service_section, tier_transitions_section,
 )
-from crmlake.analyze.reports import _page, _write_csv
+from crmlake.analyze.reports import report_page_html, write_report_csv
 from crmlake.config import Conf
 from crmlake.isolation import isolated
 from crmlake.lake import Lake
@@ -96,7 +96,7 @@ def _section_html(section: Section, names: dict, chart_src: str) -> str:
 
 def _write_persons(folder: str, name: str, section: Section) -> str:
     """Write ``section``'s persons as the CSV ``name`` in ``folder``, and remove its lists of other months."""
-    path = _write_csv(os.path.join(folder, name), list(section.persons_header), [list(r) for r in section.persons])
+    path = write_report_csv(os.path.join(folder, name), list(section.persons_header), [list(r) for r in section.persons])
     # Only the latest list of persons is kept (a call list is for now); an erasure amends it
     # (crmlake.exports.amend_person_lists), so it holds no one erased since.
     for older in glob.glob(os.path.join(folder, "*" + name[name.index("_"):])):
@@ -115,7 +115,7 @@ def write_management_report(sections: list[Section], run_date: dt.date, folder: 
     written, parts = [], []
     for section in sections:
         names = file_names(month, section)
-        written.append(_write_csv(os.path.join(folder, names["csv"]), list(section.header), [list(r) for r in section.rows]))
+        written.append(write_report_csv(os.path.join(folder, names["csv"]), list(section.header), [list(r) for r in section.rows]))
         written.append(files.write_bytes(os.path.join(folder, names["png"]), section.chart))
         if section.persons is not None:
             written.append(_write_persons(folder, names["persons"], section))
@@ -128,7 +128,7 @@ def write_management_report(sections: list[Section], run_date: dt.date, folder: 
         f"<nav>{nav}</nav>" + "".join(parts)
         + (f"<h2>Not available today</h2><ul class='failed'>{missing}</ul>" if missing else "")
     )
-    page = files.write_text(os.path.join(folder, f"{month}.html"), _page(f"Management report, {month} (month to date, as of {run_date})", body))
+    page = files.write_text(os.path.join(folder, f"{month}.html"), report_page_html(f"Management report, {month} (month to date, as of {run_date})", body))
     return [page, *written]
 
 

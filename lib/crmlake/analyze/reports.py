@@ -235,7 +235,8 @@ def _trend_chart(trend: list[dict], run_date: str, currency: str) -> str:
     return charts.data_uri(fig)
 
 
-def _page(title: str, body: str) -> str:
+def report_page_html(title: str, body: str) -> str:
+    """Return a whole report page (the reports' one style) titled ``title`` around the HTML ``body``."""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         "<style>body{font-family:sans-serif;margin:2em;max-width:62em}td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #eee}"
@@ -255,7 +256,9 @@ def _change(value, base) -> str:
     return f"{value / base - 1:+.0%}" if value is not None and base else "–"
 
 
-def _write_csv(path: str, header: list[str], rows: list[list]) -> str:
+def write_report_csv(path: str, header: list[str], rows: list[list]) -> str:
+    """Write ``header`` and ``rows`` as the CSV file ``path``, text cells neutralised against
+    spreadsheet formulas; return ``path``."""
     # Values people typed (a declared occupation, a product name) are opened in spreadsheets:
     # neutralise those a spreadsheet would run as a formula.
     text = io.StringIO(newline="")
@@ -309,13 +312,13 @@ def write_daily_sales(report: dict, folder: str, currency: str) -> list[str]:
         f"<p><small>A new customer's order is their first completed order; guests order without an account. Figures as CSV: "
         f"<a href='{day}.csv'>{day}.csv</a>, <a href='{day}_trend.csv'>{day}_trend.csv</a>, <a href='{day}_top.csv'>{day}_top.csv</a>.</small></p>"
     )
-    page = files.write_text(os.path.join(folder, f"{day}.html"), _page(f"Sales of {day}", body))
+    page = files.write_text(os.path.join(folder, f"{day}.html"), report_page_html(f"Sales of {day}", body))
     columns = ["figure", "value", "same_weekday_last_week", "trailing_average", "trailing_low", "trailing_high", "unusual"]
     return [
         page,
-        _write_csv(os.path.join(folder, f"{day}.csv"), columns, [[f[c] for c in columns] for f in report["figures"]]),
-        _write_csv(os.path.join(folder, f"{day}_trend.csv"), ["order_date", *DAILY_FIGURES], [[d["order_date"], *[d[c] for c in DAILY_FIGURES]] for d in report["trend"]]),
-        _write_csv(os.path.join(folder, f"{day}_top.csv"), ["kind", "name", "revenue", "orders", "revenue_share"],
+        write_report_csv(os.path.join(folder, f"{day}.csv"), columns, [[f[c] for c in columns] for f in report["figures"]]),
+        write_report_csv(os.path.join(folder, f"{day}_trend.csv"), ["order_date", *DAILY_FIGURES], [[d["order_date"], *[d[c] for c in DAILY_FIGURES]] for d in report["trend"]]),
+        write_report_csv(os.path.join(folder, f"{day}_top.csv"), ["kind", "name", "revenue", "orders", "revenue_share"],
                    [[kind, i["name"], i["revenue"], i["orders"], i["revenue_share"]] for kind in ("category", "product") for i in report[f"top_{'categories' if kind == 'category' else 'products'}"]]),
     ]
 
@@ -353,5 +356,5 @@ def write_member_report(report: dict, folder: str) -> list[str]:
         + "".join(sections)
         + f"<p><small>Distributions as CSV: <a href='{month}.csv'>{month}.csv</a>.</small></p>"
     )
-    page = files.write_text(os.path.join(folder, f"{month}.html"), _page(f"Members, {month} (as of {report['as_of']})", body))
-    return [page, _write_csv(os.path.join(folder, f"{month}.csv"), ["kind", "attribute", "value", "persons"], rows)]
+    page = files.write_text(os.path.join(folder, f"{month}.html"), report_page_html(f"Members, {month} (as of {report['as_of']})", body))
+    return [page, write_report_csv(os.path.join(folder, f"{month}.csv"), ["kind", "attribute", "value", "persons"], rows)]
