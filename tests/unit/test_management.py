@@ -8,9 +8,11 @@ from decimal import Decimal
 
 from crmlake.analyze import acquisition, engagement, management, profit, retention, service
 from crmlake.analyze.management import write_management_report
+from crmlake.analyze.management_customers import (
+    acquisition_section, churn_risk_section, cohort_retention_section, profit_section, tier_transitions_section,
+)
 from crmlake.analyze.management_sections import (
-    Section, acquisition_section, campaign_roi_section, churn_risk_section, cohort_retention_section, engagement_by_campaign, engagement_section,
-    profit_section, service_by_channel, service_section, tier_transitions_section,
+    Section, campaign_roi_section, engagement_by_campaign, engagement_section, service_by_channel, service_section,
 )
 from crmlake.analyze.writers import PARETO
 from crmlake.contacts import CAMPAIGN_RESULT_DEFINITIONS
@@ -194,18 +196,48 @@ def test_profit_counts_persons_profit_and_losses_by_revenue_tier_and_profit_tier
     assert all(profit.DEFINITIONS[c] in section.definition for c in ("revenue", "profit", "profit_tier")) and section.chart.startswith(b"\x89PNG")
 
 
-def test_acquisition_shows_the_months_sources_and_referrals(spark, conf):
+SOURCES = ("acquisition_month date, source string, new_customers bigint, buyers_in_window bigint, value decimal(18,2), value_per_customer double, "
+           "window_complete boolean, min_days_observed int, value_days int")
+REFERRALS = "acquisition_month date, referrers bigint, members_referred bigint, referred_buyers bigint"
+
+
+def test_acquisition_shows_the_latest_month_whose_windows_are_all_complete_and_its_referrals(spark, conf):
     sources = spark.createDataFrame([
-        (day(1), "google", 5, 2, Decimal("100.00"), 20.0, False, 3, 90), (day(1), "direct", 8, 1, Decimal("10.00"), 1.25, False, 1, 90),
-        (day(1), "(no visit)", 8, 0, Decimal("0.00"), 0.0, False, 2, 90), (day(1, 10), "google", 50, 5, Decimal("9.00"), 0.18, False, 33, 90),
-    ], "acquisition_month date, source string, new_customers bigint, buyers_in_window bigint, value decimal(18,2), value_per_customer double, "
-       "window_complete boolean, min_days_observed int, value_days int")
-    referrals = spark.createDataFrame([(day(1), 2, 3, 1), (day(1, 10), 9, 9, 9)],
-                                      "acquisition_month date, referrers bigint, members_referred bigint, referred_buyers bigint")
+        (day(1, 6), "google", 9, 9, Decimal("900.00"), 100.0, True, 90, 90),        # complete, but an earlier month
+        (day(1, 7), "google", 5, 2, Decimal("100.00"), 20.0, True, 90, 90), (day(1, 7), "direct", 8, 1, Decimal("10.00"), 1.25, True, 90, 90),
+        (day(1, 7), "(no visit)", 8, 0, Decimal("0.00"), 0.0, True, 90, 90),
+        (day(1, 8), "google", 6, 1, Decimal("30.00"), 5.0, True, 90, 90),           # August: one source complete ...
+        (day(1, 8), "direct", 3, 0, Decimal("0.00"), 0.0, False, 65, 90),           # ... the other not: not every window is over
+        (day(1), "google", 2, 0, Decimal("0.00"), 0.0, False, 1, 90),
+        (day(1, 12), "google", 7, 7, Decimal("70.00"), 10.0, True, 90, 90),         # after the run month (a later run's, kept by a backfill)
+    ], SOURCES)
+    referrals = spark.createDataFrame([(day(1, 7), 2, 3, 1), (day(1, 8), 9, 9, 9), (day(1), 1, 1, 0)], REFERRALS)
     section = acquisition_section({acquisition.ACQUISITION_SOURCES: sources, acquisition.REFERRALS: referrals}.__getitem__, conf, RUN_DATE)
-    assert [r[:3] for r in section.rows] == [("(no visit)", 8, 0), ("direct", 8, 1), ("google", 5, 2)]
-    assert section.headline == "21 new customers this month from 3 sources; 3 of them referred by 2 persons, 1 of those bought."
+    assert section.rows == ((day(1, 7), "(no visit)", 8, 0, Decimal("0.00"), 0.0, True, 90), (day(1, 7), "direct", 8, 1, Decimal("10.00"), 1.25, True, 90),
+                            (day(1, 7), "google", 5, 2, Decimal("100.00"), 20.0, True, 90))
+    # 110.00 over 21 new customers: 5.24 each.
+    assert section.headline == ("21 new customers acquired in 2026-07 from 3 sources, worth 5.24 each in their first 90 days; "
+                                "3 of them referred by 2 persons, 1 of those bought.")
+    assert section.title == "Acquisition, 2026-07"
+    assert "acquired in 2026-07, the latest acquisition month whose 90-day value windows are all complete by 2026-11-03" in section.definition
+    assert "to date" not in section.headline and "windows not over" not in section.definition
     assert all(acquisition.DEFINITIONS[c] in section.definition for c in ("new_customer", "first_touch_source", "value", "members_referred"))
+
+
+def test_acquisition_on_a_lake_without_a_complete_month_shows_the_latest_and_says_its_values_are_to_date(spark, conf):
+    sources = spark.createDataFrame([
+        (day(1, 10), "google", 4, 1, Decimal("40.00"), 10.0, False, 34, 90),
+        (day(1), "direct", 3, 0, Decimal("0.00"), 0.0, False, 1, 90), (day(1), "google", 1, 1, Decimal("25.00"), 25.0, False, 3, 90),
+    ], SOURCES)
+    referrals = spark.createDataFrame([(day(1, 10), 2, 2, 1)], REFERRALS)   # none referred in November
+    section = acquisition_section({acquisition.ACQUISITION_SOURCES: sources, acquisition.REFERRALS: referrals}.__getitem__, conf, RUN_DATE)
+    assert section.rows == ((day(1), "direct", 3, 0, Decimal("0.00"), 0.0, False, 1), (day(1), "google", 1, 1, Decimal("25.00"), 25.0, False, 3))
+    # 25.00 over 4 new customers: 6.25 each so far; the least observed, acquired on the run date, has had 1 day.
+    assert section.headline == ("4 new customers acquired in 2026-11 from 2 sources, worth 6.25 each to date (values to date: their 90-day windows "
+                                "are not over, the least observed has had 1 of the 90 days); 0 of them referred by 0 persons, 0 of those bought.")
+    assert section.title == "Acquisition, 2026-11"
+    assert ("acquired in 2026-11, the latest acquisition month the lake holds: no month has its 90-day value windows complete by 2026-11-03 yet, "
+            "so its values are to date and its windows not over") in section.definition
 
 
 def test_every_new_section_is_built_from_empty_tables(spark, lake, conf):

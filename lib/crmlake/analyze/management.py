@@ -1,5 +1,6 @@
 """The monthly management report: what a CRM team asks every week, one section per question,
-month to date.
+month to date unless a section's definition names its own period (the cohorts of the months
+before; the latest acquisition month whose value windows are complete).
 
 Every run of analyze rewrites the run date's month, from its first day to the run date (final
 on the month's last day), under ``<paths.exports>/reports/monthly/``: ``<YYYY-MM>.html`` (every
@@ -12,7 +13,8 @@ A section (:class:`Section`) is built by one function from the gold tables (smal
 only a bounded number of rows reaches the driver) and states its definition once, quoting the
 ``DEFINITIONS`` of the module that computes its figures. Adding a section is its builder and
 one line in :data:`SECTIONS`; the shape and the builders live in
-:mod:`crmlake.analyze.management_sections`. Each section is built in isolation
+:mod:`crmlake.analyze.management_sections` (the service desk's and the campaigns') and
+:mod:`crmlake.analyze.management_customers` (the customer base's). Each section is built in isolation
 (:func:`crmlake.isolation.isolated`): one that fails is logged, listed in the stage's
 ``failed`` and on the report, and the others are still written.
 """
@@ -27,10 +29,10 @@ from decimal import Decimal
 from typing import Callable
 
 from crmlake import charts, files
-from crmlake.analyze.management_sections import (
-    Read, Section, acquisition_section, campaign_roi_section, churn_risk_section, cohort_retention_section, engagement_section, label,
-    profit_section, service_section, tier_transitions_section,
+from crmlake.analyze.management_customers import (
+    acquisition_section, churn_risk_section, cohort_retention_section, profit_section, tier_transitions_section,
 )
+from crmlake.analyze.management_sections import Read, Section, campaign_roi_section, engagement_section, label, service_section
 from crmlake.analyze.reports import report_page_html, write_report_csv
 from crmlake.config import Conf
 from crmlake.isolation import isolated
@@ -55,7 +57,7 @@ def shown(column: str, value) -> str:
 
 
 
-# The report's sections, in its order. A new section: its builder (management_sections) and one line here.
+# The report's sections, in its order. A new section: its builder (management_sections or management_customers) and one line here.
 SECTIONS: tuple[Callable[[Read, Conf, dt.date], Section], ...] = (
     service_section,
     engagement_section,
@@ -123,8 +125,8 @@ def write_management_report(sections: list[Section], run_date: dt.date, folder: 
     missing = "".join(f"<li>{html.escape(name)}: {html.escape(reason)}</li>" for name, reason in (failed or {}).items())
     nav = " · ".join(f"<a href='#{html.escape(s.key)}'>{html.escape(s.title)}</a>" for s in sections)
     body = (
-        f"<p class='definition'>Month to date: every figure covers {run_date.replace(day=1)} to {run_date}. This page is rewritten by every run "
-        "of the month and final on its last day.</p>"
+        f"<p class='definition'>Month to date: the figures cover {run_date.replace(day=1)} to {run_date} unless a section's definition names "
+        "another period. This page is rewritten by every run of the month and final on its last day.</p>"
         f"<nav>{nav}</nav>" + "".join(parts)
         + (f"<h2>Not available today</h2><ul class='failed'>{missing}</ul>" if missing else "")
     )

@@ -1,5 +1,8 @@
 """The monthly management report's sections (:mod:`crmlake.analyze.management`): the
-:class:`Section` shape and one builder per question, ``(read, conf, run_date) -> Section``.
+:class:`Section` shape, what every builder shares, and the builders of the service desk's and
+the campaigns' questions; those about the customer base (retention, churn, tier moves, profit,
+acquisition) are :mod:`crmlake.analyze.management_customers`. A builder is
+``(read, conf, run_date) -> Section``.
 
 Each builder reads gold tables through ``read`` (a table's name -> its rows), groups them in
 Spark, and collects only small aggregates (one row per channel, campaign, tier, source, cohort
@@ -17,8 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crmlake import charts
-from crmlake.analyze import acquisition, engagement, profit, retention, service
-from crmlake.analyze.writers import PARETO
+from crmlake.analyze import engagement, service
 from crmlake.config import Conf
 from crmlake.config_analyze import Service
 from crmlake.contacts import CAMPAIGN_RESULT_DEFINITIONS, CAMPAIGN_RESULTS
@@ -168,9 +170,8 @@ def engagement_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
     )
 
 
-
-def _months_before(run_date: dt.date, months: int) -> dt.date:
-    """The first day of the month ``months`` before ``run_date``'s."""
+def months_before(run_date: dt.date, months: int) -> dt.date:
+    """Return the first day of the month ``months`` before ``run_date``'s."""
     index = run_date.year * 12 + run_date.month - 1 - months
     return dt.date(index // 12, index % 12 + 1, 1)
 
@@ -224,198 +225,3 @@ def campaign_roi_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
         chart=charts.png(charts.bar_chart([(r["audience"], r["roi"]) for r in rated],
                                           f"ROI per audience, contacts {run_date.replace(day=1)} to {run_date}", "ROI (0 breaks even, -1 earned nothing)")),
     )
-
-
-COHORT_MONTHS = (1, 2, 3, 6)   # the months since a cohort's first shown in the table
-COHORTS_CHARTED = 6
-
-
-def cohort_retention_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
-    """Return the cohort retention section: the cohorts of the 12 months before ``run_date``'s, their
-    persons and the share retained 1, 2, 3 and 6 months after (gold.cohort_retention as the last
-    analyze run rebuilt it); charted for the latest cohorts."""
-    since = _months_before(run_date, 12)
-    # Safe to collect: at most 12 cohorts x 13 months since.
-    cells = read(retention.COHORT_RETENTION).where(
-        F.col("cohort_month").between(F.lit(since), F.lit(_months_before(run_date, 1))) & (F.col("months_since") <= 12)
-    ).select("cohort_month", "months_since", "cohort_persons", "retained_share").orderBy("cohort_month", "months_since").collect()
-    cohorts: dict = {}
-    for c in cells:
-        cohorts.setdefault(c["cohort_month"], {"persons": c["cohort_persons"], "shares": {}})["shares"][c["months_since"]] = c["retained_share"]
-    header = ("cohort_month", "cohort_persons", *(f"month_{m}_share" for m in COHORT_MONTHS))
-    rows = tuple((str(month), v["persons"], *(v["shares"].get(m) for m in COHORT_MONTHS)) for month, v in sorted(cohorts.items(), reverse=True))
-    lines = {f"{month:%Y-%m}": (sorted(v["shares"]), [v["shares"][m] for m in sorted(v["shares"])]) for month, v in sorted(cohorts.items())[-COHORTS_CHARTED:]}
-    latest = next((r for r in rows if r[2] is not None), None)
-    return Section(
-        key="cohort_retention",
-        title="Cohort retention",
-        definition=(f"The cohorts of the 12 months before {run_date:%Y-%m}, as of {run_date} (a month not over counts to the run date). "
-                    f"{label('cohort_retention')}: {retention.DEFINITIONS['cohort_retention']}"),
-        headline=(f"{latest[2]:.1%} of the {latest[1]:,} persons who first bought in {latest[0][:7]} bought again the month after."
-                  if latest else "No cohort has a month after its first yet."),
-        header=header,
-        rows=rows,
-        chart=charts.png(charts.line_chart(lines, f"Retained share by months since the first purchase, cohorts to {run_date:%Y-%m}",
-                                           "months since the first purchase", "share of the cohort buying", markers=True, size=(7, 4))),
-    )
-
-
-def _stacked_chart(rows: list, title: str, xlabel: str) -> bytes:
-    """Horizontal bars per row[0], stacked by row[1], of row[2]; the first label on top."""
-    bars = list(dict.fromkeys(r[0] for r in rows))
-    stacks = sorted({r[1] for r in rows})
-    fig, ax = charts.figure(7, 0.45 * max(3, len(bars)) + 1.2)
-    left = [0.0] * len(bars)
-    positions = list(range(len(bars)))[::-1]
-    for i, stack in enumerate(stacks):
-        values = [sum(r[2] for r in rows if r[0] == b and r[1] == stack) for b in bars]
-        ax.barh(positions, values, left=left, color=charts.COLOURS[i % len(charts.COLOURS)], label=stack)
-        left = [a + b for a, b in zip(left, values)]
-    ax.set_yticks(positions, bars)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    if stacks:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    return charts.png(fig)
-
-
-PERSONS_MOST = 10_000   # the most persons a section's list carries (the most at risk first)
-
-
-def churn_risk_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
-    """Return the churn risk section: the persons scored on ``run_date`` at risk (a main reason
-    holds) per value tier and main reason, and the list of those in the high-value tiers
-    (``analyze.service.high_value_tiers``), the most at risk first."""
-    d = retention.DEFINITIONS
-    risk = read(retention.CHURN_RISK).where((F.col("score_date") == F.lit(run_date)) & F.col("main_reason").isNotNull())
-    # Safe to collect: one row per value tier and reason.
-    groups = risk.groupBy("value_tier", "main_reason").agg(F.count("*").alias("persons")).orderBy("value_tier", "main_reason").collect()
-    tiers = conf.analyze.service.high_value_tiers
-    valuable = risk.where(F.col("value_tier").isin(tiers)).select(
-        "person_id", "value_tier", "segment", "main_reason", "churn_risk_decile", "p_alive", "p_alive_change", "days_since_last_purchase",
-        "usual_interval_days", "score_date").orderBy(F.desc_nulls_last("churn_risk_decile"), "p_alive", "person_id")
-    # Safe to collect: a call list, at most PERSONS_MOST persons.
-    listed = [tuple(r) for r in valuable.limit(PERSONS_MOST).collect()]
-    at_risk = sum(r["persons"] for r in groups)
-    valuable_n = sum(r["persons"] for r in groups if r["value_tier"] in tiers)
-    return Section(
-        key="churn_risk",
-        title="Churn risk",
-        definition=(f"The persons scored on {run_date} who show a sign of leaving (a main reason holds), per value tier and main reason; listed: "
-                    f"those of the tiers {', '.join(tiers)}, the highest churn-risk decile first (at most {PERSONS_MOST:,}). "
-                    f"{label('churn_risk')}: {d['churn_risk']} The churn ranking's AUCs against the recency baseline ({d['churn_ranking'].rstrip('.')}) are in "
-                    "the analyze stage's summary and MLflow, not here."),
-        headline=f"{at_risk:,} persons scored on {run_date} show a sign of leaving; {valuable_n:,} of them in the tiers {', '.join(tiers)}.",
-        header=("value_tier", "main_reason", "persons"),
-        rows=tuple(tuple(r) for r in groups),
-        chart=_stacked_chart([tuple(r) for r in groups], f"Persons at risk by value tier and main reason, {run_date}", "persons"),
-        persons=tuple(listed),
-        persons_header=tuple(valuable.columns),
-    )
-
-
-def tier_transitions_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
-    """Return the tier transitions section: the persons scored on ``run_date`` and the previous
-    score date per (from, to) value tier, segments together (gold.tier_transitions)."""
-    moves = read(retention.TIER_TRANSITIONS).where(F.col("score_date") == F.lit(run_date)).groupBy(
-        "from_score_date", "from_value_tier", "to_value_tier").agg(
-        F.sum("persons").cast("bigint").alias("persons"), F.round(F.sum("revenue"), 2).alias("revenue")).orderBy(F.desc("persons"), "from_value_tier")
-    # Safe to collect: one row per pair of value tiers.
-    rows = moves.collect()
-    moved = [r for r in rows if r["from_value_tier"] != r["to_value_tier"]]
-    since = rows[0]["from_score_date"] if rows else None
-    header = ("from_value_tier", "to_value_tier", "persons", "revenue")
-    return Section(
-        key="tier_transitions",
-        title="Value tier transitions",
-        definition=f"From the previous score date ({since or 'none'}) to {run_date}, segments together. {label('tier_transitions')}: "
-                   f"{retention.DEFINITIONS['tier_transitions']}",
-        headline=(f"{sum(r['persons'] for r in moved):,} of the {sum(r['persons'] for r in rows):,} persons scored on {since} and {run_date} changed value tier."
-                  if rows else f"No earlier score date before {run_date}: no transitions yet."),
-        header=header,
-        rows=tuple(tuple(r[c] for c in header) for r in rows),
-        chart=charts.png(charts.bar_chart([(f"{r['from_value_tier']} → {r['to_value_tier']}", r["persons"]) for r in moved],
-                                          f"Persons changing value tier, {since} to {run_date}", "persons")),
-    )
-
-
-def profit_by_tier(rows: DataFrame, run_date: dt.date) -> DataFrame:
-    """Return one row per (value tier on revenue, profit tier) of gold.customer_profitability on
-    ``run_date``: persons, revenue, profit and the loss-making persons (profit below 0) and their loss."""
-    loss = F.col("profit") < 0
-    return rows.where(F.col("score_date") == F.lit(run_date)).groupBy("value_tier", "profit_tier").agg(
-        F.count("*").alias("persons"), F.round(F.sum("revenue"), 2).alias("revenue"), F.round(F.sum("profit"), 2).alias("profit"),
-        F.count(F.when(loss, 1)).alias("loss_making"), F.round(F.coalesce(F.sum(F.when(loss, F.col("profit"))), F.lit(0.0)), 2).alias("loss"),
-    ).orderBy("value_tier", "profit_tier")
-
-
-def profit_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
-    """Return the profit section for ``run_date``: persons, revenue and profit by value tier on
-    revenue vs on profit, the loss-making persons (:func:`profit_by_tier`), and the Pareto curve
-    on profit (gold.profit_pareto) beside the one on revenue (gold.pareto)."""
-    d = profit.DEFINITIONS
-    header = ("value_tier", "profit_tier", "persons", "revenue", "profit", "loss_making", "loss")
-    # Safe to collect: one row per pair of tiers.
-    rows = profit_by_tier(read(profit.CUSTOMER_PROFITABILITY), run_date).collect()
-    # Safe to collect: a Pareto curve has at most 100 points per score date.
-    curves = {name: read(table).where(F.col("score_date") == F.lit(run_date)).select("top_share", "value_share").orderBy("top_share").collect()
-              for name, table in (("revenue", PARETO), ("profit", profit.PROFIT_PARETO))}
-    lines = {f"share of {name}": ([0.0] + [p["top_share"] for p in c], [0.0] + [p["value_share"] for p in c]) for name, c in curves.items() if c}
-    total, losers = sum(r["profit"] or 0.0 for r in rows), sum(r["loss_making"] for r in rows)
-    return Section(
-        key="profit",
-        title="Customer profitability",
-        definition=(f"The persons scored on {run_date}, per value tier on revenue and on profit; loss-making: a profit below 0. "
-                    + " ".join(f"{label(c)}: {d[c]}." for c in ("revenue", "profit", "profit_tier"))
-                    + " The chart: the share of revenue (gold.pareto) and of profit (gold.profit_pareto, the persons with a positive profit) "
-                    "brought by the top share of customers."),
-        headline=f"{total:,.2f} of profit from {sum(r['persons'] for r in rows):,} persons on {run_date}; {losers:,} of them made a loss "
-                 f"({sum(r['loss'] for r in rows):,.2f}).",
-        header=header,
-        rows=tuple(tuple(r[c] for c in header) for r in rows),
-        chart=charts.png(charts.line_chart(lines, f"Share of revenue and profit by share of top customers, {run_date}", "share of top customers",
-                                           "share of the total", reference=((0, 0), (1, 1), "equal shares"), size=(6, 4))),
-    )
-
-
-SOURCES_MOST = 12
-
-
-def acquisition_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
-    """Return the acquisition section for ``run_date``'s acquisition month: per first-touch source
-    (the most new customers first, at most ``SOURCES_MOST``), the new customers, buyers and value
-    to date (gold.acquisition_sources), and the month's referrals (gold.referrals)."""
-    d = acquisition.DEFINITIONS
-    month = run_date.replace(day=1)
-    header = ("source", "new_customers", "buyers_in_window", "value", "value_per_customer", "window_complete", "min_days_observed")
-    # Safe to collect: the month's sources, at most SOURCES_MOST.
-    sources = read(acquisition.ACQUISITION_SOURCES).where(F.col("acquisition_month") == F.lit(month)).orderBy(
-        F.desc("new_customers"), "source").limit(SOURCES_MOST).collect()
-    # Safe to collect: one row per acquisition month.
-    referred = read(acquisition.REFERRALS).where(F.col("acquisition_month") == F.lit(month)).collect()
-    r = referred[0] if referred else {"members_referred": 0, "referred_buyers": 0, "referrers": 0}
-    chart = _sources_chart(sources, f"By first-touch source, acquired {month} to {run_date}")
-    return Section(
-        key="acquisition",
-        title="Acquisition",
-        definition=(f"The new customers acquired {month} to {run_date}, per first-touch source (the {SOURCES_MOST} with the most); value to date. "
-                    + " ".join(f"{label(c)}: {d[c]}" for c in ("new_customer", "first_touch_source", "value", "window_complete", "members_referred", "referred_buyers"))),
-        headline=(f"{sum(s['new_customers'] for s in sources):,} new customers this month from {len(sources)} sources; {r['members_referred']:,} of them "
-                  f"referred by {r['referrers']:,} persons, {r['referred_buyers']:,} of those bought."),
-        header=header,
-        rows=tuple(tuple(s[c] for c in header) for s in sources),
-        chart=chart,
-    )
-
-
-def _sources_chart(sources: list, title: str) -> bytes:
-    """Two panels side by side, a bar per source (the first on top): value per new customer, and new customers."""
-    fig, (left, right) = charts.pyplot().subplots(1, 2, figsize=(10, 0.4 * max(3, len(sources)) + 1.4), sharey=True)
-    labels = [s["source"] for s in sources][::-1]
-    left.barh(labels, [s["value_per_customer"] or 0.0 for s in sources][::-1], color=charts.BLUE)
-    days = f"first {sources[0]['value_days']} days, to date" if sources else "to date"
-    left.set_title(f"Value per new customer ({days})")
-    right.barh(labels, [s["new_customers"] for s in sources][::-1], color=charts.ORANGE)
-    right.set_title("New customers")
-    fig.suptitle(title)
-    return charts.png(fig)
