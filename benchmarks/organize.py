@@ -18,8 +18,11 @@ from pyspark.sql import functions as F
 from benchmarks.common import FIRST_DAY, seconds
 
 # What crmlake.organize.transforms.sessionize computes, column for column (the bench checks that
-# both give the same sessions): a visitor's events with and without tracking consent apart,
-# entry and exit pages by (event_time, event_id), the session id from its first event.
+# both give the same sessions, tests/unit/test_organize.py on hostile clicks): a visitor's events
+# with and without tracking consent apart; entry page, device, source and referrer those of the
+# session's first event by (event_time, event_id), null when that event's is (``arg_min_null``:
+# DuckDB's ``arg_min`` skips nulls; one call for the four, which DuckDB runs faster than four), the
+# exit page its last event's; the session id from its smallest event_id.
 SESSION_SQL = """
 COPY (
   WITH clicks AS (
@@ -31,22 +34,28 @@ COPY (
   ), numbered AS (
     SELECT *, sum(new_session) OVER (PARTITION BY anonymous_id, tracking_consent ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no
     FROM marked
+  ), sessions AS (
+    SELECT anonymous_id, tracking_consent, min(event_id) AS least_event_id,
+           max(CASE WHEN tracking_consent THEN account_id END) AS account_id,
+           min(event_time) AS session_start, max(event_time) AS session_end,
+           arg_min_null(struct_pack(entry_page := page_url, device := device, utm_source := nullif(lower(trim(utm_source)), ''),
+                                    referrer_host := regexp_replace(lower(nullif(regexp_extract(referrer_url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)', 1), '')), '^www\\.', '')),
+                        (event_time, event_id)) AS first_event,
+           arg_max_null(page_url, (event_time, event_id)) AS exit_page,
+           count(*) AS events,
+           sum(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END)::BIGINT AS pages,
+           sum(CASE WHEN event_type = 'product_view' THEN 1 ELSE 0 END)::BIGINT AS product_views,
+           sum(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END)::BIGINT AS adds_to_cart,
+           sum(CASE WHEN event_type = 'checkout_start' THEN 1 ELSE 0 END)::BIGINT AS checkouts,
+           coalesce(bool_or(event_type = 'purchase'), false) AS converted,
+           max(utm_campaign) AS utm_campaign
+    FROM numbered GROUP BY anonymous_id, tracking_consent, session_no
   )
-  SELECT substr(sha256(anonymous_id || ':' || min(event_id)), 1, 32) AS session_id, anonymous_id, tracking_consent,
-         max(CASE WHEN tracking_consent THEN account_id END) AS account_id,
-         min(event_time) AS session_start, max(event_time) AS session_end,
-         arg_min(page_url, (event_time, event_id)) AS entry_page, arg_max(page_url, (event_time, event_id)) AS exit_page,
-         count(*) AS events,
-         sum(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END)::BIGINT AS pages,
-         sum(CASE WHEN event_type = 'product_view' THEN 1 ELSE 0 END)::BIGINT AS product_views,
-         sum(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END)::BIGINT AS adds_to_cart,
-         sum(CASE WHEN event_type = 'checkout_start' THEN 1 ELSE 0 END)::BIGINT AS checkouts,
-         bool_or(event_type = 'purchase') AS converted,
-         arg_min(device, event_time) AS device, max(utm_campaign) AS utm_campaign,
-         arg_min_null(nullif(lower(trim(utm_source)), ''), (event_time, event_id)) AS utm_source,
-         arg_min_null(regexp_replace(lower(nullif(regexp_extract(referrer_url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)', 1), '')), '^www\\.', ''),
-                      (event_time, event_id)) AS referrer_host
-  FROM numbered GROUP BY anonymous_id, tracking_consent, session_no
+  SELECT substr(sha256(anonymous_id || ':' || least_event_id), 1, 32) AS session_id, anonymous_id, tracking_consent, account_id,
+         session_start, session_end, first_event.entry_page AS entry_page, exit_page, events, pages, product_views, adds_to_cart,
+         checkouts, converted, first_event.device AS device, utm_campaign, first_event.utm_source AS utm_source,
+         first_event.referrer_host AS referrer_host
+  FROM sessions
 ) TO '{target}' (FORMAT parquet)
 """
 SESSIONS_DIFFER_SQL = """
@@ -199,16 +208,18 @@ def bench_organize(spark: SparkSession, conf_file: str | None, tmp: str, edge_co
         F.lit(None).cast("string").alias("utm_source"),
         F.lit(None).cast("string").alias("referrer_url"),
     ).write.parquet(f"file://{source}")
-    spark_took = seconds(lambda: sessionize(spark.read.parquet(f"file://{source}"), 30).write.parquet(f"file://{tmp}/sessions-spark"))
-    sessions = spark.read.parquet(f"file://{tmp}/sessions-spark").count()
+    # Each side twice, the second run warm (the JVM's code compiled, the files in the page cache):
+    # the aim is set on the warm runs.
+    spark_took = [seconds(lambda: sessionize(spark.read.parquet(f"file://{source}"), 30).write.parquet(f"file://{tmp}/sessions-spark-{run}")) for run in (1, 2)]
+    sessions = spark.read.parquet(f"file://{tmp}/sessions-spark-2").count()
     with duckdb.connect() as db:
-        duck_took = seconds(lambda: db.execute(SESSION_SQL.format(gap=30 * 60, source=source, target=f"{tmp}/sessions-duckdb.parquet")))
-        duck_sessions = db.execute(f"SELECT count(*) FROM read_parquet('{tmp}/sessions-duckdb.parquet')").fetchone()[0]
-        differ = db.execute(SESSIONS_DIFFER_SQL.format(spark=f"{tmp}/sessions-spark/*.parquet", duckdb=f"{tmp}/sessions-duckdb.parquet")).fetchone()[0]
+        duck_took = [seconds(lambda: db.execute(SESSION_SQL.format(gap=30 * 60, source=source, target=f"{tmp}/sessions-duckdb-{run}.parquet"))) for run in (1, 2)]
+        duck_sessions = db.execute(f"SELECT count(*) FROM read_parquet('{tmp}/sessions-duckdb-2.parquet')").fetchone()[0]
+        differ = db.execute(SESSIONS_DIFFER_SQL.format(spark=f"{tmp}/sessions-spark-2/*.parquet", duckdb=f"{tmp}/sessions-duckdb-2.parquet")).fetchone()[0]
     lines += [
-        f"sessionize (Spark)          : {session_events:,} events -> {sessions:,} sessions in {spark_took:.1f}s = {session_events / spark_took:,.0f} events/s",
-        f"sessionize (DuckDB, same SQL): {session_events:,} events -> {duck_sessions:,} sessions in {duck_took:.1f}s = {session_events / duck_took:,.0f} events/s",
+        f"sessionize (Spark)          : {session_events:,} events -> {sessions:,} sessions in {spark_took[0]:.1f}s, warm {spark_took[1]:.1f}s = {session_events / spark_took[1]:,.0f} events/s",
+        f"sessionize (DuckDB, same SQL): {session_events:,} events -> {duck_sessions:,} sessions in {duck_took[0]:.1f}s, warm {duck_took[1]:.1f}s = {session_events / duck_took[1]:,.0f} events/s",
         f"sessions differing          : {differ:,} (rows of either output not in the other)",
-        f"ratio Spark / DuckDB        : {spark_took / duck_took:.2f} (one machine; Spark's edge is the cluster, not 2 cores)",
+        f"ratio Spark / DuckDB        : warm {spark_took[1] / duck_took[1]:.2f} (aim <= 2.5), first runs {spark_took[0] / duck_took[0]:.2f} (one machine; Spark's edge is the cluster, not 2 cores)",
     ]
     return lines

@@ -1,7 +1,9 @@
 """Organize's transforms on a few hand-built rows with answers worked out by hand."""
 
 import datetime as dt
+import hashlib
 import random
+import re
 from decimal import Decimal
 
 from pyspark.sql import functions as F
@@ -57,6 +59,61 @@ def test_a_cookie_s_refused_and_consented_events_never_share_a_session(spark):
         True: (1, "A1", False),
     }
 
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+# Clicks that make sessionization's ties and nulls matter (columns as CLICK_SCHEMA). Cookie v1,
+# consented: m5 and m7 at the same instant (m5 first: its null page and device are the session's),
+# b2 exactly 30 minutes later (same session; the session's smallest event_id although not its
+# first), x1 30 minutes and half a second after b2 (a gap of 1800 whole seconds: same session; a
+# null page and event type), c3 30 minutes and 0.6 s after x1 (1801 whole seconds: a new session
+# of one event, its source blank), then a day later d4 and d5 at one instant (two campaigns). The
+# same cookie's refused events (one of unknown consent, counted as refused) make a session of their
+# own, without an account; v2 has a one-event session.
+HOSTILE_CLICKS = [
+    ("m5", at(0), "page_view", "v1", None, True, None, None, None, "  Google ", "https://WWW.Example.com/a"),
+    ("m7", at(0), "product_view", "v1", "A2", True, "/p", "mobile", None, "bing", None),
+    ("b2", at(1800), "purchase", "v1", "A1", True, "/checkout", "mobile", "spring", None, None),
+    ("x1", at(3600.5), None, "v1", None, True, None, "desktop", None, None, None),
+    ("c3", at(5401.1), "add_to_cart", "v1", None, True, "/cart", "desktop", None, "", None),
+    ("d4", at(90000), "checkout_start", "v1", "A1", True, "/pay", "app", "x", "Mail", "http://news.example.org:8080/p?q=1"),
+    ("d5", at(90000), "page_view", "v1", None, True, "/home", None, "y", None, None),
+    ("r1", at(0), "purchase", "v1", "A1", False, "/r", "app", "refused", None, None),
+    ("r2", at(60), "page_view", "v1", "A3", None, "/s", "app", None, None, None),
+    ("q0", at(0), "login", "v2", "B1", True, "/login", "tablet", None, None, "android-app://com.example.app"),
+]
+
+
+def test_sessions_are_those_duckdb_computes_from_the_bench_sql_on_hostile_clicks(spark, tmp_path):
+    """Every column of every session equals DuckDB's (the bench's SESSION_SQL) on the same
+    Parquet, ties and nulls included; and a few answers worked out by hand."""
+    import duckdb
+
+    from benchmarks.organize import SESSION_SQL
+
+    spark.createDataFrame(HOSTILE_CLICKS, CLICK_SCHEMA).write.parquet(f"file://{tmp_path}/clicks")
+    sessionize(spark.read.parquet(f"file://{tmp_path}/clicks"), 30).write.parquet(f"file://{tmp_path}/spark")
+    with duckdb.connect() as db:
+        db.execute(SESSION_SQL.format(gap=30 * 60, source=f"{tmp_path}/clicks", target=f"{tmp_path}/duckdb.parquet"))
+        theirs, ours = [db.sql(f"SELECT * FROM read_parquet('{path}') ORDER BY session_id") for path in (f"{tmp_path}/duckdb.parquet", f"{tmp_path}/spark/*.parquet")]
+        theirs, ours = (theirs.columns, theirs.fetchall()), (ours.columns, ours.fetchall())
+    assert ours == theirs
+    sessions = {row[0]: dict(zip(ours[0], row)) for row in ours[1]}
+    assert len(sessions) == 5
+    first = sessions[hashlib.sha256(b"v1:b2").hexdigest()[:32]]
+    assert (first["entry_page"], first["exit_page"], first["device"], first["events"], first["pages"], first["account_id"], first["converted"]) == (None, None, None, 4, 1, "A2", True)
+    assert (first["utm_source"], first["referrer_host"], first["utm_campaign"]) == ("google", "example.com", "spring")
+
+
+def test_sessionize_sorts_the_clicks_once(spark):
+    """One shuffle by visitor and one sort by visitor and time: no second sort for a grouping."""
+    sessions = sessionize(spark.createDataFrame(HOSTILE_CLICKS, CLICK_SCHEMA))
+    # Before it runs, the plan (under AQE's root node, if any) is the physical plan as planned.
+    operators = re.findall(r"^[\s:+|-]*(\w+)", sessions._jdf.queryExecution().executedPlan().toString(), re.M)
+    assert "Window" in operators
+    assert (operators.count("Exchange"), operators.count("Sort")) == (1, 1)
 
 def test_new_clicks_rebuild_only_the_sessions_within_a_gap_and_give_the_full_sessionization(spark):
     """Old clicks sessionized; then new ones arrive, late ones among them: a click that joins

@@ -81,40 +81,66 @@ def sessionize(clicks: DataFrame, gap_minutes: int = 30) -> DataFrame:
 
     Events with and without tracking consent never share a session: a cookie's consented
     and refused events are sessionized apart, so a refused event never reaches a person.
-    Returns one row per session: session_id, anonymous_id, tracking_consent, account_id
-    (set only on consented sessions), session_start, session_end, entry_page, exit_page,
-    events, pages, product_views, adds_to_cart, checkouts, converted, device, utm_campaign,
-    and where the visit came from, as its entry event says: ``utm_source`` (trimmed, lower case)
-    and ``referrer_host`` (the referrer's host, lower case, without ``www.``).
+    Returns one row per session: session_id (from the visitor and the session's smallest
+    event_id), anonymous_id, tracking_consent, account_id (the greatest of the session's
+    consented events; set only on consented sessions), session_start, session_end, entry_page
+    and exit_page (of its first and last events by event_time, then event_id), events, pages,
+    product_views, adds_to_cart, checkouts, converted, device (its first event's), utm_campaign
+    (the greatest), and where the visit came from, as its first event says: ``utm_source``
+    (trimmed, lower case) and ``referrer_host`` (the referrer's host, lower case, without ``www.``).
+
+    The events are sorted once: every column is a running aggregate over a visitor's events in
+    time order (from the visitor's first event to the current one), read on the session's last
+    event. A count is its running total there less the running total before the session's first
+    event; a greatest value is the running greatest of (session number, value), the least event_id
+    the running least of (-session number, event_id).
     """
     clicks = clicks.withColumn("tracking_consent", F.coalesce("tracking_consent", F.lit(False)))
     by_visitor = Window.partitionBy("anonymous_id", "tracking_consent").orderBy("event_time", "event_id")
+    so_far = by_visitor.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    counted = {"events": F.lit(1)} | {
+        name: F.when(F.col("event_type") == event_type, 1).otherwise(0)
+        for name, event_type in (("pages", "page_view"), ("product_views", "product_view"), ("adds_to_cart", "add_to_cart"), ("checkouts", "checkout_start"), ("purchases", "purchase"))
+    }
     gap = F.col("event_time").cast("long") - F.lag("event_time").over(by_visitor).cast("long")
-    marked = clicks.withColumn("_new", F.when(gap.isNull() | (gap > gap_minutes * 60), 1).otherwise(0))
-    marked = marked.withColumn("_session_no", F.sum("_new").over(by_visitor.rowsBetween(Window.unboundedPreceding, 0)))
-    consented_account = F.when(F.col("tracking_consent"), F.col("account_id"))
-    sessions = marked.groupBy("anonymous_id", "tracking_consent", "_session_no").agg(
-        F.min("event_time").alias("session_start"),
-        F.max("event_time").alias("session_end"),
-        F.min_by("page_url", F.struct("event_time", "event_id")).alias("entry_page"),
-        F.max_by("page_url", F.struct("event_time", "event_id")).alias("exit_page"),
-        F.count(F.lit(1)).alias("events"),
-        F.sum(F.when(F.col("event_type") == "page_view", 1).otherwise(0)).alias("pages"),
-        F.sum(F.when(F.col("event_type") == "product_view", 1).otherwise(0)).alias("product_views"),
-        F.sum(F.when(F.col("event_type") == "add_to_cart", 1).otherwise(0)).alias("adds_to_cart"),
-        F.sum(F.when(F.col("event_type") == "checkout_start", 1).otherwise(0)).alias("checkouts"),
-        F.max(F.when(F.col("event_type") == "purchase", True).otherwise(False)).alias("converted"),
-        F.max(consented_account).alias("account_id"),
-        F.min_by("device", "event_time").alias("device"),
-        F.max("utm_campaign").alias("utm_campaign"),
-        F.min_by(F.nullif(F.lower(F.trim("utm_source")), F.lit("")), F.struct("event_time", "event_id")).alias("utm_source"),
-        F.min_by(F.regexp_replace(F.lower(F.try_parse_url("referrer_url", F.lit("HOST"))), r"^www\.", ""), F.struct("event_time", "event_id")).alias("referrer_host"),
-        F.min("event_id").alias("_first_event"),
+    marked = clicks.withColumn("_starts", F.coalesce(gap > gap_minutes * 60, F.lit(True)))
+    # The counts' flags are computed here, after the shuffle, rather than shuffled with the events.
+    numbered = marked.select(
+        "*",
+        F.sum(F.col("_starts").cast("int")).over(so_far).alias("_session_no"),
+        F.coalesce(F.lead("_starts").over(by_visitor), F.lit(True)).alias("_ends"),
+        *[F.sum(one).over(so_far).alias(f"_{name}") for name, one in counted.items()],
     )
-    return sessions.select(
-        F.sha2(F.concat_ws(":", "anonymous_id", "_first_event"), 256).substr(1, 32).alias("session_id"),
-        "anonymous_id", "tracking_consent", "account_id", "session_start", "session_end", "entry_page", "exit_page", "events",
-        "pages", "product_views", "adds_to_cart", "checkouts", "converted", "device", "utm_campaign", "utm_source", "referrer_host",
+    # What a session takes from its first event, kept by every later event of the session: a
+    # struct, so that a first event's null (a page, a device, a source) stays the session's.
+    first_event = F.struct(
+        F.col("event_time").alias("session_start"),
+        F.col("page_url").alias("entry_page"),
+        "device",
+        F.nullif(F.lower(F.trim("utm_source")), F.lit("")).alias("utm_source"),
+        F.regexp_replace(F.lower(F.try_parse_url("referrer_url", F.lit("HOST"))), r"^www\.", "").alias("referrer_host"),
+        *[(F.col(f"_{name}") - one).alias(f"{name}_before") for name, one in counted.items()],
+    )
+
+    def in_session(value: Column) -> Column:
+        # The current row's session number is the greatest so far, so the running greatest of
+        # (session number, value) is the greatest value of the current session.
+        return F.max(F.struct(F.col("_session_no"), value.alias("value"))).over(so_far)["value"]
+
+    last_events = numbered.select(
+        "*",
+        F.last(F.when(F.col("_starts"), first_event), ignorenulls=True).over(so_far).alias("_first"),
+        in_session(F.when(F.col("tracking_consent"), F.col("account_id"))).alias("_account_id"),
+        in_session(F.col("utm_campaign")).alias("_utm_campaign"),
+        # The least event_id of the current session: the least (-session number, event_id) so far.
+        F.min(F.struct(-F.col("_session_no"), F.col("event_id").alias("event_id"))).over(so_far)["event_id"].alias("_least_event_id"),
+    ).where(F.col("_ends"))
+    count = {name: F.col(f"_{name}") - F.col(f"_first.{name}_before") for name in counted}
+    return last_events.select(
+        F.sha2(F.concat_ws(":", "anonymous_id", "_least_event_id"), 256).substr(1, 32).alias("session_id"),
+        "anonymous_id", "tracking_consent", F.col("_account_id").alias("account_id"), "_first.session_start", F.col("event_time").alias("session_end"),
+        "_first.entry_page", F.col("page_url").alias("exit_page"), *[count[name].alias(name) for name in ("events", "pages", "product_views", "adds_to_cart", "checkouts")],
+        (count["purchases"] > 0).alias("converted"), "_first.device", F.col("_utm_campaign").alias("utm_campaign"), "_first.utm_source", "_first.referrer_host",
     )
 
 
