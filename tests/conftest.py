@@ -184,3 +184,13 @@ def pipeline(spark, tmp_path_factory, model_overrides, mlflow_server):
         "conf": conf, "lake": Lake(spark, conf), "truth": truth, "acquire": first, "analyze": analyzed, "decide": decided, "root": root,
         "organize": [organized_first, organized],
     }
+
+
+def pipeline_copy(pipeline: dict, target, parts=("lake", "exports")):
+    """Copy the pipeline's ``parts`` (of landing, lake, exports) under ``target`` and return its
+    conf pointed at the copies, with an MLflow store of its own: a test that runs a stage on the
+    copy changes nothing of the shared pipeline (its registry included)."""
+    for part in parts:
+        shutil.copytree(pipeline["root"] / part, target / part, symlinks=True)
+    return pipeline["conf"].with_overrides([*(f"paths.{part}={target}/{part}" for part in parts),
+                                            f"mlflow.tracking_uri=sqlite:///{target}/mlflow.db", f"mlflow.artifact_root={target}/artifacts"])

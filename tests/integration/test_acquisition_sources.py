@@ -9,11 +9,7 @@ add no stage run.
 """
 
 import datetime as dt
-import glob
-import gzip
 import hashlib
-import json
-import os
 import re
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -28,24 +24,10 @@ from crmlake.business_days import business_date
 from crmlake.generate import behaviour, members, world
 from crmlake.orders import latest_order_lines
 from crmlake.organize.transforms import sessionize
-from test_service_and_campaigns import TIMEZONE, instants, local_dates
+from landing_frames import OFFSET, TIMEZONE, erased_accounts, identity_lookup, instants, landing_json, landing_order_lines, local_dates
 
 VALUE_DAYS = 90
-OFFSET = re.compile(r"(?:Z|[+-]\d\d:\d\d)$")
 DEVICES = {"desktop", "mobile", "tablet", "app"}
-
-
-def landing_json(root, source: str) -> list[dict]:
-    """Every well-formed record of a JSON-lines source (a line that is not UTF-8 or not JSON is a bad record)."""
-    records = []
-    for path in sorted(glob.glob(os.path.join(root, "landing", source, "dt=*", "*"))):
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
-            for raw in fh:
-                try:
-                    records.append(json.loads(raw.decode("utf-8")))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    continue
-    return records
 
 
 def host(url) -> str | None:
@@ -58,38 +40,13 @@ def host(url) -> str | None:
     return re.sub(r"^www\.", "", name) if name else None
 
 
-def who_is_whom(lake) -> dict:
-    """identifier_type -> {identifier: person_id}, from silver.identity_map."""
-    found: dict = {}
-    for r in lake.read("silver.identity_map").collect():
-        found.setdefault(r["identifier_type"], {})[r["identifier"]] = r["person_id"]
-    return found
-
-
 def landing_profiles(root) -> tuple[pd.DataFrame, set]:
     """The latest valid upsert of every account not erased, and the erased accounts."""
     records = landing_json(root, "customers")
-    erased = {r["account_id"] for r in records if r.get("op") == "erase"}
+    erased = erased_accounts(root)
     upserts = pd.DataFrame([r for r in records if r.get("op") == "upsert" and isinstance(r.get("marketing_consent"), bool) and r["account_id"] not in erased])
     upserts = upserts.assign(updated_time=instants(upserts["updated_time"]), signup_time=instants(upserts["signup_time"]))
     return upserts.sort_values("updated_time").groupby("account_id").tail(1), erased
-
-
-def landing_order_lines(root, erased: set, person: dict) -> pd.DataFrame:
-    """Order lines as they stood at the run date's end (latest version each), with their person."""
-    frames = [pd.read_csv(f, dtype=str, keep_default_na=False) for f in sorted(glob.glob(os.path.join(root, "landing", "orders", "dt=*", "*")))]
-    raw = pd.concat(frames, ignore_index=True).drop_duplicates()
-    raw = raw.fillna("")   # a row with too few fields: its missing fields
-    valid = raw["quantity"].str.fullmatch(r"[1-9]\d*") & raw["order_time"].str.contains(OFFSET) & raw["status"].isin(["completed", "cancelled", "returned"])
-    lines = raw[valid & ~raw["account_id"].isin(erased)].copy()
-    lines["updated_time"] = instants(lines["updated_time"])
-    lines = lines.sort_values("updated_time").groupby(["order_id", "line_no"]).tail(1)
-    lines["order_time"] = instants(lines["order_time"])
-    lines["order_date"] = local_dates(lines["order_time"])
-    lines["line_amount"] = [int(q) * Decimal(p) - Decimal(d or "0") for q, p, d in zip(lines["quantity"], lines["unit_price"], lines["discount"])]
-    guest_key = lines["guest_email"].str.strip().str.lower().map(lambda e: hashlib.sha256(e.encode()).hexdigest() if e else None)
-    lines["person_id"] = lines["account_id"].map(person["account_id"]).fillna(guest_key.map(person["email_sha256"]))
-    return lines
 
 
 def landing_sessions(root, erased: set, person: dict) -> pd.DataFrame:
@@ -123,10 +80,10 @@ def landing_sessions(root, erased: set, person: dict) -> pd.DataFrame:
 def expected_tables(pipeline) -> tuple[dict, dict]:
     """gold.acquisition_sources and gold.referrals by pandas: {(month, source): figures}, {month: figures}."""
     root, lake = pipeline["root"], pipeline["lake"]
-    person = who_is_whom(lake)
+    person = identity_lookup(lake)
     profiles, erased = landing_profiles(root)
     profiles["person_id"] = profiles["account_id"].map(person["account_id"])
-    lines, visits = landing_order_lines(root, erased, person), landing_sessions(root, erased, person)
+    lines, visits = landing_order_lines(root, person), landing_sessions(root, erased, person)
     since = min(local_dates(visits["session_start"]).min(), lines["order_date"].min())
     completed = lines[(lines["status"] == "completed") & lines["person_id"].notna()]
     people = profiles.dropna(subset=["person_id"]).groupby("person_id")["signup_time"].min().to_frame()

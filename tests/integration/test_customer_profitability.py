@@ -9,7 +9,6 @@ tests add no stage run.
 """
 
 import datetime as dt
-import hashlib
 import json
 import os
 
@@ -20,53 +19,33 @@ from pyspark.sql import functions as F
 from conftest import END
 from crmlake.analyze.profit import FIGURES, person_marketing_contacts
 from crmlake.generate.behaviour import bargain_hunter
-from test_service_and_campaigns import END_OF_RUN, TIMEZONE, landing_contacts, landing_csv
+from landing_frames import identity_lookup, landing_order_lines
+from test_service_and_campaigns import landing_contacts
 
 MONEY = pytest.approx   # Spark sums decimals then doubles, pandas floats: equal to the cent
-
-
-def person_of(lake) -> dict:
-    """(identifier_type, identifier) -> person_id, from the lake's identity map."""
-    return {(r["identifier_type"], r["identifier"]): r["person_id"] for r in lake.read("silver.identity_map").collect()}
 
 
 def in_window(dates: pd.Series, horizon_days: int) -> pd.Series:
     return (dates > END - dt.timedelta(days=horizon_days)) & (dates <= END)
 
 
-def landing_lines(root, people: dict) -> pd.DataFrame:
-    """The order lines as they stood at the run date's end (latest version of each valid line), with their person."""
-    raw = landing_csv(root, "orders").drop_duplicates()
-    raw = raw.assign(
-        quantity=pd.to_numeric(raw["quantity"], errors="coerce"), unit_price=pd.to_numeric(raw["unit_price"], errors="coerce"),
-        discount=pd.to_numeric(raw["discount"].replace("", "0"), errors="coerce"),
-        order_time=pd.to_datetime(raw["order_time"], utc=True, format="ISO8601", errors="coerce"),
-        updated_time=pd.to_datetime(raw["updated_time"], utc=True, format="ISO8601", errors="coerce"),
-    )
-    valid = raw[(raw["quantity"] > 0) & raw["unit_price"].notna() & raw["order_time"].notna() & (raw["updated_time"] < END_OF_RUN)]
-    latest = valid.sort_values("updated_time").groupby(["order_id", "line_no"]).tail(1).copy()
-    by_email = latest["guest_email"].map(lambda e: people.get(("email_sha256", hashlib.sha256(e.strip().lower().encode()).hexdigest())) if e.strip() else None)
-    latest["person_id"] = latest["account_id"].map(lambda a: people.get(("account_id", a))).fillna(by_email)
-    latest["order_date"] = latest["order_time"].dt.tz_convert(TIMEZONE).dt.date
-    return latest
-
-
 def expected_profitability(pipeline) -> dict:
     """person_id -> FIGURES by pandas, for every person scored on the run date."""
     conf, lake, root = pipeline["conf"], pipeline["lake"], pipeline["root"]
     rules, horizon = conf.analyze.profit, conf.analyze.lifetime_value.horizon_days
-    people = person_of(lake)
-    lines = landing_lines(root, people)
+    people = identity_lookup(lake)
+    lines = landing_order_lines(root, people)
     lines = lines[in_window(lines["order_date"], horizon)]
     done = lines[lines["status"] == "completed"].copy()
-    done["list_price"] = done["quantity"] * done["unit_price"]
-    done["revenue"] = done["list_price"] - done["discount"]
+    done["list_price"] = done["quantity"].astype(int) * done["unit_price"].astype(float)
+    done["discount"] = done["discount"].replace("", "0").astype(float)
+    done["revenue"] = done["line_amount"].astype(float)
     done["gross_margin"] = done["revenue"] - done["list_price"] * (1 - done["category"].map(lambda c: rules.category_margin.get(c, rules.default_margin)))
     sales = done.groupby("person_id")[["revenue", "gross_margin", "discount"]].sum()
     returned = lines[lines["status"] == "returned"].groupby("person_id").size()
     contacts = landing_contacts(root)
     contacts = contacts[in_window(contacts["opened_date"], horizon)]
-    service = contacts["account_id"].map(lambda a: people.get(("account_id", a))).dropna().value_counts()
+    service = contacts["account_id"].map(people["account_id"]).dropna().value_counts()
     # The marketing figures are the table's own (their own test: test_marketing_contacts_of_the_contact_history_equal_pandas):
     # they are the contact history's when analyze last ran, none at the fixture's first run, decide's once a test reruns analyze.
     marketing = {r["person_id"]: (r["marketing_contacts"], r["marketing_costs"])
@@ -117,8 +96,7 @@ def test_marketing_contacts_of_the_contact_history_equal_pandas(pipeline):
     horizon, costs = conf.analyze.lifetime_value.horizon_days, conf.campaigns.cost_per_contact.model_dump()
     history = lake.read("gold.contact_history").toPandas()
     treated = history[(history["group"] == "treatment") & in_window(history["contact_date"], horizon)]
-    people = person_of(lake)
-    treated = treated.assign(person_id=treated["account_id"].map(lambda a: people.get(("account_id", a))), cost=treated["channel"].map(costs)).dropna(subset=["person_id"])
+    treated = treated.assign(person_id=treated["account_id"].map(identity_lookup(lake)["account_id"]), cost=treated["channel"].map(costs)).dropna(subset=["person_id"])
     expected = {p: (len(g), MONEY(g["cost"].sum(), abs=1e-9)) for p, g in treated.groupby("person_id")}
     actual = person_marketing_contacts(lake.read("gold.contact_history"), lake.read("silver.identity_map"), END, horizon, costs).collect()
     assert expected and {r["person_id"]: (r["marketing_contacts"], r["marketing_costs"]) for r in actual} == expected

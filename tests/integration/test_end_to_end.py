@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
+from conftest import END, pipeline_copy
 from crmlake.acquire import job as acquire
 from crmlake.acquire.contract import SOURCES
 from crmlake.analyze import job as analyze
@@ -25,7 +26,6 @@ from crmlake.organize import job as organize
 from crmlake.people import EMAIL
 
 pytestmark = pytest.mark.integration
-END = dt.date(2026, 11, 21)
 
 
 def test_every_file_balances_and_every_planted_defect_is_quarantined(pipeline):
@@ -326,10 +326,7 @@ def test_erasure_the_day_it_arrives_and_a_stale_upsert_after_leave_the_person_no
     that day runs all four stages; a stale upsert of them arrives the day after."""
     from crmlake.lake import Lake
 
-    for part in ("landing", "lake", "exports"):
-        shutil.copytree(pipeline["root"] / part, tmp_path / part, symlinks=True)
-    conf = pipeline["conf"].with_overrides([f"paths.landing={tmp_path}/landing", f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports",
-                                            f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/artifacts"])
+    conf = pipeline_copy(pipeline, tmp_path, ("landing", "lake", "exports"))
     # An audience nobody matches, published empty on the first day (an erasure amending it once crashed every later run).
     nobody = Audience(name="nobody", rule="rfm_cell = 'no such cell'", channel="email", priority=9, control_share=0.1)
     conf = conf.model_copy(update={"campaigns": conf.campaigns.model_copy(update={"audiences": [*conf.campaigns.audiences, nobody]})})
@@ -476,10 +473,7 @@ def test_backfill_over_two_dates_changes_nothing_and_records_every_run(spark, pi
 def test_analyze_before_any_purchase_window_lists_the_models_it_cannot_train_and_still_scores(spark, pipeline, tmp_path):
     from crmlake.lake import Lake
 
-    for part in ("lake", "exports"):   # a copy, with a store of its own: nothing of the shared pipeline changes
-        shutil.copytree(pipeline["root"] / part, tmp_path / part, symlinks=True)
-    conf = pipeline["conf"].with_overrides([f"paths.lake={tmp_path}/lake", f"paths.exports={tmp_path}/exports",
-                                            f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/artifacts"])
+    conf = pipeline_copy(pipeline, tmp_path)
     early = dt.date(2026, 9, 1)
     summary = analyze.run(spark, conf, early)
     assert "training needs buyers and non-buyers" in summary["failed"]["propensity"]

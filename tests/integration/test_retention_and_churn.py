@@ -5,49 +5,35 @@ and the "valuable customers at risk" audience as its rule says.
 
 The pandas side reads the landing files (and who is whom from the lake's identity map): the
 contract's rules, applied by hand. The pipeline fixture (tests/conftest.py) already runs analyze
-on its lake, so these tests add no stage run.
+on its lake; it scores one date, so the tier transitions and each person's change since the
+last scoring are checked on a copy of its lake scored again RESCORED_AFTER later (``rescored``:
+one more analyze run, no new data).
 """
 
 import datetime as dt
 import csv
 import glob
 import gzip
-import hashlib
 import json
 import os
 from decimal import Decimal
 
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from conftest import END
-from test_service_and_campaigns import END_OF_RUN, TIMEZONE, erased_accounts, instants, local_dates
+from conftest import END, pipeline_copy
+from crmlake.analyze import job as analyze
+from crmlake.lake import Lake
+from landing_frames import TIMEZONE, completed_lines, identity_lookup
 
 VALUABLE = ("most_valuable", "most_growth_potential")
-
-
-def persons_of(lake) -> dict:
-    """identifier -> person_id for accounts and hashed emails (silver.identity_map)."""
-    return {r["identifier"]: r["person_id"] for r in lake.read("silver.identity_map").where(F.col("identifier_type").isin("account_id", "email_sha256")).collect()}
-
-
-def landing_lines(root, person_of: dict, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The order lines as they stood at ``as_of`` (latest version updated before it), with their person."""
-    files = sorted(glob.glob(os.path.join(root, "landing", "orders", "dt=*", "*")))
-    raw = pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False, on_bad_lines="skip") for f in files], ignore_index=True).drop_duplicates()
-    raw = raw[raw["quantity"].str.fullmatch(r"[1-9][0-9]*") & ~raw["account_id"].isin(erased_accounts(root))]
-    raw = raw.assign(order_time=instants(raw["order_time"]), updated_time=instants(raw["updated_time"]))
-    known = raw[raw["updated_time"] < as_of].sort_values("updated_time").groupby(["order_id", "line_no"]).tail(1).copy()
-    guest = known["guest_email"].str.strip().str.lower().map(lambda e: hashlib.sha256(e.encode()).hexdigest() if e else None)
-    known["person_id"] = known["account_id"].map(person_of).fillna(guest.map(person_of))
-    known["order_date"] = local_dates(known["order_time"])
-    known["amount"] = [int(q) * Decimal(p) - Decimal(d or "0") for q, p, d in zip(known["quantity"], known["unit_price"], known["discount"])]
-    return known[(known["status"] == "completed") & known["person_id"].notna()]
+RESCORED_AFTER = dt.timedelta(days=14)
 
 
 def test_cohort_retention_equals_a_pandas_computation_over_the_landing_files(pipeline):
-    lines = landing_lines(pipeline["root"], persons_of(pipeline["lake"]), END_OF_RUN)
+    lines = completed_lines(pipeline["root"], identity_lookup(pipeline["lake"]))
     lines = lines.assign(month=[d.replace(day=1) for d in lines["order_date"]])
     lines["cohort"] = lines.groupby("person_id")["month"].transform("min")
     lines["since"] = [(m.year - c.year) * 12 + m.month - c.month for m, c in zip(lines["month"], lines["cohort"])]
@@ -56,7 +42,7 @@ def test_cohort_retention_equals_a_pandas_computation_over_the_landing_files(pip
     for cohort, persons in sizes.items():
         for since in range((END.year - cohort.year) * 12 + END.month - cohort.month + 1):
             that = lines[(lines["cohort"] == cohort) & (lines["since"] == since)]
-            expected[(cohort, since)] = (persons, that["person_id"].nunique(), round(that["person_id"].nunique() / persons, 4), sum(that["amount"], Decimal("0.00")))
+            expected[(cohort, since)] = (persons, that["person_id"].nunique(), round(that["person_id"].nunique() / persons, 4), sum(that["line_amount"], Decimal("0.00")))
     actual = {(r["cohort_month"], r["months_since"]): (r["cohort_persons"], r["retained_persons"], r["retained_share"], r["revenue"])
               for r in pipeline["lake"].read("gold.cohort_retention").collect()}
     assert len(expected) >= 3 and actual == expected
@@ -66,10 +52,10 @@ def test_the_churn_rankings_recency_auc_equals_pandas_and_both_aucs_are_in_mlflo
     conf, lake, root = pipeline["conf"], pipeline["lake"], pipeline["root"]
     judged = pipeline["analyze"]["retention"]["churn_ranking"]
     cutoff = END - dt.timedelta(days=conf.analyze.retention.churn_days)
-    person_of = persons_of(lake)
-    then = landing_lines(root, person_of, pd.Timestamp(cutoff + dt.timedelta(days=1), tz=TIMEZONE))
+    people = identity_lookup(lake)
+    then = completed_lines(root, people, pd.Timestamp(cutoff + dt.timedelta(days=1), tz=TIMEZONE))
     last = then[then["order_date"] <= cutoff].groupby("person_id")["order_date"].max()
-    now = landing_lines(root, person_of, END_OF_RUN)
+    now = completed_lines(root, people)
     bought_after = set(now.loc[(now["order_date"] > cutoff) & (now["order_date"] <= END), "person_id"])
     days_since = {p: (cutoff - d).days for p, d in last.items()}
     churned = [days_since[p] for p in days_since if p not in bought_after]
@@ -96,8 +82,8 @@ def test_the_planted_churners_rank_at_higher_churn_risk_and_every_scored_person_
     assert all(r["previous_score_date"] is None and r["p_alive_change"] is None for r in risk.values())
     assert lake.read("gold.tier_transitions").count() == 0 and pipeline["analyze"]["retention"]["previous_score_date"] is None
     truth = pd.concat([pd.read_csv(f, dtype=str) for f in glob.glob(os.path.join(root, "landing", "_truth", "persons", "*.csv"))])
-    person_of = persons_of(lake)
-    lapsed = {person_of.get(a) for accounts in truth.loc[truth["alive_at_end"] == "false", "account_ids"].fillna("") for a in accounts.split(";")}
+    account_person = identity_lookup(lake)["account_id"]
+    lapsed = {account_person.get(a) for accounts in truth.loc[truth["alive_at_end"] == "false", "account_ids"].fillna("") for a in accounts.split(";")}
     ranked = {p: r["churn_risk_decile"] for p, r in risk.items() if r["churn_risk_decile"] is not None}
     churners, others = [d for p, d in ranked.items() if p in lapsed], [d for p, d in ranked.items() if p not in lapsed]
     assert len(churners) >= 3, "the generator plants members who lapse before the end"
@@ -116,3 +102,91 @@ def test_the_valuable_at_risk_audience_takes_the_valuable_persons_its_rule_names
         members = {m["person_id"] for m in csv.DictReader(fh)}
     assert len(named) > 0 and manifest["counts"]["matched"] == len(named)
     assert members <= set(named["person_id"][named["marketing_consent"].fillna(False)])
+
+
+@pytest.fixture(scope="module")
+def rescored(spark, pipeline, tmp_path_factory) -> dict:
+    """A copy of the pipeline's lake (its own MLflow store) scored again RESCORED_AFTER after END,
+    with no new data: its lake, its analyze summary and the second score date."""
+    conf = pipeline_copy(pipeline, tmp_path_factory.mktemp("rescored"))
+    day = END + RESCORED_AFTER
+    return {"lake": Lake(spark, conf), "summary": analyze.run(spark, conf, day), "day": day, "horizon": conf.analyze.lifetime_value.horizon_days}
+
+
+def test_a_second_scoring_counts_each_persons_tier_and_segment_move_and_their_recent_revenue(pipeline, rescored):
+    lake, day = rescored["lake"], rescored["day"]
+    # No new data in two weeks: the uplift models have no conversions to learn from (isolated, listed); nothing else fails.
+    assert all(piece.startswith("uplift.") for piece in rescored["summary"]["failed"]), rescored["summary"]["failed"]
+    assert rescored["summary"]["retention"]["previous_score_date"] == str(END)
+    scores = lake.read("gold.customer_scores").where(F.col("score_date").isin(END, day)).toPandas()
+    before, now = (scores[scores["score_date"] == d].set_index("person_id") for d in (END, day))
+    # Their recent revenue, from the landing files: completed lines of the horizon_days up to the second date.
+    lines = completed_lines(pipeline["root"], identity_lookup(pipeline["lake"]))
+    recent = lines[(lines["order_date"] > day - dt.timedelta(days=rescored["horizon"])) & (lines["order_date"] <= day)]
+    revenue = recent.groupby("person_id")["line_amount"].sum().map(float)
+    both = now[["value_tier", "segment"]].join(before[["value_tier", "segment"]], rsuffix="_before", how="inner")
+    both["revenue"] = revenue.reindex(both.index).fillna(0.0)
+    expected = {tuple(None if pd.isna(k) else k for k in key): (len(g), round(g["revenue"].sum(), 2))
+                for key, g in both.groupby(["value_tier_before", "value_tier", "segment_before", "segment"], dropna=False)}
+    moved = lake.read("gold.tier_transitions").where(F.col("score_date") == day).collect()
+    assert all(r["from_score_date"] == END for r in moved)
+    actual = {(r["from_value_tier"], r["to_value_tier"], r["from_segment"], r["to_segment"]): (r["persons"], r["revenue"]) for r in moved}
+    assert sorted(actual) == sorted(expected) and sum(p for p, _ in expected.values()) == len(both) > 0
+    for key, (persons, money) in expected.items():
+        assert actual[key] == (persons, pytest.approx(money, abs=0.011)), key
+    # Two weeks without a purchase: some persons changed tier.
+    assert any(key[0] != key[1] for key in expected)
+
+
+def test_a_second_scoring_gives_each_persons_p_alive_change_and_purchase_rhythm_as_pandas_does(pipeline, rescored):
+    lake, day = rescored["lake"], rescored["day"]
+    scores = lake.read("gold.customer_scores").where(F.col("score_date").isin(END, day)).toPandas()
+    before, now = (scores[scores["score_date"] == d].set_index("person_id")["p_alive"] for d in (END, day))
+    risk = lake.read("gold.churn_risk").where(F.col("score_date") == day).toPandas().set_index("person_id")
+    assert sorted(risk.index) == sorted(now.index)
+    for person, row in risk.iterrows():
+        if person in before.index:
+            assert row["previous_score_date"] == END and row["p_alive_change"] == pytest.approx(now[person] - before[person], abs=2e-6, nan_ok=True), person
+        else:
+            assert pd.isna(row["previous_score_date"]) and pd.isna(row["p_alive_change"]), person
+    # BG/NBD's P(alive) falls for a buyer who has not bought in two more weeks.
+    assert (risk["p_alive_change"] < 0).sum() > 0
+    # Days since the last purchase and the usual interval between purchase days, from the landing files.
+    lines = completed_lines(pipeline["root"], identity_lookup(pipeline["lake"]))
+    days = lines[lines["order_date"] <= day].groupby("person_id")["order_date"].agg(["min", "max", "nunique"])
+    buyers = risk.dropna(subset=["days_since_last_purchase"])
+    assert sorted(buyers.index) == sorted(set(days.index) & set(risk.index)) and len(buyers) > 0
+    for person, row in buyers.iterrows():
+        first, last, purchase_days = days.loc[person]
+        assert row["days_since_last_purchase"] == (day - last).days, person
+        interval = (last - first).days / (purchase_days - 1) if purchase_days > 1 else None
+        assert (pd.isna(row["usual_interval_days"]) if interval is None else row["usual_interval_days"] == pytest.approx(interval, abs=0.051)), person
+
+
+HIGH_RISK_DECILE = 8   # a churn-risk decile from this one up (the riskiest 30% of buyers) is a sign of leaving
+
+
+def test_buyers_whose_activity_fades_show_a_sign_of_leaving_far_more_often_than_those_who_never_lapse(pipeline):
+    lake, root = pipeline["lake"], pipeline["root"]
+    truth = pd.concat([pd.read_csv(f, dtype=str) for f in glob.glob(os.path.join(root, "landing", "_truth", "persons", "*.csv"))])
+    account_person = identity_lookup(lake)["account_id"]
+
+    def persons(rows: pd.DataFrame) -> set:
+        return {account_person[a] for accounts in rows["account_ids"].dropna() for a in accounts.split(";") if a in account_person}
+
+    # The truth's lapse_date is set for the members whose activity has begun to fade by the run
+    # date: those who lapsed, and those "about to churn", who lapse within the fade's days after it.
+    lapse_date = pd.to_datetime(truth["lapse_date"]).dt.date
+    fading, about_to_churn = persons(truth[lapse_date.notna()]), persons(truth[lapse_date > END])
+    never = persons(truth[truth["daily_lapse_hazard"].astype(float) == 0]) - fading
+    # The buyers: the persons churn_risk ranks (a non-buyer who stopped visiting before the
+    # visit windows leaves no sign for any rule to read).
+    risk = lake.read("gold.churn_risk").where((F.col("score_date") == END) & F.col("churn_risk_decile").isNotNull()).toPandas()
+    showing = set(risk.loc[risk["main_reason"].isin(["fewer_visits", "overdue"]) | (risk["churn_risk_decile"] >= HIGH_RISK_DECILE), "person_id"])
+    buyers = set(risk["person_id"])
+
+    def share_showing(group: set) -> float:
+        return len(group & showing) / len(group & buyers)
+
+    assert len(about_to_churn & buyers) > 0 and len(fading & buyers) >= 5 and len(never & buyers) > 0
+    assert share_showing(fading) > 2 * share_showing(never), (share_showing(fading), share_showing(about_to_churn), share_showing(never))

@@ -8,10 +8,6 @@ person's value tier from the lake): the contracts' rules, applied by hand. The p
 """
 
 import datetime as dt
-import glob
-import hashlib
-import json
-import os
 from decimal import Decimal
 
 import pandas as pd
@@ -19,41 +15,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import END
+from landing_frames import END_OF_RUN, TIMEZONE, completed_lines, erased_accounts, identity_lookup, instants, landing_csv, local_dates
 from crmlake.analyze.engagement import campaign_engagement
 from crmlake.analyze.service import contacts_as_of, repeat_complainers, service_kpis
 from crmlake.generate import members, touchpoints, world
 from crmlake.decide.results import campaign_results
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
 
-TIMEZONE = "Asia/Taipei"
-END_OF_RUN = pd.Timestamp(END + dt.timedelta(days=1), tz=TIMEZONE)   # the run date's end: later events have not happened
 ROUNDED = pytest.approx   # Spark rounds half up, Python half to even: compare the rounded figures within their last digit
-
-
-def landing_csv(root, source: str) -> pd.DataFrame:
-    """Every file of a CSV source, as text."""
-    files = sorted(glob.glob(os.path.join(root, "landing", source, "dt=*", "*")))
-    return pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in files], ignore_index=True)
-
-
-def erased_accounts(root) -> set:
-    """The accounts an erase request named (their records are gone from the lake)."""
-    erased = set()
-    for path in glob.glob(os.path.join(root, "landing", "customers", "dt=*", "*")):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                record = json.loads(line)
-                if record.get("op") == "erase":
-                    erased.add(record["account_id"])
-    return erased
-
-
-def instants(column: pd.Series) -> pd.Series:
-    return pd.to_datetime(column.replace("", None), utc=True, format="ISO8601")
-
-
-def local_dates(column: pd.Series) -> pd.Series:
-    return column.dt.tz_convert(TIMEZONE).dt.date
 
 
 def landing_contacts(root) -> pd.DataFrame:
@@ -206,23 +175,6 @@ def test_the_planted_campaign_appeal_orders_the_campaigns_open_and_click_rates(s
         assert [appeal(r["campaign_id"]) for r in ordered] == sorted(appeal(r["campaign_id"]) for r in sends), rate
 
 
-def landing_order_lines(pipeline) -> pd.DataFrame:
-    """Completed order lines as they stood at the run date's end, from the landing files, with
-    their person (by account, or a guest's email through the identity map): person_id,
-    order_date, line_amount."""
-    lake, root = pipeline["lake"], pipeline["root"]
-    raw = landing_csv(root, "orders").drop_duplicates()
-    raw = raw[~raw["account_id"].isin(erased_accounts(root))].assign(updated_time=lambda d: instants(d["updated_time"]))
-    latest = raw[raw["updated_time"] < END_OF_RUN].sort_values("updated_time").groupby(["order_id", "line_no"]).tail(1)
-    lines = latest[latest["status"] == "completed"].copy()
-    people = {(r["identifier_type"], r["identifier"]): r["person_id"] for r in lake.read("silver.identity_map").collect()}
-    by_email = lines["guest_email"].str.strip().str.lower().map(lambda e: people.get(("email_sha256", hashlib.sha256(e.encode()).hexdigest())) if e else None)
-    lines["person_id"] = lines["account_id"].map(lambda a: people.get(("account_id", a))).fillna(by_email)
-    lines["order_date"] = local_dates(instants(lines["order_time"]))
-    lines["line_amount"] = lines["quantity"].astype(int) * lines["unit_price"].map(Decimal) - lines["discount"].replace("", "0").map(Decimal)
-    return lines.dropna(subset=["person_id"])[["person_id", "order_date", "line_amount"]]
-
-
 def test_campaign_roi_equals_a_pandas_computation_over_the_contact_history_and_the_landing_orders(spark, pipeline):
     # The pipeline's contacts are of the run date, whose window holds no order yet: measured as if
     # made 20 days before it, their window is complete and holds the landing's orders.
@@ -233,7 +185,7 @@ def test_campaign_roi_equals_a_pandas_computation_over_the_contact_history_and_t
     actual = {r["audience"]: r for r in campaign_results(contacts, orders, END, days, costs).collect()}
 
     history = pd.DataFrame([r.asDict() for r in contacts.select("audience", "channel", "person_id", "group").distinct().collect()])
-    lines = landing_order_lines(pipeline)
+    lines = completed_lines(pipeline["root"], identity_lookup(lake))
     in_window = lines[(lines["order_date"] > then) & (lines["order_date"] <= then + dt.timedelta(days=days))]
     revenue = in_window.groupby("person_id")["line_amount"].sum().map(float)
     expected = {}

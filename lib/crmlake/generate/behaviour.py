@@ -3,6 +3,9 @@
 A member visits on live days (:func:`crmlake.generate.world.member_days`) at their latent
 rates, lifted by 25% at weekends, at hours that follow the day curve; campaign days bring
 utm-tagged visits. 60% of a member's visits and order lines are in their favourite category.
+A lapsing member's visits and orders fade over the FADE_DAYS days up to their last day
+(:func:`crmlake.generate.members.activity_fade`: visits to VISIT_FADE_FLOOR of their rate, orders
+more gently, to PURCHASE_FADE_FLOOR).
 
 Bargain hunters (:func:`bargain_hunter`, BARGAIN_HUNTER_SHARE of members) put every line after
 an order's first in BARGAIN_CATEGORY (electronics: dear, and thin-margin in the shipped conf),
@@ -17,7 +20,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crmlake.generate.draws import choice, geometric, normal, uniform
-from crmlake.generate.members import ACQUISITION_SOURCES, HOUSEHOLD_COOKIE_SHARE, SHARED_DEVICE_SHARE, signup_time
+from crmlake.generate.members import (
+    ACQUISITION_SOURCES, HOUSEHOLD_COOKIE_SHARE, PURCHASE_FADE_FLOOR, SHARED_DEVICE_SHARE, VISIT_FADE_FLOOR, activity_fade, signup_time,
+)
 from crmlake.generate.world import (
     CAMPAIGN_EVERY_DAYS, CATEGORIES, HOUR_WEIGHTS, HOURS, Plan, day_date, list_price, local_time, member_days, person_no_of_account,
 )
@@ -51,8 +56,8 @@ def sessions(spark: SparkSession, people: DataFrame, plan: Plan) -> DataFrame:
     date = day_date(plan, F.col("day"))
     boost = F.when(F.dayofweek(date).isin(1, 7), 1.25).otherwise(1.0)
     ids = ("person_no", "day")
-    orders = geometric(F.col("daily_purchase_rate") * boost, uniform(s, "orders", *ids))
-    visits = F.greatest(geometric(F.col("daily_visit_rate") * boost, uniform(s, "visits", *ids)), orders)
+    orders = geometric(F.col("daily_purchase_rate") * activity_fade(PURCHASE_FADE_FLOOR) * boost, uniform(s, "orders", *ids))
+    visits = F.greatest(geometric(F.col("daily_visit_rate") * activity_fade(VISIT_FADE_FLOOR) * boost, uniform(s, "visits", *ids)), orders)
     counted = days.select("*", orders.alias("n_orders"), visits.alias("n_visits")).where("n_visits > 0")
     member = counted.select("*", F.explode(F.sequence(F.lit(0), F.col("n_visits") - 1)).alias("visit"))
     vid = ("person_no", "day", "visit")

@@ -193,8 +193,8 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
         moved_row = moved.select("account_id").first()
         truth_dir = os.path.join(landing, "_truth")
         truth = people.join(accounts.groupBy("person").agg(F.concat_ws(";", F.sort_array(F.collect_list("account_id"))).alias("account_ids")), "person", "left").select(
-            "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"), "occupation", "birth_year", "favourite_category",
-            "acquisition_source",
+            "person", "account_ids", "daily_purchase_rate", "daily_lapse_hazard", (F.col("alive_until") > days - 1).alias("alive_at_end"),
+            world.day_date(plan, members.lapse_day(plan)).alias("lapse_date"), "occupation", "birth_year", "favourite_category", "acquisition_source",
         )
         truth.coalesce(1).write.option("header", True).csv("file://" + os.path.join(truth_dir, "persons"))
         identity = members.identity_truth(accounts, visits).cache()
@@ -216,7 +216,10 @@ def write_landing(spark: SparkSession, landing: str, customers: int, days: int, 
                 "causes": identity_counts,
                 "recycled_phone_changed": accounts.where(F.col("phone_changed_time").isNotNull()).count(),
             },
-            "truth": "persons/part-*.csv: latent daily purchase rate and lapse hazard per person; declared income_band "
+            "truth": "persons/part-*.csv: latent daily purchase rate and lapse hazard per person; lapse_date, the last day of a member "
+            f"whose activity has begun to fade by the end (lapsed, or lapsing within {members.FADE_DAYS} days after it: over the "
+            f"{members.FADE_DAYS} days up to it their visit rate falls linearly to {members.VISIT_FADE_FLOOR:.0%} of itself and their "
+            f"purchase rate to {members.PURCHASE_FADE_FLOOR:.0%}), null for the others; declared income_band "
             "and occupation are independent of behaviour (a baseline that should not predict); favourite_category holds "
             "60% of the person's visits and order lines; acquisition_source (members joining in the window) names the source of their "
             "signup visit (generate.members.ACQUISITION_SOURCES: its purchase lift). identity.csv: each account's true person and the planted causes "

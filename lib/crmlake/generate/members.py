@@ -4,7 +4,13 @@ The planted truth, per person (:func:`persons`):
 
 * ``daily_purchase_rate``: latent purchases per active day, lognormal (a few members do
   most of the buying), a quarter of members nearly dormant;
-* ``daily_lapse_hazard``: the chance per day of lapsing for good (0 for most);
+* ``daily_lapse_hazard``: the chance per day of lapsing for good (0 for most). A lapsing
+  member fades before they go: over the FADE_DAYS days up to their last day, their daily
+  visit rate is multiplied by a factor falling linearly from 1 to VISIT_FADE_FLOOR, and their
+  purchase rate, more gently, by one falling to PURCHASE_FADE_FLOOR (:func:`activity_fade`),
+  so most fading buyers still buy now and then. Their last day is the truth's ``lapse_date``
+  whenever the fade has begun by the plan's end (:func:`lapse_day`): those lapsed, and those
+  "about to churn", who lapse within FADE_DAYS after it;
 * ``favourite_category``: 60% of a member's visits and of their order lines are in it
   (the others in any category): what a next-best-category model finds;
 * who is who (:func:`identity_truth`), as the contract's customers section says real
@@ -61,6 +67,13 @@ RECYCLED_CANDIDATES = 8          # older persons tried per new holder (the first
 # The "member" of "member123@example.com" with two adjacent letters swapped.
 _TYPOS = ["emmber", "mmeber", "mebmer", "memebr", "membre"]
 
+# Churners fade before they lapse (:func:`activity_fade`): over the FADE_DAYS days up to a lapsing
+# member's last day their rates fall linearly to these shares of themselves; purchases fade less
+# than visits, so that most fading buyers still buy (and a churn model sees them as buyers).
+FADE_DAYS = 28
+VISIT_FADE_FLOOR = 0.2
+PURCHASE_FADE_FLOOR = 0.5
+
 
 class AcquisitionSource(NamedTuple):
     """Where members joining in the window came from, as the visit in which they signed up says
@@ -81,6 +94,22 @@ ACQUISITION_SOURCES = {
     "reviews.example.org": AcquisitionSource(0.15, None, None, "https://reviews.example.org/best-shops-2026", 3.0),
     "direct": AcquisitionSource(0.25, None, None, None, 1.0),
 }
+
+
+def activity_fade(floor: float) -> Column:
+    """Column: the factor on a member's daily rate on ``day``, given their last day ``alive_until``
+    (:func:`crmlake.generate.world.member_days`' columns): 1 until the FADE_DAYS days up to their
+    last day, then falling linearly to ``floor`` on it (exactly 1 for a member who does not lapse
+    within FADE_DAYS, so their draws give what they gave before the fade was planted)."""
+    days_left = F.col("alive_until") - F.col("day")
+    return F.when(days_left < FADE_DAYS, floor + (1 - floor) * days_left / FADE_DAYS).otherwise(F.lit(1.0))
+
+
+def lapse_day(plan: Plan) -> Column:
+    """Column: a person's last day as a member (``alive_until`` of :func:`persons`, 0 = the plan's
+    first day) when their fade (:func:`activity_fade`) has begun by the plan's last day: they
+    lapsed in the plan, or lapse within FADE_DAYS after its end; null for the others."""
+    return F.when(F.col("alive_until") < plan.days - 1 + FADE_DAYS, F.col("alive_until"))
 
 
 def _forced_unit(plan: Plan, salt: int, units: int) -> int:

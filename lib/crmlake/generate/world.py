@@ -62,11 +62,13 @@ def local_time(plan: Plan, date: Column, seconds: Column) -> Column:
 
 
 def member_days(people: DataFrame, plan: Plan) -> DataFrame:
-    """One row per person and day on which the person is a live member."""
+    """One row per person and day on which the person is a live member, with the person's latent
+    rates and last day (``alive_until``: a lapsing member's rates fade before it,
+    :func:`crmlake.generate.members.activity_fade`)."""
     first = F.greatest(F.col("signup_day"), F.lit(0))
     last = F.least(F.col("alive_until"), F.lit(plan.days - 1))
     return people.where(first <= last).select(
-        "person_no", "accounts", "second_signup_day", "household", "daily_purchase_rate", "daily_visit_rate", "favourite_category",
+        "person_no", "accounts", "second_signup_day", "household", "daily_purchase_rate", "daily_visit_rate", "favourite_category", "alive_until",
         F.explode(F.sequence(first, last)).alias("day"),
     )
 
