@@ -24,16 +24,22 @@ MONEY = re.compile(r"-?\d+(?:\.\d+)?")
 STATUSES = ("completed", "cancelled", "returned")
 
 
-def landing_csv(root, source: str) -> pd.DataFrame:
-    """Every row of every file of a CSV source, as text (a field a short row lacks: empty)."""
-    files = sorted(glob.glob(os.path.join(root, "landing", source, "dt=*", "*")))
+def landing_of(root) -> str:
+    """The landing zone of a generated pipeline's ``root`` (the fixture's folder)."""
+    return os.path.join(root, "landing")
+
+
+def landing_csv(landing, source: str) -> pd.DataFrame:
+    """Every row of every file of a CSV source of the zone ``landing``, as text (a field a short row lacks: empty)."""
+    files = sorted(glob.glob(os.path.join(landing, source, "dt=*", "*")))
     return pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in files], ignore_index=True).fillna("")
 
 
-def landing_json(root, source: str) -> list[dict]:
-    """Every well-formed record of a JSON-lines source (a line that is not UTF-8 or not JSON is a bad record)."""
+def landing_json(landing, source: str) -> list[dict]:
+    """Every well-formed record of a JSON-lines source of the zone ``landing`` (a line that is not
+    UTF-8 or not JSON is a bad record)."""
     records = []
-    for path in sorted(glob.glob(os.path.join(root, "landing", source, "dt=*", "*"))):
+    for path in sorted(glob.glob(os.path.join(landing, source, "dt=*", "*"))):
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
             for raw in fh:
                 try:
@@ -45,7 +51,7 @@ def landing_json(root, source: str) -> list[dict]:
 
 def erased_accounts(root) -> set:
     """The accounts an erase request named (their records are gone from the lake)."""
-    return {r["account_id"] for r in landing_json(root, "customers") if isinstance(r, dict) and r.get("op") == "erase"}
+    return {r["account_id"] for r in landing_json(landing_of(root), "customers") if isinstance(r, dict) and r.get("op") == "erase"}
 
 
 def instants(column: pd.Series) -> pd.Series:
@@ -79,7 +85,7 @@ def landing_order_lines(root, people: dict, as_of: pd.Timestamp = END_OF_RUN) ->
     (instants), order_date, line_amount (Decimal: quantity x unit_price - discount) and
     person_id (by account, else a guest's email; null when neither leads to a person)
     through ``people`` (:func:`identity_lookup`)."""
-    raw = landing_csv(root, "orders").drop_duplicates()
+    raw = landing_csv(landing_of(root), "orders").drop_duplicates()
     valid = (raw["quantity"].str.fullmatch(r"[1-9]\d*") & raw["unit_price"].str.fullmatch(MONEY) & raw["discount"].replace("", "0").str.fullmatch(MONEY)
              & raw["status"].isin(STATUSES) & raw["order_time"].str.contains(OFFSET) & raw["updated_time"].str.contains(OFFSET))
     lines = raw[valid & ~raw["account_id"].isin(erased_accounts(root))]

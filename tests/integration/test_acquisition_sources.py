@@ -24,7 +24,7 @@ from crmlake.business_days import business_date
 from crmlake.generate import behaviour, members, world
 from crmlake.orders import latest_order_lines
 from crmlake.organize.transforms import sessionize
-from landing_frames import OFFSET, TIMEZONE, erased_accounts, identity_lookup, instants, landing_json, landing_order_lines, local_dates
+from landing_frames import OFFSET, TIMEZONE, erased_accounts, identity_lookup, instants, landing_json, landing_of, landing_order_lines, local_dates
 
 VALUE_DAYS = 90
 DEVICES = {"desktop", "mobile", "tablet", "app"}
@@ -42,7 +42,7 @@ def host(url) -> str | None:
 
 def landing_profiles(root) -> tuple[pd.DataFrame, set]:
     """The latest valid upsert of every account not erased, and the erased accounts."""
-    records = landing_json(root, "customers")
+    records = landing_json(landing_of(root), "customers")
     erased = erased_accounts(root)
     upserts = pd.DataFrame([r for r in records if r.get("op") == "upsert" and isinstance(r.get("marketing_consent"), bool) and r["account_id"] not in erased])
     upserts = upserts.assign(updated_time=instants(upserts["updated_time"]), signup_time=instants(upserts["signup_time"]))
@@ -53,7 +53,7 @@ def landing_sessions(root, erased: set, person: dict) -> pd.DataFrame:
     """The clicks sessionized by hand (a cookie's consented and refused events apart, a new visit
     after more than 30 minutes), with each visit's start, source and person."""
     wanted = ("event_id", "event_time", "anonymous_id", "device")
-    records = [r for r in landing_json(root, "clickstream")
+    records = [r for r in landing_json(landing_of(root), "clickstream")
                if all(r.get(k) is not None for k in wanted) and OFFSET.search(r["event_time"]) and r["device"] in DEVICES]
     optional = ["account_id", "tracking_consent", "utm_source", "referrer_url"]   # a field no record carries is absent
     clicks = pd.DataFrame(records).reindex(columns=[*wanted, *optional]).drop_duplicates(subset=["event_id"])

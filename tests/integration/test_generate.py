@@ -12,6 +12,7 @@ import pytest
 
 from crmlake.generate.landing import write_landing
 from crmlake.generate.members import FADE_DAYS
+from landing_frames import landing_json
 
 pytestmark = pytest.mark.integration
 END = dt.date(2026, 11, 21)
@@ -71,17 +72,6 @@ def test_a_few_members_do_most_of_the_buying(landings):
     assert sum(top_fifth) / sum(counts) > 0.4
 
 
-def json_records(landing, source):
-    """Every well-formed record of a JSON-lines source (the planted bad lines left out)."""
-    for path in glob.glob(os.path.join(landing, source, "dt=*", "*")):
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
-            for line in fh:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
-
-
 def members_and_visits(landing) -> tuple[list, dict, collections.Counter]:
     """The planted truth's persons, each person's first signup date (customers source), and their
     logged-in visits per date (clickstream: a visit's first click, the page view, carries the
@@ -91,11 +81,11 @@ def members_and_visits(landing) -> tuple[list, dict, collections.Counter]:
         persons = list(csv.DictReader(fh))
     person_of = {account: p["person"] for p in persons for account in p["account_ids"].split(";") if account}
     joined: dict = {}
-    for record in json_records(landing, "customers"):
+    for record in landing_json(landing, "customers"):
         if record.get("op") == "upsert" and record.get("account_id") in person_of:
             person, day = person_of[record["account_id"]], dt.date.fromisoformat(record["signup_time"][:10])
             joined[person] = min(joined.get(person, day), day)
-    page_views = {e["event_id"]: e for e in json_records(landing, "clickstream") if e.get("event_type") == "page_view" and e.get("account_id") in person_of}
+    page_views = {e["event_id"]: e for e in landing_json(landing, "clickstream") if e.get("event_type") == "page_view" and e.get("account_id") in person_of}
     visits = collections.Counter((person_of[e["account_id"]], dt.date.fromisoformat(e["event_time"][:10])) for e in page_views.values())
     return persons, joined, visits
 

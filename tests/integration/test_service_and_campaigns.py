@@ -15,7 +15,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import END
-from landing_frames import END_OF_RUN, TIMEZONE, completed_lines, erased_accounts, identity_lookup, instants, landing_csv, local_dates
+from landing_frames import END_OF_RUN, TIMEZONE, completed_lines, erased_accounts, identity_lookup, instants, landing_csv, landing_of, local_dates
 from crmlake.analyze.engagement import campaign_engagement
 from crmlake.analyze.service import contacts_as_of, repeat_complainers, service_kpis
 from crmlake.generate import members, touchpoints, world
@@ -27,7 +27,7 @@ ROUNDED = pytest.approx   # Spark rounds half up, Python half to even: compare t
 
 def landing_contacts(root) -> pd.DataFrame:
     """The service contacts as they stood at the run date's end: latest version of each, none of the erased accounts'."""
-    raw = landing_csv(root, "interactions").drop_duplicates()
+    raw = landing_csv(landing_of(root), "interactions").drop_duplicates()
     raw = raw[~raw["account_id"].isin(erased_accounts(root))]
     raw = raw.assign(opened_time=instants(raw["opened_time"]), closed_time=instants(raw["closed_time"]),
                      satisfaction=pd.to_numeric(raw["satisfaction"].replace("", None)))
@@ -106,7 +106,7 @@ def test_repeat_complainers_by_looser_rules_equal_pandas_too(spark, pipeline):
 
 def test_campaign_engagement_equals_a_pandas_computation_over_the_landing_files(pipeline):
     lake, root, email_cost = pipeline["lake"], pipeline["root"], pipeline["conf"].campaigns.cost_per_contact.email
-    events = landing_csv(root, "campaign_events").drop_duplicates()
+    events = landing_csv(landing_of(root), "campaign_events").drop_duplicates()
     events = events[~events["account_id"].isin(erased_accounts(root))]
     events = events.assign(event_time=instants(events["event_time"]))
     events = events[events["event_time"] < END_OF_RUN]
