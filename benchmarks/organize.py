@@ -1,21 +1,27 @@
-"""Organize section: identity resolution as organize runs it (candidate pairs from blocks, each
-pair's evidence weighed, persons the connected components of the linked pairs, in Spark) on
-synthetic sources of about 1M and 5M edges, an edge being a candidate pair of accounts scored
-or a cookie link read (persons of two accounts sharing an email, name and birth year, two
-cookies each; one pair of persons in ten sharing a household computer, which the names veto);
-the weights estimated by expectation maximisation as a rebuild does; then a day adding 1% new
-edges (new cookies, a few new accounts) grown into the map against a full rebuild of the same
-sources, and the rows where the two maps differ. Then sessionization of 10M events by
-crmlake's Spark transform and by DuckDB computing the same sessions in SQL on the same
+"""Organize section: identity resolution as organize runs it (``organize_identity``: the profiles
+built, candidate pairs from blocks, each pair's evidence weighed, persons the connected
+components of the linked pairs, in Spark, the pairs and the map written to the lake) on
+synthetic sources of about 1M and 5M edges with chains and hubs (:mod:`benchmarks.graphs`), an
+edge being a candidate pair of accounts scored or a cookie link read; the weights estimated by
+expectation maximisation as a first build does. crmlake's components step and SciPy's
+``csgraph`` (the peer: GraphFrames needs a jar from Maven) each partition the graph crmlake
+accepted, from Parquet to Parquet, and the accounts the map and SciPy place differently are
+counted. Then a day adding 1% new edges (new cookies, a few new accounts) grown into the lake
+against a full rebuild of a copy of it, each with organize's rewrite of the map, and the rows
+where the two maps differ. Then sessionization of 10M events (``--session-events``, 0: none)
+by crmlake's Spark transform and by DuckDB computing the same sessions in SQL on the same
 Parquet, both writing Parquet (the rows of either output missing from the other are counted).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from benchmarks.common import FIRST_DAY, seconds
+from benchmarks.graphs import accepted_graph, crmlake_components, identity_day, identity_sources, placed_differently, planted_persons_missed, rounds_taken, scipy_components
 
 # What crmlake.organize.transforms.sessionize computes, column for column (the bench checks that
 # both give the same sessions, tests/unit/test_organize.py on hostile clicks): a visitor's events
@@ -65,132 +71,122 @@ SELECT (SELECT count(*) FROM (SELECT * FROM spark EXCEPT ALL SELECT * FROM duck)
 """
 
 
-def identity_sources(spark: SparkSession, edges_wanted: int) -> tuple[DataFrame, DataFrame]:
-    """Return ``(customers, links)`` as silver.customers and silver.identity_links hold them,
-    of about ``edges_wanted`` edges (candidate pairs + cookie links).
+def _lake_with_sources(spark: SparkSession, conf_file: str | None, root: str, customers: DataFrame, links: DataFrame):
+    """Return ``(lake, conf)``: a lake of its own under ``root`` (its silver.identity_weights
+    estimated there, not found from another size) holding ``customers`` as silver.customers and
+    ``links`` as silver.identity_links, the other declared columns null."""
+    from crmlake.config import load_conf
+    from crmlake.lake import Lake
 
-    A person ``p`` holds two accounts with one email, name and birth year (one pair), the
-    first with a phone, and two cookies each (four links); one pair of persons in ten also
-    shares a household computer (two links, one pair that the names veto)."""
-    persons = max(2, edges_wanted // 5)
-    account = F.col("id")
-    person = F.floor(account / 2)
-    customers = spark.range(2 * persons).select(
-        F.format_string("a%d", account).alias("account_id"),
-        F.format_string("member%d@example.com", person).alias("email"),
-        F.when(account % 2 == 0, F.format_string("09%08d", person % 100_000_000)).alias("phone"),
-        F.format_string("Member %d", person).alias("name"),
-        (F.lit(1950) + person % 55).cast("int").alias("birth_year"),
-        F.lit(False).alias("erased"),
-    )
-    own = spark.range(4 * persons).select(F.format_string("c%d", F.col("id")).alias("anonymous_id"), F.format_string("a%d", F.floor(F.col("id") / 2)).alias("account_id"))
-    # The household computer of persons 10h and 10h + 1: each one's first account logged in on it.
-    households = spark.range(max(1, persons // 10)).select(F.col("id").alias("household"), F.explode(F.array(F.lit(0), F.lit(2))).alias("offset"))
-    shared = households.select(F.format_string("h%d", "household").alias("anonymous_id"), F.format_string("a%d", F.col("household") * 20 + F.col("offset")).alias("account_id"))
-    return customers, own.unionByName(shared)
+    conf = load_conf(conf_file, [f"paths.lake={root}"])
+    lake = Lake(spark, conf)
+    for table, rows in (("silver.customers", customers), ("silver.identity_links", links)):
+        lake.overwrite(table, lake.catalog.spec(table).padded(rows))
+    return lake, conf
 
 
-def identity_day(spark: SparkSession, edges_wanted: int) -> tuple[DataFrame, DataFrame]:
-    """Return ``(new_customers, new_links)``: a day adding about 1% of ``edges_wanted`` edges to
-    :func:`identity_sources`: new cookies of existing accounts (one in four logged into by both
-    accounts of its person) and, one per thousand edges, a third account of an existing person."""
-    persons = max(2, edges_wanted // 5)
-    account = F.pmod(F.xxhash64("id"), F.lit(2 * persons))
-    cookies = spark.range(max(1, edges_wanted // 100)).select(F.format_string("d%d", F.col("id")).alias("anonymous_id"), account.alias("_account"), (F.col("id") % 4 == 0).alias("_both"))
-    links = cookies.select("anonymous_id", F.format_string("a%d", "_account").alias("account_id")).unionByName(
-        cookies.where("_both").select("anonymous_id", F.format_string("a%d", F.col("_account").bitwiseXOR(F.lit(1))).alias("account_id"))
-    )
-    person = F.pmod(F.xxhash64("id", F.lit(1)), F.lit(persons))
-    customers = spark.range(max(1, edges_wanted // 1000)).select(
-        F.format_string("n%d", F.col("id")).alias("account_id"),
-        F.format_string("member%d@example.com", person).alias("email"),
-        F.lit(None).cast("string").alias("phone"),
-        F.format_string("Member %d", person).alias("name"),
-        (F.lit(1950) + person % 55).cast("int").alias("birth_year"),
-        F.lit(False).alias("erased"),
-    )
-    return customers, links
+def _copied_lake(spark: SparkSession, conf_file: str | None, lake, root: str):
+    """Return a Lake at ``root`` holding a copy of ``lake``'s tables (not its checkpoints)."""
+    import shutil
+
+    from crmlake.config import load_conf
+    from crmlake.lake import Lake
+
+    shutil.copytree(lake.conf.paths.lake, root, ignore=shutil.ignore_patterns("_checkpoints"))
+    return Lake(spark, load_conf(conf_file, [f"paths.lake={root}"]))
 
 
 def bench_identity(spark: SparkSession, conf_file: str | None, tmp: str, edges_wanted: int) -> list[str]:
-    """Time a full rebuild of the identity map on about ``edges_wanted`` edges, the weights'
-    estimation, and a day of 1% new edges grown against rebuilt; return printable lines."""
-    from crmlake.config import load_conf
-    from crmlake.lake import Lake
-    from crmlake.organize.identity import (
-        Matching,
-        build_identity_map,
-        grow_identity_map,
-        touched_blocks,
-    )
-    from crmlake.organize.matching import LINKED, match_profiles
-    from crmlake.organize.persons import matching_weights
+    """Time, on :func:`~benchmarks.graphs.identity_sources` of about ``edges_wanted`` edges, the
+    weights' estimation, then a full rebuild of identity as organize runs it
+    (:func:`crmlake.organize.persons.organize_identity`: the profiles built, the pairs scored,
+    the components, the map, both written to the lake), crmlake's components step and SciPy's
+    on the graph it accepted, whether they place the accounts alike, and a day of 1% new edges
+    grown into the lake against a full rebuild of a copy of it; return printable lines."""
+    from crmlake.organize.matching import LINKED, VETOED, match_profiles
+    from crmlake.organize.persons import MAP, PAIRS, matching_weights, organize_identity, store_weights
     from crmlake.people import ACCOUNT
 
     root = f"{tmp}/identity-{edges_wanted}"
-    # A lake of its own: silver.identity_weights is estimated here, not found from another size.
-    conf = load_conf(conf_file, [f"paths.lake={root}/lake"])
-    region = conf.business.default_phone_region
-    customers, links = identity_sources(spark, edges_wanted)
-    new_customers, new_links = identity_day(spark, edges_wanted)
-    # As organize reads them: profiles checkpointed before identity starts, links from silver.
-    profiles = match_profiles(customers, region).checkpoint()
-    links = links.checkpoint()
-    no_map = spark.createDataFrame([], "identifier_type string, identifier string, person_id string")
+    lake, conf = _lake_with_sources(spark, conf_file, f"{root}/lake", *identity_sources(spark, edges_wanted))
+    links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
     weights = []
-    estimated = seconds(lambda: weights.append(matching_weights(Lake(spark, conf), conf, profiles, links, FIRST_DAY, rebuild=True)[0]))
-    rules = conf.organize.identity
-    matching = Matching(weights[0], rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
 
-    def rebuilt(at: str, profiles: DataFrame, links: DataFrame, previous: DataFrame) -> None:
-        # What a full rebuild writes: the map and every scored pair.
-        identity_map, pairs = build_identity_map(profiles, links, previous, matching)
-        identity_map.write.parquet(f"file://{root}/{at}/map")
-        pairs.write.parquet(f"file://{root}/{at}/pairs")
+    def estimated() -> None:
+        profiles = match_profiles(lake.read("silver.customers"), conf.business.default_phone_region).checkpoint()
+        weights.append(matching_weights(lake, conf, profiles, links, FIRST_DAY, rebuild=True)[0])
+        store_weights(lake, weights[0], FIRST_DAY)
 
-    took = seconds(lambda: rebuilt("first", profiles, links, no_map))
-    pairs = spark.read.parquet(f"file://{root}/first/pairs")
-    previous_map = spark.read.parquet(f"file://{root}/first/map")
-    pair_count, link_count = pairs.count(), links.count()
-    linked = pairs.where(F.col("decision") == LINKED).count()
-    persons = previous_map.where(F.col("identifier_type") == ACCOUNT).select("person_id").distinct().count()
-    edges = pair_count + link_count
+    estimated_took = seconds(estimated)
+    nothing = spark.createDataFrame([], "anonymous_id string, account_id string")
+    # The stored weights are kept (estimated today): the rebuild is organize's with young weights.
+    with rounds_taken() as rounds:
+        took = seconds(lambda: organize_identity(lake, conf, FIRST_DAY, True, False, None, nothing.select("account_id"), nothing))
+    pairs, identity_map = lake.read(PAIRS), lake.read(MAP)
+    # Safe to collect: one row per decision.
+    decisions = {row["decision"]: row["count"] for row in pairs.groupBy("decision").count().collect()}
+    link_count = links.count()
+    sizes = identity_map.where(F.col("identifier_type") == ACCOUNT).groupBy("person_id").count().agg(F.count(F.lit(1)).alias("persons"), F.max("count").alias("largest")).first()
+    edges = sum(decisions.values()) + link_count
+    merged, split = planted_persons_missed(identity_map)
     lines = [
-        f"identity weights            : {weights[0].method} from {weights[0].pairs:,} candidate pairs in {estimated:.1f}s (a rebuild re-estimates them once they are old)",
-        (f"identity, full rebuild      : {edges:,} edges = {pair_count:,} candidate pairs scored ({linked:,} linked) + {link_count:,} cookie links,"
-         f" {persons:,} persons, in {took:.1f}s = {edges / took:,.0f} edges/s (aim >= 50,000 at 1M)"),
+        f"identity weights            : {weights[0].method} from {weights[0].pairs:,} candidate pairs in {estimated_took:.1f}s (profiles built, EM, stored)",
+        (f"identity, full rebuild      : {edges:,} edges = {sum(decisions.values()):,} candidate pairs scored ({decisions.get(LINKED, 0):,} linked,"
+         f" {decisions.get(VETOED, 0):,} vetoed by names) + {link_count:,} cookie links -> {sizes['persons']:,} persons (up to {sizes['largest']} accounts, components in {rounds[0]} rounds),"
+         f" in {took:.1f}s = {edges / took:,.0f} edges/s (aim >= 50,000 at 1M; profiles built, pairs and map written to the lake)"),
+        f"identity, planted persons   : {merged:,} persons merging planted ones (hubs), {split:,} planted persons split (chains)",
     ]
+    lines += _components_against_scipy(spark, pairs, links, identity_map, root, took)
 
-    # A day adding 1% new edges, grown into the map against a full rebuild of the same sources.
-    customers_after = customers.unionByName(new_customers)
-    profiles_after = match_profiles(customers_after, region).checkpoint()
-    new_links = new_links.checkpoint()
-    links_after = links.unionByName(new_links).checkpoint()
+    # A day adding 1% new edges, written to silver as organize's accounts and sessions steps would
+    # (untimed), then grown into the lake against a full rebuild of a copy of it, both with the map's rewrite.
+    new_customers, new_links = identity_day(spark, edges_wanted)
+    before = lake.version("silver.customers")
+    lake.append("silver.customers", lake.catalog.spec("silver.customers").padded(new_customers))
+    lake.append("silver.identity_links", lake.catalog.spec("silver.identity_links").padded(new_links))
+    rebuilt_lake = _copied_lake(spark, conf_file, lake, f"{root}/rebuilt")
+    day = FIRST_DAY + dt.timedelta(days=1)
     changed = new_customers.select("account_id")
-
-    def grown() -> None:
-        blocks_touched = touched_blocks(customers, customers_after, changed, new_links, region)
-        touched = changed.unionByName(new_links.select("account_id")).distinct()
-        identity_map, pair_changes, _ = grow_identity_map(profiles_after, links_after, previous_map, pairs, touched, blocks_touched, matching)
-        identity_map.write.parquet(f"file://{root}/grown/map")
-        pair_changes.write.parquet(f"file://{root}/grown/pairs")
-
-    grown_took = seconds(grown)
-    rebuilt_took = seconds(lambda: rebuilt("rebuilt", profiles_after, links_after, previous_map))
-    maps = [spark.read.parquet(f"file://{root}/{at}/map") for at in ("grown", "rebuilt")]
+    grown_took = seconds(lambda: organize_identity(lake, conf, day, False, False, before, changed, new_links))
+    rebuilt_took = seconds(lambda: organize_identity(rebuilt_lake, rebuilt_lake.conf, day, True, False, before, changed, new_links))
+    maps = [each.read(MAP) for each in (lake, rebuilt_lake)]
     differ = maps[0].exceptAll(maps[1]).count() + maps[1].exceptAll(maps[0]).count()
-    day_edges = new_links.count() + spark.read.parquet(f"file://{root}/grown/pairs").where(~F.col("_gone")).count()
+    day_edges = new_links.count() + lake.read(PAIRS).where(F.col("scored_on") == day).count()
     lines.append(f"identity, a day of 1% edges : {day_edges:,} edges (new cookie links + pairs rescored); grown {grown_took:.1f}s, full rebuild {rebuilt_took:.1f}s"
-                 f" (ratio {grown_took / rebuilt_took:.2f}); map rows differing: {differ:,}")
+                 f" (ratio {grown_took / rebuilt_took:.2f}, aim <= 0.10; each with the pairs' write and the map's rewrite); map rows differing: {differ:,}")
     return lines
 
 
+def _components_against_scipy(spark: SparkSession, pairs: DataFrame, links: DataFrame, identity_map: DataFrame, root: str, rebuild_took: float) -> list[str]:
+    """Time crmlake's components step and SciPy's, each a job from Parquet to Parquet, on the
+    graph crmlake accepted (:func:`~benchmarks.graphs.accepted_graph` of ``pairs``, ``links``
+    and ``identity_map``), and count the accounts and cookies the map and SciPy place
+    differently; return printable lines, the full rebuild's ``rebuild_took`` seconds beside."""
+    nodes, edges = accepted_graph(pairs, links, identity_map, f"{root}/accepted")
+    node_count, edge_count = spark.read.parquet(f"file://{nodes}").count(), spark.read.parquet(f"file://{edges}").count()
+    with rounds_taken() as rounds:
+        crmlake_took = seconds(lambda: crmlake_components(spark, nodes, edges, f"{root}/components-crmlake"))
+    found = []
+    scipy_took = seconds(lambda: found.append(scipy_components(nodes, edges, f"{root}/components-scipy.parquet")))
+    differ = placed_differently(identity_map, spark.read.parquet(f"file://{root}/components-scipy.parquet"))
+    return [
+        (f"identity, components alone : {edge_count:,} accepted edges (linked pairs + links of attached cookies) over {node_count:,} nodes -> {found[0]:,} components;"
+         f" crmlake's connected_components (Spark, {rounds[0]} rounds) {crmlake_took:.1f}s, SciPy (pyarrow + csgraph, 1 core) {scipy_took:.1f}s"
+         f" (ratio {crmlake_took / scipy_took:.1f}; each from Parquet to Parquet); crmlake's whole rebuild {rebuild_took:.1f}s"),
+        (f"identity, against SciPy     : accounts placed differently: {differ[0]:,}, cookies: {differ[1]:,}"
+         " (crmlake's persons against SciPy's components of the edges crmlake accepted; crmlake's rules chose the edges)"),
+    ]
+
+
 def bench_organize(spark: SparkSession, conf_file: str | None, tmp: str, edge_counts: list[int], session_events: int) -> list[str]:
-    """Time identity resolution against edge count and sessionization against DuckDB."""
+    """Time identity resolution at each of ``edge_counts`` and, unless ``session_events`` is 0,
+    sessionization against DuckDB; return printable lines."""
     import duckdb
     from crmlake.organize.transforms import sessionize
 
     lines = [line for edges_wanted in edge_counts for line in bench_identity(spark, conf_file, tmp, edges_wanted)]
+    if not session_events:
+        return lines
 
     visitors = max(1, session_events // 40)
     source = f"{tmp}/session-events"
