@@ -1,7 +1,7 @@
 """A standalone Spark cluster on loopback from the installed pyspark, and the --py-files zip.
 
-``python -m crmlake.cluster up --state DIR`` starts a master and one worker bound to
-127.0.0.1 and waits until the worker has registered; ``down`` stops them; ``zip OUT``
+``python -m crmlake.cluster up --state DIR`` starts a master and one worker (``--workers N``
+for more, ``--cores`` each) bound to 127.0.0.1 and waits until they have registered; ``down`` stops them; ``zip OUT``
 writes the crmlake package as a zip for ``spark-submit --py-files``. Tests and
 ``make cluster-up`` use the same code.
 """
@@ -54,30 +54,34 @@ def _spawn(args: list, log_path: str) -> int:
     return subprocess.Popen([SPARK_CLASS, *args], stdout=log, stderr=log, env=env, start_new_session=True).pid
 
 
-def start(state_dir: str, cores: int = 2, memory: str = "3g", timeout: float = 120) -> Cluster:
-    """Start a master and one worker on 127.0.0.1; wait for the worker; save the state; return it."""
+def start(state_dir: str, cores: int = 2, memory: str = "3g", timeout: float = 120, workers: int = 1) -> Cluster:
+    """Start a master and ``workers`` workers on 127.0.0.1, each with ``cores`` cores and
+    ``memory``; wait until every worker has registered; save the state; return it."""
     os.makedirs(state_dir, exist_ok=True)
-    port, ui, worker_ui = free_port(), free_port(), free_port()
+    port, ui = free_port(), free_port()
     master = _spawn(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)], os.path.join(state_dir, "master.log"))
     url = f"spark://127.0.0.1:{port}"
-    worker = _spawn(
-        ["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
-         "--webui-port", str(worker_ui), "--work-dir", os.path.join(state_dir, "work")],
-        os.path.join(state_dir, "worker.log"),
-    )
-    cluster = Cluster(url, ui, [master, worker])
+    started = [
+        _spawn(
+            ["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
+             "--webui-port", str(free_port()), "--work-dir", os.path.join(state_dir, "work")],
+            os.path.join(state_dir, "worker.log" if n == 0 else f"worker-{n}.log"),
+        )
+        for n in range(workers)
+    ]
+    cluster = Cluster(url, ui, [master, *started])
     with open(os.path.join(state_dir, "cluster.json"), "w") as fh:
         json.dump(asdict(cluster), fh)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if cluster.alive_workers() >= 1:
+            if cluster.alive_workers() >= workers:
                 return cluster
         except OSError:
             pass  # the master's UI is not up yet
         time.sleep(1)
     stop(state_dir)
-    raise RuntimeError(f"the standalone cluster did not come up within {timeout:.0f}s; see {state_dir}/master.log and worker.log")
+    raise RuntimeError(f"the standalone cluster did not come up within {timeout:.0f}s; see {state_dir}/master.log and worker*.log")
 
 
 def stop(state_dir: str) -> None:
@@ -113,15 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: up / down / zip."""
     parser = argparse.ArgumentParser(prog="python -m crmlake.cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start a master and a worker on 127.0.0.1")
+    up = sub.add_parser("up", help="start a master and its workers on 127.0.0.1")
     up.add_argument("--state", default="data/cluster", help="folder for logs and the cluster's state")
+    up.add_argument("--workers", type=int, default=1, help="workers to start (default 1)")
+    up.add_argument("--cores", type=int, default=2, help="cores of each worker (default 2)")
     down = sub.add_parser("down", help="stop the cluster started with up")
     down.add_argument("--state", default="data/cluster")
     zipped = sub.add_parser("zip", help="write the package zip for --py-files")
     zipped.add_argument("out")
     args = parser.parse_args(argv)
     if args.command == "up":
-        cluster = start(args.state)
+        cluster = start(args.state, cores=args.cores, workers=args.workers)
         print(f"master {cluster.master_url}, UI http://127.0.0.1:{cluster.master_ui_port}")
         print(f"submit: {SPARK_SUBMIT} --master {cluster.master_url} --py-files dist/crmlake.zip --driver-java-options -XX:-DontCompileHugeMethods jobs/acquire.py --conf conf/local.yaml")
     elif args.command == "down":
