@@ -12,8 +12,8 @@ An erasure is a durable workflow, so that a process killed at any step is finish
 next run from where it stopped, never receipted early:
 
 1. **plan**: the subject's identifiers (accounts, emails, their hashes, every ad platform's
-   hashes, cookies, persons, and the cookies they share) are looked up while the tables still
-   hold them and written to ``<lake>/_erasures/<request_id>.json`` before anything is deleted;
+   hashes, cookies, persons, the persons their account left with the dates it held them, and
+   the cookies they share) are looked up while the tables still hold them and written to ``<lake>/_erasures/<request_id>.json`` before anything is deleted;
 2. **apply**: the shared cookies recorded, then table by table, then the exports and the
    reports' lists of persons; each step
    is idempotent and recorded in the plan when done, so a resumed run skips it;
@@ -122,7 +122,8 @@ class ErasurePlan:
         if os.path.exists(plan.path):
             with open(plan.path, encoding="utf-8") as fh:
                 state = json.load(fh)
-            plan.subject = Subject(**{k: tuple(v) for k, v in state["subject"].items()})
+            # JSON gives lists: the earlier persons' (person, from, to) are tuples again, as subject_of made them.
+            plan.subject = Subject(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) for k, v in state["subject"].items()})
             plan.done = state["done"]
         return plan
 

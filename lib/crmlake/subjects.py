@@ -22,6 +22,15 @@ accounts, and the cookies, emails and phones the identity map attaches to their 
 (values no one else holds); in the rows it returns, an identifier that is someone else's
 (the other account of a candidate pair, a colleague in a company) is blanked.
 
+A person is not forever. When an account leaves a person (split off by new evidence, or
+merged into another whose id survives), the rows scored for that person before hold the
+account's data too: organize records each such move in ``silver.account_persons``, and both
+requests take the persons the subject's accounts left (:attr:`Subject.earlier_persons`),
+whose rows in a table dated by its partition (``score_date``, ``list_date``) are the
+subject's when dated while the account held that person, from the day it joined it (or
+ever, if before any recorded move) to the day before it left; rows scored after it left are
+the others' alone and stay.
+
 No value of the subject is ever written into SQL text: a table's rows are found by comparing
 its columns with a one-row frame of the subject's values (:meth:`Subject.frame`).
 """
@@ -46,6 +55,9 @@ from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE, e164_phone, normalised
 # The subject's values by kind of identifier, as columns of Subject.frame.
 SUBJECT_COLUMNS = {"account": "_subject_accounts", "person": "_subject_persons", "cookie": "_subject_cookies",
                    "email": "_subject_emails", "identifier": "_subject_identifiers"}
+# The persons the subject's accounts left, each with the dates it held them: an array of (person_id, from_date, to_date).
+EARLIER = "_subject_earlier"
+ACCOUNT_PERSONS = "silver.account_persons"
 
 
 @dataclass(frozen=True)
@@ -60,25 +72,47 @@ class Subject:
     person_ids: tuple
     platform_hashes: tuple  # their email and phone hashed the way each ad platform's upload file has them
     shared_cookies: tuple = ()   # anonymous ids of theirs another person's live account holds too: kept, recorded as shared
+    earlier_persons: tuple = ()  # (person_id, from_date or None, to_date) ISO dates: persons an account of theirs left, while it held them
 
     def frame(self, spark) -> DataFrame:
         """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
         compare a table's columns with (:func:`subject_condition`): one column per kind of
         identifier (:data:`SUBJECT_COLUMNS`; identifiers: accounts, email and phone hashes,
         cookies), and ``_subject_needles`` (account ids as a JSON line quotes them, escaped or
-        not, and emails, lower case, as they appear in a raw record's text)."""
+        not, and emails, lower case, as they appear in a raw record's text), and
+        ``_subject_earlier`` (:attr:`earlier_persons`, their dates as dates)."""
         # An account id as a JSON line holds it (quoted, escaped), and the emails as they are.
         needles = [json.dumps(a, ensure_ascii=ascii_only).lower() for a in self.account_ids for ascii_only in (True, False)] + list(self.emails)
         identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
         values = {"account": self.account_ids, "person": self.person_ids, "cookie": self.cookies, "email": self.emails, "identifier": identifiers}
+        day = lambda iso: dt.date.fromisoformat(iso) if iso else None  # noqa: E731
+        earlier = [(person, day(joined), day(left)) for person, joined, left in self.earlier_persons]
         return spark.createDataFrame(
-            [(*[list(values[kind]) for kind in SUBJECT_COLUMNS], needles)],
-            ", ".join(f"{column} array<string>" for column in [*SUBJECT_COLUMNS.values(), "_subject_needles"]),
+            [(*[list(values[kind]) for kind in SUBJECT_COLUMNS], needles, earlier)],
+            ", ".join(f"{column} array<string>" for column in [*SUBJECT_COLUMNS.values(), "_subject_needles"])
+            + f", {EARLIER} array<struct<person_id: string, from_date: date, to_date: date>>",
         )
 
 
 def _is_array(spec: TableSpec, column: str) -> bool:
     return spec.columns[column].lower().startswith("array")
+
+
+def _dated_by(spec: TableSpec) -> str | None:
+    """The date a row of ``spec``'s table was computed for: its date partition column, if any."""
+    return next((c for c in spec.partition_by if spec.columns[c] == "date"), None)
+
+
+def _of_person(spec: TableSpec, value: Column) -> Column:
+    """Column: True when ``value`` is one of the subject's persons, or (in a table dated by its
+    partition) a person an account of theirs left, on a row dated while it held it."""
+    current = F.array_contains(F.col(SUBJECT_COLUMNS["person"]), value)
+    dated = _dated_by(spec)
+    if dated is None:   # rewritten whole from the current map (silver.customer_360): no earlier person's rows
+        return current
+    day = F.col(dated)
+    return current | F.exists(F.col(EARLIER), lambda held: (held["person_id"] == value) & (day < held["to_date"])
+                              & (held["from_date"].isNull() | (day >= held["from_date"])))
 
 
 def _holds(spec: TableSpec, column: str, kind: str) -> Column:
@@ -92,7 +126,9 @@ def _holds(spec: TableSpec, column: str, kind: str) -> Column:
     if kind == "cookie":   # a logged-in row is its account's, whoever's computer it was on
         logged_out = [F.col(c).isNull() for c, k in spec.subject_match.items() if k == "account" and not _is_array(spec, c)]
         return reduce(lambda a, b: a & b, logged_out, F.array_contains(F.col(SUBJECT_COLUMNS["cookie"]), value))
-    if kind in SUBJECT_COLUMNS:   # person, identifier
+    if kind == "person":
+        return _of_person(spec, value)
+    if kind in SUBJECT_COLUMNS:   # identifier
         return F.array_contains(F.col(SUBJECT_COLUMNS[kind]), value)
     # text: a JSON line mentions the subject, or a CSV line holds one of its accounts as a field
     fields = F.transform(F.split(value, ","), lambda field: F.regexp_replace(F.regexp_replace(F.trim(field), '^"|"$', ""), '""', '"'))
@@ -115,6 +151,8 @@ def _as_returned(spec: TableSpec) -> list[Column]:
         value = F.col(column)
         if kind == "text":
             return value
+        if kind == "person":   # an earlier person of theirs is shown on the rows dated while they held it
+            return F.when(_of_person(spec, value), value)
         theirs = F.col(SUBJECT_COLUMNS[kind])
         if _is_array(spec, column):
             return F.filter(value, lambda held: F.array_contains(theirs, held))
@@ -154,11 +192,23 @@ def linked_cookies(lake: Lake, account_id: str, persons: tuple) -> tuple[tuple, 
     return own, tuple(sorted(r["anonymous_id"] for r in rows if r["anonymous_id"] not in own))
 
 
+def earlier_persons(lake: Lake, accounts: tuple) -> tuple:
+    """Return :attr:`Subject.earlier_persons` of ``accounts``: each person one of them left, with
+    the dates it held it (from silver.account_persons)."""
+    if not accounts or not lake.exists(ACCOUNT_PERSONS):
+        return ()
+    # Safe to collect: the moves of one person's accounts.
+    rows = lake.read(ACCOUNT_PERSONS).where(F.col("account_id").isin(*accounts)).collect()
+    held = {(r["person_id"], r["from_date"] and r["from_date"].isoformat(), r["to_date"].isoformat()) for r in rows}
+    return tuple(sorted(held, key=lambda h: (h[0], h[1] or "", h[2])))
+
+
 def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subject:
     """Return the identifiers an erasure of ``account_id`` removes: its emails and phones (as
     held in bronze, any version, shared or not) with their hashes, the cookies linked to it
     that are its person's alone (:func:`linked_cookies`), the persons the identity map gives
-    it; and the cookies it shares with another person's live account, which stay."""
+    it and those it left (:func:`earlier_persons`); and the cookies it shares with another
+    person's live account, which stay."""
     profiles = lake.read("bronze.customers").where((F.col("account_id") == account_id) & (F.col("op") == "upsert"))
     uploaded = [hashed for platform_format in PLATFORM_FORMATS for hashed in platform_hashes(default_phone_region, platform_format)]
     # One scan of bronze.customers for every value (each platform hashes its own normalisation).
@@ -179,13 +229,14 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
     cookies, shared = linked_cookies(lake, account_id, persons)
     platform = {value for i in range(len(uploaded)) for value in held[f"_platform_{i}"]}
     return Subject((account_id,), tuple(sorted(held["email"])), tuple(sorted(held["email_hash"])), tuple(sorted(held["phone_hash"])), cookies, persons,
-                   tuple(sorted(platform)), shared)
+                   tuple(sorted(platform)), shared, earlier_persons(lake, (account_id,)))
 
 
 def person_subject(lake: Lake, accounts: list[str]) -> Subject:
     """Return what subject access looks for of the person holding ``accounts``: the persons the
     identity map gives them, every account of those persons, and the cookies, email and phone
-    hashes the map attaches to them (held by no one else), with the emails behind those hashes."""
+    hashes the map attaches to them (held by no one else), with the emails behind those hashes,
+    and the persons those accounts left (:func:`earlier_persons`)."""
     nodes = []
     if lake.exists("silver.identity_map"):
         identity_map = lake.read("silver.identity_map")
@@ -199,7 +250,8 @@ def person_subject(lake: Lake, accounts: list[str]) -> Subject:
     account_ids, email_hashes = tuple(sorted({*accounts, *of_type(ACCOUNT)})), of_type(EMAIL)
     profiles = lake.read_or_empty("bronze.customers").where(F.col("account_id").isin(*account_ids) & (F.col("op") == "upsert"))
     emails = _values(profiles.select(normalised_email(F.col("email")).alias("email")).where(sha256_hex(F.col("email")).isin(*email_hashes)), "email") if email_hashes else ()
-    return Subject(account_ids, emails, email_hashes, of_type(PHONE), of_type(COOKIE), tuple(sorted({r["person_id"] for r in nodes})), ())
+    return Subject(account_ids, emails, email_hashes, of_type(PHONE), of_type(COOKIE), tuple(sorted({r["person_id"] for r in nodes})), (),
+                   earlier_persons=earlier_persons(lake, account_ids))
 
 
 class SharedMailboxError(ValueError):
@@ -246,8 +298,8 @@ def subject_access(lake: Lake, out_dir: str, email: str | None = None, account: 
     """Write everything held about one person under ``out_dir``: for every table whose catalog
     entry has a ``subject`` rule, their rows as ``<table>.json`` and ``<table>.csv`` (an
     identifier of anyone else in them blanked, see :func:`_as_returned`), and ``index.json``
-    (accounts, persons, rows per table, and why each other table holds no one's rows); return
-    the rows per table (empty when no account is found).
+    (accounts, persons, those their accounts left, rows per table, and why each other table
+    holds no one's rows); return the rows per table (empty when no account is found).
 
     The person is named by ``account`` (their person's every account is included) or by
     ``email`` when the accounts holding it are one person's; an email several persons hold
@@ -274,6 +326,7 @@ def subject_access(lake: Lake, out_dir: str, email: str | None = None, account: 
     index = {
         "accounts": list(subject.account_ids),
         "persons": list(subject.person_ids),
+        "earlier_persons": [dict(zip(("person_id", "from_date", "to_date"), held)) for held in subject.earlier_persons],
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "rows": counts,
         "tables_holding_no_one": {spec.name: spec.subject_none for spec in lake.catalog.tables.values() if not spec.holds_subjects},

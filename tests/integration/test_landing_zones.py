@@ -44,7 +44,9 @@ def test_organize_reads_the_snapshot_it_pinned_and_loses_nothing_a_concurrent_ac
     assert second.returncode == 0, second.stderr[-2000:]
     assert lake.version("bronze.orders") > pinned["bronze.orders"]  # committed meanwhile
     organize.organize(lake, conf, END, changes)
-    assert {r["source"]: r["version_read"] for r in lake.read(organize.STATE).collect()} == pinned  # the versions it read, not the live ones
+    state = {r["source"]: r["version_read"] for r in lake.read(organize.STATE).collect()}
+    assert {source: state[source] for source in organize.BRONZE_SOURCES} == pinned  # the versions it read, not the live ones
+    assert state[organize.PROFILES] == lake.version(organize.PROFILES)   # and the profiles it left, which the next run grows from
     assert lake.read("silver.order_lines").where(f"order_date > DATE'{first_day}'").count() == 0  # not in its snapshot
     assert lake.read("bronze.orders").where(f"order_date > DATE'{first_day}'").count() > 0
 

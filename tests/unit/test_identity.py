@@ -1,5 +1,6 @@
 """Identity resolution: components on hand-built graphs, stable ids, and accounts into persons by weighed evidence."""
 
+import datetime as dt
 import random
 
 from crmlake.config import load_conf
@@ -297,3 +298,36 @@ def test_an_account_touched_without_a_profile_or_a_link_stays_out_of_the_grown_m
     previous, rebuilt, grown = grown_and_rebuilt(spark, accounts, accounts, [], [], also_touched=["A0_erased"])
     assert grown == rebuilt and ("account_id", "A0_erased") not in grown
     assert grown[("account_id", "A1")] == previous[("account_id", "A1")]
+
+
+def moves(spark, previous, now, history=(), reached=None, run_date=dt.date(2026, 11, 21)):
+    """Return persons_left as {(account, person left): (from_date, to_date)}."""
+    from crmlake.organize.persons import persons_left
+
+    frames = [spark.createDataFrame(list(rows), MAP_SCHEMA) for rows in (previous, now)]
+    recorded = spark.createDataFrame(list(history), "account_id string, person_id string, from_date date, to_date date")
+    persons = None if reached is None else spark.createDataFrame([(p,) for p in reached], "person_id string")
+    return {(r["account_id"], r["person_id"]): (r["from_date"], r["to_date"]) for r in persons_left(*frames, recorded, run_date, persons).collect()}
+
+
+def test_an_account_split_off_leaves_its_person_from_before_any_recorded_move_to_the_run_date(spark):
+    previous = [("account_id", "A1", "P1"), ("account_id", "A2", "P1"), ("email_sha256", "h", "P1"), ("account_id", "A3", "P3")]
+    now = [("account_id", "A1", "P1"), ("account_id", "A2", "Q2"), ("email_sha256", "h", "Q2"), ("account_id", "A4", "P4")]
+    # A2 left P1; A1 stayed; A3 (erased: not in the new map) left no one; A4 is new.
+    assert moves(spark, previous, now) == {("A2", "P1"): (None, dt.date(2026, 11, 21))}
+
+
+def test_an_account_leaving_a_person_it_joined_by_a_recorded_move_held_it_from_that_day_and_a_rerun_finds_the_same(spark):
+    # A2 left P0 for P1 on Nov 10 (merged into P1), and now leaves P1.
+    previous, now = [("account_id", "A1", "P1"), ("account_id", "A2", "P1")], [("account_id", "A1", "P1"), ("account_id", "A2", "Q2")]
+    history = [("A2", "P0", None, dt.date(2026, 11, 10))]
+    expected = {("A2", "P1"): (dt.date(2026, 11, 10), dt.date(2026, 11, 21))}
+    assert moves(spark, previous, now, history) == expected
+    # A run killed after writing this row, rerun the same day, compares the same maps: the same row (merged by its keys: once).
+    assert moves(spark, previous, now, [*history, ("A2", "P1", dt.date(2026, 11, 10), dt.date(2026, 11, 21))]) == expected
+
+
+def test_a_grown_map_compares_only_the_accounts_of_the_persons_it_recomputed(spark):
+    previous = [("account_id", "A1", "P1"), ("account_id", "A2", "P1"), ("account_id", "A5", "P5")]
+    now = [("account_id", "A1", "P1"), ("account_id", "A2", "Q2"), ("account_id", "A5", "P6")]
+    assert moves(spark, previous, now, reached=["P1"]) == {("A2", "P1"): (None, dt.date(2026, 11, 21))}

@@ -231,3 +231,58 @@ def test_erasing_one_member_records_the_shared_computer_without_who_held_it_and_
     request_erasure(lake, ["A2"], at(1))   # Bo, its last live holder: the computer is his now, and goes
     assert apply_erasures(lake, conf)["erased_accounts"] == 1
     assert [lake.read(t).count() for t in ("silver.shared_identifiers", "silver.identity_links", "silver.sessions")] == [0, 0, 0]
+
+
+def split_off(lake):
+    """Ann (A1) and her second account A2 were one person P1 from Nov 5 (A2 joined it) to Nov 15,
+    when new evidence split A2 off into Q2; scores of P1 and Q2 on either side of those days."""
+    two_members(lake)
+    write(lake, "silver.identity_map", [("account_id", "A1", "P1"), ("account_id", "A2", "Q2")], "identifier_type string, identifier string, person_id string")
+    write(lake, "silver.account_persons", [("A2", "P1", dt.date(2026, 11, 5), dt.date(2026, 11, 15)), ("A2", "P0", None, dt.date(2026, 11, 5))],
+          "account_id string, person_id string, from_date date, to_date date")
+    scored = [("P1", dt.date(2026, 11, 1)), ("P1", dt.date(2026, 11, 5)), ("P1", dt.date(2026, 11, 14)), ("P1", dt.date(2026, 11, 15)),
+              ("Q2", dt.date(2026, 11, 15)), ("P0", dt.date(2026, 11, 4)), ("P0", dt.date(2026, 11, 5))]
+    for table in ("gold.customer_scores", "gold.audience_uplift"):
+        write(lake, table, scored, "person_id string, score_date date")
+    write(lake, "silver.customer_360", [("P1", ["A1"]), ("Q2", ["A2"])], "person_id string, account_ids array<string>")
+
+
+def scores(lake, table="gold.customer_scores"):
+    return sorted((r["person_id"], r["score_date"].isoformat()) for r in lake.read(table).collect())
+
+
+def test_erasing_an_account_split_off_takes_the_rows_scored_for_the_persons_it_left_while_it_held_them(lake, conf):
+    split_off(lake)
+    request_erasure(lake, ["A2"], T0)
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    # P1 from Nov 5 to Nov 14 and P0 before Nov 5 held A2's data; P1 before it joined and after it left is Ann's alone.
+    kept = [("P1", "2026-11-01"), ("P1", "2026-11-15"), ("P0", "2026-11-05")]
+    for table in ("gold.customer_scores", "gold.audience_uplift"):
+        assert scores(lake, table) == sorted(kept), table
+    assert [r["person_id"] for r in lake.read("silver.customer_360").collect()] == ["P1"]   # the current map's: Ann's row stays
+    assert lake.read("silver.account_persons").count() == 0
+
+
+def test_subject_access_of_an_account_split_off_returns_the_rows_of_the_persons_it_left_while_it_held_them(lake, tmp_path):
+    split_off(lake)
+    subject_access(lake, str(tmp_path / "bo"), account="A2")
+    assert sorted((r["person_id"], r["score_date"]) for r in read_access(tmp_path / "bo", "gold.customer_scores")) == [
+        ("P0", "2026-11-04"), ("P1", "2026-11-05"), ("P1", "2026-11-14"), ("Q2", "2026-11-15")]
+    assert json.load(open(tmp_path / "bo" / "index.json"))["earlier_persons"] == [
+        {"person_id": "P0", "from_date": None, "to_date": "2026-11-05"}, {"person_id": "P1", "from_date": "2026-11-05", "to_date": "2026-11-15"}]
+    # Ann's own request: her person's rows, none of the person A2 became.
+    subject_access(lake, str(tmp_path / "ann"), account="A1")
+    assert [r["person_id"] for r in read_access(tmp_path / "ann", "gold.customer_scores")] == ["P1"] * 4
+
+
+def test_a_resumed_erasure_s_plan_keeps_the_persons_left_and_their_dates(spark, lake, conf):
+    from crmlake.privacy import ErasurePlan
+    from crmlake.subjects import subject_of
+
+    split_off(lake)
+    plan = ErasurePlan(conf.lake_root, "req-1")
+    plan.subject = subject_of(lake, "A2", "TW")
+    plan.save()
+    resumed = ErasurePlan.load(conf.lake_root, "req-1").subject
+    assert resumed == plan.subject and resumed.earlier_persons == (("P0", None, "2026-11-05"), ("P1", "2026-11-05", "2026-11-15"))
+    assert resumed.frame(spark).first()["_subject_earlier"][1]["from_date"] == dt.date(2026, 11, 5)

@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 
 from crmlake.business_days import business_date
 from crmlake.config import Conf
+from crmlake.faults import crash_point
 from crmlake.interactions import latest_contacts
 from crmlake.lake import Lake, Snapshot
 from crmlake.lake.frames import counted, maybe_broadcast
@@ -53,6 +54,8 @@ from crmlake.privacy import apply_erasures
 log = get_logger("organize")
 STATE = "silver.organize_state"
 STATE_SCHEMA = "source string, version_read long, run_date date, updated_at timestamp"
+# The state's row of silver.customers: its version when the last complete run ended, the profiles the next run's map grows from.
+PROFILES = "silver.customers"
 BRONZE_SOURCES = ("bronze.customers", "bronze.orders", "bronze.clickstream", "bronze.campaign_events", "bronze.interactions")
 
 
@@ -108,10 +111,29 @@ class Changes:
             self._identity_links.unpersist()
             self._identity_links = None
 
+    def profiles_before(self) -> int | None:
+        """Return the version of silver.customers this run's identity map grows from: the one the
+        last complete run left (as the state records it; a state from before that record: the
+        current version). None, and the map is rebuilt whole, on a first run or when the table
+        was written after the last complete run: a run killed between merging the profiles and
+        the people step (its rerun must not take its own merge for "before", or the keys the
+        changed accounts left would go unseen), or an erasure."""
+        if not self.lake.exists(PROFILES):
+            return None
+        current = self.lake.version(PROFILES)
+        recorded = self.previous.get(PROFILES, current)
+        if recorded != current:
+            log.info("organize: %s was written after the last complete run (version %d, then %d): the identity map is rebuilt whole",
+                     PROFILES, current, recorded)
+            return None
+        return current
+
     def state(self, run_date: dt.date) -> DataFrame:
-        """Return what to store after this run: the version of each bronze table it read."""
+        """Return what to store after this run: the version of each bronze table it read, and
+        silver.customers' version as this run leaves it (:meth:`profiles_before` of the next)."""
         now = dt.datetime.now(dt.timezone.utc)
-        rows = [(table, version, run_date, now) for table, version in self.snapshot.versions.items()]
+        versions = {**self.snapshot.versions, PROFILES: self.lake.version(PROFILES)}
+        rows = [(table, version, run_date, now) for table, version in versions.items()]
         return self.lake.spark.createDataFrame(rows, STATE_SCHEMA)
 
 
@@ -297,8 +319,8 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
     tz = conf.business.timezone
     facts: dict = {"mode": "full_refresh" if changes.full else "incremental", "bronze_versions_read": changes.snapshot.versions}
     log.info("organize for %s: %s", run_date, facts["mode"])
-    # The profiles as the last run left them: the identity map grows from what this run changes in them.
-    profiles_before = lake.version("silver.customers") if lake.exists("silver.customers") else None
+    # The profiles as the last complete run left them: the identity map grows from what this run changes in them.
+    profiles_before = changes.profiles_before()
     steps = [
         ("erase", lambda: erase_due_accounts(lake, conf, changes)),
         ("customers", lambda: organize_accounts(lake, changes)),
@@ -316,6 +338,7 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
             with timed(log, f"organize {name} for {run_date}") as f:
                 f.update(step())
             facts.update(f)
+            crash_point(f"organize.{name.replace(' ', '_')}")   # the fault suite kills a run here, after each step
     finally:
         changes.release()
     lake.overwrite(STATE, changes.state(run_date))

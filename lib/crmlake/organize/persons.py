@@ -10,6 +10,12 @@
   with a stable person id. A cookie an erased account shared with another person's
   (``silver.shared_identifiers``, recorded by the erasure) stays out of it, grown or rebuilt:
   its erased holder's links are gone, yet the one left is not its only user.
+* ``silver.account_persons``: each person an account left (split off, or merged into another
+  person whose id survived), from when to the run date it left (:func:`persons_left`): the
+  rows scored for that person meanwhile were computed from the account's data too, so an
+  erasure and subject access find them (:mod:`crmlake.subjects`). Only the accounts whose
+  person changed are written, before the map (a run killed between the two finds the same
+  moves again, and the merge on the table's keys writes them once); a full refresh keeps it.
 
 A day's change grows them (:func:`~crmlake.organize.identity.grow_identity_map`); a full
 refresh or an erasure (the erased account's identifiers leave the map and its pairs the table,
@@ -32,11 +38,13 @@ from pyspark.sql import functions as F
 from crmlake import files
 from crmlake.config import Conf, ConfigError
 from crmlake.lake import Lake
+from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger
 from crmlake.organize.identity import Matching, build_identity_map, grow_identity_map, identity_quality, touched_blocks
 from crmlake.organize.matching import Weights, blocks, candidate_pairs, comparison_levels, estimate_weights, match_profiles, prior_weights, random_pairs, sized_blocks
 from crmlake.people import ACCOUNT
 from crmlake.privacy import SHARED_IDENTIFIERS
+from crmlake.subjects import ACCOUNT_PERSONS
 from crmlake.summaries import IDENTITY_JSON, write_summary
 from crmlake.tracking import tracked_run
 
@@ -88,8 +96,9 @@ def matching_weights(lake: Lake, conf: Conf, profiles: DataFrame, links: DataFra
 def organize_identity(
     lake: Lake, conf: Conf, run_date: dt.date, full: bool, erased: bool, profiles_before: int | None, changed: DataFrame, new_links: DataFrame
 ) -> tuple[DataFrame, dict]:
-    """Update silver.identity_weights, silver.identity_pairs and silver.identity_map; return
-    the map before this run (empty on a first run) and the run's figures.
+    """Update silver.identity_weights, silver.identity_pairs, silver.identity_map and, for the
+    accounts whose person changed, silver.account_persons; return the map before this run
+    (empty on a first run) and the run's figures.
 
     Grown from the ``changed`` accounts (account_id) and the ``new_links`` (anonymous_id,
     account_id) unless ``full``, ``erased`` (an account erased by this run), the profiles
@@ -107,6 +116,7 @@ def organize_identity(
     weights, estimated = matching_weights(lake, conf, profiles, links, run_date, whole)
     rules = conf.organize.identity
     matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
+    reached = None
     if whole:
         identity_map, pairs = build_identity_map(profiles, links, previous, matching)
         identity_map = identity_map.checkpoint()
@@ -114,16 +124,48 @@ def organize_identity(
     else:
         blocks_touched = touched_blocks(lake.read("silver.customers", profiles_before), customers, changed, new_links, region)
         touched = changed.select("account_id").unionByName(new_links.select("account_id")).distinct()
-        identity_map, pair_changes, _ = grow_identity_map(profiles, links, previous, lake.read(PAIRS), touched, blocks_touched, matching)
+        identity_map, pair_changes, reached = grow_identity_map(profiles, links, previous, lake.read(PAIRS), touched, blocks_touched, matching)
         # The map is computed (from the pairs as they were) before the pairs are merged.
         identity_map = identity_map.checkpoint()
         lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
+    # Before the map: a rerun of a run killed after this write compares the same two maps again.
+    moves, moved = counted(persons_left(previous, identity_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
+    if moved:
+        lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
     # Without the erased holder's links, the other holder looks like the cookie's only one: the erasure's record says otherwise.
     shared = lake.read_or_empty(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
     lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"])
     if estimated:
         store_weights(lake, weights, run_date)
-    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method}
+    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": moved}
+
+
+def persons_left(previous_map: DataFrame, identity_map: DataFrame, history: DataFrame, run_date: dt.date,
+                 reached: DataFrame | None = None, broadcast_max_rows: int = 0) -> DataFrame:
+    """Return the rows of silver.account_persons for the accounts whose person changed from
+    ``previous_map`` to ``identity_map`` (identifier_type, identifier, person_id): per account,
+    the person it left, ``from_date`` (when it joined that person: the latest date ``history``,
+    silver.account_persons, records it leaving another, up to ``run_date``; null when none is
+    recorded, the account held it from before) and ``to_date`` (``run_date``). An account
+    missing from the new map (erased) left no one. With ``reached`` (person_id: the persons a
+    grown map recomputed, all others' accounts kept as they were) only their accounts are
+    compared, so the cost follows the day's change."""
+    def accounts(identity_map: DataFrame, person: str) -> DataFrame:
+        return identity_map.where(F.col("identifier_type") == ACCOUNT).select(F.col("identifier").alias("account_id"), F.col("person_id").alias(person))
+
+    before = accounts(previous_map, "person_id")
+    after = accounts(identity_map, "_now")
+    if reached is not None:
+        before, compared = counted(before.join(reached, "person_id", "left_semi"))
+        after = after.join(maybe_broadcast(before.select("account_id"), compared <= broadcast_max_rows), "account_id", "left_semi")
+    moved = before.join(after, "account_id").where(F.col("person_id") != F.col("_now")).select("account_id", "person_id")
+    # A rerun of the same day finds its own row of the person left: only the others' dates say when it joined.
+    joined = (
+        history.select("account_id", F.col("person_id").alias("_other"), "to_date").join(moved, "account_id")
+        .where((F.col("_other") != F.col("person_id")) & (F.col("to_date") <= F.lit(run_date)))
+        .groupBy("account_id", "person_id").agg(F.max("to_date").alias("from_date"))
+    )
+    return moved.join(joined, ["account_id", "person_id"], "left").select("account_id", "person_id", "from_date", F.lit(run_date).alias("to_date"))
 
 
 def _log_quality(lake: Lake, conf: Conf, run_date: dt.date, facts: dict, decisions: dict) -> None:

@@ -1,0 +1,152 @@
+"""Erasing an account that new evidence split off from the person it was part of: the rows
+scored for that person before the split go with it, those scored after stay with the part
+that kept the person's id, and subject access for the account returns the former.
+
+A landing zone written by hand, acquired and organized by the real stages. On day 1 Ann's
+two accounts A1 and A2 share her email, name and birth year: one person P. Scores are
+written for P as analyze would after each day's organize. On day 2 A2's profile changes to
+another name, email and birth year (the account was someone else's all along): organize
+splits it off into a person Q of its own, and A1 keeps P. Without a record that A2 was P's
+until day 2, erasing A2 finds only Q, and P's day-1 scores, computed from A2's data too, stay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+
+import pytest
+from pyspark.sql import functions as F
+
+from crmlake.acquire import job as acquire
+from crmlake.config import load_conf
+from crmlake.lake import Lake
+from crmlake.organize import job as organize
+from crmlake.people import ACCOUNT
+from crmlake.privacy import apply_erasures, request_erasure
+from crmlake.subjects import subject_access
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("split_erasure")]
+DAY_1, DAY_2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+SCORED = ("gold.customer_scores", "gold.audience_uplift")
+
+
+def _iso(day: dt.date, hour: int = 0) -> str:
+    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def profile(account_id: str, day: dt.date, name: str, email: str, birth_year: int) -> dict:
+    return {"account_id": account_id, "op": "upsert", "updated_time": _iso(day, 8), "signup_time": _iso(DAY_1), "email": email, "name": name,
+            "birth_year": birth_year, "marketing_consent": True, "account_type": "consumer"}
+
+
+def deliver(landing: str, day: dt.date, rows: list[dict]) -> None:
+    folder = os.path.join(landing, "customers", f"dt={day.isoformat()}")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "customers-1.jsonl"), "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def score(lake: Lake, persons: list[str], day: dt.date) -> None:
+    """Write score and uplift rows of ``persons`` for ``day``, as analyze would (other columns empty)."""
+    for table in SCORED:
+        rows = lake.spark.createDataFrame([(p, day) for p in persons], "person_id string, score_date date")
+        lake.append(table, lake.catalog.spec(table).padded(rows), partition_by=["score_date"])
+
+
+def persons_of(lake: Lake) -> dict:
+    return {r["identifier"]: r["person_id"] for r in lake.read("silver.identity_map").where(F.col("identifier_type") == ACCOUNT).collect()}
+
+
+def rows_of(lake: Lake, table: str) -> list:
+    return sorted((r["person_id"], r["score_date"]) for r in lake.read(table).collect())
+
+
+def history(lake: Lake) -> list:
+    return sorted(tuple(r) for r in lake.read_or_empty("silver.account_persons").select("account_id", "person_id", "from_date", "to_date").collect())
+
+
+@pytest.fixture(scope="module")
+def split(spark, tmp_path_factory):
+    """Day 1 organized and scored; day 2 splits A2 off, organized (then again, and fully
+    refreshed) and scored; subject access for each account; A2 erased and organized again."""
+    root = tmp_path_factory.mktemp("split_erasure")
+    conf = load_conf("conf/local.yaml", overrides=[f"paths.landing={root}/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports",
+                                                   f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/mlartifacts"], environ={})
+    lake, landing, seen = Lake(spark, conf), conf.landing_root, {}
+    deliver(landing, DAY_1, [profile("A1", DAY_1, "Ann Lee", "ann@example.com", 1980), profile("A2", DAY_1, "Ann Lee", "ann@example.com", 1980)])
+    acquire.run(spark, conf, DAY_1)
+    organize.run(spark, conf, DAY_1)
+    seen["day_1"] = persons_of(lake)
+    score(lake, sorted(set(seen["day_1"].values())), DAY_1)
+    deliver(landing, DAY_2, [profile("A2", DAY_2, "Bea Moss", "bea@example.org", 1992)])
+    acquire.run(spark, conf, DAY_2)
+    seen["day_2_facts"] = organize.run(spark, conf, DAY_2)
+    seen["day_2"], seen["history"] = persons_of(lake), history(lake)
+    organize.run(spark, conf, DAY_2)   # a rerun with nothing new
+    seen["history_rerun"] = history(lake)
+    organize.run(spark, conf.with_overrides(["organize.full_refresh=true"]), DAY_2)
+    seen["history_refreshed"], seen["refreshed"] = history(lake), persons_of(lake)
+    score(lake, sorted(set(seen["day_2"].values())), DAY_2)
+    for account in ("A1", "A2"):
+        subject_access(lake, str(root / f"access_{account}"), account=account)
+    seen["access"] = {account: str(root / f"access_{account}") for account in ("A1", "A2")}
+    request_erasure(lake, ["A2"], dt.datetime.now(dt.timezone.utc))
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    organize.run(spark, conf, DAY_2)
+    seen["lake"] = lake
+    return seen
+
+
+def p_and_q(split) -> tuple[str, str]:
+    return split["day_2"]["A1"], split["day_2"]["A2"]
+
+
+def test_new_evidence_splits_the_second_account_off_and_the_first_keeps_the_person(split):
+    assert split["day_1"]["A1"] == split["day_1"]["A2"]
+    p, q = p_and_q(split)
+    assert split["day_2_facts"]["identity_grown"] and p == split["day_1"]["A1"] and q != p
+
+
+def test_organize_records_the_person_the_account_left_once_through_reruns_and_a_full_refresh(split):
+    p, _ = p_and_q(split)
+    assert split["history"] == [("A2", p, None, DAY_2)]
+    assert split["history_rerun"] == split["history_refreshed"] == split["history"]
+    assert split["refreshed"] == split["day_2"]
+
+
+def test_erasing_the_account_split_off_takes_the_person_s_rows_scored_before_the_split_and_its_own(split):
+    lake, (p, _) = split["lake"], p_and_q(split)
+    for table in SCORED:
+        assert rows_of(lake, table) == [(p, DAY_2)], table   # after the split: Ann's alone
+
+
+def test_erasing_the_account_split_off_leaves_the_other_account_s_data(split):
+    lake, (p, _) = split["lake"], p_and_q(split)
+    assert persons_of(lake) == {"A1": p}
+    assert [(r["account_id"], r["erased"], r["email"]) for r in lake.read("silver.customers").where(F.col("account_id") == "A1").collect()] == [("A1", False, "ann@example.com")]
+    assert [(r["person_id"], r["account_ids"]) for r in lake.read("silver.customer_360").collect()] == [(p, ["A1"])]
+    assert history(lake) == []
+
+
+def read_access(folder: str, table: str) -> list:
+    return json.load(open(os.path.join(folder, f"{table}.json")))
+
+
+def test_subject_access_for_the_account_split_off_returns_the_person_s_rows_before_the_split_and_nothing_of_the_other(split):
+    p, q = p_and_q(split)
+    folder = split["access"]["A2"]
+    for table in SCORED:
+        assert sorted((r["person_id"], r["score_date"]) for r in read_access(folder, table)) == sorted([(p, DAY_1.isoformat()), (q, DAY_2.isoformat())]), table
+    index = json.load(open(os.path.join(folder, "index.json")))
+    assert index["accounts"] == ["A2"] and index["earlier_persons"] == [{"person_id": p, "from_date": None, "to_date": DAY_2.isoformat()}]
+    # No row returned names the other account (its profile, pairs or person's 360 row).
+    assert [path for path in glob.glob(os.path.join(folder, "*.json")) if '"A1"' in open(path).read()] == []
+
+
+def test_subject_access_for_the_account_that_kept_the_person_returns_its_rows_and_none_of_the_new_person_s(split):
+    p, _ = p_and_q(split)
+    rows = sorted((r["person_id"], r["score_date"]) for r in read_access(split["access"]["A1"], "gold.customer_scores"))
+    assert rows == [(p, DAY_1.isoformat()), (p, DAY_2.isoformat())]
