@@ -29,7 +29,7 @@ from crmlake.organize import job as organize
 from crmlake.people import ACCOUNT, EMAIL
 from processes import run_armed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("organize_faults")]   # one chain of runs, built once for both tests
 DAY_1, DAY_2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
 FAMILY = "family@example.com"
 # Killed after the profiles merge, after the people step (map and customer 360 written), and
