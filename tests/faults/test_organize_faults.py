@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import os
 import shutil
 import signal
 
@@ -27,6 +25,7 @@ from crmlake.config import load_conf
 from crmlake.lake import Lake
 from crmlake.organize import job as organize
 from crmlake.people import ACCOUNT, EMAIL
+from hand_landing import deliver
 from processes import run_armed
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("organize_faults")]   # one chain of runs, built once for both tests
@@ -50,13 +49,6 @@ def _click(event_id: str, day: dt.date, account_id: str) -> dict:
             "account_id": account_id, "tracking_consent": True, "page_url": "/", "device": "desktop"}
 
 
-def _deliver(landing: str, source: str, day: dt.date, rows: list[dict]) -> None:
-    folder = os.path.join(landing, source, f"dt={day.isoformat()}")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{source}-1.jsonl"), "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
-
-
 def _rows(lake: Lake, table: str) -> list[str]:
     frame = lake.read(table)
     return sorted(str(r) for r in frame.select(*sorted(frame.columns)).collect())
@@ -68,10 +60,10 @@ def lakes(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("organize_faults")
     conf = load_conf("conf/local.yaml", overrides=[f"paths.landing={root}/landing", f"paths.lake={root}/killed", f"paths.exports={root}/exports"], environ={})
     landing = conf.landing_root
-    _deliver(landing, "customers", DAY_1, [_profile("A1", "Ann Lee", FAMILY, 1980, DAY_1), _profile("A2", "Bo Lee", FAMILY, 1978, DAY_1)])
-    _deliver(landing, "clickstream", DAY_1, [_click("e1", DAY_1, "A1"), _click("e2", DAY_1, "A2")])
-    _deliver(landing, "customers", DAY_2, [_profile("A2", "Bo Lee", "bo@example.com", 1978, DAY_2)])
-    _deliver(landing, "clickstream", DAY_2, [_click("e3", DAY_2, "A2")])
+    deliver(landing, "customers", DAY_1, [_profile("A1", "Ann Lee", FAMILY, 1980, DAY_1), _profile("A2", "Bo Lee", FAMILY, 1978, DAY_1)])
+    deliver(landing, "clickstream", DAY_1, [_click("e1", DAY_1, "A1"), _click("e2", DAY_1, "A2")])
+    deliver(landing, "customers", DAY_2, [_profile("A2", "Bo Lee", "bo@example.com", 1978, DAY_2)])
+    deliver(landing, "clickstream", DAY_2, [_click("e3", DAY_2, "A2")])
     acquire.run(spark, conf, DAY_1)
     organize.run(spark, conf, DAY_1)
     acquire.run(spark, conf, DAY_2)

@@ -13,8 +13,6 @@ him with her logged-out visits.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 from functools import reduce
 
 import pytest
@@ -26,6 +24,7 @@ from crmlake.lake import Lake
 from crmlake.organize import job as organize
 from crmlake.people import ACCOUNT, COOKIE, with_session_person_id
 from crmlake.privacy import apply_erasures, request_erasure
+from hand_landing import deliver
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("shared_computer")]
 DAY_1, DAY_2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
@@ -49,13 +48,6 @@ def profile(account_id: str, name: str, email: str, birth_year: int) -> dict:
 def click(event_id: str, moment: dt.datetime, account_id: str | None, event_type: str = "page_view") -> dict:
     return {"event_id": event_id, "event_time": _iso(moment), "received_time": _iso(moment), "event_type": event_type,
             "anonymous_id": HOME, "account_id": account_id, "tracking_consent": True, "page_url": "/", "device": "desktop"}
-
-
-def deliver(landing: str, source: str, day: dt.date, rows: list[dict]) -> None:
-    folder = os.path.join(landing, source, f"dt={day.isoformat()}")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{source}-1.jsonl"), "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 # Each visit's first event (a session starts there), to whom it is credited by hand: "ann", "bo" or no one.

@@ -27,6 +27,7 @@ from crmlake.organize import job as organize
 from crmlake.people import ACCOUNT
 from crmlake.privacy import apply_erasures, request_erasure
 from crmlake.subjects import subject_access
+from hand_landing import deliver
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("split_erasure")]
 DAY_1, DAY_2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
@@ -40,13 +41,6 @@ def _iso(day: dt.date, hour: int = 0) -> str:
 def profile(account_id: str, day: dt.date, name: str, email: str, birth_year: int) -> dict:
     return {"account_id": account_id, "op": "upsert", "updated_time": _iso(day, 8), "signup_time": _iso(DAY_1), "email": email, "name": name,
             "birth_year": birth_year, "marketing_consent": True, "account_type": "consumer"}
-
-
-def deliver(landing: str, day: dt.date, rows: list[dict]) -> None:
-    folder = os.path.join(landing, "customers", f"dt={day.isoformat()}")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "customers-1.jsonl"), "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def score(lake: Lake, persons: list[str], day: dt.date) -> None:
@@ -76,12 +70,12 @@ def split(spark, tmp_path_factory):
     conf = load_conf("conf/local.yaml", overrides=[f"paths.landing={root}/landing", f"paths.lake={root}/lake", f"paths.exports={root}/exports",
                                                    f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/mlartifacts"], environ={})
     lake, landing, seen = Lake(spark, conf), conf.landing_root, {}
-    deliver(landing, DAY_1, [profile("A1", DAY_1, "Ann Lee", "ann@example.com", 1980), profile("A2", DAY_1, "Ann Lee", "ann@example.com", 1980)])
+    deliver(landing, "customers", DAY_1, [profile("A1", DAY_1, "Ann Lee", "ann@example.com", 1980), profile("A2", DAY_1, "Ann Lee", "ann@example.com", 1980)])
     acquire.run(spark, conf, DAY_1)
     organize.run(spark, conf, DAY_1)
     seen["day_1"] = persons_of(lake)
     score(lake, sorted(set(seen["day_1"].values())), DAY_1)
-    deliver(landing, DAY_2, [profile("A2", DAY_2, "Bea Moss", "bea@example.org", 1992)])
+    deliver(landing, "customers", DAY_2, [profile("A2", DAY_2, "Bea Moss", "bea@example.org", 1992)])
     acquire.run(spark, conf, DAY_2)
     seen["day_2_facts"] = organize.run(spark, conf, DAY_2)
     seen["day_2"], seen["history"] = persons_of(lake), history(lake)

@@ -1,0 +1,16 @@
+"""Landing files written by hand, for the tests that plant a case record by record (a shared
+computer, a split, a mailbox one member leaves): one contract JSON-lines file per source and day."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+
+def deliver(landing: str, source: str, day: dt.date, rows: list[dict]) -> None:
+    """Write ``rows`` as ``<landing>/<source>/dt=<day>/<source>-1.jsonl`` (one JSON object a line)."""
+    folder = os.path.join(landing, source, f"dt={day.isoformat()}")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{source}-1.jsonl"), "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
