@@ -73,13 +73,16 @@ SELECT (SELECT count(*) FROM (SELECT * FROM spark EXCEPT ALL SELECT * FROM duck)
 
 def _lake_with_sources(spark: SparkSession, conf_file: str | None, root: str, customers: DataFrame, links: DataFrame):
     """Return ``(lake, conf)``: a lake of its own under ``root`` (its silver.identity_weights
-    estimated there, not found from another size) holding ``customers`` as silver.customers and
-    ``links`` as silver.identity_links, the other declared columns null."""
+    estimated there, not found from another size) holding ``customers`` as silver.customers
+    (with their phones' hashes, as organize's accounts step writes them) and ``links`` as
+    silver.identity_links, the other declared columns null."""
     from crmlake.config import load_conf
     from crmlake.lake import Lake
+    from crmlake.people import with_phone_sha256
 
     conf = load_conf(conf_file, [f"paths.lake={root}"])
     lake = Lake(spark, conf)
+    customers = with_phone_sha256(customers, conf.business.default_phone_region)
     for table, rows in (("silver.customers", customers), ("silver.identity_links", links)):
         lake.overwrite(table, lake.catalog.spec(table).padded(rows))
     return lake, conf
@@ -105,7 +108,7 @@ def bench_identity(spark: SparkSession, conf_file: str | None, tmp: str, edges_w
     grown into the lake against a full rebuild of a copy of it; return printable lines."""
     from crmlake.organize.matching import LINKED, VETOED, match_profiles
     from crmlake.organize.persons import MAP, PAIRS, matching_weights, organize_identity, store_weights
-    from crmlake.people import ACCOUNT
+    from crmlake.people import ACCOUNT, with_phone_sha256
 
     root = f"{tmp}/identity-{edges_wanted}"
     lake, conf = _lake_with_sources(spark, conf_file, f"{root}/lake", *identity_sources(spark, edges_wanted))
@@ -142,7 +145,7 @@ def bench_identity(spark: SparkSession, conf_file: str | None, tmp: str, edges_w
     # (untimed), then grown into the lake against a full rebuild of a copy of it, both with the map's rewrite.
     new_customers, new_links = identity_day(spark, edges_wanted)
     before = lake.version("silver.customers")
-    lake.append("silver.customers", lake.catalog.spec("silver.customers").padded(new_customers))
+    lake.append("silver.customers", lake.catalog.spec("silver.customers").padded(with_phone_sha256(new_customers, conf.business.default_phone_region)))
     lake.append("silver.identity_links", lake.catalog.spec("silver.identity_links").padded(new_links))
     rebuilt_lake = _copied_lake(spark, conf_file, lake, f"{root}/rebuilt")
     day = FIRST_DAY + dt.timedelta(days=1)

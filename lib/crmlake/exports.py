@@ -25,7 +25,9 @@ An erasure amends the exports already published (:func:`amend_exports`): each ex
 holds the person is rewritten without them as a new version, swapped in the same way, and its
 manifest records the amendment (request, time, rows removed) with the new checksums. The
 reports' lists of persons to act on (``<exports>/reports/**/*_persons.csv``) are rewritten
-without them too (:func:`amend_person_lists`).
+without them too (:func:`amend_person_lists`). A person an account of theirs has left (split
+off by new evidence) goes from the exports of the days the account was part of it, and from
+the lists of those months (:func:`persons_held`).
 Audience names are slugs (:data:`crmlake.config_schema.AUDIENCE_NAME_PATTERN`), so every
 export lies in a visible folder directly under the exports root.
 
@@ -39,6 +41,7 @@ the swap are the local disk's own (``os``).
 
 from __future__ import annotations
 
+import calendar
 import csv
 import datetime as dt
 import glob
@@ -334,11 +337,21 @@ def _published_folders(exports_root: str) -> list[str]:
     ]
 
 
+def persons_held(person_ids: Collection[str], earlier_persons: Collection[tuple], first_day: str, last_day: str) -> set[str]:
+    """Return the subject's persons for rows computed from ``first_day`` to ``last_day`` (ISO
+    dates): ``person_ids`` (theirs now), and each of ``earlier_persons`` ((person_id, from_date
+    or None, to_date), ISO: a person an account of theirs left on to_date) held on one of
+    those days, whose rows then were computed from the subject's data too."""
+    return {*person_ids, *(person for person, joined, left in earlier_persons if (joined is None or joined <= last_day) and first_day < left)}
+
+
 def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: Collection[str], phone_hashes: Collection[str],
-                  platform_hashes: Collection[str], request_id: str) -> list[str]:
+                  platform_hashes: Collection[str], request_id: str, earlier_persons: Collection[tuple] = ()) -> list[str]:
     """Rewrite every published export holding one of ``person_ids`` or contact hashes without
     those rows; return the folders amended for ``request_id`` (now, or by a run of the same
-    request that was killed before it could say so), relative to ``exports_root``.
+    request that was killed before it could say so), relative to ``exports_root``. An export
+    of a date when an account of the subject's was part of another person (``earlier_persons``:
+    :func:`persons_held`) loses that person's rows too.
 
     First removes every unpublished version (:func:`remove_unpublished`), so that no copy of the
     person survives outside the published folders. The neutral files are matched on person_id
@@ -351,9 +364,10 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
     remove_unpublished(exports_root)
     amended = []
     for final in _published_folders(exports_root):
+        document = json.loads(files.read_text(os.path.join(final, MANIFEST)))
         kept, removed = _without_subject(
             pq.read_table(os.path.join(final, DATA_FILES[1])),
-            {"person_id": person_ids, "email_sha256": email_hashes, "phone_sha256": phone_hashes},
+            {"person_id": persons_held(person_ids, earlier_persons, document["date"], document["date"]), "email_sha256": email_hashes, "phone_sha256": phone_hashes},
         )
         uploads = {}
         for name in PLATFORM_FILES:
@@ -362,7 +376,6 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
                 rows = rows.cast(pa.schema([(c, pa.string()) for c in rows.column_names]))  # a column of empty fields reads as null type
                 uploads[name], gone = _without_subject(rows, {c: platform_hashes for c in rows.column_names})
                 removed += gone
-        document = json.loads(files.read_text(os.path.join(final, MANIFEST)))
         if not removed:
             # Amended already by this request (a run killed before it recorded the step): the
             # receipt still names the folder.
@@ -389,17 +402,24 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
     return amended
 
 
-def amend_person_lists(exports_root: str, person_ids: Collection[str]) -> list[str]:
+def amend_person_lists(exports_root: str, person_ids: Collection[str], earlier_persons: Collection[tuple] = ()) -> list[str]:
     """Rewrite every report's list of persons (``<exports_root>/reports/**/*_persons.csv``, a
     ``person_id`` column) that holds one of ``person_ids`` without those rows, written aside and
     renamed into place; return the lists amended, relative to ``exports_root``. The other cells
-    are written back as they were read (already neutralised against spreadsheet formulas)."""
+    are written back as they were read (already neutralised against spreadsheet formulas). A
+    list of a month (named ``YYYY-MM_...``) on one of whose days an account of the subject's was
+    part of another person (``earlier_persons``: :func:`persons_held`) loses that person's rows
+    too, whichever day of the month it was written: more than the subject's, never less (the
+    month's next report lists the person again); a list without a month, on any day."""
     amended = []
     for path in sorted(glob.glob(os.path.join(exports_root, REPORTS_DIR, "**", f"*{PERSON_LIST_SUFFIX}"), recursive=True)):
         with open(path, newline="", encoding="utf-8") as fh:
             header, *rows = list(csv.reader(fh))
+        month = re.match(r"(\d{4})-(\d{2})_", os.path.basename(path))
+        days = (f"{month[1]}-{month[2]}-01", dt.date(int(month[1]), int(month[2]), calendar.monthrange(int(month[1]), int(month[2]))[1]).isoformat()) if month else ("0000-01-01", "9999-12-31")
+        persons = persons_held(person_ids, earlier_persons, *days)
         column = header.index("person_id") if "person_id" in header else None
-        kept = [row for row in rows if column is None or row[column] not in person_ids]
+        kept = [row for row in rows if column is None or row[column] not in persons]
         if len(kept) == len(rows):
             continue
         staged = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}")

@@ -62,6 +62,19 @@ def e164_phone(phone: Column, default_region: str) -> Column:
     return to_e164(phone)
 
 
+def with_phone_sha256(accounts: DataFrame, default_region: str) -> DataFrame:
+    """Return ``accounts`` (account rows with ``phone``) with ``phone_sha256``: the SHA-256 of
+    the phone in E.164 (:func:`e164_phone`; null when none is valid). Parsing a phone is the
+    dear part of matching, so silver.customers keeps the hash, computed once when a profile
+    changes: a row that holds one keeps it, and only rows without (a frame without the column,
+    rows written before it was declared, an invalid number) are parsed, in Spark, each run."""
+    parsed = sha256_hex(e164_phone(F.col("phone"), default_region))
+    if PHONE not in accounts.columns:
+        return accounts.withColumn(PHONE, parsed)
+    unparsed = F.col(PHONE).isNull() & F.col("phone").isNotNull()
+    return accounts.where(~unparsed).unionByName(accounts.where(unparsed).withColumn(PHONE, parsed))
+
+
 def with_person_id(df: DataFrame, identity_map: DataFrame, *identifiers: tuple[str, Column]) -> DataFrame:
     """Add ``person_id`` to ``df``: the person of the first of ``identifiers`` that the map knows.
 

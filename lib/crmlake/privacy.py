@@ -226,11 +226,12 @@ def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: 
     if "leftovers" not in plan.done:
         plan.step("leftovers", lake.remove_leftovers())
     if "exports" not in plan.done:
-        amended = amend_exports(exports_root, subject.person_ids, subject.email_hashes, subject.phone_hashes, subject.platform_hashes, request_id)
+        amended = amend_exports(exports_root, subject.person_ids, subject.email_hashes, subject.phone_hashes, subject.platform_hashes, request_id,
+                                subject.earlier_persons)
         plan.step("exports", amended)
         crash_point("erase.exports_amended")
     if "person_lists" not in plan.done:
-        plan.step("person_lists", amend_person_lists(exports_root, subject.person_ids))
+        plan.step("person_lists", amend_person_lists(exports_root, subject.person_ids, subject.earlier_persons))
     tables = {step.split(":", 1)[1]: done for step, done in plan.done.items() if step.startswith("table:") and done["rows"]}
     return {
         "tables": sorted(tables),

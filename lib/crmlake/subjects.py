@@ -29,7 +29,8 @@ requests take the persons the subject's accounts left (:attr:`Subject.earlier_pe
 whose rows in a table dated by its partition (``score_date``, ``list_date``) are the
 subject's when dated while the account held that person, from the day it joined it (or
 ever, if before any recorded move) to the day before it left; rows scored after it left are
-the others' alone and stay.
+the others' alone and stay. An erasure amends the audience files published on those days
+and the reports' person lists of those months the same way (:func:`crmlake.exports.persons_held`).
 
 No value of the subject is ever written into SQL text: a table's rows are found by comparing
 its columns with a one-row frame of the subject's values (:meth:`Subject.frame`).

@@ -22,7 +22,7 @@ from crmlake.organize import job as organize
 from crmlake.organize.identity import PAIR_COLUMNS, Matching, build_identity_map
 from crmlake.organize.matching import match_profiles
 from crmlake.organize.persons import stored_weights
-from crmlake.people import MERGING_CAUSES, SPLITTING_CAUSES, with_session_person_id
+from crmlake.people import MERGING_CAUSES, SPLITTING_CAUSES, with_phone_sha256, with_session_person_id
 from crmlake.privacy import apply_erasures, request_erasure
 from crmlake.subjects import SharedMailboxError, subject_access
 
@@ -76,6 +76,12 @@ def test_the_day_grown_into_the_persons_equals_a_full_rebuild_with_the_same_weig
     assert as_rows(rebuilt) == as_rows(grown)
     as_pairs = lambda frame: sorted(map(tuple, frame.select(*PAIR_COLUMNS).collect()))  # noqa: E731
     assert as_pairs(pairs) == as_pairs(lake.read("silver.identity_pairs"))
+    # The phones were hashed by the customers step, once per profile change: each stored hash is the phone's parsed anew.
+    customers = lake.read("silver.customers").where(F.col("phone").isNotNull())
+    stored = customers.select("account_id", "phone_sha256")
+    parsed = with_phone_sha256(customers.drop("phone_sha256"), conf.business.default_phone_region).select("account_id", "phone_sha256")
+    assert stored.where(F.col("phone_sha256").isNotNull()).count() > 0.9 * customers.count()
+    assert stored.exceptAll(parsed).count() == 0 and parsed.exceptAll(stored).count() == 0
 
 
 def household(zone, cause):

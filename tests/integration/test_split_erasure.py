@@ -12,21 +12,26 @@ until day 2, erasing A2 finds only Q, and P's day-1 scores, computed from A2's d
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import glob
 import json
 import os
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
 from crmlake.acquire import job as acquire
+from crmlake.analyze.reports import write_report_csv
 from crmlake.config import load_conf
+from crmlake.exports import export_rows, publish_audience
 from crmlake.lake import Lake
 from crmlake.organize import job as organize
 from crmlake.people import ACCOUNT
 from crmlake.privacy import apply_erasures, request_erasure
 from crmlake.subjects import subject_access
+from crmlake.summaries import PERSON_LIST_SUFFIX, REPORTS_DIR
 from hand_landing import deliver
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("split_erasure")]
@@ -48,6 +53,25 @@ def score(lake: Lake, persons: list[str], day: dt.date) -> None:
     for table in SCORED:
         rows = lake.spark.createDataFrame([(p, day) for p in persons], "person_id string, score_date date")
         lake.append(table, lake.catalog.spec(table).padded(rows), partition_by=["score_date"])
+
+
+def publish(spark, conf, persons: list[str], day: dt.date) -> None:
+    """Publish the audience ``split`` of ``day`` listing ``persons`` (each an email of no account's, no phone: found by person alone), as decide would."""
+    rows = spark.createDataFrame([(p, f"{p.lower()}@example.net", None, 0.5, 5, "new", "455", "books") for p in persons],
+                               "person_id string, email string, phone string, propensity_score double, propensity_decile int, segment string, rfm_cell string, top_category string")
+    publish_audience(export_rows(rows, conf.business.default_phone_region, False), conf.exports_root, "split", day, {})
+
+
+def person_lists(conf, persons: list[str]) -> dict:
+    """Write a report's person lists of November (the split's month) and December listing ``persons``; return month -> path."""
+    folder = os.path.join(conf.exports_root, REPORTS_DIR, "monthly")
+    os.makedirs(folder, exist_ok=True)
+    return {month: write_report_csv(os.path.join(folder, f"{month}_callers{PERSON_LIST_SUFFIX}"), ["person_id"], [[p] for p in persons])
+            for month in ("2026-11", "2026-12")}
+
+
+def listed(path: str) -> list[str]:
+    return sorted(r["person_id"] for r in csv.DictReader(open(path, newline="", encoding="utf-8")))
 
 
 def persons_of(lake: Lake) -> dict:
@@ -87,6 +111,12 @@ def split(spark, tmp_path_factory):
     for account in ("A1", "A2"):
         subject_access(lake, str(root / f"access_{account}"), account=account)
     seen["access"] = {account: str(root / f"access_{account}") for account in ("A1", "A2")}
+    # Published before the erasure: an audience of day 1 and one of day 2 (both P's, and another
+    # person's), and the person lists of the split's month and of the next.
+    for day in (DAY_1, DAY_2):
+        publish(spark, conf, [seen["day_2"]["A1"], "P-SOMEONE-ELSE"], day)
+    seen["lists"] = person_lists(conf, [seen["day_2"]["A1"], "P-SOMEONE-ELSE"])
+    seen["conf"] = conf
     request_erasure(lake, ["A2"], dt.datetime.now(dt.timezone.utc))
     assert apply_erasures(lake, conf)["erased_accounts"] == 1
     organize.run(spark, conf, DAY_2)
@@ -144,3 +174,16 @@ def test_subject_access_for_the_account_that_kept_the_person_returns_its_rows_an
     p, _ = p_and_q(split)
     rows = sorted((r["person_id"], r["score_date"]) for r in read_access(split["access"]["A1"], "gold.customer_scores"))
     assert rows == [(p, DAY_1.isoformat()), (p, DAY_2.isoformat())]
+
+
+def test_erasing_the_account_split_off_amends_the_audience_files_and_person_lists_of_the_days_it_was_part_of_the_person(split):
+    p, _ = p_and_q(split)
+    exports = split["conf"].exports_root
+    published = {day: pq.read_table(os.path.join(exports, "split", day.isoformat(), "audience.parquet")).column("person_id").to_pylist() for day in (DAY_1, DAY_2)}
+    # Day 1's file was decided while A2 was part of P: P's row held A2's data and goes; day 2's is Ann's alone and stays.
+    assert published == {DAY_1: ["P-SOMEONE-ELSE"], DAY_2: [p, "P-SOMEONE-ELSE"]}
+    manifest = json.load(open(os.path.join(exports, "split", DAY_1.isoformat(), "manifest.json")))
+    assert manifest["row_count"] == 1 and [a["rows_removed"] for a in manifest["amendments"]] == [1]
+    assert "amendments" not in json.load(open(os.path.join(exports, "split", DAY_2.isoformat(), "manifest.json")))
+    # A list of the split's month may have been written before it: P goes (more than A2's, never less); December's keeps P.
+    assert {month: listed(path) for month, path in split["lists"].items()} == {"2026-11": ["P-SOMEONE-ELSE"], "2026-12": sorted([p, "P-SOMEONE-ELSE"])}

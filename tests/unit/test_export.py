@@ -286,3 +286,15 @@ def test_the_member_report_csv_quotes_a_declared_formula(tmp_path):
     _, distributions = write_member_report(report, str(tmp_path))
     with open(distributions, newline="", encoding="utf-8") as fh:
         assert [r["value"] for r in csv.DictReader(fh)] == ['\'=HYPERLINK("http://x")', "nurse"]
+
+
+def test_an_earlier_person_is_the_subject_s_on_the_days_their_account_held_it():
+    from crmlake.exports import persons_held
+
+    earlier = [("P1", None, "2026-11-21"), ("P2", "2026-11-10", "2026-11-15")]
+    assert persons_held(["Q"], earlier, "2026-11-20", "2026-11-20") == {"Q", "P1"}      # the day before the split
+    assert persons_held(["Q"], earlier, "2026-11-21", "2026-11-21") == {"Q"}            # the day it left: scored after
+    assert persons_held(["Q"], earlier, "2026-11-10", "2026-11-10") == {"Q", "P1", "P2"}
+    assert persons_held(["Q"], earlier, "2026-11-09", "2026-11-09") == {"Q", "P1"}      # before it joined P2
+    assert persons_held([], earlier, "2026-12-01", "2026-12-31") == set()              # a month after both
+    assert persons_held([], earlier, "2026-11-01", "2026-11-30") == {"P1", "P2"}

@@ -331,3 +331,20 @@ def test_a_grown_map_compares_only_the_accounts_of_the_persons_it_recomputed(spa
     previous = [("account_id", "A1", "P1"), ("account_id", "A2", "P1"), ("account_id", "A5", "P5")]
     now = [("account_id", "A1", "P1"), ("account_id", "A2", "Q2"), ("account_id", "A5", "P6")]
     assert moves(spark, previous, now, reached=["P1"]) == {("A2", "P1"): (None, dt.date(2026, 11, 21))}
+
+
+def test_a_stored_phone_hash_is_kept_and_only_rows_without_one_are_parsed(spark):
+    import hashlib
+
+    from crmlake.people import with_phone_sha256
+
+    rows = [("A1", "0911 111 111", "stored-by-the-customers-step"), ("A2", "0922-222-222", None), ("A3", None, None), ("A4", "not a phone", None)]
+    stored = {r["account_id"]: r["phone_sha256"] for r in with_phone_sha256(spark.createDataFrame(rows, "account_id string, phone string, phone_sha256 string"), "TW").collect()}
+    assert stored == {"A1": "stored-by-the-customers-step", "A2": hashlib.sha256(b"+886922222222").hexdigest(), "A3": None, "A4": None}
+    # Without the column (a hand-built frame, a table written before it was declared) every phone is parsed.
+    parsed = with_phone_sha256(spark.createDataFrame([r[:2] for r in rows], "account_id string, phone string"), "TW").collect()
+    assert {r["account_id"]: r["phone_sha256"] for r in parsed}["A1"] == hashlib.sha256(b"+886911111111").hexdigest()
+    # Matching reads the stored hash: the phone's node is the one the customers step computed.
+    profiles = match_profiles(spark.createDataFrame([(*rows[0], "ann@example.com", "Ann", 1990, False)],
+                                                    "account_id string, phone string, phone_sha256 string, email string, name string, birth_year int, erased boolean"), "TW")
+    assert profiles.first()["phone_key"] == "phone_sha256:stored-by-the-customers-step"

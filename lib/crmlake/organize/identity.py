@@ -300,29 +300,37 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
     a distinct, two joins and a relabelling: more than the rounds over strings on graphs of
     persons); each round is one large-star and one small-star step written to a reliable
     checkpoint (the session's checkpoint directory, which a lost executor's data survives, and
-    which cuts the plan). A round observes on the way whether the edges it took already were a
+    which cuts the plan); an edge whose ends have no other edge is a component of its own and
+    is set aside before the first round. A round observes on the way whether the edges it took already were a
     union of stars (the components): then it is the last, and each star's centre, smaller than
     its leaves, is its component's smallest node. Raises RuntimeError if it has not converged
     after ``max_rounds`` rounds (never seen: rounds grow as log^2 n). The stars' leaves (no more
     than the edges) meet the nodes sent to every task when the edges are at most
     ``broadcast_max_rows``.
     """
-    linked = (
-        edges.where(F.col("src") != F.col("dst"))
-        .select(F.greatest("src", "dst").alias("child"), F.least("src", "dst").alias("parent"))
-        .distinct()
+    oriented = edges.where(F.col("src") != F.col("dst")).select(F.greatest("src", "dst").alias("child"), F.least("src", "dst").alias("parent"))
+    # An edge whose two ends have no other (most persons of two accounts) is a component already:
+    # set aside before the rounds, which then run over the bigger components only. Told by each
+    # end's count of edges (a window by node; a repeated edge counts twice, and merely goes to
+    # the rounds), gathered per edge by the grouping that makes the edges distinct.
+    ends = oriented.select(F.explode(F.array("child", "parent")).alias("_end"), "child", "parent")
+    flagged = (
+        ends.withColumn("_alone", F.count(F.lit(1)).over(Window.partitionBy("_end")) == 1)
+        .groupBy("child", "parent").agg(F.bool_and("_alone").alias("_pair"))
     )
-    current, figures = checkpointed(linked, edges=F.count(F.lit(1)))
-    # No edge: every node is its own component (and a round over nothing would observe nothing).
-    converged, rounds = figures["edges"] == 0, 0
+    flagged, figures = checkpointed(flagged, edges=F.count(F.lit(1)), pairs=F.count_if("_pair"))
+    current = flagged.where(~F.col("_pair")).select("child", "parent")
+    # No edge left: every node is its own component or a pair's (and a round over nothing would observe nothing).
+    converged, rounds = figures["edges"] == figures["pairs"], 0
     while not converged:
         if rounds == max_rounds:
             raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
         current, converged = _star_round(current)
         rounds += 1
-    log.info("identity graph: components found after %d rounds", rounds)
+    log.info("identity graph: components found after %d rounds (%d of %d edges pairs alone, set aside)", rounds, figures["pairs"], figures["edges"])
     # A node that is no star's leaf (a centre, or linked to none) is its component's smallest node.
-    leaves = maybe_broadcast(current.select(F.col("child").alias("node"), F.col("parent").alias("component")), figures["edges"] <= broadcast_max_rows)
+    stars = current.unionByName(flagged.where(F.col("_pair")).select("child", "parent"))
+    leaves = maybe_broadcast(stars.select(F.col("child").alias("node"), F.col("parent").alias("component")), figures["edges"] <= broadcast_max_rows)
     return nodes.join(leaves, "node", "left").select("node", F.coalesce("component", "node").alias("component"))
 
 

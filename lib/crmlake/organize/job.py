@@ -48,7 +48,7 @@ from crmlake.organize.persons import identity_figures, organize_identity
 from crmlake.organize.transforms import (
     CONSENT_WITHDRAWING_EVENTS, consent_choices, latest_order_lines, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
 )
-from crmlake.people import ACCOUNT, with_person_id
+from crmlake.people import ACCOUNT, with_person_id, with_phone_sha256
 from crmlake.privacy import apply_erasures
 
 log = get_logger("organize")
@@ -169,8 +169,10 @@ def _write(lake: Lake, table: str, rows: DataFrame, full: bool, keys: list[str],
     return lake.merge(table, rows, keys=keys, order_by=order_by, partition_by=partition_by).rows_written
 
 
-def organize_accounts(lake: Lake, changes: Changes) -> dict:
-    """Merge the touched accounts' latest profile, consent state and history into silver.
+def organize_accounts(lake: Lake, changes: Changes, default_phone_region: str) -> dict:
+    """Merge the touched accounts' latest profile, consent state and history into silver; the
+    profiles with their phone's hash (:func:`~crmlake.people.with_phone_sha256`, the phone
+    read in ``default_phone_region``), parsed once here rather than by every identity run.
 
     Consent is the member's latest own choice among every upsert and withdrawal the account
     ever had (:func:`~crmlake.organize.transforms.with_consent_state`), so the touched
@@ -184,7 +186,7 @@ def organize_accounts(lake: Lake, changes: Changes) -> dict:
     # The history feeds the latest profile, the consent choices and the SCD versions: read once.
     bronze = bronze.cache()
     try:
-        profiles = with_consent_state(latest_profiles(bronze), consent_choices(bronze, events))
+        profiles = with_phone_sha256(with_consent_state(latest_profiles(bronze), consent_choices(bronze, events)), default_phone_region)
         return {
             "accounts": _write(lake, "silver.customers", profiles, changes.full, ["account_id"], "profile_updated_at"),
             "profile_versions": _write(lake, "silver.customer_history", customer_history(bronze), changes.full, ["account_id", "valid_from"], "valid_from"),
@@ -323,7 +325,7 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
     profiles_before = changes.profiles_before()
     steps = [
         ("erase", lambda: erase_due_accounts(lake, conf, changes)),
-        ("customers", lambda: organize_accounts(lake, changes)),
+        ("customers", lambda: organize_accounts(lake, changes, conf.business.default_phone_region)),
         ("order lines", lambda: organize_order_lines(lake, changes)),
         ("sessions", lambda: organize_sessions(lake, changes, conf.organize.session_gap_minutes, tz)),
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was

@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError
 from crmlake.config_schema import MatchWeights
-from crmlake.people import COOKIE, EMAIL, PHONE, e164_phone, normalised_email, sha256_hex
+from crmlake.people import COOKIE, EMAIL, PHONE, normalised_email, sha256_hex, with_phone_sha256
 
 # Comparison -> its levels, in order (null: a side is missing, no weight).
 LEVELS = {
@@ -108,17 +108,18 @@ def prior_weights(section: MatchWeights) -> Weights:
 
 def match_profiles(accounts: DataFrame, default_phone_region: str) -> DataFrame:
     """Return the fields compared, one row per live account of ``accounts`` (silver customers:
-    account_id, email, phone, name, birth_year, erased): account_id, email_key (the identity
-    map's node of the normalised email), email_local, email_domain, phone_key, name_key (trimmed,
-    lower case, single spaces) and birth_year."""
+    account_id, email, phone, name, birth_year, erased, and the phone's hash ``phone_sha256``
+    where stored: :func:`~crmlake.people.with_phone_sha256`): account_id, email_key (the
+    identity map's node of the normalised email), email_local, email_domain, phone_key, name_key
+    (trimmed, lower case, single spaces) and birth_year."""
     email = normalised_email(F.col("email"))
     name = F.regexp_replace(F.lower(F.trim(F.col("name"))), r"\s+", " ")
-    return accounts.where(~F.col("erased")).select(
+    return with_phone_sha256(accounts.where(~F.col("erased")), default_phone_region).select(
         "account_id",
         F.concat(F.lit(EMAIL + ":"), sha256_hex(email)).alias("email_key"),
         F.substring_index(email, "@", 1).alias("email_local"),
         F.when(email.contains("@"), F.substring_index(email, "@", -1)).alias("email_domain"),
-        F.concat(F.lit(PHONE + ":"), sha256_hex(e164_phone(F.col("phone"), default_phone_region))).alias("phone_key"),
+        F.concat(F.lit(PHONE + ":"), F.col(PHONE)).alias("phone_key"),
         F.when(name != "", name).alias("name_key"),
         F.col("birth_year").cast("int").alias("birth_year"),
     )
@@ -239,7 +240,10 @@ def _typed_for(a: Column, b: Column) -> Column:
     without digits, one character added, dropped or changed. Numbers differing by a digit
     (``member12``, ``member21``) are other people's, not typos."""
     no_digits = ~a.rlike("[0-9]") & ~b.rlike("[0-9]")
-    return _swapped(a, b) | (no_digits & (F.levenshtein(a, b) == 1))
+    # Levenshtein bounded at 2 (-1 beyond): a swap of two letters is two edits, and the swap's
+    # test, a lambda per letter, runs only on the pairs within two edits of each other.
+    edits = F.levenshtein(a, b, 2)
+    return ((edits == 1) & no_digits) | ((edits == 2) & _swapped(a, b))
 
 
 def random_pairs(profiles: DataFrame, wanted: int, accounts: int, seed: int) -> DataFrame:
