@@ -74,7 +74,7 @@ SELECT (SELECT count(*) FROM (SELECT * FROM spark EXCEPT ALL SELECT * FROM duck)
 def _lake_with_sources(spark: SparkSession, conf_file: str | None, root: str, customers: DataFrame, links: DataFrame):
     """Return ``(lake, conf)``: a lake of its own under ``root`` (its silver.identity_weights
     estimated there, not found from another size) holding ``customers`` as silver.customers
-    (with their phones' hashes, as organize's accounts step writes them) and ``links`` as
+    (with their phones' hashes, as organize's customers step writes them) and ``links`` as
     silver.identity_links, the other declared columns null."""
     from crmlake.config import load_conf
     from crmlake.lake import Lake

@@ -26,8 +26,8 @@ holds the person is rewritten without them as a new version, swapped in the same
 manifest records the amendment (request, time, rows removed) with the new checksums. The
 reports' lists of persons to act on (``<exports>/reports/**/*_persons.csv``) are rewritten
 without them too (:func:`amend_person_lists`). A person an account of theirs has left (split
-off by new evidence) goes from the exports of the days the account was part of it, and from
-the lists of those months (:func:`persons_held`).
+off by new evidence) goes from the exports' files by person of the days the account was part
+of it, and from the lists of those months (:func:`persons_held`).
 Audience names are slugs (:data:`crmlake.config_schema.AUDIENCE_NAME_PATTERN`), so every
 export lies in a visible folder directly under the exports root.
 
@@ -351,7 +351,9 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
     those rows; return the folders amended for ``request_id`` (now, or by a run of the same
     request that was killed before it could say so), relative to ``exports_root``. An export
     of a date when an account of the subject's was part of another person (``earlier_persons``:
-    :func:`persons_held`) loses that person's rows too.
+    :func:`persons_held`) loses that person's rows too; its platform upload files, which hold
+    contacts and no person, lose the subject's own contacts only (that person's row there is
+    another account's contact, whose platform hashes are not recorded).
 
     First removes every unpublished version (:func:`remove_unpublished`), so that no copy of the
     person survives outside the published folders. The neutral files are matched on person_id
@@ -415,7 +417,7 @@ def amend_person_lists(exports_root: str, person_ids: Collection[str], earlier_p
     for path in sorted(glob.glob(os.path.join(exports_root, REPORTS_DIR, "**", f"*{PERSON_LIST_SUFFIX}"), recursive=True)):
         with open(path, newline="", encoding="utf-8") as fh:
             header, *rows = list(csv.reader(fh))
-        month = re.match(r"(\d{4})-(\d{2})_", os.path.basename(path))
+        month = re.match(r"(\d{4})-(0[1-9]|1[0-2])_", os.path.basename(path))
         days = (f"{month[1]}-{month[2]}-01", dt.date(int(month[1]), int(month[2]), calendar.monthrange(int(month[1]), int(month[2]))[1]).isoformat()) if month else ("0000-01-01", "9999-12-31")
         persons = persons_held(person_ids, earlier_persons, *days)
         column = header.index("person_id") if "person_id" in header else None

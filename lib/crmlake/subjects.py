@@ -315,7 +315,8 @@ def subject_access(lake: Lake, out_dir: str, email: str | None = None, account: 
     os.makedirs(out_dir, exist_ok=True)
     counts = {}
     for spec in lake.catalog.subject_tables():
-        frame = lake.read_or_empty(spec.name).crossJoin(values).where(subject_condition(spec)).select(*_as_returned(spec))
+        # Padded: a table written before a column was declared lacks it until its next write.
+        frame = spec.padded(lake.read_or_empty(spec.name)).crossJoin(values).where(subject_condition(spec)).select(*_as_returned(spec))
         rows = [r.asDict(recursive=True) for r in frame.collect()]
         with open(os.path.join(out_dir, f"{spec.name}.json"), "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2, default=str)
