@@ -31,12 +31,12 @@ import yaml
 from pyspark.sql import SparkSession
 
 from benchmarks.common import seconds
+from crmlake.cli import STAGES
 from crmlake.cluster import SPARK_SUBMIT, package_zip, start, stop
 from crmlake.config import load_conf
 from crmlake.lake import Lake
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = ("acquire", "organize", "analyze", "decide")
 SETUPS = ("local[1]", "local[2]", "cluster 2x1")
 PREDICTED_CORES = (1, 2, 4, 8, 16, 32)
 
@@ -114,9 +114,14 @@ def _submit(master: str, stage: str, conf_file: str, run_date: dt.date, py_files
     return seconds(run)
 
 
+def _setup_root(tmp: str, setup: str) -> str:
+    """The folder of one setup's run (its lake, logs, conf and cluster)."""
+    return f"{tmp}/scale/{setup.replace(' ', '-').replace('[', '').replace(']', '')}"
+
+
 def _run_setup(setup: str, conf_file: str | None, tmp: str, landing: str, run_date: dt.date) -> dict:
     """Run the four stages on one setup, each its own application; return stage -> figures."""
-    root = f"{tmp}/scale/{setup.replace(' ', '-').replace('[', '').replace(']', '')}"
+    root = _setup_root(tmp, setup)
     logs = f"{root}/event-logs"
     os.makedirs(logs, exist_ok=True)
     conf = load_conf(conf_file, [f"paths.landing={landing}", f"paths.lake={root}/lake", f"paths.exports={root}/exports",
@@ -154,13 +159,13 @@ def bench_scale(spark: SparkSession, conf_file: str | None, tmp: str, customers:
     landing = f"{tmp}/scale/landing"
     write_landing(spark, landing, customers, days, run_date, 17, load_conf(conf_file).business.timezone)
     measured = {setup: _run_setup(setup, conf_file, tmp, landing, run_date) for setup in SETUPS}
-    first_lake = Lake(spark, load_conf(conf_file, [f"paths.lake={tmp}/scale/local1/lake"]))
+    first_lake = Lake(spark, load_conf(conf_file, [f"paths.lake={_setup_root(tmp, SETUPS[0])}/lake"]))
     events = first_lake.read("bronze.clickstream").count()
     lines = [f"zone                        : {customers:,} customers x {days} days, {events:,} clickstream events; each stage spark-submitted alone, event logs read"]
-    for stage in STAGES:
+    models = {stage: fitted_model(measured["local[1]"][stage], measured["cluster 2x1"][stage]) for stage in STAGES}
+    for stage, model in models.items():
         runs = {setup: measured[setup][stage] for setup in SETUPS}
         cluster = runs["cluster 2x1"]
-        model = fitted_model(runs["local[1]"], cluster)
         bandwidth = f"{model['bandwidth'] / 1e6:,.1f} MB/s" if model["bandwidth"] else "not limiting"
         lines += [
             f"{stage:<28}: " + ", ".join(f"{setup} {r['wall_seconds']:.1f}s ({r['jobs']} jobs, driver alone {r['wall_seconds'] - r['job_seconds']:.1f}s)"
@@ -168,12 +173,12 @@ def bench_scale(spark: SparkSession, conf_file: str | None, tmp: str, customers:
             f"{'  inputs':<28}: driver {model['driver']:.1f}s, CPU {model['cpu']:.1f} task-s, shuffle read {model['shuffle'] / max(events, 1):,.0f} bytes/event"
             f" ({model['shuffle'] / 1e6:,.1f} MB), bandwidth {bandwidth}",
             f"{'  model T(P)':<28}: " + ", ".join(f"P={p} {modelled_seconds(model, p):.1f}s" for p in PREDICTED_CORES)
-            + f" (measured: local[1] {runs['local[1]']['wall_seconds']:.1f}s; the cluster {cluster['wall_seconds']:.1f}s, residual"
+            + f" (measured: local[1] {runs['local[1]']['wall_seconds']:.1f}s, local[2] {runs['local[2]']['wall_seconds']:.1f}s against P=2's"
+            f" {modelled_seconds(model, 2):.1f}s; the cluster {cluster['wall_seconds']:.1f}s, residual"
             f" {cluster['wall_seconds'] - modelled_seconds(model, 2):+.1f}s: scheduling on other JVMs, which the model leaves out)",
         ]
     whole = {setup: sum(measured[setup][s]["wall_seconds"] for s in STAGES) for setup in SETUPS}
-    models = [fitted_model(measured["local[1]"][s], measured["cluster 2x1"][s]) for s in STAGES]
-    lines.append(f"{'four stages, model T(P)':<28}: " + ", ".join(f"P={p} {sum(modelled_seconds(m, p) for m in models):.1f}s" for p in PREDICTED_CORES)
+    lines.append(f"{'four stages, model T(P)':<28}: " + ", ".join(f"P={p} {sum(modelled_seconds(m, p) for m in models.values()):.1f}s" for p in PREDICTED_CORES)
                  + "; measured " + ", ".join(f"{setup} {took:.1f}s" for setup, took in whole.items()))
-    lines.append(f"{'  driver share':<28}: {sum(m['driver'] for m in models) / whole['cluster 2x1']:.0%} of the cluster run: the part more cores do not shorten")
+    lines.append(f"{'  driver share':<28}: {sum(m['driver'] for m in models.values()) / whole['cluster 2x1']:.0%} of the cluster run: the part more cores do not shorten")
     return lines

@@ -1,5 +1,6 @@
 """Landing files written by hand, for the tests that plant a case record by record (a shared
-computer, a split, a mailbox one member leaves): one contract JSON-lines file per source and day."""
+computer, a split, a mailbox one member leaves): one contract JSON-lines file per source and
+day; and the rows a subject access wrote for a table, which those cases read back."""
 
 from __future__ import annotations
 
@@ -14,3 +15,9 @@ def deliver(landing: str, source: str, day: dt.date, rows: list[dict]) -> None:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{source}-1.jsonl"), "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def access_rows(folder: str, table: str) -> list:
+    """The rows ``crmlake access`` wrote for ``table`` in ``folder`` (its ``<table>.json``)."""
+    with open(os.path.join(folder, f"{table}.json"), encoding="utf-8") as fh:
+        return json.load(fh)

@@ -65,7 +65,7 @@ def start(state_dir: str, cores: int = 2, memory: str = "3g", timeout: float = 1
         _spawn(
             ["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
              "--webui-port", str(free_port()), "--work-dir", os.path.join(state_dir, "work")],
-            os.path.join(state_dir, "worker.log" if n == 0 else f"worker-{n}.log"),
+            os.path.join(state_dir, f"worker-{n}.log"),
         )
         for n in range(workers)
     ]

@@ -404,6 +404,16 @@ def amend_exports(exports_root: str, person_ids: Collection[str], email_hashes: 
     return amended
 
 
+def _month_days(name: str) -> tuple[str, str]:
+    """The first and last day (ISO) of the month a report's file ``name`` starts with
+    (``YYYY-MM_``); any day when it names none."""
+    month = re.match(r"(\d{4})-(0[1-9]|1[0-2])_", name)
+    if not month:
+        return "0000-01-01", "9999-12-31"
+    year, number = int(month[1]), int(month[2])
+    return dt.date(year, number, 1).isoformat(), dt.date(year, number, calendar.monthrange(year, number)[1]).isoformat()
+
+
 def amend_person_lists(exports_root: str, person_ids: Collection[str], earlier_persons: Collection[tuple] = ()) -> list[str]:
     """Rewrite every report's list of persons (``<exports_root>/reports/**/*_persons.csv``, a
     ``person_id`` column) that holds one of ``person_ids`` without those rows, written aside and
@@ -417,9 +427,7 @@ def amend_person_lists(exports_root: str, person_ids: Collection[str], earlier_p
     for path in sorted(glob.glob(os.path.join(exports_root, REPORTS_DIR, "**", f"*{PERSON_LIST_SUFFIX}"), recursive=True)):
         with open(path, newline="", encoding="utf-8") as fh:
             header, *rows = list(csv.reader(fh))
-        month = re.match(r"(\d{4})-(0[1-9]|1[0-2])_", os.path.basename(path))
-        days = (f"{month[1]}-{month[2]}-01", dt.date(int(month[1]), int(month[2]), calendar.monthrange(int(month[1]), int(month[2]))[1]).isoformat()) if month else ("0000-01-01", "9999-12-31")
-        persons = persons_held(person_ids, earlier_persons, *days)
+        persons = persons_held(person_ids, earlier_persons, *_month_days(os.path.basename(path)))
         column = header.index("person_id") if "person_id" in header else None
         kept = [row for row in rows if column is None or row[column] not in persons]
         if len(kept) == len(rows):

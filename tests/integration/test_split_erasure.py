@@ -32,7 +32,8 @@ from crmlake.people import ACCOUNT
 from crmlake.privacy import apply_erasures, request_erasure
 from crmlake.subjects import subject_access
 from crmlake.summaries import PERSON_LIST_SUFFIX, REPORTS_DIR
-from hand_landing import deliver
+from hand_landing import access_rows, deliver
+from landing_frames import identity_lookup
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("split_erasure")]
 DAY_1, DAY_2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
@@ -75,7 +76,7 @@ def listed(path: str) -> list[str]:
 
 
 def persons_of(lake: Lake) -> dict:
-    return {r["identifier"]: r["person_id"] for r in lake.read("silver.identity_map").where(F.col("identifier_type") == ACCOUNT).collect()}
+    return identity_lookup(lake).get(ACCOUNT, {})
 
 
 def rows_of(lake: Lake, table: str) -> list:
@@ -155,15 +156,11 @@ def test_erasing_the_account_split_off_leaves_the_other_account_s_data(split):
     assert history(lake) == []
 
 
-def read_access(folder: str, table: str) -> list:
-    return json.load(open(os.path.join(folder, f"{table}.json")))
-
-
 def test_subject_access_for_the_account_split_off_returns_the_person_s_rows_before_the_split_and_nothing_of_the_other(split):
     p, q = p_and_q(split)
     folder = split["access"]["A2"]
     for table in SCORED:
-        assert sorted((r["person_id"], r["score_date"]) for r in read_access(folder, table)) == sorted([(p, DAY_1.isoformat()), (q, DAY_2.isoformat())]), table
+        assert sorted((r["person_id"], r["score_date"]) for r in access_rows(folder, table)) == sorted([(p, DAY_1.isoformat()), (q, DAY_2.isoformat())]), table
     index = json.load(open(os.path.join(folder, "index.json")))
     assert index["accounts"] == ["A2"] and index["earlier_persons"] == [{"person_id": p, "from_date": None, "to_date": DAY_2.isoformat()}]
     # No row returned names the other account (its profile, pairs or person's 360 row).
@@ -172,7 +169,7 @@ def test_subject_access_for_the_account_split_off_returns_the_person_s_rows_befo
 
 def test_subject_access_for_the_account_that_kept_the_person_returns_its_rows_and_none_of_the_new_person_s(split):
     p, _ = p_and_q(split)
-    rows = sorted((r["person_id"], r["score_date"]) for r in read_access(split["access"]["A1"], "gold.customer_scores"))
+    rows = sorted((r["person_id"], r["score_date"]) for r in access_rows(split["access"]["A1"], "gold.customer_scores"))
     assert rows == [(p, DAY_1.isoformat()), (p, DAY_2.isoformat())]
 
 

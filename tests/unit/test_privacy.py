@@ -14,6 +14,7 @@ from crmlake.files import file_sha256
 from crmlake.lake import Lake, load_catalog
 from crmlake.privacy import apply_erasures, erasures_due, request_erasure
 from crmlake.subjects import subject_access
+from hand_landing import access_rows
 
 T0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.timezone.utc)
 CHANGES = "account_id string, op string, updated_time timestamp, ingested_at timestamp"
@@ -149,10 +150,6 @@ def two_members(lake):
           "identifier_type string, identifier string, person_id string")
 
 
-def read_access(folder, table):
-    return json.load(open(os.path.join(folder, f"{table}.json")))
-
-
 def test_a_table_added_to_the_catalog_is_covered_by_subject_access_and_erasure(spark, conf, tmp_path):
     signups = {
         "description": "Newsletter sign-ups: a table no code of erasure or subject access names.",
@@ -166,7 +163,7 @@ def test_a_table_added_to_the_catalog_is_covered_by_subject_access_and_erasure(s
           "account_id string, email string, signed_up_on date")
 
     assert subject_access(lake, str(tmp_path / "access"), account="A1")["silver.newsletter_signups"] == 1
-    assert read_access(tmp_path / "access", "silver.newsletter_signups") == [{"account_id": "A1", "email": "ann@example.com", "signed_up_on": "2026-11-01"}]
+    assert access_rows(tmp_path / "access", "silver.newsletter_signups") == [{"account_id": "A1", "email": "ann@example.com", "signed_up_on": "2026-11-01"}]
 
     request_erasure(lake, ["A1"], T0)
     assert apply_erasures(lake, conf)["erased_accounts"] == 1
@@ -182,8 +179,8 @@ def test_subject_access_returns_the_subject_s_next_best_categories_and_campaign_
 
     rows = subject_access(lake, str(tmp_path), account="A1")
 
-    assert rows["gold.next_best_category"] == 1 and read_access(tmp_path, "gold.next_best_category")[0]["category"] == "books"
-    assert [(r["account_id"], r["event"]) for r in read_access(tmp_path, "bronze.campaign_events")] == [("A1", "opened")]
+    assert rows["gold.next_best_category"] == 1 and access_rows(tmp_path, "gold.next_best_category")[0]["category"] == "books"
+    assert [(r["account_id"], r["event"]) for r in access_rows(tmp_path, "bronze.campaign_events")] == [("A1", "opened")]
     assert json.load(open(tmp_path / "index.json"))["tables_holding_no_one"]["silver.funnel"]
 
 
@@ -195,9 +192,9 @@ def test_subject_access_blanks_another_person_s_identifiers_and_leaves_their_log
 
     subject_access(lake, str(tmp_path), account="A1")
 
-    assert [(r["account_a"], r["account_b"]) for r in read_access(tmp_path, "silver.identity_pairs")] == [("A1", None)]
+    assert [(r["account_a"], r["account_b"]) for r in access_rows(tmp_path, "silver.identity_pairs")] == [("A1", None)]
     # s1: logged out on her own cookie; s3: logged in as her on a computer not hers alone (its cookie blanked).
-    assert sorted((r["session_id"], r["anonymous_id"], r["account_id"]) for r in read_access(tmp_path, "silver.sessions")) == [("s1", "c1", None), ("s3", None, "A1")]
+    assert sorted((r["session_id"], r["anonymous_id"], r["account_id"]) for r in access_rows(tmp_path, "silver.sessions")) == [("s1", "c1", None), ("s3", None, "A1")]
 
 
 def test_an_erasure_keeps_a_computer_another_live_person_logs_in_on_and_takes_one_only_erased_accounts_shared(lake):
@@ -266,13 +263,13 @@ def test_erasing_an_account_split_off_takes_the_rows_scored_for_the_persons_it_l
 def test_subject_access_of_an_account_split_off_returns_the_rows_of_the_persons_it_left_while_it_held_them(lake, tmp_path):
     split_off(lake)
     subject_access(lake, str(tmp_path / "bo"), account="A2")
-    assert sorted((r["person_id"], r["score_date"]) for r in read_access(tmp_path / "bo", "gold.customer_scores")) == [
+    assert sorted((r["person_id"], r["score_date"]) for r in access_rows(tmp_path / "bo", "gold.customer_scores")) == [
         ("P0", "2026-11-04"), ("P1", "2026-11-05"), ("P1", "2026-11-14"), ("Q2", "2026-11-15")]
     assert json.load(open(tmp_path / "bo" / "index.json"))["earlier_persons"] == [
         {"person_id": "P0", "from_date": None, "to_date": "2026-11-05"}, {"person_id": "P1", "from_date": "2026-11-05", "to_date": "2026-11-15"}]
     # Ann's own request: her person's rows, none of the person A2 became.
     subject_access(lake, str(tmp_path / "ann"), account="A1")
-    assert [r["person_id"] for r in read_access(tmp_path / "ann", "gold.customer_scores")] == ["P1"] * 4
+    assert [r["person_id"] for r in access_rows(tmp_path / "ann", "gold.customer_scores")] == ["P1"] * 4
 
 
 def test_a_resumed_erasure_s_plan_keeps_the_persons_left_and_their_dates(spark, lake, conf):
