@@ -292,6 +292,22 @@ def test_blocks_pair_a_typo_by_its_letters_and_a_name_by_its_birth_year(spark):
     assert len(letters) == 1   # john and jonh: the same letters at the same domain
 
 
+def test_the_blocks_are_sorted_once_for_their_sizes_and_their_pairs(spark):
+    """Both windows by block (its holders counted, then listed) share one shuffle and one sort,
+    by the block's hash first: the pairs' grouping is the plan's only other shuffle."""
+    import re
+
+    from crmlake.organize.matching import candidate_pairs, sized_blocks
+
+    memberships = spark.createDataFrame([("A1", "email_sha256:x"), ("A2", "email_sha256:x"), ("A2", "phone_sha256:y")], "account_id string, block string")
+    pairs = candidate_pairs(sized_blocks(memberships), 20)
+    plan = pairs._jdf.queryExecution().executedPlan().toString()
+    operators = re.findall(r"^[\s:+|-]*(\w+)", plan, re.M)
+    assert (operators.count("Window"), operators.count("Sort"), operators.count("Exchange")) == (2, 1, 2)
+    assert re.search(r"Sort \[_block_hash#\d+L ASC NULLS FIRST, block#", plan)
+    assert [(r["account_a"], r["account_b"], r["shared_blocks"]) for r in pairs.collect()] == [("A1", "A2", ["email_sha256"])]
+
+
 def test_an_account_touched_without_a_profile_or_a_link_stays_out_of_the_grown_map(spark):
     # An erased account that a later unsubscribe names: touched, but no person's account.
     accounts = [("A1", "ann@example.com", None, "Ann Wu", 1990, False), ("A2", "ann@example.com", None, "Ann Wu", 1990, False)]

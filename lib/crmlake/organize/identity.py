@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
-from crmlake.lake.frames import checkpointed, counted, maybe_broadcast
+from crmlake.lake.frames import checkpointed, counted, hash_keyed, maybe_broadcast
 from crmlake.log import get_logger
 from crmlake.organize.matching import LEVELS, LINKED, Weights, blocks, candidate_pairs, comparison_levels, decided_pairs, identifier_blocks, match_profiles, sized_blocks
 from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE
@@ -100,9 +100,10 @@ def attached(holders: DataFrame, person_of_account: DataFrame) -> DataFrame:
     # One person when the smallest and the largest are one (a person is never null), told on the
     # row of the identifier's smallest holder. A window: one sort by block, where a grouping
     # (of strings: sorted, not hashed) would sort twice, before and after the shuffle.
-    each = Window.partitionBy("block")
+    held, by_block = hash_keyed(holders.where(_is_attached(F.col("block"))).join(person_of_account, "account_id"), "block")
+    each = Window.partitionBy(*by_block)
     return (
-        holders.where(_is_attached(F.col("block"))).join(person_of_account, "account_id")
+        held
         .select("block", "account_id", "person", F.min("person").over(each).alias("_first"), F.max("person").over(each).alias("_last"),
                 F.min("account_id").over(each).alias("_holder"))
         .where((F.col("_first") == F.col("_last")) & (F.col("account_id") == F.col("_holder")))
@@ -267,8 +268,8 @@ def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
     """Return one large-star then one small-star step over ``(child, parent)`` edges, parent <
     child, written to a reliable checkpoint, and whether ``edges`` already was a union of stars
     (no node with a parent has another neighbour), which the step returns unchanged: observed
-    while the large star is written, so that the last round stops there (the small star and its
-    distinct would only give the stars back). Three shuffles: two windows, one distinct."""
+    while the round is written, so that the last round stops there (its small star would only
+    give the stars back). One checkpoint and three shuffles: two windows, one distinct."""
     # Large star: each node links its larger neighbours to the smallest node of its neighbourhood.
     neighbours = edges.select(F.col("child").alias("node"), F.col("parent").alias("nbr")).unionByName(
         edges.select(F.col("parent").alias("node"), F.col("child").alias("nbr"))
@@ -281,15 +282,18 @@ def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
         .observe(stars, F.count_if((F.col("smallest") < F.col("node")) & (F.col("degree") > 1)).alias("not_star"))
         .where(F.col("nbr") > F.col("node"))
         .select(F.col("nbr").alias("child"), F.col("smallest").alias("parent"))
-        .checkpoint()
     )
+    # Small star: each node and its smaller neighbours are linked to the smallest of those (the
+    # node's own edge and its siblings' from one row: the large star is computed once).
+    small = large.withColumn("smallest", F.min("parent").over(Window.partitionBy("child")))
+    linked = small.select(F.explode(F.array(
+        F.struct(F.col("parent").alias("child"), F.col("smallest").alias("parent")),
+        F.struct(F.col("child"), F.col("smallest").alias("parent")),
+    )).alias("_edge")).select("_edge.child", "_edge.parent")
+    after = linked.where(F.col("child") != F.col("parent")).distinct().checkpoint()
     if stars.get["not_star"] == 0:
         return edges, True
-    # Small star: each node and its smaller neighbours are linked to the smallest of those.
-    small = large.withColumn("smallest", F.min("parent").over(Window.partitionBy("child")))
-    siblings = small.select(F.col("parent").alias("child"), F.col("smallest").alias("parent"))
-    itself = small.select("child", F.col("smallest").alias("parent"))
-    return siblings.unionByName(itself).where(F.col("child") != F.col("parent")).distinct().checkpoint(), False
+    return after, False
 
 
 def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64, broadcast_max_rows: int = 0) -> DataFrame:
@@ -357,29 +361,36 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
     # Checkpointed: the components are read twice (votes, the map), their lineage once.
     components = components.checkpoint()
     votes = components.join(maybe_broadcast(previous, small(previous_count)), "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
-    best_for_component = Window.partitionBy("component").orderBy(F.col("votes").desc(), "previous_id")
+    # One row per component that held ids: the id it keeps, if any, and those it held. Both
+    # windows by component share one sort: its best id (the most votes, ties: the smaller id)
+    # and every id it held, on its best id's row; then each best id is kept by the component
+    # holding it most often (ties: the smaller component).
+    votes, by_component = hash_keyed(votes, "component")
+    best_for_component = Window.partitionBy(*by_component).orderBy(F.col("votes").desc(), "previous_id")
     best_for_id = Window.partitionBy("previous_id").orderBy(F.col("votes").desc(), "component")
-    kept = (
+    voted, voted_count = counted(
         votes.withColumn("_choice", F.row_number().over(best_for_component))
+        .withColumn("_held", F.array_join(F.sort_array(F.collect_list("previous_id").over(Window.partitionBy(*by_component))), ","))
         .where("_choice = 1")
         .withColumn("_owner", F.row_number().over(best_for_id))
-        .where("_owner = 1")
-        .select("component", F.col("previous_id").alias("kept_id"))
+        .select("component", "_held", F.when(F.col("_owner") == 1, F.col("previous_id")).alias("kept_id"))
     )
-    held = votes.groupBy("component").agg(F.array_join(F.sort_array(F.collect_list("previous_id")), ",").alias("_held"))
-    # One row per component that held ids: the id it keeps, if any, and those it held.
-    voted, voted_count = counted(held.join(kept, "component", "left"))
     # A component that held ids and kept none mints from them too: never the id it lost. One
     # that held none may still be the seed of a previous id (an erased account, its rows gone
     # from the map, alone again with the label that minted its old person's id): it mints again
     # from that id too. Minted on each node, from what is the same on every node of its
     # component: no grouping of the nodes by component.
-    in_use = previous.select("previous_id") if taken is None else taken.select(F.col("person_id").alias("previous_id"))
-    taken, taken_count = counted(in_use.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True)))
+    # The ids in use are no more than the previous map's rows: when those are few, sent to every
+    # task as they are (not written and counted first).
+    if taken is None:
+        taken, few_taken = previous.select(F.col("previous_id").alias("_minted")).distinct(), small(previous_count)
+    else:
+        taken, taken_count = counted(taken.select(F.col("person_id").alias("_minted")).distinct())
+        few_taken = small(taken_count)
     person = (
         components.join(maybe_broadcast(voted, small(voted_count)), "component", "left")
         .withColumn("_minted", F.when(F.col("kept_id").isNull(), _minted_id("component", "_held")))
-        .join(maybe_broadcast(taken, small(taken_count)), "_minted", "left")
+        .join(maybe_broadcast(taken.withColumn("_taken", F.lit(True)), few_taken), "_minted", "left")
         .withColumn("person_id", F.coalesce("kept_id", F.when(F.col("_taken"), _minted_id("component", "_held", "_minted")).otherwise(F.col("_minted"))))
     )
     return _map_rows(person)
