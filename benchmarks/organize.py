@@ -158,7 +158,7 @@ def bench_identity(spark: SparkSession, conf_file: str | None, tmp: str, edges_w
     day_edges = new_links.count() + lake.read(PAIRS).where(F.col("scored_on") == day).count()
     lines.append(f"identity, a day of 1% edges : {day_edges:,} edges (new cookie links + pairs rescored); grown {grown_took:.1f}s, full rebuild {rebuilt_took:.1f}s"
                  f" (ratio {grown_took / rebuilt_took:.2f}, aim <= 0.10; each with the pairs' write and the map's rewrite); map rows differing: {differ:,}")
-    # The rebuild above had no map before it (a first build: every id minted); --full-refresh has one, whose ids it keeps.
+    # The first build had no map (every id minted); the day's rebuild of the copy ran over its map, as --full-refresh does.
     rebuilt_edges = rebuilt_lake.read(PAIRS).count() + rebuilt_lake.read("silver.identity_links").count()
     lines.append(f"identity, full refresh      : {rebuilt_edges:,} edges rebuilt over the map before (ids kept by vote) in {rebuilt_took:.1f}s"
                  f" = {rebuilt_edges / rebuilt_took:,.0f} edges/s (aim >= 50,000 at 1M)")

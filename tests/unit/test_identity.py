@@ -293,8 +293,9 @@ def test_blocks_pair_a_typo_by_its_letters_and_a_name_by_its_birth_year(spark):
 
 
 def test_the_blocks_are_sorted_once_for_their_sizes_and_their_pairs(spark):
-    """Both windows by block (its holders counted, then listed) share one shuffle and one sort,
-    by the block's hash first: the pairs' grouping is the plan's only other shuffle."""
+    """The blocks are sorted once, by their hash first: both windows by block (its holders
+    counted, then listed) share that shuffle and sort, and the pairs' grouping is the plan's
+    only other shuffle."""
     import re
 
     from crmlake.organize.matching import candidate_pairs, sized_blocks

@@ -110,6 +110,10 @@ def maybe_broadcast(frame: DataFrame, small: bool) -> DataFrame:
     return F.broadcast(frame) if small else frame
 
 
+def hash_column(name: str) -> str:
+    """Return the name of the column :func:`hash_keyed` adds for ``name``: ``_<name>_hash``."""
+    return f"_{name}_hash"
+
 
 def hash_keyed(frame: DataFrame, name: str) -> tuple[DataFrame, list[str]]:
     """Return ``frame`` with ``_<name>_hash`` (the 64-bit hash of its string column ``name``) and
@@ -121,5 +125,5 @@ def hash_keyed(frame: DataFrame, name: str) -> tuple[DataFrame, list[str]]:
     window over 2M identity nodes took 30% less time). The hash is a column, not an expression
     in each window, so that windows over the same keys share one sort.
     """
-    hashed = f"_{name}_hash"
+    hashed = hash_column(name)
     return frame.withColumn(hashed, F.xxhash64(name)), [hashed, name]

@@ -98,7 +98,7 @@ def attached(holders: DataFrame, person_of_account: DataFrame) -> DataFrame:
     person of ``person_of_account`` (account_id, person: one per account); an identifier of
     several persons is left out."""
     # One person when the smallest and the largest are one (a person is never null), told on the
-    # row of the identifier's smallest holder. A window: one sort by block, where a grouping
+    # row of the identifier's smallest holder. A window: one sort by the block's hash then the block, where a grouping
     # (of strings: sorted, not hashed) would sort twice, before and after the shuffle.
     held, by_block = hash_keyed(holders.where(_is_attached(F.col("block"))).join(person_of_account, "account_id"), "block")
     each = Window.partitionBy(*by_block)
@@ -268,8 +268,10 @@ def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
     """Return one large-star then one small-star step over ``(child, parent)`` edges, parent <
     child, written to a reliable checkpoint, and whether ``edges`` already was a union of stars
     (no node with a parent has another neighbour), which the step returns unchanged: observed
-    while the round is written, so that the last round stops there (its small star would only
-    give the stars back). One checkpoint and three shuffles: two windows, one distinct."""
+    while the round is written, so that the last round stops there. One checkpoint and three
+    shuffles (two windows, one distinct) per round: the last round's small star, which would
+    only give the stars back, is written and discarded (cheaper than a second checkpoint in
+    every round)."""
     # Large star: each node links its larger neighbours to the smallest node of its neighbourhood.
     neighbours = edges.select(F.col("child").alias("node"), F.col("parent").alias("nbr")).unionByName(
         edges.select(F.col("parent").alias("node"), F.col("child").alias("nbr"))
@@ -366,11 +368,14 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
     # and every id it held, on its best id's row; then each best id is kept by the component
     # holding it most often (ties: the smaller component).
     votes, by_component = hash_keyed(votes, "component")
-    best_for_component = Window.partitionBy(*by_component).orderBy(F.col("votes").desc(), "previous_id")
+    each_component = Window.partitionBy(*by_component)
+    best_for_component = each_component.orderBy(F.col("votes").desc(), "previous_id")
     best_for_id = Window.partitionBy("previous_id").orderBy(F.col("votes").desc(), "component")
+    # The list of ids held is on each of the component's rows: k ids held cost k^2 (a merge of k
+    # persons; k is a handful even on a rebuild that joins a household's accounts).
     voted, voted_count = counted(
         votes.withColumn("_choice", F.row_number().over(best_for_component))
-        .withColumn("_held", F.array_join(F.sort_array(F.collect_list("previous_id").over(Window.partitionBy(*by_component))), ","))
+        .withColumn("_held", F.array_join(F.sort_array(F.collect_list("previous_id").over(each_component)), ","))
         .where("_choice = 1")
         .withColumn("_owner", F.row_number().over(best_for_id))
         .select("component", "_held", F.when(F.col("_owner") == 1, F.col("previous_id")).alias("kept_id"))
@@ -380,12 +385,13 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
     # from the map, alone again with the label that minted its old person's id): it mints again
     # from that id too. Minted on each node, from what is the same on every node of its
     # component: no grouping of the nodes by component.
-    # The ids in use are no more than the previous map's rows: when those are few, sent to every
-    # task as they are (not written and counted first).
-    if taken is None:
-        taken, few_taken = previous.select(F.col("previous_id").alias("_minted")).distinct(), small(previous_count)
-    else:
-        taken, taken_count = counted(taken.select(F.col("person_id").alias("_minted")).distinct())
+    # The ids in use: the previous map's, no more than its rows (when those are few, sent to every
+    # task as they are, not written and counted first), or ``taken``'s, counted and sent when few.
+    bounded = taken is None and small(previous_count)
+    in_use = previous.select("previous_id") if taken is None else taken.select(F.col("person_id").alias("previous_id"))
+    taken, few_taken = in_use.select(F.col("previous_id").alias("_minted")).distinct(), bounded
+    if not bounded:
+        taken, taken_count = counted(taken)
         few_taken = small(taken_count)
     person = (
         components.join(maybe_broadcast(voted, small(voted_count)), "component", "left")

@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 
 from crmlake.config import ConfigError
 from crmlake.config_schema import MatchWeights
-from crmlake.lake.frames import hash_keyed
+from crmlake.lake.frames import hash_column, hash_keyed
 from crmlake.people import COOKIE, EMAIL, PHONE, normalised_email, sha256_hex, with_phone_sha256
 
 # Comparison -> its levels, in order (null: a side is missing, no weight).
@@ -156,8 +156,9 @@ def identifier_blocks(profiles: DataFrame, links: DataFrame) -> DataFrame:
 
 def sized_blocks(memberships: DataFrame) -> DataFrame:
     """Return ``memberships`` (account_id, block) with ``holders``: how many accounts of
-    ``memberships`` are in the row's block (one shuffle and one sort, by ``_block_hash`` and
-    block: :func:`~crmlake.lake.frames.hash_keyed`, which the pairing then reuses)."""
+    ``memberships`` are in the row's block, and ``_block_hash``: one shuffle and one sort, by
+    the block's hash then the block (:func:`~crmlake.lake.frames.hash_keyed`), which
+    :func:`candidate_pairs` reuses."""
     keyed, by_block = hash_keyed(memberships, "block")
     return keyed.withColumn("holders", F.count(F.lit(1)).over(Window.partitionBy(*by_block)))
 
@@ -172,7 +173,7 @@ def candidate_pairs(sized: DataFrame, max_accounts_per_key: int, touched: DataFr
     # Each holder of a small block pairs with the larger holders of the block. A second window
     # over the partitions and order ``sized`` already has: no self-join (which would shuffle,
     # or sort and count, the blocks twice), and a list never longer than max_accounts_per_key.
-    holders = small.withColumn("_holders", F.collect_list("account_id").over(Window.partitionBy("_block_hash", "block")))  # sized_blocks' keys
+    holders = small.withColumn("_holders", F.collect_list("account_id").over(Window.partitionBy(hash_column("block"), "block")))  # sized_blocks' keys
     pairs = holders.select(F.col("account_id").alias("account_a"), F.explode("_holders").alias("account_b"), "block").where(F.col("account_a") < F.col("account_b"))
     if touched is not None:
         ids = touched.select("account_id")
