@@ -2,6 +2,7 @@
 
 import datetime as dt
 import random
+import re
 
 from crmlake.config import load_conf
 from crmlake.organize.identity import Matching, assign_person_ids, build_identity_map, connected_components, grow_identity_map, touched_blocks
@@ -296,8 +297,6 @@ def test_the_blocks_are_sorted_once_for_their_sizes_and_their_pairs(spark):
     """The blocks are sorted once, by their hash first: both windows by block (its holders
     counted, then listed) share that shuffle and sort, and the pairs' grouping is the plan's
     only other shuffle."""
-    import re
-
     from crmlake.organize.matching import candidate_pairs, sized_blocks
 
     memberships = spark.createDataFrame([("A1", "email_sha256:x"), ("A2", "email_sha256:x"), ("A2", "phone_sha256:y")], "account_id string, block string")

@@ -98,8 +98,9 @@ def attached(holders: DataFrame, person_of_account: DataFrame) -> DataFrame:
     person of ``person_of_account`` (account_id, person: one per account); an identifier of
     several persons is left out."""
     # One person when the smallest and the largest are one (a person is never null), told on the
-    # row of the identifier's smallest holder. A window: one sort by the block's hash then the block, where a grouping
-    # (of strings: sorted, not hashed) would sort twice, before and after the shuffle.
+    # row of the identifier's smallest holder. A window: one sort, by the block's hash then the
+    # block, where a grouping (of strings: sorted, not hashed) would sort twice, before and after
+    # the shuffle.
     held, by_block = hash_keyed(holders.where(_is_attached(F.col("block"))).join(person_of_account, "account_id"), "block")
     each = Window.partitionBy(*by_block)
     return (
@@ -380,23 +381,24 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
         .withColumn("_owner", F.row_number().over(best_for_id))
         .select("component", "_held", F.when(F.col("_owner") == 1, F.col("previous_id")).alias("kept_id"))
     )
+    # The ids in use: the previous map's, no more than its rows (when those are few, sent to every
+    # task as they are, not written and counted first), or ``taken``'s, counted and sent when few.
+    in_use = previous.select("previous_id") if taken is None else taken.select(F.col("person_id").alias("previous_id"))
+    ids_in_use = in_use.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True))
+    if taken is None and small(previous_count):
+        few_in_use = True
+    else:
+        ids_in_use, in_use_count = counted(ids_in_use)
+        few_in_use = small(in_use_count)
     # A component that held ids and kept none mints from them too: never the id it lost. One
     # that held none may still be the seed of a previous id (an erased account, its rows gone
     # from the map, alone again with the label that minted its old person's id): it mints again
     # from that id too. Minted on each node, from what is the same on every node of its
     # component: no grouping of the nodes by component.
-    # The ids in use: the previous map's, no more than its rows (when those are few, sent to every
-    # task as they are, not written and counted first), or ``taken``'s, counted and sent when few.
-    bounded = taken is None and small(previous_count)
-    in_use = previous.select("previous_id") if taken is None else taken.select(F.col("person_id").alias("previous_id"))
-    taken, few_taken = in_use.select(F.col("previous_id").alias("_minted")).distinct(), bounded
-    if not bounded:
-        taken, taken_count = counted(taken)
-        few_taken = small(taken_count)
     person = (
         components.join(maybe_broadcast(voted, small(voted_count)), "component", "left")
         .withColumn("_minted", F.when(F.col("kept_id").isNull(), _minted_id("component", "_held")))
-        .join(maybe_broadcast(taken.withColumn("_taken", F.lit(True)), few_taken), "_minted", "left")
+        .join(maybe_broadcast(ids_in_use, few_in_use), "_minted", "left")
         .withColumn("person_id", F.coalesce("kept_id", F.when(F.col("_taken"), _minted_id("component", "_held", "_minted")).otherwise(F.col("_minted"))))
     )
     return _map_rows(person)
