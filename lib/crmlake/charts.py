@@ -1,10 +1,13 @@
-"""Charts: matplotlib set up once (the Agg backend, no display needed; one style), the chart
-shapes the reports draw, and the two ways a chart leaves: a PNG file, or PNG bytes for a page
-that inlines it or a file system other than the local disk.
+"""Charts: matplotlib set up once (one style), the chart shapes the reports draw, and the two
+ways a chart leaves: a PNG file, or PNG bytes for a page that inlines it or a file system
+other than the local disk.
 
-A shape returns its figure; :func:`save`, :func:`png` or :func:`data_uri` then writes it and
-closes it (an open figure holds its memory until closed). Stages draw through this module
-only, and it imports no stage.
+A figure is matplotlib's ``Figure`` object, rendered by the Agg canvas it makes for itself:
+never ``pyplot``, whose figure registry is shared by the whole process and not safe for the
+threads of a stage's steps run side by side (:func:`crmlake.isolation.side_by_side`); no
+display is needed, and a figure is freed as soon as nothing refers to it. A shape returns
+its figure; :func:`save`, :func:`png` or :func:`data_uri` then writes it. Stages draw through
+this module only, and it imports no stage.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import base64
 import functools
 import io
 import os
+import threading
 from typing import Iterable, Sequence
 
 BLUE, ORANGE, GREEN, GREY = "#3b6ea5", "#d9822b", "#5aa469", "#aaaaaa"
@@ -27,35 +31,39 @@ STYLE = {
 }
 
 
-@functools.cache
-def pyplot():
-    """Return ``matplotlib.pyplot`` on the Agg backend with the house style, set up on first use."""
-    import matplotlib
+_styling = threading.Lock()   # the first figures may be made by several threads at once
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+@functools.cache
+def _styled() -> None:
+    """Set the house style on matplotlib's defaults, once (a figure reads them when it is made)."""
+    import matplotlib
     from cycler import cycler
 
-    plt.rcParams.update({**STYLE, "axes.prop_cycle": cycler(color=list(COLOURS))})
-    return plt
+    matplotlib.rcParams.update({**STYLE, "axes.prop_cycle": cycler(color=list(COLOURS))})
 
 
-def figure(width: float, height: float, rows: int = 1, share_x: bool = False):
-    """Return (figure, axes) of ``width`` x ``height`` inches; ``rows`` > 1 gives a list of axes stacked."""
-    return pyplot().subplots(rows, 1, figsize=(width, height), sharex=share_x)
+def figure(width: float, height: float, rows: int = 1, columns: int = 1, share_x: bool = False, share_y: bool = False):
+    """Return (figure, axes) of ``width`` x ``height`` inches; ``rows`` or ``columns`` > 1 gives an
+    array of axes (stacked, or side by side)."""
+    from matplotlib.figure import Figure
+
+    with _styling:
+        _styled()
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(rows, columns, sharex=share_x, sharey=share_y)
 
 
 def png(fig) -> bytes:
-    """Return the figure as PNG bytes, and close it."""
+    """Return the figure as PNG bytes."""
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
-    pyplot().close(fig)
     return buffer.getvalue()
 
 
 def save(fig, path: str) -> str:
-    """Write the figure as a PNG file at ``path`` (its folder made if missing), close it; return ``path``."""
+    """Write the figure as a PNG file at ``path`` (its folder made if missing); return ``path``."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(png(fig))
@@ -63,7 +71,7 @@ def save(fig, path: str) -> str:
 
 
 def data_uri(fig) -> str:
-    """Return the figure as a ``data:`` URI (and close it), so an HTML page needs no other file."""
+    """Return the figure as a ``data:`` URI, so an HTML page needs no other file."""
     return png_data_uri(png(fig))
 
 

@@ -16,6 +16,7 @@ class Analyze(Section):
 
     rfm_quantiles: int = Field(ge=2)
     training_max_persons: int = PositiveInt
+    steps_at_once: int = PositiveInt
     ranking: Ranking
     propensity: Propensity
     segmentation: Segmentation

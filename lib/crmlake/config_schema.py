@@ -140,11 +140,12 @@ class Mlflow(Section):
 
 class Acquire(Section):
     """How acquire reads landing files (``acquire``): the longest line, the quarantined text
-    kept, the repeats sent to every task."""
+    kept, the repeats sent to every task, the sources acquired side by side."""
 
     max_line_bytes: int = PositiveInt
     raw_text_max_chars: int = PositiveInt
     repeats_broadcast_max_rows: int = PositiveInt
+    sources_at_once: int = PositiveInt
 
 
 class Organize(Section):
@@ -152,6 +153,7 @@ class Organize(Section):
 
     session_gap_minutes: int = PositiveInt
     full_refresh: bool
+    steps_at_once: int = PositiveInt
     identity: Identity
     customer_360: Customer360
 

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 CRASH_AT = "CRMLAKE_CRASH_AT"
 CRASH_HIT = "CRMLAKE_CRASH_HIT"
 _hits: dict[str, int] = {}
+_counting = threading.Lock()   # pieces of a stage run side by side reach their points from several threads
 
 
 def crash_point(name: str) -> None:
     """Kill this process with SIGKILL when ``CRMLAKE_CRASH_AT`` names ``name`` (a no-op otherwise)."""
     if os.environ.get(CRASH_AT) != name:
         return
-    _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= int(os.environ.get(CRASH_HIT, "1")):
+    with _counting:
+        _hits[name] = hit = _hits.get(name, 0) + 1
+    if hit >= int(os.environ.get(CRASH_HIT, "1")):
         os.kill(os.getpid(), signal.SIGKILL)

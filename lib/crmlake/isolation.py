@@ -5,16 +5,27 @@ audience decide publishes, each erasure organize applies. :func:`isolated` runs 
 piece; when it fails, the reason is logged and recorded under the piece's name in the
 stage's ``failed`` (which ``gold.job_runs`` records with the outcome ``partial`` and the
 command turns into exit code 4), and the stage goes on with the others. Nothing a failed
-piece began is taken as done, so the next run simply tries it again.
+piece began is taken as done, so the next run simply tries it again. Pieces that need nothing
+of each other run side by side (:func:`side_by_side`): the small ones' Spark jobs fill the
+cores a large one leaves idle between its stages.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Iterator
+from contextvars import ContextVar
+from typing import Callable, Iterator, Mapping, TypeVar
+
+from pyspark.sql import SparkSession
 
 from crmlake.log import timed
+
+T = TypeVar("T")
+SCHEDULER_POOL = "spark.scheduler.pool"
+_STOP: ContextVar[threading.Event | None] = ContextVar("crmlake_side_by_side_stop", default=None)   # set in each piece's thread
 
 
 def reason_of(error: BaseException) -> str:
@@ -36,11 +47,61 @@ def isolated(piece: str, failed: dict, log: logging.Logger, label: str | None = 
     with timed(log, label or piece) as facts:
         try:
             yield facts
-        except expected as reason:
-            facts["failed"] = str(reason)
-            log.warning("%s: not done today, the rest goes on: %s", label or piece, reason)
         except Exception as error:  # noqa: BLE001 - one piece's fault must not stop the others
-            facts["failed"] = reason_of(error)
-            log.exception("%s failed, the rest goes on", label or piece)
+            if _stopping():
+                raise   # the stage is being stopped (its Spark jobs cancelled): nothing goes on
+            if isinstance(error, expected):
+                facts["failed"] = str(error)
+                log.warning("%s: not done today, the rest goes on: %s", label or piece, error)
+            else:
+                facts["failed"] = reason_of(error)
+                log.exception("%s failed, the rest goes on", label or piece)
     if "failed" in facts:
         failed[piece] = facts["failed"]
+
+
+def _stopping() -> bool:
+    """True in a piece of a :func:`side_by_side` call that is being stopped."""
+    stop = _STOP.get()
+    return stop is not None and stop.is_set()
+
+
+def side_by_side(spark: SparkSession, pieces: Mapping[str, Callable[[], T]], at_once: int) -> dict[str, T]:
+    """Run ``pieces`` (name -> a callable taking nothing) on up to ``at_once`` driver threads and
+    return name -> its result, in the order given; ``at_once`` 1 runs them one after another.
+
+    Each piece submits its Spark jobs in a scheduler pool of its own, named after it: under
+    ``spark.scheduler.mode=FAIR`` (conf/base.yaml) the pools share the cores, so a small
+    piece's short jobs are not queued behind a large piece's stages. Every piece runs to its
+    end; then the first failed piece's error, in the order given, is raised. When the waiting
+    thread is interrupted (a lost lease interrupts it), the pieces not started never start,
+    and every Spark job is cancelled, again and again until each running piece has ended: its
+    action fails, and :func:`isolated` lets that failure through rather than go on with the
+    piece's next step; then the interruption is raised.
+    """
+    if at_once <= 1 or len(pieces) <= 1:
+        return {name: piece() for name, piece in pieces.items()}
+    context = spark.sparkContext
+    stop = threading.Event()
+
+    def in_pool(name: str, piece: Callable[[], T]) -> T:
+        _STOP.set(stop)
+        context.setLocalProperty(SCHEDULER_POOL, name)
+        try:
+            return piece()
+        finally:
+            context.setLocalProperty(SCHEDULER_POOL, None)
+
+    with ThreadPoolExecutor(max_workers=min(at_once, len(pieces)), thread_name_prefix="crmlake-piece") as pool:
+        futures = {name: pool.submit(in_pool, name, piece) for name, piece in pieces.items()}
+        try:
+            # In steps: an interruption is seen between two, not only once every piece is done.
+            while wait(futures.values(), timeout=1).not_done:
+                pass
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            while wait(futures.values(), timeout=0.2).not_done:
+                context.cancelAllJobs()
+            raise
+    return {name: future.result() for name, future in futures.items()}

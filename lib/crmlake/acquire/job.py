@@ -18,7 +18,9 @@ and line, and writes only what is missing, so every record lands once and the in
 holds what a run never killed would.
 
 Every source is optional (the contract): a source that has never delivered gets an empty
-bronze table of its schema, so later stages read an empty source, not a missing table.
+bronze table of its schema, so later stages read an empty source, not a missing table. The
+sources are acquired side by side (``acquire.sources_at_once``,
+:func:`crmlake.isolation.side_by_side`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, replace
+from functools import partial
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -38,6 +41,7 @@ from crmlake.acquire.validate import with_validation
 from crmlake.business_days import business_date
 from crmlake.config import Conf, ConfigError
 from crmlake.faults import crash_point
+from crmlake.isolation import side_by_side
 from crmlake.lake import Lake
 from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger, timed
@@ -387,10 +391,18 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     landing_root(conf.landing_root)   # a landing zone that is not there fails the run before anything is read
     lake = Lake(spark, conf)
     ingested = IngestLog.of_sources(lake)
-    results: dict = {}
-    for name, source in SOURCES.items():
-        with timed(log, f"acquire {name} up to {run_date}") as facts:
-            facts.update(acquire_source(spark, lake, conf, source, run_date, ingested[name]))
-            results[name] = dict(facts)
+
+    def acquired(source: Source) -> dict:
+        with timed(log, f"acquire {source.name} up to {run_date}") as facts:
+            facts.update(acquire_source(spark, lake, conf, source, run_date, ingested[source.name]))
+        return dict(facts)
+
+    # The sources share nothing but the tables every one appends to (the quarantine, the ingest
+    # log), whose commits are retried against each other: they are acquired side by side, those
+    # two tables' schemas brought up to the catalog's first, so that no source changes them.
+    for shared in (QUARANTINE, INGEST_LOG):
+        lake.add_declared_columns(shared)
+    pieces = {name: partial(acquired, source) for name, source in SOURCES.items()}
+    results = side_by_side(spark, pieces, lake.writers_at_once(conf.acquire.sources_at_once))
     failed = {f"file {path}": "does not balance (see bronze.ingest_log); read again by the next run" for name in SOURCES for path in results[name]["balance_failed"]}
     return {**results, "failed": failed}

@@ -42,7 +42,8 @@ cannot train (too little history, one class, no pairs, an error in its fit) is l
 listed with its reason in the summary's ``failed``, and the stage goes on. RFM, value tiers
 and the loyalty ladder are written for every person whatever the models did; a failed
 model's columns come from its existing champion, or are null. The next run tries the failed
-model again.
+model again. The reports and the four models run side by side, and so do the tables written
+from the scores (``analyze.steps_at_once``, :func:`crmlake.isolation.side_by_side`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from crmlake.analyze.uplift_scores import audience_uplift
 from crmlake.analyze.value import with_loyalty_level, with_value_tier
 from crmlake.analyze.writers import COMPANIES, model_column, next_best_categories, pareto, score_companies, write_profiles, write_reports
 from crmlake.config import Conf
+from crmlake.isolation import side_by_side
 from crmlake.lake import Lake
 from crmlake.log import get_logger, timed
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id, with_session_person_id
@@ -170,33 +172,51 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     if lake.read("silver.sessions").isEmpty():  # every source is optional: say what the features lack
         facts["missing_inputs"] = ["silver.sessions is empty (clickstream not delivered): visit features are 0 for every person"]
         log.warning("analyze for %s: %s", run_date, facts["missing_inputs"][0])
-    with timed(log, f"reports for {run_date}") as f:
-        f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
-    facts["reports"] = f["reports"]
     # Propensity's and next best category's point in time: features as of the cutoff, labels after it.
     cutoff = run_date - dt.timedelta(days=p.label_days)
     lines_then = lines_as_of(cutoff)
     behaviour_then = behaviour_as_of(cutoff, lines_then).cache()
-    with isolated_model("propensity", run_date, failures) as f:
-        labelled = with_purchase_label(behaviour_then, order_lines, cutoff, p.label_days)
-        f.update(specs.propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p.model_dump(mode="json"), **shared})))
-    facts["propensity"] = dict(f)
-    with isolated_model("next_best_category", run_date, failures) as f:
-        c = conf.analyze.next_best_category
-        bought = categories.categories_bought(order_lines, cutoff, p.label_days)
-        pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
-        settings = {"next_best_category": c.model_dump(mode="json"), "label_days": p.label_days, "holdout_share": p.holdout_share, **shared}
-        f.update(specs.next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
-    facts["next_best_category"] = dict(f)
     behaviour = behaviour_as_of(run_date, order_lines).cache()
-    with isolated_model("segmentation", run_date, failures) as f:
-        f.update(specs.segmentation(conf, behaviour, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s.model_dump(mode="json"), **shared})))
-    facts["segmentation"] = dict(f)
-    valued = without_lifetime_value(people.select("person_id"), horizon)
-    with isolated_model("lifetime_value", run_date, failures) as f:
-        valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
-        f.update(f_clv)
-    facts["lifetime_value"] = dict(f)
+    at_once = lake.writers_at_once(conf.analyze.steps_at_once)
+    tracking.configure(conf)   # the experiment made once, before the steps side by side log their runs in it
+
+    def reports() -> list:
+        with timed(log, f"reports for {run_date}") as f:
+            f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
+        return f["reports"]
+
+    def propensity_model() -> dict:
+        with isolated_model("propensity", run_date, failures) as f:
+            labelled = with_purchase_label(behaviour_then, order_lines, cutoff, p.label_days)
+            f.update(specs.propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p.model_dump(mode="json"), **shared})))
+        return dict(f)
+
+    def next_best_category_model() -> dict:
+        with isolated_model("next_best_category", run_date, failures) as f:
+            c = conf.analyze.next_best_category
+            bought = categories.categories_bought(order_lines, cutoff, p.label_days)
+            pairs = categories.with_category_label(categories.person_categories(behaviour_then, lines_then, cutoff), bought)
+            settings = {"next_best_category": c.model_dump(mode="json"), "label_days": p.label_days, "holdout_share": p.holdout_share, **shared}
+            f.update(specs.next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
+        return dict(f)
+
+    def segmentation_model() -> dict:
+        with isolated_model("segmentation", run_date, failures) as f:
+            f.update(specs.segmentation(conf, behaviour, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s.model_dump(mode="json"), **shared})))
+        return dict(f)
+
+    def lifetime_value_model() -> tuple[DataFrame, dict]:
+        valued = without_lifetime_value(people.select("person_id"), horizon)
+        with isolated_model("lifetime_value", run_date, failures) as f:
+            valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
+            f.update(f_clv)
+        return valued, dict(f)
+
+    # The reports and the models need nothing of each other: side by side.
+    before_scores = side_by_side(spark, {"reports": reports, "propensity": propensity_model, "next_best_category": next_best_category_model,
+                                         "segmentation": segmentation_model, "lifetime_value": lifetime_value_model}, at_once)
+    valued, lifetime_facts = before_scores.pop("lifetime_value")
+    facts.update(before_scores, lifetime_value=lifetime_facts)
     with timed(log, f"score persons for {run_date}") as f:
         # Each model's champion, whatever today's challenger did; a model without one yet leaves its columns null.
         propensity_model, propensity_version = tracking.champion(p.model_name)
@@ -245,34 +265,50 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         f.update(pareto(lake, conf, report_dir, scores, run_date))
         write_profiles(conf.exports_root, scores, run_date)
     facts["scores"] = dict(f)
-    with isolated_model("uplift", run_date, failures) as f:
-        f.update(audience_uplift(lake, conf, behaviour_as_of, order_lines, behaviour, run_date, inputs, report_dir, failures))
-    facts["uplift"] = dict(f)
-    with timed(log, f"service and campaign engagement for {run_date}") as f:
-        scored_today = lake.read(SCORES).where(f"score_date = DATE'{run_date}'")
-        f.update(service.write_service(lake, conf.analyze.service, contacts, scored_today, run_date))
-        f.update(write_campaign_engagement(lake, lake.read("bronze.campaign_events"), run_date, tz, conf.campaigns.cost_per_contact.email))
-    facts["service_and_engagement"] = dict(f)
-    with isolated_model("churn_ranking", run_date, failures) as judged:   # on a past date; whatever it does, the tables below are written
-        judged.update(retention.judge_churn_ranking(conf, spark, lines_as_of, order_lines, run_date))
-    with timed(log, f"retention and churn for {run_date}") as f:
-        sessions = with_session_person_id(lake.read("silver.sessions"), identity_map)
-        f.update(retention.write_retention(lake, conf, order_lines, contacts, sessions, run_date, judged.get("served")))
-    facts["retention"] = {**f, "churn_ranking": dict(judged)}
-    with timed(log, f"customer profitability for {run_date}") as f:
-        f.update(write_customer_profitability(lake, conf, scored_today, order_lines, contacts, identity_map, run_date, report_dir))
-    facts["profitability"] = dict(f)
-    with timed(log, f"acquisition sources and referrals for {run_date}") as f:
-        f.update(write_acquisition(lake, conf.analyze.acquisition, members(run_date), order_lines, identity_map, run_date, tz))
-    facts["acquisition"] = dict(f)
-    if lake.exists(COMPANIES):
+    scored_today = lake.read(SCORES).where(f"score_date = DATE'{run_date}'")
+
+    def uplift() -> dict:
+        with isolated_model("uplift", run_date, failures) as f:
+            f.update(audience_uplift(lake, conf, behaviour_as_of, order_lines, behaviour, run_date, inputs, report_dir, failures))
+        return dict(f)
+
+    def service_and_engagement() -> dict:
+        with timed(log, f"service and campaign engagement for {run_date}") as f:
+            f.update(service.write_service(lake, conf.analyze.service, contacts, scored_today, run_date))
+            f.update(write_campaign_engagement(lake, lake.read("bronze.campaign_events"), run_date, tz, conf.campaigns.cost_per_contact.email))
+        return dict(f)
+
+    def retention_and_churn() -> dict:
+        with isolated_model("churn_ranking", run_date, failures) as judged:   # on a past date; whatever it does, the tables below are written
+            judged.update(retention.judge_churn_ranking(conf, spark, lines_as_of, order_lines, run_date))
+        with timed(log, f"retention and churn for {run_date}") as f:
+            sessions = with_session_person_id(lake.read("silver.sessions"), identity_map)
+            f.update(retention.write_retention(lake, conf, order_lines, contacts, sessions, run_date, judged.get("served")))
+        return {**f, "churn_ranking": dict(judged)}
+
+    def profitability() -> dict:
+        with timed(log, f"customer profitability for {run_date}") as f:
+            f.update(write_customer_profitability(lake, conf, scored_today, order_lines, contacts, identity_map, run_date, report_dir))
+        return dict(f)
+
+    def acquisition() -> dict:
+        with timed(log, f"acquisition sources and referrals for {run_date}") as f:
+            f.update(write_acquisition(lake, conf.analyze.acquisition, members(run_date), order_lines, identity_map, run_date, tz))
+        return dict(f)
+
+    def companies() -> dict:
         with timed(log, f"company scores for {run_date}") as f:
-            f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, lake.read(SCORES).where(f"score_date = DATE'{run_date}'"), run_date)
-        facts["companies"] = dict(f)
+            f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, scored_today, run_date)
+        return dict(f)
+
+    # Each step from the scores writes tables of its own: side by side.
+    from_scores = {"uplift": uplift, "service_and_engagement": service_and_engagement, "retention": retention_and_churn,
+                   "profitability": profitability, "acquisition": acquisition, **({"companies": companies} if lake.exists(COMPANIES) else {})}
+    facts.update(side_by_side(spark, from_scores, at_once))
     # Last: its sections read the gold tables written above; a section that fails is listed in failures.
     facts["monthly_report"] = management.write_monthly_report(lake, conf, run_date, report_dir, failures)
     for cached in (people, contacts, order_lines, behaviour_then, behaviour, propensity):
         cached.unpersist()
     if failures:
         log.warning("analyze for %s: scores written without %s", run_date, "; ".join(f"{name} ({reason})" for name, reason in failures.items()))
-    return {**facts, "failed": failures}
+    return {**facts, "failed": dict(sorted(failures.items()))}   # in one order, whichever step failed first

@@ -232,7 +232,7 @@ def acquisition_section(read: Read, conf: Conf, run_date: dt.date) -> Section:
 
 def _sources_chart(sources: list, title: str, value_window: str) -> bytes:
     """Two panels side by side, a bar per source (the first on top): value per new customer (in ``value_window``), and new customers."""
-    fig, (left, right) = charts.pyplot().subplots(1, 2, figsize=(10, 0.4 * max(3, len(sources)) + 1.4), sharey=True)
+    fig, (left, right) = charts.figure(10, 0.4 * max(3, len(sources)) + 1.4, columns=2, share_y=True)
     labels = [s["source"] for s in sources][::-1]
     left.barh(labels, [s["value_per_customer"] or 0.0 for s in sources][::-1], color=charts.BLUE)
     left.set_title(f"Value per new customer ({value_window})")

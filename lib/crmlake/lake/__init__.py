@@ -167,6 +167,19 @@ class Lake:
             self.engine.add_columns(location, missing)
             log.info("%s: added the declared columns %s (earlier rows read them as null)", table, ", ".join(f.name for f in missing))
 
+    def add_declared_columns(self, table: str) -> None:
+        """Add to ``table``, when it exists, the declared columns it lacks, as its next write would:
+        called before writers side by side append to one table, so that none of them changes its
+        schema under the others' commits."""
+        self._with_declared_columns(table, self.spark.createDataFrame([], self.catalog.spec(table).ddl))
+
+    def writers_at_once(self, wanted: int) -> int:
+        """Return how many pieces of a stage may write this lake at once: ``wanted`` on an engine
+        whose concurrent commits are safe (rs: each commit retried against the others, each write's
+        result its own), else 1 (delta-spark: a write's result is read back from the table's
+        history, and its merges set session-wide settings)."""
+        return wanted if self.engine.concurrent_writes else 1
+
     def _logged(self, op: str, table: str, result: WriteResult) -> WriteResult:
         if result.committed:
             log.info("%s %s: v%s rows=%d files+%d files-%d", op, table, result.version, result.rows_written, result.files_added, result.files_removed)

@@ -61,6 +61,7 @@ class RsEngine:
     """Delta tables on local disk: Spark for data files, delta-rs for the transaction log."""
 
     name = "rs"
+    concurrent_writes = True   # each commit is retried against the others, and a write's result is its own
 
     def __init__(self, spark: SparkSession, target_file_rows: int, small_file_bytes: int):
         self.spark = spark

@@ -38,6 +38,7 @@ class SparkDeltaEngine:
     """Delta tables through delta-spark; the same contract as the rs engine."""
 
     name = "spark"
+    concurrent_writes = False   # a write's result is read from the table's history; merges set session-wide settings
 
     def __init__(self, spark: SparkSession, target_file_rows: int, small_file_bytes: int):
         if not delta_spark_available(spark):

@@ -23,12 +23,15 @@ Erase requests are applied first (:mod:`crmlake.privacy`): the account's persona
 from every table the catalog says holds it and from the exports, with the old files that
 held it; a later upsert of an erased account is erased on arrival and counted as refused.
 An erase rewrites bronze files, so the snapshot is pinned again after it. Every bronze
-source is optional: acquire creates an empty table for a source never delivered.
+source is optional: acquire creates an empty table for a source never delivered. The
+customers, order lines and sessions steps need nothing of each other and run side by side
+(``organize.steps_at_once``, :func:`crmlake.isolation.side_by_side`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -37,6 +40,7 @@ from crmlake.business_days import business_date
 from crmlake.config import Conf
 from crmlake.faults import crash_point
 from crmlake.interactions import latest_contacts
+from crmlake.isolation import side_by_side
 from crmlake.lake import Lake, Snapshot
 from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger, timed
@@ -323,24 +327,33 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
     log.info("organize for %s: %s", run_date, facts["mode"])
     # The profiles as the last complete run left them: the identity map grows from what this run changes in them.
     profiles_before = changes.profiles_before()
-    steps = [
-        ("erase", lambda: erase_due_accounts(lake, conf, changes)),
-        ("customers", lambda: organize_accounts(lake, changes, conf.business.default_phone_region)),
-        ("order lines", lambda: organize_order_lines(lake, changes)),
-        ("sessions", lambda: organize_sessions(lake, changes, conf.organize.session_gap_minutes, tz)),
+    # Steps in order; the steps of one group need nothing of each other and run side by side.
+    groups = [
+        {"erase": lambda: erase_due_accounts(lake, conf, changes)},
+        {
+            "customers": lambda: organize_accounts(lake, changes, conf.business.default_phone_region),
+            "order lines": lambda: organize_order_lines(lake, changes),
+            "sessions": lambda: organize_sessions(lake, changes, conf.organize.session_gap_minutes, tz),
+        },
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was
         # written nor erased from (an erased account's hashed email and phone must leave the map).
-        ("people", lambda: organize_people(
+        {"people": lambda: organize_people(
             lake, changes, conf, run_date, changes.full or bool(facts["erased_accounts"] or facts["accounts"] or facts["identity_links"]), facts["erased_accounts"], profiles_before
-        )),
-        ("companies", lambda: organize_companies(lake)),
+        )},
+        {"companies": lambda: organize_companies(lake)},
     ]
+
+    def step(name: str, work) -> dict:
+        with timed(log, f"organize {name} for {run_date}") as f:
+            f.update(work())
+        crash_point(f"organize.{name.replace(' ', '_')}")   # the fault suite kills a run here, after each step
+        return dict(f)
+
     try:
-        for name, step in steps:
-            with timed(log, f"organize {name} for {run_date}") as f:
-                f.update(step())
-            facts.update(f)
-            crash_point(f"organize.{name.replace(' ', '_')}")   # the fault suite kills a run here, after each step
+        for group in groups:
+            done = side_by_side(lake.spark, {name: partial(step, name, work) for name, work in group.items()}, lake.writers_at_once(conf.organize.steps_at_once))
+            for f in done.values():
+                facts.update(f)
     finally:
         changes.release()
     lake.overwrite(STATE, changes.state(run_date))
