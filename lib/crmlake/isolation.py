@@ -42,7 +42,8 @@ def isolated(piece: str, failed: dict, log: logging.Logger, label: str | None = 
     Yields the dict of the step's facts. When the block raises one of ``expected`` (the data
     cannot do it today: its message is the reason) or any other error (logged with its
     trace), the reason is set as the facts' ``failed`` and ``failed[piece]``, and the caller
-    goes on.
+    goes on, except in a piece of a :func:`side_by_side` call being stopped: then the error
+    goes through.
     """
     with timed(log, label or piece) as facts:
         try:
