@@ -185,13 +185,13 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             f["reports"] = write_reports(lake, conf, order_lines, people, run_date, report_dir)
         return f["reports"]
 
-    def propensity_model() -> dict:
+    def fit_propensity() -> dict:
         with isolated_model("propensity", run_date, failures) as f:
             labelled = with_purchase_label(behaviour_then, order_lines, cutoff, p.label_days)
             f.update(specs.propensity(conf, labelled, run_date, tracking.fingerprint(inputs, {"propensity": p.model_dump(mode="json"), **shared})))
         return dict(f)
 
-    def next_best_category_model() -> dict:
+    def fit_next_best_category() -> dict:
         with isolated_model("next_best_category", run_date, failures) as f:
             c = conf.analyze.next_best_category
             bought = categories.categories_bought(order_lines, cutoff, p.label_days)
@@ -200,12 +200,12 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             f.update(specs.next_best_category(conf, pairs, bought, run_date, tracking.fingerprint(inputs, settings)))
         return dict(f)
 
-    def segmentation_model() -> dict:
+    def fit_segmentation() -> dict:
         with isolated_model("segmentation", run_date, failures) as f:
             f.update(specs.segmentation(conf, behaviour, run_date, report_dir, tracking.fingerprint(inputs, {"segmentation": s.model_dump(mode="json"), **shared})))
         return dict(f)
 
-    def lifetime_value_model() -> tuple[DataFrame, dict]:
+    def fit_lifetime_value() -> tuple[DataFrame, dict]:
         valued = without_lifetime_value(people.select("person_id"), horizon)
         with isolated_model("lifetime_value", run_date, failures) as f:
             valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
@@ -213,8 +213,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         return valued, dict(f)
 
     # The reports and the models need nothing of each other: side by side.
-    before_scores = side_by_side(spark, {"reports": reports, "propensity": propensity_model, "next_best_category": next_best_category_model,
-                                         "segmentation": segmentation_model, "lifetime_value": lifetime_value_model}, at_once)
+    before_scores = side_by_side(spark, {"reports": reports, "propensity": fit_propensity, "next_best_category": fit_next_best_category,
+                                         "segmentation": fit_segmentation, "lifetime_value": fit_lifetime_value}, at_once)
     valued, lifetime_facts = before_scores.pop("lifetime_value")
     facts.update(before_scores, lifetime_value=lifetime_facts)
     with timed(log, f"score persons for {run_date}") as f:
