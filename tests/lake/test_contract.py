@@ -16,6 +16,7 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from crmlake.lake import Lake, PredicateError, WriteId
+from crmlake.lake.rs import RsEngine
 from crmlake.lake.spark_delta import delta_spark_available
 from tables import ROWS, catalog_with_test_tables
 
@@ -132,6 +133,32 @@ def test_overwrite_where_replaces_only_that_partition(spark, lake):
     assert table_rows(lake, "gold.t") == [("a", 1), ("c", 3)]
     with pytest.raises(PredicateError, match="do not all match"):
         lake.overwrite_where("gold.t", rows(spark, ("z", 1, 0, 9)), "day = DATE'2026-11-02'")
+
+
+def test_an_overwrite_shows_its_rows_before_the_commit_and_a_failure_there_commits_nothing(spark, lake):
+    """``before_commit`` gets the rows as written (a frame computed once), while the table
+    still reads as it was; a failure in it leaves the table as it was, and the retried
+    overwrite commits."""
+    lake.append("gold.t", rows(spark, ("a", 1, 0, 1), ("b", 2, 0, 2)), partition_by=["day"])
+    version, seen = lake.version("gold.t"), []
+
+    def look(staged):
+        seen.append((sorted((r["account_id"], r["amount"]) for r in staged.collect()), staged.columns, table_rows(lake, "gold.t"), lake.version("gold.t")))
+
+    new_rows = rows(spark, ("c", 1, 0, 3), ("d", 3, 0, 4))
+    lake.overwrite("gold.t", new_rows, partition_by=["day"], before_commit=look)
+    assert seen == [([("c", 3), ("d", 4)], new_rows.columns, [("a", 1), ("b", 2)], version)]
+    assert table_rows(lake, "gold.t") == [("c", 3), ("d", 4)] and lake.version("gold.t") == version + 1
+    assert lake.logged_rows("gold.t") == (2 if isinstance(lake.engine, RsEngine) else None)   # delta-spark's file list carries no counts
+
+    def fail(staged):
+        raise RuntimeError("killed before the commit")
+
+    with pytest.raises(RuntimeError, match="before the commit"):
+        lake.overwrite("gold.t", rows(spark, ("e", 1, 0, 5)), partition_by=["day"], before_commit=fail)
+    assert table_rows(lake, "gold.t") == [("c", 3), ("d", 4)] and lake.version("gold.t") == version + 1
+    lake.overwrite("gold.t", rows(spark, ("e", 1, 0, 5)), partition_by=["day"], before_commit=look)
+    assert table_rows(lake, "gold.t") == [("e", 5)] and seen[-1][0] == [("e", 5)]
 
 
 def test_erase_leaves_no_parquet_file_holding_the_key(spark, lake):

@@ -364,3 +364,19 @@ def test_a_stored_phone_hash_is_kept_and_only_rows_without_one_are_parsed(spark)
     profiles = match_profiles(spark.createDataFrame([(*rows[0], "ann@example.com", "Ann", 1990, False)],
                                                     "account_id string, phone string, phone_sha256 string, email string, name string, birth_year int, erased boolean"), "TW")
     assert profiles.first()["phone_key"] == "phone_sha256:stored-by-the-customers-step"
+
+
+def test_a_name_or_mailbox_mistyped_is_near_and_other_differences_differ(spark):
+    """Near: one letter added, dropped or changed between texts without digits, or two
+    adjacent letters swapped where neither is a digit; anything else differs."""
+    from crmlake.organize.matching import comparison_levels
+
+    cases = [("john lee", "jonh lee", "near"), ("li", "il", "near"), ("chen", "cehn", "near"), ("ann", "anne", "near"), ("ann", "amn", "near"),
+             ("x1ab", "x1ba", "near"), ("member12", "member21", "differ"), ("member1", "member2", "differ"), ("abcd", "cbad", "differ"),
+             ("abc", "bca", "differ"), ("ab", "abcd", "differ")]
+    accounts = [row for i, (a, b, _) in enumerate(cases) for row in ((f"A{i}", f"{a.replace(' ', '.')}@x.com", None, a, None, False),
+                                                                     (f"B{i}", f"{b.replace(' ', '.')}@x.com", None, b, None, False))]
+    profiles = match_profiles(spark.createDataFrame(accounts, ACCOUNT_SCHEMA), "TW")
+    pairs = spark.createDataFrame([(f"A{i}", f"B{i}", []) for i in range(len(cases))], "account_a string, account_b string, shared_blocks array<string>")
+    levels = {r["account_a"]: (r["name"], r["email"]) for r in comparison_levels(pairs, profiles).collect()}
+    assert [levels[f"A{i}"] for i in range(len(cases))] == [(want, want) for _, _, want in cases]

@@ -14,7 +14,7 @@ and ``spark`` (delta-spark; clusters with Delta's jars). ``lake.engine: auto`` p
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -144,6 +144,12 @@ class Lake:
         """Return the table's current data files with size, rows and partition values."""
         return self.engine.files(self.path(table))
 
+    def logged_rows(self, table: str) -> int | None:
+        """Return the table's current rows as its Delta log's file statistics count them (no
+        scan of the data), or None when a file's count is not in the log."""
+        counts = [f["num_records"] for f in self.files(table)]
+        return None if None in counts else sum(counts)
+
     def _declared(self, table: str, df: DataFrame, partition_by: Sequence[str]) -> tuple[DataFrame, list[str], dict]:
         """Check a write against the catalog; return (df conformed, partitioning, table properties)."""
         spec = self.catalog.spec(table)
@@ -191,10 +197,14 @@ class Lake:
         self._with_declared_columns(table, df)
         return self._logged("append", table, self.engine.append(self.path(table), df, partition_by, txn, properties))
 
-    def overwrite(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
-        """Replace the whole table (schema and partitioning included)."""
+    def overwrite(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None,
+                  before_commit: Callable[[DataFrame], None] | None = None) -> WriteResult:
+        """Replace the whole table (schema and partitioning included). ``before_commit``, when
+        given, is called with the rows about to be committed (as written, computed once) before
+        the table changes: what must land first (a process killed after it and before the commit
+        leaves the table as it was, and its rerun calls it again); a replayed ``txn`` calls nothing."""
         df, partition_by, properties = self._declared(table, df, partition_by)
-        return self._logged("overwrite", table, self.engine.overwrite(self.path(table), df, partition_by, txn, properties))
+        return self._logged("overwrite", table, self.engine.overwrite(self.path(table), df, partition_by, txn, properties, before_commit))
 
     def overwrite_where(self, table: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Replace only the rows matching ``predicate`` (a rerun of one date, say) with ``df``."""

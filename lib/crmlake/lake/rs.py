@@ -28,7 +28,7 @@ import shutil
 import time
 import urllib.parse
 from dataclasses import replace
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
@@ -185,13 +185,18 @@ class RsEngine:
         version = commit(location, schema, adds, "append", partitions, txn, "append", properties)
         return WriteResult(True, version, rows, len(adds), 0)
 
-    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
-        """Replace the whole table with ``df``, schema, partitioning and ``properties`` included (one commit)."""
+    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None,
+                  before_commit: Callable[[DataFrame], None] | None = None) -> WriteResult:
+        """Replace the whole table with ``df``, schema, partitioning and ``properties`` included
+        (one commit). ``before_commit`` is called with the rows read back from the files staged
+        for the commit, before it: ``df`` is computed once, by the write."""
         if self._already_done(location, txn):
             return WriteResult.skipped()
         existed = self.exists(location)
         removed = len(self.files(location)) if existed else 0
         adds, rows = add_actions(self._stage(df, location, list(partition_by)), self._stats_columns(location, properties))
+        if before_commit is not None:
+            before_commit(self._read_paths(location, nullable_schema(df.schema), [a.path for a in adds]))
         create_table_with_add_actions(
             local_table_path(location),
             DeltaSchema.from_json(nullable_schema(df.schema).json()),
@@ -241,11 +246,14 @@ class RsEngine:
 
     def read_files(self, location: str, files: list[dict]) -> DataFrame:
         """Read only the given data files of the table (as listed by :meth:`files`)."""
-        schema = self.schema(location)
+        return self._read_paths(location, self.schema(location), [f["path"] for f in files])
+
+    def _read_paths(self, location: str, schema: StructType, paths: list[str]) -> DataFrame:
+        """Read the data files at ``paths`` (relative to the table, quoted as the log holds them) with ``schema``."""
         root = local_table_path(location)
-        if not files:
+        if not paths:
             return self.spark.createDataFrame([], schema)
-        uris = [file_uri(os.path.join(root, urllib.parse.unquote(f["path"]))) for f in files]
+        uris = [file_uri(os.path.join(root, urllib.parse.unquote(path))) for path in paths]
         return self.spark.read.schema(schema).option("basePath", file_uri(root)).parquet(*uris).select(*schema.fieldNames())
 
     def _rewrite(self, location: str, remove_files: list[dict], new_rows: DataFrame, txn: WriteId | None, operation: str) -> WriteResult:

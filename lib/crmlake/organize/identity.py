@@ -119,12 +119,13 @@ def _account_of(components: DataFrame) -> DataFrame:
     )
 
 
-def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: DataFrame, matching: Matching) -> tuple[DataFrame, DataFrame]:
+def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: DataFrame, matching: Matching,
+                       previous_rows: int | None = None) -> tuple[DataFrame, DataFrame]:
     """Return ``(identity_map, pairs)`` of every account, rebuilt whole.
 
     Takes :func:`~crmlake.organize.matching.match_profiles` of the live accounts, silver
-    identity links (anonymous_id, account_id), the previous map (ids to keep) and the
-    matching rules. ``pairs`` are every candidate pair with its evidence and decision
+    identity links (anonymous_id, account_id), the previous map (ids to keep; its rows when
+    known, else counted: :func:`assign_person_ids`) and the matching rules. ``pairs`` are every candidate pair with its evidence and decision
     (silver.identity_pairs); the map holds every account (of a profile or a link), and each
     cookie, email and phone held by one person's accounts alone.
     """
@@ -144,7 +145,7 @@ def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: Data
     person_of_account = maybe_broadcast(_account_of(components), small(account_count))
     # The identifiers read again from the profiles and links: no hash to compute (the pairing's are not kept).
     identifiers = attached(identifier_blocks(profiles, links), person_of_account).select("node", F.col("person").alias("component"))
-    return assign_person_ids(components.unionByName(identifiers), previous_map, broadcast_max_rows=matching.broadcast_max_rows), pairs
+    return assign_person_ids(components.unionByName(identifiers), previous_map, broadcast_max_rows=matching.broadcast_max_rows, previous_rows=previous_rows), pairs
 
 
 def touched_blocks(profiles_before: DataFrame, profiles_after: DataFrame, changed: DataFrame, new_links: DataFrame, default_phone_region: str) -> DataFrame:
@@ -341,7 +342,8 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
     return nodes.join(leaves, "node", "left").select("node", F.coalesce("component", "node").alias("component"))
 
 
-def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: DataFrame | None = None, broadcast_max_rows: int = 0) -> DataFrame:
+def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: DataFrame | None = None, broadcast_max_rows: int = 0,
+                      previous_rows: int | None = None) -> DataFrame:
     """Return the identity map (identifier_type, identifier, person_id) for ``components``.
 
     Takes ``(node, component)`` (the component's label, e.g. from :func:`persons_of`: only a
@@ -354,16 +356,20 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
     keeps it (ties: the smaller component) and the others get new ids: ``P`` + 16 hex digits
     of the SHA-256 of the component's label and the previous ids it held (and, should that
     give a previous id, of that id too), so that a new id is never one the previous map holds.
+    ``previous_rows``: the previous map's rows when known (a whole table's, from its Delta log),
+    else the map is counted (checkpointed and counted on the way).
     """
     small = lambda rows: rows <= broadcast_max_rows  # noqa: E731
-    previous, previous_count = counted(previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id")))
-    if previous_count == 0 and taken is None:
+    previous = previous_map.select(_node_of_map().alias("node"), F.col("person_id").alias("previous_id"))
+    if previous_rows is None:
+        previous, previous_rows = counted(previous)
+    if previous_rows == 0 and taken is None:
         # A first run: no id to keep, none to avoid. Each component mints from its label alone, as
         # below when it held nothing; the components are read once (the map), not checkpointed.
         return _map_rows(components.withColumn("person_id", _minted_id("component")))
     # Checkpointed: the components are read twice (votes, the map), their lineage once.
     components = components.checkpoint()
-    votes = components.join(maybe_broadcast(previous, small(previous_count)), "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
+    votes = components.join(maybe_broadcast(previous, small(previous_rows)), "node").groupBy("component", "previous_id").agg(F.count(F.lit(1)).alias("votes"))
     # One row per component that held ids: the id it keeps, if any, and those it held. Both
     # windows by component share one sort: its best id (the most votes, ties: the smaller id)
     # and every id it held, on its best id's row; then each best id is kept by the component
@@ -385,7 +391,7 @@ def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: Dat
     # task as they are, not written and counted first), or ``taken``'s, counted and sent when few.
     in_use = previous.select("previous_id") if taken is None else taken.select(F.col("person_id").alias("previous_id"))
     ids_in_use = in_use.select(F.col("previous_id").alias("_minted")).distinct().withColumn("_taken", F.lit(True))
-    if taken is None and small(previous_count):
+    if taken is None and small(previous_rows):
         few_in_use = True
     else:
         ids_in_use, in_use_count = counted(ids_in_use)

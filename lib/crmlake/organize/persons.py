@@ -104,12 +104,12 @@ def organize_identity(
     account_id) unless ``full``, ``erased`` (an account erased by this run), the profiles
     before are unknown (``profiles_before`` None) or there is no map yet: then rebuilt whole.
     """
-    spark = lake.spark
     region = conf.business.default_phone_region
     customers = lake.read("silver.customers")
     profiles = match_profiles(customers, region).checkpoint()
     links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
-    previous = (lake.read(MAP) if lake.exists(MAP) else spark.createDataFrame([], "identifier_type string, identifier string, person_id string")).checkpoint()
+    # The map as this run found it, pinned (read as it was after this run rewrites it); its rows from the Delta log.
+    previous, previous_rows = (lake.read(MAP, lake.version(MAP)), lake.logged_rows(MAP)) if lake.exists(MAP) else (lake.read_or_empty(MAP), 0)
     # Without stored weights (a first run, or one killed before it stored those it estimated) the
     # pairs and the map may have been decided with others: rebuilt whole.
     whole = full or erased or profiles_before is None or not lake.exists(MAP) or not lake.exists(PAIRS) or not lake.exists(WEIGHTS)
@@ -118,26 +118,30 @@ def organize_identity(
     matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
     reached = None
     if whole:
-        identity_map, pairs = build_identity_map(profiles, links, previous, matching)
-        identity_map = identity_map.checkpoint()
+        identity_map, pairs = build_identity_map(profiles, links, previous, matching, previous_rows)
         lake.overwrite(PAIRS, pairs.withColumn("scored_on", F.lit(run_date)))
     else:
         blocks_touched = touched_blocks(lake.read("silver.customers", profiles_before), customers, changed, new_links, region)
         touched = changed.select("account_id").unionByName(new_links.select("account_id")).distinct()
-        identity_map, pair_changes, reached = grow_identity_map(profiles, links, previous, lake.read(PAIRS), touched, blocks_touched, matching)
-        # The map is computed (from the pairs as they were) before the pairs are merged.
-        identity_map = identity_map.checkpoint()
+        # The map is computed from the pairs as they were (pinned), though written after they are merged.
+        identity_map, pair_changes, reached = grow_identity_map(profiles, links, previous, lake.read(PAIRS, lake.version(PAIRS)), touched, blocks_touched, matching)
         lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
-    # Before the map: a rerun of a run killed after this write compares the same two maps again.
-    moves, moved = counted(persons_left(previous, identity_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
-    if moved:
-        lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
+    moved = []
+
+    def record_moves(staged_map: DataFrame) -> None:
+        # Before the map is committed (its files written, read back here): a rerun of a run killed
+        # after this write compares the same two maps again.
+        moves, count = counted(persons_left(previous, staged_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
+        if count:
+            lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
+        moved.append(count)
+
     # Without the erased holder's links, the other holder looks like the cookie's only one: the erasure's record says otherwise.
     shared = lake.read_or_empty(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
-    lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"])
+    lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"], before_commit=record_moves)
     if estimated:
         store_weights(lake, weights, run_date)
-    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": moved}
+    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": moved[0]}
 
 
 def persons_left(previous_map: DataFrame, identity_map: DataFrame, history: DataFrame, run_date: dt.date,
