@@ -137,8 +137,8 @@ def test_overwrite_where_replaces_only_that_partition(spark, lake):
 
 def test_an_overwrite_shows_its_rows_before_the_commit_and_a_failure_there_commits_nothing(spark, lake):
     """``before_commit`` gets the rows as written (a frame computed once), while the table
-    still reads as it was; a failure in it leaves the table as it was, and the retried
-    overwrite commits."""
+    still reads as it was; a failure in it leaves the table as it was, no new file among its
+    data files, and the retried overwrite commits."""
     lake.append("gold.t", rows(spark, ("a", 1, 0, 1), ("b", 2, 0, 2)), partition_by=["day"])
     version, seen = lake.version("gold.t"), []
 
@@ -154,9 +154,11 @@ def test_an_overwrite_shows_its_rows_before_the_commit_and_a_failure_there_commi
     def fail(staged):
         raise RuntimeError("killed before the commit")
 
+    data_files = parquet_files(lake, "gold.t")
     with pytest.raises(RuntimeError, match="before the commit"):
         lake.overwrite("gold.t", rows(spark, ("e", 1, 0, 5)), partition_by=["day"], before_commit=fail)
     assert table_rows(lake, "gold.t") == [("c", 3), ("d", 4)] and lake.version("gold.t") == version + 1
+    assert parquet_files(lake, "gold.t") == data_files   # staged files only, which the next writer removes
     lake.overwrite("gold.t", rows(spark, ("e", 1, 0, 5)), partition_by=["day"], before_commit=look)
     assert table_rows(lake, "gold.t") == [("e", 5)] and seen[-1][0] == [("e", 5)]
 

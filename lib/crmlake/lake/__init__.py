@@ -202,7 +202,8 @@ class Lake:
         """Replace the whole table (schema and partitioning included). ``before_commit``, when
         given, is called with the rows about to be committed (as written, computed once) before
         the table changes: what must land first (a process killed after it and before the commit
-        leaves the table as it was, and its rerun calls it again); a replayed ``txn`` calls nothing."""
+        leaves the table as it was, and its rerun calls it again); a replayed ``txn`` calls
+        nothing. The frame it gets may read files that move once it returns: use it within the call."""
         df, partition_by, properties = self._declared(table, df, partition_by)
         return self._logged("overwrite", table, self.engine.overwrite(self.path(table), df, partition_by, txn, properties, before_commit))
 

@@ -154,9 +154,9 @@ class RsEngine:
             return True
         return False
 
-    def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str]) -> list[StagedFile]:
+    def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str], before_move: Callable[[str], None] | None = None) -> list[StagedFile]:
         """Stage ``df``'s files in the table (:func:`crmlake.lake.rs_commit.stage_files`)."""
-        return stage_files(df, location, partition_by, self.target_file_rows)
+        return stage_files(df, location, partition_by, self.target_file_rows, before_move)
 
     def _stats_columns(self, location: str, properties: Mapping[str, str] | None) -> set | None:
         """Return the columns to keep statistics for: ``delta.dataSkippingStatsColumns`` of the
@@ -188,15 +188,20 @@ class RsEngine:
     def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None,
                   before_commit: Callable[[DataFrame], None] | None = None) -> WriteResult:
         """Replace the whole table with ``df``, schema, partitioning and ``properties`` included
-        (one commit). ``before_commit`` is called with the rows read back from the files staged
-        for the commit, before it: ``df`` is computed once, by the write."""
+        (one commit). ``before_commit`` is called with the rows as written, read where they are
+        staged before they move into the table: ``df`` is computed once, by the write."""
         if self._already_done(location, txn):
             return WriteResult.skipped()
         existed = self.exists(location)
         removed = len(self.files(location)) if existed else 0
-        adds, rows = add_actions(self._stage(df, location, list(partition_by)), self._stats_columns(location, properties))
-        if before_commit is not None:
-            before_commit(self._read_paths(location, nullable_schema(df.schema), [a.path for a in adds]))
+        schema = nullable_schema(df.schema)
+
+        def staged_rows(staging: str) -> None:
+            # Read where they were written, before they move into the table: a failure here leaves no file in it.
+            before_commit(self.spark.read.schema(schema).option("basePath", staging).parquet(staging).select(*schema.fieldNames()))
+
+        staged = self._stage(df, location, list(partition_by), None if before_commit is None else staged_rows)
+        adds, rows = add_actions(staged, self._stats_columns(location, properties))
         create_table_with_add_actions(
             local_table_path(location),
             DeltaSchema.from_json(nullable_schema(df.schema).json()),
@@ -246,14 +251,11 @@ class RsEngine:
 
     def read_files(self, location: str, files: list[dict]) -> DataFrame:
         """Read only the given data files of the table (as listed by :meth:`files`)."""
-        return self._read_paths(location, self.schema(location), [f["path"] for f in files])
-
-    def _read_paths(self, location: str, schema: StructType, paths: list[str]) -> DataFrame:
-        """Read the data files at ``paths`` (relative to the table, quoted as the log holds them) with ``schema``."""
+        schema = self.schema(location)
         root = local_table_path(location)
-        if not paths:
+        if not files:
             return self.spark.createDataFrame([], schema)
-        uris = [file_uri(os.path.join(root, urllib.parse.unquote(path))) for path in paths]
+        uris = [file_uri(os.path.join(root, urllib.parse.unquote(f["path"]))) for f in files]
         return self.spark.read.schema(schema).option("basePath", file_uri(root)).parquet(*uris).select(*schema.fieldNames())
 
     def _rewrite(self, location: str, remove_files: list[dict], new_rows: DataFrame, txn: WriteId | None, operation: str) -> WriteResult:

@@ -129,8 +129,8 @@ def organize_identity(
     moved = []
 
     def record_moves(staged_map: DataFrame) -> None:
-        # Before the map is committed (its files written, read back here): a rerun of a run killed
-        # after this write compares the same two maps again.
+        # Before the map is committed (its files written, read here where they are staged): a
+        # rerun of a run killed after this write compares the same two maps again.
         moves, count = counted(persons_left(previous, staged_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
         if count:
             lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
@@ -141,7 +141,7 @@ def organize_identity(
     lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"], before_commit=record_moves)
     if estimated:
         store_weights(lake, weights, run_date)
-    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": moved[0]}
+    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": sum(moved)}
 
 
 def persons_left(previous_map: DataFrame, identity_map: DataFrame, history: DataFrame, run_date: dt.date,
