@@ -14,7 +14,7 @@ and ``spark`` (delta-spark; clusters with Delta's jars). ``lake.engine: auto`` p
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -197,15 +197,10 @@ class Lake:
         self._with_declared_columns(table, df)
         return self._logged("append", table, self.engine.append(self.path(table), df, partition_by, txn, properties))
 
-    def overwrite(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None,
-                  before_commit: Callable[[DataFrame], None] | None = None) -> WriteResult:
-        """Replace the whole table (schema and partitioning included). ``before_commit``, when
-        given, is called with the rows about to be committed (as written, computed once) before
-        the table changes: what must land first (a process killed after it and before the commit
-        leaves the table as it was, and its rerun calls it again); a replayed ``txn`` calls
-        nothing. The frame it gets may read files that move once it returns: use it within the call."""
+    def overwrite(self, table: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
+        """Replace the whole table (schema and partitioning included)."""
         df, partition_by, properties = self._declared(table, df, partition_by)
-        return self._logged("overwrite", table, self.engine.overwrite(self.path(table), df, partition_by, txn, properties, before_commit))
+        return self._logged("overwrite", table, self.engine.overwrite(self.path(table), df, partition_by, txn, properties))
 
     def overwrite_where(self, table: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None) -> WriteResult:
         """Replace only the rows matching ``predicate`` (a rerun of one date, say) with ``df``."""

@@ -28,7 +28,7 @@ import shutil
 import time
 import urllib.parse
 from dataclasses import replace
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
@@ -154,9 +154,9 @@ class RsEngine:
             return True
         return False
 
-    def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str], before_move: Callable[[str], None] | None = None) -> list[StagedFile]:
+    def _stage(self, df: DataFrame, location: str, partition_by: Sequence[str]) -> list[StagedFile]:
         """Stage ``df``'s files in the table (:func:`crmlake.lake.rs_commit.stage_files`)."""
-        return stage_files(df, location, partition_by, self.target_file_rows, before_move)
+        return stage_files(df, location, partition_by, self.target_file_rows)
 
     def _stats_columns(self, location: str, properties: Mapping[str, str] | None) -> set | None:
         """Return the columns to keep statistics for: ``delta.dataSkippingStatsColumns`` of the
@@ -185,23 +185,13 @@ class RsEngine:
         version = commit(location, schema, adds, "append", partitions, txn, "append", properties)
         return WriteResult(True, version, rows, len(adds), 0)
 
-    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None,
-                  before_commit: Callable[[DataFrame], None] | None = None) -> WriteResult:
-        """Replace the whole table with ``df``, schema, partitioning and ``properties`` included
-        (one commit). ``before_commit`` is called with the rows as written, read where they are
-        staged before they move into the table: ``df`` is computed once, by the write."""
+    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
+        """Replace the whole table with ``df``, schema, partitioning and ``properties`` included (one commit)."""
         if self._already_done(location, txn):
             return WriteResult.skipped()
         existed = self.exists(location)
         removed = len(self.files(location)) if existed else 0
-        schema = nullable_schema(df.schema)
-
-        def staged_rows(staging: str) -> None:
-            # Read where they were written, before they move into the table: a failure here leaves no file in it.
-            before_commit(self.spark.read.schema(schema).option("basePath", staging).parquet(staging).select(*schema.fieldNames()))
-
-        staged = self._stage(df, location, list(partition_by), None if before_commit is None else staged_rows)
-        adds, rows = add_actions(staged, self._stats_columns(location, properties))
+        adds, rows = add_actions(self._stage(df, location, list(partition_by)), self._stats_columns(location, properties))
         create_table_with_add_actions(
             local_table_path(location),
             DeltaSchema.from_json(nullable_schema(df.schema).json()),

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
@@ -72,15 +72,11 @@ class StagedFile:
     partition_values: dict
 
 
-def stage_files(df: DataFrame, location: str, partition_by: Sequence[str], target_file_rows: int,
-                before_move: Callable[[str], None] | None = None) -> list[StagedFile]:
+def stage_files(df: DataFrame, location: str, partition_by: Sequence[str], target_file_rows: int) -> list[StagedFile]:
     """Write ``df`` as Parquet under the table's staging area and move the files in place.
 
     A partition value is written by as many tasks as its size calls for (see
     :func:`balanced_for_write`), each file holding at most ``target_file_rows`` rows.
-    ``before_move`` is called with the staging folder's URI once the files are written there,
-    before they move: a failure in it leaves them in the staging area, which the next writer
-    removes (:meth:`crmlake.lake.Lake.remove_leftovers`).
     """
     root = local_table_path(location)
     staging = os.path.join(root, STAGING, uuid.uuid4().hex)
@@ -88,8 +84,6 @@ def stage_files(df: DataFrame, location: str, partition_by: Sequence[str], targe
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.parquet(file_uri(staging))
-    if before_move is not None:
-        before_move(file_uri(staging))
     staged: list[StagedFile] = []
     for dirpath, _, filenames in os.walk(staging):
         for filename in filenames:

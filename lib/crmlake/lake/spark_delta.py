@@ -7,7 +7,7 @@ Idempotent writes use Delta's session-level transaction identifiers
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -164,14 +164,8 @@ class SparkDeltaEngine:
         """Add ``df``'s rows to the table (``delta.*`` ``properties`` become table properties on creation)."""
         return self._write(df, location, "append", partition_by, txn, **dict(properties or {}))
 
-    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None,
-                  before_commit: Callable[[DataFrame], None] | None = None) -> WriteResult:
-        """Replace the whole table, schema and ``properties`` included; ``before_commit`` is
-        called with the rows to commit (checkpointed: computed once), before the write."""
-        seen = self.transaction_version(location, txn.app_id) if txn else None
-        if before_commit is not None and (seen is None or seen < txn.version):   # a replayed txn commits nothing: no call
-            df = df.checkpoint()
-            before_commit(df)
+    def overwrite(self, location: str, df: DataFrame, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:
+        """Replace the whole table, schema and ``properties`` included."""
         return self._write(df, location, "overwrite", partition_by, txn, overwriteSchema="true", **dict(properties or {}))
 
     def overwrite_where(self, location: str, df: DataFrame, predicate: str, partition_by: Sequence[str] = (), txn: WriteId | None = None, properties: Mapping[str, str] | None = None) -> WriteResult:

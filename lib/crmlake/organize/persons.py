@@ -119,29 +119,25 @@ def organize_identity(
     reached = None
     if whole:
         identity_map, pairs = build_identity_map(profiles, links, previous, matching, previous_rows)
+        identity_map = identity_map.checkpoint()
         lake.overwrite(PAIRS, pairs.withColumn("scored_on", F.lit(run_date)))
     else:
         blocks_touched = touched_blocks(lake.read("silver.customers", profiles_before), customers, changed, new_links, region)
         touched = changed.select("account_id").unionByName(new_links.select("account_id")).distinct()
-        # The map is computed from the pairs as they were (pinned), though written after they are merged.
-        identity_map, pair_changes, reached = grow_identity_map(profiles, links, previous, lake.read(PAIRS, lake.version(PAIRS)), touched, blocks_touched, matching)
+        identity_map, pair_changes, reached = grow_identity_map(profiles, links, previous, lake.read(PAIRS), touched, blocks_touched, matching)
+        # The map is computed (from the pairs as they were) before the pairs are merged.
+        identity_map = identity_map.checkpoint()
         lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
-    moved = []
-
-    def record_moves(staged_map: DataFrame) -> None:
-        # Before the map is committed (its files written, read here where they are staged): a
-        # rerun of a run killed after this write compares the same two maps again.
-        moves, count = counted(persons_left(previous, staged_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
-        if count:
-            lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
-        moved.append(count)
-
+    # Before the map: a rerun of a run killed after this write compares the same two maps again.
+    moves, moved = counted(persons_left(previous, identity_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
+    if moved:
+        lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
     # Without the erased holder's links, the other holder looks like the cookie's only one: the erasure's record says otherwise.
     shared = lake.read_or_empty(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
-    lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"], before_commit=record_moves)
+    lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"])
     if estimated:
         store_weights(lake, weights, run_date)
-    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": sum(moved)}
+    return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": moved}
 
 
 def persons_left(previous_map: DataFrame, identity_map: DataFrame, history: DataFrame, run_date: dt.date,
