@@ -59,12 +59,13 @@ from crmlake.files import local_path
 from crmlake.isolation import isolated
 from crmlake.lake import Lake, TableSpec
 from crmlake.log import get_logger
-from crmlake.people import COOKIE
+from crmlake.people import ACCOUNT, COOKIE
 from crmlake.subjects import Subject, subject_condition, subject_of
 
 log = get_logger("privacy")
 ERASURE_LOG = "gold.erasure_log"
 SHARED_IDENTIFIERS = "silver.shared_identifiers"
+ERASED_PARTNERS = "silver.erased_partners"
 PLANS_FOLDER = "_erasures"
 
 
@@ -204,6 +205,26 @@ def record_shared_cookies(lake: Lake, subject: Subject) -> int:
     return recorded
 
 
+def record_erased_partners(lake: Lake, subject: Subject) -> int:
+    """Record in silver.erased_partners the other live accounts of ``subject``'s persons (the
+    identity map holds them whether or not the subject's own rows are gone yet); return how
+    many. Decide keeps their person out of every audience: the erasure takes the erased
+    account's consent and unsubscribes with it, and its "no" must still hold for the person."""
+    if not subject.person_ids or not lake.exists("silver.identity_map"):
+        return 0
+    persons = lake.spark.createDataFrame([(p,) for p in subject.person_ids], "person_id string")
+    partners = (
+        lake.read("silver.identity_map").where(F.col("identifier_type") == ACCOUNT).join(persons, "person_id", "left_semi")
+        .where(~F.col("identifier").isin(*subject.account_ids)).select(F.col("identifier").alias("account_id")).distinct().cache()
+    )
+    # Safe to count: the accounts of one person.
+    recorded = partners.count()
+    if recorded:
+        lake.merge(ERASED_PARTNERS, partners, keys=["account_id"], order_by="account_id")
+    partners.unpersist()
+    return recorded
+
+
 def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: str) -> dict:
     """Apply ``plan``'s erasure to every table whose catalog entry has a ``subject`` rule (each
     deleted or blanked as it says), the leftovers of killed runs and every export, skipping
@@ -213,6 +234,8 @@ def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: 
     # First, while its links are still there to find it by: kept apart, whatever else is done or killed.
     if "shared_cookies" not in plan.done:
         plan.step("shared_cookies", record_shared_cookies(lake, subject))
+    if "erased_partners" not in plan.done:
+        plan.step("erased_partners", record_erased_partners(lake, subject))
     frame = subject.frame(lake.spark).cache()
     for spec in lake.catalog.subject_tables():
         step = f"table:{spec.name}"

@@ -79,11 +79,13 @@ class Subject:
         """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
         compare a table's columns with (:func:`subject_condition`): one column per kind of
         identifier (:data:`SUBJECT_COLUMNS`; identifiers: accounts, email and phone hashes,
-        cookies), and ``_subject_needles`` (account ids as a JSON line quotes them, escaped or
-        not, and emails, lower case, as they appear in a raw record's text), and
-        ``_subject_earlier`` (:attr:`earlier_persons`, their dates as dates)."""
-        # An account id as a JSON line holds it (quoted, escaped), and the emails as they are.
-        needles = [json.dumps(a, ensure_ascii=ascii_only).lower() for a in self.account_ids for ascii_only in (True, False)] + list(self.emails)
+        cookies), and ``_subject_needles`` (account ids and their own cookies as a JSON line
+        quotes them, escaped or not, and emails, lower case, as they appear in a raw record's
+        text), and ``_subject_earlier`` (:attr:`earlier_persons`, their dates as dates)."""
+        # An account id or a cookie of theirs alone as a JSON line holds it (quoted, escaped), and
+        # the emails as they are: a malformed logged-out click holds only its cookie.
+        quoted = [*self.account_ids, *self.cookies]
+        needles = [json.dumps(a, ensure_ascii=ascii_only).lower() for a in quoted for ascii_only in (True, False)] + list(self.emails)
         identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
         values = {"account": self.account_ids, "person": self.person_ids, "cookie": self.cookies, "email": self.emails, "identifier": identifiers}
         day = lambda iso: dt.date.fromisoformat(iso) if iso else None  # noqa: E731

@@ -24,6 +24,7 @@ from crmlake.acquire.contract import SOURCES
 from crmlake.generate.landing import write_landing
 from crmlake.lake import Lake
 from crmlake.lease import LEASE_FILE
+from hand_landing import deliver
 from processes import finish, start_armed
 
 pytestmark = pytest.mark.integration
@@ -73,3 +74,31 @@ def test_acquire_killed_between_its_commits_lands_every_record_once(spark, conf,
     log_rows = lake.read("bronze.ingest_log")
     assert log_rows.groupBy("path").count().where(F.col("count") > 1).count() == 0
     assert _rows(lake, "bronze.ingest_log") == _rows(clean, "bronze.ingest_log")
+
+
+def _click(event_id: str) -> dict:
+    moment = f"{DAY.isoformat()}T10:00:00+08:00"
+    return {"event_id": event_id, "event_time": moment, "received_time": moment, "event_type": "page_view", "anonymous_id": "cookie-1",
+            "tracking_consent": True, "page_url": "/", "device": "desktop"}
+
+
+def test_a_late_file_repeating_a_record_a_killed_run_wrote_leaves_it_once_and_the_rerun_balances(spark, conf, tmp_path):
+    """A run killed after its bronze commit, before its ingest log; before the rerun, a late file
+    (of an earlier day: read first) delivers one of its events again. The rerun keeps the event
+    where the killed run wrote it and counts the late one a duplicate: were the late one
+    accepted beside it, the event would be in bronze twice and every rerun would fail its balance."""
+    deliver(conf.landing_root, "clickstream", DAY, [_click("e1"), _click("e2")])
+    # The killed run's commit: the same files acquired into another lake, their bronze rows appended here, nothing logged.
+    killed = Lake(spark, conf.with_overrides([f"paths.lake={tmp_path}/killed"]))
+    acquire.run(spark, killed.conf, DAY)
+    lake = Lake(spark, conf)
+    lake.append("bronze.clickstream", killed.read("bronze.clickstream"), partition_by=["event_date"])
+    deliver(conf.landing_root, "clickstream", DAY - dt.timedelta(days=1), [_click("e1")])
+
+    summary = acquire.run(spark, conf, DAY)
+    assert (summary["clickstream"]["accepted"], summary["clickstream"]["duplicates"], summary["failed"]) == (2, 1, {})
+    rows = sorted((r["event_id"], r["source_file"].split("/")[-2]) for r in lake.read("bronze.clickstream").collect())
+    assert rows == [("e1", f"dt={DAY}"), ("e2", f"dt={DAY}")]
+    logged = {r["path"].split("/")[-2]: (r["accepted"], r["duplicates"]) for r in lake.read("bronze.ingest_log").where(F.col("source") == "clickstream").collect()}
+    assert logged == {f"dt={DAY}": (2, 0), f"dt={DAY - dt.timedelta(days=1)}": (0, 1)}
+    assert acquire.run(spark, conf, DAY)["clickstream"]["files_new"] == 0

@@ -21,6 +21,7 @@ import shutil
 import signal
 import time
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
@@ -34,12 +35,12 @@ from crmlake.subjects import subject_of
 from processes import finish, start_armed
 
 pytestmark = pytest.mark.integration
-# Each step of an erasure, in order, and which time the process reaches it (the third table).
 # Each step of an erasure, in order, the command killed there and which time it reaches the
 # point (the third table): organize's erase step resumes what ``crmlake erase`` planned.
 DAY = dt.date(2026, 11, 21)   # the generated pipeline's last date
 KILLS = [
     (["erase"], "erase.planned", 1),
+    (["erase"], "erase.table_committed", 2),   # between a table's rewrite and its vacuum: the rerun matches nothing there
     (["run", "--stage", "organize", "--date", DAY.isoformat()], "erase.table_erased", 3),
     (["erase"], "erase.exports_amended", 1),
     (["erase"], "erase.receipted", 1),
@@ -111,11 +112,15 @@ def test_erase_killed_at_each_step_is_finished_by_the_next_run_and_a_second_writ
     held = subject_of(lake, account, "TW")
     secrets = {email, email_hash, *held.phone_hashes, *held.platform_hashes}
     assert held.phone_hashes and len(held.platform_hashes) >= 2
-    # What killed writers left: a checkpoint folder and a staged file holding the subject's hash.
+    # What killed writers left: a checkpoint folder, a staged file and a data file moved into a
+    # table but never committed (read by no one, in no log), each holding the subject's hash.
     leftovers = [tmp_path / "killed/lake/_checkpoints/dead-app/rdd-1/part-0", tmp_path / "killed/lake/silver/identity_map/_staging/dead/part-0.txt"]
     for path in leftovers:
         path.parent.mkdir(parents=True)
         path.write_text(email_hash)
+    never_committed = tmp_path / "killed/lake/silver/customer_360/part-00000-dead-writer.c000.snappy.parquet"
+    pq.write_table(pa.table({"email_sha256": [email_hash]}), never_committed)
+    leftovers.append(never_committed)
 
     args = ["--account", account, *killed, *FAST_LEASE]
     lease, plans_folder = tmp_path / "killed/lake" / LEASE_FILE, tmp_path / "killed/lake" / PLANS_FOLDER

@@ -11,10 +11,11 @@ from crmlake.acquire.job import classify, quarantine_rows
 COLUMNS = "record_key string, source_file string, source_line long, reason string, payload string"
 
 
-def outcomes(spark, records, existing=None, broadcast_max_rows=10):
+def outcomes(spark, records, existing=None, broadcast_max_rows=10, committed=None):
     validated = spark.createDataFrame(records, COLUMNS)
     seen = spark.createDataFrame([(k,) for k in existing], "record_key string") if existing is not None else None
-    rows = classify(validated, seen, broadcast_max_rows).collect()
+    written = spark.createDataFrame(committed, "record_key string, source_file string, source_line long") if committed is not None else None
+    rows = classify(validated, seen, broadcast_max_rows, written).collect()
     assert all(set(validated.columns) < set(r.asDict()) and r["payload"] for r in rows)   # every column kept, and the outcome
     return {(r["source_file"], r["source_line"]): r["ingest_outcome"] for r in rows}
 
@@ -34,6 +35,19 @@ def test_the_first_good_record_of_a_key_by_file_then_line_is_accepted_the_rest_a
     }
     assert outcomes(spark, records, existing=["k4", "k9"]) == expected
     assert outcomes(spark, records, existing=["k4", "k9"], broadcast_max_rows=1) == expected   # too many repeats to broadcast: shuffled
+
+
+def test_a_record_a_killed_run_wrote_stays_accepted_where_it_was_written_and_a_late_file_holding_its_key_is_the_duplicate(spark):
+    # The killed run wrote k1 from day2.jsonl; a late file (of an earlier day: first by name)
+    # delivered since holds k1 too. Taken by file, the late file's k1 would be accepted and
+    # written beside the committed one; the run's balance would then fail at every rerun.
+    records = [("k1", "day1-late.jsonl", 1, None, "x"), ("k1", "day2.jsonl", 1, None, "x"), ("k2", "day2.jsonl", 2, None, "y"),
+               ("k3", "day1-late.jsonl", 2, None, "z"), ("k3", "day2.jsonl", 3, None, "z")]
+    committed = [("k1", "day2.jsonl", 1), ("k2", "day2.jsonl", 2)]
+    expected = {("day1-late.jsonl", 1): "duplicate", ("day2.jsonl", 1): "accepted", ("day2.jsonl", 2): "accepted",
+                ("day1-late.jsonl", 2): "accepted", ("day2.jsonl", 3): "duplicate"}   # k3 was not written: first by file
+    assert outcomes(spark, records, existing=[], committed=committed) == expected
+    assert outcomes(spark, records, existing=[], committed=committed, broadcast_max_rows=1) == expected
 
 
 def test_with_no_bronze_table_yet_only_repeats_within_the_batch_are_duplicates(spark):

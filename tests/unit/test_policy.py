@@ -32,16 +32,18 @@ def test_each_suppression_reason_is_found_and_a_later_opt_in_wins(spark):
         "person_id string, declared_at timestamp, open_complaints int, last_complaint_at timestamp",
     ).union(spark.createDataFrame([("P_OPTIN2", T(-1), 0, None)], "person_id string, declared_at timestamp, open_complaints int, last_complaint_at timestamp"))
     accounts = spark.createDataFrame(
-        [("A_UNSUB", "P_UNSUB", False), ("A_BOUNCE", "P_BOUNCE", False), ("A_COMPLAIN", "P_COMPLAIN", False),
-         ("A_ERASED", "P_ERASED", True), ("A_ERASED2", "P_ERASED", False), ("A_OK", "P_OK", False), ("A_OPTIN2", "P_OPTIN2", False)],
-        "account_id string, person_id string, erased boolean",
+        [("A_UNSUB", "P_UNSUB"), ("A_BOUNCE", "P_BOUNCE"), ("A_COMPLAIN", "P_COMPLAIN"), ("A_ERASED2", "P_ERASED"), ("A_OK", "P_OK"), ("A_OPTIN2", "P_OPTIN2")],
+        "account_id string, person_id string",
     )
+    # P_ERASED's other account was erased (its row is gone from the map, its person with it):
+    # the erasure recorded the live one. A partner whose account is in no map any more has no person.
+    erased = spark.createDataFrame([("A_ERASED2", "P_ERASED"), ("A_GONE", None)], "account_id string, person_id string")
     events = spark.createDataFrame(
         [("c", "A_UNSUB", "unsubscribed", T(-10)), ("c", "A_BOUNCE", "bounced", T(-300)), ("c", "A_COMPLAIN", "complained", T(-5)),
          ("c", "A_OK", "opened", T(-2)), ("c", "A_OPTIN2", "unsubscribed", T(-20))],   # P_OPTIN2 opted in again after unsubscribing
         "campaign_id string, account_id string, event string, event_time timestamp",
     )
-    reasons = {r["person_id"]: r["suppression_reason"] for r in suppression_reasons(people, accounts, events, RUN, POLICY).collect()}
+    reasons = {r["person_id"]: r["suppression_reason"] for r in suppression_reasons(people, accounts, erased, events, RUN, POLICY).collect()}
     assert reasons == {
         "P_UNSUB": "unsubscribed", "P_BOUNCE": "bounced", "P_COMPLAIN": "complained", "P_ERASED": "erased",
         "P_SERVICE": "service_complaint", "P_OPEN": "service_complaint",
@@ -183,3 +185,21 @@ def test_an_audience_selects_and_orders_by_the_next_best_category(spark):
     selected, counts = apply_policy(scored, spark.createDataFrame([], "person_id string, suppression_reason string"), no_prior(spark), books, POLICY)
     assert {r["person_id"] for r in selected.collect()} == {"P2", "P4"}   # the two likeliest book buyers, not the likeliest buyers
     assert (counts["matched"], counts["over_limit"], counts["exported"]) == (3, 1, 2)
+
+
+def test_prior_contacts_count_the_treatment_rows_within_the_window_on_both_sides_of_the_run_date(spark, lake):
+    from crmlake.decide.job import CONTACT_HISTORY, prior_contacts
+    from crmlake.lake import Snapshot
+    from crmlake.people import ACCOUNT
+
+    day = lambda offset: RUN + dt.timedelta(days=offset)  # noqa: E731
+    rows = [(day(-30), "treatment", "A1"), (day(-29), "treatment", "A1"), (day(-2), "control", "A1"), (day(0), "treatment", "A1"),
+            (day(5), "treatment", "A1"), (day(29), "treatment", "A1"), (day(30), "treatment", "A1"), (day(3), "treatment", "B1")]
+    history = spark.createDataFrame([(d, "a", "email", 1, "P_OLD", account, group, 0.5) for d, group, account in rows], lake.catalog.spec(CONTACT_HISTORY).ddl)
+    lake.append(CONTACT_HISTORY, history, partition_by=["contact_date"])
+    # A1's person is P now (a merge since); B1 is in no map: counted under the person it had then.
+    identity_map = spark.createDataFrame([(ACCOUNT, "A1", "P")], "identifier_type string, identifier string, person_id string")
+    inputs = Snapshot(lake, {CONTACT_HISTORY: lake.version(CONTACT_HISTORY)})
+    counts = {r["person_id"]: r["contacts"] for r in prior_contacts(inputs, identity_map, RUN, 30).collect()}
+    # Days -29, +5 and +29: the run date's own row (a rerun rewrites it), the control row and days -30, +30 are out.
+    assert counts == {"P": 3, "P_OLD": 1}

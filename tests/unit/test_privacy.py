@@ -116,12 +116,12 @@ def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as
     assert set(subject.platform_hashes) == uploaded and sha("oldname@gmail.com") in uploaded and sha("886912345678") in uploaded
 
 
-def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_in_json_or_csv_or_their_email(spark):
+def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_in_json_or_csv_or_their_email(spark):
     from crmlake.lake import load_catalog
     from crmlake.subjects import Subject, subject_condition
 
     hostile = 'o\'b"r\\n台 %_'   # a quote, a double quote, a backslash, non-ASCII, SQL wildcards
-    subject = Subject((hostile,), ("ann@example.com",), (), (), (), (), ())
+    subject = Subject((hostile,), ("ann@example.com",), (), (), ("c-ann",), (), (), shared_cookies=("home",))
     csv_field = '"' + hostile.replace('"', '""') + '"'
     lines = {
         json.dumps({"account_id": hostile, "op": "upsert"}): True,                     # JSON, escaped as json.dumps writes it
@@ -130,6 +130,9 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_in_json_or_csv_
         '{"email": " ANN@Example.com ", "op": "upsert"}': True,                        # the email, any case
         f"O2,1,2026-11-21T10:00:00Z,{hostile[:3]}x,,web": False,                       # another account sharing a prefix
         json.dumps({"account_id": "o'b"}): False,
+        '{"anonymous_id": "c-ann", "event_time": "yesterday"}': True,                  # a logged-out click of her own cookie alone
+        '{"anonymous_id": "home", "event_time": "yesterday"}': False,                  # a computer another live person uses too
+        '{"anonymous_id": "c-ann2"}': False,
     }
     quarantine = spark.createDataFrame([(line,) for line in lines], "raw_text string")
     found = quarantine.crossJoin(subject.frame(spark)).where(subject_condition(load_catalog().spec("bronze.quarantine"))).select("raw_text")
@@ -283,3 +286,20 @@ def test_a_resumed_erasure_s_plan_keeps_the_persons_left_and_their_dates(spark, 
     resumed = ErasurePlan.load(conf.lake_root, "req-1").subject
     assert resumed == plan.subject and resumed.earlier_persons == (("P0", None, "2026-11-05"), ("P1", "2026-11-05", "2026-11-15"))
     assert resumed.frame(spark).first()["_subject_earlier"][1]["from_date"] == dt.date(2026, 11, 5)
+
+
+def test_erasing_one_account_of_a_person_records_their_other_live_accounts_and_erasing_those_removes_them(lake, conf):
+    # P1 holds A1 and A2, P2 holds B1. The erasure takes A1's consent and unsubscribes with it: A2
+    # is recorded, for decide to keep P1 out of every audience (suppression reason "erased").
+    write(lake, "bronze.customers", [("A1", "upsert"), ("A2", "upsert"), ("B1", "upsert")], "account_id string, op string")
+    write(lake, "silver.customers", [("A1", False), ("A2", False), ("B1", False)], "account_id string, erased boolean")
+    write(lake, "silver.identity_map", [("account_id", "A1", "P1"), ("account_id", "A2", "P1"), ("account_id", "B1", "P2")],
+          "identifier_type string, identifier string, person_id string")
+
+    request_erasure(lake, ["A1"], T0)
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    assert [r["account_id"] for r in lake.read("silver.erased_partners").collect()] == ["A2"]
+
+    request_erasure(lake, ["A2"], at(1))   # the last live account of P1 goes, and its record with it
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    assert lake.read("silver.erased_partners").count() == 0

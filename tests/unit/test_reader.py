@@ -88,6 +88,22 @@ def test_a_stray_quote_is_one_bad_line_and_the_rest_are_read(records):
     assert [r[4] for r in out[1:]] == [None] * 58
 
 
+def test_a_quoted_field_of_thousands_of_characters_is_read(records):
+    note = "x" * 5000 + '""' + "y" * 5000   # the old pattern recursed per character: past ~3,000 the JVM's stack overflowed
+    out = records("o.csv", f'id,note\n1,"{note}"\n2,z\n'.encode(), "csv")
+    assert [(r[0], json.loads(r[3]), r[4]) for r in out] == [(2, {"id": "1", "note": note.replace('""', '"')}, None), (3, {"id": "2", "note": "z"}, None)]
+
+
+def test_quotes_inside_unquoted_fields_are_bad_and_never_hide_the_lines_between(records, tmp_path):
+    # Lines 2 and 4 hold one stray quote each: joined as one record, they would read as line 2's
+    # row alone and line 3 would vanish though the file balances. The three lines are one bad record.
+    content = b'id,item,qty\n1,24" monitor,1\n2,books,1\n3,27" monitor,1\n4,pens,2\n5, "a,b",1\n6,"c"d,1\n'
+    out = records("o.csv", content, "csv")
+    assert [(r[0], r[1], r[4]) for r in out] == [(2, 3, "csv_stray_quote"), (5, 1, None), (6, 1, "csv_stray_quote"), (7, 1, "csv_stray_quote")]
+    assert out[0][2] == '1,24" monitor,1\n2,books,1\n3,27" monitor,1'
+    assert balance_of(records, tmp_path, "o.csv", content, "csv") == (6, 6)
+
+
 def test_csv_wrong_field_count_is_bad(records):
     out = records("o.csv", b'a,b,c\n1,2\n1,"2,3",4,5\n', "csv")
     assert [r[4] for r in out] == ["csv_field_count: expected 3, found 2", "csv_field_count: expected 3, found 4"]

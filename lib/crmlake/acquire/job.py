@@ -177,9 +177,14 @@ def bronze_of_batch_dates(lake: Lake, source: Source, validated: DataFrame) -> D
     return existing.where(F.col(part).isin(*dates)).drop(part)
 
 
-def classify(validated: DataFrame, existing_keys: DataFrame | None, broadcast_max_rows: int) -> DataFrame:
+def classify(validated: DataFrame, existing_keys: DataFrame | None, broadcast_max_rows: int, committed: DataFrame | None = None) -> DataFrame:
     """Add ``ingest_outcome``: quarantined (bad), duplicate (key seen before, or held by an
     earlier good record of this batch: by file, then line) or accepted.
+
+    ``committed`` (record_key, source_file, source_line): the batch's records a run killed
+    before it logged them already wrote to bronze. A key one of them holds is accepted there,
+    whatever else holds it (a late file delivering the same event again): every other record
+    of the key is a duplicate, so the key stays in bronze once.
 
     Only the keys, files and lines move: the keys held twice in the batch or already seen are
     found by an aggregation and a join of those narrow columns, and joined back to the records,
@@ -188,6 +193,9 @@ def classify(validated: DataFrame, existing_keys: DataFrame | None, broadcast_ma
     """
     good = validated.where("reason IS NULL").select("record_key", F.struct("source_file", "source_line").alias("_at"))
     keys = good.groupBy("record_key").agg(F.min("_at").alias("_first"), F.count(F.lit(1)).alias("_held"))
+    if committed is not None:
+        written = committed.groupBy("record_key").agg(F.min(F.struct("source_file", "source_line")).alias("_written"))
+        keys = keys.join(written, "record_key", "left").select("record_key", F.coalesce("_written", "_first").alias("_first"), "_held")
     if existing_keys is not None:
         seen = existing_keys.select("record_key").distinct().withColumn("_seen", F.lit(True))
         keys = keys.join(seen, "record_key", "left")
@@ -271,13 +279,16 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
     # two writes (the files are read and parsed once).
     validated = with_validation(records, source).cache()
     # A run killed after committing some of this batch's rows left them in bronze: they are
-    # this batch's own records (by file and line), not repeats of earlier ones, so they are
-    # classified as a run never killed would, and not written again.
+    # this batch's own records (by file and line), not repeats of earlier ones. Each stays
+    # accepted where it was written, even when a file delivered since holds its key too (that
+    # one is the duplicate), and is not written again.
     earlier = bronze_of_batch_dates(lake, source, validated)
     batch_files = [f.path for f in files]
     committed = earlier.where(F.col("source_file").isin(*batch_files)) if earlier is not None else None
+    if committed is not None and committed.isEmpty():   # the usual case: no killed run before this one
+        committed = None
     seen = earlier.where(~F.col("source_file").isin(*batch_files)).select("record_key") if earlier is not None else None
-    classified = classify(validated, seen, conf.acquire.repeats_broadcast_max_rows)
+    classified = classify(validated, seen, conf.acquire.repeats_broadcast_max_rows, committed)
     try:
         per_file = per_file_outcomes(classified)
         unbalanced = {f.path: problem for f in files if (problem := file_balance(f.data_lines, per_file.get(f.path)))}
@@ -289,7 +300,7 @@ def ingest_files(spark: SparkSession, lake: Lake, conf: Conf, source: Source, fi
         part = partition_column(source)
         accepted = bronze_rows(kept, source, conf.business.timezone, ingested_at)
         line = ["record_key", "source_file", "source_line"]
-        already = committed.join(kept.select(*line), line, "left_semi").count() if committed is not None else 0
+        already = committed.join(kept.where(F.col("ingest_outcome") == "accepted").select(*line), line, "left_semi").count() if committed is not None else 0
         if already:
             log.warning("%s: %d rows of this batch were committed by a run killed before it logged them; not written again", source.bronze_table, already)
             accepted = accepted.join(committed.select(*line), line, "left_anti")

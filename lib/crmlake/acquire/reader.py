@@ -21,8 +21,8 @@ the bad records only),
 so both formats are validated by the same code) and ``error`` a reason code when the
 record is bad before any field is looked at: ``invalid_utf8``, ``oversize_line``,
 ``csv_field_count``, ``csv_unterminated_quote`` (no closing quote within
-:data:`MAX_RECORD_LINES` lines), ``bad_header``, ``unreadable_file``. The balance's other
-side, each file's data lines, is counted independently by :mod:`crmlake.acquire.facts`.
+:data:`MAX_RECORD_LINES` lines), ``csv_stray_quote`` (a quote inside an unquoted field),
+``bad_header``, ``unreadable_file``. The balance's other side, each file's data lines, is counted independently by :mod:`crmlake.acquire.facts`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ from crmlake.files import path_part, spark_uri
 RECORD_SCHEMA = "source_file string, file_sha256 string, source_line long, line_count int, raw_text string, record_json string, error string"
 MAX_RECORD_LINES = 50     # a quote still open this many lines later is a stray quote, not a multi-line field
 GLOB_CHARACTERS = "\\*?[]{}"
-QUOTED_FIELD = r'"([^"]|"")*"'  # an RFC 4180 quoted field (doubled quotes inside; newlines allowed)
+# An RFC 4180 quoted field: opened at the start of a field, doubled quotes and newlines inside,
+# closed at the end of one. Unrolled ("[^"]*" runs, then doubled quotes): Java matches a run of
+# one character class in a loop, whereas "([^"]|"")*" recursed once per character and a quoted
+# field of a few thousand characters overflowed the thread's stack (the JVM went down with it).
+QUOTED_FIELD = r'(?<=^|,)"[^"]*(?:""[^"]*)*"(?=,|\z)'
 SPAN_SCHEMA = "source_file string, source_line long, record_start long, span_error string"
 # A Java regular expression: each blank character as a \x{..} escape, so none is taken for syntax.
 BLANK_LINE = r"\A[" + "".join(f"\\x{{{ord(c):x}}}" for c in BLANK_CHARACTERS) + r"]*\z"
@@ -148,9 +152,14 @@ def csv_records(lines: DataFrame, spans: DataFrame | None, headers: list[list[st
         expected = F.when(mine, F.lit(len(columns))).otherwise(expected)
         schema = ", ".join("`{}` STRING".format(c.replace("`", "``")) for c in columns)
         parsed = F.when(mine, F.to_json(F.from_csv("text", F.lit(schema), {"escape": '"'}))).otherwise(parsed)
-    found = F.size(F.split(F.regexp_replace("text", QUOTED_FIELD, ""), ",", -1))
+    # What is left without the quoted fields: its commas part the fields, and a quote left in it
+    # stands inside an unquoted field, which RFC 4180 forbids (two such quotes on separate lines
+    # would otherwise join the lines between them into one record, read as its first row).
+    records = records.withColumn("_unquoted", F.regexp_replace("text", QUOTED_FIELD, ""))
+    found = F.size(F.split("_unquoted", ",", -1))
     error = F.coalesce(
         "error",
+        F.when(F.col("_unquoted").contains('"'), F.lit("csv_stray_quote")),
         F.when(found != expected, F.format_string("csv_field_count: expected %d, found %d", expected, found)),
     )
     return records.select(

@@ -84,13 +84,15 @@ def order_columns(order_by: str) -> list:
     return columns
 
 
-def suppression_reasons(people: DataFrame, account_persons: DataFrame, campaign_events: DataFrame, run_date, policy: Policy) -> DataFrame:
+def suppression_reasons(people: DataFrame, account_persons: DataFrame, erased_partners: DataFrame, campaign_events: DataFrame, run_date,
+                        policy: Policy) -> DataFrame:
     """Return ``(person_id, suppression_reason)`` for every person who must not be contacted.
 
     Takes silver.customer_360 (person_id, declared_at, open_complaints, last_complaint_at),
-    accounts with their person (account_id, person_id, erased) and bronze campaign events.
-    Unsubscribes and complaints count when later than the person's last profile change (a
-    later opt-in wins); a bounce counts whenever it happened.
+    accounts with their person (account_id, person_id), silver.erased_partners with their
+    person (account_id, person_id: the live accounts of a person one of whose accounts was
+    erased) and bronze campaign events. Unsubscribes and complaints count when later than the
+    person's last profile change (a later opt-in wins); a bounce counts whenever it happened.
     """
     events = campaign_events.join(account_persons.select("account_id", "person_id"), "account_id").join(
         people.select("person_id", "declared_at"), "person_id"
@@ -101,7 +103,7 @@ def suppression_reasons(people: DataFrame, account_persons: DataFrame, campaign_
         F.max(F.col("event") == "bounced").alias("bounced"),
         F.max((F.col("event") == "complained") & since_profile).alias("complained"),
     )
-    erased = account_persons.where("erased").select("person_id").distinct().withColumn("erased", F.lit(True))
+    erased = erased_partners.where(F.col("person_id").isNotNull()).select("person_id").distinct().withColumn("erased", F.lit(True))
     quiet_since = F.date_sub(F.lit(run_date), policy.complaint_quiet_days - 1)
     complaints = people.select(
         "person_id",

@@ -43,6 +43,7 @@ from crmlake.lake import Lake, Snapshot
 from crmlake.isolation import isolated
 from crmlake.log import get_logger, timed
 from crmlake.people import ACCOUNT, with_order_person_id, with_person_id
+from crmlake.privacy import ERASED_PARTNERS
 from crmlake.summaries import CAMPAIGN_RESULTS_JSON, CAMPAIGN_RESULTS_PNG, publish_summary, staging_path, write_summary
 
 log = get_logger("decide")
@@ -58,22 +59,26 @@ def audiences_of(conf: Conf) -> list[Audience]:
 
 
 INPUTS = ("gold.customer_scores", "silver.identity_map", "silver.customer_360", "silver.customers", "silver.order_lines",
-          "bronze.campaign_events", CONTACT_HISTORY, COMPANY_SCORES, AUDIENCE_UPLIFT)
+          "bronze.campaign_events", ERASED_PARTNERS, CONTACT_HISTORY, COMPANY_SCORES, AUDIENCE_UPLIFT)
 
 
 def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date, window_days: int) -> DataFrame:
-    """Return (person_id, contacts): exported contacts in the cap's window before ``run_date``,
-    from the contact history as pinned.
+    """Return (person_id, contacts): exported contacts within ``window_days`` of ``run_date``,
+    before or after it, from the contact history as pinned.
 
     Contacts are re-keyed through their account, so a person's contacts follow them when
     two persons merge. The run date's own rows are left out: a rerun of the date (after a
-    kill, say) must not count the contacts it is about to rewrite against itself.
+    kill, say) must not count the contacts it is about to rewrite against itself. Later dates'
+    contacts count too: a past date run again (a date cleared and rerun, a backfill) must not
+    add a contact to a window that the days after it have already filled. (Counting both sides
+    is cautious: it may hold back a contact that no single window would have exceeded.)
     """
     if CONTACT_HISTORY not in inputs.versions:
         return inputs.lake.spark.createDataFrame([], "person_id string, contacts long")
-    since = run_date - dt.timedelta(days=window_days - 1)
+    reach = dt.timedelta(days=window_days - 1)
     history = inputs.read(CONTACT_HISTORY).where(
-        (F.col("group") == "treatment") & (F.col("contact_date") >= F.lit(since)) & (F.col("contact_date") < F.lit(run_date))
+        (F.col("group") == "treatment") & F.col("contact_date").between(F.lit(run_date - reach), F.lit(run_date + reach))
+        & (F.col("contact_date") != F.lit(run_date))
     )
     current = with_person_id(history.withColumnRenamed("person_id", "_then"), identity_map, (ACCOUNT, F.col("account_id")))
     return current.select(F.coalesce("person_id", "_then").alias("person_id")).groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
@@ -156,7 +161,10 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     identity_map = inputs.read("silver.identity_map")
     people = inputs.read("silver.customer_360")
     accounts = with_person_id(inputs.read("silver.customers"), identity_map, (ACCOUNT, F.col("account_id")))
-    suppressed = suppression_reasons(people, accounts, inputs.read("bronze.campaign_events"), run_date, policy).cache()
+    # Written by the first erasure: a lake that never had one has no such table.
+    partners = inputs.read(ERASED_PARTNERS) if ERASED_PARTNERS in inputs.versions else lake.read_or_empty(ERASED_PARTNERS)
+    erased = with_person_id(partners, identity_map, (ACCOUNT, F.col("account_id")))
+    suppressed = suppression_reasons(people, accounts, erased, inputs.read("bronze.campaign_events"), run_date, policy).cache()
     scored = scores.drop("marketing_consent").join(
         people.select("person_id", "primary_account_id", "email", "phone", "marketing_consent"), "person_id"
     ).cache()

@@ -19,6 +19,7 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, SparkSession
 
 from crmlake.config import Conf
+from crmlake.faults import crash_point
 from crmlake.lake.catalog import Catalog, TableSpec, UndeclaredTableError, load_catalog
 from crmlake.lake.errors import (
     EngineUnavailableError,
@@ -235,11 +236,16 @@ class Lake:
         location = self.path(table)
         # One scan of the table finds the rows, and the files holding them, which are rewritten.
         result = self.engine.erase_rows(location, subject, condition, blank)
-        if not result.committed or not result.rows_matched:
-            return ErasureResult(table, 0)
-        removed = self.engine.vacuum(location, 0, full=False)
-        self._logged("erase", table, result)
-        return ErasureResult(table, result.rows_matched, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
+        if result.committed:
+            self._logged("erase", table, result)
+            crash_point("erase.table_committed")
+        # Then every file the log does not list goes, whatever this call matched: the files this
+        # rewrite removed, those of a run killed between its rewrite and this vacuum (its rerun
+        # matches nothing), and those a killed writer moved into the table but never committed.
+        # The caller holds the lease: no other writer has files in flight.
+        removed = self.engine.vacuum(location, 0)
+        matched = result.rows_matched if result.committed else 0
+        return ErasureResult(table, matched, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
 
     def remove_leftovers(self) -> dict:
         """Delete what killed runs left behind: every table's staged files never committed and

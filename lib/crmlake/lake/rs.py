@@ -375,16 +375,15 @@ class RsEngine:
             shutil.rmtree(entry.path, ignore_errors=True)
         return len(entries)
 
-    def vacuum(self, location: str, retention_hours: int, full: bool = True) -> list[str]:
+    def vacuum(self, location: str, retention_hours: int) -> list[str]:
         """Delete files no longer in the table older than the retention; return their paths.
 
-        ``full`` also deletes files never committed (left by killed writers). Erase passes
-        False with a zero retention, so that it cannot delete a concurrent writer's files
-        that are in place but not yet committed.
+        Files never committed (left by killed writers: moved into the table, not yet in its
+        log) go too. Only the lease's holder vacuums, so no live writer's files are among them.
         """
         hours = int(retention_hours)  # the table's layer's retention (Lake.vacuum), 0 for an erase
         table = self._table(location)
-        deleted = table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=full)
+        deleted = table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=True)
         staging = os.path.join(local_table_path(location), STAGING)
         cutoff = time.time() - hours * 3600
         if os.path.isdir(staging):

@@ -225,7 +225,7 @@ class SparkDeltaEngine:
         """delta-spark stages nothing outside the table (its uncommitted files are vacuumed): returns 0."""
         return 0
 
-    def vacuum(self, location: str, retention_hours: int, full: bool = True) -> list[str]:
+    def vacuum(self, location: str, retention_hours: int) -> list[str]:
         """Delete files no longer in the table older than the retention (Delta's VACUUM is always full)."""
         hours = int(retention_hours)  # the table's layer's retention (Lake.vacuum), 0 for an erase
         self._table(location).vacuum(float(hours))
