@@ -47,7 +47,7 @@ import datetime as dt
 import glob
 import json
 import os
-from functools import reduce
+from functools import partial, reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -114,7 +114,7 @@ class ErasurePlan:
     def __init__(self, lake_root: str, request_id: str):
         self.path = os.path.join(plans_folder(lake_root), f"{request_id}.json")
         self.subject: Subject | None = None
-        self.done: dict = {}   # step ("table:<name>" or "exports") -> what it removed
+        self.done: dict = {}   # step ("table:<name>", "rewritten:<name>", "exports", ...) -> what it removed
 
     @classmethod
     def load(cls, lake_root: str, request_id: str) -> "ErasurePlan":
@@ -242,8 +242,11 @@ def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: 
         if step in plan.done:
             continue
         blank = spec.personal if spec.erase == "blank" else ()
-        result = lake.erase(spec.name, frame, _erased_rows(spec), blank=blank)
-        plan.step(step, {"rows": result.rows, "files": [f"{spec.name.replace('.', '/')}/{path}" for path in result.files_removed]})
+        # Recorded once committed: a run killed before the table's vacuum matches nothing there again.
+        rewritten = f"rewritten:{spec.name}"
+        result = lake.erase(spec.name, frame, _erased_rows(spec), blank=blank, committed=partial(plan.step, rewritten))
+        rows = result.rows or plan.done.get(rewritten, 0)
+        plan.step(step, {"rows": rows, "files": [f"{spec.name.replace('.', '/')}/{path}" for path in result.files_removed]})
         crash_point("erase.table_erased")
     frame.unpersist()
     if "leftovers" not in plan.done:

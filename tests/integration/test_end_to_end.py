@@ -71,7 +71,8 @@ def test_exported_audiences_have_consent_and_a_true_manifest(pipeline):
         counts = manifest["counts"]
         assert manifest["row_count"] == len(members) == counts["exported"] > 0
         # Against what decide recorded (the steps' sum would hold by construction: apply_policy derives each from the others).
-        recorded = [r["group"] for r in lake.read("gold.contact_history").where(F.col("audience") == manifest["audience"]).collect()]
+        history = lake.read("gold.contact_history").where((F.col("audience") == manifest["audience"]) & (F.col("contact_date") == END))
+        recorded = [r["group"] for r in history.collect()]
         assert (recorded.count("treatment"), recorded.count("control")) == (counts["exported"], counts["control"])
         for name, entry in manifest["files"].items():
             assert entry["sha256"] == hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest(), name

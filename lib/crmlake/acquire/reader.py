@@ -42,10 +42,11 @@ RECORD_SCHEMA = "source_file string, file_sha256 string, source_line long, line_
 MAX_RECORD_LINES = 50     # a quote still open this many lines later is a stray quote, not a multi-line field
 GLOB_CHARACTERS = "\\*?[]{}"
 # An RFC 4180 quoted field: opened at the start of a field, doubled quotes and newlines inside,
-# closed at the end of one. Unrolled ("[^"]*" runs, then doubled quotes): Java matches a run of
-# one character class in a loop, whereas "([^"]|"")*" recursed once per character and a quoted
-# field of a few thousand characters overflowed the thread's stack (the JVM went down with it).
-QUOTED_FIELD = r'(?<=^|,)"[^"]*(?:""[^"]*)*"(?=,|\z)'
+# closed at the end of one. Unrolled and possessive (runs of non-quotes, then doubled quotes,
+# never given back: the closing quote must end the field, so no backtrack could match), which
+# Java matches in loops, whereas "([^"]|"")*" recursed once per character and a quoted field of
+# a few thousand characters overflowed the thread's stack (the JVM went down with it).
+QUOTED_FIELD = r'(?<=^|,)"[^"]*+(?:""[^"]*+)*+"(?=,|\z)'
 SPAN_SCHEMA = "source_file string, source_line long, record_start long, span_error string"
 # A Java regular expression: each blank character as a \x{..} escape, so none is taken for syntax.
 BLANK_LINE = r"\A[" + "".join(f"\\x{{{ord(c):x}}}" for c in BLANK_CHARACTERS) + r"]*\z"

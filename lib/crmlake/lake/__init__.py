@@ -14,7 +14,7 @@ and ``spark`` (delta-spark; clusters with Delta's jars). ``lake.engine: auto`` p
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -219,16 +219,21 @@ class Lake:
         self._with_declared_columns(table, df)
         return self._logged("merge", table, self.engine.merge(self.path(table), df, keys, order_by, delete_when, partition_by, txn, properties))
 
-    def erase(self, table: str, subject: DataFrame, condition: Column, blank: Sequence[str] = ()) -> ErasureResult:
+    def erase(self, table: str, subject: DataFrame, condition: Column, blank: Sequence[str] = (), committed: Callable[[int], None] | None = None) -> ErasureResult:
         """Remove the rows for which ``condition`` holds against the one-row frame ``subject``
-        (or, with ``blank``, set those columns to null on them) and at once every old file of
-        the table, which may hold them.
+        (or, with ``blank``, set those columns to null on them), then delete every file of the
+        table its log does not list, whatever this call matched: the files the rewrite removed,
+        those of an erase killed between its rewrite and this vacuum (its rerun matches
+        nothing), and those a killed writer moved into the table but never committed.
 
         ``subject`` carries the values looked for as data (arrays of identifiers, say) and
         ``condition`` compares the table's columns with its columns: no value is ever written
-        into predicate text, so none needs quoting and none reaches the Delta log. Returns the
-        rows erased and the data files deleted from disk. Time travel to versions before the
-        erase is lost for this table: that is the point. The caller holds the lake's lease
+        into predicate text, so none needs quoting and none reaches the Delta log.
+        ``committed`` (rows erased -> None) is called once the rewrite is committed, before
+        the vacuum: where a caller records its progress (an erasure's plan), so that a run
+        killed in between still knows what the rewrite removed. Returns the rows erased and
+        the data files deleted from disk. Time travel to versions before the erase is lost
+        for this table: that is the point. The caller holds the lake's lease
         (:mod:`crmlake.lease`), so no other writer's files are in flight.
         """
         if not self.exists(table):
@@ -236,15 +241,13 @@ class Lake:
         location = self.path(table)
         # One scan of the table finds the rows, and the files holding them, which are rewritten.
         result = self.engine.erase_rows(location, subject, condition, blank)
+        matched = result.rows_matched if result.committed else 0
         if result.committed:
             self._logged("erase", table, result)
+            if committed is not None:
+                committed(matched)
             crash_point("erase.table_committed")
-        # Then every file the log does not list goes, whatever this call matched: the files this
-        # rewrite removed, those of a run killed between its rewrite and this vacuum (its rerun
-        # matches nothing), and those a killed writer moved into the table but never committed.
-        # The caller holds the lease: no other writer has files in flight.
         removed = self.engine.vacuum(location, 0)
-        matched = result.rows_matched if result.committed else 0
         return ErasureResult(table, matched, tuple(sorted(os.path.relpath(p, location) if os.path.isabs(p) else p for p in removed)))
 
     def remove_leftovers(self) -> dict:
