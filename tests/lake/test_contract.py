@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 import pytest
@@ -255,3 +256,16 @@ def test_erase_with_blank_nulls_the_columns_keeps_the_rows_and_reports_the_files
         assert {os.path.basename(p) for p in erased.files_removed} == {os.path.basename(p) for p in before}
     for path in glob.glob(os.path.join(lake.path("bronze.t"), "**", "*.parquet"), recursive=True):
         assert "a@x" not in pq.read_table(path).column("email").to_pylist()
+
+
+def test_a_table_made_ready_for_writers_takes_their_appends_side_by_side(spark, lake):
+    """As acquire's sources append to the quarantine: the table made first (absent, it is created
+    empty with its declared columns and partitioning), then eight writers at once, some with no
+    rows. Every commit lands; none fails on another's creating the table."""
+    lake.ready_for_writers("bronze.t")
+    assert lake.read("bronze.t").count() == 0 and sorted(lake.read("bronze.t").columns) == sorted(lake.catalog.spec("bronze.t").columns)
+    if lake.engine.name == "rs":
+        assert DeltaTable(lake.path("bronze.t")).metadata().partition_columns == ["day"]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: lake.append("bronze.t", rows(spark, (f"a{i}", 1, 0, i)) if i % 2 else rows(spark), partition_by=["day"]), range(8)))
+    assert table_rows(lake, "bronze.t") == [(f"a{i}", i) for i in (1, 3, 5, 7)]

@@ -410,9 +410,10 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
 
     # The sources share nothing but the tables every one appends to (the quarantine, the ingest
     # log), whose commits are retried against each other: they are acquired side by side, those
-    # two tables' schemas brought up to the catalog's first, so that no source changes them.
+    # two tables created or brought up to the catalog's schema first, so that no source creates
+    # or changes them under the others' commits.
     for shared in (QUARANTINE, INGEST_LOG):
-        lake.add_declared_columns(shared)
+        lake.ready_for_writers(shared)
     pieces = {name: partial(acquired, source) for name, source in SOURCES.items()}
     results = side_by_side(spark, pieces, lake.writers_at_once(conf.acquire.sources_at_once))
     failed = {f"file {path}": "does not balance (see bronze.ingest_log); read again by the next run" for name in SOURCES for path in results[name]["balance_failed"]}

@@ -174,11 +174,17 @@ class Lake:
             self.engine.add_columns(location, missing)
             log.info("%s: added the declared columns %s (earlier rows read them as null)", table, ", ".join(f.name for f in missing))
 
-    def add_declared_columns(self, table: str) -> None:
-        """Add to ``table``, when it exists, the declared columns it lacks, as its next write would:
-        called before writers side by side append to one table, so that none of them changes its
-        schema under the others' commits."""
-        self._with_declared_columns(table, self.spark.createDataFrame([], self.catalog.spec(table).ddl))
+    def ready_for_writers(self, table: str) -> None:
+        """Make ``table`` as its writers' commits expect it: created when absent (no rows, its
+        declared schema and partitioning), else given the declared columns it lacks, as its next
+        write would. Called before writers side by side append to one table, so that none of them
+        creates it or changes its schema under the others' commits (a commit that changes a
+        table's metadata fails the others' in flight: "Metadata changed since last commit")."""
+        empty = self.spark.createDataFrame([], self.catalog.spec(table).ddl)
+        if self.exists(table):
+            self._with_declared_columns(table, empty)
+        else:
+            self.append(table, empty)
 
     def writers_at_once(self, wanted: int) -> int:
         """Return how many pieces of a stage may write this lake at once: ``wanted`` on an engine
