@@ -22,7 +22,8 @@ so both formats are validated by the same code) and ``error`` a reason code when
 record is bad before any field is looked at: ``invalid_utf8``, ``oversize_line``,
 ``csv_field_count``, ``csv_unterminated_quote`` (no closing quote within
 :data:`MAX_RECORD_LINES` lines), ``csv_stray_quote`` (a quote inside an unquoted field),
-``bad_header``, ``unreadable_file``. The balance's other side, each file's data lines, is counted independently by :mod:`crmlake.acquire.facts`.
+``bad_header``, ``unreadable_file``. The balance's other side, each file's data lines, is
+counted independently by :mod:`crmlake.acquire.facts`.
 """
 
 from __future__ import annotations
