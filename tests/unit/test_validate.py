@@ -44,6 +44,17 @@ def test_each_contract_violation_has_its_reason(spark):
     assert reason_of(spark, '["not", "an", "object"]') == "unparsable_json"
 
 
+def test_a_line_going_on_after_its_object_is_quarantined_and_braces_inside_its_strings_are_not(spark):
+    # Spark's parser reads the first object and ignores the rest: the second event would be lost unseen.
+    good, second = json.dumps(GOOD_CLICK), json.dumps({**GOOD_CLICK, "event_id": "e2"})
+    nested = json.dumps({**GOOD_CLICK, "page_url": '/p?q={"a":[1,{"b":"}"}]}\\"}'})   # braces, quotes and a backslash in a string
+    rows = validated(spark, [f"{good} {second}", f"{good}{second}", f"{good}x", f"{good},", f"{good}}}", f"{good}]",
+                             f"{good} \t ", nested, f"{nested} {second}", good[:-1] + ', "extra": {"k": {"j": "v"}}}'])
+    assert [rows[n]["reason"] for n in range(1, 11)] == ["json_trailing_content"] * 6 + [None, None, "json_trailing_content", None]
+    assert rows[8]["page_url"] == '/p?q={"a":[1,{"b":"}"}]}\\"}' and rows[10]["extra_fields"] == {"extra": '{"k":{"j":"v"}}'}
+    assert rows[1]["raw_text"] == f"{good} {second}"   # kept whole in the quarantine
+
+
 def test_unknown_fields_are_kept_and_duplicates_share_a_key(spark):
     rows = validated(spark, [{**GOOD_CLICK, "new_field": "v"}, {**GOOD_CLICK, "page_url": "/other"}])
     first, second = rows[1], rows[2]

@@ -26,6 +26,8 @@ from crmlake.acquire.contract import ALWAYS, BOOL, INT, MONEY, ON_UPSERT, TIMEST
 ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)\z"
 MONEY_PATTERN = r"^-?\d{1,16}(\.\d{1,4})?\z"
 INT_PATTERN = r"^-?\d{1,18}\z"
+# A JSON string, escapes included (possessive: Java matches it in loops, not by recursion).
+JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 MONEY_TYPE = "decimal(18,2)"
 EXACT_TYPE = "decimal(38,18)"  # wide enough to tell whether MONEY_TYPE kept every digit
 BAD_TYPE_REASON = {TIMESTAMP: "bad_timestamp", MONEY: "bad_money", INT: "wrong_type"}
@@ -71,6 +73,30 @@ def _field_problem(field: Field, source: Source) -> Column:
     for condition, reason in reversed(checks):
         expr = F.when(condition, F.lit(reason)).otherwise(expr)
     return expr
+
+
+def _goes_on_after_its_object(text: Column) -> Column:
+    """True where ``text``, a JSON object by Spark's parser, holds more after that object closes.
+
+    Spark's parser reads a line's first value and ignores the rest, so ``{...} {...}`` would
+    give the first event and lose the second unseen. A line holds its object alone when it
+    ends (JSON whitespace aside) with the ``}`` that closes it. Only a line with another ``}``
+    before its last (a nested object, a brace inside a string) needs its brackets outside
+    strings walked to find where the object closes; the others are told by two scans.
+    """
+    line = F.rtrim(text, F.lit(" \t"))
+    brackets = F.regexp_replace(F.regexp_replace(line, JSON_STRING, ""), r"[^\[\]{}]", "")
+    # Walked from the second bracket with the first one open: a bracket met at depth 0 comes after the object.
+    walk = F.aggregate(
+        F.split(F.substring(brackets, 2, 1 << 30), ""),
+        F.struct(F.lit(1).alias("depth"), F.lit(False).alias("after")),
+        lambda acc, c: F.struct(
+            (acc["depth"] + F.when(c.isin("{", "["), 1).when(c.isin("}", "]"), -1).otherwise(0)).alias("depth"),
+            (acc["after"] | ((acc["depth"] == 0) & (c != ""))).alias("after"),
+        ),
+        lambda acc: acc["after"],
+    )
+    return F.when(~line.endswith("}"), True).when(F.instr(line, "}") < F.length(line), walk).otherwise(False)
 
 
 def _typed_value(field: Field) -> Column:
@@ -124,6 +150,7 @@ def with_validation(records: DataFrame, source: Source) -> DataFrame:
     reason = F.coalesce(
         F.col("error"),
         F.when(F.col("_unparsable"), F.lit("unparsable_json")),
+        *([F.when(_goes_on_after_its_object(F.col("record_json")), F.lit("json_trailing_content"))] if source.format == "json" else []),
         *[_field_problem(f, source) for f in source.fields],
     )
     key_parts = [F.coalesce(_value(source.field(k)), F.lit("")) for k in source.key] or [F.col("record_json")]
