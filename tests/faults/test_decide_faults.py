@@ -1,5 +1,6 @@
 """decide killed (SIGKILL, a real process) between its contact history and its files: the rerun
 ends with the same gold.contact_history and the same published audiences as a run never killed.
+And a rerun in which one audience fails keeps that audience's history beside its published file.
 
 One tiny lake (300 customers x 14 days, acquired and organized once, with made-up scores) is
 copied for the clean run and for each crash point; every run decides the same date.
@@ -164,3 +165,28 @@ def test_killed_after_the_first_audience_is_published_the_rerun_completes_the_re
     # The rerun reads the killed run's own rows in the history: they must not cap it out.
     assertDataFrameEqual(history_of(spark, root), history_of(spark, clean))
     assert published(root) == published(clean)
+
+
+def failing(root: str, name: str) -> tuple[str, ...]:
+    """Return conf overrides (for :func:`conf_for`) under which audience ``name`` cannot be selected
+    (its rule names a column the scores do not have), the other audiences as they were."""
+    entries = [a.model_dump() | ({"rule": "no_such_score >= 8"} if a.name == name else {}) for a in audiences_of(conf_for(root))]
+    return (f"campaigns.audiences={json.dumps(entries)}",)
+
+
+def test_a_rerun_with_a_failing_audience_keeps_its_history_beside_its_published_file(spark, scored, clean, tmp_path):
+    root = copy_of(scored, tmp_path, "lake")
+    run_stage(spark, conf_for(root), "decide", END)
+    # Served first: the audiences after it hold out its control group and count its contacts.
+    first = audiences_of(conf_for(root))[0].name
+    summary = run_stage(spark, conf_for(root, failing(root, first)), "decide", END)
+    assert list(summary["failed"]) == [f"audience {first}"]
+    history, files = history_of(spark, root), published(root)
+    # Its rows of the date are still there, and they are those of its file still published.
+    kept = history.where(F.col("audience") == first)
+    assert kept.where("group = 'control'").count() > 0
+    assert sorted(r["person_id"] for r in kept.where("group = 'treatment'").collect()) == files[first]["persons"] != []
+    # The others re-recorded once, as a run never failed records them, beside the same files.
+    assert history.groupBy("audience", "person_id").count().where("count > 1").count() == 0
+    assertDataFrameEqual(history, history_of(spark, clean))
+    assert files == published(clean)

@@ -9,7 +9,10 @@ from pyspark.sql import functions as F
 from crmlake.config import ConfigError, load_conf
 from crmlake.config_schema import Policy
 from crmlake.decide.audiences import Audience, apply_policy, suppression_reasons
+from crmlake.decide.job import CONTACT_HISTORY, CONTACT_SCHEMA, date_history, prior_contacts
 from crmlake.decide.results import campaign_results
+from crmlake.lake import Snapshot
+from crmlake.people import ACCOUNT
 
 RUN = dt.date(2026, 11, 21)
 T = lambda days: dt.datetime(2026, 11, 21, 12, tzinfo=dt.timezone.utc) + dt.timedelta(days=days)  # noqa: E731
@@ -188,10 +191,6 @@ def test_an_audience_selects_and_orders_by_the_next_best_category(spark):
 
 
 def test_prior_contacts_count_the_treatment_rows_within_the_window_on_both_sides_of_the_run_date(spark, lake):
-    from crmlake.decide.job import CONTACT_HISTORY, prior_contacts
-    from crmlake.lake import Snapshot
-    from crmlake.people import ACCOUNT
-
     day = lambda offset: RUN + dt.timedelta(days=offset)  # noqa: E731
     rows = [(day(-30), "treatment", "A1"), (day(-29), "treatment", "A1"), (day(-2), "control", "A1"), (day(0), "treatment", "A1"),
             (day(5), "treatment", "A1"), (day(29), "treatment", "A1"), (day(30), "treatment", "A1"), (day(3), "treatment", "B1")]
@@ -203,3 +202,19 @@ def test_prior_contacts_count_the_treatment_rows_within_the_window_on_both_sides
     counts = {r["person_id"]: r["contacts"] for r in prior_contacts(inputs, identity_map, RUN, 30).collect()}
     # Days -29, +5 and +29: the run date's own row (a rerun rewrites it), the control row and days -30, +30 are out.
     assert counts == {"P": 3, "P_OLD": 1}
+
+
+def test_a_run_replaces_the_history_of_the_audiences_it_recorded_and_keeps_the_others(spark):
+    def rows(*pairs):
+        return spark.createDataFrame([(RUN, a, "email", 1, p, f"A_{p}", "treatment", 0.5) for a, p in pairs], CONTACT_SCHEMA)
+
+    earlier = rows(("a", "P1"), ("b", "P2"), ("c", "P3"))
+    recorded = rows(("a", "P4"), ("b", "P5"))   # this run's: a recorded and published, b recorded but not published, c failed
+
+    def people(history):
+        return sorted((r["audience"], r["person_id"]) for r in history.collect())
+
+    assert people(date_history(recorded, earlier, ["a"])) == [("a", "P4"), ("b", "P2"), ("c", "P3")]
+    assert people(date_history(recorded, earlier, ["a", "b"])) == [("a", "P4"), ("b", "P5"), ("c", "P3")]
+    assert people(date_history(recorded, earlier, [])) == people(earlier)
+    assert people(date_history(recorded, rows(), ["a"])) == [("a", "P4")]   # a first run: nothing earlier to keep

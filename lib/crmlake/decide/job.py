@@ -6,7 +6,10 @@ through the contact policy (:mod:`crmlake.decide.audiences`; an audience whose r
 ``gold.audience_uplift``). Then, in this order:
 
 1. every audience's treatment and control land in ``gold.contact_history``, in one commit
-   that replaces the run date's rows (partition ``contact_date``);
+   that replaces the run date's rows (partition ``contact_date``) of the audiences this run
+   selected (:func:`date_history`): an audience that fails (or is skipped) keeps the rows an
+   earlier run of the date recorded, beside the files that run published, and they count
+   toward the cap and the held-out persons of the audiences served after it;
 2. each audience's treatment group is published (:mod:`crmlake.exports`) from exactly
    the rows recorded;
 3. every past contact date is measured against its control group into
@@ -144,6 +147,29 @@ def contact_rows(selected: DataFrame, audience: Audience, run_date: dt.date) -> 
     )
 
 
+def date_history(recorded: DataFrame, earlier: DataFrame, replaced: list[str]) -> DataFrame:
+    """Return the run date's gold.contact_history rows once a run has recorded ``replaced``.
+
+    Takes this run's rows (``recorded``, :data:`CONTACT_SCHEMA`), the date's rows as they were
+    before the run (``earlier``, same columns) and the names of the audiences the run
+    re-records. Returns ``recorded``'s rows of those audiences and ``earlier``'s rows of every
+    other one: an audience that failed this time keeps the history its published export was
+    made from (none on a first run), so its contacts still count toward the cap and the
+    results.
+    """
+    ours = F.col("audience").isin(*replaced)
+    return recorded.where(ours).unionByName(earlier.where(~ours))
+
+
+def counted_today(prior: DataFrame, held_out: DataFrame, recorded: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Return ``(prior, held_out)`` with one audience's rows of the run date (``recorded``,
+    :data:`CONTACT_SCHEMA`) added: its treatment persons count one contact more toward the cap
+    (prior: person_id, contacts), its control persons are held out (held_out: person_id)."""
+    today = recorded.where("group = 'treatment'").groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
+    return (prior.unionByName(today).groupBy("person_id").agg(F.sum("contacts").alias("contacts")).localCheckpoint(),
+            held_out.unionByName(recorded.where("group = 'control'").select("person_id")).localCheckpoint())
+
+
 def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     """Select every audience for ``run_date``, record them in gold.contact_history, publish
     them, then measure past contacts; return the run summary (exports, counts per audience,
@@ -169,6 +195,9 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         people.select("person_id", "primary_account_id", "email", "phone", "marketing_consent"), "person_id"
     ).cache()
     prior = prior_contacts(inputs, identity_map, run_date, policy.window_days).cache()
+    # The date's rows as an earlier run left them: an audience not selected this time keeps its own.
+    earlier = (inputs.read(CONTACT_HISTORY) if CONTACT_HISTORY in inputs.versions else spark.createDataFrame([], CONTACT_SCHEMA)
+               ).where(F.col("contact_date") == F.lit(run_date))
     model_refs = models[0].asDict()
     model_manifest = {
         kind: {"name": ref.split("/")[0], "version": ref.split("/")[1]}
@@ -189,29 +218,34 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     selections, contacts, failed = [], spark.createDataFrame([], CONTACT_SCHEMA), {}
     held_out = spark.createDataFrame([], "person_id string")
     for audience in audiences_of(conf):
+        served = len(selections)
         if audience.target == "companies" and companies is None:
             log.warning("audience %s skipped: no company scores for %s", audience.name, run_date)
-            continue
-        with isolated(f"audience {audience.name}", failed, log, f"audience {audience.name} for {run_date}: selected") as facts:
-            candidates, models_used = with_uplift_of(audience, companies if audience.target == "companies" else scored, uplift, model_manifest)
-            cached, counts = apply_policy(candidates, suppressed, prior, audience, policy, held_out)
-            # Frozen, so that the rows recorded and the rows published are the same rows.
-            selected = cached.localCheckpoint()
-            cached.unpersist()
-            facts.update(counts)
-            selections.append((audience, selected, counts, models_used))
-            recorded = contact_rows(selected, audience, run_date)
-            contacts = contacts.unionByName(recorded)
-            # Today's exported contacts count against the cap of every lower-priority audience,
-            # and today's control persons are contacted by none of them.
-            today = recorded.where("group = 'treatment'").groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
-            prior = prior.unionByName(today).groupBy("person_id").agg(F.sum("contacts").alias("contacts")).localCheckpoint()
-            held_out = held_out.unionByName(recorded.where("group = 'control'").select("person_id")).localCheckpoint()
+        else:
+            with isolated(f"audience {audience.name}", failed, log, f"audience {audience.name} for {run_date}: selected") as facts:
+                candidates, models_used = with_uplift_of(audience, companies if audience.target == "companies" else scored, uplift, model_manifest)
+                cached, counts = apply_policy(candidates, suppressed, prior, audience, policy, held_out)
+                # Frozen, so that the rows recorded and the rows published are the same rows.
+                selected = cached.localCheckpoint()
+                cached.unpersist()
+                facts.update(counts)
+                recorded = contact_rows(selected, audience, run_date)
+                # Today's exported contacts count against the cap of every lower-priority audience,
+                # and today's control persons are contacted by none of them.
+                prior, held_out = counted_today(prior, held_out, recorded)
+                selections.append((audience, selected, counts, models_used))
+                contacts = contacts.unionByName(recorded)
+        if len(selections) == served:
+            # Not selected this time: its earlier rows of the date stay (date_history), and so
+            # do the contacts and the control group of the file published from them.
+            prior, held_out = counted_today(prior, held_out, earlier.where(F.col("audience") == F.lit(audience.name)))
 
     # The history first, in one commit replacing the date: published files never lack their
     # contacts, and a run killed before its files are out is completed by the rerun.
+    on_date = f"contact_date = DATE'{run_date.isoformat()}'"
     with timed(log, f"contact history for {run_date}") as facts:
-        facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, contacts, f"contact_date = DATE'{run_date.isoformat()}'", partition_by=["contact_date"]).rows_written
+        history = date_history(contacts, earlier, [a.name for a, *_ in selections])
+        facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, history, on_date, partition_by=["contact_date"]).rows_written
     crash_point("decide.history_written")
 
     exports, counts_by_audience = [], {}
@@ -237,10 +271,10 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         exports.append(folder)
         counts_by_audience[audience.name] = counts
     unpublished = [a.name for a, *_ in selections if f"audience {a.name}" in failed]
-    if unpublished:   # recorded, not sent: their contacts count toward no cap and no result until a rerun sends them
+    if unpublished:   # not sent: back to their earlier rows, those of the file still published (none on a first run)
         with timed(log, f"contact history for {run_date} without {', '.join(unpublished)}") as facts:
-            facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, contacts.where(~F.col("audience").isin(*unpublished)),
-                                                 f"contact_date = DATE'{run_date.isoformat()}'", partition_by=["contact_date"]).rows_written
+            history = date_history(contacts, earlier, [a.name for a, *_ in selections if a.name not in unpublished])
+            facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, history, on_date, partition_by=["contact_date"]).rows_written
     with timed(log, f"campaign results up to {run_date}") as facts:
         facts["campaign_results"] = measure(lake, conf, identity_map, inputs.read("silver.order_lines"), run_date)
     for cached in (scores, suppressed, scored, companies, uplift):
