@@ -6,7 +6,9 @@ data subject's rows (each entry's ``subject`` rule), the quarantine's raw text i
 from every audience export on disk and every report's list of persons to act on, and from
 what killed runs left behind (staging files, checkpoints), then deletes at once the files that held it. Erasure is final: the request
 stays in bronze (it holds no personal data), and any later upsert of that account is erased
-again on arrival and counted as refused.
+again on arrival and counted as refused; so are its records a stale system re-sends to the
+other bronze sources (clicks, order lines, service contacts, campaign events), found by their
+account id among the new rows organize reads and counted as late (:func:`records_of_accounts`).
 
 An erasure is a durable workflow, so that a process killed at any step is finished by the
 next run from where it stopped, never receipted early:
@@ -60,7 +62,7 @@ from crmlake.isolation import isolated
 from crmlake.lake import Lake, TableSpec
 from crmlake.log import get_logger
 from crmlake.people import ACCOUNT, COOKIE
-from crmlake.subjects import Subject, subject_condition, subject_of
+from crmlake.subjects import Subject, logged_into_by_others, subject_condition, subject_of
 
 log = get_logger("privacy")
 ERASURE_LOG = "gold.erasure_log"
@@ -69,14 +71,18 @@ ERASED_PARTNERS = "silver.erased_partners"
 PLANS_FOLDER = "_erasures"
 
 
-def erasures_due(profile_changes: DataFrame, receipts: DataFrame) -> DataFrame:
+def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataFrame | None = None) -> DataFrame:
     """Return the erase requests to apply now, one row per account.
 
-    Takes bronze customers (account_id, op, updated_time, ingested_at) and the request ids
-    already receipted (``request_id``). An account is due when its first erase request has
-    no receipt yet, or when upserts of it are still in bronze (a stale system re-sent it).
-    Columns: account_id, requested_at (its first erase request's time), upserts (rows
-    still in bronze), refused_upserts (those that arrived after the request), request_id.
+    Takes bronze customers (account_id, op, updated_time, ingested_at), the request ids
+    already receipted (``request_id``) and, optionally, ``records``: an ``account_id`` per
+    record newly arrived in the other bronze sources (:func:`records_of_accounts` of the run's
+    new rows). An account is due when its first erase request has no receipt yet, when upserts
+    of it are still in bronze, or when its erasure was receipted and records of it arrived
+    since (a stale system re-sent them). Columns: account_id, requested_at (its first erase
+    request's time), upserts (rows still in bronze), refused_upserts (those that arrived after
+    the request), request_id, late_records (its ``records`` when its erasure was receipted
+    already; 0 otherwise: an erasure not yet done takes them anyway).
     """
     requests = (
         profile_changes.where(F.col("op") == "erase")
@@ -87,15 +93,48 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame) -> DataFrame:
         F.count(F.lit(1)).alias("upserts"),
         F.sum(F.when(F.col("ingested_at") > F.col("_request_ingested_at"), 1).otherwise(0)).alias("refused_upserts"),
     )
-    with_id = requests.join(upserts, "account_id", "left").select(
+    with_counts = requests.join(upserts, "account_id", "left")
+    if records is None:
+        with_counts = with_counts.withColumn("_records", F.lit(None).cast("long"))
+    else:
+        found = records.select("account_id").join(requests.select("account_id"), "account_id", "left_semi").groupBy("account_id").agg(
+            F.count(F.lit(1)).alias("_records"))
+        with_counts = with_counts.join(found, "account_id", "left")
+    with_id = with_counts.select(
         "account_id",
         "requested_at",
         F.coalesce("upserts", F.lit(0)).cast("long").alias("upserts"),
         F.coalesce("refused_upserts", F.lit(0)).cast("long").alias("refused_upserts"),
         F.sha2(F.concat_ws("|", "account_id", F.date_format(F.col("requested_at"), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")), 256).substr(1, 32).alias("request_id"),
+        "_records",
     )
-    unreceipted = with_id.join(receipts.select("request_id").distinct(), "request_id", "left_anti").select("account_id")
-    return with_id.join(unreceipted.unionByName(with_id.where(F.col("upserts") > 0).select("account_id")).distinct(), "account_id", "left_semi")
+    receipted = receipts.select("request_id").distinct().withColumn("_receipted", F.lit(True))
+    return (
+        with_id.join(receipted, "request_id", "left")
+        .withColumn("late_records", F.when(F.col("_receipted"), F.coalesce("_records", F.lit(0))).otherwise(F.lit(0)).cast("long"))
+        .where(F.col("_receipted").isNull() | (F.col("upserts") > 0) | (F.col("late_records") > 0))
+        .select("account_id", "requested_at", "upserts", "refused_upserts", "request_id", "late_records")
+    )
+
+
+def records_of_accounts(lake: Lake, rows: dict[str, DataFrame]) -> DataFrame:
+    """Return the account ids held by ``rows`` (table name -> some of its rows: organize passes
+    the run's new rows of the bronze sources other than bronze.customers), one row (column
+    ``account_id``) per record an erasure of that account would change, as each table's
+    ``subject`` rule says: the values of its columns matched by ``account`` (an array's each),
+    on the rows meeting its ``where``, and for a ``blank`` rule only those holding something
+    to blank (an erased account's sale stays, blanked: its status changes are no late data).
+    Only those columns are read: the account ids alone, never the rows' history."""
+    found = []
+    for table, frame in rows.items():
+        spec = lake.catalog.spec(table)
+        erasable = _erasable(spec)
+        for column, kind in spec.subject_match.items():
+            if kind != "account":
+                continue
+            value = F.explode(F.col(column)) if spec.columns[column].lower().startswith("array") else F.col(column)
+            found.append(frame.where(erasable).select(value.alias("account_id")).where(F.col("account_id").isNotNull()))
+    return reduce(DataFrame.unionByName, found) if found else lake.spark.createDataFrame([], "account_id string")
 
 
 def plans_folder(lake_root: str) -> str:
@@ -173,36 +212,37 @@ def remove_receipted_plans(lake: Lake, receipts: DataFrame) -> int:
     return len(receipted)
 
 
-def _erased_rows(spec: TableSpec) -> Column:
-    """Return the condition selecting the rows an erasure changes in ``spec``'s table: the
-    subject's rows, and for a ``blank`` rule only those holding something to blank (the others
-    stay as they are, uncounted)."""
-    condition = subject_condition(spec)
+def _erasable(spec: TableSpec) -> Column:
+    """Return the condition a row of ``spec``'s table must meet, whoever's it is, for an erasure
+    to change it: the rule's fixed ``where``, and for a ``blank`` rule something to blank."""
+    condition = F.expr(spec.subject_where) if spec.subject_where else F.lit(True)
     if spec.erase == "blank":
         condition = condition & reduce(lambda a, b: a | b, [F.col(c).isNotNull() for c in spec.personal])
     return condition
 
 
+def _erased_rows(spec: TableSpec) -> Column:
+    """Return the condition selecting the rows an erasure changes in ``spec``'s table: the
+    subject's rows (:func:`~crmlake.subjects.subject_condition`), and for a ``blank`` rule
+    only those holding something to blank (the others stay as they are, uncounted)."""
+    condition = subject_condition(spec)
+    if spec.erase == "blank":
+        condition = condition & _erasable(spec)
+    return condition
+
+
 def record_shared_cookies(lake: Lake, subject: Subject) -> int:
     """Record in silver.shared_identifiers the cookies ``subject`` shares (:attr:`Subject.shared_cookies`)
-    that another live account (no erase request) is still linked to; return how many. A cookie
-    whose other holders were erased meanwhile is not recorded: it is no one's to keep apart."""
+    that another person's live account (no erase request) logged in on, with tracking consent
+    or not (:func:`~crmlake.subjects.logged_into_by_others`); return how many. A cookie whose
+    other holders were erased meanwhile is not recorded: it is no one's to keep apart."""
     if not subject.shared_cookies:
         return 0
-    spark = lake.spark
-    cookies = spark.createDataFrame([(c,) for c in subject.shared_cookies], "anonymous_id string")
-    erased = lake.read_or_empty("bronze.customers").where(F.col("op") == "erase").select("account_id")
-    others = (
-        lake.read_or_empty("silver.identity_links").join(cookies, "anonymous_id", "left_semi")
-        .where(~F.col("account_id").isin(*subject.account_ids)).join(erased, "account_id", "left_anti")
-    )
-    shared = others.select(F.lit(COOKIE).alias("identifier_type"), F.col("anonymous_id").alias("identifier")).distinct().cache()
-    # Safe to count: a few cookies of one account.
-    recorded = shared.count()
-    if recorded:
+    still = logged_into_by_others(lake, subject.shared_cookies, subject.account_ids, subject.person_ids)
+    if still:
+        shared = lake.spark.createDataFrame([(COOKIE, cookie) for cookie in still], "identifier_type string, identifier string")
         lake.merge(SHARED_IDENTIFIERS, shared, keys=["identifier_type", "identifier"], order_by="identifier")
-    shared.unpersist()
-    return recorded
+    return len(still)
 
 
 def record_erased_partners(lake: Lake, subject: Subject) -> int:
@@ -267,33 +307,43 @@ def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: 
     }
 
 
-def apply_erasures(lake: Lake, conf: Conf, profile_changes: DataFrame | None = None) -> dict:
+def apply_erasures(lake: Lake, conf: Conf, profile_changes: DataFrame | None = None, new_rows: dict[str, DataFrame] | None = None) -> dict:
     """Apply every erase request due (see :func:`erasures_due`) in ``profile_changes`` (default:
     bronze.customers as it is now; organize passes the snapshot it pinned), resuming any
     erasure a killed run left half done from its plan, and write one receipt each to
-    gold.erasure_log; return the number of accounts erased, of upserts refused, and the
-    erasures that failed (``failed``: ``erasure <request id>`` -> why): each is isolated, so
-    the others are applied, and it stays due, so the next run resumes it from its plan."""
+    gold.erasure_log.
+
+    ``new_rows`` (table name -> rows newly arrived in it; organize passes the run's new rows
+    of the other bronze sources) makes an account erased earlier due again when they hold
+    records of it (:func:`records_of_accounts`): its erasure is done again from a fresh plan,
+    and its receipt's reason says ``late_record``. Returns the number of accounts erased, of
+    upserts refused, of late records found, and the erasures that failed (``failed``:
+    ``erasure <request id>`` -> why): each is isolated, so the others are applied, and it
+    stays due, so the next run resumes it from its plan."""
     receipts = lake.read_or_empty(ERASURE_LOG)
     remove_receipted_plans(lake, receipts)
     if profile_changes is None:
         if not lake.exists("bronze.customers"):
-            return {"erased_accounts": 0, "refused_upserts": 0, "failed": {}}
+            return {"erased_accounts": 0, "refused_upserts": 0, "late_records": 0, "failed": {}}
         profile_changes = lake.read("bronze.customers")
+    records = records_of_accounts(lake, new_rows) if new_rows else None
     # Safe to collect: one row per erase request due now (rare).
-    due = erasures_due(profile_changes, receipts).collect()
+    due = erasures_due(profile_changes, receipts, records).collect()
     region = conf.business.default_phone_region
     done, failed = [], {}
     for request in due:
         with isolated(f"erasure {request['request_id']}", failed, log):
             _apply_erasure(lake, conf, request, region)
             done.append(request)
-    return {"erased_accounts": len(done), "refused_upserts": sum(int(r["refused_upserts"]) for r in done), "failed": failed}
+    return {"erased_accounts": len(done), "refused_upserts": sum(int(r["refused_upserts"]) for r in done),
+            "late_records": sum(int(r["late_records"]) for r in done), "failed": failed}
 
 
 def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> None:
     """Apply one erasure due (a row of :func:`erasures_due`) from its plan, made first if need
-    be, then write its receipt and delete the plan."""
+    be, then write its receipt and delete the plan. The receipt's reason is ``request``, or
+    what made an erasure done before due again: ``refused_upsert``, ``late_record`` (both,
+    comma-separated, when both)."""
     request_id = request["request_id"]
     plan = ErasurePlan.load(conf.lake_root, request_id)
     if plan.subject is None:   # first attempt: look the subject up while the tables still hold it
@@ -301,7 +351,7 @@ def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> None:
         plan.save()
         crash_point("erase.planned")
     touched = erase_subject(lake, plan, conf.exports_root, request_id)
-    reason = "refused_upsert" if request["refused_upserts"] else "request"
+    reason = ",".join(r for r, n in (("refused_upsert", request["refused_upserts"]), ("late_record", request["late_records"])) if n) or "request"
     log.info("erasure %s (%s): rows %s, %d files removed, exports amended %s", request_id, reason,
              touched["rows_removed"], len(touched["files_removed"]), touched["exports_amended"])
     receipt = (request_id, reason, request["requested_at"], dt.datetime.now(dt.timezone.utc), touched["tables"],

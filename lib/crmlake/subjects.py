@@ -12,15 +12,24 @@ one's rows.
 The two requests resolve a subject differently. An erasure (:func:`subject_of`, one
 account) takes every value the account ever held, shared or not: a family mailbox is the
 subject's personal data too, so it goes wherever it appears. A computer is the exception:
-its cookie is the subject's when it is their person's alone, or when no other live account
-logs in on it (the others who did were erased); one another person's live account logs in on
+its cookie is the subject's when they logged in on it and no other person's live account
+ever did (the others who did were erased); one another person's live account logs in on
 too (a household's) is kept, with the other's rows, and recorded as shared
 (``silver.shared_identifiers``, by :mod:`crmlake.privacy`), so that no rebuild of the persons
 attaches it to the one left and credits them with the subject's visits. Subject access
 (:func:`person_subject`) returns one person's data and never a household member's: their
-accounts, and the cookies, emails and phones the identity map attaches to their person
-(values no one else holds); in the rows it returns, an identifier that is someone else's
-(the other account of a candidate pair, a colleague in a company) is blanked.
+accounts, the emails and phones the identity map attaches to their person (values no one
+else holds), and the cookies it attaches to them or their accounts logged in on, less any
+another person's live account logged in on; in the rows it returns, an identifier that is
+someone else's (the other account of a candidate pair, a colleague in a company, a shared
+computer's cookie) is blanked.
+
+Who logged in on a computer is read from every login, with tracking consent or without
+(:func:`linked_cookies`): the identity links and the identity map see only consented ones, so
+a household member who refused tracking would otherwise leave the computer looking like the
+subject's alone, and their unconsented visits, found by cookie, would be returned to the
+subject and erased with them. That costs two narrow, filtered reads of bronze.clickstream per
+request (:func:`_cookies_of`), and requests are rare.
 
 A person is not forever. When an account leaves a person (split off by new evidence, or
 merged into another whose id survives), the rows scored for that person before hold the
@@ -69,10 +78,10 @@ class Subject:
     emails: tuple           # normalised (trimmed, lower case)
     email_hashes: tuple
     phone_hashes: tuple
-    cookies: tuple          # anonymous ids of their person alone (attached to it by the identity map, or no other live account logs in on them)
+    cookies: tuple          # anonymous ids of theirs alone: no other person's live account logs in on them, with tracking consent or not
     person_ids: tuple
     platform_hashes: tuple  # their email and phone hashed the way each ad platform's upload file has them
-    shared_cookies: tuple = ()   # anonymous ids of theirs another person's live account holds too: kept, recorded as shared
+    shared_cookies: tuple = ()   # anonymous ids they logged in on that another person's live account logs in on too: kept, recorded as shared
     earlier_persons: tuple = ()  # (person_id, from_date or None, to_date) ISO dates: persons an account of theirs left, while it held them
 
     def frame(self, spark) -> DataFrame:
@@ -169,30 +178,76 @@ def _values(df: DataFrame, column: str) -> tuple:
     return tuple(sorted(r[0] for r in df.select(column).where(F.col(column).isNotNull()).distinct().collect()))
 
 
-def linked_cookies(lake: Lake, account_id: str, persons: tuple) -> tuple[tuple, tuple]:
-    """Return ``(own, shared)``: the cookies silver.identity_links links to ``account_id``, split
-    into those of its ``persons`` alone (the identity map attaches them to one of them, or no
-    other live account is linked to them: whoever else logged in there is erased) and those
-    another live account is linked to as well, which the map does not give its persons (a
-    computer shared with a household member). An account with an erase request is not live."""
-    if not lake.exists("silver.identity_links"):
-        return (), ()
-    links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
-    theirs = links.where(F.col("account_id") == account_id).select("anonymous_id").distinct()
+# Where a login (a cookie seen with an account) is read: the identity links hold only those with
+# tracking consent; bronze.clickstream holds every logged-in click, consented or not.
+LOGINS = ("silver.identity_links", "bronze.clickstream")
+
+
+def _logins(lake: Lake, column: str, values: tuple) -> DataFrame:
+    """Return ``anonymous_id, account_id``: the distinct logins whose ``column`` (``account_id``
+    or ``anonymous_id``) is one of ``values`` (a few: one person's), from every table of
+    :data:`LOGINS` that exists, whatever the click's tracking consent. A narrow read: two
+    columns, filtered on the values as Column literals (never SQL text)."""
+    frames = [
+        lake.read(name).select("anonymous_id", "account_id").where(F.col("account_id").isNotNull() & F.col(column).isin(*values))
+        for name in LOGINS if values and lake.exists(name)
+    ]
+    if not frames:
+        return lake.spark.createDataFrame([], "anonymous_id string, account_id string")
+    return reduce(DataFrame.unionByName, frames).distinct()
+
+
+def logged_into_by_others(lake: Lake, cookies: tuple, accounts: tuple, persons: tuple = ()) -> tuple:
+    """Return, of ``cookies`` (a few: one person's), those a live account logged in on
+    (silver.identity_links or bronze.clickstream, with tracking consent or not) that is none of
+    ``accounts`` and none of the accounts the identity map gives ``persons``: a computer shared
+    with another person. An account with an erase request (bronze.customers) is not live."""
+    holders = lake.spark.createDataFrame([(a,) for a in accounts], "account_id string")
+    if persons and lake.exists("silver.identity_map"):
+        person_accounts = lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & F.col("person_id").isin(*persons))
+        holders = holders.unionByName(person_accounts.select(F.col("identifier").alias("account_id")))
     erased = lake.read_or_empty("bronze.customers").where(F.col("op") == "erase").select("account_id")
-    others = (
-        links.join(theirs, "anonymous_id", "left_semi").where(F.col("account_id") != account_id)
-        .join(erased, "account_id", "left_anti").select("anonymous_id").distinct().withColumn("_others", F.lit(True))
-    )
-    attached = (
-        lake.read("silver.identity_map").where((F.col("identifier_type") == COOKIE) & F.col("person_id").isin(*persons))
-        .select(F.col("identifier").alias("anonymous_id")).distinct().withColumn("_attached", F.lit(True))
-        if persons and lake.exists("silver.identity_map") else lake.spark.createDataFrame([], "anonymous_id string, _attached boolean")
-    )
-    # Safe to collect: the cookies of one account.
-    rows = theirs.join(others, "anonymous_id", "left").join(attached, "anonymous_id", "left").collect()
-    own = tuple(sorted(r["anonymous_id"] for r in rows if r["_attached"] or not r["_others"]))
-    return own, tuple(sorted(r["anonymous_id"] for r in rows if r["anonymous_id"] not in own))
+    others = _logins(lake, "anonymous_id", cookies).join(holders, "account_id", "left_anti").join(erased, "account_id", "left_anti")
+    # Safe to collect: at most the cookies of one person.
+    found = {r["anonymous_id"] for r in others.select("anonymous_id").distinct().collect()}
+    return tuple(c for c in sorted(set(cookies)) if c in found)
+
+
+def _cookies_of(lake: Lake, accounts: tuple, persons: tuple, attached: bool) -> tuple[tuple, tuple]:
+    """Return ``(own, shared)``: the cookies ``accounts`` logged into (with tracking consent or
+    not; with ``attached``, also those the identity map attaches to ``persons``), split into
+    those no other person's live account ever logged into, and those one did, consented or not
+    (:func:`logged_into_by_others`; the accounts of ``persons`` are not another person's).
+
+    Reads silver.identity_links and bronze.clickstream twice (the logins of ``accounts``, then
+    every login on their cookies), each narrowly (two columns, filtered to a few values), with
+    silver.identity_map and bronze.customers' erase requests: once per request (an erasure or a
+    subject access), which is rare."""
+    # Safe to collect: the cookies of one person.
+    theirs = {r["anonymous_id"] for r in _logins(lake, "account_id", accounts).select("anonymous_id").distinct().collect()}
+    if attached and persons and lake.exists("silver.identity_map"):
+        attached_cookies = lake.read("silver.identity_map").where((F.col("identifier_type") == COOKIE) & F.col("person_id").isin(*persons))
+        # Safe to collect: the cookies of one person.
+        theirs |= {r["identifier"] for r in attached_cookies.select("identifier").distinct().collect()}
+    cookies = tuple(sorted(theirs))
+    shared = logged_into_by_others(lake, cookies, accounts, persons) if cookies else ()
+    return tuple(c for c in cookies if c not in shared), shared
+
+
+def linked_cookies(lake: Lake, account_id: str, persons: tuple) -> tuple[tuple, tuple]:
+    """Return ``(own, shared)``: the cookies ``account_id`` logged into, with tracking consent
+    (silver.identity_links) or without it (bronze.clickstream), split into those of its
+    ``persons`` alone (no other live person's account ever logged into them: the others who did
+    are erased, or accounts of ``persons``) and those another person's live account logged into
+    too, consented or not (a computer shared with a household member: the identity map, which
+    sees only consented logins, may attach it to ``persons`` all the same). An account with an
+    erase request is not live. ``persons``: the persons the identity map gives ``account_id``.
+
+    A login without consent counts both ways: another's makes a computer shared, so that the
+    subject's erasure never deletes the other's unconsented visits by cookie; the subject's own
+    makes a computer theirs when no other live person logged in there, so that their erasure
+    takes their unconsented visits (and the last member to use a shared computer takes it)."""
+    return _cookies_of(lake, (account_id,), persons, attached=False)
 
 
 def earlier_persons(lake: Lake, accounts: tuple) -> tuple:
@@ -208,10 +263,10 @@ def earlier_persons(lake: Lake, accounts: tuple) -> tuple:
 
 def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subject:
     """Return the identifiers an erasure of ``account_id`` removes: its emails and phones (as
-    held in bronze, any version, shared or not) with their hashes, the cookies linked to it
-    that are its person's alone (:func:`linked_cookies`), the persons the identity map gives
-    it and those it left (:func:`earlier_persons`); and the cookies it shares with another
-    person's live account, which stay."""
+    held in bronze, any version, shared or not) with their hashes, the cookies it logged in on
+    (with tracking consent or not) that are its person's alone (:func:`linked_cookies`), the
+    persons the identity map gives it and those it left (:func:`earlier_persons`); and the
+    cookies it shares with another person's live account, which stay."""
     profiles = lake.read("bronze.customers").where((F.col("account_id") == account_id) & (F.col("op") == "upsert"))
     uploaded = [hashed for platform_format in PLATFORM_FORMATS for hashed in platform_hashes(default_phone_region, platform_format)]
     # One scan of bronze.customers for every value (each platform hashes its own normalisation).
@@ -237,9 +292,12 @@ def subject_of(lake: Lake, account_id: str, default_phone_region: str) -> Subjec
 
 def person_subject(lake: Lake, accounts: list[str]) -> Subject:
     """Return what subject access looks for of the person holding ``accounts``: the persons the
-    identity map gives them, every account of those persons, and the cookies, email and phone
-    hashes the map attaches to them (held by no one else), with the emails behind those hashes,
-    and the persons those accounts left (:func:`earlier_persons`)."""
+    identity map gives them, every account of those persons, the email and phone hashes the map
+    attaches to them (held by no one else), with the emails behind those hashes, the persons
+    those accounts left (:func:`earlier_persons`), and their cookies: those the map attaches to
+    them or their accounts logged in on (with tracking consent or not), less any another
+    person's live account logged in on, consented or not (:func:`_cookies_of`; the map sees
+    only consented logins, so it may attach a household's computer to one member)."""
     nodes = []
     if lake.exists("silver.identity_map"):
         identity_map = lake.read("silver.identity_map")
@@ -251,10 +309,13 @@ def person_subject(lake: Lake, accounts: list[str]) -> Subject:
         return tuple(sorted({r["identifier"] for r in nodes if r["identifier_type"] == identifier_type}))
 
     account_ids, email_hashes = tuple(sorted({*accounts, *of_type(ACCOUNT)})), of_type(EMAIL)
+    person_ids = tuple(sorted({r["person_id"] for r in nodes}))
+    # Not the map's cookies alone: it sees only consented logins, so a computer another person
+    # logged into without consent may be attached to this one.
+    cookies, _ = _cookies_of(lake, account_ids, person_ids, attached=True)
     profiles = lake.read_or_empty("bronze.customers").where(F.col("account_id").isin(*account_ids) & (F.col("op") == "upsert"))
     emails = _values(profiles.select(normalised_email(F.col("email")).alias("email")).where(sha256_hex(F.col("email")).isin(*email_hashes)), "email") if email_hashes else ()
-    return Subject(account_ids, emails, email_hashes, of_type(PHONE), of_type(COOKIE), tuple(sorted({r["person_id"] for r in nodes})), (),
-                   earlier_persons=earlier_persons(lake, account_ids))
+    return Subject(account_ids, emails, email_hashes, of_type(PHONE), cookies, person_ids, (), earlier_persons=earlier_persons(lake, account_ids))
 
 
 class SharedMailboxError(ValueError):

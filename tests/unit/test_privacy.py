@@ -303,3 +303,64 @@ def test_erasing_one_account_of_a_person_records_their_other_live_accounts_and_e
     request_erasure(lake, ["A2"], at(1))   # the last live account of P1 goes, and its record with it
     assert apply_erasures(lake, conf)["erased_accounts"] == 1
     assert lake.read("silver.erased_partners").count() == 0
+
+
+def test_records_a_stale_system_re_sends_of_an_erased_account_are_erased_again_on_arrival_and_receipted_as_late(lake, conf):
+    from crmlake.organize.job import STATE, Changes, erase_due_accounts
+
+    two_members(lake)
+    click = "event_id string, anonymous_id string, account_id string, event_date date, ingested_at timestamp"
+    order = "order_id string, line_no int, account_id string, guest_email string, status string, ingested_at timestamp"
+    event = "campaign_id string, account_id string, event string, event_date date, ingested_at timestamp"
+    contact = "interaction_id string, account_id string, ingested_at timestamp"
+    day = dt.date(2026, 11, 20)
+    write(lake, "bronze.clickstream", [("e1", "c1", "A1", day, at(-1)), ("e2", "c2", "A2", day, at(-1))], click)
+    write(lake, "bronze.orders", [("O1", 1, "A1", None, "completed", at(-1)), ("O2", 1, "A2", None, "completed", at(-1))], order)
+    write(lake, "bronze.campaign_events", [("c-1", "A1", "opened", day, at(-1)), ("c-1", "A2", "opened", day, at(-1))], event)
+    write(lake, "bronze.interactions", [("i1", "A1", at(-1))], contact)
+    request_erasure(lake, ["A1"], T0)
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    # Organize read everything so far: its state records the versions, as a complete run leaves it.
+    lake.overwrite(STATE, Changes(lake, full_refresh=True).state(day))
+
+    def late(table, rows, ddl):
+        lake.append(table, lake.catalog.spec(table).padded(lake.spark.createDataFrame(rows, ddl)))
+
+    # A stale system re-sends A1's records a day later: a click on a new computer, an order line
+    # holding an email, a campaign event and a service contact; and an erased sale's status change
+    # (nothing in it to blank: no late data), beside Bo's new click.
+    late("bronze.clickstream", [("e3", "c-late", "A1", day, at(1)), ("e4", "c2", "A2", day, at(1))], click)
+    late("bronze.orders", [("O3", 1, "A1", "ann@example.com", "completed", at(1)), ("O1", 1, "A1", None, "returned", at(1))], order)
+    late("bronze.campaign_events", [("c-2", "A1", "clicked", day, at(1))], event)
+    late("bronze.interactions", [("i2", "A1", at(1))], contact)
+
+    facts = erase_due_accounts(lake, conf, Changes(lake, full_refresh=False))
+
+    clicks = lake.read("bronze.clickstream").collect()
+    assert sorted(r["event_id"] for r in clicks) == ["e2", "e4"] and "c-late" not in {r["anonymous_id"] for r in clicks}
+    assert [r["account_id"] for r in lake.read("bronze.campaign_events").collect()] == ["A2"]
+    assert lake.read("bronze.interactions").count() == 0
+    assert (facts["erased_accounts"], facts["late_records"], facts["refused_upserts"], facts["failed"]) == (1, 4, 0, {})
+    # The sales stay, with no email left.
+    assert sorted((r["order_id"], r["status"], r["guest_email"]) for r in lake.read("bronze.orders").collect()) == [
+        ("O1", "completed", None), ("O1", "returned", None), ("O2", "completed", None), ("O3", "completed", None)]
+    first, second = sorted(lake.read("gold.erasure_log").collect(), key=lambda r: r["erased_at"])
+    assert (first["request_id"], first["reason"]) == (receipt_id("A1"), "request")
+    assert (second["request_id"], second["reason"], second["refused_upserts"]) == (receipt_id("A1"), "late_record", 0)
+    assert second["rows_removed"] == {"bronze.clickstream": 1, "bronze.orders": 1, "bronze.campaign_events": 1, "bronze.interactions": 1}
+
+    # Idempotent: run again before the state moves on (the rewritten files come back as new) and after.
+    assert erase_due_accounts(lake, conf, Changes(lake, full_refresh=False))["erased_accounts"] == 0
+    lake.overwrite(STATE, Changes(lake, full_refresh=True).state(day))
+    assert erase_due_accounts(lake, conf, Changes(lake, full_refresh=False))["erased_accounts"] == 0
+    assert lake.read("gold.erasure_log").count() == 2
+
+
+def test_an_erased_account_s_records_are_late_only_once_its_erasure_is_receipted(spark):
+    changes = spark.createDataFrame([("A1", "erase", T0, at(0)), ("A2", "erase", T0, at(0)), ("A3", "upsert", T0, at(0))], CHANGES)
+    receipts = spark.createDataFrame([(receipt_id("A1"),)], "request_id string")
+    records = spark.createDataFrame([("A1",), ("A1",), ("A2",), ("A3",), (None,)], "account_id string")
+    # A1 erased and re-sent twice: due again; A2's erasure not done yet (takes them anyway); A3 was never asked.
+    due = {r["account_id"]: (r["upserts"], r["late_records"]) for r in erasures_due(changes, receipts, records).collect()}
+    assert due == {"A1": (0, 2), "A2": (0, 0)}
+    assert {r["account_id"] for r in erasures_due(changes, receipts).collect()} == {"A2"}

@@ -142,13 +142,18 @@ class Changes:
 
 
 def erase_due_accounts(lake: Lake, conf: Conf, changes: Changes) -> dict:
-    """Apply the erase requests due (:func:`crmlake.privacy.apply_erasures`); return its counts.
+    """Apply the erase requests due (:func:`crmlake.privacy.apply_erasures`); return its counts
+    (accounts erased, upserts refused, late records found, failed erasures).
 
-    Only requests in the pinned snapshot are applied. An erasure rewrites bronze files and
-    removes the old ones at once, so the bronze snapshot is then pinned again at the current
-    versions (what acquire committed meanwhile is then read in this run, not lost).
+    Only requests in the pinned snapshot are applied. An account erased earlier is due again
+    when the run's new rows of the other bronze sources (those that exist) hold records of it,
+    a stale system re-sending them: apply_erasures is given those new rows and reads their
+    account ids only. An erasure rewrites bronze files and removes the old ones at once, so
+    the bronze snapshot is then pinned again at the current versions (what acquire committed
+    meanwhile is then read in this run, not lost).
     """
-    facts = apply_erasures(lake, conf, changes.all("bronze.customers"))
+    others = {table: changes.new(table) for table in BRONZE_SOURCES if table != "bronze.customers" and table in changes.snapshot.versions}
+    facts = apply_erasures(lake, conf, changes.all("bronze.customers"), others)
     if facts["erased_accounts"] or facts["failed"]:   # a failed erasure may have rewritten bronze files before it failed
         changes.repin(BRONZE_SOURCES)
     return facts
