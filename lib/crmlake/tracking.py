@@ -164,12 +164,14 @@ def judge(registered_name: str, version: str, score: float, champion_score_of: C
     run's ``champion_decision`` tag; return (moved, reason).
 
     ``champion_score_of`` takes the current champion's fitted pipeline and returns its score on
-    the same holdout; it is called only when another version is champion. A champion serving
-    the baseline scores ``baseline_score()`` instead when given (the baseline's own measure on
-    the holdout). A version serving the baseline needs no margin over a champion serving a
-    model: a model that does not beat its baseline is not served. Killed after the
-    alias moved and before the decision is recorded (crash point ``analyze.promoted``), the
-    next run finds the version champion already and records that.
+    the same holdout; it is called only when another version is champion. ``baseline_score()``,
+    when given, is the naive baseline's score on that holdout: a champion serving the baseline
+    scores that. A model that does not beat its baseline is not served, so no margin protects
+    a champion serving a model that does not beat the baseline on this holdout (its data moved
+    on since it was judged): a version serving the baseline, or a model that beats it, takes
+    the alias from it by any score at least the champion's. Killed after the alias moved and
+    before the decision is recorded (crash point ``analyze.promoted``), the next run finds the
+    version champion already and records that.
     """
     from mlflow import MlflowClient
 
@@ -190,7 +192,8 @@ def judge(registered_name: str, version: str, score: float, champion_score_of: C
             champion_score = baseline_score()
         else:
             champion_score = champion_score_of(load_champion(registered_name)[0])
-        if registered.tags.get(SERVED_TAG) == BASELINE and champion_serves == MODEL:
+        if champion_serves == MODEL and champion_score is not None and (
+                registered.tags.get(SERVED_TAG) == BASELINE or (baseline_score is not None and champion_score <= baseline_score())):
             margin = 0.0
         moved, reason = promote_if_better(registered_name, version, score, champion_score, margin)
         crash_point("analyze.promoted")

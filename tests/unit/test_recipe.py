@@ -31,16 +31,18 @@ def persons(spark):
     return frame.where("CAST(substring(person_id, 2) AS INT) % 2 = 0"), frame.where("CAST(substring(person_id, 2) AS INT) % 2 = 1")
 
 
-def spec(name: str, margin: float, baseline: Baseline | None) -> ModelSpec:
-    """A propensity-like spec whose only candidate learns from ``weekday``: no better than chance."""
+def spec(name: str, margin: float, baseline: Baseline | None, learns_from: str = "weekday") -> ModelSpec:
+    """A propensity-like spec whose only candidate learns from ``learns_from``: by default
+    ``weekday``, no better than chance."""
     return ModelSpec(
-        name, name, ("recency_days", "weekday"), lambda: {"weekday_only": models.logistic_pipeline(("weekday",), 20)},
+        name, name, ("recency_days", "weekday"), lambda: {f"{learns_from}_only": models.logistic_pipeline((learns_from,), 20)},
         lambda model, frame: models.propensity_metrics(model, frame, 100)[0], "auc", margin, models.with_propensity_score,
         baseline, metric_name="{}_holdout",
     )
 
 
 RECENCY = Baseline("recency alone", lambda: models.logistic_pipeline(("recency_days",), 20))
+WEEKDAY = Baseline("weekday alone", lambda: models.logistic_pipeline(("weekday",), 20))
 
 
 def registry(conf, name: str) -> tuple[str, dict]:
@@ -74,3 +76,19 @@ def test_a_baseline_takes_the_alias_from_a_model_champion_that_does_not_beat_it_
     second = train_and_judge(conf, spec("model-then-baseline", 1.0, RECENCY), train, holdout, DAY, "fingerprint-2", {})
     assert second["served"] == "baseline" and second["champion_moved"] is True   # a model would have needed AUC + 1.0
     assert registry(conf, "model-then-baseline") == ("2", {"1": "model", "2": "baseline"})
+
+
+def test_a_model_champion_that_no_longer_beats_its_baseline_keeps_no_margin_against_a_model_that_does(conf, persons):
+    train, holdout = persons
+    first = train_and_judge(conf, spec("stale-champion", 1.0, None), train, holdout, DAY, "fingerprint-1", {})   # no baseline: the weekday model is served
+    assert first["served"] == "model" and first["champion_moved"] is True
+    # The naive baseline scores what the champion scores on this holdout (it is the champion's very model): the
+    # champion does not beat it, so it is no longer served, and the recency model that does beat it takes the
+    # alias although it cannot beat the champion by the margin of 1.0.
+    second = train_and_judge(conf, spec("stale-champion", 1.0, WEEKDAY, learns_from="recency_days"), train, holdout, DAY, "fingerprint-2", {})
+    assert second["served"] == "model" and second["auc_holdout"] > second["baseline_auc_holdout"] == first["auc_holdout"]
+    assert second["champion_moved"] is True
+    assert registry(conf, "stale-champion") == ("2", {"1": "model", "2": "model"})
+    # A champion that does beat its baseline keeps its margin: the same challenger again, now behind it by 0.
+    third = train_and_judge(conf, spec("stale-champion", 1.0, WEEKDAY, learns_from="recency_days"), train, holdout, DAY, "fingerprint-3", {})
+    assert third["champion_moved"] is False and registry(conf, "stale-champion")[0] == "2"

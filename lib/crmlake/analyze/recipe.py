@@ -123,10 +123,18 @@ def train_and_judge(conf: Conf, spec: ModelSpec, train: DataFrame, holdout: Data
     def score_of(model: PipelineModel) -> float:
         return spec.metrics(model, holdout)[spec.judged_by]
 
+    today: dict[str, float] = {}   # the baseline's score on this holdout, measured once
+
+    def baseline_score() -> float:
+        if "score" not in today:
+            baseline = spec.baseline
+            measured = baseline.measure(holdout) if baseline.measure is not None else spec.metrics(baseline.pipeline().fit(train), holdout)
+            today["score"] = measured[spec.judged_by]
+        return today["score"]
+
+    judged_against = baseline_score if spec.baseline is not None else None
     tracking.configure(conf)   # the registry is read before any run starts
-    measure = spec.baseline.measure if spec.baseline is not None else None
-    baseline_score = (lambda: measure(holdout)[spec.judged_by]) if measure is not None else None
-    reused = tracking.resume(spec.registered_name, inputs_fingerprint, score_of, spec.margin, baseline_score)
+    reused = tracking.resume(spec.registered_name, inputs_fingerprint, score_of, spec.margin, judged_against)
     if reused:
         return reused
     train, holdout = train.cache(), holdout.cache()
@@ -136,6 +144,8 @@ def train_and_judge(conf: Conf, spec: ModelSpec, train: DataFrame, holdout: Data
         winner = max(measured, key=lambda name: measured[name][spec.judged_by])
         trial = _against_baseline(spec, train, holdout, measured, winner, fitted[winner])
         winning, against = measured[winner], trial.baseline
+        if against is not None:
+            today["score"] = against[spec.judged_by]
         if trial.served == tracking.BASELINE:
             reason = (f"challenger {winner} {spec.judged_by} {winning[spec.judged_by]:.4f} does not beat the baseline ({spec.baseline.description}) "
                       f"{against[spec.judged_by]:.4f} on the holdout: not served, the baseline is registered in its place")
@@ -156,7 +166,7 @@ def train_and_judge(conf: Conf, spec: ModelSpec, train: DataFrame, holdout: Data
         sample = train.select(*spec.features).limit(5)
         version, moved, decision = tracking.register_and_judge(
             trial.model, spec.registered_name, sample.toPandas(), spec.scores(trial.model, sample).drop(*spec.features).toPandas(), inputs_fingerprint,
-            (against if trial.served == tracking.BASELINE else winning)[spec.judged_by], score_of, spec.margin, trial.served, baseline_score,
+            (against if trial.served == tracking.BASELINE else winning)[spec.judged_by], score_of, spec.margin, trial.served, judged_against,
         )
     train.unpersist()
     holdout.unpersist()
