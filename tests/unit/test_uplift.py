@@ -86,6 +86,17 @@ def test_qini_of_a_ranking_that_puts_the_moved_persons_first_and_of_its_reverse(
     assert worst["qini"] == pytest.approx(-0.041)
 
 
+def test_a_ranking_that_ties_every_contact_ranks_no_one_first_and_its_qini_is_zero(spark):
+    # No score (contacts made before propensity had a champion) or one score for all: every contact
+    # shares decile 1, so the curve's only step spans all persons and lies on the random line.
+    scored = ranked_contacts(spark).withColumn("none", F.lit(None).cast("double")).withColumn("same", F.lit(0.5))
+    for column in ("none", "same"):
+        tied = qini(decile_outcomes(scored, column, ACCURACY))
+        assert tied["curve"] == pytest.approx([0] + [0.1] * 10) and tied["shares"] == [0.0] + [1.0] * 10
+        assert tied["qini"] == pytest.approx(0.0)   # k/10 as its x would credit it with .045, more than the best ranking's .041
+    assert qini(decile_outcomes(scored, "score", ACCURACY))["qini"] > 0
+
+
 def test_contacts_without_a_score_share_the_decile_after_all_scored_ones(spark):
     # 16 distinct scores and 4 nulls: a contact's decile is 1 + floor(10 x contacts ranked
     # before / 20), so the scored ones fill deciles 1..8 two by two, the 4 nulls (16 before)

@@ -174,7 +174,7 @@ def uplift_of(conf: Conf, audience: str, examples: DataFrame, run_date: dt.date,
                 if value is not None:   # None: no contacted or no control person there
                     mlflow.log_metric(ranking, value, step=decile)
         mlflow.log_dict({"uplift": measured, "baseline_propensity": baseline}, "qini.json")
-        chart = uplift.qini_chart({"uplift": measured["curve"], "propensity": baseline["curve"]}, f"Qini, {audience}, {run_date}")
+        chart = uplift.qini_chart({"uplift": measured, "propensity": baseline}, f"Qini, {audience}, {run_date}")
         mlflow.log_artifact(charts.save(chart, os.path.join(report_dir, f"qini_{audience}.png")))
         return {}
 

@@ -100,31 +100,35 @@ def qini(deciles: list[dict]) -> dict:
     persons of the best k deciles (k = 0..10), as a share of all contacted persons:
     ``(Yt(k) - Yc(k) * Nt(k) / Nc(k)) / Nt`` with Nt(k), Yt(k) the contacted persons there
     and those who converted, Nc(k), Yc(k) the same for control (no control person there:
-    0); ``curve[10]`` is the campaign's average effect. ``qini`` is the area between the
-    curve and the line of random targeting, (0, 0) to (1, curve[10]), by trapezoids over
-    the deciles: above 0 when the ranking puts first the persons a contact moves, below
-    when it puts them last. ``uplift_by_decile``: the decile's conversion rate of contacted
-    minus control persons (None when it lacks either).
+    0); ``curve[10]`` is the campaign's average effect. ``shares[k]`` is where that point
+    stands: the share of all persons (contacted and control) in the best k deciles, not k/10,
+    since tied scores share a decile (:func:`decile_outcomes`). ``qini`` is the area between
+    the curve and the line of random targeting, (0, 0) to (1, curve[10]), by trapezoids over
+    those shares: above 0 when the ranking puts first the persons a contact moves, below when
+    it puts them last, and 0 for a ranking that ties everyone (no score, one score for all),
+    which ranks no one before anyone. ``uplift_by_decile``: the decile's conversion rate of
+    contacted minus control persons (None when it lacks either).
     """
     contacted_total = sum(d["contacted"] for d in deciles)
-    curve, nt, yt, nc, yc = [0.0], 0, 0, 0, 0
+    persons_total = contacted_total + sum(d["control"] for d in deciles)
+    curve, shares, nt, yt, nc, yc = [0.0], [0.0], 0, 0, 0, 0
     for d in deciles:
         nt, yt, nc, yc = nt + d["contacted"], yt + d["contacted_converted"], nc + d["control"], yc + d["control_converted"]
         gained = yt - yc * nt / nc if nc else 0.0
         curve.append(gained / contacted_total if contacted_total else 0.0)
-    width = 1.0 / len(deciles)
-    area = sum((curve[k - 1] + curve[k]) / 2 * width for k in range(1, len(curve)))
+        shares.append((nt + nc) / persons_total if persons_total else 1.0)
+    area = sum((curve[k - 1] + curve[k]) / 2 * (shares[k] - shares[k - 1]) for k in range(1, len(curve)))
     by_decile = [
         d["contacted_converted"] / d["contacted"] - d["control_converted"] / d["control"] if d["contacted"] and d["control"] else None
         for d in deciles
     ]
-    return {"qini": area - curve[-1] / 2, "curve": curve, "uplift_by_decile": by_decile}
+    return {"qini": area - curve[-1] / 2, "curve": curve, "shares": shares, "uplift_by_decile": by_decile}
 
 
-def qini_chart(curves: dict[str, list[float]], title: str):
-    """Return the figure of Qini curves (name -> curve from :func:`qini`) beside random targeting
-    (to the first curve's end: the campaign's average effect)."""
-    shares = [k / DECILES for k in range(DECILES + 1)]
-    last = next(iter(curves.values()))[-1] if curves else 0.0
-    return charts.line_chart({name: (shares, curve) for name, curve in curves.items()}, title, "share of contacts, best ranked first",
-                             "conversions added / contacted", reference=((0, 0), (1, last), "random"), markers=True)
+def qini_chart(rankings: dict[str, dict], title: str):
+    """Return the figure of Qini curves (name -> :func:`qini` of a ranking: its curve at its
+    shares) beside random targeting (to the first curve's end: the campaign's average effect)."""
+    last = next(iter(rankings.values()))["curve"][-1] if rankings else 0.0
+    return charts.line_chart({name: (measured["shares"], measured["curve"]) for name, measured in rankings.items()}, title,
+                             "share of contacts, best ranked first", "conversions added / contacted",
+                             reference=((0, 0), (1, last), "random"), markers=True)
