@@ -24,6 +24,7 @@ from crmlake.exports import DATA_FILES, MANIFEST
 from crmlake.decide.job import CONTACT_HISTORY, audiences_of
 from crmlake.generate.landing import write_landing
 from crmlake.lake import Lake
+from crmlake.people import ACCOUNT
 from crmlake.organize import job as organize
 from crmlake.runs import run_stage
 from processes import run_armed
@@ -190,3 +191,23 @@ def test_a_rerun_with_a_failing_audience_keeps_its_history_beside_its_published_
     assert history.groupBy("audience", "person_id").count().where("count > 1").count() == 0
     assertDataFrameEqual(history, history_of(spark, clean))
     assert files == published(clean)
+
+
+def test_a_person_whose_other_account_was_erased_is_in_no_audience_and_no_history(spark, scored, clean, tmp_path):
+    # In the clean run this person is contacted (treatment) by at least one audience.
+    contacted = history_of(spark, clean).where("group = 'treatment'").orderBy("audience", "person_id").first()["person_id"]
+    root = copy_of(scored, tmp_path, "lake")
+    lake = Lake(spark, conf_for(root))
+    # An erasure records the person's live accounts (silver.erased_partners): the erased account's
+    # consent and unsubscribes went with it, so the person must not be reached through these.
+    accounts = lake.read("silver.identity_map").where((F.col("identifier_type") == ACCOUNT) & (F.col("person_id") == contacted))
+    lake.overwrite("silver.erased_partners", accounts.select(F.col("identifier").alias("account_id")))
+    assert lake.read("silver.erased_partners").count() >= 1
+
+    run_stage(spark, conf_for(root), "decide", END)
+
+    history, files = history_of(spark, root), published(root)
+    assert history.where(F.col("person_id") == contacted).count() == 0   # neither contacted nor held out as a control
+    assert files and all(contacted not in audience["persons"] for audience in files.values())
+    # Everyone else is decided as before, give or take the places the person left (limits, caps).
+    assert history.where("group = 'treatment'").count() > 0
