@@ -81,8 +81,9 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataF
     of it are still in bronze, or when its erasure was receipted and records of it arrived
     since (a stale system re-sent them). Columns: account_id, requested_at (its first erase
     request's time), upserts (rows still in bronze), refused_upserts (those that arrived after
-    the request), request_id, late_records (its ``records`` when its erasure was receipted
-    already; 0 otherwise: an erasure not yet done takes them anyway).
+    the request), request_id, records (its ``records``, whatever the receipt), late_records
+    (its ``records`` when its erasure was receipted already; 0 otherwise: an erasure not yet
+    done takes them, or, resumed after a kill, is done once more for them: :func:`apply_erasures`).
     """
     requests = (
         profile_changes.where(F.col("op") == "erase")
@@ -111,9 +112,10 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataF
     receipted = receipts.select("request_id").distinct().withColumn("_receipted", F.lit(True))
     return (
         with_id.join(receipted, "request_id", "left")
-        .withColumn("late_records", F.when(F.col("_receipted"), F.coalesce("_records", F.lit(0))).otherwise(F.lit(0)).cast("long"))
+        .withColumn("records", F.coalesce("_records", F.lit(0)).cast("long"))
+        .withColumn("late_records", F.when(F.col("_receipted"), F.col("records")).otherwise(F.lit(0)).cast("long"))
         .where(F.col("_receipted").isNull() | (F.col("upserts") > 0) | (F.col("late_records") > 0))
-        .select("account_id", "requested_at", "upserts", "refused_upserts", "request_id", "late_records")
+        .select("account_id", "requested_at", "upserts", "refused_upserts", "request_id", "records", "late_records")
     )
 
 
@@ -333,20 +335,27 @@ def apply_erasures(lake: Lake, conf: Conf, profile_changes: DataFrame | None = N
     done, failed = [], {}
     for request in due:
         with isolated(f"erasure {request['request_id']}", failed, log):
-            _apply_erasure(lake, conf, request, region)
+            resumed = _apply_erasure(lake, conf, request, region)
+            if resumed and request["records"] and not request["late_records"]:
+                # A killed run's erasure may have finished a table before these records arrived
+                # there: done once more, from a fresh plan, as for records arriving after its receipt.
+                _apply_erasure(lake, conf, {**request.asDict(), "refused_upserts": 0, "late_records": request["records"]}, region)
+                request = {**request.asDict(), "late_records": request["records"]}
             done.append(request)
     return {"erased_accounts": len(done), "refused_upserts": sum(int(r["refused_upserts"]) for r in done),
             "late_records": sum(int(r["late_records"]) for r in done), "failed": failed}
 
 
-def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> None:
+def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> bool:
     """Apply one erasure due (a row of :func:`erasures_due`) from its plan, made first if need
-    be, then write its receipt and delete the plan. The receipt's reason is ``request``, or
+    be, then write its receipt and delete the plan; return True when it resumed the plan of a
+    killed run. The receipt's reason is ``request``, or
     what made an erasure done before due again: ``refused_upsert``, ``late_record`` (both,
     comma-separated, when both)."""
     request_id = request["request_id"]
     plan = ErasurePlan.load(conf.lake_root, request_id)
-    if plan.subject is None:   # first attempt: look the subject up while the tables still hold it
+    resumed = plan.subject is not None
+    if not resumed:   # first attempt: look the subject up while the tables still hold it
         plan.subject = subject_of(lake, request["account_id"], region)
         plan.save()
         crash_point("erase.planned")
@@ -359,6 +368,7 @@ def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> None:
     lake.append(ERASURE_LOG, lake.spark.createDataFrame([receipt], lake.catalog.spec(ERASURE_LOG).ddl))
     crash_point("erase.receipted")
     plan.remove()
+    return resumed
 
 
 def request_erasure(lake: Lake, account_ids: list[str], requested_at: dt.datetime) -> None:

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from crmlake.exports import amend_exports, publish_audience
 from crmlake.files import file_sha256
 from crmlake.lake import Lake, load_catalog
-from crmlake.privacy import apply_erasures, erasures_due, request_erasure
-from crmlake.subjects import subject_access
+from crmlake.privacy import ErasurePlan, apply_erasures, erase_subject, erasures_due, request_erasure
+from crmlake.subjects import subject_access, subject_of
 from hand_landing import access_rows
 
 T0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.timezone.utc)
@@ -89,7 +89,6 @@ def test_an_amended_platform_upload_file_drops_the_person_by_the_platforms_hash(
 
 def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as_each_upload_has_them(spark, lake):
     from crmlake.exports import PLATFORM_FORMATS, platform_rows
-    from crmlake.subjects import subject_of
 
     def table(name, rows, ddl):
         declared = spark.createDataFrame([], lake.catalog.spec(name).ddl)
@@ -207,7 +206,6 @@ def test_an_erasure_keeps_a_computer_another_live_person_logs_in_on_and_takes_on
     write(lake, "silver.identity_links", [("c1", "A1"), ("home", "A1"), ("home", "A2"), ("old", "A1"), ("old", "A3")], "anonymous_id string, account_id string")
     write(lake, "silver.identity_map", [("account_id", "A1", "P1"), ("account_id", "A2", "P2"), ("account_id", "A3", "P3"), ("anonymous_id", "c1", "P1")],
           "identifier_type string, identifier string, person_id string")
-    from crmlake.subjects import subject_of
 
     subject = subject_of(lake, "A1", "TW")
 
@@ -276,8 +274,6 @@ def test_subject_access_of_an_account_split_off_returns_the_rows_of_the_persons_
 
 
 def test_a_resumed_erasure_s_plan_keeps_the_persons_left_and_their_dates(spark, lake, conf):
-    from crmlake.privacy import ErasurePlan
-    from crmlake.subjects import subject_of
 
     split_off(lake)
     plan = ErasurePlan(conf.lake_root, "req-1")
@@ -364,3 +360,32 @@ def test_an_erased_account_s_records_are_late_only_once_its_erasure_is_receipted
     due = {r["account_id"]: (r["upserts"], r["late_records"]) for r in erasures_due(changes, receipts, records).collect()}
     assert due == {"A1": (0, 2), "A2": (0, 0)}
     assert {r["account_id"] for r in erasures_due(changes, receipts).collect()} == {"A2"}
+
+
+def test_an_erasure_a_killed_run_left_unreceipted_is_done_once_more_for_records_arriving_in_the_tables_it_had_finished(lake, conf):
+    from crmlake.organize.job import STATE, Changes, erase_due_accounts
+
+    two_members(lake)
+    click = "event_id string, anonymous_id string, account_id string, event_date date, ingested_at timestamp"
+    day = dt.date(2026, 11, 20)
+    write(lake, "bronze.clickstream", [("e1", "c1", "A1", day, at(-1)), ("e2", "c2", "A2", day, at(-1))], click)
+    lake.overwrite(STATE, Changes(lake, full_refresh=True).state(day))
+    request_erasure(lake, ["A1"], T0)
+    # A run killed after erasing every table and before its receipt: its plan holds every table done.
+    plan = ErasurePlan.load(conf.lake_root, receipt_id("A1"))
+    plan.subject = subject_of(lake, "A1", "TW")
+    plan.save()
+    erase_subject(lake, plan, conf.exports_root, receipt_id("A1"))
+    assert [r["event_id"] for r in lake.read("bronze.clickstream").collect()] == ["e2"]
+    # Before the rerun, a stale system re-sends one of A1's clicks into the table the plan had finished.
+    lake.append("bronze.clickstream", lake.catalog.spec("bronze.clickstream").padded(
+        lake.spark.createDataFrame([("e1", "c1", "A1", day, at(1))], click)))
+
+    facts = erase_due_accounts(lake, conf, Changes(lake, full_refresh=False))
+
+    assert [r["event_id"] for r in lake.read("bronze.clickstream").collect()] == ["e2"]
+    assert (facts["erased_accounts"], facts["late_records"], facts["failed"]) == (1, 1, {})
+    receipts = sorted(lake.read("gold.erasure_log").collect(), key=lambda r: r["erased_at"])
+    assert [(r["request_id"], r["reason"]) for r in receipts] == [(receipt_id("A1"), "request"), (receipt_id("A1"), "late_record")]
+    assert receipts[1]["rows_removed"] == {"bronze.clickstream": 1}
+    assert not os.path.exists(plan.path)
