@@ -14,7 +14,7 @@ from crmlake.files import file_sha256
 from crmlake.lake import Lake, load_catalog
 from crmlake.privacy import ErasurePlan, apply_erasures, erase_subject, erasures_due, request_erasure
 from crmlake.subjects import subject_access, subject_of
-from hand_landing import access_rows
+from hand_landing import access_rows, write
 
 T0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.timezone.utc)
 CHANGES = "account_id string, op string, updated_time timestamp, ingested_at timestamp"
@@ -136,12 +136,6 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_i
     quarantine = spark.createDataFrame([(line,) for line in lines], "raw_text string")
     found = quarantine.crossJoin(subject.frame(spark)).where(subject_condition(load_catalog().spec("bronze.quarantine"))).select("raw_text")
     assert sorted(r["raw_text"] for r in found.collect()) == sorted(line for line, held in lines.items() if held)
-
-
-def write(lake, name, rows, ddl):
-    """Write ``rows`` (of ``ddl``'s columns) to ``name``, every other declared column null."""
-    declared = lake.spark.createDataFrame([], lake.catalog.spec(name).ddl)
-    lake.overwrite(name, declared.unionByName(lake.spark.createDataFrame(rows, ddl), allowMissingColumns=True))
 
 
 def two_members(lake):

@@ -12,7 +12,7 @@ import datetime as dt
 
 from crmlake.privacy import apply_erasures, request_erasure
 from crmlake.subjects import linked_cookies, subject_access, subject_of
-from hand_landing import access_rows
+from hand_landing import access_rows, write
 
 T0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.timezone.utc)
 CLICKS = "event_id string, anonymous_id string, account_id string, tracking_consent boolean"
@@ -21,12 +21,6 @@ ANN_CLICKS = [("e1", "home", "A1", True), ("e2", "home", None, True), ("e5", "la
 BO_CLICKS = [("e3", "home", "A2", False), ("e4", "home", None, False)]   # his login, and a click before it, tracking refused
 ANN_SESSIONS = [("s1", "home", "A1", True), ("s2", "home", None, True), ("s4", "laptop", "A1", True), ("s5", "laptop", None, True)]
 BO_SESSIONS = [("s3", "home", None, False)]   # his refused visit: no account, as organize writes it
-
-
-def write(lake, name, rows, ddl):
-    """Write ``rows`` (of ``ddl``'s columns) to ``name``, every other declared column null."""
-    declared = lake.spark.createDataFrame([], lake.catalog.spec(name).ddl)
-    lake.overwrite(name, declared.unionByName(lake.spark.createDataFrame(rows, ddl), allowMissingColumns=True))
 
 
 def household(lake):
