@@ -225,6 +225,12 @@ def publish_audience(rows: DataFrame, exports_root: str, audience: str, run_date
     return final
 
 
+def is_published(exports_root: str, audience: str, run_date: dt.date) -> bool:
+    """Return True when ``audience`` has a published export for ``run_date`` (its folder with a manifest)."""
+    return bool(re.fullmatch(AUDIENCE_NAME_PATTERN, audience)) and files.info(
+        os.path.join(exports_root, audience, run_date.isoformat(), MANIFEST)) is not None
+
+
 def _new_version(final: str) -> str:
     """Create and return an empty hidden version folder for the published folder ``final``."""
     version = os.path.join(os.path.dirname(final), VERSIONS, f"{os.path.basename(final)}.{uuid.uuid4().hex}")

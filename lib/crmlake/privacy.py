@@ -69,9 +69,11 @@ ERASURE_LOG = "gold.erasure_log"
 SHARED_IDENTIFIERS = "silver.shared_identifiers"
 ERASED_PARTNERS = "silver.erased_partners"
 PLANS_FOLDER = "_erasures"
+# A plan's record of how many receipts its request had when it was made, and why an erasure done again was due.
+RECEIPTS_BEFORE, AGAIN_BECAUSE = "receipts_before", "again_because"
 
 
-def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataFrame | None = None) -> DataFrame:
+def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataFrame | None = None, pending: tuple = ()) -> DataFrame:
     """Return the erase requests to apply now, one row per account.
 
     Takes bronze customers (account_id, op, updated_time, ingested_at), the request ids
@@ -79,11 +81,14 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataF
     record newly arrived in the other bronze sources (:func:`records_of_accounts` of the run's
     new rows). An account is due when its first erase request has no receipt yet, when upserts
     of it are still in bronze, or when its erasure was receipted and records of it arrived
-    since (a stale system re-sent them). Columns: account_id, requested_at (its first erase
+    since (a stale system re-sent them), or when its request id is among ``pending`` (plans on
+    disk: an erasure done again that failed or was killed before its receipt). Columns:
+    account_id, requested_at (its first erase
     request's time), upserts (rows still in bronze), refused_upserts (those that arrived after
-    the request), request_id, records (its ``records``, whatever the receipt), late_records
-    (its ``records`` when its erasure was receipted already; 0 otherwise: an erasure not yet
-    done takes them, or, resumed after a kill, is done once more for them: :func:`apply_erasures`).
+    the request), request_id, receipts (how many it has), records (its ``records``, whatever the receipt), late_tables (the
+    tables they are in), late_records (its ``records`` when its erasure was receipted already;
+    0 otherwise: an erasure not yet done takes them, and one resumed after a kill does those
+    tables again, finished or not: :func:`_apply_erasure`).
     """
     requests = (
         profile_changes.where(F.col("op") == "erase")
@@ -96,10 +101,10 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataF
     )
     with_counts = requests.join(upserts, "account_id", "left")
     if records is None:
-        with_counts = with_counts.withColumn("_records", F.lit(None).cast("long"))
+        with_counts = with_counts.withColumn("_records", F.lit(None).cast("long")).withColumn("_tables", F.lit(None).cast("array<string>"))
     else:
-        found = records.select("account_id").join(requests.select("account_id"), "account_id", "left_semi").groupBy("account_id").agg(
-            F.count(F.lit(1)).alias("_records"))
+        found = records.join(requests.select("account_id"), "account_id", "left_semi").groupBy("account_id").agg(
+            F.count(F.lit(1)).alias("_records"), F.array_sort(F.collect_set("table")).alias("_tables"))
         with_counts = with_counts.join(found, "account_id", "left")
     with_id = with_counts.select(
         "account_id",
@@ -108,21 +113,24 @@ def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataF
         F.coalesce("refused_upserts", F.lit(0)).cast("long").alias("refused_upserts"),
         F.sha2(F.concat_ws("|", "account_id", F.date_format(F.col("requested_at"), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")), 256).substr(1, 32).alias("request_id"),
         "_records",
+        "_tables",
     )
-    receipted = receipts.select("request_id").distinct().withColumn("_receipted", F.lit(True))
+    receipted = receipts.groupBy("request_id").agg(F.count(F.lit(1)).alias("receipts")).withColumn("_receipted", F.lit(True))
     return (
         with_id.join(receipted, "request_id", "left")
+        .withColumn("receipts", F.coalesce("receipts", F.lit(0)).cast("long"))
         .withColumn("records", F.coalesce("_records", F.lit(0)).cast("long"))
+        .withColumn("late_tables", F.coalesce("_tables", F.array().cast("array<string>")))
         .withColumn("late_records", F.when(F.col("_receipted"), F.col("records")).otherwise(F.lit(0)).cast("long"))
-        .where(F.col("_receipted").isNull() | (F.col("upserts") > 0) | (F.col("late_records") > 0))
-        .select("account_id", "requested_at", "upserts", "refused_upserts", "request_id", "records", "late_records")
+        .where(F.col("_receipted").isNull() | (F.col("upserts") > 0) | (F.col("late_records") > 0) | F.col("request_id").isin(*pending))
+        .select("account_id", "requested_at", "upserts", "refused_upserts", "request_id", "receipts", "records", "late_tables", "late_records")
     )
 
 
 def records_of_accounts(lake: Lake, rows: dict[str, DataFrame]) -> DataFrame:
     """Return the account ids held by ``rows`` (table name -> some of its rows: organize passes
-    the run's new rows of the bronze sources other than bronze.customers), one row (column
-    ``account_id``) per record an erasure of that account would change, as each table's
+    the run's new rows of the bronze sources other than bronze.customers), one row (columns
+    ``account_id`` and ``table``) per record an erasure of that account would change, as each table's
     ``subject`` rule says: the values of its columns matched by ``account`` (an array's each),
     on the rows meeting its ``where``, and for a ``blank`` rule only those holding something
     to blank (an erased account's sale stays, blanked: its status changes are no late data).
@@ -135,8 +143,8 @@ def records_of_accounts(lake: Lake, rows: dict[str, DataFrame]) -> DataFrame:
             if kind != "account":
                 continue
             value = F.explode(F.col(column)) if spec.columns[column].lower().startswith("array") else F.col(column)
-            found.append(frame.where(erasable).select(value.alias("account_id")).where(F.col("account_id").isNotNull()))
-    return reduce(DataFrame.unionByName, found) if found else lake.spark.createDataFrame([], "account_id string")
+            found.append(frame.where(erasable).select(value.alias("account_id"), F.lit(table).alias("table")).where(F.col("account_id").isNotNull()))
+    return reduce(DataFrame.unionByName, found) if found else lake.spark.createDataFrame([], "account_id string, table string")
 
 
 def plans_folder(lake_root: str) -> str:
@@ -155,7 +163,7 @@ class ErasurePlan:
     def __init__(self, lake_root: str, request_id: str):
         self.path = os.path.join(plans_folder(lake_root), f"{request_id}.json")
         self.subject: Subject | None = None
-        self.done: dict = {}   # step ("table:<name>", "rewritten:<name>", "exports", ...) -> what it removed
+        self.done: dict = {}   # step ("table:<name>", "rewritten:<name>", "earlier:<name>", "exports", ...) -> what it removed
 
     @classmethod
     def load(cls, lake_root: str, request_id: str) -> "ErasurePlan":
@@ -184,6 +192,17 @@ class ErasurePlan:
         self.done[name] = outcome
         self.save()
 
+    def redo(self, tables) -> None:
+        """Mark the erasure of ``tables`` to be done again, keeping what it removed so far
+        (``earlier:<table>``, added to the next pass's by :func:`erase_subject`)."""
+        for table in tables:
+            if f"table:{table}" in self.done:
+                before = self.done.pop(f"table:{table}")
+                self.done.pop(f"rewritten:{table}", None)
+                kept = self.done.get(f"earlier:{table}", {"rows": 0, "files": []})
+                self.done[f"earlier:{table}"] = {"rows": kept["rows"] + before["rows"], "files": kept["files"] + before["files"]}
+        self.save()
+
     def remove(self) -> None:
         """Delete the plan, and any temporary copy a save killed midway left (the erasure is receipted)."""
         for path in [self.path, *glob.glob(f"{glob.escape(self.path)}.*.tmp")]:
@@ -200,18 +219,23 @@ def pending_accounts_with_email(lake_root: str, email: str) -> list[str]:
     return sorted({a for subject in plans if wanted in subject.emails for a in subject.account_ids})
 
 
-def remove_receipted_plans(lake: Lake, receipts: DataFrame) -> int:
-    """Delete the plans whose erasure already has a receipt (a run killed between the receipt
-    and the plan's removal); return how many."""
+def remove_receipted_plans(lake: Lake, receipts: DataFrame) -> tuple:
+    """Delete the plans whose erasure was receipted since they were made (a run killed between
+    the receipt and the plan's removal); return the request ids of the plans left, pending."""
     folder = plans_folder(lake.conf.lake_root)
-    pending = [name[: -len(".json")] for name in os.listdir(folder) if name.endswith(".json")] if os.path.isdir(folder) else []
-    if not pending:
-        return 0
-    # Safe to collect: among the few plans on disk, those receipted.
-    receipted = [r["request_id"] for r in receipts.where(F.col("request_id").isin(pending)).select("request_id").distinct().collect()]
-    for request_id in receipted:
-        ErasurePlan(lake.conf.lake_root, request_id).remove()
-    return len(receipted)
+    on_disk = [name[: -len(".json")] for name in os.listdir(folder) if name.endswith(".json")] if os.path.isdir(folder) else []
+    if not on_disk:
+        return ()
+    # Safe to collect: the receipts of the few plans on disk.
+    counts = {r["request_id"]: r["n"] for r in receipts.where(F.col("request_id").isin(on_disk)).groupBy("request_id").agg(F.count(F.lit(1)).alias("n")).collect()}
+    pending = []
+    for request_id in on_disk:
+        plan = ErasurePlan.load(lake.conf.lake_root, request_id)
+        if counts.get(request_id, 0) > plan.done.get(RECEIPTS_BEFORE, 0):
+            plan.remove()
+        else:
+            pending.append(request_id)
+    return tuple(pending)
 
 
 def _erasable(spec: TableSpec) -> Column:
@@ -288,7 +312,9 @@ def erase_subject(lake: Lake, plan: ErasurePlan, exports_root: str, request_id: 
         rewritten = f"rewritten:{spec.name}"
         result = lake.erase(spec.name, frame, _erased_rows(spec), blank=blank, committed=partial(plan.step, rewritten))
         rows = result.rows or plan.done.get(rewritten, 0)
-        plan.step(step, {"rows": rows, "files": [f"{spec.name.replace('.', '/')}/{path}" for path in result.files_removed]})
+        earlier = plan.done.get(f"earlier:{spec.name}", {"rows": 0, "files": []})   # a pass before a kill (ErasurePlan.redo)
+        files = earlier["files"] + [f"{spec.name.replace('.', '/')}/{path}" for path in result.files_removed]
+        plan.step(step, {"rows": earlier["rows"] + rows, "files": files})
         crash_point("erase.table_erased")
     frame.unpersist()
     if "leftovers" not in plan.done:
@@ -321,46 +347,46 @@ def apply_erasures(lake: Lake, conf: Conf, profile_changes: DataFrame | None = N
     and its receipt's reason says ``late_record``. Returns the number of accounts erased, of
     upserts refused, of late records found, and the erasures that failed (``failed``:
     ``erasure <request id>`` -> why): each is isolated, so the others are applied, and it
-    stays due, so the next run resumes it from its plan."""
+    stays due, so the next run resumes it from its plan (a plan on disk is due whatever
+    the receipts: an erasure done again keeps its own until its own receipt)."""
     receipts = lake.read_or_empty(ERASURE_LOG)
-    remove_receipted_plans(lake, receipts)
+    pending = remove_receipted_plans(lake, receipts)
     if profile_changes is None:
         if not lake.exists("bronze.customers"):
             return {"erased_accounts": 0, "refused_upserts": 0, "late_records": 0, "failed": {}}
         profile_changes = lake.read("bronze.customers")
     records = records_of_accounts(lake, new_rows) if new_rows else None
     # Safe to collect: one row per erase request due now (rare).
-    due = erasures_due(profile_changes, receipts, records).collect()
+    due = erasures_due(profile_changes, receipts, records, pending).collect()
     region = conf.business.default_phone_region
     done, failed = [], {}
     for request in due:
         with isolated(f"erasure {request['request_id']}", failed, log):
-            resumed = _apply_erasure(lake, conf, request, region)
-            if resumed and request["records"] and not request["late_records"]:
-                # A killed run's erasure may have finished a table before these records arrived
-                # there: done once more, from a fresh plan, as for records arriving after its receipt.
-                _apply_erasure(lake, conf, {**request.asDict(), "refused_upserts": 0, "late_records": request["records"]}, region)
-                request = {**request.asDict(), "late_records": request["records"]}
+            _apply_erasure(lake, conf, request, region)
             done.append(request)
     return {"erased_accounts": len(done), "refused_upserts": sum(int(r["refused_upserts"]) for r in done),
             "late_records": sum(int(r["late_records"]) for r in done), "failed": failed}
 
 
-def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> bool:
+def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> None:
     """Apply one erasure due (a row of :func:`erasures_due`) from its plan, made first if need
-    be, then write its receipt and delete the plan; return True when it resumed the plan of a
-    killed run. The receipt's reason is ``request``, or
+    be, then write its receipt and delete the plan. A plan a killed run left is resumed, the
+    tables the request's new records arrived in (``late_tables``) done again though it
+    finished them (:meth:`ErasurePlan.redo`). The receipt's reason is ``request``, or
     what made an erasure done before due again: ``refused_upsert``, ``late_record`` (both,
     comma-separated, when both)."""
     request_id = request["request_id"]
     plan = ErasurePlan.load(conf.lake_root, request_id)
-    resumed = plan.subject is not None
-    if not resumed:   # first attempt: look the subject up while the tables still hold it
+    if plan.subject is not None:   # resumed: records that arrived since in a table it finished are taken too
+        plan.redo(request["late_tables"])
+    else:   # first attempt: look the subject up while the tables still hold it
         plan.subject = subject_of(lake, request["account_id"], region)
+        plan.done[RECEIPTS_BEFORE] = int(request["receipts"])
+        plan.done[AGAIN_BECAUSE] = ",".join(r for r, n in (("refused_upsert", request["refused_upserts"]), ("late_record", request["late_records"])) if n)
         plan.save()
         crash_point("erase.planned")
     touched = erase_subject(lake, plan, conf.exports_root, request_id)
-    reason = ",".join(r for r, n in (("refused_upsert", request["refused_upserts"]), ("late_record", request["late_records"])) if n) or "request"
+    reason = plan.done.get(AGAIN_BECAUSE) or "request"
     log.info("erasure %s (%s): rows %s, %d files removed, exports amended %s", request_id, reason,
              touched["rows_removed"], len(touched["files_removed"]), touched["exports_amended"])
     receipt = (request_id, reason, request["requested_at"], dt.datetime.now(dt.timezone.utc), touched["tables"],
@@ -368,7 +394,6 @@ def _apply_erasure(lake: Lake, conf: Conf, request, region: str) -> bool:
     lake.append(ERASURE_LOG, lake.spark.createDataFrame([receipt], lake.catalog.spec(ERASURE_LOG).ddl))
     crash_point("erase.receipted")
     plan.remove()
-    return resumed
 
 
 def request_erasure(lake: Lake, account_ids: list[str], requested_at: dt.datetime) -> None:

@@ -211,3 +211,16 @@ def test_a_person_whose_other_account_was_erased_is_in_no_audience_and_no_histor
     assert files and all(contacted not in audience["persons"] for audience in files.values())
     # Everyone else is decided as before, give or take the places the person left (limits, caps).
     assert history.where("group = 'treatment'").count() > 0
+
+
+def test_an_audience_recorded_by_a_killed_run_and_never_sent_keeps_no_history_when_the_rerun_fails_it(spark, scored, tmp_path):
+    root = copy_of(scored, tmp_path, "lake")
+    killed_at("decide.published", root)
+    names = [a.name for a in audiences_of(conf_for(root))]
+    later = names[1]
+    assert list(published(root)) == [names[0]] and history_of(spark, root).where(F.col("audience") == later).count() > 0
+    summary = run_stage(spark, conf_for(root, failing(root, later)), "decide", END)
+    assert list(summary["failed"]) == [f"audience {later}"]
+    # Recorded by the killed run, never published: no one was contacted, so no row stays.
+    assert history_of(spark, root).where(F.col("audience") == later).count() == 0 and later not in published(root)
+    assert names[0] in published(root)

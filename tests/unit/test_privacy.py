@@ -349,14 +349,16 @@ def test_records_a_stale_system_re_sends_of_an_erased_account_are_erased_again_o
 def test_an_erased_account_s_records_are_late_only_once_its_erasure_is_receipted(spark):
     changes = spark.createDataFrame([("A1", "erase", T0, at(0)), ("A2", "erase", T0, at(0)), ("A3", "upsert", T0, at(0))], CHANGES)
     receipts = spark.createDataFrame([(receipt_id("A1"),)], "request_id string")
-    records = spark.createDataFrame([("A1",), ("A1",), ("A2",), ("A3",), (None,)], "account_id string")
-    # A1 erased and re-sent twice: due again; A2's erasure not done yet (takes them anyway); A3 was never asked.
-    due = {r["account_id"]: (r["upserts"], r["late_records"]) for r in erasures_due(changes, receipts, records).collect()}
-    assert due == {"A1": (0, 2), "A2": (0, 0)}
+    records = spark.createDataFrame([("A1", "bronze.orders"), ("A1", "bronze.clickstream"), ("A2", "bronze.clickstream"), ("A3", "bronze.clickstream"),
+                                     (None, "bronze.clickstream")], "account_id string, table string")
+    # A1 erased and re-sent twice: due again; A2's erasure not done yet (takes them anyway, in the
+    # tables they are in even if a killed run's plan finished them); A3 was never asked.
+    due = {r["account_id"]: (r["upserts"], r["records"], r["late_records"], r["late_tables"]) for r in erasures_due(changes, receipts, records).collect()}
+    assert due == {"A1": (0, 2, 2, ["bronze.clickstream", "bronze.orders"]), "A2": (0, 1, 0, ["bronze.clickstream"])}
     assert {r["account_id"] for r in erasures_due(changes, receipts).collect()} == {"A2"}
 
 
-def test_an_erasure_a_killed_run_left_unreceipted_is_done_once_more_for_records_arriving_in_the_tables_it_had_finished(lake, conf):
+def test_an_erasure_a_killed_run_left_unreceipted_does_again_the_finished_tables_new_records_arrived_in(lake, conf):
     from crmlake.organize.job import STATE, Changes, erase_due_accounts
 
     two_members(lake)
@@ -378,8 +380,40 @@ def test_an_erasure_a_killed_run_left_unreceipted_is_done_once_more_for_records_
     facts = erase_due_accounts(lake, conf, Changes(lake, full_refresh=False))
 
     assert [r["event_id"] for r in lake.read("bronze.clickstream").collect()] == ["e2"]
-    assert (facts["erased_accounts"], facts["late_records"], facts["failed"]) == (1, 1, {})
-    receipts = sorted(lake.read("gold.erasure_log").collect(), key=lambda r: r["erased_at"])
-    assert [(r["request_id"], r["reason"]) for r in receipts] == [(receipt_id("A1"), "request"), (receipt_id("A1"), "late_record")]
-    assert receipts[1]["rows_removed"] == {"bronze.clickstream": 1}
+    assert (facts["erased_accounts"], facts["late_records"], facts["failed"]) == (1, 0, {})
+    # One receipt, of the request, counting both passes over the table: nothing arrived after it.
+    (receipt,) = lake.read("gold.erasure_log").collect()
+    assert (receipt["request_id"], receipt["reason"]) == (receipt_id("A1"), "request")
+    assert receipt["rows_removed"]["bronze.clickstream"] == 2 and len([f for f in receipt["files_removed"] if f.startswith("bronze/clickstream/")]) >= 2
     assert not os.path.exists(plan.path)
+
+
+def test_an_erasure_done_again_that_failed_is_done_by_the_next_run_though_its_records_are_no_longer_new(lake, conf):
+    from crmlake.organize.job import STATE, Changes, erase_due_accounts
+    from crmlake.privacy import AGAIN_BECAUSE, RECEIPTS_BEFORE
+
+    two_members(lake)
+    click = "event_id string, anonymous_id string, account_id string, event_date date, ingested_at timestamp"
+    day = dt.date(2026, 11, 20)
+    write(lake, "bronze.clickstream", [("e1", "c1", "A1", day, at(-1)), ("e2", "c2", "A2", day, at(-1))], click)
+    request_erasure(lake, ["A1"], T0)
+    assert apply_erasures(lake, conf)["erased_accounts"] == 1
+    lake.append("bronze.clickstream", lake.catalog.spec("bronze.clickstream").padded(
+        lake.spark.createDataFrame([("e3", "c1", "A1", day, at(1))], click)))
+    # The run that found the late click planned its erasure again and failed (or was killed) before
+    # its receipt; organize went on and recorded its state, so the click is no longer new.
+    plan = ErasurePlan.load(conf.lake_root, receipt_id("A1"))
+    plan.subject = subject_of(lake, "A1", "TW")
+    plan.done.update({RECEIPTS_BEFORE: 1, AGAIN_BECAUSE: "late_record"})
+    plan.save()
+    lake.overwrite(STATE, Changes(lake, full_refresh=True).state(day))
+
+    facts = erase_due_accounts(lake, conf, Changes(lake, full_refresh=False))
+
+    assert (facts["erased_accounts"], facts["failed"]) == (1, {})
+    assert [r["event_id"] for r in lake.read("bronze.clickstream").collect()] == ["e2"]
+    receipts = sorted(lake.read("gold.erasure_log").collect(), key=lambda r: r["erased_at"])
+    assert [r["reason"] for r in receipts] == ["request", "late_record"] and receipts[1]["rows_removed"] == {"bronze.clickstream": 1}
+    assert not os.path.exists(plan.path)
+    # Receipted: nothing more is due.
+    assert erase_due_accounts(lake, conf, Changes(lake, full_refresh=False))["erased_accounts"] == 0

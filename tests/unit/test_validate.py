@@ -49,9 +49,11 @@ def test_a_line_going_on_after_its_object_is_quarantined_and_braces_inside_its_s
     good, second = json.dumps(GOOD_CLICK), json.dumps({**GOOD_CLICK, "event_id": "e2"})
     nested = json.dumps({**GOOD_CLICK, "page_url": '/p?q={"a":[1,{"b":"}"}]}\\"}'})   # braces, quotes and a backslash in a string
     rows = validated(spark, [f"{good} {second}", f"{good}{second}", f"{good}x", f"{good},", f"{good}}}", f"{good}]",
-                             f"{good} \t ", nested, f"{nested} {second}", good[:-1] + ', "extra": {"k": {"j": "v"}}}'])
-    assert [rows[n]["reason"] for n in range(1, 11)] == ["json_trailing_content"] * 6 + [None, None, "json_trailing_content", None]
+                             f"{good} \t ", nested, f"{nested} {second}", good[:-1] + ', "extra": {"k": {"j": "v"}}}',
+                             f"{good}\r", good[:-1] + ", 'extra': '{x}'}"])   # a CR left by CR CR LF; single quotes, which Spark's parser takes
+    assert [rows[n]["reason"] for n in range(1, 13)] == ["json_trailing_content"] * 6 + [None, None, "json_trailing_content", None, None, None]
     assert rows[8]["page_url"] == '/p?q={"a":[1,{"b":"}"}]}\\"}' and rows[10]["extra_fields"] == {"extra": '{"k":{"j":"v"}}'}
+    assert rows[12]["extra_fields"] == {"extra": "{x}"}
     assert rows[1]["raw_text"] == f"{good} {second}"   # kept whole in the quarantine
 
 

@@ -26,8 +26,9 @@ from crmlake.acquire.contract import ALWAYS, BOOL, INT, MONEY, ON_UPSERT, TIMEST
 ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)\z"
 MONEY_PATTERN = r"^-?\d{1,16}(\.\d{1,4})?\z"
 INT_PATTERN = r"^-?\d{1,18}\z"
-# A JSON string, escapes included (possessive: Java matches it in loops, not by recursion).
-JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+# A JSON string, escapes included, in double quotes or in the single quotes Spark's parser
+# also accepts (possessive: Java matches it in loops, not by recursion).
+JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|\'[^\'\\]*+(?:\\.[^\'\\]*+)*+\''
 MONEY_TYPE = "decimal(18,2)"
 EXACT_TYPE = "decimal(38,18)"  # wide enough to tell whether MONEY_TYPE kept every digit
 BAD_TYPE_REASON = {TIMESTAMP: "bad_timestamp", MONEY: "bad_money", INT: "wrong_type"}
@@ -84,7 +85,7 @@ def _goes_on_after_its_object(text: Column) -> Column:
     before its last (a nested object, a brace inside a string) needs its brackets outside
     strings walked to find where the object closes; the others are told by two scans.
     """
-    line = F.rtrim(text, F.lit(" \t"))
+    line = F.rtrim(text, F.lit(" \t\r\n"))
     brackets = F.regexp_replace(F.regexp_replace(line, JSON_STRING, ""), r"[^\[\]{}]", "")
     # Walked from the second bracket with the first one open: a bracket met at depth 0 comes after the object.
     walk = F.aggregate(

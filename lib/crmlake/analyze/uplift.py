@@ -130,5 +130,5 @@ def qini_chart(rankings: dict[str, dict], title: str):
     shares) beside random targeting (to the first curve's end: the campaign's average effect)."""
     last = next(iter(rankings.values()))["curve"][-1] if rankings else 0.0
     return charts.line_chart({name: (measured["shares"], measured["curve"]) for name, measured in rankings.items()}, title,
-                             "share of contacts, best ranked first", "conversions added / contacted",
+                             "share of persons, best ranked first", "conversions added / contacted",
                              reference=((0, 0), (1, last), "random"), markers=True)

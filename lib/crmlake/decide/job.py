@@ -8,8 +8,11 @@ through the contact policy (:mod:`crmlake.decide.audiences`; an audience whose r
 1. every audience's treatment and control land in ``gold.contact_history``, in one commit
    that replaces the run date's rows (partition ``contact_date``) of the audiences this run
    selected (:func:`date_history`): an audience that fails (or is skipped) keeps the rows an
-   earlier run of the date recorded, beside the files that run published, and they count
-   toward the cap and the held-out persons of the audiences served after it;
+   earlier run of the date recorded when that run published its file (rows a killed run
+   recorded and never sent are no contacts), and they count toward the cap and the held-out
+   persons of the audiences served after it; an audience whose file then fails to publish
+   goes back to those rows too (none if it had no file), though the audiences after it were
+   selected against its new selection;
 2. each audience's treatment group is published (:mod:`crmlake.exports`) from exactly
    the rows recorded;
 3. every past contact date is measured against its control group into
@@ -39,7 +42,7 @@ from crmlake import tracking
 from crmlake.config import Conf
 from crmlake.contacts import CAMPAIGN_RESULTS
 from crmlake.decide.audiences import Audience, apply_policy, company_contacts, suppression_reasons, with_audience_uplift
-from crmlake.exports import export_rows, platform_rows, publish_audience
+from crmlake.exports import export_rows, is_published, platform_rows, publish_audience
 from crmlake.decide.results import campaign_results, lift_chart
 from crmlake.faults import crash_point
 from crmlake.lake import Lake, Snapshot
@@ -83,8 +86,15 @@ def prior_contacts(inputs: Snapshot, identity_map: DataFrame, run_date: dt.date,
         (F.col("group") == "treatment") & F.col("contact_date").between(F.lit(run_date - reach), F.lit(run_date + reach))
         & (F.col("contact_date") != F.lit(run_date))
     )
+    return current_persons(history, identity_map).groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
+
+
+def current_persons(history: DataFrame, identity_map: DataFrame) -> DataFrame:
+    """Return contact history rows (:data:`CONTACT_SCHEMA`) with ``person_id`` re-keyed through
+    their account to the person that holds it now (the recorded one when the map has no such
+    account), so that contacts follow a person across merges and splits."""
     current = with_person_id(history.withColumnRenamed("person_id", "_then"), identity_map, (ACCOUNT, F.col("account_id")))
-    return current.select(F.coalesce("person_id", "_then").alias("person_id")).groupBy("person_id").agg(F.count(F.lit(1)).alias("contacts"))
+    return current.withColumn("person_id", F.coalesce("person_id", "_then")).drop("_then")
 
 
 def with_uplift_of(audience: Audience, candidates: DataFrame, uplift: DataFrame | None, model_manifest: dict) -> tuple[DataFrame, dict]:
@@ -195,9 +205,14 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         people.select("person_id", "primary_account_id", "email", "phone", "marketing_consent"), "person_id"
     ).cache()
     prior = prior_contacts(inputs, identity_map, run_date, policy.window_days).cache()
-    # The date's rows as an earlier run left them: an audience not selected this time keeps its own.
+    # The date's rows as an earlier run left them, of the audiences whose file it published: an
+    # audience not selected this time keeps its own (rows a killed run recorded and never sent go).
     earlier = (inputs.read(CONTACT_HISTORY) if CONTACT_HISTORY in inputs.versions else spark.createDataFrame([], CONTACT_SCHEMA)
                ).where(F.col("contact_date") == F.lit(run_date))
+    # Safe to collect: the audiences of one date.
+    sent = [r["audience"] for r in earlier.select("audience").distinct().collect() if is_published(conf.exports_root, r["audience"], run_date)]
+    earlier = earlier.where(F.col("audience").isin(*sent)).localCheckpoint()
+    earlier_now = current_persons(earlier, identity_map)
     model_refs = models[0].asDict()
     model_manifest = {
         kind: {"name": ref.split("/")[0], "version": ref.split("/")[1]}
@@ -238,7 +253,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         if len(selections) == served:
             # Not selected this time: its earlier rows of the date stay (date_history), and so
             # do the contacts and the control group of the file published from them.
-            prior, held_out = counted_today(prior, held_out, earlier.where(F.col("audience") == F.lit(audience.name)))
+            prior, held_out = counted_today(prior, held_out, earlier_now.where(F.col("audience") == F.lit(audience.name)))
 
     # The history first, in one commit replacing the date: published files never lack their
     # contacts, and a run killed before its files are out is completed by the rerun.
@@ -271,7 +286,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         exports.append(folder)
         counts_by_audience[audience.name] = counts
     unpublished = [a.name for a, *_ in selections if f"audience {a.name}" in failed]
-    if unpublished:   # not sent: back to their earlier rows, those of the file still published (none on a first run)
+    if unpublished:   # not sent: back to their earlier rows, those of the file still published (none if none is)
         with timed(log, f"contact history for {run_date} without {', '.join(unpublished)}") as facts:
             history = date_history(contacts, earlier, [a.name for a, *_ in selections if a.name not in unpublished])
             facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, history, on_date, partition_by=["contact_date"]).rows_written
