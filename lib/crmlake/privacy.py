@@ -76,16 +76,19 @@ RECEIPTS_BEFORE, AGAIN_BECAUSE = "receipts_before", "again_because"
 def erasures_due(profile_changes: DataFrame, receipts: DataFrame, records: DataFrame | None = None, pending: tuple = ()) -> DataFrame:
     """Return the erase requests to apply now, one row per account.
 
-    Takes bronze customers (account_id, op, updated_time, ingested_at), the request ids
-    already receipted (``request_id``) and, optionally, ``records``: an ``account_id`` per
-    record newly arrived in the other bronze sources (:func:`records_of_accounts` of the run's
-    new rows). An account is due when its first erase request has no receipt yet, when upserts
-    of it are still in bronze, or when its erasure was receipted and records of it arrived
-    since (a stale system re-sent them), or when its request id is among ``pending`` (plans on
-    disk: an erasure done again that failed or was killed before its receipt). Columns:
-    account_id, requested_at (its first erase
-    request's time), upserts (rows still in bronze), refused_upserts (those that arrived after
-    the request), request_id, receipts (how many it has), records (its ``records``, whatever the receipt), late_tables (the
+    Takes bronze customers (account_id, op, updated_time, ingested_at), the receipts
+    (``request_id``, one row each), optionally ``records`` (account_id, table: one row per record
+    newly arrived in the other bronze sources, :func:`records_of_accounts` of the run's new
+    rows) and ``pending``, the request ids of the plans on disk (:func:`remove_receipted_plans`).
+
+    An account is due when its first erase request has no receipt yet, when upserts of it
+    are still in bronze, when its erasure was receipted and records of it arrived since (a
+    stale system re-sent them), or when its request has a plan pending (an erasure done again
+    that failed or was killed before its receipt).
+
+    Columns: account_id, requested_at (its first erase request's time), upserts (rows still
+    in bronze), refused_upserts (those that arrived after the request), request_id, receipts
+    (how many it has), records (its ``records``, whatever the receipt), late_tables (the
     tables they are in), late_records (its ``records`` when its erasure was receipted already;
     0 otherwise: an erasure not yet done takes them, and one resumed after a kill does those
     tables again, finished or not: :func:`_apply_erasure`).

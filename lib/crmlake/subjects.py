@@ -28,8 +28,9 @@ Who logged in on a computer is read from every login, with tracking consent or w
 (:func:`linked_cookies`): the identity links and the identity map see only consented ones, so
 a household member who refused tracking would otherwise leave the computer looking like the
 subject's alone, and their unconsented visits, found by cookie, would be returned to the
-subject and erased with them. That costs two narrow, filtered reads of bronze.clickstream per
-request (:func:`_cookies_of`), and requests are rare.
+subject and erased with them. Account and cookie are not partition columns, so that costs
+reads of the login columns of bronze.clickstream's whole history, a few per request
+(:func:`_cookies_of`); requests are rare.
 
 A person is not forever. When an account leaves a person (split off by new evidence, or
 merged into another whose id survives), the rows scored for that person before hold the
@@ -220,9 +221,9 @@ def _cookies_of(lake: Lake, accounts: tuple, persons: tuple, attached: bool) -> 
     (:func:`logged_into_by_others`; the accounts of ``persons`` are not another person's).
 
     Reads silver.identity_links and bronze.clickstream twice (the logins of ``accounts``, then
-    every login on their cookies), each narrowly (two columns, filtered to a few values), with
-    silver.identity_map and bronze.customers' erase requests: once per request (an erasure or a
-    subject access), which is rare."""
+    every login on their cookies), two columns of their whole history each time (account and
+    cookie are not partition columns), with silver.identity_map and bronze.customers' erase
+    requests: once per request (an erasure or a subject access), which is rare."""
     # Safe to collect: the cookies of one person.
     theirs = {r["anonymous_id"] for r in _logins(lake, "account_id", accounts).select("anonymous_id").distinct().collect()}
     if attached and persons and lake.exists("silver.identity_map"):

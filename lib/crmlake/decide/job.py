@@ -250,7 +250,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
                 prior, held_out = counted_today(prior, held_out, recorded)
                 selections.append((audience, selected, counts, models_used))
                 contacts = contacts.unionByName(recorded)
-        if len(selections) == served:
+        if len(selections) == served and audience.name in sent:
             # Not selected this time: its earlier rows of the date stay (date_history), and so
             # do the contacts and the control group of the file published from them.
             prior, held_out = counted_today(prior, held_out, earlier_now.where(F.col("audience") == F.lit(audience.name)))
