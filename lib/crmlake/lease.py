@@ -10,10 +10,15 @@ carries a heartbeat that a thread of the holder renews every ``lake.lease.heartb
   writers starting together cannot both win, and no reader ever sees half a record.
 * A second writer **waits** up to ``lake.lease.wait_seconds`` for the holder to finish,
   then gives up with :class:`LeaseHeldError` (the command exits 3), naming the holder.
-* A lease whose heartbeat is older than ``lake.lease.expiry_seconds`` was left by a process
-  that died (SIGKILL, a lost machine): the next writer **takes it over**. Takeovers are
-  serialised by a short-lived mutex (a directory: ``mkdir`` is atomic), so two waiting
-  writers cannot both remove the dead lease and each create their own.
+* A lease left by a process that died is **taken over** by the next writer. A holder on the
+  waiting writer's own machine (same host name, boot and pid namespace) is looked up by its pid and start
+  time in ``/proc``: dead (gone, a zombie, or its pid reused by another process), its lease
+  is taken at once; alive, it is never taken, however late its heartbeat (a loaded machine
+  can stall a heartbeat thread for seconds). A holder elsewhere, or where ``/proc`` cannot
+  tell, is dead when its heartbeat is older than ``lake.lease.expiry_seconds`` (SIGKILL on
+  another node, a lost machine). Takeovers are serialised by a short-lived mutex (a
+  directory: ``mkdir`` is atomic), so two waiting writers cannot both remove the dead
+  lease and each create their own.
 * A holder whose lease was taken over (it stalled longer than the expiry), or that cannot
   renew it, interrupts its main thread (at its next Python step: a Spark action under way
   ends first) rather than write beside the new holder; the command exits 1.
@@ -86,12 +91,49 @@ def describe(record: dict) -> str:
     return f"{record['owner']} (pid {record['pid']} on {record['host']}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(record['acquired']))} UTC, heartbeat {age:.0f}s ago)"
 
 
-def _write_record(path: str, record: dict) -> str:
+def _process_namespace() -> str | None:
+    """Return where this process's pids mean something: the machine's boot id and the pid
+    namespace (two containers on one kernel share the boot, not the pids), or None where
+    ``/proc`` does not tell."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return f"{fh.read().strip()} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> tuple[str, str] | None:
+    """Return the state and start time (clock ticks after boot) of process ``pid`` from
+    ``/proc/<pid>/stat``, or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()   # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return fields[0], fields[19]
+
+
+def _holder_alive(record: dict) -> bool | None:
+    """Tell whether the holder named by a lease record runs: True or False when it ran on
+    this machine since its last boot (looked up in ``/proc`` by pid and start time), None
+    when this process cannot tell (another host, boot or pid namespace, no ``/proc``)."""
+    namespace = _process_namespace()
+    if namespace is None or record.get("host") != socket.gethostname() or record.get("pids") != namespace or record.get("started") is None:
+        return None
+    process = _process_start(record["pid"])
+    return process is not None and process[0] not in ("Z", "X") and process[1] == record["started"]
+
+
+def _write_record(path: str, record: dict, durable: bool = True) -> str:
+    """Write ``record`` to a temporary file beside ``path`` and return its name; ``durable``
+    syncs it to disk (a new lease; a renewal skips it, as a sync waits on every other
+    writer's dirty pages and a cut-short renewal reads as a heartbeat at the file's age)."""
     temporary = f"{path}.{record['token']}.{time.monotonic_ns()}.tmp"
     with open(temporary, "w", encoding="utf-8") as fh:
         json.dump(record, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     return temporary
 
 
@@ -107,8 +149,9 @@ def _try_create(path: str, record: dict) -> bool:
         os.remove(temporary)
 
 
-def _take_over_if_expired(path: str, expiry_seconds: float) -> bool:
-    """Remove the lease if its heartbeat is older than ``expiry_seconds``, under the takeover
+def _take_over_if_dead(path: str, expiry_seconds: float) -> bool:
+    """Remove the lease if its holder is dead (see the module's docstring: by ``/proc`` on
+    this machine, else by a heartbeat older than ``expiry_seconds``), under the takeover
     mutex; return True when it did."""
     mutex = os.path.join(os.path.dirname(path), TAKEOVER_MUTEX)
     try:
@@ -123,11 +166,17 @@ def _take_over_if_expired(path: str, expiry_seconds: float) -> bool:
         return False
     try:
         record = read_lease(path)
-        if record is not None and time.time() - record["heartbeat"] > expiry_seconds:
+        if record is None:
+            return False
+        alive = _holder_alive(record)
+        if alive is False:
+            log.warning("lease of %s: its process has ended: taking it over", describe(record))
+        elif alive is None and time.time() - record["heartbeat"] > expiry_seconds:
             log.warning("lease of %s expired: taking it over", describe(record))
-            os.remove(path)
-            return True
-        return False
+        else:
+            return False
+        os.remove(path)
+        return True
     finally:
         os.rmdir(mutex)
 
@@ -147,7 +196,7 @@ class _Heartbeat(threading.Thread):
                 if current is None or current["token"] != self.record["token"]:
                     raise LeaseLostError(f"lake lease lost ({describe(current) if current else 'nobody'} holds it now)")
                 self.record["heartbeat"] = time.time()
-                os.replace(_write_record(self.path, self.record), self.path)
+                os.replace(_write_record(self.path, self.record, durable=False), self.path)
             except Exception as error:  # noqa: BLE001 - a holder that cannot renew must stop before its lease expires under it
                 log.critical("%s: stopping this writer", error)
                 _thread.interrupt_main()
@@ -166,14 +215,16 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
     path = lease_path(conf)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     now = time.time()
-    record = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "acquired": now, "heartbeat": now}
+    process = _process_start(os.getpid())
+    record = {"owner": owner, "host": socket.gethostname(), "pids": _process_namespace(), "pid": os.getpid(), "started": process[1] if process else None,
+              "token": uuid.uuid4().hex, "acquired": now, "heartbeat": now}
     deadline, announced = time.monotonic() + settings.wait_seconds, False
     while not _try_create(path, record):
         holder = read_lease(path)
         if holder is not None and not announced:
             log.info("lake lease held by %s: waiting up to %ss", describe(holder), settings.wait_seconds)
             announced = True
-        if _take_over_if_expired(path, settings.expiry_seconds):
+        if _take_over_if_dead(path, settings.expiry_seconds):
             continue   # the dead holder's lease is gone: try to create ours at once
         if time.monotonic() > deadline:
             holder = read_lease(path)

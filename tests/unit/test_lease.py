@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
 from crmlake.config import ConfigError
-from crmlake.lease import LEASE_FILE, LeaseHeldError, lake_lease, lease_path
+from crmlake.lease import LEASE_FILE, LeaseHeldError, _process_namespace, _process_start, lake_lease, lease_path
 
 
 def _fast(conf, wait=0.5, expiry=30, heartbeat=0.5):
@@ -41,6 +43,38 @@ def test_a_lease_left_by_a_dead_process_is_taken_over_once_it_expires_not_before
             pass
     with lake_lease(_fast(conf, expiry=2), "erase") as holder:   # 5 s old, 2 s expiry: dead
         assert json.load(open(path))["token"] == holder["token"]
+
+
+def _record_of(pid: int, heartbeat_age: float) -> dict:
+    """A lease record as the process ``pid`` on this machine wrote it, ``heartbeat_age`` seconds ago."""
+    then = time.time() - heartbeat_age
+    return {"owner": "run analyze", "host": socket.gethostname(), "pids": _process_namespace(), "pid": pid, "started": _process_start(pid)[1],
+            "token": f"held-by-{pid}", "acquired": then, "heartbeat": then}
+
+
+def test_a_holder_on_this_machine_is_told_dead_or_alive_by_its_process_not_its_heartbeat(conf):
+    path = lease_path(conf)
+    os.makedirs(os.path.dirname(path))
+    # Alive: its heartbeat stalled far past the expiry (a loaded machine), its lease stays its own.
+    with open(path, "w") as fh:
+        json.dump(_record_of(os.getpid(), heartbeat_age=60), fh)
+    with pytest.raises(LeaseHeldError, match="run analyze"):
+        with lake_lease(_fast(conf, expiry=2), "erase"):
+            pass
+    # Killed a moment ago: its lease is taken at once, well before the expiry.
+    holder = subprocess.Popen(["sleep", "60"])
+    record = _record_of(holder.pid, heartbeat_age=0)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with open(path, "w") as fh:
+        json.dump(record, fh)
+    with lake_lease(_fast(conf, expiry=30), "erase") as taker:
+        assert json.load(open(path))["token"] == taker["token"]
+    # Its pid now another process's (a different start time): dead too.
+    with open(path, "w") as fh:
+        json.dump({**_record_of(os.getpid(), heartbeat_age=0), "started": "1"}, fh)
+    with lake_lease(_fast(conf, expiry=30), "erase") as taker:
+        assert json.load(open(path))["token"] == taker["token"]
 
 
 def test_the_holder_renews_its_heartbeat(conf):
