@@ -64,7 +64,7 @@ test:
 	$(MAKE) --no-print-directory -j3 setup browser airflow-venv
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
-test-unit: setup
+test-unit: setup airflow-venv
 	$(BIN)/python -m pytest tests/unit
 
 # Arguments pass through: make bench ARGS="--only lake --rows 200000" (python -m benchmarks --help lists them).

@@ -1,9 +1,13 @@
 """The scheduler files, for what running them does not show. That both DAGs load in a real
 Airflow and that crmlake_daily runs the stages in order for its date is tested by running it
-(tests/integration/test_cluster.py); a run that succeeds cannot show the trigger rules."""
+(tests/integration/test_cluster.py), and the business date each run passes, in zones east and
+west of UTC, by rendering it (test_deploy_dates.py); a run that succeeds cannot show the trigger
+rules."""
 
 import ast
 import os
+
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,3 +36,11 @@ def test_maintenance_is_scheduled_by_cron_through_the_maintain_command():
     assert [c.args[0].elts[0].value for c in calls] == ["maintain"]
     cron = open(os.path.join(ROOT, "deploy", "cron", "crmlake.cron")).read()
     assert "crmlake maintain --conf" in cron
+
+
+def test_the_dags_business_zone_defaults_to_the_packaged_business_timezone():
+    base = yaml.safe_load(open(os.path.join(ROOT, "lib", "crmlake", "conf", "base.yaml")))
+    for name in ("crmlake_daily", "crmlake_maintain"):
+        tree = ast.parse(open(os.path.join(ROOT, "deploy", "airflow", f"{name}.py")).read())
+        [lookup] = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "os.environ.get"]
+        assert [ast.literal_eval(a) for a in lookup.args] == ["CRMLAKE_BUSINESS_TIMEZONE", base["business"]["timezone"]], name
