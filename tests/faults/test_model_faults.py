@@ -101,10 +101,12 @@ def test_a_model_without_data_is_listed_and_every_person_is_still_scored(spark, 
     conf, lake = first_weeks, Lake(spark, first_weeks)
     summary = run_stage(spark, conf, "analyze", END)
     # No order before the label window's cutoff: no person x category pair to learn from; too
-    # few repeat buyers for lifetime value. Propensity learns (members then, buyers after). Too
-    # young a lake to judge the churn ranking on a past date is no failure: recency is served.
+    # few repeat buyers for lifetime value. Propensity learns (members then, buyers after).
     assert set(summary["failed"]) == {"next_best_category", "lifetime_value"}
-    assert summary["retention"]["churn_ranking"]["served"] == "recency" and "repeat buyers" in summary["retention"]["churn_ranking"]["not_judged"]
+    # Lifetime value not fitted today: neither of its forecasts is judged nor served (recency ranks churn risk).
+    judged = summary["lifetime_value"]
+    assert (judged["churn_ranking"], judged["value_forecast"]) == ({}, {})
+    assert judged["served"] == {"churn_ranking": "recency", "value_forecast": "last_horizon_repeats"}
     assert summary["failed"]["next_best_category"] == summary["next_best_category"]["failed"]
     assert summary["propensity"]["champion_moved"] is True
     persons = {r["person_id"] for r in lake.read("silver.customer_360").select("person_id").collect()}

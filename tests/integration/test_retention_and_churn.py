@@ -50,7 +50,7 @@ def test_cohort_retention_equals_a_pandas_computation_over_the_landing_files(pip
 
 def test_the_churn_rankings_recency_auc_equals_pandas_and_both_aucs_are_in_mlflow(pipeline):
     conf, lake, root = pipeline["conf"], pipeline["lake"], pipeline["root"]
-    judged = pipeline["analyze"]["retention"]["churn_ranking"]
+    judged = pipeline["analyze"]["lifetime_value"]["churn_ranking"]
     cutoff = END - dt.timedelta(days=conf.analyze.retention.churn_days)
     people = identity_lookup(lake)
     then = completed_lines(root, people, pd.Timestamp(cutoff + dt.timedelta(days=1), tz=TIMEZONE))
@@ -65,6 +65,9 @@ def test_the_churn_rankings_recency_auc_equals_pandas_and_both_aucs_are_in_mlflo
     assert (judged["cutoff"], judged["buyers"], judged["churned"]) == (str(cutoff), len(days_since), len(churned))
     assert judged["auc_recency"] == round(auc, 4) and 0 <= judged["auc_p_alive"] <= 1
     assert judged["served"] == ("p_alive" if judged["auc_p_alive"] > judged["auc_recency"] else "recency")
+    # P(alive) is served only when it won: on this sample recency wins, and no one's P(alive) is served.
+    assert pipeline["analyze"]["lifetime_value"]["served"]["churn_ranking"] == judged["served"] == "recency"
+    assert pipeline["lake"].read("gold.customer_scores").where(F.col("p_alive").isNotNull()).count() == 0
     client = MlflowClient(tracking_uri=conf.mlflow.tracking_uri)
     # The fixture's run is the first of that name (a test may rerun analyze on the pipeline's lake, which it has changed since).
     run = client.search_runs([client.get_experiment_by_name(conf.mlflow.experiment).experiment_id], f"tags.mlflow.runName = 'churn-ranking-{END}'",
@@ -134,23 +137,24 @@ def test_a_second_scoring_counts_each_persons_tier_and_segment_move_and_their_re
     assert sorted(actual) == sorted(expected) and sum(p for p, _ in expected.values()) == len(both) > 0
     for key, (persons, money) in expected.items():
         assert actual[key] == (persons, pytest.approx(money, abs=0.011)), key
-    # Two weeks without a purchase: some persons changed tier.
-    assert any(key[0] != key[1] for key in expected)
+    # Tiers rest on current values on both dates (the lake, 45 days old, is too young to judge the
+    # 90-day value forecast on: the last 90 days' revenue repeats), and two weeks without a
+    # purchase leave every purchase inside the 90 days: no one changed tier (moves: tests/unit/test_retention.py).
+    assert rescored["summary"]["lifetime_value"]["served"]["value_forecast"] == "last_horizon_repeats"
+    assert all(key[0] == key[1] for key in expected) and len({key[0] for key in expected}) >= 2
 
 
-def test_a_second_scoring_gives_each_persons_p_alive_change_and_purchase_rhythm_as_pandas_does(pipeline, rescored):
+def test_a_second_scoring_gives_each_persons_purchase_rhythm_as_pandas_does_and_no_p_alive_change_where_none_is_served(pipeline, rescored):
     lake, day = rescored["lake"], rescored["day"]
-    scores = lake.read("gold.customer_scores").where(F.col("score_date").isin(END, day)).toPandas()
-    before, now = (scores[scores["score_date"] == d].set_index("person_id")["p_alive"] for d in (END, day))
+    now = lake.read("gold.customer_scores").where(F.col("score_date") == day).toPandas().set_index("person_id")
     risk = lake.read("gold.churn_risk").where(F.col("score_date") == day).toPandas().set_index("person_id")
     assert sorted(risk.index) == sorted(now.index)
-    for person, row in risk.iterrows():
-        if person in before.index:
-            assert row["previous_score_date"] == END and row["p_alive_change"] == pytest.approx(now[person] - before[person], abs=2e-6, nan_ok=True), person
-        else:
-            assert pd.isna(row["previous_score_date"]) and pd.isna(row["p_alive_change"]), person
-    # BG/NBD's P(alive) falls for a buyer who has not bought in two more weeks.
-    assert (risk["p_alive_change"] < 0).sum() > 0
+    scored_before = {r["person_id"] for r in lake.read("gold.customer_scores").where(F.col("score_date") == END).select("person_id").collect()}
+    assert all((row["previous_score_date"] == END) == (person in scored_before) for person, row in risk.iterrows())
+    # P(alive) is served on neither date (recency won the churn ranking's judgement each time): no
+    # change is given (its arithmetic where it is served: tests/unit/test_retention.py).
+    assert [rescored["summary"]["lifetime_value"]["served"]["churn_ranking"], pipeline["analyze"]["lifetime_value"]["served"]["churn_ranking"]] == ["recency"] * 2
+    assert risk["p_alive_change"].isna().all() and now["p_alive"].isna().all() and len(risk) > 0
     # Days since the last purchase and the usual interval between purchase days, from the landing files.
     lines = completed_lines(pipeline["root"], identity_lookup(pipeline["lake"]))
     days = lines[lines["order_date"] <= day].groupby("person_id")["order_date"].agg(["min", "max", "nunique"])

@@ -64,6 +64,11 @@ def test_companies_are_valued_as_one_customer_each(spark):
         "C2": (5, 1, 50.0, 50.0, 100.0, "211", "not_worth_developing"),   # 100 x 0.3 margin < 60 cost to serve
         "C3": (None, 0, 0.0, 0.0, 0.0, "000", "not_worth_developing"),
     }
+    # Where the model's forecast is not served, a company's own recent revenue repeats (not its
+    # persons' summed over their other accounts too): no company grows on the baseline.
+    baseline = company_scores(firms, lines, members, None, RUN, 90, 2, load_conf(environ={}).analyze.value, 10_000)
+    assert {r["company_id"]: (r["current_value"], r["predicted_value"]) for r in baseline.collect()} == {
+        "C1": (300.0, 300.0), "C2": (50.0, 50.0), "C3": (0.0, 0.0)}
 
 
 def test_each_company_is_contacted_once_through_its_most_recent_buyer(spark):

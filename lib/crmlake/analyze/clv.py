@@ -10,12 +10,22 @@ The sufficient statistics are aggregated in Spark and grouped: the BG/NBD likeli
 needs each distinct (frequency, recency, T) with its count, and Gamma-Gamma each distinct
 (frequency, spend rounded to three significant digits), so the maximum-likelihood fit on
 the driver costs the same for a thousand persons or ten million.
+
+A forecast earns its place on a past date (:func:`judge_value_forecast`): fitted as of
+cutoff = run date - ``horizon_days``, each buyer's expected value over the horizon is set
+against the revenue they then brought, beside the naive baseline "the last horizon's revenue
+repeats"; the smaller root mean squared error per buyer is served (expected purchases and
+spend go with the expected value). P(alive) is judged as a churn ranking against recency
+(:func:`crmlake.analyze.retention.judge_churn_ranking`). A column whose forecast lost, or
+could not be judged, is served null (:func:`served_columns`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -23,12 +33,19 @@ from pyspark.sql import functions as F
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
+from crmlake import tracking
+from crmlake.config import Conf
+
 BGNBD_PARAMS = ("r", "alpha", "a", "b")
 GAMMA_GAMMA_PARAMS = ("p", "q", "v")
 # Every parameter is searched within [1e-6, 1e6] (on its log). Data that do not follow the
 # model push the likelihood's maximum to the edge of the space; the fit then stops at a bound
 # (reported by name) instead of wandering towards 0 or infinity.
 PARAMETER_BOUNDS = (1e-6, 1e6)
+# The two value forecasts judged (gold.customer_scores' value_forecast names the one served),
+# and the two churn rankings: 1 - p_alive, and the baseline (days since the last purchase).
+MODEL_FORECAST, BASELINE_FORECAST = "bg_nbd_gamma_gamma", "last_horizon_repeats"
+P_ALIVE, RECENCY = "p_alive", "recency"
 
 
 def purchase_statistics(order_lines: DataFrame, cutoff: dt.date, unit_days: float) -> DataFrame:
@@ -154,6 +171,117 @@ def fit_lifetime_value(stats: DataFrame, unit_days: float) -> LifetimeValueModel
     bgnbd, ll_b = fit_bgnbd(grouped_bgnbd_inputs(stats))
     spend, ll_s = fit_gamma_gamma(grouped_spend_inputs(stats))
     return LifetimeValueModel(**bgnbd, **spend, unit_days=unit_days, log_likelihood_bgnbd=ll_b, log_likelihood_spend=ll_s)
+
+
+class FitAsOf(NamedTuple):
+    """Both models fitted as of a cutoff (:func:`fit_as_of`)."""
+
+    stats: DataFrame                    # per person, of :func:`purchase_statistics`, cached: the caller unpersists them
+    model: LifetimeValueModel | None    # None: too few repeat buyers to fit
+    repeat_buyers: int                  # persons who bought on two days or more
+    not_fitted: str | None              # why the model is None
+
+
+def fit_as_of(order_lines: DataFrame, cutoff: dt.date, unit_days: float, min_repeat_buyers: int) -> FitAsOf:
+    """Fit both models on the order lines up to ``cutoff`` unless fewer than ``min_repeat_buyers``
+    persons bought on two days or more; return the statistics, the model and why it is missing."""
+    stats = purchase_statistics(order_lines, cutoff, unit_days).cache()
+    repeat_buyers = stats.where("frequency > 0").count()
+    if repeat_buyers < min_repeat_buyers:
+        return FitAsOf(stats, None, repeat_buyers,
+                       f"{repeat_buyers} repeat buyers as of {cutoff}; BG/NBD needs {min_repeat_buyers} (analyze.lifetime_value.min_repeat_buyers)")
+    return FitAsOf(stats, fit_lifetime_value(stats, unit_days), repeat_buyers, None)
+
+
+def revenue_between(order_lines: DataFrame, after: dt.date, until: dt.date) -> DataFrame:
+    """Return (person_id, revenue double) per person: their completed lines' revenue with an
+    order date in (``after``, ``until``]. Takes order lines with person_id, status, order_date, line_amount."""
+    lines = order_lines.where((F.col("status") == "completed") & F.col("person_id").isNotNull()
+                              & (F.col("order_date") > F.lit(after)) & (F.col("order_date") <= F.lit(until)))
+    return lines.groupBy("person_id").agg(F.sum("line_amount").cast("double").alias("revenue"))
+
+
+def forecast_errors(forecast: DataFrame, lines_then: DataFrame, order_lines: DataFrame, cutoff: dt.date, horizon_days: int) -> DataFrame:
+    """Return one row judging a value forecast made as of ``cutoff`` for the next ``horizon_days``:
+    ``buyers``, ``unforecast`` (buyers whose forecast is null), the root mean squared error per
+    buyer against the revenue each then brought (``rmse_forecast``, ``rmse_baseline``: what
+    judges a forecast of the mean, as expected values are) and the mean absolute one
+    (``mae_forecast``, ``mae_baseline``), and ``forecast``, ``baseline`` and ``actual`` (summed).
+
+    Takes the forecast (person_id, forecast) of every buyer as of the cutoff; the order lines
+    as they stood at the cutoff, for the baseline (each buyer's revenue in the ``horizon_days``
+    up to it repeats); and as they stand now, for what was bought after it.
+    """
+    horizon = dt.timedelta(days=horizon_days)
+    baseline = revenue_between(lines_then, cutoff - horizon, cutoff).withColumnRenamed("revenue", "baseline")
+    actual = revenue_between(order_lines, cutoff, cutoff + horizon).withColumnRenamed("revenue", "actual")
+    per_buyer = forecast.join(baseline, "person_id", "left").join(actual, "person_id", "left").select(
+        F.col("forecast").cast("double").alias("forecast"),
+        *[F.coalesce(F.col(c), F.lit(0.0)).alias(c) for c in ("baseline", "actual")])
+    errors = {"forecast": F.col("forecast") - F.col("actual"), "baseline": F.col("baseline") - F.col("actual")}
+    return per_buyer.agg(
+        F.count(F.lit(1)).alias("buyers"),
+        F.sum(F.col("forecast").isNull().cast("int")).alias("unforecast"),
+        *[F.sqrt(F.avg(error * error)).alias(f"rmse_{name}") for name, error in errors.items()],
+        *[F.avg(F.abs(error)).alias(f"mae_{name}") for name, error in errors.items()],
+        *[F.sum(c).alias(c) for c in ("forecast", "baseline", "actual")],
+    )
+
+
+def judge_value_forecast(conf: Conf, spark: SparkSession, lines_as_of: Callable[[dt.date], DataFrame], order_lines: DataFrame,
+                         run_date: dt.date) -> dict:
+    """Judge BG/NBD + Gamma-Gamma's value forecast on the past date (the module's docstring),
+    log it in an MLflow run; return cutoff, the figures of :func:`forecast_errors` (None where
+    not a number) and ``served``: :data:`MODEL_FORECAST` when every buyer has a forecast and
+    its root mean squared error is the smaller, else :data:`BASELINE_FORECAST` (a tie too).
+
+    Takes a function giving the order lines (with person_id) as they stood at the end of a
+    date, and today's. A lake too young to judge on (fewer than ``min_repeat_buyers`` repeat
+    buyers at the cutoff) is no failure: the baseline, which needs no fit, is served, and
+    the return says why nothing was judged (cutoff, ``not_judged``, ``served``).
+    """
+    import mlflow
+
+    c = conf.analyze.lifetime_value
+    cutoff = run_date - dt.timedelta(days=c.horizon_days)
+    lines_then = lines_as_of(cutoff)
+    stats, model, _, not_fitted = fit_as_of(lines_then, cutoff, c.time_unit_days, c.min_repeat_buyers)
+    try:
+        if model is None:
+            return {"cutoff": str(cutoff), "served": BASELINE_FORECAST, "not_judged": not_fitted}
+        value = value_columns(c.horizon_days)[3]
+        forecast = with_lifetime_value(spark, stats.select("person_id"), stats, model, c.horizon_days).select("person_id", F.col(value).alias("forecast"))
+        judged = forecast_errors(forecast, lines_then, order_lines, cutoff, c.horizon_days).first().asDict()
+    finally:
+        stats.unpersist()
+    # A forecast missing or not a number for some buyer (a fit stopped at its bounds) loses.
+    wins = judged["unforecast"] == 0 and math.isfinite(judged["rmse_forecast"]) and judged["rmse_forecast"] < judged["rmse_baseline"]
+    served = MODEL_FORECAST if wins else BASELINE_FORECAST
+    with tracking.tracked_run(conf, f"value-forecast-{run_date}", {"stage": "analyze", "run_date": str(run_date), "served": served}):
+        mlflow.log_params({"cutoff": str(cutoff), "horizon_days": c.horizon_days, "forecast": f"{value} (BG/NBD + Gamma-Gamma as of the cutoff)",
+                           "baseline": f"revenue of the {c.horizon_days} days up to the cutoff repeats", "judged_by": "rmse"})
+        mlflow.log_metrics({name: figure for name, figure in judged.items() if figure is not None and math.isfinite(figure)})
+    figures = {k: (round(v, 2) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in judged.items()}
+    return {"cutoff": str(cutoff), **figures, "served": served}
+
+
+def served_forecasts(fitted: bool, churn_ranking: dict, value_forecast: dict) -> dict:
+    """Return what is served today: ``churn_ranking`` (:data:`P_ALIVE` or :data:`RECENCY`) and
+    ``value_forecast`` (:data:`MODEL_FORECAST` or :data:`BASELINE_FORECAST`). Takes whether
+    the models were fitted today and the two judgements' returns (empty when one raised): a
+    model's forecast is served only when fitted today and its judgement served it."""
+    return {"churn_ranking": P_ALIVE if fitted and churn_ranking.get("served") == P_ALIVE else RECENCY,
+            "value_forecast": MODEL_FORECAST if fitted and value_forecast.get("served") == MODEL_FORECAST else BASELINE_FORECAST}
+
+
+def served_columns(valued: DataFrame, horizon_days: int, served: dict) -> DataFrame:
+    """Return ``valued`` (persons with the columns of :func:`value_columns`) with the columns
+    of a forecast not served (``served``: :func:`served_forecasts`) set to null: ``p_alive``
+    unless the churn ranking served is :data:`P_ALIVE`, the expected purchases, spend and value
+    unless the value forecast served is the model's."""
+    alive, *forecast = value_columns(horizon_days)
+    kept = {alive: served["churn_ranking"] == P_ALIVE, **{column: served["value_forecast"] == MODEL_FORECAST for column in forecast}}
+    return valued.select(*[c if kept.get(c, True) else F.lit(None).cast("double").alias(c) for c in valued.columns])
 
 
 def simulate_purchases(params: dict, T, rng: np.random.Generator, recency_step: float = 0.1) -> np.ndarray:

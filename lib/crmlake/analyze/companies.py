@@ -24,13 +24,14 @@ def company_members(companies: DataFrame) -> DataFrame:
     return companies.select("company_id", F.explode("account_ids").alias("account_id"))
 
 
-def company_scores(companies: DataFrame, order_lines: DataFrame, members: DataFrame, person_values: DataFrame,
+def company_scores(companies: DataFrame, order_lines: DataFrame, members: DataFrame, person_values: DataFrame | None,
                    run_date: dt.date, horizon_days: int, quantiles: int, rules: Value, accuracy: int) -> DataFrame:
     """Return one row per company as of ``run_date`` (gold.company_scores without score_date).
 
     Takes silver.companies, order lines (account_id, order_id, order_date, status,
     line_amount), members (company_id, account_id, person_id) and person_values (person_id,
-    predicted_value). Columns: company_id, accounts, buyers, first_order_at, last_order_at,
+    predicted_value: the lifetime-value model's forecast, summed over the company's persons;
+    None where the model's forecast is not served: the company's current value repeats). Columns: company_id, accounts, buyers, first_order_at, last_order_at,
     last_buyer_account_id, recency_days (null before a first order), frequency (orders),
     monetary (revenue to date), current_value (revenue in the last ``horizon_days``),
     predicted_value, r_score, f_score, m_score, rfm_cell, value_tier (RFM ``quantiles`` and
@@ -46,13 +47,16 @@ def company_scores(companies: DataFrame, order_lines: DataFrame, members: DataFr
         F.sum(F.when(F.col("order_date") > F.lit(since), F.col("line_amount")).otherwise(0)).cast("double").alias("current_value"),
         F.max("order_date").alias("last_order_date"),
     )
-    predicted = (
-        members.where(F.col("person_id").isNotNull()).select("company_id", "person_id").distinct()
-        .join(person_values, "person_id").groupBy("company_id").agg(F.sum("predicted_value").alias("predicted_value"))
-    )
     per_company = companies.select("company_id", "accounts", "buyers", "first_order_at", "last_order_at", "last_buyer_account_id").join(
-        bought, "company_id", "left"
-    ).join(predicted, "company_id", "left")
+        bought, "company_id", "left")
+    if person_values is None:
+        per_company = per_company.withColumn("predicted_value", F.col("current_value"))
+    else:
+        predicted = (
+            members.where(F.col("person_id").isNotNull()).select("company_id", "person_id").distinct()
+            .join(person_values, "person_id").groupBy("company_id").agg(F.sum("predicted_value").alias("predicted_value"))
+        )
+        per_company = per_company.join(predicted, "company_id", "left")
     return (
         per_company.select(
             "company_id", "accounts", "buyers", "first_order_at", "last_order_at", "last_buyer_account_id",

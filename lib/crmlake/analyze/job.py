@@ -14,13 +14,17 @@ category and uplift per person, and the reports, for one run date.
   registering and judging it (:func:`crmlake.tracking.resume`).
 * Uplift per audience of ``campaigns.audiences``: :mod:`crmlake.analyze.uplift_scores`.
 * Cohort retention, each person's churn risk and its main reason, value-tier transitions since
-  the previous score date, and the churn ranking judged on a past date: :mod:`crmlake.analyze.retention`.
+  the previous score date, and the churn ranking's judgement on a past date: :mod:`crmlake.analyze.retention`.
 * The service desk's daily figures, the high-value repeat complainers and each person's latest
   rating (the loyalty ladder's satisfied rung): :mod:`crmlake.analyze.service`; each campaign's
   engagement per send date: :mod:`crmlake.analyze.engagement`; each person's preferred channel
   (a column of the scores): :mod:`crmlake.analyze.channels`; new customers by first-touch source
   and month, with their early value, and referrals: :mod:`crmlake.analyze.acquisition`.
-* Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`); value tiers and the
+* Lifetime value: BG/NBD + Gamma-Gamma (:mod:`crmlake.analyze.clv`), each of its forecasts
+  served only when, judged on a past date before the scores, it beat its naive baseline:
+  ``p_alive`` as a churn ranking against recency, the expected value against "the last
+  horizon's revenue repeats" (otherwise ``predicted_value`` is that baseline, the current
+  value, and ``value_forecast`` says so); value tiers and the
   loyalty ladder (:mod:`crmlake.analyze.value`); each person's profit, and the Pareto curve and
   value tiers on profit (:mod:`crmlake.analyze.profit`); the Pareto curve, the next best categories,
   company scores and reports: :mod:`crmlake.analyze.writers`; the monthly management report,
@@ -100,13 +104,10 @@ def lifetime_value(conf: Conf, spark: SparkSession, people: DataFrame, order_lin
 
     c = conf.analyze.lifetime_value
     unit_days, horizon = c.time_unit_days, c.horizon_days
-    stats = clv.purchase_statistics(order_lines, run_date, unit_days).cache()
-    repeat_buyers = stats.where("frequency > 0").count()
-    if repeat_buyers < c.min_repeat_buyers:
+    stats, model, repeat_buyers, not_fitted = clv.fit_as_of(order_lines, run_date, unit_days, c.min_repeat_buyers)
+    if model is None:
         stats.unpersist()
-        raise NotTrainable(f"lifetime value for {run_date}: {repeat_buyers} repeat buyers; fitting needs {c.min_repeat_buyers} "
-                           "(analyze.lifetime_value.min_repeat_buyers)")
-    model = clv.fit_lifetime_value(stats, unit_days)
+        raise NotTrainable(f"lifetime value for {run_date}: {not_fitted}")
     at_bounds = clv.parameters_at_bounds(model.params())
     if at_bounds:
         log.warning("lifetime value for %s: %s stopped at the search bounds %s; the purchase history does not follow BG/NBD + Gamma-Gamma well",
@@ -210,7 +211,16 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         with isolated_model("lifetime_value", run_date, failures) as f:
             valued, f_clv = lifetime_value(conf, spark, people.select("person_id"), order_lines, run_date)
             f.update(f_clv)
-        return valued, dict(f)
+        # Each forecast is served only when fitted today and, judged on a past date, it beat its
+        # naive baseline; not fitted today, neither is judged (nothing of the model is served).
+        fitted, churn, forecast = "lifetime_value" not in failures, {}, {}
+        if fitted:
+            with isolated_model("churn_ranking", run_date, failures) as churn:
+                churn.update(retention.judge_churn_ranking(conf, spark, lines_as_of, order_lines, run_date))
+            with isolated_model("value_forecast", run_date, failures) as forecast:
+                forecast.update(clv.judge_value_forecast(conf, spark, lines_as_of, order_lines, run_date))
+        served = clv.served_forecasts(fitted, churn, forecast)
+        return clv.served_columns(valued, horizon, served), {**f, "churn_ranking": dict(churn), "value_forecast": dict(forecast), "served": served}
 
     # The reports and the models need nothing of each other: side by side.
     before_scores = side_by_side(spark, {"reports": reports, "propensity": fit_propensity, "next_best_category": fit_next_best_category,
@@ -233,9 +243,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         # Cached: the deciles and the RFM scores each aggregate it before its rows are written.
         propensity = propensity.cache()
         top_categories, f["next_best_category"] = next_best_categories(lake, conf, behaviour, order_lines, run_date)
-        recent = order_lines.where(
-            (F.col("status") == "completed") & (F.col("order_date") > F.lit(run_date - dt.timedelta(days=horizon))) & (F.col("order_date") <= F.lit(run_date))
-        ).groupBy("person_id").agg(F.sum("line_amount").cast("double").alias("current_value"))
+        recent = clv.revenue_between(order_lines, run_date - dt.timedelta(days=horizon), run_date).withColumnRenamed("revenue", "current_value")
+        value_forecast = lifetime_facts["served"]["value_forecast"]
         scored = with_rfm_scores(
             with_deciles(propensity, "propensity_score", "propensity_decile", accuracy), conf.analyze.rfm_quantiles, accuracy
         )
@@ -244,7 +253,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             .join(top_categories, "person_id", "left")
             .join(recent, "person_id", "left")
             .join(preferred_channels(behaviour, order_lines, sessions_as_of(run_date), run_date), "person_id", "left")
-            .withColumn("predicted_value", F.col(f"expected_value_{horizon}d"))
+            .withColumn("predicted_value", F.col(f"expected_value_{horizon}d") if value_forecast == clv.MODEL_FORECAST else F.col("current_value"))
+            .withColumn("value_forecast", F.lit(value_forecast))
             .join(people.select("person_id", "marketing_consent", "orders", "open_complaints", "referred_buyers"), "person_id", "left")
             .join(service.recent_satisfaction(contacts, run_date, conf.analyze.loyalty.satisfaction_recent_days), "person_id", "left")
             .transform(lambda df: with_value_tier(df, conf.analyze.value, accuracy))
@@ -279,12 +289,10 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         return dict(f)
 
     def retention_and_churn() -> dict:
-        with isolated_model("churn_ranking", run_date, failures) as judged:   # on a past date; whatever it does, the tables below are written
-            judged.update(retention.judge_churn_ranking(conf, spark, lines_as_of, order_lines, run_date))
         with timed(log, f"retention and churn for {run_date}") as f:
             sessions = with_session_person_id(lake.read("silver.sessions"), identity_map)
-            f.update(retention.write_retention(lake, conf, order_lines, contacts, sessions, run_date, judged.get("served")))
-        return {**f, "churn_ranking": dict(judged)}
+            f.update(retention.write_retention(lake, conf, order_lines, contacts, sessions, run_date, lifetime_facts["served"]["churn_ranking"]))
+        return dict(f)
 
     def profitability() -> dict:
         with timed(log, f"customer profitability for {run_date}") as f:
@@ -298,7 +306,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
 
     def companies() -> dict:
         with timed(log, f"company scores for {run_date}") as f:
-            f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, scored_today, run_date)
+            f["companies_scored"] = score_companies(lake, conf, order_lines, identity_map, scored_today, run_date,
+                                                    lifetime_facts["served"]["value_forecast"] == clv.MODEL_FORECAST)
         return dict(f)
 
     # Each step from the scores writes tables of its own: side by side.

@@ -12,7 +12,7 @@ up to the run date's month, which counts up to the run date): ``cohort_persons``
 cohort persons) and ``revenue`` (of their purchases in that month).
 
 ``gold.churn_risk`` (partition ``score_date``): one row per person scored that date.
-``p_alive`` is BG/NBD's (``gold.customer_scores``); ``p_alive_change`` is it minus the person's
+``p_alive`` is BG/NBD's (``gold.customer_scores``: null unless ``1 - p_alive`` is the ranking served); ``p_alive_change`` is it minus the person's
 ``p_alive`` on the previous score date (the latest earlier ``score_date`` of
 ``gold.customer_scores``; null when there is none or the person was not scored then).
 ``days_since_last_purchase``; ``usual_interval_days`` = days from the first to the last purchase
@@ -49,6 +49,7 @@ from pyspark.sql import functions as F
 
 from crmlake import tracking
 from crmlake.analyze import clv
+from crmlake.analyze.clv import P_ALIVE, RECENCY
 from crmlake.analyze.features import with_deciles, with_purchase_label
 from crmlake.config import Conf
 from crmlake.config_analyze import Retention
@@ -57,11 +58,10 @@ from crmlake.lake import Lake
 COHORT_RETENTION = "gold.cohort_retention"
 CHURN_RISK = "gold.churn_risk"
 TIER_TRANSITIONS = "gold.tier_transitions"
-P_ALIVE, RECENCY = "p_alive", "recency"   # the two churn rankings: 1 - p_alive, and the baseline (days since the last purchase)
 DEFINITIONS = {
     "cohort_retention": "Of the persons whose first purchase fell in a month, the share who bought again in each later month, and their revenue then.",
-    "churn_risk": "Each scored person's BG/NBD probability of still being a customer, its change since the previous scoring, "
-                  "their churn-risk decile and the first sign of leaving they show.",
+    "churn_risk": "Each scored person's BG/NBD probability of still being a customer (blank unless it beat recency as the churn ranking), "
+                  "its change since the previous scoring, their churn-risk decile and the first sign of leaving they show.",
     "tier_transitions": "Persons, and their recent revenue (the value tiers' current value), moving from one value tier and segment to another between two score dates.",
     "churn_ranking": "How well a churn ranking, made on a past date, picked the buyers who then bought nothing for the next days (AUC: 0.5 is chance, 1 perfect).",
 }
@@ -193,13 +193,10 @@ def judge_churn_ranking(conf: Conf, spark: SparkSession, lines_as_of: Callable[[
 
     days, unit_days, min_repeat = conf.analyze.retention.churn_days, conf.analyze.lifetime_value.time_unit_days, conf.analyze.lifetime_value.min_repeat_buyers
     cutoff = run_date - dt.timedelta(days=days)
-    stats = clv.purchase_statistics(lines_as_of(cutoff), cutoff, unit_days).cache()
-    repeat_buyers = stats.where("frequency > 0").count()
-    if repeat_buyers < min_repeat:
+    stats, model, _, not_fitted = clv.fit_as_of(lines_as_of(cutoff), cutoff, unit_days, min_repeat)
+    if model is None:
         stats.unpersist()
-        return {"cutoff": str(cutoff), "served": RECENCY, "not_judged": f"{repeat_buyers} repeat buyers as of {cutoff}; BG/NBD needs {min_repeat} "
-                                                                         "(analyze.lifetime_value.min_repeat_buyers)"}
-    model = clv.fit_lifetime_value(stats, unit_days)
+        return {"cutoff": str(cutoff), "served": RECENCY, "not_judged": not_fitted}
     alive = clv.with_lifetime_value(spark, stats.select("person_id", F.round((F.col("T") - F.col("recency")) * unit_days).alias("days_since")),
                                     stats, model, conf.analyze.lifetime_value.horizon_days)
     labelled = with_purchase_label(alive, order_lines, cutoff, days).select(
@@ -222,13 +219,13 @@ def judge_churn_ranking(conf: Conf, spark: SparkSession, lines_as_of: Callable[[
 
 
 def write_retention(lake: Lake, conf: Conf, order_lines: DataFrame, person_contacts: DataFrame, sessions: DataFrame, run_date: dt.date,
-                    ranking: str | None) -> dict:
+                    ranking: str) -> dict:
     """Write gold.cohort_retention (rebuilt), and gold.churn_risk and gold.tier_transitions for
     ``run_date`` (from its scores, already written); return their row counts and the previous score date.
 
     Takes order lines, service contacts (:func:`crmlake.analyze.service.contacts_as_of`) and
     sessions with person_id as they stood at the end of ``run_date``, and the churn ranking
-    served (None when it was not judged today: the recency baseline).
+    served (:data:`P_ALIVE` or :data:`RECENCY`).
     """
     rules = conf.analyze.retention
     scores = lake.read("gold.customer_scores")
@@ -236,7 +233,7 @@ def write_retention(lake: Lake, conf: Conf, order_lines: DataFrame, person_conta
     today = scores.where(F.col("score_date") == F.lit(run_date))
     previous = scores.where(F.col("score_date") == F.lit(previous_date)) if previous_date else scores.where(F.lit(False))
     risk = churn_risk(today, previous, purchase_rhythm(order_lines, run_date), visit_trend(sessions, run_date, rules.visit_window_days),
-                      complainers(person_contacts, run_date, rules.complaint_days), rules, ranking or RECENCY, conf.analyze.ranking.quantile_accuracy)
+                      complainers(person_contacts, run_date, rules.complaint_days), rules, ranking, conf.analyze.ranking.quantile_accuracy)
     where = f"score_date = DATE'{run_date}'"
     return {
         "cohort_retention_rows": lake.overwrite(COHORT_RETENTION, cohort_retention(order_lines, run_date)).rows_written,

@@ -105,13 +105,17 @@ def write_profiles(exports_root: str, scores: DataFrame, run_date: dt.date) -> N
         write_summary(exports_root, name, {"score_date": run_date.isoformat(), "rows": rows})
 
 
-def score_companies(lake: Lake, conf: Conf, order_lines: DataFrame, identity_map: DataFrame, scores: DataFrame, run_date: dt.date) -> int:
+def score_companies(lake: Lake, conf: Conf, order_lines: DataFrame, identity_map: DataFrame, scores: DataFrame, run_date: dt.date,
+                    forecast_served: bool) -> int:
     """Write gold.company_scores for ``run_date`` (partition score_date) from silver.companies and
-    the persons' scores; return the companies scored."""
+    the persons' scores; return the companies scored. ``forecast_served``: the persons'
+    predicted values are the lifetime-value model's (summed per company); otherwise a
+    company's predicted value is its own current value, as a person's is."""
     companies = lake.read(COMPANIES)
     members = with_person_id(company_members(companies), identity_map, (ACCOUNT, F.col("account_id")))
     table = company_scores(
-        companies, order_lines, members, scores.select("person_id", "predicted_value"), run_date, conf.analyze.lifetime_value.horizon_days,
+        companies, order_lines, members, scores.select("person_id", "predicted_value") if forecast_served else None, run_date,
+        conf.analyze.lifetime_value.horizon_days,
         conf.analyze.rfm_quantiles, conf.analyze.value, conf.analyze.ranking.quantile_accuracy,
     ).withColumn("score_date", F.lit(run_date))
     return lake.overwrite_where(COMPANY_SCORES, table, f"score_date = DATE'{run_date}'", partition_by=["score_date"]).rows_written
