@@ -75,7 +75,18 @@ class Business(Section):
 
     timezone: str
     currency: str = Field(pattern=r"^[A-Z]{3}$")
+    exchange_rates: dict[str, float] = {}   # units of ``currency`` per unit of each other currency order lines hold
     default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
+
+    @field_validator("exchange_rates")
+    @classmethod
+    def rates_of_currencies(cls, value: dict[str, float]) -> dict[str, float]:
+        for code, rate in value.items():
+            if not re.fullmatch(r"[A-Z]{3}", code):
+                raise ValueError(f"{code!r} is not an ISO-4217 currency code (three capital letters, e.g. USD)")
+            if not rate > 0:
+                raise ValueError(f"{code}: {rate} is no exchange rate (units of business.currency per {code}, above 0)")
+        return value
 
     @field_validator("timezone")
     @classmethod

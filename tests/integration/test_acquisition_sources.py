@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from conftest import END
 from crmlake.analyze.acquisition import NO_VISIT, acquisition_sources, acquisitions, new_customers, with_early_value, with_first_touch
 from crmlake.business_days import business_date
+from crmlake.config import load_conf
 from crmlake.generate import behaviour, members, world
 from crmlake.orders import latest_order_lines
 from crmlake.organize.transforms import sessionize
@@ -158,7 +159,7 @@ def test_the_best_planted_source_brings_the_highest_90_day_value(spark):
             return F.format_string("P%07d", world.person_no_of_account(account))
 
         versions = behaviour.order_lines(visits, PLANTED).withColumn("order_date", business_date("order_time", TIMEZONE)).withColumn("ingested_at", F.current_timestamp())
-        lines = latest_order_lines(versions).withColumn("person_id", F.when(F.col("account_id").isNotNull(), person_of(F.col("account_id"))))
+        lines = latest_order_lines(versions, load_conf(environ={}).business).withColumn("person_id", F.when(F.col("account_id").isNotNull(), person_of(F.col("account_id"))))
         signups = members.accounts(people, PLANTED).groupBy(F.col("person").alias("person_id")).agg(F.min("signup_time").alias("signup_time"))
         own_cookie = F.regexp_extract("anonymous_id", r"^ck-A(\d+)-0$", 1)
         visitor = F.when(F.col("account_id").isNotNull(), person_of(F.col("account_id"))).when(own_cookie != "", person_of(F.concat(F.lit("A"), own_cookie)))

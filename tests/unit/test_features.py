@@ -4,9 +4,11 @@ import datetime as dt
 from decimal import Decimal
 
 from crmlake.analyze.features import customer_behaviour, with_purchase_label, with_rfm_scores
+from crmlake.config import load_conf
 
 AS_OF = dt.date(2026, 11, 21)
 UTC = dt.timezone.utc
+UTC_BUSINESS = load_conf(environ={}).business.model_copy(update={"timezone": "UTC"})   # business dates in UTC
 ACCURACY = 10_000   # percentile_approx's: exact on a few rows
 
 
@@ -109,7 +111,7 @@ def test_a_line_returned_after_the_cutoff_still_counts_as_a_purchase_at_the_cuto
     cutoff = dt.date(2026, 11, 15)
 
     def bought_by(day):
-        lines = order_lines_as_of(orders, day, "UTC").withColumnRenamed("account_id", "person_id")
+        lines = order_lines_as_of(orders, day, UTC_BUSINESS).withColumnRenamed("account_id", "person_id")
         return {r["person_id"]: (r["frequency"], r["monetary"]) for r in customer_behaviour(customers, lines, sessions, day, "UTC").collect()}
 
     assert bought_by(cutoff) == {"A": (1, 100.0), "B": (0, 0.0)}   # A's return was still to come; B's cancel came that day

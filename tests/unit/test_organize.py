@@ -6,10 +6,12 @@ import random
 import re
 from decimal import Decimal
 
+import pytest
 from pyspark.sql import functions as F
 
 from crmlake.config import load_conf
-from crmlake.organize.transforms import consent_choices, latest_order_lines, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
+from crmlake.orders import latest_order_lines, lines_without_rate
+from crmlake.organize.transforms import consent_choices, latest_profiles, session_spans, sessionize, with_consent_state, within_spans
 
 T0 = dt.datetime(2026, 11, 20, 23, 50, tzinfo=dt.timezone.utc)
 CLICK_SCHEMA = "event_id string, event_time timestamp, event_type string, anonymous_id string, account_id string, tracking_consent boolean, page_url string, device string, utm_campaign string, utm_source string, referrer_url string"
@@ -168,8 +170,29 @@ def test_latest_order_line_status_wins_whichever_file(spark):
     schema = "order_id string, line_no int, order_time timestamp, order_date date, account_id string, guest_email string, channel string, store_id string, product_id string, category string, quantity int, unit_price decimal(18,2), discount decimal(18,2), currency string, status string, updated_time timestamp, ingested_at timestamp"
     base = ("O1", 1, T0, T0.date(), "A1", None, "web", None, "p", "books", 2, Decimal("100.00"), Decimal("5.00"), "TWD")
     rows = [base + ("returned", T0 + dt.timedelta(days=2), T0), base + ("completed", T0, T0 + dt.timedelta(days=3))]
-    (line,) = latest_order_lines(spark.createDataFrame(rows, schema)).collect()
+    (line,) = latest_order_lines(spark.createDataFrame(rows, schema), load_conf(environ={}).business).collect()
     assert (line["status"], line["line_amount"]) == ("returned", Decimal("195.00"))
+
+
+def test_order_lines_money_is_in_the_business_currency_and_a_currency_without_a_rate_reads_null(spark):
+    schema = "order_id string, line_no int, order_time timestamp, order_date date, account_id string, guest_email string, channel string, store_id string, product_id string, category string, quantity int, unit_price decimal(18,2), discount decimal(18,2), currency string, status string, updated_time timestamp, ingested_at timestamp"
+    line = lambda order, currency, price, discount: (order, 1, T0, T0.date(), "A1", None, "web", None, "p", "books", 3, Decimal(price),   # noqa: E731
+                                                     None if discount is None else Decimal(discount), currency, "completed", T0, T0)
+    rows = [line("TW", "TWD", "100.00", "5.00"), line("NONE", None, "100.00", None), line("US", "USD", "10.00", "1.50"), line("JP", "JPY", "1000.00", "0.00")]
+    business = load_conf(environ={}).business.model_copy(update={"exchange_rates": {"USD": 31.5}})
+    lines = latest_order_lines(spark.createDataFrame(rows, schema), business)
+    money = {r["order_id"]: (r["currency"], r["unit_price"], r["discount"], r["line_amount"]) for r in lines.collect()}
+    assert money == {
+        "TW": ("TWD", Decimal("100.00"), Decimal("5.00"), Decimal("295.00")),
+        "NONE": ("TWD", Decimal("100.00"), Decimal("0.00"), Decimal("300.00")),          # the contract's currency of a line naming none
+        "US": ("USD", Decimal("315.00"), Decimal("47.25"), Decimal("897.75")),          # (3 x 10.00 - 1.50) x 31.5
+        "JP": ("JPY", None, None, None),                                                # no rate: no money, never summed as TWD
+    }
+    assert lines_without_rate(lines) == {"JPY": 1}
+    with pytest.raises(ValueError, match="'usd' is not an ISO-4217 currency code"):
+        business.model_validate({**business.model_dump(), "exchange_rates": {"usd": 31.5}})
+    with pytest.raises(ValueError, match="USD: 0.0 is no exchange rate"):
+        business.model_validate({**business.model_dump(), "exchange_rates": {"USD": 0.0}})
 
 
 PROFILE_SCHEMA = "account_id string, op string, updated_time timestamp, signup_time timestamp, email string, phone string, name string, gender string, birth_year int, occupation string, city string, income_band string, marketing_consent boolean, marketing_consent_time timestamp, referred_by string, account_type string, company_id string, ingested_at timestamp"

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from crmlake.analyze.ranking import with_quantile_buckets
 from crmlake.business_days import business_date, end_of_day
+from crmlake.config_schema import Business
 from crmlake.orders import latest_order_lines
 from crmlake.people import ACCOUNT, with_person_id
 
@@ -34,14 +35,15 @@ ENGAGEMENT_COLUMNS = ("emails_delivered_30d", "email_open_rate_30d", "email_clic
 PROPENSITY_FEATURES = FEATURE_COLUMNS + ENGAGEMENT_COLUMNS
 
 
-def order_lines_as_of(orders: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:
-    """Return the order lines as they stood at the end of business day ``as_of``.
+def order_lines_as_of(orders: DataFrame, as_of: dt.date, business: Business) -> DataFrame:
+    """Return the order lines as they stood at the end of business day ``as_of`` (in ``business.timezone``).
 
     Takes bronze.orders (every version of every line, ``updated_time`` when its status
     changed). Each line keeps its latest version updated by then, so a line completed
-    before and returned after ``as_of`` is still completed; columns as silver.order_lines.
+    before and returned after ``as_of`` is still completed; columns as silver.order_lines
+    (money in ``business.currency``).
     """
-    return latest_order_lines(orders.where(F.col("updated_time") < F.lit(end_of_day(as_of, timezone))))
+    return latest_order_lines(orders.where(F.col("updated_time") < F.lit(end_of_day(as_of, business.timezone))), business)
 
 
 def members_as_of(history: DataFrame, identity_map: DataFrame, as_of: dt.date, timezone: str) -> DataFrame:

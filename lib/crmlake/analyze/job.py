@@ -151,7 +151,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
         return members_as_of(history, identity_map, as_of, tz).join(people.select("person_id"), "person_id", "left_semi")
 
     def lines_as_of(as_of: dt.date) -> DataFrame:
-        return with_order_person_id(order_lines_as_of(bronze_orders, as_of, tz), identity_map)
+        return with_order_person_id(order_lines_as_of(bronze_orders, as_of, conf.business), identity_map)
 
     def sessions_as_of(as_of: dt.date) -> DataFrame:
         # Only the days the visit features count, filtered at the read: silver.sessions is

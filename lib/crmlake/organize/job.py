@@ -38,11 +38,13 @@ from pyspark.sql import functions as F
 
 from crmlake.business_days import business_date
 from crmlake.config import Conf
+from crmlake.config_schema import Business
 from crmlake.faults import crash_point
 from crmlake.interactions import latest_contacts
 from crmlake.isolation import side_by_side
 from crmlake.lake import Lake, Snapshot
 from crmlake.lake.frames import counted, maybe_broadcast
+from crmlake.orders import latest_order_lines, lines_without_rate
 from crmlake.log import get_logger, timed
 from crmlake.organize.companies import companies
 from crmlake.organize.customer360 import (
@@ -50,7 +52,7 @@ from crmlake.organize.customer360 import (
 )
 from crmlake.organize.persons import identity_figures, organize_identity
 from crmlake.organize.transforms import (
-    CONSENT_WITHDRAWING_EVENTS, consent_choices, latest_order_lines, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
+    CONSENT_WITHDRAWING_EVENTS, consent_choices, latest_profiles, session_reach, session_spans, sessionize, with_consent_state, with_session_date, within_spans,
 )
 from crmlake.people import ACCOUNT, with_person_id, with_phone_sha256
 from crmlake.privacy import apply_erasures
@@ -204,10 +206,20 @@ def organize_accounts(lake: Lake, changes: Changes, default_phone_region: str) -
         bronze.unpersist()
 
 
-def organize_order_lines(lake: Lake, changes: Changes) -> dict:
-    """Merge the latest status of every changed order line into silver.order_lines."""
-    lines = latest_order_lines(changes.new("bronze.orders"))
-    return {"order_lines": _write(lake, "silver.order_lines", lines, changes.full, ["order_id", "line_no"], "updated_time", ["order_date"])}
+def organize_order_lines(lake: Lake, changes: Changes, business: Business) -> dict:
+    """Merge the latest status of every changed order line into silver.order_lines, its money
+    in ``business.currency``; return the rows written and ``lines_without_rate`` (currency ->
+    changed lines whose currency has no rate: null money), warned about when any."""
+    lines = latest_order_lines(changes.new("bronze.orders"), business).cache()
+    try:
+        unconverted = lines_without_rate(lines)
+        if unconverted:
+            log.warning("order lines in currencies without a rate to %s (business.exchange_rates), their money null: %s", business.currency,
+                        ", ".join(f"{code} {n:,}" for code, n in sorted(unconverted.items())))
+        return {"order_lines": _write(lake, "silver.order_lines", lines, changes.full, ["order_id", "line_no"], "updated_time", ["order_date"]),
+                "lines_without_rate": unconverted}
+    finally:
+        lines.unpersist()
 
 
 def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: str) -> dict:
@@ -337,7 +349,7 @@ def organize(lake: Lake, conf: Conf, run_date: dt.date, changes: Changes) -> dic
         {"erase": lambda: erase_due_accounts(lake, conf, changes)},
         {
             "customers": lambda: organize_accounts(lake, changes, conf.business.default_phone_region),
-            "order lines": lambda: organize_order_lines(lake, changes),
+            "order lines": lambda: organize_order_lines(lake, changes, conf.business),
             "sessions": lambda: organize_sessions(lake, changes, conf.organize.session_gap_minutes, tz),
         },
         # The identity graph is silver.customers + silver.identity_links: unchanged when neither was

@@ -7,7 +7,6 @@ from pyspark.sql import functions as F
 
 from crmlake.business_days import business_date
 from crmlake.lake import latest_per_key
-from crmlake.orders import latest_order_lines  # noqa: F401 - shared with analyze (point-in-time lines); organize's job imports it here
 
 # Personal fields of a profile: gone from every silver table once the account asks to be erased.
 PERSONAL_FIELDS = ("email", "phone", "name", "gender", "birth_year", "occupation", "city", "income_band", "referred_by", "company_id")
