@@ -11,17 +11,19 @@ carries a heartbeat that a thread of the holder renews every ``lake.lease.heartb
 * A second writer **waits** up to ``lake.lease.wait_seconds`` for the holder to finish,
   then gives up with :class:`LeaseHeldError` (the command exits 3), naming the holder.
 * A lease left by a process that died is **taken over** by the next writer. A holder on the
-  waiting writer's own machine (same host name, boot and pid namespace) is looked up by its pid and start
-  time in ``/proc``: dead (gone, a zombie, or its pid reused by another process), its lease
-  is taken at once; alive, it is never taken, however late its heartbeat (a loaded machine
-  can stall a heartbeat thread for seconds). A holder elsewhere, or where ``/proc`` cannot
-  tell, is dead when its heartbeat is older than ``lake.lease.expiry_seconds`` (SIGKILL on
-  another node, a lost machine). Takeovers are serialised by a short-lived mutex (a
-  directory: ``mkdir`` is atomic), so two waiting writers cannot both remove the dead
-  lease and each create their own.
-* A holder whose lease was taken over (it stalled longer than the expiry), or that cannot
-  renew it, interrupts its main thread (at its next Python step: a Spark action under way
-  ends first) rather than write beside the new holder; the command exits 1.
+  waiting writer's own machine (same host name, boot and pid namespace) is looked up by its
+  pid and start time in ``/proc``: dead (gone, a zombie, or its pid reused by another
+  process), its lease is taken once its heartbeat is two renewals old (its Spark JVM
+  outlives it a moment); alive, it is never taken, however late its heartbeat (a loaded
+  machine can stall a heartbeat thread for seconds), and a writer that waited in vain says
+  which pid to stop if it hangs. A holder elsewhere (another machine, container or pid
+  namespace), or where ``/proc`` cannot tell (``hidepid``), is dead when its heartbeat is
+  older than ``lake.lease.expiry_seconds`` (SIGKILL on another node, a lost machine).
+  Takeovers are serialised by a short-lived mutex (a directory: ``mkdir`` is atomic), so two
+  waiting writers cannot both remove the dead lease and each create their own.
+* A holder whose lease was taken over (on another machine, it stalled longer than the
+  expiry), or that cannot renew it, interrupts its main thread (at its next Python step: a
+  Spark action under way ends first) rather than write beside the new holder; the command exits 1.
 
 The lake root must be a local or mounted path (``file:`` URIs included).
 """
@@ -40,6 +42,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from crmlake.config import Conf, ConfigError
+from crmlake.config_schema import Lease
 from crmlake.files import local_path
 from crmlake.log import get_logger
 
@@ -94,34 +97,48 @@ def describe(record: dict) -> str:
 def _process_namespace() -> str | None:
     """Return where this process's pids mean something: the machine's boot id and the pid
     namespace (two containers on one kernel share the boot, not the pids), or None where
-    ``/proc`` does not tell."""
+    ``/proc`` does not tell (none, or one mounted from another pid namespace: its
+    ``/proc/self`` is then another process than this one)."""
     try:
+        with open("/proc/self/stat", encoding="ascii", errors="replace") as fh:
+            if int(fh.read().split(" ", 1)[0]) != os.getpid():
+                return None
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
             return f"{fh.read().strip()} {os.readlink('/proc/self/ns/pid')}"
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
 def _process_start(pid: int) -> tuple[str, str] | None:
     """Return the state and start time (clock ticks after boot) of process ``pid`` from
-    ``/proc/<pid>/stat``, or None when there is no such process."""
+    ``/proc/<pid>/stat``, or None when ``/proc`` lists no such process (any other error,
+    such as a ``/proc`` hiding other users' processes, is raised)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()   # after the command name, which may hold spaces
-    except OSError:
+    except FileNotFoundError:
         return None
     return fields[0], fields[19]
 
 
 def _holder_alive(record: dict) -> bool | None:
     """Tell whether the holder named by a lease record runs: True or False when it ran on
-    this machine since its last boot (looked up in ``/proc`` by pid and start time), None
-    when this process cannot tell (another host, boot or pid namespace, no ``/proc``)."""
+    this machine since its last boot (looked up in ``/proc`` by pid and start time, a zombie
+    being dead), None when this process cannot tell (another host, boot or pid namespace, no
+    ``/proc``, or one that hides the holder: ``hidepid``, another user's process)."""
     namespace = _process_namespace()
     if namespace is None or record.get("host") != socket.gethostname() or record.get("pids") != namespace or record.get("started") is None:
         return None
-    process = _process_start(record["pid"])
-    return process is not None and process[0] not in ("Z", "X") and process[1] == record["started"]
+    try:
+        process = _process_start(record["pid"])
+        if process is None:
+            os.kill(record["pid"], 0)   # not in /proc: gone (ProcessLookupError), or hidden from this user
+            return None
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return None
+    return process[0] not in ("Z", "X") and process[1] == record["started"]
 
 
 def _write_record(path: str, record: dict, durable: bool = True) -> str:
@@ -149,17 +166,18 @@ def _try_create(path: str, record: dict) -> bool:
         os.remove(temporary)
 
 
-def _take_over_if_dead(path: str, expiry_seconds: float) -> bool:
-    """Remove the lease if its holder is dead (see the module's docstring: by ``/proc`` on
-    this machine, else by a heartbeat older than ``expiry_seconds``), under the takeover
-    mutex; return True when it did."""
+def _take_over_if_dead(path: str, settings: Lease) -> bool:
+    """Remove the lease if its holder is dead (the module's docstring: by ``/proc`` on this
+    machine, once its heartbeat is two renewals old, as its Spark JVM outlives it a moment;
+    else by a heartbeat older than ``expiry_seconds``), under the takeover mutex; return True
+    when it did. Takes ``lake.lease``'s settings."""
     mutex = os.path.join(os.path.dirname(path), TAKEOVER_MUTEX)
     try:
         os.mkdir(mutex)
     except FileExistsError:
         # A takeover in progress, or one whose process died inside it (seconds at most).
         try:
-            if time.time() - os.stat(mutex).st_mtime > expiry_seconds:
+            if time.time() - os.stat(mutex).st_mtime > settings.expiry_seconds:
                 shutil.rmtree(mutex, ignore_errors=True)
         except FileNotFoundError:   # the other takeover has just ended
             pass
@@ -168,10 +186,10 @@ def _take_over_if_dead(path: str, expiry_seconds: float) -> bool:
         record = read_lease(path)
         if record is None:
             return False
-        alive = _holder_alive(record)
-        if alive is False:
+        alive, age = _holder_alive(record), time.time() - record["heartbeat"]
+        if alive is False and age > 2 * settings.heartbeat_seconds:
             log.warning("lease of %s: its process has ended: taking it over", describe(record))
-        elif alive is None and time.time() - record["heartbeat"] > expiry_seconds:
+        elif alive is None and age > settings.expiry_seconds:
             log.warning("lease of %s expired: taking it over", describe(record))
         else:
             return False
@@ -215,8 +233,9 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
     path = lease_path(conf)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     now = time.time()
-    process = _process_start(os.getpid())
-    record = {"owner": owner, "host": socket.gethostname(), "pids": _process_namespace(), "pid": os.getpid(), "started": process[1] if process else None,
+    namespace = _process_namespace()
+    started = _process_start(os.getpid())[1] if namespace else None
+    record = {"owner": owner, "host": socket.gethostname(), "pids": namespace, "pid": os.getpid(), "started": started,
               "token": uuid.uuid4().hex, "acquired": now, "heartbeat": now}
     deadline, announced = time.monotonic() + settings.wait_seconds, False
     while not _try_create(path, record):
@@ -224,11 +243,14 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
         if holder is not None and not announced:
             log.info("lake lease held by %s: waiting up to %ss", describe(holder), settings.wait_seconds)
             announced = True
-        if _take_over_if_dead(path, settings.expiry_seconds):
+        if _take_over_if_dead(path, settings):
             continue   # the dead holder's lease is gone: try to create ours at once
         if time.monotonic() > deadline:
             holder = read_lease(path)
-            raise LeaseHeldError(f"the lake {conf.lake_root} is held by {describe(holder) if holder else 'another writer'}; waited {settings.wait_seconds}s (lake.lease.wait_seconds)")
+            hung = f"; pid {holder['pid']} runs on this machine: if it hangs, stop it (kill {holder['pid']}) and the next writer takes its lease at once" \
+                if holder is not None and _holder_alive(holder) else ""
+            raise LeaseHeldError(f"the lake {conf.lake_root} is held by {describe(holder) if holder else 'another writer'}; "
+                                 f"waited {settings.wait_seconds}s (lake.lease.wait_seconds){hung}")
         time.sleep(POLL_SECONDS)
         record["acquired"] = record["heartbeat"] = time.time()
     heartbeat = _Heartbeat(path, record, settings.heartbeat_seconds)
