@@ -20,6 +20,7 @@ base.yaml's order; the analyze stage's, the most numerous, are in :mod:`crmlake.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,15 +79,16 @@ class Business(Section):
     exchange_rates: dict[str, float] = {}   # units of ``currency`` per unit of each other currency order lines hold
     default_phone_region: str = Field(pattern=r"^[A-Z]{2}$")
 
-    @field_validator("exchange_rates")
-    @classmethod
-    def rates_of_currencies(cls, value: dict[str, float]) -> dict[str, float]:
-        for code, rate in value.items():
+    @model_validator(mode="after")
+    def rates_of_other_currencies(self) -> "Business":
+        for code, rate in self.exchange_rates.items():
             if not re.fullmatch(r"[A-Z]{3}", code):
-                raise ValueError(f"{code!r} is not an ISO-4217 currency code (three capital letters, e.g. USD)")
-            if not rate > 0:
-                raise ValueError(f"{code}: {rate} is no exchange rate (units of business.currency per {code}, above 0)")
-        return value
+                raise ValueError(f"exchange_rates: {code!r} is not an ISO-4217 currency code (three capital letters, e.g. USD)")
+            if code == self.currency:
+                raise ValueError(f"exchange_rates: {code} is business.currency itself (its amounts are never converted)")
+            if not (math.isfinite(rate) and rate > 0):
+                raise ValueError(f"exchange_rates: {code}: {rate} is no exchange rate (units of business.currency per {code}, a number above 0)")
+        return self
 
     @field_validator("timezone")
     @classmethod

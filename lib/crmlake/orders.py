@@ -4,12 +4,12 @@ Organize merges the latest status of every line into ``silver.order_lines``; ana
 rebuilds the lines as they stood on a past date (point-in-time features) from the same
 versions, with the same rule, so that a line means one thing everywhere.
 
-Money leaves bronze in ``business.currency``: a line in another currency (the contract's
-``currency``; a line naming none is in :data:`CONTRACT_CURRENCY`) is converted at the fixed
-rate ``business.exchange_rates`` gives its currency, so that revenue, value tiers, profit
-and reports never add two currencies. A line whose currency has no rate keeps its
-``currency`` and reads null money (no sum counts it); organize counts such lines per currency
-and warns (:func:`lines_without_rate`).
+An order line's money leaves bronze in ``business.currency``: a line in another currency (the
+contract's ``currency``; a line naming none is in :data:`CONTRACT_CURRENCY`) is converted at
+the fixed rate ``business.exchange_rates`` gives its currency, so that revenue, value tiers,
+profit and reports never add two currencies. A line whose currency has no rate keeps its
+``currency`` and reads null money (no sum counts it: it is still an order, of no revenue);
+organize counts such lines per currency and warns (:func:`lines_without_rate`).
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ def latest_order_lines(orders: DataFrame, business: Business) -> DataFrame:
     """Return one row per (order_id, line_no): the latest ``updated_time`` wins, whichever file it came in.
 
     Takes bronze order line versions and the business's currency settings. ``currency`` is
-    the line's own (:data:`CONTRACT_CURRENCY` when it names none); ``unit_price``,
-    ``discount`` (0 when none) and ``line_amount = quantity * unit_price - discount`` are in
-    ``business.currency`` (decimal; null when the line's currency has no rate).
+    the line's own, trimmed, in capitals (:data:`CONTRACT_CURRENCY` when it names none);
+    ``unit_price``, ``discount`` (0 when none) and ``line_amount = quantity * unit_price -
+    discount`` are in ``business.currency`` (decimal; null when the line's currency has no
+    rate). Each is converted and rounded to the cent on its own, so a converted line's
+    amount may differ from its converted parts by a cent.
     """
     latest = latest_per_key(orders, ["order_id", "line_no"], "updated_time", tie_breaker="ingested_at")
-    currency = F.coalesce(F.col("currency"), F.lit(CONTRACT_CURRENCY))
+    currency = F.coalesce(F.upper(F.trim(F.col("currency"))), F.lit(CONTRACT_CURRENCY))
     discount = F.coalesce(F.col("discount"), F.lit(0).cast(MONEY))
     return latest.select(
         "order_id", "line_no", "order_time", "order_date", "account_id", "guest_email", "channel", "store_id",
@@ -56,8 +58,9 @@ def latest_order_lines(orders: DataFrame, business: Business) -> DataFrame:
     )
 
 
-def lines_without_rate(lines: DataFrame) -> dict:
+def lines_without_rate(lines: DataFrame, business: Business) -> dict:
     """Return {currency: lines} of the order lines (of :func:`latest_order_lines`) whose
     currency has no rate to ``business.currency``: their money is null."""
+    known = F.col("currency").isin(business.currency, *business.exchange_rates)
     # Safe to collect: one row per currency.
-    return {r["currency"]: r["count"] for r in lines.where(F.col("line_amount").isNull()).groupBy("currency").count().collect()}
+    return {r["currency"]: r["count"] for r in lines.where(~known).groupBy("currency").count().collect()}

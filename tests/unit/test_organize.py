@@ -178,21 +178,21 @@ def test_order_lines_money_is_in_the_business_currency_and_a_currency_without_a_
     schema = "order_id string, line_no int, order_time timestamp, order_date date, account_id string, guest_email string, channel string, store_id string, product_id string, category string, quantity int, unit_price decimal(18,2), discount decimal(18,2), currency string, status string, updated_time timestamp, ingested_at timestamp"
     line = lambda order, currency, price, discount: (order, 1, T0, T0.date(), "A1", None, "web", None, "p", "books", 3, Decimal(price),   # noqa: E731
                                                      None if discount is None else Decimal(discount), currency, "completed", T0, T0)
-    rows = [line("TW", "TWD", "100.00", "5.00"), line("NONE", None, "100.00", None), line("US", "USD", "10.00", "1.50"), line("JP", "JPY", "1000.00", "0.00")]
+    rows = [line("TW", "TWD", "100.00", "5.00"), line("NONE", None, "100.00", None), line("US", " usd", "10.00", "1.50"), line("JP", "JPY", "1000.00", "0.00")]
     business = load_conf(environ={}).business.model_copy(update={"exchange_rates": {"USD": 31.5}})
     lines = latest_order_lines(spark.createDataFrame(rows, schema), business)
     money = {r["order_id"]: (r["currency"], r["unit_price"], r["discount"], r["line_amount"]) for r in lines.collect()}
     assert money == {
         "TW": ("TWD", Decimal("100.00"), Decimal("5.00"), Decimal("295.00")),
         "NONE": ("TWD", Decimal("100.00"), Decimal("0.00"), Decimal("300.00")),          # the contract's currency of a line naming none
-        "US": ("USD", Decimal("315.00"), Decimal("47.25"), Decimal("897.75")),          # (3 x 10.00 - 1.50) x 31.5
+        "US": ("USD", Decimal("315.00"), Decimal("47.25"), Decimal("897.75")),          # (3 x 10.00 - 1.50) x 31.5, its code trimmed and capitalised
         "JP": ("JPY", None, None, None),                                                # no rate: no money, never summed as TWD
     }
-    assert lines_without_rate(lines) == {"JPY": 1}
-    with pytest.raises(ValueError, match="'usd' is not an ISO-4217 currency code"):
-        business.model_validate({**business.model_dump(), "exchange_rates": {"usd": 31.5}})
-    with pytest.raises(ValueError, match="USD: 0.0 is no exchange rate"):
-        business.model_validate({**business.model_dump(), "exchange_rates": {"USD": 0.0}})
+    assert lines_without_rate(lines, business) == {"JPY": 1}
+    for rates, error in (({"usd": 31.5}, "'usd' is not an ISO-4217 currency code"), ({"USD": 0.0}, "USD: 0.0 is no exchange rate"),
+                         ({"USD": float("inf")}, "USD: inf is no exchange rate"), ({"TWD": 1.0}, "TWD is business.currency itself")):
+        with pytest.raises(ValueError, match=error):
+            business.model_validate({**business.model_dump(), "exchange_rates": rates})
 
 
 PROFILE_SCHEMA = "account_id string, op string, updated_time timestamp, signup_time timestamp, email string, phone string, name string, gender string, birth_year int, occupation string, city string, income_band string, marketing_consent boolean, marketing_consent_time timestamp, referred_by string, account_type string, company_id string, ingested_at timestamp"

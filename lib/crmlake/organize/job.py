@@ -212,7 +212,7 @@ def organize_order_lines(lake: Lake, changes: Changes, business: Business) -> di
     changed lines whose currency has no rate: null money), warned about when any."""
     lines = latest_order_lines(changes.new("bronze.orders"), business).cache()
     try:
-        unconverted = lines_without_rate(lines)
+        unconverted = lines_without_rate(lines, business)
         if unconverted:
             log.warning("order lines in currencies without a rate to %s (business.exchange_rates), their money null: %s", business.currency,
                         ", ".join(f"{code} {n:,}" for code, n in sorted(unconverted.items())))
