@@ -9,7 +9,7 @@ contract's ``currency``; a line naming none is in :data:`CONTRACT_CURRENCY`) is 
 the fixed rate ``business.exchange_rates`` gives its currency, so that revenue, value tiers,
 profit and reports never add two currencies. A line whose currency has no rate keeps its
 ``currency`` and reads null money (no sum counts it: it is still an order, of no revenue);
-organize counts such lines per currency and warns (:func:`lines_without_rate`).
+organize counts the versions of such lines per currency and warns (:func:`lines_without_rate`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ from crmlake.lake import latest_per_key
 
 CONTRACT_CURRENCY = "TWD"   # the contract's currency of a line that names none
 MONEY = "decimal(18,2)"
+
+
+def line_currency() -> Column:
+    """Column: an order line's ``currency`` trimmed, in capitals; :data:`CONTRACT_CURRENCY` when it names none."""
+    return F.coalesce(F.upper(F.trim(F.col("currency"))), F.lit(CONTRACT_CURRENCY))
 
 
 def in_business_currency(amount: Column, currency: Column, business: Business) -> Column:
@@ -46,7 +51,7 @@ def latest_order_lines(orders: DataFrame, business: Business) -> DataFrame:
     amount may differ from its converted parts by a cent.
     """
     latest = latest_per_key(orders, ["order_id", "line_no"], "updated_time", tie_breaker="ingested_at")
-    currency = F.coalesce(F.upper(F.trim(F.col("currency"))), F.lit(CONTRACT_CURRENCY))
+    currency = line_currency()
     discount = F.coalesce(F.col("discount"), F.lit(0).cast(MONEY))
     return latest.select(
         "order_id", "line_no", "order_time", "order_date", "account_id", "guest_email", "channel", "store_id",
@@ -58,9 +63,11 @@ def latest_order_lines(orders: DataFrame, business: Business) -> DataFrame:
     )
 
 
-def lines_without_rate(lines: DataFrame, business: Business) -> dict:
-    """Return {currency: lines} of the order lines (of :func:`latest_order_lines`) whose
-    currency has no rate to ``business.currency``: their money is null."""
-    known = F.col("currency").isin(business.currency, *business.exchange_rates)
+def lines_without_rate(orders: DataFrame, business: Business) -> dict:
+    """Return {currency: line versions} of the order line versions (bronze.orders rows) whose
+    currency has no rate to ``business.currency``: their money reads null. Reads the
+    ``currency`` column alone."""
+    currency = line_currency()
     # Safe to collect: one row per currency.
-    return {r["currency"]: r["count"] for r in lines.where(~known).groupBy("currency").count().collect()}
+    unknown = orders.select(currency.alias("currency")).where(~F.col("currency").isin(business.currency, *business.exchange_rates))
+    return {r["currency"]: r["count"] for r in unknown.groupBy("currency").count().collect()}

@@ -180,7 +180,8 @@ def test_order_lines_money_is_in_the_business_currency_and_a_currency_without_a_
                                                      None if discount is None else Decimal(discount), currency, "completed", T0, T0)
     rows = [line("TW", "TWD", "100.00", "5.00"), line("NONE", None, "100.00", None), line("US", " usd", "10.00", "1.50"), line("JP", "JPY", "1000.00", "0.00")]
     business = load_conf(environ={}).business.model_copy(update={"exchange_rates": {"USD": 31.5}})
-    lines = latest_order_lines(spark.createDataFrame(rows, schema), business)
+    versions = spark.createDataFrame(rows, schema)
+    lines = latest_order_lines(versions, business)
     money = {r["order_id"]: (r["currency"], r["unit_price"], r["discount"], r["line_amount"]) for r in lines.collect()}
     assert money == {
         "TW": ("TWD", Decimal("100.00"), Decimal("5.00"), Decimal("295.00")),
@@ -188,7 +189,7 @@ def test_order_lines_money_is_in_the_business_currency_and_a_currency_without_a_
         "US": ("USD", Decimal("315.00"), Decimal("47.25"), Decimal("897.75")),          # (3 x 10.00 - 1.50) x 31.5, its code trimmed and capitalised
         "JP": ("JPY", None, None, None),                                                # no rate: no money, never summed as TWD
     }
-    assert lines_without_rate(lines, business) == {"JPY": 1}
+    assert lines_without_rate(versions, business) == {"JPY": 1}
     for rates, error in (({"usd": 31.5}, "'usd' is not an ISO-4217 currency code"), ({"USD": 0.0}, "USD: 0.0 is no exchange rate"),
                          ({"USD": float("inf")}, "USD: inf is no exchange rate"), ({"TWD": 1.0}, "TWD is business.currency itself")):
         with pytest.raises(ValueError, match=error):

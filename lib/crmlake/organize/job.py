@@ -209,17 +209,15 @@ def organize_accounts(lake: Lake, changes: Changes, default_phone_region: str) -
 def organize_order_lines(lake: Lake, changes: Changes, business: Business) -> dict:
     """Merge the latest status of every changed order line into silver.order_lines, its money
     in ``business.currency``; return the rows written and ``lines_without_rate`` (currency ->
-    changed lines whose currency has no rate: null money), warned about when any."""
-    lines = latest_order_lines(changes.new("bronze.orders"), business).cache()
-    try:
-        unconverted = lines_without_rate(lines, business)
-        if unconverted:
-            log.warning("order lines in currencies without a rate to %s (business.exchange_rates), their money null: %s", business.currency,
-                        ", ".join(f"{code} {n:,}" for code, n in sorted(unconverted.items())))
-        return {"order_lines": _write(lake, "silver.order_lines", lines, changes.full, ["order_id", "line_no"], "updated_time", ["order_date"]),
-                "lines_without_rate": unconverted}
-    finally:
-        lines.unpersist()
+    new line versions whose currency has no rate: null money), warned about when any."""
+    new = changes.new("bronze.orders")
+    unconverted = lines_without_rate(new, business)   # the currency column alone
+    if unconverted:
+        log.warning("order lines in currencies without a rate to %s (business.exchange_rates), their money null: %s", business.currency,
+                    ", ".join(f"{code} {n:,}" for code, n in sorted(unconverted.items())))
+    lines = latest_order_lines(new, business)
+    return {"order_lines": _write(lake, "silver.order_lines", lines, changes.full, ["order_id", "line_no"], "updated_time", ["order_date"]),
+            "lines_without_rate": unconverted}
 
 
 def organize_sessions(lake: Lake, changes: Changes, gap_minutes: int, timezone: str) -> dict:
