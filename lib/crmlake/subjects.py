@@ -90,12 +90,11 @@ class Subject:
         compare a table's columns with (:func:`subject_condition`): one column per kind of
         identifier (:data:`SUBJECT_COLUMNS`; identifiers: accounts, email and phone hashes,
         cookies), and ``_subject_needles`` (account ids and their own cookies as a JSON line
-        quotes them, escaped or not, and emails, lower case, as they appear in a raw record's
-        text), and ``_subject_earlier`` (:attr:`earlier_persons`, their dates as dates)."""
-        # An account id or a cookie of theirs alone as a JSON line holds it (quoted, escaped), and
-        # the emails as they are: a malformed logged-out click holds only its cookie.
-        quoted = [*self.account_ids, *self.cookies]
-        needles = [json.dumps(a, ensure_ascii=ascii_only).lower() for a in quoted for ascii_only in (True, False)] + list(self.emails)
+        quotes them: :func:`json_quoted`), and ``_subject_earlier`` (:attr:`earlier_persons`,
+        their dates as dates)."""
+        # An account id or a cookie of theirs alone as a JSON line holds it: a malformed logged-out
+        # click holds only its cookie. Matched case and all: "C-ann" is another person's cookie.
+        needles = sorted({quoted for value in (*self.account_ids, *self.cookies) for quoted in json_quoted(value)})
         identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
         values = {"account": self.account_ids, "person": self.person_ids, "cookie": self.cookies, "email": self.emails, "identifier": identifiers}
         day = lambda iso: dt.date.fromisoformat(iso) if iso else None  # noqa: E731
@@ -105,6 +104,17 @@ class Subject:
             ", ".join(f"{column} array<string>" for column in [*SUBJECT_COLUMNS.values(), "_subject_needles"])
             + f", {EARLIER} array<struct<person_id: string, from_date: date, to_date: date>>",
         )
+
+
+def json_quoted(value: str) -> set[str]:
+    """Return the ways a JSON line quotes the string ``value``: with its non-ASCII letters as
+    they are, or escaped to ASCII (``\\u`` and four hex digits, in lower or upper case)."""
+    def upper_escapes(letter: str) -> str:
+        units = letter.encode("utf-16-be")
+        return letter if letter.isascii() else "".join(f"\\u{units[i:i + 2].hex().upper()}" for i in range(0, len(units), 2))
+
+    as_is = json.dumps(value, ensure_ascii=False)
+    return {as_is, json.dumps(value), "".join(map(upper_escapes, as_is))}
 
 
 def _is_array(spec: TableSpec, column: str) -> bool:
@@ -143,9 +153,12 @@ def _holds(spec: TableSpec, column: str, kind: str) -> Column:
         return _of_person(spec, value)
     if kind in SUBJECT_COLUMNS:   # identifier
         return F.array_contains(F.col(SUBJECT_COLUMNS[kind]), value)
-    # text: a JSON line mentions the subject, or a CSV line holds one of its accounts as a field
+    # text: a JSON line quotes one of the subject's accounts or own cookies, a line holds one of
+    # their emails in any case, or a CSV line holds one of their accounts as a field
     fields = F.transform(F.split(value, ","), lambda field: F.regexp_replace(F.regexp_replace(F.trim(field), '^"|"$', ""), '""', '"'))
-    return F.exists(F.col("_subject_needles"), lambda needle: F.lower(value).contains(needle)) | F.arrays_overlap(fields, accounts)
+    return (F.exists(F.col("_subject_needles"), lambda needle: value.contains(needle))
+            | F.exists(F.col(SUBJECT_COLUMNS["email"]), lambda email: F.lower(value).contains(email))
+            | F.arrays_overlap(fields, accounts))
 
 
 def subject_condition(spec: TableSpec) -> Column:

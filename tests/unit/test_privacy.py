@@ -115,7 +115,7 @@ def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as
     assert set(subject.platform_hashes) == uploaded and sha("oldname@gmail.com") in uploaded and sha("886912345678") in uploaded
 
 
-def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_in_json_or_csv_or_their_email(spark):
+def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_in_json_or_csv_or_their_email_in_any_case(spark):
     from crmlake.lake import load_catalog
     from crmlake.subjects import Subject, subject_condition
 
@@ -125,6 +125,9 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_i
     lines = {
         json.dumps({"account_id": hostile, "op": "upsert"}): True,                     # JSON, escaped as json.dumps writes it
         json.dumps({"account_id": hostile}, ensure_ascii=False): True,                 # JSON, non-ASCII as it is
+        json.dumps({"account_id": hostile}).replace("\\u53f0", "\\u53F0"): True,      # JSON, escaped in upper-case hex
+        json.dumps({"account_id": hostile.upper()}, ensure_ascii=False): False,        # another account, its id differing in case alone
+        '{"anonymous_id": "C-ANN", "event_time": "yesterday"}': False,                 # another person's cookie, differing in case alone
         f"O1,1,2026-11-21T10:00:00Z,{csv_field},,web": True,                           # a CSV field, quoted as RFC 4180 says
         '{"email": " ANN@Example.com ", "op": "upsert"}': True,                        # the email, any case
         f"O2,1,2026-11-21T10:00:00Z,{hostile[:3]}x,,web": False,                       # another account sharing a prefix
