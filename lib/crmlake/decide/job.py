@@ -204,7 +204,8 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     scored = scores.drop("marketing_consent").join(
         people.select("person_id", "primary_account_id", "email", "phone", "marketing_consent"), "person_id"
     ).cache()
-    prior = prior_contacts(inputs, identity_map, run_date, policy.window_days).cache()
+    # The window's contacts, before today's audiences add theirs (each addition is checkpointed).
+    window_contacts = prior = prior_contacts(inputs, identity_map, run_date, policy.window_days).cache()
     # The date's rows as an earlier run left them, of the audiences whose file it published: an
     # audience not selected this time keeps its own (rows a killed run recorded and never sent go).
     earlier = (inputs.read(CONTACT_HISTORY) if CONTACT_HISTORY in inputs.versions else spark.createDataFrame([], CONTACT_SCHEMA)
@@ -292,7 +293,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
             facts["rows"] = lake.overwrite_where(CONTACT_HISTORY, history, on_date, partition_by=["contact_date"]).rows_written
     with timed(log, f"campaign results up to {run_date}") as facts:
         facts["campaign_results"] = measure(lake, conf, identity_map, inputs.read("silver.order_lines"), run_date)
-    for cached in (scores, suppressed, scored, companies, uplift):
+    for cached in (scores, suppressed, scored, window_contacts, companies, uplift):
         if cached is not None:
             cached.unpersist()
     return {"exports": exports, "audiences": counts_by_audience, "campaign_results": facts["campaign_results"], "inputs_read": inputs.versions,
