@@ -3,6 +3,8 @@
 import datetime as dt
 from decimal import Decimal
 
+from pyspark.sql import functions as F
+
 from crmlake.analyze.features import customer_behaviour, with_purchase_label, with_rfm_scores
 from crmlake.config import load_conf
 
@@ -176,3 +178,31 @@ def test_models_train_on_a_bounded_sample_of_persons_the_same_on_every_run_and_a
     # Fewer persons than the bound: every row, unfiltered.
     whole, share = training_sample(rows, 20_000, 20_000)
     assert whole is rows and share == 1.0
+
+
+def test_features_as_of_a_past_date_give_a_person_the_anonymous_visits_of_the_cookies_they_had_logged_in_on_by_then(spark):
+    from crmlake.analyze.features import cookie_first_logins, sessions_known_as_of
+    from crmlake.people import ACCOUNT, COOKIE, with_session_person_id
+
+    day = lambda d: dt.date(2026, 11, d)  # noqa: E731
+    cutoff = day(10)
+    sessions = spark.createDataFrame(
+        [
+            ("s1", "c-early", True, "A1", day(2)),   # A1 logs in on c-early before the cutoff
+            ("s2", "c-early", True, None, day(5)),   # anonymous on a cookie theirs by then
+            ("s3", "c-late", True, None, day(6)),    # anonymous on a cookie A1 first logs in on after the cutoff
+            ("s4", "c-late", True, "A1", day(15)),
+            ("s5", "c-seen", False, None, day(3)),   # refused tracking: nobody's, whenever
+            ("s6", "c-seen", True, "A1", day(4)),
+        ],
+        "session_id string, anonymous_id string, tracking_consent boolean, account_id string, session_date date",
+    )
+    identity_map = spark.createDataFrame([(ACCOUNT, "A1", "P1"), *[(COOKIE, c, "P1") for c in ("c-early", "c-late", "c-seen")]],
+                                         "identifier_type string, identifier string, person_id string")
+    first_logins = cookie_first_logins(sessions)
+    assert sorted((r["anonymous_id"], r["first_login_date"]) for r in first_logins.collect()) == [("c-early", day(2)), ("c-late", day(15)), ("c-seen", day(4))]
+    then = with_session_person_id(sessions_known_as_of(sessions.where(F.col("session_date") <= F.lit(cutoff)), first_logins, cutoff), identity_map)
+    assert {r["session_id"]: r["person_id"] for r in then.collect()} == {"s1": "P1", "s2": "P1", "s3": None, "s5": None, "s6": "P1"}
+    # Today's map gives c-late's anonymous visit to P1: right for today's features, the future for the cutoff's.
+    now = with_session_person_id(sessions, identity_map)
+    assert now.where(F.col("session_id") == "s3").first()["person_id"] == "P1"

@@ -9,7 +9,8 @@ only each line's latest status (a line returned after the cutoff is already "ret
 there), so :func:`order_lines_as_of` rebuilds the lines from ``bronze.orders``, which
 keeps every status change, taking for each line its latest version updated by the end of
 the day; :func:`members_as_of` takes the profiles valid then from ``silver.customer_history``
-(SCD type 2).
+(SCD type 2); :func:`sessions_known_as_of` gives a person the anonymous visits of the
+cookies they had logged in on by then, not of those the identity map gave them since.
 """
 
 from __future__ import annotations
@@ -69,6 +70,27 @@ def in_session_window(session_date: Column, as_of: dt.date) -> Column:
     so only those days' files are opened, not the whole clickstream history.
     """
     return session_date.between(F.lit(as_of - dt.timedelta(days=SESSION_DAYS - 1)), F.lit(as_of))
+
+
+def cookie_first_logins(sessions: DataFrame) -> DataFrame:
+    """Return ``(anonymous_id, first_login_date)``: each cookie's first session date with an
+    account logged in and tracking consent, from silver sessions (anonymous_id,
+    tracking_consent, account_id, session_date): when its visits became a person's."""
+    logged_in = sessions.where(F.col("account_id").isNotNull() & F.coalesce(F.col("tracking_consent"), F.lit(False)))
+    return logged_in.groupBy("anonymous_id").agg(F.min("session_date").alias("first_login_date"))
+
+
+def sessions_known_as_of(sessions: DataFrame, first_logins: DataFrame, as_of: dt.date) -> DataFrame:
+    """Return ``sessions`` (silver sessions) with ``anonymous_id`` blank where the cookie had not
+    been logged into by the end of ``as_of`` (``first_logins``: :func:`cookie_first_logins`).
+
+    The identity map is today's: it gives a cookie to the person who logged in on it, whenever
+    that was. Features as of a past date must not give a person the anonymous visits of a
+    cookie they first logged in on later: that login is the future, and logging in goes with
+    buying. A logged-in session keeps its account, so its person.
+    """
+    known = first_logins.where(F.col("first_login_date") <= F.lit(as_of)).select("anonymous_id", F.lit(True).alias("_known"))
+    return sessions.join(known, "anonymous_id", "left").withColumn("anonymous_id", F.when(F.col("_known"), F.col("anonymous_id"))).drop("_known")
 
 
 def _in_hashed_share(person_id: Column, salt: str, share: float) -> Column:

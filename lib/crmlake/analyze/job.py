@@ -65,8 +65,8 @@ from crmlake.analyze.acquisition import write_acquisition
 from crmlake.analyze.channels import preferred_channels
 from crmlake.analyze.engagement import write_campaign_engagement
 from crmlake.analyze.features import (
-    customer_behaviour, in_session_window, members_as_of, order_lines_as_of, with_deciles, with_email_engagement, with_purchase_label,
-    with_rfm_scores,
+    cookie_first_logins, customer_behaviour, in_session_window, members_as_of, order_lines_as_of, sessions_known_as_of, with_deciles,
+    with_email_engagement, with_purchase_label, with_rfm_scores,
 )
 from crmlake.analyze.profit import write_customer_profitability
 from crmlake.analyze.recipe import NotTrainable, isolated_model
@@ -153,10 +153,15 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     def lines_as_of(as_of: dt.date) -> DataFrame:
         return with_order_person_id(order_lines_as_of(bronze_orders, as_of, conf.business), identity_map)
 
+    # Each cookie's first login (a narrow scan of the sessions' history, one row per logged-in
+    # cookie): features as of a past date count a cookie's anonymous visits only from then on.
+    first_logins = cookie_first_logins(lake.read("silver.sessions").select("anonymous_id", "account_id", "tracking_consent", "session_date")).cache()
+
     def sessions_as_of(as_of: dt.date) -> DataFrame:
         # Only the days the visit features count, filtered at the read: silver.sessions is
         # partitioned by session_date, so the rest of the clickstream's history is never opened.
-        return with_session_person_id(lake.read("silver.sessions").where(in_session_window(F.col("session_date"), as_of)), identity_map)
+        visits = lake.read("silver.sessions").where(in_session_window(F.col("session_date"), as_of))
+        return with_session_person_id(sessions_known_as_of(visits, first_logins, as_of) if as_of < run_date else visits, identity_map)
 
     campaign_events = with_person_id(lake.read("bronze.campaign_events"), identity_map, (ACCOUNT, F.col("account_id")))
 
@@ -316,7 +321,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     facts.update(side_by_side(spark, from_scores, at_once))
     # Last: its sections read the gold tables written above; a section that fails is listed in failures.
     facts["monthly_report"] = management.write_monthly_report(lake, conf, run_date, report_dir, failures)
-    for cached in (people, contacts, order_lines, behaviour_then, behaviour, propensity):
+    for cached in (people, contacts, first_logins, order_lines, behaviour_then, behaviour, propensity):
         cached.unpersist()
     if failures:
         log.warning("analyze for %s: scores written without %s", run_date, "; ".join(f"{name} ({reason})" for name, reason in failures.items()))
