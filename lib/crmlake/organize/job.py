@@ -191,8 +191,8 @@ def organize_accounts(lake: Lake, changes: Changes, default_phone_region: str) -
     """
     bronze = changes.all("bronze.customers")
     events = changes.all("bronze.campaign_events")
-    if not changes.full:
-        touched = _accounts_touched(changes).cache()
+    touched = None if changes.full else _accounts_touched(changes).cache()
+    if touched is not None:
         bronze, events = bronze.join(touched, "account_id", "left_semi"), events.join(touched, "account_id", "left_semi")
     # The history feeds the latest profile, the consent choices and the SCD versions: read once.
     bronze = bronze.cache()
@@ -203,7 +203,9 @@ def organize_accounts(lake: Lake, changes: Changes, default_phone_region: str) -
             "profile_versions": _write(lake, "silver.customer_history", customer_history(bronze), changes.full, ["account_id", "valid_from"], "valid_from"),
         }
     finally:
-        bronze.unpersist()
+        for cached in (bronze, touched):
+            if cached is not None:
+                cached.unpersist()
 
 
 def organize_order_lines(lake: Lake, changes: Changes, business: Business) -> dict:
