@@ -173,16 +173,27 @@ def pipeline(spark, tmp_path_factory, model_overrides, mlflow_server):
         environ={},
     )
     truth = write_landing(spark, conf.landing_root, customers=300, days=45, end=END, seed=3, timezone="Asia/Taipei")
+    # What this worker's earlier tests cached: each stage's own caches are told apart below.
+    spark.catalog.clearCache()
+    cache, left_cached = spark._jsparkSession.sharedState().cacheManager(), []
+
+    def run(stage, day: dt.date) -> dict:
+        summary = stage.run(spark, conf, day)
+        if not cache.isEmpty():
+            left_cached.append(f"{stage.__name__.split('.')[-2]} {day}")
+            spark.catalog.clearCache()
+        return summary
+
     # Two runs, so that organize's second run is incremental (late files, status changes, erase).
-    acquire.run(spark, conf, MIDWAY)
-    organized_first = organize.run(spark, conf, MIDWAY)
-    first = acquire.run(spark, conf, END)
-    organized = organize.run(spark, conf, END)
-    analyzed = analyze.run(spark, conf, END)
-    decided = decide.run(spark, conf, END)
+    run(acquire, MIDWAY)
+    organized_first = run(organize, MIDWAY)
+    first = run(acquire, END)
+    organized = run(organize, END)
+    analyzed = run(analyze, END)
+    decided = run(decide, END)
     return {
         "conf": conf, "lake": Lake(spark, conf), "truth": truth, "acquire": first, "analyze": analyzed, "decide": decided, "root": root,
-        "organize": [organized_first, organized],
+        "organize": [organized_first, organized], "left_cached": left_cached,
     }
 
 

@@ -51,6 +51,12 @@ def test_every_file_balances_and_every_planted_defect_is_quarantined(pipeline):
     assert sum(r["duplicates"] for r in log if r["source"] == "clickstream") == truth["defects"]["clickstream_duplicate_events"]
 
 
+def test_no_stage_leaves_data_cached_in_the_session(pipeline):
+    # One session runs stage after stage (crmlake run --stage all, a backfill over dates): what a
+    # stage cached and kept would hold executors' memory through every later one.
+    assert pipeline["left_cached"] == []
+
+
 def test_rerunning_acquire_for_the_same_date_adds_nothing(spark, pipeline):
     lake = pipeline["lake"]
     before = {t: lake.version(t) for t in ("bronze.clickstream", "bronze.orders", "bronze.quarantine")}
