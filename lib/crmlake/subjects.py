@@ -89,32 +89,45 @@ class Subject:
         """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
         compare a table's columns with (:func:`subject_condition`): one column per kind of
         identifier (:data:`SUBJECT_COLUMNS`; identifiers: accounts, email and phone hashes,
-        cookies), and ``_subject_needles`` (account ids and their own cookies as a JSON line
-        quotes them: :func:`json_quoted`), and ``_subject_earlier`` (:attr:`earlier_persons`,
-        their dates as dates)."""
+        cookies), ``_subject_needles`` (account ids and their own cookies as a JSON line quotes
+        them: :func:`json_quoted`), ``_subject_mailboxes`` (:func:`mailbox_pattern` of each
+        email) and ``_subject_earlier`` (:attr:`earlier_persons`, their dates as dates)."""
         # An account id or a cookie of theirs alone as a JSON line holds it: a malformed logged-out
         # click holds only its cookie. Matched case and all: "C-ann" is another person's cookie.
         needles = sorted({quoted for value in (*self.account_ids, *self.cookies) for quoted in json_quoted(value)})
+        mailboxes = [mailbox_pattern(email) for email in self.emails]
         identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
         values = {"account": self.account_ids, "person": self.person_ids, "cookie": self.cookies, "email": self.emails, "identifier": identifiers}
         day = lambda iso: dt.date.fromisoformat(iso) if iso else None  # noqa: E731
         earlier = [(person, day(joined), day(left)) for person, joined, left in self.earlier_persons]
         return spark.createDataFrame(
-            [(*[list(values[kind]) for kind in SUBJECT_COLUMNS], needles, earlier)],
-            ", ".join(f"{column} array<string>" for column in [*SUBJECT_COLUMNS.values(), "_subject_needles"])
+            [(*[list(values[kind]) for kind in SUBJECT_COLUMNS], needles, mailboxes, earlier)],
+            ", ".join(f"{column} array<string>" for column in [*SUBJECT_COLUMNS.values(), "_subject_needles", "_subject_mailboxes"])
             + f", {EARLIER} array<struct<person_id: string, from_date: date, to_date: date>>",
         )
 
 
 def json_quoted(value: str) -> set[str]:
     """Return the ways a JSON line quotes the string ``value``: with its non-ASCII letters as
-    they are, or escaped to ASCII (``\\u`` and four hex digits, in lower or upper case)."""
+    they are, or escaped to ASCII (``\\u`` and four hex digits, in lower or upper case); each
+    with its slashes as they are or escaped (``\\/``, as PHP writes them)."""
     def upper_escapes(letter: str) -> str:
         units = letter.encode("utf-16-be")
         return letter if letter.isascii() else "".join(f"\\u{units[i:i + 2].hex().upper()}" for i in range(0, len(units), 2))
 
     as_is = json.dumps(value, ensure_ascii=False)
-    return {as_is, json.dumps(value), "".join(map(upper_escapes, as_is))}
+    quoted = {as_is, json.dumps(value), "".join(map(upper_escapes, as_is))}
+    return quoted | {q.replace("/", "\\/") for q in quoted}
+
+
+def mailbox_pattern(email: str) -> str:
+    """Return a Java regular expression finding the normalised ``email`` (lower case) in a lower-cased
+    text as a whole address: no letter of an address right before it (``joann@...`` is
+    another mailbox than ``ann@...``) nor after it (``...@example.com.tw`` is another domain);
+    a full stop ending a sentence may follow. Every ASCII sign in it is escaped: the address
+    is data, matched letter for letter."""
+    escaped = "".join("\\" + c if c.isascii() and not c.isalnum() else c for c in email)
+    return rf"(?<![a-z0-9._%+-]){escaped}(?![a-z0-9_-]|\.[a-z0-9])"
 
 
 def _is_array(spec: TableSpec, column: str) -> bool:
@@ -154,10 +167,10 @@ def _holds(spec: TableSpec, column: str, kind: str) -> Column:
     if kind in SUBJECT_COLUMNS:   # identifier
         return F.array_contains(F.col(SUBJECT_COLUMNS[kind]), value)
     # text: a JSON line quotes one of the subject's accounts or own cookies, a line holds one of
-    # their emails in any case, or a CSV line holds one of their accounts as a field
+    # their emails as a whole address in any case, or a CSV line holds one of their accounts as a field
     fields = F.transform(F.split(value, ","), lambda field: F.regexp_replace(F.regexp_replace(F.trim(field), '^"|"$', ""), '""', '"'))
     return (F.exists(F.col("_subject_needles"), lambda needle: value.contains(needle))
-            | F.exists(F.col(SUBJECT_COLUMNS["email"]), lambda email: F.lower(value).contains(email))
+            | F.exists(F.col("_subject_mailboxes"), lambda mailbox: F.regexp_like(F.lower(value), mailbox))
             | F.arrays_overlap(fields, accounts))
 
 

@@ -115,12 +115,12 @@ def test_the_subject_of_an_account_holds_every_version_of_its_contacts_hashed_as
     assert set(subject.platform_hashes) == uploaded and sha("oldname@gmail.com") in uploaded and sha("886912345678") in uploaded
 
 
-def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_in_json_or_csv_or_their_email_in_any_case(spark):
+def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_in_json_or_csv_or_their_whole_email_in_any_case(spark):
     from crmlake.lake import load_catalog
     from crmlake.subjects import Subject, subject_condition
 
     hostile = 'o\'b"r\\n台 %_'   # a quote, a double quote, a backslash, non-ASCII, SQL wildcards
-    subject = Subject((hostile,), ("ann@example.com",), (), (), ("c-ann",), (), (), shared_cookies=("home",))
+    subject = Subject((hostile,), ("ann@example.com", "o'b+r%_@[x].com"), (), (), ("c-ann", "c/ann"), (), (), shared_cookies=("home",))
     csv_field = '"' + hostile.replace('"', '""') + '"'
     lines = {
         json.dumps({"account_id": hostile, "op": "upsert"}): True,                     # JSON, escaped as json.dumps writes it
@@ -130,11 +130,17 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_i
         '{"anonymous_id": "C-ANN", "event_time": "yesterday"}': False,                 # another person's cookie, differing in case alone
         f"O1,1,2026-11-21T10:00:00Z,{csv_field},,web": True,                           # a CSV field, quoted as RFC 4180 says
         '{"email": " ANN@Example.com ", "op": "upsert"}': True,                        # the email, any case
+        "write to ann@example.com.": True,                                             # a sentence's full stop after it
+        '{"email": "joann@example.com"}': False,                                       # another mailbox ending like hers
+        '{"email": "ann@example.com.tw"}': False,                                      # another domain beginning like hers
         f"O2,1,2026-11-21T10:00:00Z,{hostile[:3]}x,,web": False,                       # another account sharing a prefix
         json.dumps({"account_id": "o'b"}): False,
         '{"anonymous_id": "c-ann", "event_time": "yesterday"}': True,                  # a logged-out click of her own cookie alone
         '{"anonymous_id": "home", "event_time": "yesterday"}': False,                  # a computer another live person uses too
         '{"anonymous_id": "c-ann2"}': False,
+        '{"anonymous_id": "c\\/ann"}': True,                                           # a slash escaped, as PHP writes it
+        '{"email": "O\'B+R%_@[X].COM"}': True,                                         # an address of signs regular expressions use
+        '{"email": "o\'bbr%_@[x].com"}': False,
     }
     quarantine = spark.createDataFrame([(line,) for line in lines], "raw_text string")
     found = quarantine.crossJoin(subject.frame(spark)).where(subject_condition(load_catalog().spec("bronze.quarantine"))).select("raw_text")
