@@ -85,9 +85,9 @@ def sessions_known_as_of(sessions: DataFrame, first_logins: DataFrame, as_of: dt
     been logged into by the end of ``as_of`` (``first_logins``: :func:`cookie_first_logins`).
 
     The identity map is today's: it gives a cookie to the person who logged in on it, whenever
-    that was. Features as of a past date must not give a person the anonymous visits of a
-    cookie they first logged in on later: that login is the future, and logging in goes with
-    buying. A logged-in session keeps its account, so its person.
+    that was. Features as of a past date (a cutoff, a backfill's date) must not give a person
+    the anonymous visits of a cookie they first logged in on later: that login is the future,
+    and logging in goes with buying. A logged-in session keeps its account, so its person.
     """
     known = first_logins.where(F.col("first_login_date") <= F.lit(as_of)).select("anonymous_id", F.lit(True).alias("_known"))
     return sessions.join(known, "anonymous_id", "left").withColumn("anonymous_id", F.when(F.col("_known"), F.col("anonymous_id"))).drop("_known")

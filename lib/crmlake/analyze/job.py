@@ -35,8 +35,8 @@ a date replaces that date only). Reports are written every run, models permittin
 
 What a backfill of an old date sees: order lines rebuilt from bronze's status history as they
 stood at the end of that date, member profiles valid then (``silver.customer_history``) and
-that month of visits (``silver.sessions`` by date). Everything else is read as it is today:
-the identity map, ``silver.customer_360`` (only persons still live are scored or learnt from;
+that month of visits (``silver.sessions`` by date), a cookie's anonymous visits a person's only
+once they had logged in on it by then. Everything else is read as it is today: the identity map, ``silver.customer_360`` (only persons still live are scored or learnt from;
 the member report counts today's profiles), ``silver.customers``, and the model registry: a
 backfill trains against today's champions, registers its versions beside theirs, and scores
 with whichever is champion when it runs.
@@ -153,15 +153,17 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     def lines_as_of(as_of: dt.date) -> DataFrame:
         return with_order_person_id(order_lines_as_of(bronze_orders, as_of, conf.business), identity_map)
 
-    # Each cookie's first login (a narrow scan of the sessions' history, one row per logged-in
-    # cookie): features as of a past date count a cookie's anonymous visits only from then on.
-    first_logins = cookie_first_logins(lake.read("silver.sessions").select("anonymous_id", "account_id", "tracking_consent", "session_date")).cache()
+    # Each cookie's first login up to run_date (a narrow scan of the sessions' history, one row
+    # per logged-in cookie): features as of a date count a cookie's anonymous visits only from
+    # then on, the identity map being today's (a past cutoff's, a backfill's).
+    sessions_until = lake.read("silver.sessions").where(F.col("session_date") <= F.lit(run_date))
+    first_logins = cookie_first_logins(sessions_until.select("anonymous_id", "account_id", "tracking_consent", "session_date")).cache()
 
     def sessions_as_of(as_of: dt.date) -> DataFrame:
         # Only the days the visit features count, filtered at the read: silver.sessions is
         # partitioned by session_date, so the rest of the clickstream's history is never opened.
         visits = lake.read("silver.sessions").where(in_session_window(F.col("session_date"), as_of))
-        return with_session_person_id(sessions_known_as_of(visits, first_logins, as_of) if as_of < run_date else visits, identity_map)
+        return with_session_person_id(sessions_known_as_of(visits, first_logins, as_of), identity_map)
 
     campaign_events = with_person_id(lake.read("bronze.campaign_events"), identity_map, (ACCOUNT, F.col("account_id")))
 
