@@ -36,8 +36,9 @@ a date replaces that date only). Reports are written every run, models permittin
 What a backfill of an old date sees: order lines rebuilt from bronze's status history as they
 stood at the end of that date, member profiles valid then (``silver.customer_history``) and
 that month of visits (``silver.sessions`` by date), a cookie's anonymous visits a person's only
-once they had logged in on it by then. Everything else is read as it is today: the identity map, ``silver.customer_360`` (only persons still live are scored or learnt from;
-the member report counts today's profiles), ``silver.customers``, and the model registry: a
+once they had logged in on it by then. Everything else is read as it is today: the identity
+map, ``silver.customer_360`` (only persons still live are scored or learnt from; the member
+report counts today's profiles), ``silver.customers``, and the model registry: a
 backfill trains against today's champions, registers its versions beside theirs, and scores
 with whichever is champion when it runs.
 
