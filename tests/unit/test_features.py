@@ -192,7 +192,7 @@ def test_features_as_of_a_past_date_give_a_person_the_anonymous_visits_of_the_co
             ("s2", "c-early", True, None, day(5)),   # anonymous on a cookie theirs by then
             ("s3", "c-late", True, None, day(6)),    # anonymous on a cookie A1 first logs in on after the cutoff
             ("s4", "c-late", True, "A1", day(15)),
-            ("s5", "c-seen", False, None, day(3)),   # refused tracking: nobody's, whenever
+            ("s5", "c-seen", False, None, day(3)),   # refused tracking (silver then holds no account): nobody's, whenever
             ("s6", "c-seen", True, "A1", day(4)),
         ],
         "session_id string, anonymous_id string, tracking_consent boolean, account_id string, session_date date",

@@ -74,10 +74,9 @@ def in_session_window(session_date: Column, as_of: dt.date) -> Column:
 
 def cookie_first_logins(sessions: DataFrame) -> DataFrame:
     """Return ``(anonymous_id, first_login_date)``: each cookie's first session date with an
-    account logged in and tracking consent, from silver sessions (anonymous_id,
-    tracking_consent, account_id, session_date): when its visits became a person's."""
-    logged_in = sessions.where(F.col("account_id").isNotNull() & F.coalesce(F.col("tracking_consent"), F.lit(False)))
-    return logged_in.groupBy("anonymous_id").agg(F.min("session_date").alias("first_login_date"))
+    account logged in, from silver sessions (anonymous_id, account_id, session_date; a session
+    holds an account only with tracking consent): when its visits became a person's."""
+    return sessions.where(F.col("account_id").isNotNull()).groupBy("anonymous_id").agg(F.min("session_date").alias("first_login_date"))
 
 
 def sessions_known_as_of(sessions: DataFrame, first_logins: DataFrame, as_of: dt.date) -> DataFrame:

@@ -158,7 +158,7 @@ def run(spark: SparkSession, conf: Conf, run_date: dt.date) -> dict:
     # per logged-in cookie): features as of a date count a cookie's anonymous visits only from
     # then on, the identity map being today's (a past cutoff's, a backfill's).
     sessions_until = lake.read("silver.sessions").where(F.col("session_date") <= F.lit(run_date))
-    first_logins = cookie_first_logins(sessions_until.select("anonymous_id", "account_id", "tracking_consent", "session_date")).cache()
+    first_logins = cookie_first_logins(sessions_until.select("anonymous_id", "account_id", "session_date")).cache()
 
     def sessions_as_of(as_of: dt.date) -> DataFrame:
         # Only the days the visit features count, filtered at the read: silver.sessions is
