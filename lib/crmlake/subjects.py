@@ -107,16 +107,26 @@ class Subject:
         )
 
 
+# Signs JSON writers escape as ``\u`` and four hex digits though ASCII, to be safe inside HTML:
+# Go's encoding/json (and JavaScript's line separators), and Gson's default, apostrophe included.
+HTML_SAFE_ESCAPES = ("<>&\u2028\u2029", "<>&='\u2028\u2029")
+
+
 def json_quoted(value: str) -> set[str]:
     """Return the ways a JSON line quotes the string ``value``: with its non-ASCII letters as
     they are, or escaped to ASCII (``\\u`` and four hex digits, in lower or upper case); each
-    with its slashes as they are or escaped (``\\/``, as PHP writes them)."""
-    def upper_escapes(letter: str) -> str:
+    also with the signs of :data:`HTML_SAFE_ESCAPES` escaped (as Go and Gson write them: an
+    apostrophe becomes ``\\u0027``), in the hex digits' case; and each with its slashes as they
+    are or escaped (``\\/``, as PHP writes them)."""
+    def escaped(letter: str, upper: bool) -> str:
         units = letter.encode("utf-16-be")
-        return letter if letter.isascii() else "".join(f"\\u{units[i:i + 2].hex().upper()}" for i in range(0, len(units), 2))
+        hexes = (units[i:i + 2].hex() for i in range(0, len(units), 2))
+        return "".join(f"\\u{h.upper() if upper else h}" for h in hexes)
 
     as_is = json.dumps(value, ensure_ascii=False)
-    quoted = {as_is, json.dumps(value), "".join(map(upper_escapes, as_is))}
+    # Each way with the case its writer gives hex digits: lower (json.dumps), upper.
+    ways = {(as_is, False), (as_is, True), (json.dumps(value), False), ("".join(c if c.isascii() else escaped(c, True) for c in as_is), True)}
+    quoted = {base for base, _ in ways} | {"".join(escaped(c, upper) if c in signs else c for c in base) for base, upper in ways for signs in HTML_SAFE_ESCAPES}
     return quoted | {q.replace("/", "\\/") for q in quoted}
 
 

@@ -120,7 +120,8 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_i
     from crmlake.subjects import Subject, subject_condition
 
     hostile = 'o\'b"r\\n台 %_'   # a quote, a double quote, a backslash, non-ASCII, SQL wildcards
-    subject = Subject((hostile,), ("ann@example.com", "o'b+r%_@[x].com"), (), (), ("c-ann", "c/ann"), (), (), shared_cookies=("home",))
+    subject = Subject((hostile,), ("ann@example.com", "o'b+r%_@[x].com"), (), (), ("c-ann", "c/ann", "c<ann>&1"), (), (), shared_cookies=("home",))
+    go_escaped = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}   # Go's encoding/json writes these so
     csv_field = '"' + hostile.replace('"', '""') + '"'
     lines = {
         json.dumps({"account_id": hostile, "op": "upsert"}): True,                     # JSON, escaped as json.dumps writes it
@@ -135,6 +136,10 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_i
         '{"email": "ann@example.com.tw"}': False,                                      # another domain beginning like hers
         f"O2,1,2026-11-21T10:00:00Z,{hostile[:3]}x,,web": False,                       # another account sharing a prefix
         json.dumps({"account_id": "o'b"}): False,
+        json.dumps({"account_id": hostile}, ensure_ascii=False).replace("'", "\\u0027"): True,   # Gson's default: the apostrophe escaped
+        json.dumps({"account_id": "o'b"}).replace("'", "\\u0027"): False,
+        json.dumps({"anonymous_id": "c<ann>&1"}).translate(str.maketrans(go_escaped)): True,     # a cookie as Go writes it
+        json.dumps({"anonymous_id": "c<ann>&12"}).translate(str.maketrans(go_escaped)): False,
         '{"anonymous_id": "c-ann", "event_time": "yesterday"}': True,                  # a logged-out click of her own cookie alone
         '{"anonymous_id": "home", "event_time": "yesterday"}': False,                  # a computer another live person uses too
         '{"anonymous_id": "c-ann2"}': False,
