@@ -124,8 +124,8 @@ def json_quoted(value: str) -> set[str]:
         return "".join(f"\\u{h.upper() if upper else h}" for h in hexes)
 
     as_is = json.dumps(value, ensure_ascii=False)
-    # Each way with the case its writer gives hex digits: lower (json.dumps), upper.
-    ways = {(as_is, False), (as_is, True), (json.dumps(value), False), ("".join(c if c.isascii() else escaped(c, True) for c in as_is), True)}
+    # Non-ASCII as is or escaped, then the HTML signs escaped or not, each in the hex case its writer uses.
+    ways = {(base, upper) for upper in (False, True) for base in (as_is, "".join(c if c.isascii() else escaped(c, upper) for c in as_is))}
     quoted = {base for base, _ in ways} | {"".join(escaped(c, upper) if c in signs else c for c in base) for base, upper in ways for signs in HTML_SAFE_ESCAPES}
     return quoted | {q.replace("/", "\\/") for q in quoted}
 
