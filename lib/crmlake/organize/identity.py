@@ -26,6 +26,7 @@ gets ``P`` + 16 hex digits of the SHA-256 of its smallest account (and of the id
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Observation, Window
@@ -120,20 +121,22 @@ def _account_of(components: DataFrame) -> DataFrame:
 
 
 def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: DataFrame, matching: Matching,
-                       previous_rows: int | None = None) -> tuple[DataFrame, DataFrame]:
+                       previous_rows: int | None = None, keep_pairs: Callable[[DataFrame], DataFrame] = lambda pairs: pairs.checkpoint()) -> tuple[DataFrame, DataFrame]:
     """Return ``(identity_map, pairs)`` of every account, rebuilt whole.
 
     Takes :func:`~crmlake.organize.matching.match_profiles` of the live accounts, silver
     identity links (anonymous_id, account_id), the previous map (ids to keep; its rows when
     known, else counted: :func:`assign_person_ids`) and the matching rules. ``pairs`` are
-    every candidate pair with its evidence and decision (silver.identity_pairs); the map
-    holds every account (of a profile or a link), and each cookie, email and phone held by
-    one person's accounts alone.
+    every candidate pair with its evidence and decision (silver.identity_pairs), as
+    ``keep_pairs`` returns them once computed (the map reads them again): a checkpoint by
+    default; organize writes them to the lake and reads them back. The map holds every
+    account (of a profile or a link), and each cookie, email and phone held by one person's
+    accounts alone.
     """
     small = lambda rows: rows <= matching.broadcast_max_rows  # noqa: E731
     few_profiles = small(profiles.count())
     # The profiles sent to every task when few: the candidate pairs meet both ends' without a shuffle.
-    pairs = scored_pairs(maybe_broadcast(profiles, few_profiles), blocks(profiles, links), matching).checkpoint()
+    pairs = keep_pairs(scored_pairs(maybe_broadcast(profiles, few_profiles), blocks(profiles, links), matching))
     # Every account once: a profile's (one per account), and those of the links without one, the
     # only rows made distinct (the links' other accounts are left out first, without a shuffle when
     # the profiles are few).

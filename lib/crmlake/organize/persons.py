@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 
 from crmlake import files
 from crmlake.config import Conf, ConfigError
+from crmlake.faults import crash_point
 from crmlake.lake import Lake
 from crmlake.lake.frames import counted, maybe_broadcast
 from crmlake.log import get_logger
@@ -118,9 +119,14 @@ def organize_identity(
     matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
     reached = None
     if whole:
-        identity_map, pairs = build_identity_map(profiles, links, previous, matching, previous_rows)
-        identity_map = identity_map.checkpoint()
-        lake.overwrite(PAIRS, pairs.withColumn("scored_on", F.lit(run_date)))
+        def written(pairs: DataFrame) -> DataFrame:
+            # Written first, then read back for the map (no checkpoint of their own): a run killed
+            # after this write rebuilds them again, and the persons come from the table as written.
+            lake.overwrite(PAIRS, pairs.withColumn("scored_on", F.lit(run_date)))
+            crash_point("organize.identity_pairs")   # the fault suite kills a run here, the map not yet written
+            return lake.read(PAIRS)
+
+        identity_map, _ = build_identity_map(profiles, links, previous, matching, previous_rows, keep_pairs=written)
     else:
         blocks_touched = touched_blocks(lake.read("silver.customers", profiles_before), customers, changed, new_links, region)
         touched = changed.select("account_id").unionByName(new_links.select("account_id")).distinct()
@@ -128,10 +134,16 @@ def organize_identity(
         # The map is computed (from the pairs as they were) before the pairs are merged.
         identity_map = identity_map.checkpoint()
         lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
-    # Before the map: a rerun of a run killed after this write compares the same two maps again.
-    moves, moved = counted(persons_left(previous, identity_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
-    if moved:
-        lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
+    moved = 0
+    # With no map before (a first build, or every account erased) no account left a person: the
+    # new map is read once, by its write. (None: the log lacks a file's count; compared.)
+    if previous_rows != 0:
+        # Read twice (the accounts that moved, the write): a rebuilt map is checkpointed (a grown one is already).
+        identity_map = identity_map.checkpoint() if whole else identity_map
+        # Before the map: a rerun of a run killed after this write compares the same two maps again.
+        moves, moved = counted(persons_left(previous, identity_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
+        if moved:
+            lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
     # Without the erased holder's links, the other holder looks like the cookie's only one: the erasure's record says otherwise.
     shared = lake.read_or_empty(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
     lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"])
