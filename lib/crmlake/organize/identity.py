@@ -126,12 +126,11 @@ def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: Data
 
     Takes :func:`~crmlake.organize.matching.match_profiles` of the live accounts, silver
     identity links (anonymous_id, account_id), the previous map (ids to keep; its rows when
-    known, else counted: :func:`assign_person_ids`) and the matching rules. ``pairs`` are
-    every candidate pair with its evidence and decision (silver.identity_pairs), as
-    ``keep_pairs`` returns them once computed (the map reads them again): a checkpoint by
-    default; organize writes them to the lake and reads them back. The map holds every
-    account (of a profile or a link), and each cookie, email and phone held by one person's
-    accounts alone.
+    known, else counted: :func:`assign_person_ids`) and the matching rules. ``pairs``: every
+    candidate pair with its evidence and decision (silver.identity_pairs), as ``keep_pairs``
+    keeps them for the map (a checkpoint; organize writes them and reads them back). The map:
+    every account (of a profile or a link), and each cookie, email and phone held by one
+    person's accounts alone.
     """
     small = lambda rows: rows <= matching.broadcast_max_rows  # noqa: E731
     few_profiles = small(profiles.count())
