@@ -135,11 +135,11 @@ def organize_identity(
         identity_map = identity_map.checkpoint()
         lake.merge(PAIRS, pair_changes.withColumn("scored_on", F.lit(run_date)), keys=["account_a", "account_b"], order_by="scored_on", delete_when="_gone")
     moved = 0
-    # With no map before (a first build, or every account erased) no account left a person: the
-    # new map is read once, by its write. (None: the log lacks a file's count; compared.)
+    # An empty map before (a first build, or every account erased): no account left a person, and
+    # the new map is read once, by its write. Rows unknown (None: a file's count not logged): compared.
     if previous_rows != 0:
-        # Read twice (the accounts that moved, the write): a rebuilt map is checkpointed (a grown one is already).
-        identity_map = identity_map.checkpoint() if whole else identity_map
+        if whole:   # read twice (the accounts that moved, the write); a grown map is checkpointed already
+            identity_map = identity_map.checkpoint()
         # Before the map: a rerun of a run killed after this write compares the same two maps again.
         moves, moved = counted(persons_left(previous, identity_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
         if moved:
