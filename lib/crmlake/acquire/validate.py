@@ -83,7 +83,10 @@ def _goes_on_after_its_object(text: Column) -> Column:
     give the first event and lose the second unseen. A line holds its object alone when it
     ends (JSON whitespace aside) with the ``}`` that closes it. Only a line with another ``}``
     before its last (a nested object, a brace inside a string) needs its brackets outside
-    strings walked to find where the object closes; the others are told by two scans.
+    strings walked to find where the object closes. Nearly every line ends in its only ``}``
+    with no blank after it, told by one scan of its bytes for the first ``}``; only the others
+    are trimmed of blanks (a trim with a set of characters maps every character of the line:
+    run on every line, it and the scans by character took a third of validation's time).
     """
     line = F.rtrim(text, F.lit(" \t\r\n"))
     brackets = F.regexp_replace(F.regexp_replace(line, JSON_STRING, ""), r"[^\[\]{}]", "")
@@ -97,7 +100,8 @@ def _goes_on_after_its_object(text: Column) -> Column:
         ),
         lambda acc: acc["after"],
     )
-    return F.when(~line.endswith("}"), True).when(F.instr(line, "}") < F.length(line), walk).otherwise(False)
+    only_closing = text.endswith("}") & (F.octet_length(F.substring_index(text, "}", 1)) == F.octet_length(text) - 1)
+    return F.when(only_closing, False).when(~line.endswith("}"), True).when(F.instr(line, "}") < F.length(line), walk).otherwise(False)
 
 
 def _typed_value(field: Field) -> Column:
