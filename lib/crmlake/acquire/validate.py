@@ -100,7 +100,8 @@ def _goes_on_after_its_object(text: Column) -> Column:
         ),
         lambda acc: acc["after"],
     )
-    only_closing = text.endswith("}") & (F.octet_length(F.substring_index(text, "}", 1)) == F.octet_length(text) - 1)
+    # The bytes before the first ``}`` (the whole line when it holds none) are all but the last.
+    only_closing = F.octet_length(F.substring_index(text, "}", 1)) == F.octet_length(text) - 1
     return F.when(only_closing, False).when(~line.endswith("}"), True).when(F.instr(line, "}") < F.length(line), walk).otherwise(False)
 
 
