@@ -144,9 +144,15 @@ def organize_identity(
         moves, moved = counted(persons_left(previous, identity_map, lake.read_or_empty(ACCOUNT_PERSONS), run_date, reached, rules.broadcast_max_rows))
         if moved:
             lake.merge(ACCOUNT_PERSONS, moves, keys=["account_id", "person_id", "to_date"], order_by="to_date")
-    # Without the erased holder's links, the other holder looks like the cookie's only one: the erasure's record says otherwise.
-    shared = lake.read_or_empty(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
-    lake.overwrite(MAP, identity_map.join(shared, ["identifier_type", "identifier"], "left_anti"), partition_by=["identifier_type"])
+    # Without the erased holder's links, the other holder looks like the cookie's only one: the
+    # erasure's record says otherwise. A handful of rows (none before an erasure): sent to every
+    # task by its count in the Delta log, not shuffled and sorted with the whole map to meet it.
+    shared_rows = lake.logged_rows(SHARED_IDENTIFIERS) if lake.exists(SHARED_IDENTIFIERS) else 0
+    if shared_rows != 0:
+        shared = lake.read(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
+        few = shared_rows is not None and shared_rows <= rules.broadcast_max_rows
+        identity_map = identity_map.join(maybe_broadcast(shared, few), ["identifier_type", "identifier"], "left_anti")
+    lake.overwrite(MAP, identity_map, partition_by=["identifier_type"])
     if estimated:
         store_weights(lake, weights, run_date)
     return previous, {"identity_grown": not whole, "identity_weights": matching.weights.method, "accounts_moved": moved}
