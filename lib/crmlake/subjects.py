@@ -89,45 +89,48 @@ class Subject:
         """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
         compare a table's columns with (:func:`subject_condition`): one column per kind of
         identifier (:data:`SUBJECT_COLUMNS`; identifiers: accounts, email and phone hashes,
-        cookies), ``_subject_needles`` (account ids and their own cookies as a JSON line quotes
-        them: :func:`json_quoted`), ``_subject_mailboxes`` (:func:`mailbox_pattern` of each
+        cookies), ``_subject_quoted`` (one regular expression finding any of their account ids
+        and own cookies as a JSON line quotes them: :func:`json_string_pattern`; ``(?!)``, which
+        finds nothing, when they have none), ``_subject_mailboxes`` (:func:`mailbox_pattern` of each
         email) and ``_subject_earlier`` (:attr:`earlier_persons`, their dates as dates)."""
         # An account id or a cookie of theirs alone as a JSON line holds it: a malformed logged-out
         # click holds only its cookie. Matched case and all: "C-ann" is another person's cookie.
-        needles = sorted({quoted for value in (*self.account_ids, *self.cookies) for quoted in json_quoted(value)})
+        quoted = "|".join(json_string_pattern(value) for value in sorted({*self.account_ids, *self.cookies})) or "(?!)"
         mailboxes = [mailbox_pattern(email) for email in self.emails]
         identifiers = [*self.account_ids, *self.email_hashes, *self.phone_hashes, *self.cookies]
         values = {"account": self.account_ids, "person": self.person_ids, "cookie": self.cookies, "email": self.emails, "identifier": identifiers}
         day = lambda iso: dt.date.fromisoformat(iso) if iso else None  # noqa: E731
         earlier = [(person, day(joined), day(left)) for person, joined, left in self.earlier_persons]
         return spark.createDataFrame(
-            [(*[list(values[kind]) for kind in SUBJECT_COLUMNS], needles, mailboxes, earlier)],
-            ", ".join(f"{column} array<string>" for column in [*SUBJECT_COLUMNS.values(), "_subject_needles", "_subject_mailboxes"])
-            + f", {EARLIER} array<struct<person_id: string, from_date: date, to_date: date>>",
+            [(*[list(values[kind]) for kind in SUBJECT_COLUMNS], quoted, mailboxes, earlier)],
+            ", ".join(f"{column} array<string>" for column in SUBJECT_COLUMNS.values())
+            + f", _subject_quoted string, _subject_mailboxes array<string>, {EARLIER} array<struct<person_id: string, from_date: date, to_date: date>>",
         )
 
 
-# Signs JSON writers escape as ``\u`` and four hex digits though ASCII, to be safe inside HTML:
-# Go's encoding/json (and JavaScript's line separators), and Gson's default, apostrophe included.
-HTML_SAFE_ESCAPES = ("<>&\u2028\u2029", "<>&='\u2028\u2029")
+# Characters JSON has a short escape for (a slash's is optional: PHP writes ``\\/``).
+SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def json_quoted(value: str) -> set[str]:
-    """Return the ways a JSON line quotes the string ``value``: with its non-ASCII letters as
-    they are, or escaped to ASCII (``\\u`` and four hex digits, in lower or upper case); each
-    also with the signs of :data:`HTML_SAFE_ESCAPES` escaped (as Go and Gson write them: an
-    apostrophe becomes ``\\u0027``), in the hex digits' case; and each with its slashes as they
-    are or escaped (``\\/``, as PHP writes them)."""
-    def escaped(letter: str, upper: bool) -> str:
-        units = letter.encode("utf-16-be")
-        hexes = (units[i:i + 2].hex() for i in range(0, len(units), 2))
-        return "".join(f"\\u{h.upper() if upper else h}" for h in hexes)
+def _regex_literal(text: str) -> str:
+    """``text`` as a Java regular expression matching it letter for letter: every ASCII sign escaped."""
+    return "".join("\\" + c if c.isascii() and not c.isalnum() else c for c in text)
 
-    as_is = json.dumps(value, ensure_ascii=False)
-    # Non-ASCII as is or escaped, then the HTML signs escaped or not, each in the hex case its writer uses.
-    ways = {(base, upper) for upper in (False, True) for base in (as_is, "".join(c if c.isascii() else escaped(c, upper) for c in as_is))}
-    quoted = {base for base, _ in ways} | {"".join(escaped(c, upper) if c in signs else c for c in base) for base, upper in ways for signs in HTML_SAFE_ESCAPES}
-    return quoted | {q.replace("/", "\\/") for q in quoted}
+
+def json_string_pattern(value: str) -> str:
+    """Return a Java regular expression finding the string ``value`` as any JSON line may quote
+    it, whole between its quotes, case and all: each character as it is, as its short escape
+    (``\\"``, ``\\/``, ``\\n``...) or as ``\\u`` and four hex digits in either case. So every
+    writer's choice is found, and any mix of them: non-ASCII escaped or not, HTML's signs and
+    the apostrophe escaped (Go, Gson, PHP's ``JSON_HEX_*`` flags, upper-case hex beside
+    lower-case), slashes as ``\\/`` (PHP)."""
+    def forms(letter: str) -> str:
+        units = letter.encode("utf-16-be").hex()
+        escaped = "".join("\\\\u" + "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in units[i:i + 4]) for i in range(0, len(units), 4))
+        short = [_regex_literal(SHORT_ESCAPES[letter])] if letter in SHORT_ESCAPES else []
+        return "(?:" + "|".join([_regex_literal(letter), *short, escaped]) + ")"
+
+    return '"' + "".join(forms(letter) for letter in value) + '"'
 
 
 def mailbox_pattern(email: str) -> str:
@@ -136,8 +139,7 @@ def mailbox_pattern(email: str) -> str:
     another mailbox than ``ann@...``) nor after it (``...@example.com.tw`` is another domain);
     a full stop ending a sentence may follow. Every ASCII sign in it is escaped: the address
     is data, matched letter for letter."""
-    escaped = "".join("\\" + c if c.isascii() and not c.isalnum() else c for c in email)
-    return rf"(?<![a-z0-9._%+-]){escaped}(?![a-z0-9_-]|\.[a-z0-9])"
+    return rf"(?<![a-z0-9._%+-]){_regex_literal(email)}(?![a-z0-9_-]|\.[a-z0-9])"
 
 
 def _is_array(spec: TableSpec, column: str) -> bool:
@@ -179,7 +181,7 @@ def _holds(spec: TableSpec, column: str, kind: str) -> Column:
     # text: a JSON line quotes one of the subject's accounts or own cookies, a line holds one of
     # their emails as a whole address in any case, or a CSV line holds one of their accounts as a field
     fields = F.transform(F.split(value, ","), lambda field: F.regexp_replace(F.regexp_replace(F.trim(field), '^"|"$', ""), '""', '"'))
-    return (F.exists(F.col("_subject_needles"), lambda needle: value.contains(needle))
+    return (F.regexp_like(value, F.col("_subject_quoted"))
             | F.exists(F.col("_subject_mailboxes"), lambda mailbox: F.regexp_like(F.lower(value), mailbox))
             | F.arrays_overlap(fields, accounts))
 

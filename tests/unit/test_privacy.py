@@ -120,7 +120,7 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_i
     from crmlake.subjects import Subject, subject_condition
 
     hostile = 'o\'b"r\\n台 %_'   # a quote, a double quote, a backslash, non-ASCII, SQL wildcards
-    subject = Subject((hostile,), ("ann@example.com", "o'b+r%_@[x].com"), (), (), ("c-ann", "c/ann", "c<ann>&1"), (), (), shared_cookies=("home",))
+    subject = Subject((hostile,), ("ann@example.com", "o'b+r%_@[x].com"), (), (), ("c-ann", "c/ann", "c<ann>&1", "c<ann>&1台"), (), (), shared_cookies=("home",))
     go_escaped = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}   # Go's encoding/json writes these so
     csv_field = '"' + hostile.replace('"', '""') + '"'
     lines = {
@@ -144,6 +144,13 @@ def test_a_raw_line_is_the_subject_s_when_it_holds_their_account_or_own_cookie_i
         '{"anonymous_id": "home", "event_time": "yesterday"}': False,                  # a computer another live person uses too
         '{"anonymous_id": "c-ann2"}': False,
         '{"anonymous_id": "c\\/ann"}': True,                                           # a slash escaped, as PHP writes it
+        # PHP with JSON_HEX_TAG: the tags in upper-case hex beside its non-ASCII in lower case
+        json.dumps({"account_id": hostile + "<b>"}).replace("<", "\\u003C").replace(">", "\\u003E"): False,   # another account, longer
+        json.dumps({"anonymous_id": "c<ann>&1台"}).replace("<", "\\u003C").replace(">", "\\u003E"): True,
+        json.dumps({"anonymous_id": "c<ann>&1台"}).replace("&", "\\u0026"): True,          # PHP with JSON_HEX_AMP alone
+        '{"anonymous_id": "\\u0063-\\u0061nn"}': True,                                     # plain letters escaped: valid JSON for "c-ann"
+        '{"anonymous_id": "\\u0043-ann"}': False,                                          # "C-ann": another visitor's
+        '{"anonymous_id": "c-ann\\"}': False,                                              # a quote escaped after it: a longer string
         '{"email": "O\'B+R%_@[X].COM"}': True,                                         # an address of signs regular expressions use
         '{"email": "o\'bbr%_@[x].com"}': False,
     }
