@@ -108,7 +108,7 @@ class Subject:
         )
 
 
-# Characters JSON has a short escape for (a slash's is optional: PHP writes ``\\/``).
+# Characters JSON has a short escape for (a slash's is optional: PHP writes \/).
 SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
