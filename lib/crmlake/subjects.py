@@ -86,7 +86,7 @@ class Subject:
     earlier_persons: tuple = ()  # (person_id, from_date or None, to_date) ISO dates: persons an account of theirs left, while it held them
 
     def frame(self, spark) -> DataFrame:
-        """Return the subject as one row of arrays, the data the catalog's ``subject`` rules
+        """Return the subject as one row, the data the catalog's ``subject`` rules
         compare a table's columns with (:func:`subject_condition`): one column per kind of
         identifier (:data:`SUBJECT_COLUMNS`; identifiers: accounts, email and phone hashes,
         cookies), ``_subject_quoted`` (one regular expression finding any of their account ids

@@ -138,7 +138,8 @@ def test_overwrite_where_replaces_only_that_partition(spark, lake):
 
 def test_the_log_counts_a_table_s_rows_without_reading_them(spark, lake):
     """rs: the rows of the current version, summed from the log's per-file counts; delta-spark's
-    file list carries no counts (None: the caller counts)."""
+    file list carries no counts (None: the caller counts). A table never written has none."""
+    assert lake.logged_rows("gold.t") == 0
     lake.append("gold.t", rows(spark, ("a", 1, 0, 1), ("b", 2, 0, 2)), partition_by=["day"])
     lake.append("gold.t", rows(spark, ("c", 2, 0, 3)), partition_by=["day"])
     lake.overwrite_where("gold.t", rows(spark, ("d", 2, 0, 4), ("e", 2, 0, 5), ("f", 2, 0, 6)), "day = DATE'2026-11-02'")

@@ -147,7 +147,10 @@ class Lake:
 
     def logged_rows(self, table: str) -> int | None:
         """Return the table's current rows as its Delta log's file statistics count them (no
-        scan of the data), or None when a file's count is not in the log."""
+        scan of the data): 0 when it has never been written, None when a file's count is not in
+        the log."""
+        if not self.exists(table):
+            return 0
         counts = [f["num_records"] for f in self.files(table)]
         return None if None in counts else sum(counts)
 

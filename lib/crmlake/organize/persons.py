@@ -110,7 +110,8 @@ def organize_identity(
     profiles = match_profiles(customers, region).checkpoint()
     links = lake.read("silver.identity_links").select("anonymous_id", "account_id")
     # The map as this run found it, pinned (read as it was after this run rewrites it); its rows from the Delta log.
-    previous, previous_rows = (lake.read(MAP, lake.version(MAP)), lake.logged_rows(MAP)) if lake.exists(MAP) else (lake.read_or_empty(MAP), 0)
+    previous = lake.read(MAP, lake.version(MAP)) if lake.exists(MAP) else lake.read_or_empty(MAP)
+    previous_rows = lake.logged_rows(MAP)
     # Without stored weights (a first run, or one killed before it stored those it estimated) the
     # pairs and the map may have been decided with others: rebuilt whole.
     whole = full or erased or profiles_before is None or not lake.exists(MAP) or not lake.exists(PAIRS) or not lake.exists(WEIGHTS)
@@ -147,7 +148,7 @@ def organize_identity(
     # Without the erased holder's links, the other holder looks like the cookie's only one: the
     # erasure's record says otherwise. A handful of rows (none before an erasure): sent to every
     # task by its count in the Delta log, not shuffled and sorted with the whole map to meet it.
-    shared_rows = lake.logged_rows(SHARED_IDENTIFIERS) if lake.exists(SHARED_IDENTIFIERS) else 0
+    shared_rows = lake.logged_rows(SHARED_IDENTIFIERS)
     if shared_rows != 0:
         shared = lake.read(SHARED_IDENTIFIERS).select("identifier_type", "identifier")
         few = shared_rows is not None and shared_rows <= rules.broadcast_max_rows
