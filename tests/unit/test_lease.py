@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -161,3 +162,90 @@ def test_a_damaged_lease_file_expires_by_its_age_like_any_other(conf):
     os.utime(path, (old, old))
     with lake_lease(_fast(conf, expiry=30), "erase") as holder:
         assert json.load(open(path))["token"] == holder["token"]
+
+
+
+OTHER_NODE = "crmlake-other-node"
+EXPIRY, BEAT = 3.0, 0.5   # the lease's expiry and heartbeat, on both machines
+# A writer on another machine: its own host name and pid namespace (Linux namespaces, as a container on
+# another node has them), holding the lease over the same lake folder (a shared mount).
+HOLDER_ELSEWHERE = """
+import socket, subprocess, sys, time
+from crmlake.config import load_conf
+from crmlake.lease import lake_lease
+root, host, lake, expiry, beat = sys.argv[1:]
+subprocess.run(["hostname", host], check=True)
+conf = load_conf(root + "/conf/local.yaml", environ={}, overrides=[
+    f"paths.lake={lake}", f"lake.lease.expiry_seconds={expiry}", f"lake.lease.heartbeat_seconds={beat}", "lake.lease.wait_seconds=30"])
+try:
+    with lake_lease(conf, "run organize") as held:
+        print("held", socket.gethostname(), held["pid"], flush=True)
+        while True:
+            time.sleep(0.1)
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+    sys.exit(1)
+"""
+ISOLATE = ["unshare", "--uts", "--pid", "--fork", "--mount-proc"]
+
+
+def _can_isolate() -> bool:
+    try:
+        return subprocess.run([*ISOLATE, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _holder_elsewhere(conf) -> tuple[subprocess.Popen, str]:
+    """Start the writer of :data:`HOLDER_ELSEWHERE`; return it once it holds the lease, with its pid (in its namespace)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    holder = subprocess.Popen([*ISOLATE, sys.executable, "-c", HOLDER_ELSEWHERE, root, OTHER_NODE, conf.lake_root, str(EXPIRY), str(BEAT)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = holder.stdout.readline().split()
+    assert first[:2] == ["held", OTHER_NODE], (first, holder.stderr.read() if holder.poll() is not None else "")
+    return holder, first[2]
+
+
+def _just_renewed(path: str) -> None:
+    """Return once the lease at ``path`` was renewed: its holder then sleeps a whole heartbeat, not in mid-write."""
+    before = os.stat(path).st_mtime_ns
+    while os.stat(path).st_mtime_ns == before:
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not _can_isolate(), reason="needs unshare of the UTS and pid namespaces (root, or user namespaces) to run a holder as another machine")
+def test_a_holder_on_another_machine_keeps_the_lease_by_its_heartbeat_and_loses_it_when_its_heartbeat_stops(conf):
+    path = lease_path(conf)
+    holder, its_pid = _holder_elsewhere(conf)
+    try:
+        # Alive elsewhere: renewed faster than it expires, it is kept for the whole wait, though its pid
+        # means nothing here (and no "kill" advice: this machine cannot tell its process).
+        with pytest.raises(LeaseHeldError, match=rf"run organize \(pid {its_pid} on {OTHER_NODE}, since .*\); waited 5") as held:
+            with lake_lease(_fast(conf, wait=5, expiry=EXPIRY, heartbeat=BEAT), "erase"):
+                pass
+        assert "kill" not in str(held.value)
+        # It stalls (stopped, as a machine that hangs): once its heartbeat is older than the expiry the
+        # lease is taken over, not before; when it wakes, it finds the lease another's and stops itself
+        # rather than write beside the new holder, whose lease it leaves alone.
+        _just_renewed(path)
+        os.killpg(holder.pid, signal.SIGSTOP)
+        stalled = time.monotonic()
+        with lake_lease(_fast(conf, wait=30, expiry=EXPIRY, heartbeat=BEAT), "erase") as taker:
+            assert time.monotonic() - stalled > EXPIRY - BEAT
+            os.killpg(holder.pid, signal.SIGCONT)
+            out, err = holder.communicate(timeout=60)
+            assert holder.returncode == 1 and out.split() == ["stopped"], (out, err)
+            assert f"lake lease lost (erase (pid {os.getpid()} on {socket.gethostname()}" in err
+            assert json.load(open(path))["token"] == taker["token"]
+        # Killed outright (SIGKILL on another node): the lease it leaves behind expires the same way.
+        holder, _ = _holder_elsewhere(conf)
+        os.killpg(holder.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        holder.wait()
+        with lake_lease(_fast(conf, wait=30, expiry=EXPIRY, heartbeat=BEAT), "erase") as taker:
+            assert time.monotonic() - killed > EXPIRY - BEAT
+            assert json.load(open(path))["token"] == taker["token"]
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait()
