@@ -3,7 +3,10 @@
 Every command that writes the lake (each stage run, ``backfill``, ``erase``, ``maintain``)
 holds the lease, ``<lake>/_lease.json``, for as long as it runs; readers (``serve``,
 ``subject-access``) take none. The lease names its holder (command, host, pid, token) and
-carries a heartbeat that a thread of the holder renews every ``lake.lease.heartbeat_seconds``.
+carries a heartbeat that a thread of the holder renews every ``lake.lease.heartbeat_seconds``:
+the lease file's modification time, set on the holder's own file (an open descriptor of the
+file it created), never by writing the lease's name. So a holder that stalled mid-renewal while
+another writer took its lease over cannot overwrite the new holder's lease when it wakes.
 
 * It is **created atomically**: the holder's record is written whole to a file of its own,
   then hard-linked to the lease's name, which fails if a lease is already there, so two
@@ -24,6 +27,9 @@ carries a heartbeat that a thread of the holder renews every ``lake.lease.heartb
 * A holder whose lease was taken over (on another machine, it stalled longer than the
   expiry), or that cannot renew it, interrupts its main thread (at its next Python step: a
   Spark action under way ends first) rather than write beside the new holder; the command exits 1.
+  And it commits nothing more: both lake engines call :func:`fence` before each commit and
+  each deletion of files, which raises :class:`LeaseLostError` once the lease is another's, so
+  a holder waking from a stall never commits files the new holder removed as a dead run's.
 
 The lake root must be a local or mounted path (``file:`` URIs included).
 """
@@ -70,13 +76,16 @@ def lease_path(conf: Conf) -> str:
 
 
 def read_lease(path: str) -> dict | None:
-    """Return the lease record at ``path``, or None when there is none. A record that does not
-    parse (a file damaged outside crmlake) reads as a holder whose heartbeat is the file's
-    modification time, so that it expires like any other."""
+    """Return the lease record at ``path``, or None when there is none; its ``heartbeat`` is the
+    later of the record's and the file's modification time (the holder's renewals). A record
+    that does not parse (a file damaged outside crmlake) reads as a holder whose heartbeat is
+    the file's modification time, so that it expires like any other."""
     for _ in range(5):
         try:
             with open(path, encoding="utf-8") as fh:
-                return json.load(fh)
+                record = json.load(fh)
+                record["heartbeat"] = max(record["heartbeat"], os.fstat(fh.fileno()).st_mtime)
+                return record
         except FileNotFoundError:
             return None
         except json.JSONDecodeError:   # not a whole record: read again
@@ -141,29 +150,58 @@ def _holder_alive(record: dict) -> bool | None:
     return process[0] not in ("Z", "X") and process[1] == record["started"]
 
 
-def _write_record(path: str, record: dict, durable: bool = True) -> str:
-    """Write ``record`` to a temporary file beside ``path`` and return its name; ``durable``
-    syncs it to disk (a new lease; a renewal skips it, as a sync waits on every other
-    writer's dirty pages and a cut-short renewal reads as a heartbeat at the file's age)."""
+def _write_record(path: str, record: dict) -> str:
+    """Write ``record`` to a temporary file beside ``path``, synced to disk, and return its name."""
     temporary = f"{path}.{record['token']}.{time.monotonic_ns()}.tmp"
     with open(temporary, "w", encoding="utf-8") as fh:
         json.dump(record, fh)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
+        fh.flush()
+        os.fsync(fh.fileno())
     return temporary
 
 
-def _try_create(path: str, record: dict) -> bool:
-    """Create the lease with ``record`` unless one exists; return True when created."""
+def _try_create(path: str, record: dict) -> int | None:
+    """Create the lease with ``record`` unless one exists; return a descriptor of the file
+    created (the holder's own, which its renewals touch), or None when a lease was there."""
     temporary = _write_record(path, record)
+    own = os.open(temporary, os.O_RDONLY)
     try:
         os.link(temporary, path)   # atomic, and fails when the lease exists
-        return True
     except FileExistsError:
-        return False
+        os.close(own)
+        return None
+    except BaseException:
+        os.close(own)
+        raise
     finally:
         os.remove(temporary)
+    return own
+
+
+def _holds(path: str, own: int, token: str) -> bool:
+    """Return True when the lease at ``path`` is still the file ``own`` (a descriptor) with ``token``."""
+    try:
+        if not os.path.samestat(os.stat(path), os.fstat(own)):
+            return False
+    except FileNotFoundError:
+        return False
+    return (read_lease(path) or {}).get("token") == token
+
+
+# This process's leases: the lake's lease file -> (descriptor of the holder's file, token).
+_HELD: dict[str, tuple[int, str]] = {}
+
+
+def fence(location: str) -> None:
+    """Raise :class:`LeaseLostError` when this process held the lease of the lake holding
+    ``location`` (a table's path or URI) and holds it no more; return when it still does, or
+    holds none there (a caller of the library writing without a lease). Called before each
+    commit and each deletion of files."""
+    path = local_path(location)
+    for lease, (own, token) in list(_HELD.items()):
+        if path is not None and (path + os.sep).startswith(os.path.dirname(lease) + os.sep) and not _holds(lease, own, token):
+            current = read_lease(lease)
+            raise LeaseLostError(f"lake lease lost ({describe(current) if current else 'nobody'} holds it now): {location} not written")
 
 
 def _take_over_if_dead(path: str, settings: Lease) -> bool:
@@ -202,19 +240,20 @@ def _take_over_if_dead(path: str, settings: Lease) -> bool:
 class _Heartbeat(threading.Thread):
     """Renews the holder's heartbeat; interrupts the main thread when the lease was lost."""
 
-    def __init__(self, path: str, record: dict, every: float):
+    def __init__(self, path: str, own: int, record: dict, every: float):
         super().__init__(name="crmlake-lease-heartbeat", daemon=True)
-        self.path, self.record, self.every = path, record, every
+        self.path, self.own, self.record, self.every = path, own, record, every
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
-                current = read_lease(self.path)
-                if current is None or current["token"] != self.record["token"]:
+                now = time.time()
+                os.utime(self.own, (now, now))   # its own file: a lease taken over meanwhile is another file, left alone
+                if not _holds(self.path, self.own, self.record["token"]):
+                    current = read_lease(self.path)
                     raise LeaseLostError(f"lake lease lost ({describe(current) if current else 'nobody'} holds it now)")
-                self.record["heartbeat"] = time.time()
-                os.replace(_write_record(self.path, self.record, durable=False), self.path)
+                self.record["heartbeat"] = now
             except Exception as error:  # noqa: BLE001 - a holder that cannot renew must stop before its lease expires under it
                 log.critical("%s: stopping this writer", error)
                 _thread.interrupt_main()
@@ -238,7 +277,7 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
     record = {"owner": owner, "host": socket.gethostname(), "pids": namespace, "pid": os.getpid(), "started": started,
               "token": uuid.uuid4().hex, "acquired": now, "heartbeat": now}
     deadline, announced = time.monotonic() + settings.wait_seconds, False
-    while not _try_create(path, record):
+    while (own := _try_create(path, record)) is None:
         holder = read_lease(path)
         if holder is not None and not announced:
             log.info("lake lease held by %s: waiting up to %ss", describe(holder), settings.wait_seconds)
@@ -253,7 +292,8 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
                                  f"waited {settings.wait_seconds}s (lake.lease.wait_seconds){hung}")
         time.sleep(POLL_SECONDS)
         record["acquired"] = record["heartbeat"] = time.time()
-    heartbeat = _Heartbeat(path, record, settings.heartbeat_seconds)
+    _HELD[path] = (own, record["token"])
+    heartbeat = _Heartbeat(path, own, record, settings.heartbeat_seconds)
     heartbeat.start()
     log.info("lake lease taken by %s", owner)
     try:
@@ -261,5 +301,7 @@ def lake_lease(conf: Conf, owner: str) -> Iterator[dict]:
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
-        if (read_lease(path) or {}).get("token") == record["token"]:
+        del _HELD[path]
+        if _holds(path, own, record["token"]):
             os.remove(path)
+        os.close(own)

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from crmlake.lake import Lake, PredicateError, WriteId
 from crmlake.lake.rs import RsEngine
 from crmlake.lake.spark_delta import delta_spark_available
+from crmlake.lease import LeaseLostError, lake_lease, lease_path
 from tables import ROWS, catalog_with_test_tables
 
 ADVISORY_SIZE = "spark.sql.adaptive.advisoryPartitionSizeInBytes"
@@ -270,3 +271,28 @@ def test_a_table_made_ready_for_writers_takes_their_appends_side_by_side(spark, 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: lake.append("bronze.t", rows(spark, (f"a{i}", 1, 0, i)) if i % 2 else rows(spark), partition_by=["day"]), range(8)))
     assert table_rows(lake, "bronze.t") == [(f"a{i}", i) for i in (1, 3, 5, 7)]
+
+
+def test_a_writer_that_lost_the_lake_s_lease_commits_and_deletes_nothing_more(spark, lake, conf):
+    path = lease_path(conf)
+    # Its heartbeat would not notice before the writes below: the engine's own check stops each.
+    with lake_lease(conf.with_overrides(["lake.lease.expiry_seconds=7200", "lake.lease.heartbeat_seconds=3600"]), "run organize"):
+        lake.append("silver.t", rows(spark, ("a", 1, 0, 1)))
+        os.remove(path)   # a writer on another machine judged it dead (stalled past the expiry) and took it over
+        with open(path, "w") as fh:
+            json.dump({"owner": "erase", "host": "h", "pid": 2, "token": "other", "acquired": 0, "heartbeat": 0}, fh)
+        writes = {
+            "append": lambda: lake.append("silver.t", rows(spark, ("b", 1, 0, 2))),
+            "overwrite": lambda: lake.overwrite("silver.t", rows(spark, ("b", 1, 0, 2)), partition_by=["day"]),
+            "merge": lambda: lake.merge("silver.t", rows(spark, ("a", 1, 1, 3)), keys=["account_id"], order_by="updated_time"),
+            "vacuum": lambda: lake.vacuum("silver.t", 0),   # nor deletes the files the new holder may be writing
+        }
+        for write in writes.values():
+            with pytest.raises(LeaseLostError, match=r"lake lease lost \(erase \(pid 2 on h.*silver/t not written"):
+                write()
+        assert lake.version("silver.t") == 0 and table_rows(lake, "silver.t") == [("a", 1)]
+        os.remove(path)   # the other writer done: the lease is free, yet no longer this writer's
+        with pytest.raises(LeaseLostError, match=r"nobody holds it now"):
+            writes["append"]()
+    writes["append"]()   # outside any lease (a library caller, a test): not fenced
+    assert table_rows(lake, "silver.t") == [("a", 1), ("b", 2)]

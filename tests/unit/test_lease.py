@@ -14,11 +14,18 @@ import time
 import pytest
 
 from crmlake.config import ConfigError
-from crmlake.lease import LEASE_FILE, LeaseHeldError, _process_namespace, _process_start, lake_lease, lease_path
+from crmlake.lease import LEASE_FILE, LeaseHeldError, _process_namespace, _process_start, lake_lease, lease_path, read_lease
 
 
 def _fast(conf, wait=0.5, expiry=30, heartbeat=0.5):
     return conf.with_overrides([f"lake.lease.wait_seconds={wait}", f"lake.lease.expiry_seconds={expiry}", f"lake.lease.heartbeat_seconds={heartbeat}"])
+
+
+def _leave(path: str, record: dict) -> None:
+    """Leave the lease ``record`` at ``path`` as its holder would have: written, last renewed at its heartbeat (the file's modification time)."""
+    with open(path, "w") as fh:
+        json.dump(record, fh)
+    os.utime(path, (record["heartbeat"], record["heartbeat"]))
 
 
 def test_a_second_writer_waits_then_gives_up_naming_the_holder(conf):
@@ -37,8 +44,7 @@ def test_a_lease_left_by_a_dead_process_is_taken_over_once_it_expires_not_before
     path = lease_path(conf)
     os.makedirs(os.path.dirname(path))
     dead = {"owner": "run decide", "host": "gone", "pid": 1, "token": "dead", "acquired": time.time() - 60, "heartbeat": time.time() - 5}
-    with open(path, "w") as fh:
-        json.dump(dead, fh)
+    _leave(path, dead)
     with pytest.raises(LeaseHeldError, match="run decide"):   # 5 s old, 30 s expiry: still alive
         with lake_lease(_fast(conf, expiry=30), "erase"):
             pass
@@ -59,8 +65,7 @@ def test_a_holder_on_this_machine_is_told_dead_or_alive_by_its_process_not_its_h
     os.makedirs(os.path.dirname(path))
     # Alive: its heartbeat stalled far past the expiry (a loaded machine), its lease stays its own,
     # and the writer that waited in vain says which process to stop if it hangs.
-    with open(path, "w") as fh:
-        json.dump(_record_of(os.getpid(), heartbeat_age=60), fh)
+    _leave(path, _record_of(os.getpid(), heartbeat_age=60))
     with pytest.raises(LeaseHeldError, match=rf"run analyze .*pid {os.getpid()} runs on this machine: if it hangs, stop it \(kill {os.getpid()}\)"):
         with lake_lease(_fast(conf, expiry=2), "erase"):
             pass
@@ -70,19 +75,16 @@ def test_a_holder_on_this_machine_is_told_dead_or_alive_by_its_process_not_its_h
     record = _record_of(holder.pid, heartbeat_age=0)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    with open(path, "w") as fh:
-        json.dump(record, fh)
+    _leave(path, record)
     with pytest.raises(LeaseHeldError) as held:
         with lake_lease(_fast(conf, expiry=30, heartbeat=10), "erase"):
             pass
     assert "kill" not in str(held.value)
-    with open(path, "w") as fh:
-        json.dump({**record, "heartbeat": time.time() - 5}, fh)
+    _leave(path, {**record, "heartbeat": time.time() - 5})
     with lake_lease(_fast(conf, expiry=30), "erase") as taker:
         assert json.load(open(path))["token"] == taker["token"]
     # Its pid now another process's (a different start time): dead too.
-    with open(path, "w") as fh:
-        json.dump({**_record_of(os.getpid(), heartbeat_age=5), "started": "1"}, fh)
+    _leave(path, {**_record_of(os.getpid(), heartbeat_age=5), "started": "1"})
     with lake_lease(_fast(conf, expiry=30), "erase") as taker:
         assert json.load(open(path))["token"] == taker["token"]
 
@@ -91,16 +93,19 @@ def test_the_holder_renews_its_heartbeat(conf):
     with lake_lease(_fast(conf, heartbeat=0.1), "maintain") as holder:
         first = holder["heartbeat"]
         time.sleep(0.6)
-        assert json.load(open(lease_path(conf)))["heartbeat"] > first + 0.3
+        assert read_lease(lease_path(conf))["heartbeat"] > first + 0.3   # as a waiting writer reads it
 
 
 def test_a_holder_whose_lease_was_taken_stops_rather_than_write_beside_the_new_one(conf):
+    path = lease_path(conf)
     with pytest.raises(KeyboardInterrupt):
         with lake_lease(_fast(conf, heartbeat=0.1), "run analyze"):
-            with open(lease_path(conf), "w") as fh:   # another writer took the lease over
-                json.dump({"owner": "erase", "host": "h", "pid": 2, "token": "other", "acquired": time.time(), "heartbeat": time.time()}, fh)
+            os.remove(path)   # another writer took the lease over: the dead-looking lease removed, its own created
+            _leave(path, {"owner": "erase", "host": "h", "pid": 2, "token": "other", "acquired": time.time() - 60, "heartbeat": time.time() - 60})
+            taken = os.stat(path)
             time.sleep(5)
-    assert json.load(open(lease_path(conf)))["token"] == "other"   # the new holder's lease is left alone
+    # The new holder's lease is left alone: not written, not even touched by the old holder's renewals.
+    assert json.load(open(path))["token"] == "other" and os.stat(path).st_mtime_ns == taken.st_mtime_ns
 
 
 def _contend(conf, journal: str) -> None:
@@ -115,8 +120,7 @@ def _contend(conf, journal: str) -> None:
 def test_writers_racing_for_an_expired_lease_hold_it_one_at_a_time(conf, tmp_path):
     path = lease_path(conf)
     os.makedirs(os.path.dirname(path))
-    with open(path, "w") as fh:
-        json.dump({"owner": "dead", "host": "h", "pid": 1, "token": "dead", "acquired": 0, "heartbeat": time.time() - 10}, fh)
+    _leave(path, {"owner": "dead", "host": "h", "pid": 1, "token": "dead", "acquired": 0, "heartbeat": time.time() - 10})
     journal = str(tmp_path / "journal")
     contenders = [multiprocessing.get_context("fork").Process(target=_contend, args=(_fast(conf, wait=60, expiry=1), journal)) for _ in range(4)]
     for process in contenders:

@@ -45,6 +45,7 @@ from crmlake.lake.rs_commit import (
 )
 from crmlake.lake.stats import STATS_COLUMNS
 from crmlake.lake.types import WriteId, WriteResult
+from crmlake.lease import fence
 from crmlake.log import get_logger
 
 log = get_logger("lake.rs")
@@ -192,6 +193,7 @@ class RsEngine:
         existed = self.exists(location)
         removed = len(self.files(location)) if existed else 0
         adds, rows = add_actions(self._stage(df, location, list(partition_by)), self._stats_columns(location, properties))
+        fence(location)
         create_table_with_add_actions(
             local_table_path(location),
             DeltaSchema.from_json(nullable_schema(df.schema).json()),
@@ -369,6 +371,7 @@ class RsEngine:
 
     def remove_staging(self, location: str) -> int:
         """Delete every folder of the table's staging area (writes never committed); return how many."""
+        fence(location)
         staging = os.path.join(local_table_path(location), STAGING)
         entries = list(os.scandir(staging)) if os.path.isdir(staging) else []
         for entry in entries:
@@ -382,6 +385,7 @@ class RsEngine:
         log) go too. Only the lease's holder vacuums, so no live writer's files are among them.
         """
         hours = int(retention_hours)  # the table's layer's retention (Lake.vacuum), 0 for an erase
+        fence(location)
         table = self._table(location)
         deleted = table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=True)
         staging = os.path.join(local_table_path(location), STAGING)

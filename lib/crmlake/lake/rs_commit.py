@@ -36,6 +36,7 @@ from crmlake.lake.errors import LakeError
 from crmlake.lake.frames import balanced_for_write, nullable_schema
 from crmlake.lake.stats import parquet_file_stats
 from crmlake.lake.types import WriteId
+from crmlake.lease import fence
 
 STAGING = "_staging"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -152,7 +153,8 @@ def commit(
 ) -> int:
     """Commit ``actions`` to the table at ``location`` in one transaction (creating the table,
     partitioned by ``partition_by`` with table ``properties``, when there is none yet); return
-    the version committed."""
+    the version committed. Commits nothing once this process lost the lake's lease (:func:`~crmlake.lease.fence`)."""
+    fence(location)
     properties_of_commit = commit_properties(operation, txn)
     delta_schema = DeltaSchema.from_json(nullable_schema(schema).json())
     root = local_table_path(location)

@@ -16,6 +16,7 @@ from pyspark.sql.types import StructField, StructType
 from crmlake.lake.errors import EngineUnavailableError, TableNotFoundError
 from crmlake.lake.frames import balanced_for_write, latest_per_key, with_delete_flag
 from crmlake.lake.types import WriteId, WriteResult
+from crmlake.lease import fence
 
 TXN_APP = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -156,6 +157,7 @@ class SparkDeltaEngine:
             writer = writer.option(key, value)
         if partition_by:
             writer = writer.partitionBy(*partition_by)
+        fence(location)
         with self._txn(txn):
             writer.save(location)
         return self._result(location, before)
@@ -185,6 +187,7 @@ class SparkDeltaEngine:
         before = self.version(location)
         merge = self._table(location).alias("t").merge(F.broadcast(subject).alias("s"), condition)
         merge = merge.whenMatchedUpdate(set={f"`{c}`": F.lit(None) for c in blank}) if blank else merge.whenMatchedDelete()
+        fence(location)
         merge.execute()
         return self._result(location, before)
 
@@ -198,6 +201,7 @@ class SparkDeltaEngine:
         newer = f"s.`{order_by}` >= t.`{order_by}` OR t.`{order_by}` IS NULL"
         assignments = {f"`{c}`": f"s.`{c}`" for c in columns}
         before = self.version(location)
+        fence(location)
         with self._txn(txn, {OPTIMIZE_WRITE: "true"}):
             (
                 self._table(location).alias("t").merge(source.alias("s"), on)
@@ -212,6 +216,7 @@ class SparkDeltaEngine:
         """Compact small files (Delta's OPTIMIZE, bin-packing each partition's files under
         ``small_file_bytes``; larger files are left alone, as on the rs engine)."""
         before = self.version(location)
+        fence(location)
         with self._session_conf({OPTIMIZE_MIN_FILE_SIZE: str(self.small_file_bytes)}):
             self._table(location).optimize().executeCompaction()
         return self._result(location, before)
@@ -228,5 +233,6 @@ class SparkDeltaEngine:
     def vacuum(self, location: str, retention_hours: int) -> list[str]:
         """Delete files no longer in the table older than the retention (Delta's VACUUM is always full)."""
         hours = int(retention_hours)  # the table's layer's retention (Lake.vacuum), 0 for an erase
+        fence(location)
         self._table(location).vacuum(float(hours))
         return []
