@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Mapping, TypeVar
 
 from pyspark.sql import SparkSession
 
+from crmlake.lease import LeaseLostError
 from crmlake.log import timed
 
 T = TypeVar("T")
@@ -42,14 +43,15 @@ def isolated(piece: str, failed: dict, log: logging.Logger, label: str | None = 
     Yields the dict of the step's facts. When the block raises one of ``expected`` (the data
     cannot do it today: its message is the reason) or any other error (logged with its
     trace), the reason is set as the facts' ``failed`` and ``failed[piece]``, and the caller
-    goes on, except in a piece of a :func:`side_by_side` call being stopped: then the error
+    goes on, except in a piece of a :func:`side_by_side` call being stopped, or when the lake's
+    lease was lost (no piece's fault: every write after it would be refused): then the error
     goes through.
     """
     with timed(log, label or piece) as facts:
         try:
             yield facts
         except Exception as error:  # noqa: BLE001 - one piece's fault must not stop the others
-            if _stopping():
+            if _stopping() or isinstance(error, LeaseLostError):
                 raise   # the stage is being stopped (its Spark jobs cancelled): nothing goes on
             if isinstance(error, expected):
                 facts["failed"] = str(error)

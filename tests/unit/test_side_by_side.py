@@ -11,6 +11,7 @@ import time
 import pytest
 
 from crmlake.isolation import isolated, side_by_side
+from crmlake.lease import LeaseLostError
 
 
 def test_pieces_run_at_once_each_in_a_scheduler_pool_of_its_own_and_give_their_results_in_order(spark):
@@ -65,3 +66,11 @@ def test_an_interrupted_wait_cancels_the_pieces_spark_jobs_and_an_isolated_piece
     (job,) = tracker.getJobIdsForGroup("long piece")
     assert tracker.getJobInfo(job).status == "FAILED"   # cancelled, not run to its end
     assert went_on == [] and failed == {}
+
+
+def test_a_lost_lease_is_no_piece_s_fault_it_goes_through_and_the_rest_does_not_go_on():
+    failed = {}
+    with pytest.raises(LeaseLostError):
+        with isolated("audience lapsed_buyers", failed, logging.getLogger("test")):
+            raise LeaseLostError("lake lease lost (erase (pid 2 on h, ...) holds it now)")
+    assert failed == {}   # not recorded as one piece's failure for the next run to retry: the whole command stops
