@@ -164,18 +164,14 @@ def _try_create(path: str, record: dict) -> int | None:
     """Create the lease with ``record`` unless one exists; return a descriptor of the file
     created (the holder's own, which its renewals touch), or None when a lease was there."""
     temporary = _write_record(path, record)
-    own = os.open(temporary, os.O_RDONLY)
     try:
         os.link(temporary, path)   # atomic, and fails when the lease exists
     except FileExistsError:
-        os.close(own)
         return None
-    except BaseException:
-        os.close(own)
-        raise
+    else:
+        return os.open(temporary, os.O_RDONLY)   # the file just linked, opened before its temporary name goes
     finally:
         os.remove(temporary)
-    return own
 
 
 def _holds(path: str, own: int, token: str) -> bool:
@@ -188,6 +184,12 @@ def _holds(path: str, own: int, token: str) -> bool:
     return (read_lease(path) or {}).get("token") == token
 
 
+def _lost(path: str) -> LeaseLostError:
+    """Return the error of a holder whose lease at ``path`` is no longer its own, naming who holds it now."""
+    current = read_lease(path)
+    return LeaseLostError(f"lake lease lost ({describe(current) if current else 'nobody'} holds it now)")
+
+
 # This process's leases: the lake's lease file -> (descriptor of the holder's file, token).
 _HELD: dict[str, tuple[int, str]] = {}
 
@@ -198,10 +200,11 @@ def fence(location: str) -> None:
     holds none there (a caller of the library writing without a lease). Called before each
     commit and each deletion of files."""
     path = local_path(location)
+    if path is None:
+        return
     for lease, (own, token) in list(_HELD.items()):
-        if path is not None and (path + os.sep).startswith(os.path.dirname(lease) + os.sep) and not _holds(lease, own, token):
-            current = read_lease(lease)
-            raise LeaseLostError(f"lake lease lost ({describe(current) if current else 'nobody'} holds it now): {location} not written")
+        if (path + os.sep).startswith(os.path.dirname(lease) + os.sep) and not _holds(lease, own, token):
+            raise LeaseLostError(f"{_lost(lease)}: {location} not written")
 
 
 def _take_over_if_dead(path: str, settings: Lease) -> bool:
@@ -251,8 +254,7 @@ class _Heartbeat(threading.Thread):
                 now = time.time()
                 os.utime(self.own, (now, now))   # its own file: a lease taken over meanwhile is another file, left alone
                 if not _holds(self.path, self.own, self.record["token"]):
-                    current = read_lease(self.path)
-                    raise LeaseLostError(f"lake lease lost ({describe(current) if current else 'nobody'} holds it now)")
+                    raise _lost(self.path)
                 self.record["heartbeat"] = now
             except Exception as error:  # noqa: BLE001 - a holder that cannot renew must stop before its lease expires under it
                 log.critical("%s: stopping this writer", error)

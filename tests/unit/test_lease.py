@@ -168,7 +168,6 @@ def test_a_damaged_lease_file_expires_by_its_age_like_any_other(conf):
         assert json.load(open(path))["token"] == holder["token"]
 
 
-
 OTHER_NODE = "crmlake-other-node"
 EXPIRY, BEAT = 3.0, 0.5   # the lease's expiry and heartbeat, on both machines
 # A writer on another machine: its own host name and pid namespace (Linux namespaces, as a container on
