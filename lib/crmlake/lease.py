@@ -79,21 +79,35 @@ def read_lease(path: str) -> dict | None:
     """Return the lease record at ``path``, or None when there is none; its ``heartbeat`` is the
     later of the record's and the file's modification time (the holder's renewals). A record
     that does not parse (a file damaged outside crmlake) reads as a holder whose heartbeat is
-    the file's modification time, so that it expires like any other."""
+    the file's modification time, so that it expires like any other; so does JSON that is not a
+    lease record (a list, a record without a number for its heartbeat)."""
     for _ in range(5):
         try:
             with open(path, encoding="utf-8") as fh:
                 record = json.load(fh)
-                record["heartbeat"] = max(record["heartbeat"], os.fstat(fh.fileno()).st_mtime)
+                modified = os.fstat(fh.fileno()).st_mtime
+                if not _is_lease_record(record):
+                    return _unreadable(modified)
+                record["heartbeat"] = max(record["heartbeat"], modified)
                 return record
         except FileNotFoundError:
             return None
         except json.JSONDecodeError:   # not a whole record: read again
             time.sleep(0.05)
     try:
-        modified = os.stat(path).st_mtime
+        return _unreadable(os.stat(path).st_mtime)
     except FileNotFoundError:
         return None
+
+
+def _is_lease_record(record) -> bool:
+    """Whether parsed JSON ``record`` has every field of a lease record, its times numbers."""
+    return (isinstance(record, dict) and {"owner", "host", "pid", "token", "acquired", "heartbeat"} <= record.keys()
+            and all(isinstance(record[time_field], (int, float)) for time_field in ("acquired", "heartbeat")))
+
+
+def _unreadable(modified: float) -> dict:
+    """The record read for a lease file that holds no lease record: a holder last heard of at the file's modification time."""
     return {"owner": "an unreadable lease file", "host": "?", "pid": "?", "token": None, "acquired": modified, "heartbeat": modified}
 
 

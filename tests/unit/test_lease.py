@@ -154,11 +154,17 @@ def test_a_heartbeat_slower_than_the_expiry_and_a_lake_not_on_a_mounted_file_sys
         lease_path(conf.with_overrides(["paths.lake=hdfs:///crm/lake"]))
 
 
-def test_a_damaged_lease_file_expires_by_its_age_like_any_other(conf):
+@pytest.mark.parametrize("damaged", [
+    '{"owner": "run org',                                                          # cut short by something outside crmlake
+    '{"owner": "run organize", "host": "h", "pid": 1, "token": "t", "acquired": 1}',  # no heartbeat
+    '{"owner": "run organize", "host": "h", "pid": 1, "token": "t", "acquired": 1, "heartbeat": "soon"}',
+    '["not", "a", "record"]',
+], ids=["cut-short", "no-heartbeat", "heartbeat-not-a-number", "a-list"])
+def test_a_damaged_lease_file_expires_by_its_age_like_any_other(conf, damaged):
     path = lease_path(conf)
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as fh:
-        fh.write('{"owner": "run org')   # cut short by something outside crmlake
+        fh.write(damaged)
     with pytest.raises(LeaseHeldError, match="an unreadable lease file"):   # fresh: it may be a live holder's
         with lake_lease(_fast(conf, expiry=30), "erase"):
             pass
