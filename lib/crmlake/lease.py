@@ -101,9 +101,9 @@ def read_lease(path: str) -> dict | None:
 
 
 def _is_lease_record(record) -> bool:
-    """Whether parsed JSON ``record`` has every field of a lease record, its times numbers."""
+    """Whether parsed JSON ``record`` has every field of a lease record, its pid a whole number and its times numbers."""
     return (isinstance(record, dict) and {"owner", "host", "pid", "token", "acquired", "heartbeat"} <= record.keys()
-            and all(isinstance(record[time_field], (int, float)) for time_field in ("acquired", "heartbeat")))
+            and isinstance(record["pid"], int) and all(isinstance(record[time_field], (int, float)) for time_field in ("acquired", "heartbeat")))
 
 
 def _unreadable(modified: float) -> dict:

@@ -158,8 +158,9 @@ def test_a_heartbeat_slower_than_the_expiry_and_a_lake_not_on_a_mounted_file_sys
     '{"owner": "run org',                                                          # cut short by something outside crmlake
     '{"owner": "run organize", "host": "h", "pid": 1, "token": "t", "acquired": 1}',  # no heartbeat
     '{"owner": "run organize", "host": "h", "pid": 1, "token": "t", "acquired": 1, "heartbeat": "soon"}',
+    '{"owner": "run organize", "host": "h", "pid": "one", "token": "t", "acquired": 1, "heartbeat": 1}',
     '["not", "a", "record"]',
-], ids=["cut-short", "no-heartbeat", "heartbeat-not-a-number", "a-list"])
+], ids=["cut-short", "no-heartbeat", "heartbeat-not-a-number", "pid-not-a-number", "a-list"])
 def test_a_damaged_lease_file_expires_by_its_age_like_any_other(conf, damaged):
     path = lease_path(conf)
     os.makedirs(os.path.dirname(path))
