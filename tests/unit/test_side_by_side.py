@@ -68,7 +68,7 @@ def test_an_interrupted_wait_cancels_the_pieces_spark_jobs_and_an_isolated_piece
     assert went_on == [] and failed == {}
 
 
-def test_a_lost_lease_is_no_piece_s_fault_it_goes_through_and_the_rest_does_not_go_on():
+def test_a_lost_lease_is_no_piece_s_fault_it_goes_through_unrecorded():
     failed = {}
     with pytest.raises(LeaseLostError):
         with isolated("audience lapsed_buyers", failed, logging.getLogger("test")):
