@@ -13,7 +13,7 @@ candidate pairs and the links of the cookies attached to a person, over every ac
 attached cookie of the map. SciPy's ``scipy.sparse.csgraph.connected_components`` runs on it as
 a whole job (:func:`scipy_components`: the Parquet read by pyarrow, the ids factorised to ints,
 the components, the Parquet written), beside crmlake's own components step on the same files
-(:func:`crmlake_components`: :func:`crmlake.organize.identity.connected_components` in Spark,
+(:func:`crmlake_components`: :func:`crmlake.organize.components.connected_components` in Spark,
 read to write). GraphFrames is not the peer: PyPI's ``graphframes-py`` (0.12.3) is Python only,
 its ``GraphFrame`` calls the JVM class ``org.graphframes.GraphFramePythonAPI``, whose jar comes
 from Maven (``--packages io.graphframes:...``), which this machine cannot reach
@@ -151,9 +151,11 @@ def scipy_components(nodes: str, edges: str, target: str) -> int:
 
 def crmlake_components(spark: SparkSession, nodes: str, edges: str, target: str) -> None:
     """crmlake's components step as a job of its own: read ``nodes`` and ``edges`` (as
-    :func:`scipy_components` does), :func:`crmlake.organize.identity.connected_components`,
-    write ``(node, component)`` (the component its smallest node) as Parquet to ``target``."""
-    from crmlake.organize.identity import connected_components
+    :func:`scipy_components` does), :func:`crmlake.organize.components.connected_components` by
+    Spark's rounds alone (as on a graph beyond ``organize.identity.driver_components_max_edges``:
+    below it, organize's components are SciPy's own), write ``(node, component)`` (the component
+    its smallest node) as Parquet to ``target``."""
+    from crmlake.organize.components import connected_components
 
     connected_components(spark.read.parquet(f"file://{nodes}"), spark.read.parquet(f"file://{edges}")).write.parquet(f"file://{target}")
 
@@ -173,9 +175,9 @@ def planted_persons_missed(identity_map: DataFrame) -> tuple[int, int]:
 
 @contextmanager
 def rounds_taken() -> Iterator[list[int]]:
-    """Collect the rounds each :func:`crmlake.organize.identity.connected_components` ending
+    """Collect the rounds each :func:`crmlake.organize.components.connected_components` ending
     inside the block took, from the line it logs (at INFO, kept from the log's handlers)."""
-    from crmlake.organize.identity import log
+    from crmlake.organize.components import log
 
     rounds: list[int] = []
 

@@ -83,7 +83,7 @@ def union_persons(customers: DataFrame, links: DataFrame, region: str, max_accou
     """Return (account_id, person_id): the old identity, accounts unioned when they share a
     normalised email or phone held by at most ``max_accounts_per_key`` live accounts, or a
     cookie of ``links`` (silver.identity_links), as connected components in Spark."""
-    from crmlake.organize.identity import connected_components
+    from crmlake.organize.components import connected_components
     from crmlake.people import EMAIL, PHONE, e164_phone, normalised_email, sha256_hex
 
     live = customers.where(~F.col("erased"))
@@ -141,7 +141,7 @@ def bench_identity_quality(spark: SparkSession, conf_file: str | None, tmp: str,
     def crmlake_run() -> None:
         profiles = match_profiles(silver_customers, region).checkpoint()
         weights, _ = matching_weights(Lake(spark, weights_conf), weights_conf, profiles, links, end, rebuild=True)
-        matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
+        matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows, rules.driver_components_max_edges)
         identity_map, _ = build_identity_map(profiles, links, no_map, matching)
         identity_map.write.parquet(f"file://{root}/crmlake-map")
         crmlake_map.append(spark.read.parquet(f"file://{root}/crmlake-map"))

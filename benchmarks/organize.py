@@ -179,7 +179,7 @@ def _components_against_scipy(spark: SparkSession, pairs: DataFrame, links: Data
     differ = placed_differently(identity_map, spark.read.parquet(f"file://{root}/components-scipy.parquet"))
     return [
         (f"identity, components alone : {edge_count:,} accepted edges (linked pairs + links of attached cookies) over {node_count:,} nodes -> {found[0]:,} components;"
-         f" crmlake's connected_components (Spark, {rounds[0]} rounds) {crmlake_took:.1f}s, SciPy (pyarrow + csgraph, 1 core) {scipy_took:.1f}s"
+         f" crmlake's connected_components (Spark's rounds, as organize runs them on more than organize.identity.driver_components_max_edges linked pairs; {rounds[0]} rounds) {crmlake_took:.1f}s, SciPy (pyarrow + csgraph, 1 core) {scipy_took:.1f}s"
          f" (ratio {crmlake_took / scipy_took:.1f}; each from Parquet to Parquet); crmlake's whole rebuild {rebuild_took:.1f}s"),
         (f"identity, against SciPy     : accounts placed differently: {differ[0]:,}, cookies: {differ[1]:,}"
          " (crmlake's persons against SciPy's components of the edges crmlake accepted; crmlake's rules chose the edges)"),

@@ -179,6 +179,7 @@ class Identity(Section):
     truth_file: Optional[str]
     weights: MatchWeights
     broadcast_max_rows: int = PositiveInt
+    driver_components_max_edges: int = Field(ge=0)
 
 
 class MatchWeights(Section):

@@ -4,8 +4,11 @@ import datetime as dt
 import random
 import re
 
+import pytest
+
 from crmlake.config import load_conf
-from crmlake.organize.identity import Matching, assign_person_ids, build_identity_map, connected_components, grow_identity_map, touched_blocks
+from crmlake.organize.components import connected_components
+from crmlake.organize.identity import Matching, assign_person_ids, build_identity_map, grow_identity_map, touched_blocks
 from crmlake.organize.matching import LINKED, VETOED, blocks, expectation_maximisation, identifier_blocks, match_profiles, prior_weights
 
 MAP_SCHEMA = "identifier_type string, identifier string, person_id string"
@@ -13,10 +16,15 @@ LINK_SCHEMA = "anonymous_id string, account_id string"
 ACCOUNT_SCHEMA = "account_id string, email string, phone string, name string, birth_year int, erased boolean"
 
 
-def components_of(spark, pairs, extra_nodes=(), broadcast_max_rows=0):
+def components_of(spark, pairs, extra_nodes=(), broadcast_max_rows=0, driver_max_edges=0):
     nodes = spark.createDataFrame([(n,) for n in {*extra_nodes, *[n for p in pairs for n in p]}], "node string")
     edges = spark.createDataFrame(pairs, "src string, dst string")
-    return {r["node"]: r["component"] for r in connected_components(nodes, edges, broadcast_max_rows=broadcast_max_rows).collect()}
+    found = connected_components(nodes, edges, broadcast_max_rows=broadcast_max_rows, driver_max_edges=driver_max_edges)
+    return {r["node"]: r["component"] for r in found.collect()}
+
+
+# Where the components are found: by Spark's rounds, or on the driver.
+FINISHED = pytest.mark.parametrize("driver_max_edges", [0, 10**6], ids=["rounds", "driver"])
 
 
 def union_find(pairs):
@@ -35,25 +43,73 @@ def union_find(pairs):
     return {x: find(x) for x in parent}
 
 
-def test_a_long_chain_in_scrambled_order_is_one_component(spark):
+@FINISHED
+def test_a_long_chain_in_scrambled_order_is_one_component(spark, driver_max_edges):
     names = [f"n{i:04d}" for i in range(150)]
     random.Random(1).shuffle(names)
     chain = list(zip(names, names[1:]))
-    assert set(components_of(spark, chain).values()) == {"n0000"}
+    assert set(components_of(spark, chain, driver_max_edges=driver_max_edges).values()) == {"n0000"}
 
 
-def test_a_large_star_and_an_isolated_node(spark):
+@FINISHED
+def test_a_large_star_and_an_isolated_node(spark, driver_max_edges):
     star = [("hub", f"leaf{i:04d}") for i in range(200)]
-    found = components_of(spark, star, extra_nodes=["alone"])
+    found = components_of(spark, star, extra_nodes=["alone"], driver_max_edges=driver_max_edges)
     assert found["alone"] == "alone"
     assert {v for k, v in found.items() if k != "alone"} == {"hub"}
 
 
-def test_random_graph_matches_union_find(spark):
+@FINISHED
+def test_random_graph_matches_union_find(spark, driver_max_edges):
     rng = random.Random(7)
     pairs = [(f"v{rng.randrange(400):03d}", f"v{rng.randrange(400):03d}") for _ in range(300)]
     expected = union_find(pairs)
-    assert components_of(spark, pairs) == expected
+    assert components_of(spark, pairs, driver_max_edges=driver_max_edges) == expected
+
+
+def test_the_driver_finds_the_components_when_the_edges_are_few_enough(spark):
+    import logging
+
+    from crmlake.organize.components import log
+
+    names = [f"n{i:04d}" for i in range(150)]
+    random.Random(2).shuffle(names)
+    chain = list(zip(names, names[1:]))
+    seen = []
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            seen.append((record.args[0], "on the driver" in record.msg))  # (Spark's rounds, found on the driver)
+
+    handler, level = Seen(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        for driver_max_edges in (0, 148, 149):
+            assert set(components_of(spark, chain, driver_max_edges=driver_max_edges).values()) == {"n0000"}
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    # A chain of 150 accounts is 149 edges: one more than the bound and the rounds run.
+    (rounds_alone, driver_alone), (rounds_above, driver_above), (no_round, on_driver) = seen
+    assert rounds_alone > 1 and not driver_alone
+    assert rounds_above == rounds_alone and not driver_above
+    assert no_round == 0 and on_driver
+
+
+@FINISHED
+def test_no_edge_or_a_loop_alone_leaves_every_node_its_own_component(spark, driver_max_edges):
+    assert components_of(spark, [], extra_nodes=["a", "b"], driver_max_edges=driver_max_edges) == {"a": "a", "b": "b"}
+    assert components_of(spark, [("a", "a")], extra_nodes=["b"], driver_max_edges=driver_max_edges) == {"a": "a", "b": "b"}
+
+
+@FINISHED
+def test_the_smallest_node_is_smallest_by_bytes_as_spark_compares_strings(spark, driver_max_edges):
+    # Accented, upper-case, CJK and astral letters: UTF-8's byte order is the code points' order (union_find's).
+    letters = ["a", "Z", "é", "z", "É", "人", "𝔸", "0", "ß"]
+    rng = random.Random(9)
+    pairs = [(f"{rng.choice(letters)}{rng.randrange(40)}", f"{rng.choice(letters)}{rng.randrange(40)}") for _ in range(250)]
+    assert components_of(spark, pairs, driver_max_edges=driver_max_edges) == union_find(pairs)
 
 
 def test_components_are_the_same_when_the_stars_are_sent_to_every_task(spark):

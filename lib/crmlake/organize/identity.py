@@ -3,9 +3,8 @@ phones attached to the person holding them alone.
 
 Accounts are linked pairwise (:mod:`crmlake.organize.matching`: candidate pairs from blocks,
 each pair's evidence weighed, a name that disagrees vetoing); **persons are the connected
-components of the linked pairs**, found entirely in Spark with the alternating large-star /
-small-star algorithm of Kiveris et al. (2014): O(log^2 n) rounds on any graph, long chains
-included, each round written to a reliable checkpoint (``paths.checkpoints``).
+components of the linked pairs** (:mod:`crmlake.organize.components`: Spark's large-star /
+small-star rounds, the last few edges finished on the driver).
 
 A cookie, an email or a phone is not a link: it is *attached* to a person when every account
 holding it is that person's (a cookie logged into by one person's accounts, a mailbox only
@@ -29,11 +28,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Observation, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from crmlake.lake.frames import checkpointed, counted, hash_keyed, maybe_broadcast
+from crmlake.lake.frames import counted, hash_keyed, maybe_broadcast
 from crmlake.log import get_logger
+from crmlake.organize.components import connected_components
 from crmlake.organize.matching import LEVELS, LINKED, Weights, blocks, candidate_pairs, comparison_levels, decided_pairs, identifier_blocks, match_profiles, sized_blocks
 from crmlake.people import ACCOUNT, COOKIE, EMAIL, PHONE
 
@@ -46,13 +46,16 @@ PAIR_COLUMNS = ["account_a", "account_b", "compared_for", *LEVEL_COLUMNS.values(
 
 @dataclass(frozen=True)
 class Matching:
-    """How pairs are decided: the fitted weights, the link threshold, the block size beyond which
-    a key pairs nobody, and the most rows sent to every task in a broadcast join."""
+    """How pairs are decided and persons found: the fitted weights, the link threshold, the block
+    size beyond which a key pairs nobody, the most rows sent to every task in a broadcast join, and
+    the most linked pairs whose components are finished on the driver (0: Spark's rounds alone;
+    :func:`~crmlake.organize.components.connected_components`)."""
 
     weights: Weights
     link_min_probability: float
     max_accounts_per_key: int
     broadcast_max_rows: int
+    driver_components_max_edges: int = 0
 
 
 def _node(identifier_type: str, identifier) -> Column:
@@ -79,17 +82,18 @@ def scored_pairs(profiles: DataFrame, memberships: DataFrame, matching: Matching
     return decided.withColumn("compared_for", F.array_join("shared_blocks", ",")).withColumnsRenamed(LEVEL_COLUMNS).select(*PAIR_COLUMNS)
 
 
-def persons_of(accounts: DataFrame, pairs: DataFrame, broadcast_max_rows: int = 0) -> DataFrame:
+def persons_of(accounts: DataFrame, pairs: DataFrame, matching: Matching) -> DataFrame:
     """Return ``(node, component)`` for each of ``accounts`` (account_id, each once) as an
     identity-map node: the connected components of the linked ``pairs`` (account_a, account_b,
     decision), found over the linked accounts only; every other account is a component of its
-    own. Every linked account must be one of ``accounts``. ``broadcast_max_rows``: as
-    :func:`connected_components` takes it."""
+    own. Every linked account must be one of ``accounts``. ``matching`` gives the bounds
+    :func:`~crmlake.organize.components.connected_components` takes."""
     linked = pairs.where(F.col("decision") == LINKED).select(F.col("account_a").alias("src"), F.col("account_b").alias("dst"))
     # The rounds run over the linked pairs only: an account linked to none is a person of its own.
     # Over the bare account ids, whose first bytes tell them apart (a sort compares those first;
     # behind ``account_id:`` every comparison reads on), prefixed after: the smallest is the same.
-    components = connected_components(accounts.select(F.col("account_id").alias("node")), linked, broadcast_max_rows=broadcast_max_rows)
+    components = connected_components(accounts.select(F.col("account_id").alias("node")), linked, broadcast_max_rows=matching.broadcast_max_rows,
+                                      driver_max_edges=matching.driver_components_max_edges)
     return components.select(_account_node("node").alias("node"), _account_node("component").alias("component"))
 
 
@@ -143,7 +147,7 @@ def build_identity_map(profiles: DataFrame, links: DataFrame, previous_map: Data
     link_only = links.select("account_id").join(maybe_broadcast(profile_accounts, few_profiles), "account_id", "left_anti").distinct()
     accounts = profile_accounts.unionByName(link_only)
     # Checkpointed: read twice below (the accounts' persons, and the map's account rows).
-    components, account_count = counted(persons_of(accounts, pairs, matching.broadcast_max_rows))
+    components, account_count = counted(persons_of(accounts, pairs, matching))
     # The accounts' persons sent to every task when few: the identifiers are not shuffled to meet them.
     person_of_account = maybe_broadcast(_account_of(components), small(account_count))
     # The identifiers read again from the profiles and links: no hash to compute (the pairing's are not kept).
@@ -238,7 +242,7 @@ def grow_identity_map(
     kept_pairs = previous_pairs.join(recomputed_ids.withColumnRenamed("account_id", "account_a"), "account_a", "left_semi").join(
         touched.withColumnRenamed("account_id", "account_a"), "account_a", "left_anti").join(touched.withColumnRenamed("account_id", "account_b"), "account_b", "left_anti")
     components = persons_of(recomputed, kept_pairs.select("account_a", "account_b", "decision").unionByName(rescored.select("account_a", "account_b", "decision")),
-                            matching.broadcast_max_rows)
+                            matching)
     # Identifiers attached anew: every one a recomputed account holds, touched, or a reached person held.
     derived = (
         memberships.join(recomputed_ids, "account_id", "left_semi").select("block")
@@ -267,82 +271,6 @@ def grow_identity_map(
     log.info("identity map grown: %d accounts touched (%d with the few other holders of their blocks), %d persons reached, %d accounts recomputed",
              touched_count, count, reached_count, n_recomputed)
     return identity_map, pair_changes.select(*PAIR_COLUMNS, "_gone"), persons_reached
-
-
-def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
-    """Return one large-star then one small-star step over ``(child, parent)`` edges, parent <
-    child, written to a reliable checkpoint, and whether ``edges`` already was a union of stars
-    (no node with a parent has another neighbour), which the step returns unchanged: observed
-    while the round is written, so that the last round stops there. One checkpoint and three
-    shuffles (two windows, one distinct) per round: the last round's small star, which would
-    only give the stars back, is written and discarded (cheaper than a second checkpoint in
-    every round)."""
-    # Large star: each node links its larger neighbours to the smallest node of its neighbourhood.
-    neighbours = edges.select(F.col("child").alias("node"), F.col("parent").alias("nbr")).unionByName(
-        edges.select(F.col("parent").alias("node"), F.col("child").alias("nbr"))
-    )
-    around = Window.partitionBy("node")
-    stars = Observation("star round")
-    large = (
-        neighbours.withColumn("smallest", F.least(F.col("node"), F.min("nbr").over(around)))
-        .withColumn("degree", F.count(F.lit(1)).over(around))
-        .observe(stars, F.count_if((F.col("smallest") < F.col("node")) & (F.col("degree") > 1)).alias("not_star"))
-        .where(F.col("nbr") > F.col("node"))
-        .select(F.col("nbr").alias("child"), F.col("smallest").alias("parent"))
-    )
-    # Small star: each node and its smaller neighbours are linked to the smallest of those (the
-    # node's own edge and its siblings' from one row: the large star is computed once).
-    small = large.withColumn("smallest", F.min("parent").over(Window.partitionBy("child")))
-    linked = small.select(F.explode(F.array(
-        F.struct(F.col("parent").alias("child"), F.col("smallest").alias("parent")),
-        F.struct(F.col("child"), F.col("smallest").alias("parent")),
-    )).alias("_edge")).select("_edge.child", "_edge.parent")
-    after = linked.where(F.col("child") != F.col("parent")).distinct().checkpoint()
-    if stars.get["not_star"] == 0:
-        return edges, True
-    return after, False
-
-
-def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 64, broadcast_max_rows: int = 0) -> DataFrame:
-    """Return ``(node, component)`` for every node: ``component`` is the smallest node of its component.
-
-    Takes ``nodes`` (node, each once) and undirected ``edges`` (src, dst) between them. The
-    rounds run over the edges alone, on the nodes as they are (numbering them first would cost
-    a distinct, two joins and a relabelling: more than the rounds over strings on graphs of
-    persons); each round is one large-star and one small-star step written to a reliable
-    checkpoint (the session's checkpoint directory, which a lost executor's data survives, and
-    which cuts the plan); an edge whose ends have no other edge is a component of its own and
-    is set aside before the first round. A round observes on the way whether the edges it took already were a
-    union of stars (the components): then it is the last, and each star's centre, smaller than
-    its leaves, is its component's smallest node. Raises RuntimeError if it has not converged
-    after ``max_rounds`` rounds (never seen: rounds grow as log^2 n). The stars' leaves (no more
-    than the edges) meet the nodes sent to every task when the edges are at most
-    ``broadcast_max_rows``.
-    """
-    oriented = edges.where(F.col("src") != F.col("dst")).select(F.greatest("src", "dst").alias("child"), F.least("src", "dst").alias("parent"))
-    # An edge whose two ends have no other (most persons of two accounts) is a component already:
-    # set aside before the rounds, which then run over the bigger components only. Told by each
-    # end's count of edges (a window by node; a repeated edge counts twice, and merely goes to
-    # the rounds), gathered per edge by the grouping that makes the edges distinct.
-    ends = oriented.select(F.explode(F.array("child", "parent")).alias("_end"), "child", "parent")
-    flagged = (
-        ends.withColumn("_alone", F.count(F.lit(1)).over(Window.partitionBy("_end")) == 1)
-        .groupBy("child", "parent").agg(F.bool_and("_alone").alias("_pair"))
-    )
-    flagged, figures = checkpointed(flagged, edges=F.count(F.lit(1)), pairs=F.count_if("_pair"))
-    current = flagged.where(~F.col("_pair")).select("child", "parent")
-    # No edge left: every node is its own component or a pair's (and a round over nothing would observe nothing).
-    converged, rounds = figures["edges"] == figures["pairs"], 0
-    while not converged:
-        if rounds == max_rounds:
-            raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
-        current, converged = _star_round(current)
-        rounds += 1
-    log.info("identity graph: components found after %d rounds (%d of %d edges pairs alone, set aside)", rounds, figures["pairs"], figures["edges"])
-    # A node that is no star's leaf (a centre, or linked to none) is its component's smallest node.
-    stars = current.unionByName(flagged.where(F.col("_pair")).select("child", "parent"))
-    leaves = maybe_broadcast(stars.select(F.col("child").alias("node"), F.col("parent").alias("component")), figures["edges"] <= broadcast_max_rows)
-    return nodes.join(leaves, "node", "left").select("node", F.coalesce("component", "node").alias("component"))
 
 
 def assign_person_ids(components: DataFrame, previous_map: DataFrame, taken: DataFrame | None = None, broadcast_max_rows: int = 0,

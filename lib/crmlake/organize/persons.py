@@ -117,7 +117,7 @@ def organize_identity(
     whole = full or erased or profiles_before is None or not lake.exists(MAP) or not lake.exists(PAIRS) or not lake.exists(WEIGHTS)
     weights, estimated = matching_weights(lake, conf, profiles, links, run_date, whole)
     rules = conf.organize.identity
-    matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows)
+    matching = Matching(weights, rules.link_min_probability, rules.max_accounts_per_key, rules.broadcast_max_rows, rules.driver_components_max_edges)
     reached = None
     if whole:
         def written(pairs: DataFrame) -> DataFrame:
