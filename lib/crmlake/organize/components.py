@@ -7,9 +7,10 @@ reliable checkpoint (``paths.checkpoints``). The rounds shorten paths, not the e
 component of n nodes keeps n - 1 edges to the end. So the choice is made once, before the
 first round: edges few enough (``driver_max_edges``,
 ``organize.identity.driver_components_max_edges``) are collected and resolved on the driver
-instead, by SciPy's ``csgraph`` in one call. On a graph of persons a round holds well under a megabyte and
-costs Spark's fixed price per stage (about a second a round on 2 cores), not the data's; a
-graph bigger than the bound goes through Spark's rounds, which no one machine's memory limits.
+instead, by SciPy's ``csgraph`` in one call. On a graph of persons a round holds well under a
+megabyte and costs Spark's fixed price per stage (about a second a round on 2 cores), not the
+data's; a graph bigger than the bound goes through Spark's rounds, which no one machine's
+memory limits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pyspark.sql import functions as F
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components as csgraph_components
 
-from crmlake.lake.frames import checkpointed, maybe_broadcast
+from crmlake.lake.frames import checkpointed, counted, maybe_broadcast
 from crmlake.log import get_logger
 
 log = get_logger("organize.identity")
@@ -33,9 +34,9 @@ def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
     child, written to a reliable checkpoint, and whether ``edges`` already was a union of stars
     (no node with a parent has another neighbour), which the step returns unchanged: observed
     while the round is written, so that the last round stops there. One checkpoint and three
-    shuffles (two windows, one distinct) per round:
-    the last round's small star, which would only give the stars back, is written and discarded
-    (cheaper than a second checkpoint in every round)."""
+    shuffles (two windows, one distinct) per round: the last round's small star, which would
+    only give the stars back, is written and discarded (cheaper than a second checkpoint in
+    every round)."""
     # Large star: each node links its larger neighbours to the smallest node of its neighbourhood.
     neighbours = edges.select(F.col("child").alias("node"), F.col("parent").alias("nbr")).unionByName(
         edges.select(F.col("parent").alias("node"), F.col("child").alias("nbr"))
@@ -93,19 +94,19 @@ def connected_components(nodes: DataFrame, edges: DataFrame, max_rounds: int = 6
     is set aside before the first round. A round observes on the way whether the edges it took
     already were a union of stars (the components): then it is the last, and each star's
     centre, smaller than its leaves, is its component's smallest node. When the edges are at
-    most ``driver_max_edges`` (0: never) they are collected instead (as Arrow, at most one more
-    than that) and :func:`stars_of` finds their components on the driver.
+    most ``driver_max_edges`` (0: never; counted while written to a checkpoint) they are
+    collected instead, as Arrow, and :func:`stars_of` finds their components on the driver.
     Raises RuntimeError if it has not converged after ``max_rounds`` rounds (never seen: rounds
     grow as log^2 n). The stars' leaves (no more than the edges) meet the nodes sent to every
     task when the edges are at most ``broadcast_max_rows``.
     """
     oriented = edges.where(F.col("src") != F.col("dst")).select(F.greatest("src", "dst").alias("child"), F.least("src", "dst").alias("parent"))
     if driver_max_edges:
-        # Up to one edge more than the bound is collected: no more than the bound, and the driver finds them all.
-        collected = oriented.limit(driver_max_edges + 1).toArrow()
-        if collected.num_rows <= driver_max_edges:
-            log.info("identity graph: components found after %d rounds (%d edges, found on the driver)", 0, collected.num_rows)
-            return _components(nodes, edges.sparkSession.createDataFrame(stars_of(collected)), collected.num_rows <= broadcast_max_rows)
+        # Counted while written (a limit would gather its rows through one task), then collected if few enough.
+        oriented, edge_count = counted(oriented)
+        if edge_count <= driver_max_edges:
+            log.info("identity graph: components found after %d rounds (%d edges, found on the driver)", 0, edge_count)
+            return _components(nodes, edges.sparkSession.createDataFrame(stars_of(oriented.toArrow())), edge_count <= broadcast_max_rows)
     # An edge whose two ends have no other (most persons of two accounts) is a component already:
     # set aside before the rounds, which then run over the bigger components only. Told by each
     # end's count of edges (a window by node; a repeated edge counts twice, and merely goes to

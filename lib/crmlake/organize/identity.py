@@ -3,8 +3,8 @@ phones attached to the person holding them alone.
 
 Accounts are linked pairwise (:mod:`crmlake.organize.matching`: candidate pairs from blocks,
 each pair's evidence weighed, a name that disagrees vetoing); **persons are the connected
-components of the linked pairs** (:mod:`crmlake.organize.components`: Spark's large-star /
-small-star rounds, the last few edges finished on the driver).
+components of the linked pairs** (:mod:`crmlake.organize.components`: by SciPy on the driver
+when they are few enough, else by Spark's large-star / small-star rounds).
 
 A cookie, an email or a phone is not a link: it is *attached* to a person when every account
 holding it is that person's (a cookie logged into by one person's accounts, a mailbox only
@@ -48,7 +48,7 @@ PAIR_COLUMNS = ["account_a", "account_b", "compared_for", *LEVEL_COLUMNS.values(
 class Matching:
     """How pairs are decided and persons found: the fitted weights, the link threshold, the block
     size beyond which a key pairs nobody, the most rows sent to every task in a broadcast join, and
-    the most linked pairs whose components are finished on the driver (0: Spark's rounds alone;
+    the most linked pairs whose components are found on the driver (0: Spark's rounds always;
     :func:`~crmlake.organize.components.connected_components`)."""
 
     weights: Weights
