@@ -26,7 +26,7 @@ from scipy.sparse.csgraph import connected_components as csgraph_components
 from crmlake.lake.frames import checkpointed, counted, maybe_broadcast
 from crmlake.log import get_logger
 
-log = get_logger("organize.identity")
+log = get_logger("organize.components")
 
 
 def _star_round(edges: DataFrame) -> tuple[DataFrame, bool]:
@@ -73,10 +73,11 @@ def stars_of(edges: pa.Table) -> pa.Table:
     names = names.take(pc.sort_indices(names))  # numbered in byte order: the smallest index is the smallest node
     index = pc.index_in(ends, value_set=names).to_numpy()
     child, parent = index[: edges.num_rows], index[edges.num_rows:]
-    graph = coo_array((np.ones(edges.num_rows, dtype=np.int8), (child, parent)), shape=(len(names), len(names)))
-    count, labels = csgraph_components(graph, directed=False)
-    smallest = np.full(count, len(names))
-    np.minimum.at(smallest, labels, np.arange(len(names)))
+    # Booleans: a repeated edge stays one edge (small integers summed by the matrix could wrap to 0).
+    graph = coo_array((np.ones(edges.num_rows, dtype=bool), (child, parent)), shape=(len(names), len(names)))
+    _, labels = csgraph_components(graph, directed=False)
+    # Each component's first node in name order is its smallest.
+    _, smallest = np.unique(labels, return_index=True)
     centre = smallest[labels]
     leaves = np.flatnonzero(centre != np.arange(len(names)))
     return pa.table({"child": names.take(leaves), "parent": names.take(centre[leaves])})
